@@ -1,0 +1,118 @@
+"""One component per pipeline stage. Logic lives in ``fashionrec``; these only move artifacts."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from fashionrec.config import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE)
+def generate_shop_data(config_json: str, raw_data: Output[Dataset]):
+    """Write the embedded synthetic fashion shop as canonical CSV files."""
+    from fashionrec.config import PipelineConfig
+    from fashionrec.data.synthetic import generate_shop, write_shop
+
+    shop = generate_shop(PipelineConfig.from_json(config_json).shop)
+    paths = write_shop(shop, raw_data.path)
+    raw_data.metadata.update({"products": len(shop.catalogue), "events": len(shop.events), **paths})
+
+
+@dsl.component(base_image=COMPONENT_IMAGE)
+def ingest_data(config_json: str, raw_data: Input[Dataset], ingested: Output[Dataset]):
+    """Validate, quarantine bad rows and split by time."""
+    import os
+
+    from fashionrec.config import PipelineConfig
+    from fashionrec.ingest import ingest
+
+    summary = ingest(
+        os.path.join(raw_data.path, "catalogue.csv"),
+        os.path.join(raw_data.path, "events.csv"),
+        ingested.path,
+        PipelineConfig.from_json(config_json).ingest,
+    )
+    ingested.metadata.update({k: v for k, v in summary.as_dict().items() if k != "quarantined"})
+    ingested.metadata["quarantined"] = sum(summary.quarantined.values())
+
+
+@dsl.component(base_image=COMPONENT_IMAGE)
+def transform_data(config_json: str, ingested: Input[Dataset], transformed: Output[Dataset]):
+    """Beam + tensorflow-transform: vocabularies, tokens, features, training and holdout examples."""
+    from dataclasses import asdict
+
+    from fashionrec.config import PipelineConfig
+    from fashionrec.transform import transform
+
+    summary = transform(ingested.path, transformed.path, PipelineConfig.from_json(config_json).transform)
+    transformed.metadata.update(asdict(summary))
+
+
+@dsl.component(base_image=COMPONENT_IMAGE)
+def train_model(config_json: str, transformed: Input[Dataset], model: Output[Model]):
+    """Train the two-tower model."""
+    from dataclasses import asdict
+
+    from fashionrec.config import PipelineConfig
+    from fashionrec.train import train
+
+    config = PipelineConfig.from_json(config_json)
+    summary = train(transformed.path, model.path, config.train, config.transform)
+    model.metadata.update(asdict(summary))
+
+
+@dsl.component(base_image=COMPONENT_IMAGE)
+def export_embeddings(
+    ingested: Input[Dataset], transformed: Input[Dataset], model: Input[Model], embeddings: Output[Dataset]
+):
+    """Embed every catalogue product, new products included."""
+    from dataclasses import asdict
+
+    from fashionrec.export import export_embeddings as export
+
+    embeddings.metadata.update(asdict(export(ingested.path, transformed.path, model.path, embeddings.path)))
+
+
+@dsl.component(base_image=COMPONENT_IMAGE)
+def evaluate_model(
+    config_json: str,
+    ingested: Input[Dataset],
+    transformed: Input[Dataset],
+    embeddings: Input[Dataset],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+) -> bool:
+    """Holdout metrics for the model and baselines; returns whether the gate blessed the model."""
+    from fashionrec.config import PipelineConfig
+    from fashionrec.evaluation.evaluate import evaluate
+
+    result = evaluate(
+        ingested.path, transformed.path, embeddings.path, evaluation.path, PipelineConfig.from_json(config_json).evaluate
+    )
+    for system, values in result.metrics.items():
+        for name, value in values.items():
+            metrics.log_metric(f"{system}/{name}", value)
+    evaluation.metadata.update({"blessed": result.blessed, "reasons": result.blessing["reasons"]})
+    return result.blessed
+
+
+@dsl.component(base_image=COMPONENT_IMAGE)
+def publish_model(
+    config_json: str, embeddings: Input[Dataset], evaluation: Input[Artifact], model_repository: str
+) -> int:
+    """Write the next version of the Triton model repository; refuses a model that is not blessed."""
+    import os
+
+    from fashionrec.config import PipelineConfig
+    from fashionrec.evaluation.evaluate import BLESSING_FILE, METRICS_FILE
+    from fashionrec.export import EMBEDDINGS_FILE
+    from fashionrec.publish import publish_model_repository
+    from fashionrec.storage import read_json
+
+    published = publish_model_repository(
+        embeddings_path=os.path.join(embeddings.path, EMBEDDINGS_FILE),
+        blessing_path=os.path.join(evaluation.path, BLESSING_FILE),
+        model_repository=model_repository,
+        serving=PipelineConfig.from_json(config_json).serving,
+        metadata={"metrics": read_json(os.path.join(evaluation.path, METRICS_FILE))},
+    )
+    return published.version

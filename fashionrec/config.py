@@ -1,0 +1,183 @@
+"""All tunable settings of fashionrec, in one typed place.
+
+Every stage takes its section of :class:`PipelineConfig`; the CLI and the KFP pipeline build one from
+defaults plus overrides, and it round-trips through JSON so a KFP task can receive it as a string
+parameter. Nothing else in the package should hold a magic number that a user may want to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purchase")
+
+
+@dataclass(frozen=True)
+class ShopConfig:
+    """Size and shape of the embedded synthetic fashion shop (the default dataset)."""
+
+    seed: int = 7
+    num_customers: int = 20_000
+    num_products: int = 5_000
+    num_weeks: int = 12
+    initial_catalogue_fraction: float = 0.55  # the rest launches week by week (hundreds a week)
+    events_per_customer: float = 25.0
+    num_styles: int = 12
+    latent_dim: int = 16
+    taste_sharpness: float = 3.0  # higher = customers stick closer to their styles
+    popularity_strength: float = 0.6  # weight of item popularity in event choice
+    start_date: str = "2026-06-01"
+
+
+@dataclass(frozen=True)
+class EventWeights:
+    """Strength of each event type, used to weight a customer's history."""
+
+    click: float = 1.0
+    add_to_bag: float = 3.0
+    save_for_later: float = 2.0
+    purchase: float = 5.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Validation and time split of the raw data."""
+
+    split_time: str | None = None  # ISO time; None = the quantile below of event times
+    holdout_fraction: float = 0.1
+    event_weights: EventWeights = field(default_factory=EventWeights)
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """Feature engineering with tensorflow-transform and Beam."""
+
+    product_oov_buckets: int = 1
+    vocab_oov_buckets: int = 1
+    max_title_tokens: int = 24
+    token_vocab_size: int = 5_000
+    price_buckets: int = 10
+    history_length: int = 20  # most recent events kept as a customer's history
+    beam_runner: str = "BundleBasedDirectRunner"
+    beam_options: tuple[str, ...] = ()  # extra pipeline options, e.g. ("--project=...", "--region=...")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Two-tower model and its optimisation."""
+
+    embedding_dim: int = 64
+    token_embedding_dim: int = 32
+    feature_embedding_dim: int = 16
+    content_hidden_units: int = 128
+    id_dropout: float = 0.3  # probability of hiding the id embedding so content alone learns
+    temperature: float = 0.1
+    logq_correction: bool = True
+    batch_size: int = 1024
+    epochs: int = 3
+    learning_rate: float = 0.003
+    seed: int = 11
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Holdout evaluation and the publishing gate."""
+
+    top_k: tuple[int, ...] = (10, 20)
+    gate_metric: str = "recall@20"
+    min_gate_metric: float = 0.0  # absolute floor on the candidate's gate metric
+    min_lift_over_popularity: float = 0.05  # relative lift the candidate must reach over popularity
+    max_eval_customers: int = 5_000
+    seed: int = 3
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Triton model repository and server."""
+
+    model_name: str = "recommend"
+    customer_model_name: str = "customer_vector"
+    ranking_model_name: str = "rank_products"
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 200
+    default_top_k: int = 10
+    max_top_k: int = 1_000
+    max_history_length: int = 200
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    pytriton_version: str = "0.7.0"
+    host: str = "127.0.0.1"  # address tritonserver binds; "0.0.0.0" inside a container
+    instance_count: int = 1  # python-backend instances per model (each is a process, ~67 MB)
+    model_control_mode: str = "none"  # tritonserver --model-control-mode: none, poll or explicit
+    repository_poll_secs: int = 5  # with model_control_mode="poll"
+    startup_timeout_s: float = 120.0  # until the server reports ready
+    shutdown_timeout_s: float = 30.0  # after SIGTERM, before the server is killed
+    client_timeout_s: float = 30.0  # per recommend request
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything one pipeline run needs."""
+
+    shop: ShopConfig = field(default_factory=ShopConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PipelineConfig:
+        return _from_dict(cls, json.loads(text) if text else {})
+
+    def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:
+        """Return a copy with dotted-key overrides applied, e.g. ``{"train.epochs": 1}``."""
+        data = dataclasses.asdict(self)
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if key not in node or not isinstance(node[key], dict):
+                    raise KeyError(f"unknown config section {dotted!r}")
+                node = node[key]
+            if leaf not in node:
+                raise KeyError(f"unknown config field {dotted!r}")
+            node[leaf] = value
+        return _from_dict(PipelineConfig, data)
+
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a (nested) frozen dataclass from plain JSON data, rejecting unknown keys."""
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(known)
+    if unknown:
+        raise KeyError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    defaults = cls()  # type: ignore[call-arg]
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        if dataclasses.is_dataclass(current):
+            kwargs[name] = _from_dict(type(current), value)
+        elif isinstance(current, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+# The container image every KFP component runs in (the package + its pinned dependencies).
+COMPONENT_IMAGE: str = os.environ.get("FASHIONREC_COMPONENT_IMAGE", "ghcr.io/fashionrec/fashionrec:0.1.0")

@@ -1,0 +1,286 @@
+"""A deterministic synthetic fashion shop: the embedded default dataset.
+
+Why synthetic: no real fashion interaction log with customer ids may be shipped, and the demo and tests
+need one that runs anywhere in minutes. The generator is built so that what a recommender should learn
+is actually there:
+
+* every product has a latent vector made of its style, colour and category (all visible in its
+  content: brand, title and description words, colour, category) plus a product-specific part that
+  only co-interaction reveals;
+* every customer has a taste vector mixed from one or two styles plus colour and category leanings;
+* events are drawn by softmax over affinity + popularity + novelty among products already launched,
+  so cold-start products are learnable from content alone and popularity is a real (weaker) signal.
+
+Output follows the canonical input schema that ``fashionrec.ingest`` validates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fashionrec.config import EVENT_TYPES, ShopConfig
+
+_STYLES: dict[str, tuple[str, ...]] = {
+    "boho": ("boho", "floral", "flowing", "embroidered", "fringe", "peasant", "paisley", "tiered"),
+    "minimal": ("minimal", "clean", "tailored", "structured", "sleek", "essential", "monochrome", "crisp"),
+    "sporty": ("sporty", "active", "technical", "stretch", "breathable", "performance", "track", "mesh"),
+    "classic": ("classic", "timeless", "heritage", "preppy", "pleated", "cable", "oxford", "refined"),
+    "street": ("oversized", "graphic", "urban", "cargo", "utility", "logo", "baggy", "distressed"),
+    "romantic": ("romantic", "lace", "ruffled", "puff", "sweetheart", "delicate", "satin", "bow"),
+    "edgy": ("edgy", "studded", "leather", "biker", "chain", "ripped", "grunge", "buckle"),
+    "coastal": ("coastal", "linen", "breezy", "striped", "nautical", "relaxed", "woven", "sun"),
+    "glam": ("glam", "sequin", "metallic", "embellished", "velvet", "sparkle", "statement", "shimmer"),
+    "vintage": ("vintage", "retro", "corduroy", "polka", "flared", "seventies", "houndstooth", "check"),
+    "workwear": ("workwear", "smart", "blazer", "pinstripe", "wrap", "office", "polished", "wide"),
+    "cosy": ("cosy", "knitted", "fleece", "chunky", "soft", "brushed", "lounge", "ribbed"),
+    "festival": ("festival", "tie", "dye", "crochet", "neon", "cutout", "tassel", "psychedelic"),
+    "scandi": ("scandi", "muted", "organic", "boxy", "wool", "understated", "cropped", "natural"),
+    "tropical": ("tropical", "palm", "print", "vibrant", "resort", "halter", "bright", "hibiscus"),
+    "goth": ("gothic", "dark", "corset", "mesh", "platform", "velvet", "lace", "moody"),
+}
+_CATEGORIES: tuple[str, ...] = (
+    "dress", "jeans", "t-shirt", "shirt", "jumper", "jacket", "coat", "skirt", "trousers", "shorts",
+    "hoodie", "blouse", "trainers", "boots", "sandals", "bag",
+)
+_COLOURS: tuple[str, ...] = (
+    "black", "white", "navy", "grey", "beige", "red", "pink", "green", "blue", "yellow", "brown",
+    "purple", "orange", "cream", "khaki", "silver",
+)
+_GENERIC_WORDS: tuple[str, ...] = (
+    "cotton", "regular", "fit", "new", "season", "favourite", "everyday", "easy", "wear", "piece",
+    "comfortable", "quality", "wardrobe", "staple", "with", "pockets", "button", "zip", "collar",
+)
+_BRAND_SYLLABLES: tuple[str, ...] = ("nor", "vel", "ari", "ko", "sten", "lum", "ora", "tis", "mar", "bel")
+
+
+@dataclass(frozen=True)
+class SyntheticShop:
+    """A generated shop: catalogue and event log in the canonical schema, plus ground truth."""
+
+    catalogue: pd.DataFrame
+    events: pd.DataFrame
+    product_styles: np.ndarray  # ground truth, for diagnostics only
+
+
+def generate_shop(config: ShopConfig) -> SyntheticShop:
+    """Generate the catalogue and event log for ``config``; identical output for identical config."""
+    rng = np.random.default_rng(config.seed)
+    styles = list(_STYLES)[: config.num_styles]
+    world = _latent_world(rng, config, len(styles))
+    catalogue, product_latent, product_styles, log_popularity = _catalogue(rng, config, styles, world)
+    events = _events(rng, config, world, catalogue, product_latent, log_popularity)
+    return SyntheticShop(catalogue=catalogue, events=events, product_styles=product_styles)
+
+
+def _latent_world(rng: np.random.Generator, config: ShopConfig, num_styles: int) -> dict[str, np.ndarray]:
+    def unit(rows: int) -> np.ndarray:
+        vectors = rng.normal(size=(rows, config.latent_dim))
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    return {
+        "style": unit(num_styles),
+        "colour": unit(len(_COLOURS)),
+        "category": unit(len(_CATEGORIES)),
+        "style_colours": rng.dirichlet(np.full(len(_COLOURS), 0.3), size=num_styles),
+        "style_categories": rng.dirichlet(np.full(len(_CATEGORIES), 0.5), size=num_styles),
+    }
+
+
+def _catalogue(
+    rng: np.random.Generator, config: ShopConfig, styles: list[str], world: dict[str, np.ndarray]
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    n = config.num_products
+    style = rng.integers(0, len(styles), size=n)
+    colour = _sample_rows(rng, world["style_colours"][style])
+    category = _sample_rows(rng, world["style_categories"][style])
+    brands_per_style = 4
+    brand_names = _brand_names(rng, len(styles) * brands_per_style)
+    brand = style * brands_per_style + rng.integers(0, brands_per_style, size=n)
+    brand_price_level = rng.lognormal(mean=3.4, sigma=0.5, size=len(brand_names))
+    price = np.round(brand_price_level[brand] * rng.lognormal(0.0, 0.3, size=n), 2)
+    latent = (
+        1.0 * world["style"][style]
+        + 0.5 * world["colour"][colour]
+        + 0.5 * world["category"][category]
+        + 0.6 * rng.normal(size=(n, config.latent_dim)) / np.sqrt(config.latent_dim)
+    )
+    launch = _launch_dates(rng, config)
+    order = np.argsort(launch, kind="stable")  # product ids follow launch order, like a real catalogue
+    style, colour, category, brand, price, latent, launch = (
+        a[order] for a in (style, colour, category, brand, price, latent, launch)
+    )
+    titles, descriptions = _texts(rng, styles, style, colour, category, brand_names, brand)
+    catalogue = pd.DataFrame(
+        {
+            "product_id": [f"P{i:06d}" for i in range(n)],
+            "title": titles,
+            "description": descriptions,
+            "category": np.asarray(_CATEGORIES)[category],
+            "colour": np.asarray(_COLOURS)[colour],
+            "brand": np.asarray(brand_names)[brand],
+            "price": price,
+            "launch_date": launch,
+        }
+    )
+    log_popularity = rng.normal(0.0, 1.0, size=n)
+    return catalogue, latent.astype(np.float32), style, log_popularity
+
+
+def _launch_dates(rng: np.random.Generator, config: ShopConfig) -> pd.DatetimeIndex:
+    start = pd.Timestamp(config.start_date, tz="UTC")
+    n = config.num_products
+    initial = rng.random(n) < config.initial_catalogue_fraction
+    days = np.where(
+        initial,
+        -rng.integers(1, 120, size=n),  # the catalogue that already existed
+        rng.integers(0, config.num_weeks * 7, size=n),  # launched during the log, week by week
+    )
+    return start + pd.to_timedelta(days, unit="D")
+
+
+def _brand_names(rng: np.random.Generator, count: int) -> list[str]:
+    names: set[str] = set()
+    while len(names) < count:
+        parts = rng.choice(_BRAND_SYLLABLES, size=rng.integers(2, 4))
+        names.add("".join(parts).capitalize())
+    return sorted(names)
+
+
+def _texts(
+    rng: np.random.Generator,
+    styles: list[str],
+    style: np.ndarray,
+    colour: np.ndarray,
+    category: np.ndarray,
+    brand_names: list[str],
+    brand: np.ndarray,
+) -> tuple[list[str], list[str]]:
+    titles, descriptions = [], []
+    for s, c, k, b in zip(style, colour, category, brand, strict=True):
+        words = _STYLES[styles[s]]
+        picked = rng.choice(words, size=4, replace=False)
+        noise = rng.choice(_GENERIC_WORDS, size=4, replace=False)
+        if rng.random() < 0.2:  # some products describe themselves with another style's words
+            picked[:2] = rng.choice(_STYLES[styles[rng.integers(len(styles))]], size=2, replace=False)
+        titles.append(f"{brand_names[b]} {picked[0]} {_COLOURS[c]} {_CATEGORIES[k]}")
+        descriptions.append(
+            f"A {picked[1]} {_CATEGORIES[k]} in {_COLOURS[c]}, {picked[2]} and {picked[3]}. "
+            f"{noise[0].capitalize()} {noise[1]} {noise[2]} {noise[3]}."
+        )
+    return titles, descriptions
+
+
+def _sample_rows(rng: np.random.Generator, probabilities: np.ndarray) -> np.ndarray:
+    """One categorical draw per row of a row-stochastic matrix."""
+    cumulative = probabilities.cumsum(axis=1)
+    draws = rng.random((len(probabilities), 1)) * cumulative[:, -1:]
+    return (draws > cumulative).sum(axis=1)
+
+
+def _customer_tastes(rng: np.random.Generator, config: ShopConfig, world: dict[str, np.ndarray]) -> np.ndarray:
+    m = config.num_customers
+    num_styles = len(world["style"])
+    first = rng.integers(0, num_styles, size=m)
+    second = rng.integers(0, num_styles, size=m)
+    mix = np.where(rng.random(m) < 0.5, 1.0, rng.uniform(0.5, 0.8, size=m))[:, None]
+    taste = mix * world["style"][first] + (1 - mix) * world["style"][second]
+    taste += 0.4 * world["colour"][rng.integers(0, len(_COLOURS), size=m)]
+    taste += 0.4 * world["category"][rng.integers(0, len(_CATEGORIES), size=m)]
+    taste += 0.3 * rng.normal(size=taste.shape) / np.sqrt(config.latent_dim)
+    return (taste / np.linalg.norm(taste, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _events(
+    rng: np.random.Generator,
+    config: ShopConfig,
+    world: dict[str, np.ndarray],
+    catalogue: pd.DataFrame,
+    product_latent: np.ndarray,
+    log_popularity: np.ndarray,
+) -> pd.DataFrame:
+    taste = _customer_tastes(rng, config, world)
+    start = pd.Timestamp(config.start_date, tz="UTC")
+    seconds_total = config.num_weeks * 7 * 86_400
+    per_customer = rng.poisson(rng.lognormal(np.log(config.events_per_customer) - 0.32, 0.8, config.num_customers))
+    per_customer = np.maximum(per_customer, 2)
+    session_size = 4
+    sessions_per_customer = np.ceil(per_customer / session_size).astype(int)
+    session_customer = np.repeat(np.arange(config.num_customers), sessions_per_customer)
+    session_seconds = rng.integers(0, seconds_total, size=len(session_customer))
+    launch_day = ((catalogue["launch_date"] - start).dt.total_seconds().to_numpy() // 86_400).astype(int)
+    session_day = session_seconds // 86_400
+    frames = []
+    for day in np.unique(session_day):
+        todays = np.flatnonzero(session_day == day)
+        available = int(np.searchsorted(launch_day, day, side="right"))  # catalogue is in launch order
+        age_weeks = (day - launch_day[:available]) / 7.0
+        item_bias = config.popularity_strength * log_popularity[:available] + 0.8 * np.exp(-age_weeks / 2.0)
+        frames.append(
+            _session_events(rng, config, taste[session_customer[todays]], session_customer[todays],
+                            session_seconds[todays], product_latent[:available], item_bias, session_size)
+        )
+    events = pd.concat(frames, ignore_index=True)
+    events["timestamp"] = start + pd.to_timedelta(events.pop("second"), unit="s")
+    events["customer_id"] = [f"C{i:06d}" for i in events.pop("customer")]
+    events["product_id"] = catalogue["product_id"].to_numpy()[events.pop("product")]
+    events = events.sort_values(["timestamp", "customer_id"], kind="stable").reset_index(drop=True)
+    return events[["customer_id", "product_id", "event_type", "timestamp"]]
+
+
+def _session_events(
+    rng: np.random.Generator,
+    config: ShopConfig,
+    taste: np.ndarray,
+    customers: np.ndarray,
+    seconds: np.ndarray,
+    product_latent: np.ndarray,
+    item_bias: np.ndarray,
+    session_size: int,
+) -> pd.DataFrame:
+    """Each session picks ``session_size`` distinct launched products by Gumbel-top-k over logits.
+
+    Gumbel-top-k runs as exponential races: argmax(logit + Gumbel) == argmin(Exp(1) * exp(-logit)).
+    """
+    affinity = taste @ product_latent.T
+    logits = config.taste_sharpness * affinity + item_bias.astype(np.float32)
+    race = rng.standard_exponential(size=logits.shape, dtype=np.float32) * np.exp(-logits)
+    picks = np.argpartition(race, session_size, axis=1)[:, :session_size]
+    picked_affinity = np.take_along_axis(affinity, picks, axis=1)
+    event_type = _event_types(rng, picked_affinity)
+    offsets = np.sort(rng.integers(0, 1_800, size=picks.shape), axis=1)
+    return pd.DataFrame(
+        {
+            "customer": np.repeat(customers, session_size),
+            "product": picks.ravel(),
+            "event_type": event_type.ravel(),
+            "second": (seconds[:, None] + offsets).ravel(),
+        }
+    )
+
+
+def _event_types(rng: np.random.Generator, affinity: np.ndarray) -> np.ndarray:
+    """Stronger affinity makes bagging, saving and buying likelier than a plain click."""
+    keen = 1.0 / (1.0 + np.exp(-4.0 * (affinity - 0.5)))
+    u = rng.random(affinity.shape)
+    purchase = u < 0.10 * keen
+    bag = (~purchase) & (u < 0.25 * keen)
+    save = (~purchase) & (~bag) & (u < 0.35 * keen)
+    kinds = np.full(affinity.shape, EVENT_TYPES[0], dtype=object)
+    kinds[bag] = "add_to_bag"
+    kinds[save] = "save_for_later"
+    kinds[purchase] = "purchase"
+    return kinds
+
+
+def write_shop(shop: SyntheticShop, directory: str) -> dict[str, str]:
+    """Write the shop as the canonical CSV input files; returns their paths by role."""
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    paths = {"catalogue": os.path.join(directory, "catalogue.csv"), "events": os.path.join(directory, "events.csv")}
+    shop.catalogue.to_csv(paths["catalogue"], index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    shop.events.to_csv(paths["events"], index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    return paths

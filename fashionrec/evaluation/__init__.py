@@ -1,0 +1,1 @@
+"""Holdout evaluation of recommendations and the publishing gate."""

@@ -1,0 +1,154 @@
+"""Readers for the transform stage's outputs: catalogue feature arrays and example datasets.
+
+The catalogue is small enough (≤ ~100k products) to hold as dense arrays indexed by ``product_idx``;
+the model keeps them as constants, so a training example only carries product indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from fashionrec import storage
+from fashionrec import transform as transform_files
+
+PAD = -1  # history padding; never a valid product index
+
+
+@dataclass(frozen=True)
+class CatalogueFeatures:
+    """Content features of every product, row ``i`` = ``product_idx`` ``i``.
+
+    Rows ``num_products .. num_rows-1`` are the OOV buckets: no content, and their id embedding is
+    masked, so an unknown product contributes nothing.
+    """
+
+    product_ids: np.ndarray  # [num_products] str
+    token_ids: np.ndarray  # [num_rows, max_tokens] int64, 0 = padding, token t stored as t + 1
+    category_idx: np.ndarray  # [num_rows] int64
+    colour_idx: np.ndarray
+    brand_idx: np.ndarray
+    price_bucket: np.ndarray
+    price_z: np.ndarray  # [num_rows] float32
+    vocabulary_sizes: dict[str, int]  # name → size including OOV buckets (tokens: + padding)
+
+    @property
+    def num_products(self) -> int:
+        return len(self.product_ids)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.category_idx)
+
+
+def load_catalogue_features(transformed_dir: str, max_tokens: int, product_oov_buckets: int) -> CatalogueFeatures:
+    """Read the transformed catalogue TFRecords into dense arrays in product-index order."""
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(storage.join(transformed_dir, transform_files.TRANSFORM_FN_DIR))
+    pattern = storage.join(transformed_dir, transform_files.TRANSFORMED_CATALOGUE_DIR, "part*")
+    spec = output.transformed_feature_spec()
+    records = tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(100_000)
+    parts = [tf.io.parse_example(batch, spec) for batch in records]
+    product_idx = np.concatenate([p["product_idx"].numpy() for p in parts])
+    num_products = output.vocabulary_size_by_name(transform_files.PRODUCT_VOCAB)
+    num_rows = num_products + product_oov_buckets
+    order = np.argsort(product_idx)
+    if not np.array_equal(product_idx[order], np.arange(num_products)):
+        raise ValueError("transformed catalogue does not cover the product vocabulary exactly once")
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        values = np.concatenate([p[name].numpy() for p in parts])[order].astype(dtype)
+        return np.concatenate([values, np.zeros(num_rows - num_products, dtype)])
+
+    tokens = np.zeros((num_rows, max_tokens), np.int64)
+    for start, part in zip(np.cumsum([0] + [len(p["product_idx"]) for p in parts[:-1]]), parts, strict=True):
+        dense = tf.sparse.to_dense(part["token_ids"], default_value=-1).numpy()[:, :max_tokens] + 1
+        rows = np.searchsorted(product_idx[order], product_idx[start : start + len(dense)])
+        tokens[rows, : dense.shape[1]] = dense
+    product_ids = np.concatenate([p["product_id"].numpy() for p in parts])[order].astype(str)
+    return CatalogueFeatures(
+        product_ids=product_ids,
+        token_ids=tokens,
+        category_idx=column("category_idx", np.int64),
+        colour_idx=column("colour_idx", np.int64),
+        brand_idx=column("brand_idx", np.int64),
+        price_bucket=column("price_bucket", np.int64),
+        price_z=column("price_z", np.float32),
+        vocabulary_sizes={
+            "product": num_rows,
+            "tokens": output.vocabulary_size_by_name("tokens") + 2,  # + OOV bucket + padding
+            "category": output.vocabulary_size_by_name("category") + 1,
+            "colour": output.vocabulary_size_by_name("colour") + 1,
+            "brand": output.vocabulary_size_by_name("brand") + 1,
+            "price_bucket": int(column("price_bucket", np.int64).max()) + 1,
+        },
+    )
+
+
+def train_dataset(transformed_dir: str, history_length: int, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled batches of ``{"history_idx", "history_weight", "target_idx"}``, history padded with PAD."""
+    pattern = storage.join(transformed_dir, transform_files.TRAIN_EXAMPLES_DIR, "part*")
+    spec = {
+        "history_idx": tf.io.VarLenFeature(tf.int64),
+        "history_weight": tf.io.VarLenFeature(tf.float32),
+        "target_idx": tf.io.FixedLenFeature([], tf.int64),
+    }
+    return (
+        tf.data.TFRecordDataset(tf.io.gfile.glob(pattern))
+        .shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=True)
+        .map(lambda records: _dense_history(tf.io.parse_example(records, spec), history_length))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _dense_history(batch: dict[str, tf.Tensor], history_length: int) -> dict[str, tf.Tensor]:
+    shape = [tf.shape(batch["target_idx"])[0], history_length]
+    return {
+        "history_idx": _pad(tf.sparse.to_dense(batch["history_idx"], default_value=PAD), shape, PAD),
+        "history_weight": _pad(tf.sparse.to_dense(batch["history_weight"]), shape, 0.0),
+        "target_idx": batch["target_idx"],
+    }
+
+
+def _pad(dense: tf.Tensor, shape: list[tf.Tensor], value: float) -> tf.Tensor:
+    width = tf.shape(dense)[1]
+    padded = tf.pad(dense, [[0, 0], [0, tf.maximum(shape[1] - width, 0)]], constant_values=value)
+    return padded[:, : shape[1]]
+
+
+@dataclass(frozen=True)
+class EvalExamples:
+    """Holdout customers: their history before the split and the products they interacted with after."""
+
+    customer_ids: np.ndarray
+    history_idx: list[np.ndarray]
+    history_weight: list[np.ndarray]
+    target_idxs: list[np.ndarray]
+
+
+def load_eval_examples(transformed_dir: str) -> EvalExamples:
+    pattern = storage.join(transformed_dir, transform_files.EVAL_EXAMPLES_DIR, "part*")
+    spec = {
+        "customer_id": tf.io.FixedLenFeature([], tf.string),
+        "history_idx": tf.io.RaggedFeature(tf.int64),
+        "history_weight": tf.io.RaggedFeature(tf.float32),
+        "target_idxs": tf.io.RaggedFeature(tf.int64),
+    }
+    ids, history, weights, targets = [], [], [], []
+    for records in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(50_000):
+        batch = tf.io.parse_example(records, spec)
+        ids.extend(batch["customer_id"].numpy().astype(str))
+        history.extend(r.numpy() for r in batch["history_idx"])
+        weights.extend(r.numpy() for r in batch["history_weight"])
+        targets.extend(r.numpy() for r in batch["target_idxs"])
+    order = np.argsort(ids, kind="stable")  # deterministic order whatever the file sharding
+    return EvalExamples(
+        customer_ids=np.asarray(ids)[order],
+        history_idx=[history[i] for i in order],
+        history_weight=[weights[i] for i in order],
+        target_idxs=[targets[i] for i in order],
+    )

@@ -1,0 +1,211 @@
+"""Ingest: raw catalogue + event log → validated canonical dataset with a time-based split.
+
+Contract: every input row ends up either accepted or in the quarantine table with its source file,
+row number and a reason code, so ``input = accepted + quarantined`` always holds and no good row is
+lost. Products launched or first interacted with after the split time are flagged ``is_new``
+(cold-start products).
+
+Canonical input schema (CSV or Parquet):
+
+* catalogue: ``product_id``, ``title``, ``category``, ``price`` (required); ``description``,
+  ``colour``, ``brand``, ``launch_date`` (optional).
+* events: ``customer_id``, ``product_id``, ``event_type`` (one of ``click``, ``add_to_bag``,
+  ``save_for_later``, ``purchase``), ``timestamp`` (ISO 8601 or epoch seconds) (required);
+  ``weight`` (optional, positive; defaults to the event type's weight).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fashionrec import storage
+from fashionrec.config import EVENT_TYPES, IngestConfig
+
+CATALOGUE_REQUIRED = ("product_id", "title", "category", "price")
+CATALOGUE_OPTIONAL = {"description": "", "colour": "unknown", "brand": "unknown", "launch_date": None}
+EVENTS_REQUIRED = ("customer_id", "product_id", "event_type", "timestamp")
+
+# Output file names inside the ingest artifact directory.
+CATALOGUE_FILE = "catalogue.parquet"
+TRAIN_EVENTS_FILE = "events_train.parquet"
+HOLDOUT_EVENTS_FILE = "events_holdout.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+SUMMARY_FILE = "summary.json"
+
+
+class IngestError(ValueError):
+    """Raised when the input cannot be ingested at all (missing columns, nothing valid)."""
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    split_time: pd.Timestamp
+    catalogue_rows: int
+    event_rows: int
+    accepted_products: int
+    train_events: int
+    holdout_events: int
+    new_products: int
+    quarantined: dict[str, int]
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.__dict__, "split_time": self.split_time.isoformat()}
+
+
+def ingest(catalogue_uri: str, events_uri: str, output_dir: str, config: IngestConfig) -> IngestSummary:
+    """Validate, split and write the canonical dataset to ``output_dir``."""
+    raw_catalogue = storage.read_table(catalogue_uri)
+    raw_events = storage.read_table(events_uri)
+    catalogue, bad_products = validate_catalogue(raw_catalogue, catalogue_uri)
+    events, bad_events = validate_events(raw_events, events_uri, set(catalogue["product_id"]), config)
+    if events.empty:
+        raise IngestError(f"no valid events in {events_uri}; see the quarantine for reasons")
+    split_time = choose_split_time(events["timestamp"], config)
+    train, holdout = split_events(events, split_time)
+    catalogue["is_new"] = ~catalogue["product_id"].isin(set(train["product_id"]))
+    quarantine = pd.concat([bad_products, bad_events], ignore_index=True)
+    summary = IngestSummary(
+        split_time=split_time,
+        catalogue_rows=len(raw_catalogue),
+        event_rows=len(raw_events),
+        accepted_products=len(catalogue),
+        train_events=len(train),
+        holdout_events=len(holdout),
+        new_products=int(catalogue["is_new"].sum()),
+        quarantined=quarantine["reason"].value_counts().sort_index().to_dict(),
+    )
+    _write(output_dir, catalogue, train, holdout, quarantine, summary)
+    return summary
+
+
+def validate_catalogue(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw catalogue rows into canonical products and quarantine records."""
+    _require_columns(raw, CATALOGUE_REQUIRED, source)
+    frame = raw.copy()
+    for column, default in CATALOGUE_OPTIONAL.items():
+        if column not in frame:
+            frame[column] = default
+    price = pd.to_numeric(frame["price"], errors="coerce")
+    checks = [
+        ("missing_field", frame[list(CATALOGUE_REQUIRED)].isna().any(axis=1)),
+        ("bad_price", price.isna() | (price < 0) | ~np.isfinite(price.fillna(0))),
+        ("duplicate_product", frame["product_id"].duplicated(keep="first")),
+    ]
+    reasons = _first_failure(checks, len(frame))
+    good = reasons.isna()
+    catalogue = frame.loc[good].assign(price=price[good].astype("float64"))
+    catalogue["launch_date"] = pd.to_datetime(catalogue["launch_date"], utc=True, errors="coerce")
+    for column in ("product_id", "title", "description", "category", "colour", "brand"):
+        catalogue[column] = catalogue[column].fillna(CATALOGUE_OPTIONAL.get(column, "")).astype(str)
+    columns = ["product_id", "title", "description", "category", "colour", "brand", "price", "launch_date"]
+    return catalogue[columns].reset_index(drop=True), _quarantine(raw, reasons, source)
+
+
+def validate_events(
+    raw: pd.DataFrame, source: str, product_ids: set[str], config: IngestConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw event rows into canonical events (with weights) and quarantine records."""
+    _require_columns(raw, EVENTS_REQUIRED, source)
+    frame = raw.copy()
+    timestamp = parse_timestamps(frame["timestamp"])
+    default_weight = frame["event_type"].map(config.event_weights.as_dict())
+    weight = (
+        pd.to_numeric(frame["weight"], errors="coerce").fillna(default_weight)
+        if "weight" in frame
+        else default_weight
+    )
+    checks = [
+        ("missing_field", frame[list(EVENTS_REQUIRED)].isna().any(axis=1)),
+        ("unknown_event_type", ~frame["event_type"].isin(EVENT_TYPES)),
+        ("bad_timestamp", timestamp.isna()),
+        ("bad_weight", ~(weight > 0) | ~np.isfinite(weight.fillna(0))),
+        ("unknown_product", ~frame["product_id"].isin(product_ids)),
+        ("duplicate_event", frame.duplicated(keep="first")),
+    ]
+    reasons = _first_failure(checks, len(frame))
+    good = reasons.isna()
+    events = pd.DataFrame(
+        {
+            "customer_id": frame.loc[good, "customer_id"].astype(str),
+            "product_id": frame.loc[good, "product_id"].astype(str),
+            "event_type": frame.loc[good, "event_type"].astype(str),
+            "weight": weight[good].astype("float32"),
+            "timestamp": timestamp[good],
+        }
+    )
+    return events.reset_index(drop=True), _quarantine(raw, reasons, source)
+
+
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """Parse ISO 8601 strings or epoch seconds to UTC; unparseable or implausible values become NaT."""
+    text = values.astype("string")
+    numeric = pd.to_numeric(text, errors="coerce")
+    from_epoch = pd.to_datetime(numeric.where(numeric.notna()), unit="s", utc=True, errors="coerce")
+    from_text = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
+    parsed = from_epoch.fillna(from_text)
+    plausible = (parsed >= pd.Timestamp("2000-01-01", tz="UTC")) & (parsed <= pd.Timestamp("2100-01-01", tz="UTC"))
+    return parsed.where(plausible)
+
+
+def choose_split_time(timestamps: pd.Series, config: IngestConfig) -> pd.Timestamp:
+    """The configured split time, or the time that leaves ``holdout_fraction`` of events after it."""
+    if config.split_time:
+        split = pd.Timestamp(config.split_time)
+        return split.tz_localize("UTC") if split.tzinfo is None else split.tz_convert("UTC")
+    return timestamps.quantile(1.0 - config.holdout_fraction)
+
+
+def split_events(events: pd.DataFrame, split_time: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train = strictly before ``split_time``; holdout = at or after it."""
+    before = events["timestamp"] < split_time
+    ordered = ["customer_id", "timestamp"]
+    return (
+        events[before].sort_values(ordered, kind="stable").reset_index(drop=True),
+        events[~before].sort_values(ordered, kind="stable").reset_index(drop=True),
+    )
+
+
+def _require_columns(raw: pd.DataFrame, required: tuple[str, ...], source: str) -> None:
+    missing = [c for c in required if c not in raw.columns]
+    if missing:
+        raise IngestError(f"{source}: missing required columns {missing}; found {list(raw.columns)}")
+
+
+def _first_failure(checks: list[tuple[str, pd.Series]], length: int) -> pd.Series:
+    """The first failing check's reason code per row (None where every check passes)."""
+    reasons = pd.Series([None] * length, dtype="object")
+    for reason, failed in checks:
+        reasons = reasons.where(reasons.notna() | ~failed.to_numpy(), reason)
+    return reasons
+
+
+def _quarantine(raw: pd.DataFrame, reasons: pd.Series, source: str) -> pd.DataFrame:
+    bad = reasons.notna().to_numpy()
+    rows = raw.loc[bad]
+    return pd.DataFrame(
+        {
+            "source": source,
+            "row_number": np.flatnonzero(bad).astype("int64") + 1,  # 1-based data row, header excluded
+            "reason": reasons[bad].astype(str).to_numpy(),
+            "raw": [r.to_json() for _, r in rows.astype(str).iterrows()],
+        }
+    )
+
+
+def _write(
+    output_dir: str,
+    catalogue: pd.DataFrame,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    summary: IngestSummary,
+) -> None:
+    storage.makedirs(output_dir)
+    storage.write_parquet(catalogue, storage.join(output_dir, CATALOGUE_FILE))
+    storage.write_parquet(train, storage.join(output_dir, TRAIN_EVENTS_FILE))
+    storage.write_parquet(holdout, storage.join(output_dir, HOLDOUT_EVENTS_FILE))
+    storage.write_parquet(quarantine, storage.join(output_dir, QUARANTINE_FILE))
+    storage.write_json(storage.join(output_dir, SUMMARY_FILE), summary.as_dict())

@@ -1,0 +1,296 @@
+"""Publish blessed product embeddings as a versioned Triton model repository.
+
+Layout written (names from ServingConfig; every model gets the same version number ``v``)::
+
+    <repo>/fashionrec_manifest.json              versions, latest, metadata (Triton ignores plain files)
+    <repo>/customer_vector/config.pbtxt          rendered from triton_models/customer_vector
+    <repo>/customer_vector/<v>/model.py          + product_embeddings.npy, product_ids.txt, fashionrec_ops.py
+    <repo>/rank_products/config.pbtxt            rendered from triton_models/rank_products
+    <repo>/rank_products/<v>/model.py            + the same catalogue files and fashionrec_ops.py
+    <repo>/recommend/config.pbtxt                the ensemble chaining the two
+    <repo>/recommend/<v>/                        (empty: Triton needs a version folder for ensembles)
+
+Why each version folder holds everything: Triton's python stub only puts the model folder and the
+version folder on ``sys.path``, so a version that carries its own code and data keeps working when a
+later version changes them (safe rollbacks). Versions are staged under a non-numeric name (which Triton
+ignores) and renamed into place, so a polling server never sees half a version. The gate is enforced
+here: a model whose blessing says not blessed is never published. Local paths only for now; all file
+access goes through :func:`_local_path` so gs:// can be added in one place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import string
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import fashionrec
+from fashionrec.config import ServingConfig
+from fashionrec.serving import ops
+
+MANIFEST_FILE = "fashionrec_manifest.json"
+CONFIG_FILE = "config.pbtxt"
+MODEL_FILE = "model.py"
+STAGING_PREFIX = ".staging-"  # not a number, so Triton skips it as a version folder
+LOCK_FILE = ".fashionrec-publish.lock"  # a plain file: Triton ignores files at the repository root
+# Template folder under triton_models/ -> the ServingConfig field naming the published model.
+PYTHON_MODELS = {"customer_vector": "customer_model_name", "rank_products": "ranking_model_name"}
+ENSEMBLE = ("recommend", "model_name")
+
+
+class NotBlessedError(RuntimeError):
+    """The evaluation gate did not bless the model; it must not be published."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("model is not blessed: " + ("; ".join(reasons) or "no reason given"))
+        self.reasons = reasons
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """What publishing produced: the version number and the model repository it lives in."""
+
+    version: int
+    path: str
+    num_products: int
+    embedding_dim: int
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Product embeddings as served: row i of ``embeddings`` belongs to ``product_ids[i]``."""
+
+    product_ids: list[str]
+    embeddings: np.ndarray  # float32 [N, D]
+    is_new: np.ndarray  # bool [N]: never seen in training (content-only embedding)
+
+
+def _local_path(uri: str | os.PathLike[str]) -> Path:
+    """The local path behind a URI; the one place to add remote stores (gs://) later."""
+    text = os.fspath(uri)
+    if "://" in text and not text.startswith("file://"):
+        raise NotImplementedError(f"only local paths are supported for now, got {text}")
+    return Path(text.removeprefix("file://"))
+
+
+def default_templates_dir() -> Path:
+    """The ``triton_models/`` folder at the root of the fashionrec source tree."""
+    return Path(fashionrec.__file__).resolve().parents[1] / "triton_models"
+
+
+def read_blessing(blessing_path: str) -> dict[str, Any]:
+    """The evaluation verdict; raises NotBlessedError unless it says ``"blessed": true``."""
+    blessing = json.loads(_local_path(blessing_path).read_text(encoding="utf-8"))
+    if blessing.get("blessed") is not True:
+        raise NotBlessedError([str(reason) for reason in blessing.get("reasons", [])])
+    return blessing
+
+
+def read_catalogue(embeddings_path: str) -> Catalogue:
+    """Read and check the export stage's Parquet: product_id, embedding (lists of length D), is_new."""
+    table = pq.read_table(_local_path(embeddings_path))
+    missing = {"product_id", "embedding"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{embeddings_path} lacks columns {sorted(missing)}")
+    ids = _product_ids(table.column("product_id"))
+    embeddings = _embedding_matrix(table.column("embedding"))
+    is_new = (np.asarray(table.column("is_new").fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+              if "is_new" in table.column_names else np.zeros(len(ids), dtype=bool))
+    return Catalogue(ids, embeddings, is_new)
+
+
+def _product_ids(column: pa.ChunkedArray) -> list[str]:
+    """Product ids as strings: non-null, non-empty, unique, one line each (stored one per line)."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise ValueError(f"product_id must be strings, got {column.type}")
+    ids = column.to_pylist()
+    if column.null_count or any(not pid or "\n" in pid or "\r" in pid for pid in ids):
+        raise ValueError("product_id must be non-empty single-line strings without nulls")
+    if len(set(ids)) != len(ids):
+        raise ValueError("product_id values must be unique")
+    if not ids:
+        raise ValueError("the catalogue is empty")
+    return ids
+
+
+def _embedding_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """[N, D] float32 from a list / large_list / fixed_size_list column, every row of the same D."""
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+        raise ValueError(f"embedding must be a list column, got {kind}")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    if column.null_count or lengths.size == 0 or lengths.min() != lengths.max() or lengths[0] == 0:
+        raise ValueError("embedding rows must be non-null lists of one common, positive length")
+    values = pc.list_flatten(column)
+    if values.null_count:
+        raise ValueError("embedding values must not be null")
+    matrix = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(lengths), int(lengths[0]))
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError("embedding values must be finite")
+    return matrix
+
+
+def render_configs(serving: ServingConfig, embedding_dim: int, templates: Path) -> dict[str, str]:
+    """config.pbtxt text per published model name, from the templates, checked by Triton's schema."""
+    values = {
+        "model_name": serving.model_name,
+        "customer_model_name": serving.customer_model_name,
+        "ranking_model_name": serving.ranking_model_name,
+        "max_batch_size": serving.max_batch_size,
+        "max_queue_delay_us": serving.max_queue_delay_us,
+        "instance_count": serving.instance_count,
+        "max_top_k": serving.max_top_k,
+        "max_history_length": serving.max_history_length,
+        "embedding_dim": embedding_dim,
+    }
+    configs = {}
+    for template, field_name in (*PYTHON_MODELS.items(), ENSEMBLE):
+        name = getattr(serving, field_name)
+        text = string.Template((templates / template / CONFIG_FILE).read_text(encoding="utf-8")).substitute(values)
+        check_model_config(text, name)
+        configs[name] = text
+    return configs
+
+
+def check_model_config(text: str, expected_name: str) -> None:
+    """Parse with Triton's ModelConfig protobuf (rejects unknown fields) and check the model name."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    if config.name != expected_name:
+        raise ValueError(f"rendered config names model {config.name!r}, expected {expected_name!r}")
+
+
+def existing_versions(repository: Path) -> set[int]:
+    """Every version number already used by a model folder or recorded in the manifest."""
+    versions = {int(entry["version"]) for entry in _read_manifest(repository).get("versions", [])}
+    for model in (p for p in repository.iterdir() if p.is_dir()) if repository.is_dir() else ():
+        versions.update(int(v.name) for v in model.iterdir() if v.is_dir() and v.name.isdigit())
+    return versions
+
+
+def _choose_version(repository: Path, requested: int | None) -> int:
+    """max existing + 1, or the requested number if it is positive and unused (never overwrite)."""
+    used = existing_versions(repository)
+    if requested is None:
+        return max(used, default=0) + 1
+    if requested < 1 or requested in used:
+        raise ValueError(f"version {requested} is not a new positive version (used: {sorted(used)})")
+    return requested
+
+
+@contextmanager
+def _publishing_lock(repository: Path) -> Iterator[None]:
+    """One publisher at a time per repository, so two runs cannot take the same version number."""
+    with open(repository / LOCK_FILE, "w", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_manifest(repository: Path) -> dict[str, Any]:
+    path = repository / MANIFEST_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a whole file or nothing (temp file + rename), so readers never see a partial one."""
+    temporary = path.with_name(f"{STAGING_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _stage_python_model(folder: Path, template: Path, catalogue: Catalogue) -> None:
+    """Fill one version folder: model code, the shared ops module and the catalogue files."""
+    folder.mkdir(parents=True)
+    shutil.copy2(template / MODEL_FILE, folder / MODEL_FILE)
+    shutil.copy2(ops.__file__, folder / ops.MODULE_FILE)
+    np.save(folder / ops.EMBEDDINGS_FILE, catalogue.embeddings)
+    (folder / ops.PRODUCT_IDS_FILE).write_text("\n".join(catalogue.product_ids) + "\n", encoding="utf-8")
+
+
+def _stage_versions(repository: Path, serving: ServingConfig, catalogue: Catalogue,
+                    templates: Path) -> dict[Path, Path]:
+    """Write every model's new version under a staging name; return staging -> final folder names."""
+    staged: dict[Path, Path] = {}
+    tag = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    try:
+        for template, field_name in PYTHON_MODELS.items():
+            model_dir = repository / getattr(serving, field_name)
+            staged[model_dir / tag] = model_dir
+            _stage_python_model(model_dir / tag, templates / template, catalogue)
+        ensemble_dir = repository / getattr(serving, ENSEMBLE[1])
+        staged[ensemble_dir / tag] = ensemble_dir
+        (ensemble_dir / tag).mkdir(parents=True)
+    except BaseException:
+        for folder in staged:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return staged
+
+
+def publish_model_repository(
+    embeddings_path: str,
+    blessing_path: str,
+    model_repository: str,
+    serving: ServingConfig,
+    version: int | None = None,
+    metadata: dict | None = None,
+    templates_dir: str | None = None,
+) -> PublishedModel:
+    """Publish a blessed catalogue as version ``version`` (default: max existing + 1) of every model.
+
+    Raises NotBlessedError (repository untouched) when the gate failed, ValueError on a bad catalogue or
+    a version already used. ``metadata`` (JSON-serialisable, e.g. metrics) is kept in the manifest.
+    """
+    blessing = read_blessing(blessing_path)
+    catalogue = read_catalogue(embeddings_path)
+    templates = _local_path(templates_dir) if templates_dir else default_templates_dir()
+    repository = _local_path(model_repository)
+    configs = render_configs(serving, catalogue.embeddings.shape[1], templates)
+    json.dumps(metadata or {})  # fail before writing anything if metadata cannot be stored
+    repository.mkdir(parents=True, exist_ok=True)
+    with _publishing_lock(repository):
+        chosen = _choose_version(repository, version)
+        for staging, model_dir in _stage_versions(repository, serving, catalogue, templates).items():
+            staging.rename(model_dir / str(chosen))
+        for name, text in configs.items():
+            _write_atomically(repository / name / CONFIG_FILE, text)
+        _record_version(repository, chosen, catalogue, blessing, embeddings_path, metadata or {})
+    return PublishedModel(chosen, str(repository), len(catalogue.product_ids), catalogue.embeddings.shape[1])
+
+
+def _record_version(repository: Path, version: int, catalogue: Catalogue, blessing: dict[str, Any],
+                    embeddings_path: str, metadata: dict) -> None:
+    """Append the version to the manifest and point ``latest_version`` at the highest one."""
+    manifest = _read_manifest(repository)
+    entries = [*manifest.get("versions", []), {
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "num_products": len(catalogue.product_ids),
+        "num_new_products": int(catalogue.is_new.sum()),
+        "embedding_dim": int(catalogue.embeddings.shape[1]),
+        "embeddings_path": str(embeddings_path),
+        "blessing": blessing,
+        "metadata": metadata,
+    }]
+    entries.sort(key=lambda entry: entry["version"])
+    manifest.update(versions=entries, latest_version=entries[-1]["version"])
+    _write_atomically(repository / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

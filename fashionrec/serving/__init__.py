@@ -1,0 +1,1 @@
+"""Serving half of fashionrec."""

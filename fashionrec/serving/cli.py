@@ -1,0 +1,122 @@
+"""Command-line pieces of the serving half: ``serve`` and the printing behind ``recommend``.
+
+The lead's ``fashionrec/cli.py`` registers :data:`serve_command` and calls :func:`print_recommendations`.
+Settings come from a ServingConfig: the one the parent command put in ``ctx.obj`` (a PipelineConfig or
+a ServingConfig) if any, else the defaults; options given on the command line win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+import click
+
+from fashionrec.config import PipelineConfig, ServingConfig
+from fashionrec.serving.client import Protocol, Recommendation, RecommendClient, RecommendError
+from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError
+
+WAIT_INTERVAL_S = 0.5  # how often `serve` checks that tritonserver is still alive
+
+
+def _serving_config(ctx: click.Context | None) -> ServingConfig:
+    """The ServingConfig of the parent command's context object, else the defaults."""
+    obj = ctx.find_root().obj if ctx is not None else None
+    if isinstance(obj, PipelineConfig):
+        return obj.serving
+    return obj if isinstance(obj, ServingConfig) else ServingConfig()
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (docker stop, Kubernetes) stops the server as cleanly as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+@click.command("serve")
+@click.option("--model-repository", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Triton model repository written by `fashionrec publish`.")
+@click.option("--http-port", type=int, default=None, help="HTTP port (default ServingConfig.http_port; 0 = free).")
+@click.option("--grpc-port", type=int, default=None, help="gRPC port (default ServingConfig.grpc_port; 0 = free).")
+@click.option("--metrics-port", type=int, default=None,
+              help="Prometheus metrics port (default ServingConfig.metrics_port; 0 = free).")
+@click.option("--host", default=None, help="Address to bind (default ServingConfig.host).")
+@click.option("--model-control-mode", type=click.Choice(CONTROL_MODES), default=None,
+              help="Triton model control (default ServingConfig.model_control_mode).")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the server log here (default: a temporary file removed at exit).")
+@click.pass_context
+def serve_command(ctx: click.Context, model_repository: str, http_port: int | None, grpc_port: int | None,
+                  metrics_port: int | None, host: str | None, model_control_mode: str | None,
+                  log_file: str | None) -> None:
+    """Serve a model repository with Triton until Ctrl-C (or SIGTERM)."""
+    serving = _serving_config(ctx)
+    if host is not None:
+        serving = dataclasses.replace(serving, host=host)
+    server = TritonServer(model_repository, serving, http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=metrics_port, model_control_mode=model_control_mode,
+                          log_path=log_file, progress=_progress)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with server:
+            _announce(server)
+            status = _wait_for_exit(server)
+    except TritonStartError as error:
+        raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        click.echo("Stopped tritonserver.", err=True)
+        return
+    raise click.ClickException(f"tritonserver exited unexpectedly with status {status}")
+
+
+def _announce(server: TritonServer) -> None:
+    """Tell the user where the server answers (stdout: scripts may read it)."""
+    click.echo(f"Triton is ready. Model repository: {server.model_repository}")
+    click.echo(f"  HTTP:    http://{server.http_url}")
+    click.echo(f"  gRPC:    {server.grpc_url}")
+    click.echo(f"  metrics: {server.metrics_url}")
+    click.echo("Press Ctrl-C to stop.", err=True)
+
+
+def _wait_for_exit(server: TritonServer) -> int:
+    """Block while tritonserver runs; return its status if it dies on its own."""
+    while server.returncode is None:
+        time.sleep(WAIT_INTERVAL_S)
+    click.echo(server.log_tail(), err=True)
+    return server.returncode
+
+
+def print_recommendations(
+    history_product_ids: Sequence[str],
+    history_weights: Sequence[float] | None = None,
+    k: int | None = None,
+    url: str | None = None,
+    protocol: Protocol = "grpc",
+    serving: ServingConfig = ServingConfig(),
+) -> list[Recommendation]:
+    """Ask a running server for recommendations, print them as a table and return them.
+
+    ``url`` defaults to the local server on ServingConfig's port for ``protocol``. Server errors become
+    a click.ClickException, so the CLI exits with a one-line message instead of a traceback.
+    """
+    port = serving.grpc_port if protocol == "grpc" else serving.http_port
+    address = url or f"127.0.0.1:{port}"
+    try:
+        with RecommendClient(address, protocol, serving.model_name, serving.client_timeout_s) as client:
+            recommendations = client.recommend(history_product_ids, history_weights, k or serving.default_top_k)
+    except RecommendError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{'rank':>4}  {'product_id':<20}  score")
+    for rank, item in enumerate(recommendations, start=1):
+        click.echo(f"{rank:>4}  {item.product_id:<20}  {item.score:.4f}")
+    return recommendations
+
+
+if __name__ == "__main__":
+    serve_command()

@@ -1,0 +1,118 @@
+"""Numpy-only maths of the serving path, shared by the Triton python models and in-process code.
+
+Why one module: the customer vector and the ranking must be computed identically in Triton, in offline
+evaluation and in tests. Triton's python backend runs an isolated interpreter that only sees the model's
+own folders, so :mod:`fashionrec.publish` copies this very file into every published model version (as
+:data:`MODULE_FILE`). It must therefore import nothing but numpy and the standard library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+# File names inside a published model version folder: the contract between publish and the models.
+MODULE_FILE = "fashionrec_ops.py"
+EMBEDDINGS_FILE = "product_embeddings.npy"  # float32 [N, D], row i is product i
+PRODUCT_IDS_FILE = "product_ids.txt"  # UTF-8, one product id per line, line i is product i
+
+
+def lookup_rows(index: Mapping[object, int], product_ids: Iterable[object]) -> np.ndarray:
+    """Map product ids to catalogue rows; ids missing from ``index`` map to -1 (unknown, ignored later)."""
+    return np.fromiter((index.get(pid, -1) for pid in product_ids), dtype=np.int64)
+
+
+def customer_vector(embeddings: np.ndarray, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of the embeddings of a customer's history, float32 [D].
+
+    Rows < 0 (unknown products) are ignored. A history with no known product, or whose known products
+    weigh nothing in total, gives the zero vector: every product then scores sigmoid(0) = 0.5.
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if rows.shape != weights.shape:
+        raise ValueError(f"{rows.size} history rows but {weights.size} weights")
+    known = rows >= 0
+    total = weights[known].sum()
+    if total <= 0:
+        return np.zeros(embeddings.shape[1], dtype=np.float32)
+    mean = weights[known] @ embeddings[rows[known]].astype(np.float64) / total
+    return mean.astype(np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow warnings (tanh form), float32."""
+    return (0.5 * (np.tanh(0.5 * np.asarray(x, dtype=np.float64)) + 1.0)).astype(np.float32)
+
+
+def rank_candidates(
+    customer_vectors: np.ndarray,
+    table: np.ndarray,
+    k: int,
+    exclude_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k products for each customer by dot product: (rows [B, k'], scores [B, k']).
+
+    Scores are sigmoid(p_u . q_i). Each row is ordered by dot product descending (so by score
+    descending), ties broken by the lower catalogue row, so results are deterministic. ``exclude_rows``
+    ([B, H] ints, negatives are padding) removes products, e.g. the history. k' = min(k, products left
+    after the largest exclusion), so every returned product is a real, non-excluded one.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    dots = np.asarray(customer_vectors, dtype=np.float32) @ np.asarray(table, dtype=np.float32).T
+    dots = np.atleast_2d(dots)
+    available = dots.shape[1]
+    if exclude_rows is not None:
+        excluded = _exclusion_mask(np.atleast_2d(exclude_rows), dots.shape)
+        dots[excluded] = -np.inf
+        available -= int(excluded.sum(axis=1).max(initial=0))
+    k = min(k, available)
+    if k == 0:
+        return np.zeros((dots.shape[0], 0), np.int64), np.zeros((dots.shape[0], 0), np.float32)
+    rows = _top_k_rows(dots, k)
+    top = np.take_along_axis(dots, rows, axis=1)
+    order = np.lexsort((rows, -top), axis=1)
+    rows = np.take_along_axis(rows, order, axis=1)
+    return rows, sigmoid(np.take_along_axis(top, order, axis=1))
+
+
+def _exclusion_mask(exclude_rows: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean [B, N] mask of the rows to exclude; negative entries are padding."""
+    mask = np.zeros(shape, dtype=bool)
+    batch, cols = np.nonzero(exclude_rows >= 0)
+    mask[batch, exclude_rows[batch, cols]] = True
+    return mask
+
+
+def _top_k_rows(dots: np.ndarray, k: int) -> np.ndarray:
+    """Unordered rows of the k largest dots per batch row, in O(N) (partition, no full sort).
+
+    Products tied with the k-th largest value are taken lowest row first, so the set is deterministic.
+    """
+    n = dots.shape[1]
+    kth = np.partition(dots, n - k, axis=1)[:, n - k : n - k + 1]
+    above = dots > kth
+    tied = dots == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    take = above | (tied & (np.cumsum(tied, axis=1) <= room))
+    return np.nonzero(take)[1].reshape(dots.shape[0], k)
+
+
+def top_k_error(k: int, max_top_k: int) -> str | None:
+    """Why a requested k cannot be served, or None when it can."""
+    if not 1 <= k <= max_top_k:
+        return f"TOP_K must be between 1 and {max_top_k}, got {k}"
+    return None
+
+
+def history_error(num_ids: int, weights: np.ndarray, max_history_length: int) -> str | None:
+    """Why a history (ids + weights) cannot be served, or None when it can."""
+    if weights.size != num_ids:
+        return f"HISTORY_WEIGHTS has {weights.size} values but HISTORY_PRODUCT_IDS has {num_ids}"
+    if num_ids > max_history_length:
+        return f"history has {num_ids} products, more than max_history_length={max_history_length}"
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        return "HISTORY_WEIGHTS must be finite and non-negative"
+    return None

@@ -1,0 +1,93 @@
+"""Train the two-tower model on the transform stage's examples and save it for export."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from fashionrec import storage
+from fashionrec import transform as transform_files
+from fashionrec.config import TrainConfig, TransformConfig
+from fashionrec.features import CatalogueFeatures, load_catalogue_features, train_dataset
+from fashionrec.model import ItemTower, TwoTowerModel
+
+CHECKPOINT_PREFIX = "item_tower"
+CONFIG_FILE = "train_config.json"
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    examples: int
+    epochs: int
+    final_loss: float
+    seconds: float
+    examples_per_second: float
+
+
+def train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_config: TransformConfig) -> TrainSummary:
+    """Fit the model and write its item tower checkpoint plus the config that rebuilds it."""
+    tf.keras.utils.set_random_seed(config.seed)
+    catalogue = _catalogue(transformed_dir, transform_config)
+    counts = target_counts(transformed_dir, catalogue.num_rows)
+    probability = (counts + 1.0) / (counts.sum() + len(counts))  # in-batch sampling probability, for logQ
+    model = TwoTowerModel(catalogue, config, probability)
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    dataset = train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed)
+    started = time.perf_counter()
+    history = model.fit(dataset, epochs=config.epochs, verbose=2)
+    seconds = time.perf_counter() - started
+    examples = int(counts.sum())
+    storage.makedirs(model_dir)
+    tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, CHECKPOINT_PREFIX))
+    storage.write_json(storage.join(model_dir, CONFIG_FILE), {"train": asdict(config), "transform": asdict(transform_config)})
+    trained = (examples // config.batch_size) * config.batch_size * config.epochs
+    return TrainSummary(
+        examples=examples,
+        epochs=config.epochs,
+        final_loss=float(history.history["loss"][-1]),
+        seconds=seconds,
+        examples_per_second=trained / seconds if seconds else 0.0,
+    )
+
+
+def load_item_tower(transformed_dir: str, model_dir: str) -> ItemTower:
+    """Rebuild the trained item tower from its checkpoint and the transformed catalogue."""
+    saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))
+    config = TrainConfig(**{k: v for k, v in saved["train"].items()})
+    transform_config = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["transform"].items()})
+    tower = ItemTower(_catalogue(transformed_dir, transform_config), config)
+    tower(tf.constant([0], tf.int64))  # create the variables before restoring
+    tf.train.Checkpoint(item_tower=tower).read(storage.join(model_dir, CHECKPOINT_PREFIX)).expect_partial()
+    return tower
+
+
+def item_embeddings(tower: ItemTower, batch_size: int = 8192) -> np.ndarray:
+    """Embeddings of every catalogue product (OOV rows excluded), in product-index order."""
+    rows = len(tower.product_ids)
+    parts = [
+        tower(tf.range(start, min(start + batch_size, rows), dtype=tf.int64)).numpy()
+        for start in range(0, rows, batch_size)
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def target_counts(transformed_dir: str, num_rows: int) -> np.ndarray:
+    """How often each product row is a training target."""
+    pattern = storage.join(transformed_dir, transform_files.TRAIN_EXAMPLES_DIR, "part*")
+    spec = {"target_idx": tf.io.FixedLenFeature([], tf.int64)}
+    counts = np.zeros(num_rows, np.float64)
+    for records in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(100_000):
+        targets = tf.io.parse_example(records, spec)["target_idx"].numpy()
+        counts += np.bincount(targets, minlength=len(counts))
+    return counts
+
+
+def _catalogue(transformed_dir: str, transform_config: TransformConfig) -> CatalogueFeatures:
+    return load_catalogue_features(
+        transformed_dir, transform_config.max_title_tokens, transform_config.product_oov_buckets
+    )

@@ -1,0 +1,315 @@
+"""Transform: Apache Beam + tensorflow-transform over the canonical dataset.
+
+Two Beam pipelines, both runnable on any Beam runner chosen by pipeline options (the local default is
+the DirectRunner family; Dataflow, Flink or Spark by ``TransformConfig.beam_runner``/``beam_options``):
+
+1. **Catalogue features** with tensorflow-transform on the TFXIO path (tf.Example TFRecords): product
+   id vocabulary with OOV buckets, title+description tokens, category/colour/brand vocabularies, price
+   quantile buckets and z-score. Writes the transform graph (reusable for new products at serving
+   time) and the transformed catalogue.
+2. **Interaction examples**: events mapped to product indices with that vocabulary, grouped by
+   customer (sharded, so each element is a table, not a row) and turned into next-item training
+   examples (recent history → target) and holdout evaluation examples (history before the split →
+   the products interacted with after it).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from fashionrec import ingest as ingest_files
+from fashionrec import storage
+from fashionrec.config import TransformConfig
+
+RAW_CATALOGUE_DIR = "raw_catalogue"
+TRANSFORMED_CATALOGUE_DIR = "transformed_catalogue"
+TRANSFORM_FN_DIR = "transform_fn"
+TRAIN_EXAMPLES_DIR = "train_examples"
+EVAL_EXAMPLES_DIR = "eval_examples"
+PRODUCT_VOCAB = "product_id"
+TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
+NUM_SHARDS = 64
+
+
+@dataclass(frozen=True)
+class TransformSummary:
+    products: int
+    product_vocabulary_size: int
+    train_examples: int
+    eval_customers: int
+
+
+def transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> TransformSummary:
+    """Run both Beam pipelines; writes TFRecords and the transform graph under ``output_dir``."""
+    storage.makedirs(output_dir)
+    with tempfile.TemporaryDirectory() as temp_dir:
+        _write_raw_catalogue(ingested_dir, output_dir, config)
+        _transform_catalogue(output_dir, config, temp_dir)
+    vocabulary = load_product_vocabulary(output_dir)
+    counts = _build_examples(ingested_dir, output_dir, vocabulary, config)
+    return TransformSummary(
+        products=len(vocabulary),
+        product_vocabulary_size=len(vocabulary) + config.product_oov_buckets,
+        train_examples=counts.get("train", 0),
+        eval_customers=counts.get("eval", 0),
+    )
+
+
+def pipeline_options(config: TransformConfig) -> PipelineOptions:
+    return PipelineOptions([f"--runner={config.beam_runner}", *config.beam_options])
+
+
+def catalogue_feature_spec() -> dict[str, object]:
+    import tensorflow as tf
+
+    spec: dict[str, object] = {column: tf.io.FixedLenFeature([], tf.string) for column in TEXT_COLUMNS}
+    spec["price"] = tf.io.FixedLenFeature([], tf.float32)
+    return spec
+
+
+def make_preprocessing_fn(config: TransformConfig):
+    """The tensorflow-transform preprocessing function for catalogue rows."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        text = tf.strings.lower(tf.strings.join([inputs["title"], inputs["description"]], separator=" "))
+        text = tf.strings.regex_replace(text, r"[^a-z0-9]+", " ")
+        tokens = tf.strings.split(text)[:, : config.max_title_tokens].to_sparse()
+        log_price = tf.math.log1p(tf.maximum(inputs["price"], 0.0))
+        outputs = {
+            "product_id": inputs["product_id"],
+            "product_idx": tft.compute_and_apply_vocabulary(
+                inputs["product_id"], num_oov_buckets=config.product_oov_buckets, vocab_filename=PRODUCT_VOCAB
+            ),
+            "token_ids": tft.compute_and_apply_vocabulary(
+                tokens, top_k=config.token_vocab_size, num_oov_buckets=config.vocab_oov_buckets,
+                vocab_filename="tokens",
+            ),
+            "price_bucket": tft.bucketize(log_price, config.price_buckets),
+            "price_z": tft.scale_to_z_score(log_price),
+        }
+        for column in ("category", "colour", "brand"):
+            outputs[f"{column}_idx"] = tft.compute_and_apply_vocabulary(
+                inputs[column], num_oov_buckets=config.vocab_oov_buckets, vocab_filename=column
+            )
+        return outputs
+
+    return preprocessing_fn
+
+
+def _write_raw_catalogue(ingested_dir: str, output_dir: str, config: TransformConfig) -> None:
+    """Canonical catalogue Parquet → tf.Example TFRecords, the input TFXIO reads."""
+    from tfx_bsl.public.tfxio import RecordBatchToExamplesEncoder
+
+    source = storage.join(ingested_dir, ingest_files.CATALOGUE_FILE)
+    with beam.Pipeline(options=pipeline_options(config)) as pipeline:
+        _ = (
+            pipeline
+            | "ReadCatalogue" >> beam.io.ReadFromParquetBatched(source, columns=[*TEXT_COLUMNS, "price"])
+            | "ToExamples" >> beam.FlatMap(lambda table: RecordBatchToExamplesEncoder().encode(_as_lists(table)))
+            | "Write" >> beam.io.WriteToTFRecord(storage.join(output_dir, RAW_CATALOGUE_DIR, "part"))
+        )
+
+
+def _as_lists(table: pa.Table) -> pa.RecordBatch:
+    """tf.Example features are lists: wrap each scalar column in a one-element list column."""
+    columns = {name: table.column(name).combine_chunks() for name in [*TEXT_COLUMNS, "price"]}
+    columns = {name: array.cast(pa.binary()) for name, array in columns.items() if name != "price"}
+    columns["price"] = table.column("price").combine_chunks().cast(pa.float32())
+    wrapped = {name: _one_element_lists(array) for name, array in columns.items()}
+    return pa.RecordBatch.from_pydict(wrapped)
+
+
+def _one_element_lists(array: pa.Array) -> pa.ListArray:
+    offsets = pa.array(np.arange(len(array) + 1, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, array)
+
+
+def _transform_catalogue(output_dir: str, config: TransformConfig, temp_dir: str) -> None:
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.public import tfxio
+
+    schema = schema_utils.schema_from_feature_spec(catalogue_feature_spec())
+    raw = tfxio.TFExampleRecord(file_pattern=storage.join(output_dir, RAW_CATALOGUE_DIR, "part*"), schema=schema)
+    with beam.Pipeline(options=pipeline_options(config)) as pipeline:
+        with tft_beam.Context(temp_dir=temp_dir):
+            records = pipeline | "ReadRaw" >> raw.BeamSource()
+            (transformed, _), transform_fn = (
+                records,
+                raw.TensorAdapterConfig(),
+            ) | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
+                make_preprocessing_fn(config), output_record_batches=True
+            )
+            _ = (
+                transformed
+                | "ToExamples" >> beam.FlatMapTuple(_encode_record_batch)
+                | "Write" >> beam.io.WriteToTFRecord(storage.join(output_dir, TRANSFORMED_CATALOGUE_DIR, "part"))
+            )
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
+                storage.join(output_dir, TRANSFORM_FN_DIR)
+            )
+
+
+def _encode_record_batch(batch: pa.RecordBatch, _: object) -> list[bytes]:
+    from tfx_bsl.public.tfxio import RecordBatchToExamplesEncoder
+
+    return RecordBatchToExamplesEncoder().encode(batch)
+
+
+def load_product_vocabulary(output_dir: str) -> list[str]:
+    """Product ids in vocabulary order: index i is product_idx i; unknown ids map to OOV buckets."""
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(storage.join(output_dir, TRANSFORM_FN_DIR))
+    return [v.decode("utf-8") if isinstance(v, bytes) else v for v in output.vocabulary_by_name(PRODUCT_VOCAB)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Interaction examples
+
+
+def _build_examples(
+    ingested_dir: str, output_dir: str, vocabulary: list[str], config: TransformConfig
+) -> dict[str, int]:
+    index = {product: i for i, product in enumerate(vocabulary)}
+    train_source = storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE)
+    holdout_source = storage.join(ingested_dir, ingest_files.HOLDOUT_EVENTS_FILE)
+    columns = ["customer_id", "product_id", "weight", "timestamp"]
+    with beam.Pipeline(options=pipeline_options(config)) as pipeline:
+        product_index = pipeline | "Vocabulary" >> beam.Create([index])
+        train = (
+            pipeline
+            | "ReadTrain" >> beam.io.ReadFromParquetBatched(train_source, columns=columns)
+            | "ShardTrain" >> beam.FlatMap(_shard_by_customer, "train", beam.pvalue.AsSingleton(product_index))
+        )
+        holdout = (
+            pipeline
+            | "ReadHoldout" >> beam.io.ReadFromParquetBatched(holdout_source, columns=columns)
+            | "ShardHoldout" >> beam.FlatMap(_shard_by_customer, "holdout", beam.pvalue.AsSingleton(product_index))
+        )
+        grouped = (train, holdout) | beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
+        examples = grouped | "MakeExamples" >> beam.FlatMap(_shard_examples, config.history_length)
+        for kind, directory in (("train", TRAIN_EXAMPLES_DIR), ("eval", EVAL_EXAMPLES_DIR)):
+            _ = (
+                examples
+                | f"Select{kind}" >> beam.Filter(lambda item, k=kind: item[0] == k)
+                | f"Encode{kind}" >> beam.FlatMap(lambda item, k=kind: _encode_batch(item[1], k))
+                | f"Write{kind}" >> beam.io.WriteToTFRecord(storage.join(output_dir, directory, "part"))
+            )
+    counters = pipeline.result.metrics().query(beam.metrics.MetricsFilter().with_namespace(__name__))["counters"]
+    return {counter.key.metric.name: counter.committed for counter in counters}
+
+
+def _shard_by_customer(
+    table: pa.Table, split: str, index: dict[str, int]
+) -> Iterator[tuple[int, tuple[str, pd.DataFrame]]]:
+    frame = table.to_pandas()
+    oov = len(index)
+    frame["product_idx"] = frame["product_id"].map(index).fillna(oov).astype("int64")
+    frame["seconds"] = epoch_seconds(frame["timestamp"])
+    shard = frame["customer_id"].map(lambda c: zlib.crc32(c.encode()) % NUM_SHARDS)
+    for key, part in frame.groupby(shard, sort=False):
+        yield int(key), (split, part[["customer_id", "product_idx", "weight", "seconds"]])
+
+
+def epoch_seconds(timestamps: pd.Series) -> pd.Series:
+    """UTC timestamps → integer seconds since the epoch, whatever the stored resolution."""
+    return (pd.to_datetime(timestamps, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+
+
+def _shard_examples(
+    element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], history_length: int
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """All events of a shard's customers → train examples and eval examples."""
+    _, parts = element
+    parts = list(parts)
+    train = _concat([p for s, p in parts if s == "train"])
+    holdout = _concat([p for s, p in parts if s == "holdout"])
+    train = train.sort_values(["customer_id", "seconds"], kind="stable")
+    yield "train", next_item_examples(train, history_length)
+    yield "eval", holdout_examples(train, holdout, history_length)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame({"customer_id": [], "product_idx": [], "weight": [], "seconds": []}).astype(
+            {"product_idx": "int64", "weight": "float32", "seconds": "int64"}
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def next_item_examples(train: pd.DataFrame, history_length: int) -> pa.RecordBatch:
+    """For each customer event after the first: the previous ``history_length`` events → this product.
+
+    ``train`` must be sorted by customer then time. Vectorised: each history is a slice of the sorted
+    event arrays, gathered with one index array.
+    """
+    customers = train["customer_id"].to_numpy()
+    products = train["product_idx"].to_numpy(dtype=np.int64)
+    weights = train["weight"].to_numpy(dtype=np.float32)
+    first_of_customer = np.r_[True, customers[1:] != customers[:-1]] if len(customers) else np.array([], bool)
+    customer_start = np.maximum.accumulate(np.where(first_of_customer, np.arange(len(customers)), 0))
+    targets = np.flatnonzero(~first_of_customer)
+    starts = np.maximum(customer_start[targets], targets - history_length)
+    gather, offsets = _ranges(starts, targets)
+    return pa.RecordBatch.from_pydict(
+        {
+            "customer_id": _one_element_lists(pa.array(customers[targets].astype(str), type=pa.binary())),
+            "history_idx": pa.ListArray.from_arrays(offsets, pa.array(products[gather])),
+            "history_weight": pa.ListArray.from_arrays(offsets, pa.array(weights[gather])),
+            "target_idx": _one_element_lists(pa.array(products[targets])),
+        }
+    )
+
+
+def holdout_examples(train: pd.DataFrame, holdout: pd.DataFrame, history_length: int) -> pa.RecordBatch:
+    """For each holdout customer: recent train history → the distinct products of their holdout events."""
+    history = dict(tuple(train.groupby("customer_id", sort=False)))
+    empty = train.iloc[:0]
+    ids, past_idx, past_weight, targets = [], [], [], []
+    for customer, events in holdout.groupby("customer_id", sort=False):
+        past = history.get(customer, empty).iloc[-history_length:]
+        ids.append(customer)
+        past_idx.append(past["product_idx"].to_numpy(np.int64))
+        past_weight.append(past["weight"].to_numpy(np.float32))
+        targets.append(pd.unique(events["product_idx"].to_numpy(np.int64)))
+    return pa.RecordBatch.from_pydict(
+        {
+            "customer_id": _one_element_lists(pa.array(ids, type=pa.binary())),
+            "history_idx": _list_array(past_idx, pa.int64()),
+            "history_weight": _list_array(past_weight, pa.float32()),
+            "target_idxs": _list_array(targets, pa.int64()),
+        }
+    )
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """Indices of the concatenated ranges [start, stop) and the list offsets that delimit them."""
+    lengths = stops - starts
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
+    gather = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths) + np.repeat(starts, lengths)
+    return gather.astype(np.int64), pa.array(offsets)
+
+
+def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
+    offsets = pa.array(np.r_[0, np.cumsum([len(a) for a in arrays])].astype(np.int32))
+    values = np.concatenate(arrays) if arrays else np.array([])
+    return pa.ListArray.from_arrays(offsets, pa.array(values, type=value_type))
+
+
+def _encode_batch(batch: pa.RecordBatch, kind: str) -> list[bytes]:
+    from tfx_bsl.public.tfxio import RecordBatchToExamplesEncoder
+
+    beam.metrics.Metrics.counter(__name__, kind).inc(batch.num_rows)
+    return RecordBatchToExamplesEncoder().encode(batch) if batch.num_rows else []

@@ -1,0 +1,1 @@
+"""KFP v2 pipeline definitions."""

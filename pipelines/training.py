@@ -1,0 +1,49 @@
+"""The fashionrec training pipeline: data → features → model → embeddings → gate → Triton repository.
+
+The same definition is compiled to YAML for Kubeflow / Vertex AI and run locally with ``kfp.local``.
+"""
+
+from kfp import dsl
+
+from components.stages import (
+    evaluate_model,
+    export_embeddings,
+    generate_shop_data,
+    ingest_data,
+    publish_model,
+    train_model,
+    transform_data,
+)
+from fashionrec.config import PipelineConfig
+
+PIPELINE_NAME = "fashionrec-training"
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Two-tower recommender for fashion retail, published to Triton.")
+def training_pipeline(model_repository: str, config_json: str = PipelineConfig().to_json()):
+    raw = generate_shop_data(config_json=config_json).set_display_name("generate synthetic shop")
+    ingested = ingest_data(config_json=config_json, raw_data=raw.outputs["raw_data"]).set_display_name("ingest")
+    transformed = transform_data(config_json=config_json, ingested=ingested.outputs["ingested"]).set_display_name(
+        "transform (Beam + TFT)"
+    )
+    trained = train_model(config_json=config_json, transformed=transformed.outputs["transformed"]).set_display_name(
+        "train two-tower"
+    )
+    exported = export_embeddings(
+        ingested=ingested.outputs["ingested"],
+        transformed=transformed.outputs["transformed"],
+        model=trained.outputs["model"],
+    ).set_display_name("export embeddings")
+    evaluated = evaluate_model(
+        config_json=config_json,
+        ingested=ingested.outputs["ingested"],
+        transformed=transformed.outputs["transformed"],
+        embeddings=exported.outputs["embeddings"],
+    ).set_display_name("evaluate + gate")
+    with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
+        publish_model(
+            config_json=config_json,
+            embeddings=exported.outputs["embeddings"],
+            evaluation=evaluated.outputs["evaluation"],
+            model_repository=model_repository,
+        ).set_display_name("publish to Triton repository")

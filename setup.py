@@ -1,0 +1,42 @@
+"""fashionrec: a KFP v2 / Beam + TFT / two-tower TensorFlow / Triton recommender workflow for fashion retail."""
+
+from setuptools import find_packages, setup
+
+# Pinned to versions that resolve together on Python 3.11 (see constraints.txt, a full freeze of one
+# working environment; install with `pip install -c constraints.txt -e .[test]`).
+INSTALL_REQUIRES = [
+    "tensorflow==2.21.0",
+    "tf_keras==2.21.0",
+    "tensorflow-recommenders==0.7.7",
+    "tensorflow-transform==1.21.0",
+    "tfx-bsl==1.21.0",
+    "apache-beam[gcp]==2.77.0",
+    "kfp==2.17.3",
+    "tritonclient[all]==2.73.0",
+    "google-cloud-storage==3.17.1",
+    "protobuf==6.33.6",
+    "pyarrow==25.0.1",
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "click==8.5.1",
+]
+
+TEST_REQUIRES = [
+    "pytest==9.2.0",
+    "hypothesis==6.170.17",
+    "gcp-storage-emulator==2026.7.19",
+    "kubernetes-validate==1.37.0",
+]
+
+setup(
+    name="fashionrec",
+    version="0.1.0",
+    description="Production recommender workflow for fashion e-commerce: KFP, Beam/TFT, TensorFlow, Triton.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["fashionrec", "fashionrec.*", "components", "pipelines"]),
+    package_data={"fashionrec": ["serving/*.txt", "py.typed"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    entry_points={"console_scripts": ["fashionrec=fashionrec.cli:main"]},
+)

@@ -1,0 +1,85 @@
+"""Fixtures for serving tests: a small published catalogue and a REAL tritonserver on free ports.
+
+The server is session-scoped (start ~1 s, stop ~3 s). The first run on a machine also builds the
+serving venv (about a minute; reused afterwards, see fashionrec.serving.environment).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fashionrec.config import ServingConfig
+from fashionrec.publish import PublishedModel, publish_model_repository
+from fashionrec.serving.client import RecommendClient
+from fashionrec.serving.server import TritonServer
+
+NUM_PRODUCTS = 300
+DIM = 16
+NUM_NEW = 30  # the last products are "new": never seen in training, content embedding only
+# Small limits make the bad-request tests cheap; a long queue delay makes dynamic batching visible.
+TEST_SERVING = ServingConfig(max_top_k=100, max_history_length=50, max_queue_delay_us=10_000)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What was published, for numpy reference answers in the tests."""
+
+    product_ids: list[str]
+    embeddings: np.ndarray
+    is_new: np.ndarray
+    new_product: str  # a new product the history of `pointing_history` points at
+    pointing_history: list[str]
+
+
+def _make_catalogue() -> Catalogue:
+    """Random embeddings, plus a new product and two old ones lying in its direction."""
+    rng = np.random.default_rng(2024)
+    embeddings = (rng.normal(size=(NUM_PRODUCTS, DIM)) * 0.3).astype(np.float32)
+    direction = rng.normal(size=DIM)
+    direction /= np.linalg.norm(direction)
+    new_row, old_rows = NUM_PRODUCTS - 1, [10, 11]
+    embeddings[new_row] = 2.0 * direction
+    embeddings[old_rows] = 0.5 * direction + rng.normal(size=(2, DIM)) * 0.05
+    ids = [f"P{i:06d}" for i in range(NUM_PRODUCTS)]
+    is_new = np.arange(NUM_PRODUCTS) >= NUM_PRODUCTS - NUM_NEW
+    return Catalogue(ids, embeddings, is_new, ids[new_row], [ids[r] for r in old_rows])
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> Catalogue:
+    return _make_catalogue()
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue) -> PublishedModel:
+    """The catalogue exported as the export stage would, blessed, and published as version 1."""
+    folder = tmp_path_factory.mktemp("publish")
+    column = pa.array([row.tolist() for row in catalogue.embeddings], type=pa.list_(pa.float32()))
+    table = pa.table({"product_id": catalogue.product_ids, "embedding": column, "is_new": catalogue.is_new})
+    pq.write_table(table, folder / "embeddings.parquet")
+    (folder / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
+    return publish_model_repository(str(folder / "embeddings.parquet"), str(folder / "blessing.json"),
+                                    str(folder / "model_repository"), TEST_SERVING)
+
+
+@pytest.fixture(scope="session")
+def triton(published: PublishedModel) -> Iterator[TritonServer]:
+    """A real tritonserver on free loopback ports, serving the published repository."""
+    with TritonServer(published.path, TEST_SERVING, http_port=0, grpc_port=0, metrics_port=0) as server:
+        yield server
+
+
+@pytest.fixture(params=["http", "grpc"])
+def client(request: pytest.FixtureRequest, triton: TritonServer) -> Iterator[RecommendClient]:
+    """A RecommendClient per protocol, on the shared server."""
+    url = triton.http_url if request.param == "http" else triton.grpc_url
+    with RecommendClient(url, request.param, TEST_SERVING.model_name) as recommend_client:
+        yield recommend_client

@@ -1,0 +1,113 @@
+"""The serving maths on tiny arrays whose answers were worked out by hand."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from fashionrec.serving import ops
+
+TABLE = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
+
+
+def test_customer_vector_is_weighted_mean_of_known_rows() -> None:
+    # (1*[1,0] + 3*[1,1]) / (1+3); the unknown row (-1) and its weight 5 are ignored.
+    vector = ops.customer_vector(TABLE, np.array([0, 2, -1]), np.array([1.0, 3.0, 5.0]))
+    np.testing.assert_allclose(vector, [1.0, 0.75])
+    assert vector.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "rows, weights",
+    [([], []), ([-1, -1], [1.0, 2.0]), ([0, 1], [0.0, 0.0])],
+    ids=["empty", "all-unknown", "zero-weight"],
+)
+def test_customer_vector_without_usable_history_is_zero(rows: list[int], weights: list[float]) -> None:
+    vector = ops.customer_vector(TABLE, np.array(rows, dtype=np.int64), np.array(weights))
+    np.testing.assert_array_equal(vector, np.zeros(2, dtype=np.float32))
+
+
+def test_customer_vector_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="2 history rows but 1 weights"):
+        ops.customer_vector(TABLE, np.array([0, 1]), np.array([1.0]))
+
+
+def test_lookup_rows_marks_unknown_ids() -> None:
+    index = {b"P1": 0, b"P2": 1}
+    np.testing.assert_array_equal(ops.lookup_rows(index, [b"P2", b"nope", b"P1"]), [1, -1, 0])
+    assert ops.lookup_rows(index, []).shape == (0,)
+
+
+def test_rank_candidates_orders_by_dot_product_with_sigmoid_scores() -> None:
+    # dots with [2, 1]: [2, 1, 3, -2] -> rows 2, 0, 1; with [0, 1]: [0, 1, 1, 0] -> rows 1, 2 (tie: lower row).
+    rows, scores = ops.rank_candidates(np.array([[2, 1], [0, 1]], dtype=np.float32), TABLE, 3)
+    np.testing.assert_array_equal(rows, [[2, 0, 1], [1, 2, 0]])
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    np.testing.assert_allclose(scores, [[sig(3), sig(2), sig(1)], [sig(1), sig(1), sig(0)]], rtol=1e-6)
+    assert scores.dtype == np.float32
+
+
+def test_ties_at_the_top_k_boundary_take_the_lowest_rows() -> None:
+    table = np.array([[0, 1], [1, 0], [1, 0], [1, 0], [1, 0]], dtype=np.float32)
+    rows, _ = ops.rank_candidates(np.array([[1, 0]], dtype=np.float32), table, 2)
+    np.testing.assert_array_equal(rows, [[1, 2]])
+
+
+def test_zero_customer_vector_scores_one_half_in_catalogue_order() -> None:
+    rows, scores = ops.rank_candidates(np.zeros((1, 2), np.float32), TABLE, 3)
+    np.testing.assert_array_equal(rows, [[0, 1, 2]])
+    np.testing.assert_array_equal(scores, [[0.5, 0.5, 0.5]])
+
+
+def test_k_larger_than_catalogue_returns_every_product() -> None:
+    rows, _ = ops.rank_candidates(np.array([[2, 1]], dtype=np.float32), TABLE, 10)
+    np.testing.assert_array_equal(rows, [[2, 0, 1, 3]])
+
+
+def test_excluded_rows_are_never_returned() -> None:
+    # Row 0 excludes [2] (padding -1 ignored), row 1 excludes [1, 2]: at most 4 - 2 = 2 products each.
+    vectors = np.array([[2, 1], [0, 1]], dtype=np.float32)
+    rows, scores = ops.rank_candidates(vectors, TABLE, 3, exclude_rows=np.array([[2, -1], [1, 2]]))
+    np.testing.assert_array_equal(rows, [[0, 1], [0, 3]])
+    np.testing.assert_allclose(scores[0], [1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-1))], rtol=1e-6)
+
+
+def test_rank_candidates_rejects_non_positive_k() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        ops.rank_candidates(np.ones((1, 2), np.float32), TABLE, 0)
+
+
+def test_sigmoid_saturates_without_overflow_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(ops.sigmoid(np.array([-1000.0, 0.0, 1000.0])), [0.0, 0.5, 1.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    table=arrays(np.float32, st.tuples(st.integers(1, 12), st.just(3)), elements=st.integers(-2, 2)),
+    vectors=arrays(np.float32, st.tuples(st.integers(1, 4), st.just(3)), elements=st.integers(-2, 2)),
+    k=st.integers(1, 15),
+)
+def test_rank_candidates_equals_a_full_sort(table: np.ndarray, vectors: np.ndarray, k: int) -> None:
+    """Small integer values make ties common: the partition must agree with a full stable sort."""
+    rows, _ = ops.rank_candidates(vectors, table, k)
+    dots = vectors @ table.T
+    expected = np.argsort(-dots, axis=1, kind="stable")[:, : min(k, len(table))]
+    np.testing.assert_array_equal(rows, expected)
+
+
+def test_request_validation_messages() -> None:
+    assert ops.top_k_error(1, 5) is None and ops.top_k_error(5, 5) is None
+    assert ops.top_k_error(0, 5) == "TOP_K must be between 1 and 5, got 0"
+    assert ops.top_k_error(6, 5) == "TOP_K must be between 1 and 5, got 6"
+    assert ops.history_error(2, np.array([1.0, 2.0]), 2) is None
+    assert "3 values" in ops.history_error(2, np.ones(3), 5)
+    assert "max_history_length=2" in ops.history_error(3, np.ones(3), 2)
+    assert "non-negative" in ops.history_error(1, np.array([-1.0]), 2)
+    assert "finite" in ops.history_error(1, np.array([np.nan]), 2)

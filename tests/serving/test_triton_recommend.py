@@ -1,0 +1,188 @@
+"""The recommend ensemble on a REAL tritonserver, over HTTP and gRPC, against a plain-numpy reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DIM, TEST_SERVING, Catalogue
+
+from fashionrec.serving.client import RecommendClient, RecommendError
+from fashionrec.serving.environment import (
+    ensure_serving_environment,
+    pinned_version,
+    requirements_text,
+    serving_venv_path,
+)
+from fashionrec.serving.server import TritonServer, TritonStartError
+
+
+def reference(catalogue: Catalogue, history: list[str], weights: list[float], k: int) -> tuple[list[str], np.ndarray]:
+    """What the ensemble must answer, recomputed in float64 without fashionrec code."""
+    index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
+    known = [(index[pid], w) for pid, w in zip(history, weights) if pid in index]
+    total = sum(w for _, w in known)
+    vector = np.zeros(DIM)
+    if total > 0:
+        vector = sum(w * catalogue.embeddings[row].astype(np.float64) for row, w in known) / total
+    dots = catalogue.embeddings.astype(np.float64) @ vector
+    order = sorted(range(len(dots)), key=lambda row: (-dots[row], row))[:k]
+    return [catalogue.product_ids[row] for row in order], 1.0 / (1.0 + np.exp(-dots[order]))
+
+
+def assert_matches(client: RecommendClient, catalogue: Catalogue, history: list[str],
+                   weights: list[float] | None, k: int) -> None:
+    got = client.recommend(history, weights, k=k)
+    ids, scores = reference(catalogue, history, weights or [1.0] * len(history), k)
+    assert [r.product_id for r in got] == ids
+    np.testing.assert_allclose([r.score for r in got], scores, rtol=1e-5)
+
+
+def test_recommendations_equal_the_numpy_reference(client: RecommendClient, catalogue: Catalogue) -> None:
+    rng = np.random.default_rng(1)
+    long_history = [catalogue.product_ids[i] for i in rng.choice(len(catalogue.product_ids), 20, replace=False)]
+    assert_matches(client, catalogue, ["P000003", "P000150", "P000042"], [1.0, 3.0, 5.0], k=10)
+    assert_matches(client, catalogue, long_history, rng.uniform(0.5, 5.0, 20).round(2).tolist(), k=25)
+    assert_matches(client, catalogue, ["P000077"], None, k=1)
+
+
+def test_a_new_product_is_recommended_when_the_history_points_at_it(client: RecommendClient,
+                                                                    catalogue: Catalogue) -> None:
+    assert catalogue.is_new[catalogue.product_ids.index(catalogue.new_product)]
+    got = client.recommend(catalogue.pointing_history, [1.0, 2.0], k=5)
+    assert got[0].product_id == catalogue.new_product
+    assert_matches(client, catalogue, catalogue.pointing_history, [1.0, 2.0], k=5)
+
+
+def test_unknown_ids_in_the_history_are_ignored(client: RecommendClient, catalogue: Catalogue) -> None:
+    with_unknown = client.recommend(["P000005", "NOT-A-PRODUCT", "P999999"], [2.0, 7.0, 9.0], k=10)
+    assert with_unknown == client.recommend(["P000005"], [2.0], k=10)
+    assert_matches(client, catalogue, ["P000005", "NOT-A-PRODUCT"], [2.0, 7.0], k=10)
+
+
+@pytest.mark.parametrize("history", [[], ["UNKNOWN-1", "UNKNOWN-2"]], ids=["empty", "all-unknown"])
+def test_a_history_without_known_products_scores_one_half(client: RecommendClient, catalogue: Catalogue,
+                                                          history: list[str]) -> None:
+    got = client.recommend(history, k=3)
+    assert [r.product_id for r in got] == catalogue.product_ids[:3]
+    assert [r.score for r in got] == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    "history, weights, k, message",
+    [
+        (["P000001"], None, 0, "TOP_K must be between 1 and 100, got 0"),
+        (["P000001"], None, 101, "TOP_K must be between 1 and 100, got 101"),
+        (["P000001", "P000002"], [1.0, 2.0, 3.0], 5, "HISTORY_WEIGHTS has 3 values but HISTORY_PRODUCT_IDS has 2"),
+        (["P000001"] * 51, None, 5, "more than max_history_length=50"),
+        (["P000001"], [-1.0], 5, "finite and non-negative"),
+    ],
+    ids=["k-zero", "k-too-large", "lengths-differ", "history-too-long", "negative-weight"],
+)
+def test_bad_requests_get_an_error_and_the_server_keeps_answering(
+        client: RecommendClient, catalogue: Catalogue, history: list[str], weights: list[float] | None, k: int,
+        message: str) -> None:
+    with pytest.raises(RecommendError, match=re.escape(message)):
+        client.recommend(history, weights, k=k)
+    assert_matches(client, catalogue, ["P000001"], None, k=5)
+
+
+def _counter(metrics: str, name: str, model: str) -> float:
+    """One Prometheus counter of one model from Triton's /metrics text."""
+    pattern = rf'^{name}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$'
+    return sum(float(value) for value in re.findall(pattern, metrics, flags=re.MULTILINE))
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(triton: TritonServer,
+                                                                      catalogue: Catalogue) -> None:
+    """Dynamic batching puts several requests (different histories and k) into one execute() call."""
+    rng = np.random.default_rng(3)
+    jobs = [([catalogue.product_ids[i] for i in rng.choice(len(catalogue.product_ids), 1 + n % 7)], 1 + n % 13)
+            for n in range(48)]
+    ranking = TEST_SERVING.ranking_model_name
+    before = urllib.request.urlopen(triton.metrics_url).read().decode()
+    with RecommendClient(triton.grpc_url, "grpc") as client, ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda job: client.recommend(job[0], k=job[1]), jobs))
+    after = urllib.request.urlopen(triton.metrics_url).read().decode()
+    for (history, k), got in zip(jobs, answers):
+        assert [r.product_id for r in got] == reference(catalogue, history, [1.0] * len(history), k)[0]
+    requests = _counter(after, "nv_inference_request_success", ranking) - _counter(before, "nv_inference_request_success", ranking)
+    executions = _counter(after, "nv_inference_exec_count", ranking) - _counter(before, "nv_inference_exec_count", ranking)
+    assert requests == len(jobs)
+    assert executions < requests
+
+
+def _python_model(repository: Path, name: str, model_code: str | None) -> None:
+    """A one-input python model; ``model_code`` None leaves model.py out."""
+    (repository / name / "1").mkdir(parents=True)
+    (repository / name / "config.pbtxt").write_text(
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: 1\n'
+        'input [{ name: "X" data_type: TYPE_FP32 dims: [1] }]\noutput [{ name: "Y" data_type: TYPE_FP32 dims: [1] }]\n')
+    if model_code is not None:
+        (repository / name / "1" / "model.py").write_text(model_code)
+
+
+def test_a_model_that_fails_to_load_stops_the_start_with_its_error(tmp_path: Path) -> None:
+    failing = "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('catalogue is corrupt')\n"
+    _python_model(tmp_path, "corrupt_model", failing)
+    started = time.monotonic()
+    with pytest.raises(TritonStartError, match=r"(?s)exited with status 1.*corrupt_model.*catalogue is corrupt"):
+        TritonServer(tmp_path, TEST_SERVING, http_port=0, grpc_port=0, metrics_port=0).start()
+    assert time.monotonic() - started < TEST_SERVING.startup_timeout_s / 2
+
+
+def test_a_server_that_never_gets_ready_times_out_with_the_reason(tmp_path: Path) -> None:
+    """Triton 2.51 hangs (never ready, never exits) when a python model has no model.py."""
+    _python_model(tmp_path, "codeless_model", None)
+    impatient = dataclasses.replace(TEST_SERVING, startup_timeout_s=3.0)
+    with pytest.raises(TritonStartError, match=r"(?s)not ready after 3.0 s.*Python model file not found"):
+        TritonServer(tmp_path, impatient, http_port=0, grpc_port=0, metrics_port=0).start()
+
+
+def test_serve_command_prints_the_urls_and_stops_on_ctrl_c(published, catalogue: Catalogue) -> None:
+    command = [sys.executable, "-m", "fashionrec.serving.cli", "--model-repository", published.path,
+               "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("Triton is ready")
+        grpc_url = lines[2].split()[-1]
+        with RecommendClient(grpc_url, "grpc") as client:
+            assert [r.product_id for r in client.recommend(["P000009"], k=3)] == reference(
+                catalogue, ["P000009"], [1.0], 3)[0]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=TEST_SERVING.shutdown_timeout_s) == 0
+        assert "Stopped tritonserver." in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_the_serving_environment_is_pinned_and_reused() -> None:
+    text = requirements_text()
+    assert pinned_version("nvidia-pytriton", text) == TEST_SERVING.pytriton_version
+    assert pinned_version("numpy", text).startswith("1.26.")
+    ensure_serving_environment(pytriton_version=TEST_SERVING.pytriton_version)
+    started = time.monotonic()
+    assert ensure_serving_environment() == serving_venv_path()
+    assert time.monotonic() - started < 0.5
+    with pytest.raises(ValueError, match="pytriton_version=9.9.9"):
+        ensure_serving_environment(pytriton_version="9.9.9")
+
+
+def test_the_serving_venv_location_follows_the_environment_variable(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    monkeypatch.setenv("FASHIONREC_SERVING_VENV", str(tmp_path / "venv"))
+    assert serving_venv_path() == tmp_path / "venv"
+    monkeypatch.delenv("FASHIONREC_SERVING_VENV")
+    assert serving_venv_path() == Path(os.path.expanduser("~/.cache/fashionrec/serving-venv"))

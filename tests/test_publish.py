@@ -1,0 +1,179 @@
+"""Publishing embeddings as a versioned Triton model repository (offline: no server here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from fashionrec.config import ServingConfig
+from fashionrec.publish import (
+    MANIFEST_FILE,
+    NotBlessedError,
+    default_templates_dir,
+    publish_model_repository,
+    render_configs,
+)
+from fashionrec.serving import ops
+
+SERVING = ServingConfig()
+PYTHON_MODELS = (SERVING.customer_model_name, SERVING.ranking_model_name)
+ALL_MODELS = (*PYTHON_MODELS, SERVING.model_name)
+
+
+def write_embeddings(path: Path, embeddings: np.ndarray, ids: list[str] | None = None,
+                     list_type: pa.DataType | None = None) -> str:
+    """The export stage's Parquet layout: product_id, embedding (list<float32>), is_new."""
+    ids = ids if ids is not None else [f"P{i:06d}" for i in range(len(embeddings))]
+    column = pa.array([row.tolist() for row in embeddings], type=list_type or pa.list_(pa.float32()))
+    is_new = [i % 3 == 0 for i in range(len(ids))]
+    pq.write_table(pa.table({"product_id": ids, "embedding": column, "is_new": is_new}), path)
+    return str(path)
+
+
+def write_blessing(path: Path, blessed: bool, reasons: list[str] = ()) -> str:
+    path.write_text(json.dumps({"blessed": blessed, "reasons": list(reasons), "metrics": {"recall@20": 0.3}}))
+    return str(path)
+
+
+@pytest.fixture
+def embeddings() -> np.ndarray:
+    return np.random.default_rng(5).normal(size=(7, 4)).astype(np.float32)
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, embeddings: np.ndarray) -> tuple[str, str]:
+    return write_embeddings(tmp_path / "emb.parquet", embeddings), write_blessing(tmp_path / "ok.json", True)
+
+
+def parse(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root with its content (to prove a refused publish changed nothing)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_of_a_published_version(tmp_path: Path, inputs: tuple[str, str], embeddings: np.ndarray) -> None:
+    repo = tmp_path / "repo"
+    published = publish_model_repository(*inputs, str(repo), SERVING)
+    assert (published.version, published.path, published.num_products, published.embedding_dim) == (1, str(repo), 7, 4)
+    templates = default_templates_dir()
+    for name in PYTHON_MODELS:
+        folder = repo / name / "1"
+        assert (folder / "model.py").read_text() == (templates / name / "model.py").read_text()
+        assert (folder / ops.MODULE_FILE).read_text() == Path(ops.__file__).read_text()
+        np.testing.assert_array_equal(np.load(folder / ops.EMBEDDINGS_FILE), embeddings)
+        assert (folder / ops.PRODUCT_IDS_FILE).read_text().splitlines() == [f"P{i:06d}" for i in range(7)]
+    assert list((repo / SERVING.model_name / "1").iterdir()) == []
+    assert not [p for p in repo.rglob("*") if p.name.startswith(".staging-")]
+
+
+def test_rendered_configs_parse_as_triton_model_configs(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    repo = tmp_path / "repo"
+    publish_model_repository(*inputs, str(repo), SERVING)
+    configs = {name: parse(repo / name / "config.pbtxt") for name in ALL_MODELS}
+    customer, ranking, ensemble = (configs[name] for name in ALL_MODELS)
+    assert [c.name for c in configs.values()] == list(ALL_MODELS)
+    assert customer.backend == ranking.backend == "python"
+    assert list(customer.output[0].dims) == [4] and list(ranking.input[0].dims) == [4]
+    assert all(i.allow_ragged_batch for i in customer.input)
+    assert customer.max_batch_size == ranking.max_batch_size == ensemble.max_batch_size == SERVING.max_batch_size
+    assert ranking.dynamic_batching.max_queue_delay_microseconds == SERVING.max_queue_delay_us
+    assert ranking.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert ranking.parameters["max_top_k"].string_value == str(SERVING.max_top_k)
+    assert customer.parameters["max_history_length"].string_value == str(SERVING.max_history_length)
+    assert ensemble.platform == "ensemble"
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == list(PYTHON_MODELS)
+    assert {i.name for i in ensemble.input} == {"HISTORY_PRODUCT_IDS", "HISTORY_WEIGHTS", "TOP_K"}
+    assert {o.name for o in ensemble.output} == {"PRODUCT_IDS", "SCORES"}
+
+
+def test_every_template_renders_with_custom_names(tmp_path: Path) -> None:
+    serving = ServingConfig(model_name="rec", customer_model_name="cv", ranking_model_name="rank")
+    configs = render_configs(serving, 8, default_templates_dir())
+    assert set(configs) == {"rec", "cv", "rank"}
+    for name, text in configs.items():
+        assert "$" not in text
+        assert text_format.Parse(text, model_config_pb2.ModelConfig()).name == name
+    steps = text_format.Parse(configs["rec"], model_config_pb2.ModelConfig()).ensemble_scheduling.step
+    assert [s.model_name for s in steps] == ["cv", "rank"]
+
+
+def test_versions_increment_and_the_manifest_records_them(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    repo = tmp_path / "repo"
+    assert publish_model_repository(*inputs, str(repo), SERVING).version == 1
+    assert publish_model_repository(*inputs, str(repo), SERVING, metadata={"recall@20": 0.31}).version == 2
+    assert publish_model_repository(*inputs, str(repo), SERVING, version=7).version == 7
+    assert publish_model_repository(*inputs, str(repo), SERVING).version == 8
+    for name in ALL_MODELS:
+        assert sorted(int(p.name) for p in (repo / name).iterdir() if p.is_dir()) == [1, 2, 7, 8]
+    manifest = json.loads((repo / MANIFEST_FILE).read_text())
+    assert manifest["latest_version"] == 8
+    assert [v["version"] for v in manifest["versions"]] == [1, 2, 7, 8]
+    second = manifest["versions"][1]
+    assert second["metadata"] == {"recall@20": 0.31}
+    assert (second["num_products"], second["num_new_products"], second["embedding_dim"]) == (7, 3, 4)
+    assert second["blessing"]["blessed"] is True and second["created_at"].endswith("+00:00")
+
+
+def test_a_used_version_is_never_overwritten(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    repo = tmp_path / "repo"
+    publish_model_repository(*inputs, str(repo), SERVING)
+    before = tree(repo)
+    for bad in (1, 0):
+        with pytest.raises(ValueError, match="not a new positive version"):
+            publish_model_repository(*inputs, str(repo), SERVING, version=bad)
+    assert tree(repo) == before
+
+
+def test_a_model_that_failed_the_gate_is_never_published(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    repo = tmp_path / "repo"
+    publish_model_repository(*inputs, str(repo), SERVING)
+    before = tree(repo)
+    refused = write_blessing(tmp_path / "no.json", False, ["recall@20 0.01 < popularity 0.05"])
+    with pytest.raises(NotBlessedError, match="recall@20 0.01 < popularity") as caught:
+        publish_model_repository(inputs[0], refused, str(repo), SERVING)
+    assert caught.value.reasons == ["recall@20 0.01 < popularity 0.05"]
+    assert tree(repo) == before
+    with pytest.raises(NotBlessedError):
+        publish_model_repository(inputs[0], refused, str(tmp_path / "fresh"), SERVING)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_fixed_size_list_embeddings_are_accepted(tmp_path: Path, embeddings: np.ndarray) -> None:
+    path = write_embeddings(tmp_path / "e.parquet", embeddings, list_type=pa.list_(pa.float32(), 4))
+    repo = tmp_path / "repo"
+    publish_model_repository(path, write_blessing(tmp_path / "b.json", True), str(repo), SERVING)
+    np.testing.assert_array_equal(np.load(repo / SERVING.ranking_model_name / "1" / ops.EMBEDDINGS_FILE), embeddings)
+
+
+@pytest.mark.parametrize(
+    "ids, values, message",
+    [
+        (["A", "A"], [[1.0, 2.0], [3.0, 4.0]], "unique"),
+        (["A", "B"], [[1.0, 2.0], [3.0]], "common, positive length"),
+        (["A", "B"], [[1.0, float("nan")], [3.0, 4.0]], "finite"),
+        (["A", "B\nC"], [[1.0, 2.0], [3.0, 4.0]], "single-line"),
+    ],
+    ids=["duplicate-ids", "ragged", "nan", "newline-in-id"],
+)
+def test_bad_catalogues_are_refused_before_writing(tmp_path: Path, ids: list[str], values: list[list[float]],
+                                                   message: str) -> None:
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"product_id": ids, "embedding": pa.array(values, pa.list_(pa.float32()))}), path)
+    with pytest.raises(ValueError, match=message):
+        publish_model_repository(str(path), write_blessing(tmp_path / "b.json", True), str(tmp_path / "repo"), SERVING)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_remote_repositories_are_not_supported_yet(inputs: tuple[str, str]) -> None:
+    with pytest.raises(NotImplementedError, match="gs://bucket/repo"):
+        publish_model_repository(*inputs, "gs://bucket/repo", SERVING)
