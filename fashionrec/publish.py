@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +283,7 @@ def _record_version(repository: Path, version: int, catalogue: Catalogue, blessi
     manifest = _read_manifest(repository)
     entries = [*manifest.get("versions", []), {
         "version": version,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "num_products": len(catalogue.product_ids),
         "num_new_products": int(catalogue.is_new.sum()),
         "embedding_dim": int(catalogue.embeddings.shape[1]),

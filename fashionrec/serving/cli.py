@@ -19,6 +19,7 @@ from fashionrec.config import PipelineConfig, ServingConfig
 from fashionrec.serving.client import Protocol, Recommendation, RecommendClient, RecommendError
 from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError
 
+_DEFAULTS = ServingConfig()
 WAIT_INTERVAL_S = 0.5  # how often `serve` checks that tritonserver is still alive
 
 
@@ -98,7 +99,7 @@ def print_recommendations(
     k: int | None = None,
     url: str | None = None,
     protocol: Protocol = "grpc",
-    serving: ServingConfig = ServingConfig(),
+    serving: ServingConfig = _DEFAULTS,
 ) -> list[Recommendation]:
     """Ask a running server for recommendations, print them as a table and return them.
 
@@ -109,7 +110,8 @@ def print_recommendations(
     address = url or f"127.0.0.1:{port}"
     try:
         with RecommendClient(address, protocol, serving.model_name, serving.client_timeout_s) as client:
-            recommendations = client.recommend(history_product_ids, history_weights, k or serving.default_top_k)
+            recommendations = client.recommend(history_product_ids, history_weights,
+                                               serving.default_top_k if k is None else k)
     except RecommendError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{'rank':>4}  {'product_id':<20}  score")

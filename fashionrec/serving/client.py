@@ -104,7 +104,7 @@ class RecommendClient:
         result = self._infer(inputs)
         ids = result.as_numpy("PRODUCT_IDS").reshape(-1)
         scores = result.as_numpy("SCORES").reshape(-1)
-        return [Recommendation(pid.decode("utf-8"), float(score)) for pid, score in zip(ids, scores)]
+        return [Recommendation(pid.decode("utf-8"), float(score)) for pid, score in zip(ids, scores, strict=True)]
 
     def _input(self, name: str, data: np.ndarray, datatype: str) -> Any:
         tensor = self._module.InferInput(name, list(data.shape), datatype)

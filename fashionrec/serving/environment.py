@@ -28,7 +28,8 @@ MARKER_FILE = ".fashionrec-serving.json"
 Progress = Callable[[str], None]
 
 
-def _stderr(message: str) -> None:
+def print_progress(message: str) -> None:
+    """Default progress report: a line on stderr (stdout stays clean for scripts)."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -60,7 +61,7 @@ def venv_python(venv_dir: Path) -> Path:
 def ensure_serving_environment(
     venv_dir: str | os.PathLike[str] | None = None,
     pytriton_version: str | None = None,
-    progress: Progress = _stderr,
+    progress: Progress = print_progress,
 ) -> Path:
     """Create the serving venv if it is missing or stale, and return its path.
 

@@ -87,17 +87,26 @@ def _exclusion_mask(exclude_rows: np.ndarray, shape: tuple[int, int]) -> np.ndar
 
 
 def _top_k_rows(dots: np.ndarray, k: int) -> np.ndarray:
-    """Unordered rows of the k largest dots per batch row, in O(N) (partition, no full sort).
+    """Unordered rows of the k largest dots per batch row, in O(N) with argpartition (no full sort).
 
-    Products tied with the k-th largest value are taken lowest row first, so the set is deterministic.
+    argpartition picks arbitrarily among products tied with the k-th largest value; the rare batch
+    rows where that matters are redone so the lowest tied rows win, making the set deterministic.
     """
     n = dots.shape[1]
-    kth = np.partition(dots, n - k, axis=1)[:, n - k : n - k + 1]
-    above = dots > kth
-    tied = dots == kth
-    room = k - above.sum(axis=1, keepdims=True)
-    take = above | (tied & (np.cumsum(tied, axis=1) <= room))
-    return np.nonzero(take)[1].reshape(dots.shape[0], k)
+    rows = np.argpartition(dots, n - k, axis=1)[:, n - k :]
+    top = np.take_along_axis(dots, rows, axis=1)
+    kth = top.min(axis=1, keepdims=True)
+    unfair = (dots == kth).sum(axis=1) > (top == kth).sum(axis=1)
+    for b in np.flatnonzero(unfair):
+        rows[b] = _lowest_tied_rows_first(dots[b], rows[b], kth[b, 0])
+    return rows
+
+
+def _lowest_tied_rows_first(dots: np.ndarray, rows: np.ndarray, kth: float) -> np.ndarray:
+    """Keep the chosen rows above the k-th value, fill the rest with the lowest rows equal to it."""
+    above = rows[dots[rows] > kth]
+    tied = np.flatnonzero(dots == kth)[: rows.size - above.size]
+    return np.concatenate([above, tied])
 
 
 def top_k_error(k: int, max_top_k: int) -> str | None:

@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -28,8 +27,9 @@ from pathlib import Path
 from types import TracebackType
 
 from fashionrec.config import ServingConfig
-from fashionrec.serving.environment import Progress, ensure_serving_environment, venv_python
+from fashionrec.serving.environment import Progress, ensure_serving_environment, print_progress, venv_python
 
+_DEFAULTS = ServingConfig()
 CONTROL_MODES = ("none", "poll", "explicit")
 LOG_TAIL_LINES = 15  # lines of the server log quoted in errors (after its error lines)
 # Error lines Triton always prints on a machine without a GPU; they do not explain a failure.
@@ -44,10 +44,6 @@ _LAYOUT_SCRIPT = (
 
 class TritonStartError(RuntimeError):
     """tritonserver did not become ready; the message quotes the end of its log."""
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,7 @@ class TritonServer:
     def __init__(
         self,
         model_repository: str | os.PathLike[str],
-        serving: ServingConfig = ServingConfig(),
+        serving: ServingConfig = _DEFAULTS,
         *,
         http_port: int | None = None,
         grpc_port: int | None = None,
@@ -130,7 +126,7 @@ class TritonServer:
         model_control_mode: str | None = None,
         venv_dir: str | os.PathLike[str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
-        progress: Progress = _stderr,
+        progress: Progress = print_progress,
     ) -> None:
         self.model_repository = Path(model_repository).absolute()
         self.serving = serving
@@ -182,7 +178,8 @@ class TritonServer:
             ensure_serving_environment(self._venv_dir, self.serving.pytriton_version, self._progress))
         self._workdir = Path(tempfile.mkdtemp(prefix="fashionrec-triton-"))
         self.log_path = self._log_path or self._workdir / "tritonserver.log"
-        self.ports = tuple(p if p else free_port(self.serving.host) for p in self._requested_ports)
+        http, grpc, metrics = (port or free_port(self.serving.host) for port in self._requested_ports)
+        self.ports = (http, grpc, metrics)
         command = self._command(install, assemble_backends(install, self._workdir / "backends"))
         self._progress(f"Starting tritonserver on {self.model_repository} (log: {self.log_path}) ...")
         with open(self.log_path, "ab") as log:

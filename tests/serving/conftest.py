@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -51,6 +50,12 @@ def _make_catalogue() -> Catalogue:
     ids = [f"P{i:06d}" for i in range(NUM_PRODUCTS)]
     is_new = np.arange(NUM_PRODUCTS) >= NUM_PRODUCTS - NUM_NEW
     return Catalogue(ids, embeddings, is_new, ids[new_row], [ids[r] for r in old_rows])
+
+
+@pytest.fixture(scope="session")
+def serving_config() -> ServingConfig:
+    """The ServingConfig the test repository is published and served with."""
+    return TEST_SERVING
 
 
 @pytest.fixture(scope="session")

@@ -111,3 +111,23 @@ def test_request_validation_messages() -> None:
     assert "max_history_length=2" in ops.history_error(3, np.ones(3), 2)
     assert "non-negative" in ops.history_error(1, np.array([-1.0]), 2)
     assert "finite" in ops.history_error(1, np.array([np.nan]), 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    table=arrays(np.float32, st.tuples(st.integers(2, 12), st.just(2)), elements=st.integers(-2, 2)),
+    vectors=arrays(np.float32, st.tuples(st.integers(1, 3), st.just(2)), elements=st.integers(-2, 2)),
+    excluded=st.lists(st.integers(-1, 11), min_size=1, max_size=4),
+    k=st.integers(1, 12),
+)
+def test_exclusion_equals_sorting_the_remaining_products(table: np.ndarray, vectors: np.ndarray,
+                                                         excluded: list[int], k: int) -> None:
+    """Every customer excludes the same rows here, so each keeps exactly N - |excluded| candidates."""
+    excluded = [row if row < len(table) else -1 for row in excluded]
+    exclude_rows = np.tile(excluded, (len(vectors), 1))
+    rows, _ = ops.rank_candidates(vectors, table, k, exclude_rows=exclude_rows)
+    dots = (vectors @ table.T).astype(np.float64)
+    dots[:, [row for row in excluded if row >= 0]] = -np.inf
+    remaining = len(table) - len({row for row in excluded if row >= 0})
+    expected = np.argsort(-dots, axis=1, kind="stable")[:, : min(k, remaining)]
+    np.testing.assert_array_equal(rows, expected)

@@ -12,11 +12,15 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import click
 import numpy as np
 import pytest
-from conftest import DIM, TEST_SERVING, Catalogue
 
+from fashionrec.config import ServingConfig
+from fashionrec.publish import PublishedModel
+from fashionrec.serving.cli import print_recommendations
 from fashionrec.serving.client import RecommendClient, RecommendError
 from fashionrec.serving.environment import (
     ensure_serving_environment,
@@ -26,13 +30,16 @@ from fashionrec.serving.environment import (
 )
 from fashionrec.serving.server import TritonServer, TritonStartError
 
+if TYPE_CHECKING:
+    from conftest import Catalogue
+
 
 def reference(catalogue: Catalogue, history: list[str], weights: list[float], k: int) -> tuple[list[str], np.ndarray]:
     """What the ensemble must answer, recomputed in float64 without fashionrec code."""
     index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
-    known = [(index[pid], w) for pid, w in zip(history, weights) if pid in index]
+    known = [(index[pid], w) for pid, w in zip(history, weights, strict=True) if pid in index]
     total = sum(w for _, w in known)
-    vector = np.zeros(DIM)
+    vector = np.zeros(catalogue.embeddings.shape[1])
     if total > 0:
         vector = sum(w * catalogue.embeddings[row].astype(np.float64) for row, w in known) / total
     dots = catalogue.embeddings.astype(np.float64) @ vector
@@ -78,20 +85,22 @@ def test_a_history_without_known_products_scores_one_half(client: RecommendClien
     assert [r.score for r in got] == [0.5, 0.5, 0.5]
 
 
-@pytest.mark.parametrize(
-    "history, weights, k, message",
-    [
-        (["P000001"], None, 0, "TOP_K must be between 1 and 100, got 0"),
-        (["P000001"], None, 101, "TOP_K must be between 1 and 100, got 101"),
-        (["P000001", "P000002"], [1.0, 2.0, 3.0], 5, "HISTORY_WEIGHTS has 3 values but HISTORY_PRODUCT_IDS has 2"),
-        (["P000001"] * 51, None, 5, "more than max_history_length=50"),
-        (["P000001"], [-1.0], 5, "finite and non-negative"),
-    ],
-    ids=["k-zero", "k-too-large", "lengths-differ", "history-too-long", "negative-weight"],
-)
+# Each case builds (history, weights, k, expected message) from the served ServingConfig's limits.
+BAD_REQUESTS = {
+    "k-zero": lambda cfg: (["P000001"], None, 0, f"TOP_K must be between 1 and {cfg.max_top_k}, got 0"),
+    "k-too-large": lambda cfg: (["P000001"], None, cfg.max_top_k + 1, f"got {cfg.max_top_k + 1}"),
+    "lengths-differ": lambda cfg: (["P000001", "P000002"], [1.0, 2.0, 3.0], 5,
+                                   "HISTORY_WEIGHTS has 3 values but HISTORY_PRODUCT_IDS has 2"),
+    "history-too-long": lambda cfg: (["P000001"] * (cfg.max_history_length + 1), None, 5,
+                                     f"more than max_history_length={cfg.max_history_length}"),
+    "negative-weight": lambda cfg: (["P000001"], [-1.0], 5, "finite and non-negative"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
 def test_bad_requests_get_an_error_and_the_server_keeps_answering(
-        client: RecommendClient, catalogue: Catalogue, history: list[str], weights: list[float] | None, k: int,
-        message: str) -> None:
+        client: RecommendClient, catalogue: Catalogue, serving_config: ServingConfig, case: str) -> None:
+    history, weights, k, message = BAD_REQUESTS[case](serving_config)
     with pytest.raises(RecommendError, match=re.escape(message)):
         client.recommend(history, weights, k=k)
     assert_matches(client, catalogue, ["P000001"], None, k=5)
@@ -103,23 +112,35 @@ def _counter(metrics: str, name: str, model: str) -> float:
     return sum(float(value) for value in re.findall(pattern, metrics, flags=re.MULTILINE))
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(triton: TritonServer,
-                                                                      catalogue: Catalogue) -> None:
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+        triton: TritonServer, catalogue: Catalogue, serving_config: ServingConfig) -> None:
     """Dynamic batching puts several requests (different histories and k) into one execute() call."""
     rng = np.random.default_rng(3)
     jobs = [([catalogue.product_ids[i] for i in rng.choice(len(catalogue.product_ids), 1 + n % 7)], 1 + n % 13)
             for n in range(48)]
-    ranking = TEST_SERVING.ranking_model_name
+    ranking = serving_config.ranking_model_name
     before = urllib.request.urlopen(triton.metrics_url).read().decode()
     with RecommendClient(triton.grpc_url, "grpc") as client, ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda job: client.recommend(job[0], k=job[1]), jobs))
     after = urllib.request.urlopen(triton.metrics_url).read().decode()
-    for (history, k), got in zip(jobs, answers):
+    for (history, k), got in zip(jobs, answers, strict=True):
         assert [r.product_id for r in got] == reference(catalogue, history, [1.0] * len(history), k)[0]
-    requests = _counter(after, "nv_inference_request_success", ranking) - _counter(before, "nv_inference_request_success", ranking)
-    executions = _counter(after, "nv_inference_exec_count", ranking) - _counter(before, "nv_inference_exec_count", ranking)
+    requests, executions = (_counter(after, name, ranking) - _counter(before, name, ranking)
+                            for name in ("nv_inference_request_success", "nv_inference_exec_count"))
     assert requests == len(jobs)
     assert executions < requests
+
+
+def test_print_recommendations_prints_a_table_and_reports_refusals(
+        triton: TritonServer, catalogue: Catalogue, serving_config: ServingConfig,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    got = print_recommendations(["P000009"], k=3, url=triton.http_url, protocol="http", serving=serving_config)
+    lines = capsys.readouterr().out.splitlines()
+    assert [r.product_id for r in got] == reference(catalogue, ["P000009"], [1.0], 3)[0]
+    assert lines[0].split() == ["rank", "product_id", "score"]
+    assert lines[1].split() == ["1", got[0].product_id, f"{got[0].score:.4f}"] and len(lines) == 4
+    with pytest.raises(click.ClickException, match="TOP_K must be between"):
+        print_recommendations(["P000009"], k=0, url=triton.grpc_url, protocol="grpc", serving=serving_config)
 
 
 def _python_model(repository: Path, name: str, model_code: str | None) -> None:
@@ -132,24 +153,29 @@ def _python_model(repository: Path, name: str, model_code: str | None) -> None:
         (repository / name / "1" / "model.py").write_text(model_code)
 
 
-def test_a_model_that_fails_to_load_stops_the_start_with_its_error(tmp_path: Path) -> None:
-    failing = "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('catalogue is corrupt')\n"
+def test_a_model_that_fails_to_load_stops_the_start_with_its_error(tmp_path: Path,
+                                                                    serving_config: ServingConfig) -> None:
+    failing = ("class TritonPythonModel:\n"
+               "    def initialize(self, args):\n"
+               "        raise RuntimeError('catalogue is corrupt')\n")
     _python_model(tmp_path, "corrupt_model", failing)
     started = time.monotonic()
     with pytest.raises(TritonStartError, match=r"(?s)exited with status 1.*corrupt_model.*catalogue is corrupt"):
-        TritonServer(tmp_path, TEST_SERVING, http_port=0, grpc_port=0, metrics_port=0).start()
-    assert time.monotonic() - started < TEST_SERVING.startup_timeout_s / 2
+        TritonServer(tmp_path, serving_config, http_port=0, grpc_port=0, metrics_port=0).start()
+    assert time.monotonic() - started < serving_config.startup_timeout_s / 2
 
 
-def test_a_server_that_never_gets_ready_times_out_with_the_reason(tmp_path: Path) -> None:
+def test_a_server_that_never_gets_ready_times_out_with_the_reason(tmp_path: Path,
+                                                                  serving_config: ServingConfig) -> None:
     """Triton 2.51 hangs (never ready, never exits) when a python model has no model.py."""
     _python_model(tmp_path, "codeless_model", None)
-    impatient = dataclasses.replace(TEST_SERVING, startup_timeout_s=3.0)
+    impatient = dataclasses.replace(serving_config, startup_timeout_s=3.0)
     with pytest.raises(TritonStartError, match=r"(?s)not ready after 3.0 s.*Python model file not found"):
         TritonServer(tmp_path, impatient, http_port=0, grpc_port=0, metrics_port=0).start()
 
 
-def test_serve_command_prints_the_urls_and_stops_on_ctrl_c(published, catalogue: Catalogue) -> None:
+def test_serve_command_prints_the_urls_and_stops_on_ctrl_c(published: PublishedModel, catalogue: Catalogue,
+                                                           serving_config: ServingConfig) -> None:
     command = [sys.executable, "-m", "fashionrec.serving.cli", "--model-repository", published.path,
                "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,22 +187,22 @@ def test_serve_command_prints_the_urls_and_stops_on_ctrl_c(published, catalogue:
             assert [r.product_id for r in client.recommend(["P000009"], k=3)] == reference(
                 catalogue, ["P000009"], [1.0], 3)[0]
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=TEST_SERVING.shutdown_timeout_s) == 0
+        assert process.wait(timeout=serving_config.shutdown_timeout_s) == 0
         assert "Stopped tritonserver." in process.stderr.read()
     finally:
         if process.poll() is None:
             process.kill()
 
 
-def test_the_serving_environment_is_pinned_and_reused() -> None:
+def test_the_serving_environment_is_pinned_and_reused(serving_config: ServingConfig) -> None:
     text = requirements_text()
-    assert pinned_version("nvidia-pytriton", text) == TEST_SERVING.pytriton_version
+    assert pinned_version("nvidia-pytriton", text) == serving_config.pytriton_version
     assert pinned_version("numpy", text).startswith("1.26.")
-    ensure_serving_environment(pytriton_version=TEST_SERVING.pytriton_version)
+    ensure_serving_environment(pytriton_version=serving_config.pytriton_version)
     started = time.monotonic()
     assert ensure_serving_environment() == serving_venv_path()
     assert time.monotonic() - started < 0.5
-    with pytest.raises(ValueError, match="pytriton_version=9.9.9"):
+    with pytest.raises(ValueError, match=re.escape("pytriton_version=9.9.9")):
         ensure_serving_environment(pytriton_version="9.9.9")
 
 

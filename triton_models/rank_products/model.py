@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fashionrec_ops as ops
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-import fashionrec_ops as ops
 
 
 def _parameter(model_config: dict, key: str) -> str:
@@ -49,7 +48,7 @@ class TritonPythonModel:
         if valid:
             rows, scores = ops.rank_candidates(np.concatenate(vectors), self.embeddings, max(ks))
             starts = np.cumsum([0] + [len(v) for v in vectors])
-            for position, k, start, stop in zip(valid, ks, starts[:-1], starts[1:]):
+            for position, k, start, stop in zip(valid, ks, starts[:-1], starts[1:], strict=True):
                 responses[position] = self._response(rows[start:stop, :k], scores[start:stop, :k])
         return responses
 
@@ -64,7 +63,7 @@ class TritonPythonModel:
             error = "CUSTOMER_VECTOR must be finite"
         return (None, None, error) if error else (vector, int(top_k[0]), None)
 
-    def _response(self, rows: np.ndarray, scores: np.ndarray) -> "pb_utils.InferenceResponse":
+    def _response(self, rows: np.ndarray, scores: np.ndarray) -> pb_utils.InferenceResponse:
         """PRODUCT_IDS [b, k] (bytes) and SCORES [b, k] float32."""
         return pb_utils.InferenceResponse([
             pb_utils.Tensor("PRODUCT_IDS", self.product_ids[rows]),

@@ -1,0 +1,32 @@
+# Two entry points a new user needs; both install what they need first (idempotent).
+#   make demo   - pipeline end to end on the embedded synthetic shop, then Triton serves it and prints recommendations
+#   make test   - the test suite (unit tests + end-to-end runs on a real tritonserver)
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install serving-env demo test compile clean
+
+$(VENV)/.installed: setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Triton's python backend runs in its own environment (numpy<2), as it does in its own container in production.
+serving-env: install
+	$(BIN)/python -c "from fashionrec.serving.environment import ensure_serving_environment as e; print(e())"
+
+demo: install serving-env
+	$(BIN)/fashionrec demo
+
+test: install serving-env
+	$(BIN)/python -m pytest
+
+compile: install
+	$(BIN)/fashionrec pipeline compile --output fashionrec-pipeline.yaml
+
+clean:
+	rm -rf fashionrec-run fashionrec-pipeline.yaml .pytest_cache

@@ -1,0 +1,82 @@
+"""Wall time of each pipeline stage on the embedded default data (or a named size), in-process.
+
+    .venv/bin/python benchmarks/pipeline.py [--size small] [--set train.epochs=1 ...] [--workdir DIR]
+
+Runs the same library functions the KFP components call, one after the other, and prints one row per
+stage: seconds and rows per second. Model quality figures are printed after the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fashionrec.cli import SIZES
+from fashionrec.config import PipelineConfig
+from fashionrec.data.synthetic import generate_shop, write_shop
+from fashionrec.evaluation.evaluate import evaluate
+from fashionrec.export import EMBEDDINGS_FILE, export_embeddings
+from fashionrec.ingest import ingest
+from fashionrec.publish import publish_model_repository
+from fashionrec.train import train
+from fashionrec.transform import transform
+
+
+Row = tuple[str, float, tuple[int, str]]
+
+
+def _timed(rows: list[Row], name: str, step: Callable[[], object], count: Callable[[object], tuple[int, str]]):
+    started = time.perf_counter()
+    result = step()
+    seconds = time.perf_counter() - started
+    rows.append((name, seconds, count(result)))
+    print(f"... {name} done in {seconds:.1f} s", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temporary folder)")
+    args = parser.parse_args()
+    overrides = {**SIZES[args.size], **{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.overrides)}}
+    config = PipelineConfig().with_overrides(overrides)
+    with tempfile.TemporaryDirectory() as temp:
+        work = Path(args.workdir or temp)
+        rows: list[Row] = []
+        shop = _timed(rows, "generate", lambda: generate_shop(config.shop), lambda s: (len(s.events), "events"))
+        paths = write_shop(shop, str(work / "raw"))
+        summary = _timed(rows, "ingest", lambda: ingest(paths["catalogue"], paths["events"], str(work / "ingested"), config.ingest),
+                         lambda s: (s.event_rows, "events"))
+        t = _timed(rows, "transform", lambda: transform(str(work / "ingested"), str(work / "transformed"), config.transform),
+                   lambda s: (summary.event_rows, "events"))
+        _timed(rows, "train", lambda: train(str(work / "transformed"), str(work / "model"), config.train, config.transform),
+               lambda s: (s.examples * s.epochs, "examples"))
+        _timed(rows, "export", lambda: export_embeddings(str(work / "ingested"), str(work / "transformed"), str(work / "model"), str(work / "export")),
+               lambda s: (s.products, "products"))
+        evaluation = _timed(rows, "evaluate", lambda: evaluate(str(work / "ingested"), str(work / "transformed"), str(work / "export"), str(work / "eval"), config.evaluate),
+                            lambda e: (int(e.metrics["model"]["customers"]), "customers"))
+        if evaluation.blessed:
+            _timed(rows, "publish", lambda: publish_model_repository(str(work / "export" / EMBEDDINGS_FILE), str(work / "eval" / "blessing.json"), str(work / "repo"), config.serving),
+                   lambda p: (p.num_products, "products"))
+        _print(rows, summary.event_rows, t.train_examples, evaluation)
+
+
+def _print(rows: list[Row], events: int, examples: int, evaluation) -> None:
+    print(f"\n{'stage':<10} {'seconds':>8} {'rows/s':>10}  rows")
+    for name, seconds, (count, unit) in rows:
+        print(f"{name:<10} {seconds:>8.1f} {count / seconds:>10.0f}  {count} {unit}")
+    print(f"{'total':<10} {sum(r[1] for r in rows):>8.1f}  ({events} events, {examples} training examples)")
+    print("\nholdout   " + "  ".join(f"{k:>9}" for k in ("recall@10", "recall@20", "ndcg@10", "mrr")))
+    for system, metrics in evaluation.metrics.items():
+        print(f"{system:<10}" + "  ".join(f"{metrics[k]:>9.4f}" for k in ("recall@10", "recall@20", "ndcg@10", "mrr")))
+    print(f"gate: {'blessed' if evaluation.blessed else 'not blessed: ' + '; '.join(evaluation.blessing['reasons'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The end-to-end demo: run the pipeline, serve the published repository with Triton, show results."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pandas as pd
+
+from fashionrec import ingest as ingest_files
+from fashionrec import storage
+from fashionrec.config import PipelineConfig, ServingConfig
+from fashionrec.customers import load_events, recent_history, sample_customers
+from fashionrec.runner import LocalRun, latest_local_run, run_local
+from fashionrec.serving.client import Protocol, RecommendClient, RecommendError
+from fashionrec.serving.server import TritonServer
+
+SHOWN_HISTORY = 3  # most recent history items printed above each customer's recommendations
+
+
+def run_demo(workspace: str, config: PipelineConfig, num_customers: int) -> None:
+    click.echo("[1/3] Running the training pipeline locally with kfp.local ...", err=True)
+    run = run_local(workspace, config)
+    print_run_summary(run)
+    click.echo("[2/3] Starting Triton on the published model repository ...", err=True)
+    with TritonServer(run.model_repository, config.serving, http_port=0, grpc_port=0, metrics_port=0) as server:
+        click.echo(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}", err=True)
+        click.echo("[3/3] Recommendations from Triton (gRPC):", err=True)
+        events = load_events(_ingested(run))
+        customers = sample_customers(events, num_customers, seed=config.shop.seed)
+        _show(run, customers, None, server.grpc_url, "grpc", config.serving)
+
+
+def print_run_summary(run: LocalRun) -> None:
+    """Print the holdout figures, the gate's verdict and where the outputs are."""
+    metrics_file = run.artifact("evaluate-model", "evaluation") / "metrics.json"
+    blessing = json.loads((run.artifact("evaluate-model", "evaluation") / "blessing.json").read_text())
+    metrics = json.loads(metrics_file.read_text())
+    click.echo(f"\nRun artifacts: {run.run_dir}")
+    for name in ("model", "popularity"):
+        figures = ", ".join(f"{k}={metrics[name][k]:.4f}" for k in ("recall@10", "recall@20", "ndcg@10", "mrr"))
+        click.echo(f"  {name:<10} {figures}")
+    verdict = "blessed and published" if blessing["blessed"] else "NOT blessed: " + "; ".join(blessing["reasons"])
+    click.echo(f"  gate: {verdict}")
+    click.echo(f"Model repository: {run.model_repository}")
+
+
+def show_recommendations(workspace: str, customer_ids: list[str], k: int | None, url: str | None, protocol: Protocol) -> None:
+    serving = ServingConfig()
+    port = serving.grpc_port if protocol == "grpc" else serving.http_port
+    _show(latest_local_run(workspace), customer_ids, k, url or f"127.0.0.1:{port}", protocol, serving)
+
+
+def _show(run: LocalRun, customer_ids: list[str], k: int | None, url: str, protocol: Protocol, serving: ServingConfig) -> None:
+    ingested = _ingested(run)
+    events = load_events(ingested)
+    catalogue = storage.read_table(storage.join(ingested, ingest_files.CATALOGUE_FILE)).set_index("product_id")
+    with RecommendClient(url, protocol, serving.model_name) as client:
+        for customer in customer_ids:
+            try:
+                history = recent_history(events, customer, serving.max_history_length)
+            except KeyError as error:
+                raise click.ClickException(str(error)) from error
+            try:
+                recommendations = client.recommend(
+                    history.product_ids, history.weights, serving.default_top_k if k is None else k
+                )
+            except RecommendError as error:
+                raise click.ClickException(str(error)) from error
+            click.echo(f"\nCustomer {customer} ({len(history.product_ids)} recent events), lately:")
+            for product in history.product_ids[-SHOWN_HISTORY:]:
+                click.echo(f"        {_describe(catalogue, product)}")
+            click.echo("  recommended:")
+            for rank, item in enumerate(recommendations, start=1):
+                click.echo(f"  {rank:>3}. {item.score:.3f}  {_describe(catalogue, item.product_id)}")
+
+
+def _describe(catalogue: pd.DataFrame, product_id: str) -> str:
+    if product_id not in catalogue.index:
+        return product_id
+    row = catalogue.loc[product_id]
+    new = "  [NEW]" if row["is_new"] else ""
+    return f"{product_id}  {row['title']}  ({row['category']}, {row['colour']}, {row['price']:.2f}){new}"
+
+
+def _ingested(run: LocalRun) -> str:
+    return str(run.artifact("ingest-data", "ingested"))

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from fashionrec.evaluation import metrics
+
+RANKED = np.array([[1, 2, 3], [4, 5, 6]])
+TARGETS = [np.array([2, 9]), np.array([7])]
+
+
+def test_hits_recall_ndcg_mrr_on_a_hand_computed_case():
+    hits = metrics.hit_matrix(RANKED, TARGETS)
+    assert hits.tolist() == [[False, True, False], [False, False, False]]
+    sizes = np.array([2, 1])
+    assert metrics.recall_at_k(hits, sizes, 3).tolist() == [0.5, 0.0]
+    # customer 0: DCG = 1/log2(3); ideal with min(3, 2) = 2 hits = 1 + 1/log2(3)
+    expected = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    assert metrics.ndcg_at_k(hits, sizes, 3) == pytest.approx([expected, 0.0])
+    assert metrics.reciprocal_rank(hits).tolist() == [0.5, 0.0]
+
+
+def test_recall_at_smaller_k_ignores_later_ranks():
+    hits = metrics.hit_matrix(RANKED, TARGETS)
+    assert metrics.recall_at_k(hits, np.array([2, 1]), 1).tolist() == [0.0, 0.0]
+
+
+def test_perfect_ranking_has_ndcg_one():
+    hits = metrics.hit_matrix(np.array([[3, 1, 8]]), [np.array([1, 3])])
+    assert metrics.ndcg_at_k(hits, np.array([2]), 3) == pytest.approx([1.0])
+
+
+def test_coverage_counts_distinct_products_in_the_top_k():
+    assert metrics.catalogue_coverage(RANKED, 2, num_products=10) == pytest.approx(0.4)
+
+
+def test_summary_names_metrics_by_k():
+    summary = metrics.summarise(RANKED, TARGETS, ks=(1, 3), num_products=10)
+    assert summary["recall@3"] == pytest.approx(0.25)
+    assert summary["mrr"] == pytest.approx(0.25)
+    assert summary["customers"] == 2

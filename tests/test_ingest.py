@@ -1,0 +1,71 @@
+import pandas as pd
+import pytest
+
+from fashionrec import ingest
+from fashionrec.config import IngestConfig
+
+CATALOGUE = pd.DataFrame(
+    {
+        "product_id": ["P1", "P2", "P3", "P3", "P4"],
+        "title": ["red dress", "blue jeans", "green coat", "dupe", None],
+        "category": ["dress", "jeans", "coat", "coat", "bag"],
+        "price": ["10", "-5", "30", "31", "12"],
+    }
+)
+EVENTS = pd.DataFrame(
+    {
+        "customer_id": ["C1", "C1", "C2", "C2", "C3", "C3", "C1"],
+        "product_id": ["P1", "P3", "P1", "P9", "P3", "P1", "P1"],
+        "event_type": ["click", "purchase", "wishlist", "click", "add_to_bag", "click", "click"],
+        "timestamp": ["2026-01-01T10:00:00Z", "2026-01-02T10:00:00Z", "2026-01-03T00:00:00Z",
+                      "2026-01-03T00:00:00Z", "yesterday", "1767571200", "2026-01-01T10:00:00Z"],
+    }
+)
+
+
+def _write(tmp_path, catalogue=CATALOGUE, events=EVENTS):
+    catalogue.to_csv(tmp_path / "catalogue.csv", index=False)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    return str(tmp_path / "catalogue.csv"), str(tmp_path / "events.csv")
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_everything_reconciles(tmp_path):
+    catalogue_uri, events_uri = _write(tmp_path)
+    summary = ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), IngestConfig(split_time="2026-01-02"))
+    quarantine = pd.read_parquet(tmp_path / "out" / ingest.QUARANTINE_FILE)
+    reasons = dict(zip(zip(quarantine["source"].str[-7:], quarantine["row_number"]), quarantine["reason"]))
+    assert reasons == {
+        ("gue.csv", 2): "bad_price",
+        ("gue.csv", 4): "duplicate_product",
+        ("gue.csv", 5): "missing_field",
+        ("nts.csv", 3): "unknown_event_type",
+        ("nts.csv", 4): "unknown_product",
+        ("nts.csv", 5): "bad_timestamp",
+        ("nts.csv", 7): "duplicate_event",
+    }
+    assert summary.accepted_products + 3 == summary.catalogue_rows
+    assert summary.train_events + summary.holdout_events + 4 == summary.event_rows
+
+
+def test_split_puts_events_before_the_cut_off_in_train_and_flags_new_products(tmp_path):
+    catalogue_uri, events_uri = _write(tmp_path)
+    ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), IngestConfig(split_time="2026-01-02"))
+    train = pd.read_parquet(tmp_path / "out" / ingest.TRAIN_EVENTS_FILE)
+    holdout = pd.read_parquet(tmp_path / "out" / ingest.HOLDOUT_EVENTS_FILE)
+    catalogue = pd.read_parquet(tmp_path / "out" / ingest.CATALOGUE_FILE)
+    assert train["product_id"].tolist() == ["P1"]
+    assert sorted(holdout["product_id"]) == ["P1", "P3"]  # the epoch-seconds timestamp parsed to 2026-01-05
+    assert catalogue.set_index("product_id")["is_new"].to_dict() == {"P1": False, "P3": True}
+    assert holdout.set_index("event_type")["weight"]["purchase"] == IngestConfig().event_weights.purchase
+
+
+def test_default_split_leaves_the_configured_fraction_for_holdout():
+    times = pd.Series(pd.date_range("2026-01-01", periods=100, freq="h", tz="UTC"))
+    split = ingest.choose_split_time(times, IngestConfig(holdout_fraction=0.1))
+    assert (times >= split).sum() == 10
+
+
+def test_missing_required_column_is_a_clear_error(tmp_path):
+    catalogue_uri, events_uri = _write(tmp_path, events=EVENTS.drop(columns="timestamp"))
+    with pytest.raises(ingest.IngestError, match="missing required columns \\['timestamp'\\]"):
+        ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), IngestConfig())

@@ -1,0 +1,108 @@
+"""The whole pipeline through kfp.local, then its published repository on a real tritonserver.
+
+One small run (module fixture) feeds every test here; a second, failing-gate run checks that an
+unblessed model never reaches the repository.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from fashionrec.config import PipelineConfig
+from fashionrec.customers import load_events, recent_history
+from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
+from fashionrec.publish import MANIFEST_FILE
+from fashionrec.runner import run_local
+from fashionrec.serving.client import RecommendClient
+from fashionrec.serving.server import TritonServer
+
+pytestmark = pytest.mark.e2e
+
+SMALL = {"shop.num_customers": 2_000, "shop.num_products": 600, "train.epochs": 2}
+K = 10
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workspace = tmp_path_factory.mktemp("workspace")
+    return run_local(str(workspace), PipelineConfig().with_overrides(SMALL))
+
+
+@pytest.fixture(scope="module")
+def catalogue(run):
+    return read_embeddings(str(run.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE))
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    with TritonServer(run.model_repository, PipelineConfig().serving, http_port=0, grpc_port=0, metrics_port=0) as s:
+        yield s
+
+
+def _numpy_top_k(embeddings, rows, weights, k):
+    vector = (np.asarray(weights)[:, None] * embeddings[rows]).sum(axis=0) / np.sum(weights)
+    dots = embeddings @ vector
+    order = np.lexsort((np.arange(len(dots)), -dots))[:k]
+    return order, 1 / (1 + np.exp(-dots[order]))
+
+
+def test_model_beats_popularity_and_is_published(run):
+    evaluation = run.artifact("evaluate-model", "evaluation")
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["model"]["recall@20"] > 1.5 * metrics["popularity"]["recall@20"]
+    assert json.loads((evaluation / "blessing.json").read_text())["blessed"] is True
+    manifest = json.loads((run.model_repository / MANIFEST_FILE).read_text())
+    assert manifest["latest_version"] == 1
+    for model in ("recommend", "customer_vector", "rank_products"):
+        assert (run.model_repository / model / "1").is_dir()
+
+
+def test_every_catalogue_product_has_an_embedding_including_new_ones(run, catalogue):
+    product_ids, embeddings, is_new = catalogue
+    ingested = run.artifact("ingest-data", "ingested")
+    import pandas as pd
+
+    products = pd.read_parquet(ingested / "catalogue.parquet")
+    assert sorted(product_ids) == sorted(products["product_id"])
+    assert is_new.sum() == products["is_new"].sum() > 0
+    assert np.isfinite(embeddings).all()
+    assert (np.linalg.norm(embeddings[is_new], axis=1) > 0).all()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_recommendations_equal_numpy_on_the_exported_embeddings(run, catalogue, server, protocol):
+    product_ids, embeddings, _ = catalogue
+    row = {pid: i for i, pid in enumerate(product_ids)}
+    events = load_events(str(run.artifact("ingest-data", "ingested")))
+    customers = events["customer_id"].drop_duplicates().iloc[:5]
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with RecommendClient(url, protocol) as client:
+        for customer in customers:
+            history = recent_history(events, customer, 20)
+            got = client.recommend(history.product_ids, history.weights, K)
+            rows, scores = _numpy_top_k(embeddings, [row[p] for p in history.product_ids], history.weights, K)
+            assert [r.product_id for r in got] == list(product_ids[rows])
+            np.testing.assert_allclose([r.score for r in got], scores, rtol=1e-4)
+
+
+def test_a_product_never_seen_in_training_can_be_recommended(catalogue, server):
+    product_ids, embeddings, is_new = catalogue
+    new_product = product_ids[np.flatnonzero(is_new)[0]]
+    similar_warm = product_ids[np.argsort(-(embeddings @ embeddings[is_new][0]))][:3]
+    with RecommendClient(server.grpc_url, "grpc") as client:
+        by_itself = client.recommend([new_product], None, K)
+        from_neighbours = client.recommend([p for p in similar_warm if p != new_product], None, 50)
+    assert by_itself[0].product_id == new_product
+    assert new_product in {r.product_id for r in from_neighbours}
+
+
+def test_a_model_that_fails_the_gate_is_not_published(run, tmp_path):
+    failing = PipelineConfig().with_overrides({**SMALL, "train.epochs": 1, "evaluate.min_gate_metric": 1.01})
+    second = run_local(str(tmp_path), failing, model_repository=str(run.model_repository))
+    blessing = json.loads((second.artifact("evaluate-model", "evaluation") / "blessing.json").read_text())
+    assert blessing["blessed"] is False
+    assert not (second.run_dir / "publish-model").exists()
+    manifest = json.loads((run.model_repository / MANIFEST_FILE).read_text())
+    assert [v["version"] for v in manifest["versions"]] == [1]
+    assert not (run.model_repository / "recommend" / "2").exists()

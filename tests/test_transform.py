@@ -1,0 +1,33 @@
+import numpy as np
+import pandas as pd
+
+from fashionrec.transform import holdout_examples, next_item_examples
+
+TRAIN = pd.DataFrame(
+    {  # sorted by customer, then time
+        "customer_id": ["A", "A", "A", "A", "B", "C", "C"],
+        "product_idx": [10, 11, 12, 13, 20, 30, 31],
+        "weight": np.array([1, 2, 3, 4, 5, 6, 7], np.float32),
+        "seconds": [1, 2, 3, 4, 1, 1, 2],
+    }
+)
+
+
+def test_next_item_examples_use_the_previous_events_up_to_the_history_length():
+    batch = next_item_examples(TRAIN, history_length=2).to_pydict()
+    assert batch["customer_id"] == [[b"A"], [b"A"], [b"A"], [b"C"]]
+    assert batch["history_idx"] == [[10], [10, 11], [11, 12], [30]]
+    assert batch["history_weight"] == [[1.0], [1.0, 2.0], [2.0, 3.0], [6.0]]
+    assert batch["target_idx"] == [[11], [12], [13], [31]]
+
+
+def test_holdout_examples_pair_recent_train_history_with_distinct_later_products():
+    holdout = pd.DataFrame(
+        {"customer_id": ["A", "A", "A", "D"], "product_idx": [14, 10, 14, 40],
+         "weight": np.ones(4, np.float32), "seconds": [5, 6, 7, 5]}
+    )
+    batch = holdout_examples(TRAIN, holdout, history_length=3).to_pydict()
+    assert batch["customer_id"] == [[b"A"], [b"D"]]
+    assert batch["history_idx"] == [[11, 12, 13], []]  # D is a new customer: no history
+    assert batch["history_weight"] == [[2.0, 3.0, 4.0], []]
+    assert batch["target_idxs"] == [[14, 10], [40]]
