@@ -27,6 +27,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from fashionrec import ingest as ingest_files
+from fashionrec import progress
 from fashionrec import storage
 from fashionrec.config import TransformConfig
 
@@ -52,10 +53,13 @@ def transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> Tr
     """Run both Beam pipelines; writes TFRecords and the transform graph under ``output_dir``."""
     storage.makedirs(output_dir)
     with tempfile.TemporaryDirectory() as temp_dir:
-        _write_raw_catalogue(ingested_dir, output_dir, config)
-        _transform_catalogue(output_dir, config, temp_dir)
+        with progress.step(f"Beam ({config.beam_runner}): catalogue to tf.Example"):
+            _write_raw_catalogue(ingested_dir, output_dir, config)
+        with progress.step("Beam + tensorflow-transform: analyse and transform the catalogue"):
+            _transform_catalogue(output_dir, config, temp_dir)
     vocabulary = load_product_vocabulary(output_dir)
-    counts = _build_examples(ingested_dir, output_dir, vocabulary, config)
+    with progress.step("Beam: customer histories to training and holdout examples"):
+        counts = _build_examples(ingested_dir, output_dir, vocabulary, config)
     return TransformSummary(
         products=len(vocabulary),
         product_vocabulary_size=len(vocabulary) + config.product_oov_buckets,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fashionrec import ingest as ingest_files
+from fashionrec import progress
 from fashionrec import storage
 from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation import gate, metrics
@@ -37,10 +38,11 @@ def evaluate(
     product_ids, table, _ = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
     examples = _sample(load_eval_examples(transformed_dir), config)
     popularity = popularity_scores(ingested_dir, product_ids)
-    results = {
-        "model": _score(embedding_ranker(table), examples, config, len(product_ids)),
-        "popularity": _score(popularity_ranker(popularity), examples, config, len(product_ids)),
-    }
+    with progress.step(f"ranking the full catalogue for {len(examples.customer_ids)} holdout customers"):
+        results = {
+            "model": _score(embedding_ranker(table), examples, config, len(product_ids)),
+            "popularity": _score(popularity_ranker(popularity), examples, config, len(product_ids)),
+        }
     blessing = gate.blessing(gate.gate_checks(results["model"], results["popularity"], config), results)
     storage.write_json(storage.join(output_dir, METRICS_FILE), results)
     storage.write_json(storage.join(output_dir, BLESSING_FILE), blessing)
