@@ -52,6 +52,7 @@ class IngestConfig:
 
     split_time: str | None = None  # ISO time; None = the quantile below of event times
     holdout_fraction: float = 0.1
+    max_bad_fraction: float = 0.05  # more unusable rows than this in a file fails the run
     event_weights: EventWeights = field(default_factory=EventWeights)
 
 

@@ -34,6 +34,7 @@ TRAIN_EVENTS_FILE = "events_train.parquet"
 HOLDOUT_EVENTS_FILE = "events_holdout.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 SUMMARY_FILE = "summary.json"
+REPLACEMENT_CHARACTER = "\ufffd"  # what undecodable bytes become when CSV text is read
 
 
 class IngestError(ValueError):
@@ -78,6 +79,8 @@ def ingest(catalogue_uri: str, events_uri: str, output_dir: str, config: IngestC
         quarantined=quarantine["reason"].value_counts().sort_index().to_dict(),
     )
     _write(output_dir, catalogue, train, holdout, quarantine, summary)
+    check_bad_fraction(catalogue_uri, len(raw_catalogue), quarantine, config.max_bad_fraction)
+    check_bad_fraction(events_uri, len(raw_events), quarantine, config.max_bad_fraction)
     return summary
 
 
@@ -90,7 +93,8 @@ def validate_catalogue(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd
             frame[column] = default
     price = pd.to_numeric(frame["price"], errors="coerce")
     checks = [
-        ("missing_field", frame[list(CATALOGUE_REQUIRED)].isna().any(axis=1)),
+        ("missing_field", _missing(frame, CATALOGUE_REQUIRED)),
+        ("bad_encoding", _badly_encoded(frame)),
         ("bad_price", price.isna() | (price < 0) | ~np.isfinite(price.fillna(0))),
         ("duplicate_product", frame["product_id"].duplicated(keep="first")),
     ]
@@ -112,13 +116,10 @@ def validate_events(
     frame = raw.copy()
     timestamp = parse_timestamps(frame["timestamp"])
     default_weight = frame["event_type"].map(config.event_weights.as_dict())
-    weight = (
-        pd.to_numeric(frame["weight"], errors="coerce").fillna(default_weight)
-        if "weight" in frame
-        else default_weight
-    )
+    weight = _weights(frame["weight"], default_weight) if "weight" in frame else default_weight
     checks = [
-        ("missing_field", frame[list(EVENTS_REQUIRED)].isna().any(axis=1)),
+        ("missing_field", _missing(frame, EVENTS_REQUIRED)),
+        ("bad_encoding", _badly_encoded(frame)),
         ("unknown_event_type", ~frame["event_type"].isin(EVENT_TYPES)),
         ("bad_timestamp", timestamp.isna()),
         ("bad_weight", ~(weight > 0) | ~np.isfinite(weight.fillna(0))),
@@ -137,6 +138,12 @@ def validate_events(
         }
     )
     return events.reset_index(drop=True), _quarantine(raw, reasons, source)
+
+
+def _weights(given: pd.Series, default: pd.Series) -> pd.Series:
+    """Explicit weights where given; the event type's weight where blank. Unparseable → NaN (bad_weight)."""
+    blank = given.isna() | given.astype("string").str.strip().eq("").fillna(True)
+    return pd.to_numeric(given.where(~blank), errors="coerce").where(~blank, default)
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
@@ -172,6 +179,33 @@ def _require_columns(raw: pd.DataFrame, required: tuple[str, ...], source: str) 
     missing = [c for c in required if c not in raw.columns]
     if missing:
         raise IngestError(f"{source}: missing required columns {missing}; found {list(raw.columns)}")
+
+
+def _missing(frame: pd.DataFrame, required: tuple[str, ...]) -> pd.Series:
+    """Rows where a required field is absent or blank."""
+    values = frame[list(required)]
+    blank = values.apply(lambda column: column.astype("string").str.strip().eq("").fillna(False))
+    return values.isna().any(axis=1) | blank.any(axis=1)
+
+
+def _badly_encoded(frame: pd.DataFrame) -> pd.Series:
+    """Rows with text that was not valid UTF-8 (decoded with U+FFFD replacement characters)."""
+    text = frame.select_dtypes(include=["object", "string"])
+    if text.empty:
+        return pd.Series(False, index=frame.index)
+    return text.apply(lambda column: column.astype("string").str.contains(REPLACEMENT_CHARACTER, regex=False)
+                      .fillna(False)).any(axis=1)
+
+
+def check_bad_fraction(source: str, rows: int, quarantine: pd.DataFrame, limit: float) -> None:
+    """Fail the run, naming the reasons, when more than ``limit`` of a file's rows are unusable."""
+    bad = int((quarantine["source"] == source).sum()) if len(quarantine) else 0
+    if rows and bad / rows > limit:
+        reasons = quarantine.loc[quarantine["source"] == source, "reason"].value_counts().to_dict()
+        raise IngestError(
+            f"{source}: {bad} of {rows} rows ({bad / rows:.1%}) are unusable, more than the allowed "
+            f"{limit:.1%} (ingest.max_bad_fraction); reasons: {reasons}. The quarantine was written for inspection."
+        )
 
 
 def _first_failure(checks: list[tuple[str, pd.Series]], length: int) -> pd.Series:

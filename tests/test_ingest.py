@@ -4,6 +4,7 @@ import pytest
 from fashionrec import ingest
 from fashionrec.config import IngestConfig
 
+LENIENT = IngestConfig(split_time="2026-01-02", max_bad_fraction=1.0)  # the fixtures are mostly bad rows
 CATALOGUE = pd.DataFrame(
     {
         "product_id": ["P1", "P2", "P3", "P3", "P4"],
@@ -31,7 +32,7 @@ def _write(tmp_path, catalogue=CATALOGUE, events=EVENTS):
 
 def test_bad_rows_are_quarantined_with_reasons_and_everything_reconciles(tmp_path):
     catalogue_uri, events_uri = _write(tmp_path)
-    summary = ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), IngestConfig(split_time="2026-01-02"))
+    summary = ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), LENIENT)
     quarantine = pd.read_parquet(tmp_path / "out" / ingest.QUARANTINE_FILE)
     reasons = dict(zip(zip(quarantine["source"].str[-7:], quarantine["row_number"]), quarantine["reason"]))
     assert reasons == {
@@ -49,7 +50,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_everything_reconciles(tmp_pat
 
 def test_split_puts_events_before_the_cut_off_in_train_and_flags_new_products(tmp_path):
     catalogue_uri, events_uri = _write(tmp_path)
-    ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), IngestConfig(split_time="2026-01-02"))
+    ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), LENIENT)
     train = pd.read_parquet(tmp_path / "out" / ingest.TRAIN_EVENTS_FILE)
     holdout = pd.read_parquet(tmp_path / "out" / ingest.HOLDOUT_EVENTS_FILE)
     catalogue = pd.read_parquet(tmp_path / "out" / ingest.CATALOGUE_FILE)
@@ -69,3 +70,26 @@ def test_missing_required_column_is_a_clear_error(tmp_path):
     catalogue_uri, events_uri = _write(tmp_path, events=EVENTS.drop(columns="timestamp"))
     with pytest.raises(ingest.IngestError, match="missing required columns \\['timestamp'\\]"):
         ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), IngestConfig())
+
+
+def test_too_many_bad_rows_fail_the_run_but_the_quarantine_is_written(tmp_path):
+    catalogue_uri, events_uri = _write(tmp_path)
+    with pytest.raises(ingest.IngestError, match=r"catalogue.csv: 3 of 5 rows \(60.0%\) are unusable.*bad_price"):
+        ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), IngestConfig(max_bad_fraction=0.5))
+    assert len(pd.read_parquet(tmp_path / "out" / ingest.QUARANTINE_FILE)) == 7
+
+
+def test_undecodable_text_is_quarantined_as_bad_encoding(tmp_path):
+    catalogue_uri, events_uri = _write(tmp_path, catalogue=CATALOGUE.iloc[:1])
+    with open(catalogue_uri, "ab") as stream:
+        stream.write(b"P5,caf\xe9 dress,dress,20\n")  # Latin-1 bytes, not UTF-8
+    good, bad = ingest.validate_catalogue(pd.read_csv(catalogue_uri, dtype=str, encoding_errors="replace"), "c")
+    assert good["product_id"].tolist() == ["P1"]
+    assert bad[["row_number", "reason"]].values.tolist() == [[2, "bad_encoding"]]
+
+
+def test_blank_required_fields_count_as_missing():
+    frame = pd.DataFrame({"product_id": ["P1", "  "], "title": ["t", "t"], "category": ["c", "c"], "price": ["1", "2"]})
+    good, bad = ingest.validate_catalogue(frame, "c")
+    assert good["product_id"].tolist() == ["P1"]
+    assert bad["reason"].tolist() == ["missing_field"]

@@ -9,6 +9,7 @@ own folders, so :mod:`fashionrec.publish` copies this very file into every publi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +17,18 @@ import numpy as np
 MODULE_FILE = "fashionrec_ops.py"
 EMBEDDINGS_FILE = "product_embeddings.npy"  # float32 [N, D], row i is product i
 PRODUCT_IDS_FILE = "product_ids.txt"  # UTF-8, one product id per line, line i is product i
+
+
+def load_catalogue(folder: Path) -> tuple[np.ndarray, list[bytes]]:
+    """A published version folder's embeddings [N, D] and product ids (UTF-8 bytes, in row order)."""
+    embeddings = np.load(folder / EMBEDDINGS_FILE)
+    ids = (folder / PRODUCT_IDS_FILE).read_text(encoding="utf-8").splitlines()
+    return embeddings, [pid.encode("utf-8") for pid in ids]
+
+
+def config_parameter(model_config: dict, key: str) -> str:
+    """A string parameter of a model's config.pbtxt (the publisher renders them from ServingConfig)."""
+    return model_config["parameters"][key]["string_value"]
 
 
 def lookup_rows(index: Mapping[object, int], product_ids: Iterable[object]) -> np.ndarray:

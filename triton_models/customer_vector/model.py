@@ -15,11 +15,6 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def _parameter(model_config: dict, key: str) -> str:
-    """A string parameter of config.pbtxt (the publisher renders them from ServingConfig)."""
-    return model_config["parameters"][key]["string_value"]
-
-
 class TritonPythonModel:
     """Weighted mean of the history's product embeddings, one response per request."""
 
@@ -27,10 +22,9 @@ class TritonPythonModel:
         """Load this version's catalogue: embeddings and the id -> row index."""
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
-        self.max_history_length = int(_parameter(config, "max_history_length"))
-        self.embeddings = np.load(folder / ops.EMBEDDINGS_FILE)
-        ids = (folder / ops.PRODUCT_IDS_FILE).read_text(encoding="utf-8").splitlines()
-        self.index = {pid.encode("utf-8"): row for row, pid in enumerate(ids)}
+        self.max_history_length = int(ops.config_parameter(config, "max_history_length"))
+        self.embeddings, ids = ops.load_catalogue(folder)
+        self.index = {pid: row for row, pid in enumerate(ids)}
 
     def execute(self, requests: list) -> list:
         """Answer each request on its own: histories have different lengths (ragged batch)."""

@@ -16,11 +16,6 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def _parameter(model_config: dict, key: str) -> str:
-    """A string parameter of config.pbtxt (the publisher renders them from ServingConfig)."""
-    return model_config["parameters"][key]["string_value"]
-
-
 class TritonPythonModel:
     """Exact top-k by dot product over the whole catalogue."""
 
@@ -28,10 +23,9 @@ class TritonPythonModel:
         """Load this version's catalogue: embeddings [N, D] and the product ids as bytes."""
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
-        self.max_top_k = int(_parameter(config, "max_top_k"))
-        self.embeddings = np.load(folder / ops.EMBEDDINGS_FILE)
-        ids = (folder / ops.PRODUCT_IDS_FILE).read_text(encoding="utf-8").splitlines()
-        self.product_ids = np.array([pid.encode("utf-8") for pid in ids], dtype=np.object_)
+        self.max_top_k = int(ops.config_parameter(config, "max_top_k"))
+        self.embeddings, ids = ops.load_catalogue(folder)
+        self.product_ids = np.array(ids, dtype=np.object_)
 
     def execute(self, requests: list) -> list:
         """Validate each request, rank the valid ones together, answer in request order."""

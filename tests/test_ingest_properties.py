@@ -1,0 +1,94 @@
+"""Property-based tests: whatever malformed rows are mixed in, ingest reconciles and keeps every good row."""
+
+import csv
+import string
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fashionrec import ingest
+from fashionrec.config import EVENT_TYPES, IngestConfig
+
+PRODUCTS = [f"P{i}" for i in range(8)]
+CONFIG = IngestConfig(split_time="2026-03-01T00:00:00", max_bad_fraction=1.0)
+
+good_event = st.tuples(
+    st.sampled_from([f"C{i}" for i in range(6)]),
+    st.sampled_from(PRODUCTS),
+    st.sampled_from(EVENT_TYPES),
+    st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 6, 1)).map(
+        lambda t: t.replace(microsecond=0, tzinfo=timezone.utc).isoformat()
+    ),
+)
+junk = st.text(alphabet=string.printable, max_size=12)
+bad_event = st.one_of(
+    st.tuples(st.just("unknown_event_type"), junk.filter(lambda t: t.strip() != "" and t.strip() not in EVENT_TYPES)),
+    st.tuples(st.just("bad_timestamp"), st.sampled_from(["yesterday", "1900-01-01", "2026-13-45", "nan", "9e99"])),
+    st.tuples(st.just("unknown_product"), st.sampled_from(["X1", "P99", "p0"])),
+    st.tuples(st.just("missing_field"), st.sampled_from(["customer_id", "product_id", "event_type", "timestamp"])),
+    st.tuples(st.just("bad_weight"), st.sampled_from(["-1", "0", "abc", "inf"])),
+)
+bad_product = st.one_of(
+    st.tuples(st.just("bad_price"), st.sampled_from(["-3", "free", "nan", "-inf"])),
+    st.tuples(st.just("missing_field"), st.sampled_from(["title", "category", "price"])),
+)
+
+
+def _bad_event_row(index: int, kind: str, value: str) -> dict:
+    row = {"customer_id": "C0", "product_id": "P0", "event_type": "click",
+           "timestamp": f"2026-02-{1 + index % 28:02d}T00:00:{index % 60:02d}+00:00", "weight": ""}
+    row["customer_id"] = f"B{index}"  # never equal to a good row, so never a duplicate of one
+    if kind == "unknown_event_type":
+        row["event_type"] = value
+    elif kind == "bad_timestamp":
+        row["timestamp"] = value
+    elif kind == "unknown_product":
+        row["product_id"] = value
+    elif kind == "missing_field":
+        row[value] = ""
+    else:
+        row["weight"] = value
+    return row
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    good=st.lists(good_event, min_size=1, max_size=30, unique=True),
+    bad=st.lists(bad_event, max_size=15),
+    bad_products=st.lists(bad_product, max_size=4),
+    duplicates=st.integers(min_value=0, max_value=3),
+    shuffle_seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_ingest_reconciles_and_keeps_every_good_row(tmp_path, good, bad, bad_products, duplicates, shuffle_seed):
+    catalogue = [{"product_id": p, "title": f"{p} dress", "category": "dress", "price": "9.5"} for p in PRODUCTS]
+    for i, (kind, value) in enumerate(bad_products):
+        row = {"product_id": f"X{i}", "title": "x", "category": "x", "price": "1"}
+        row["price" if kind == "bad_price" else value] = value if kind == "bad_price" else ""
+        catalogue.append(row)
+    good_rows = [dict(zip(["customer_id", "product_id", "event_type", "timestamp"], g, strict=True), weight="")
+                 for g in good]
+    bad_rows = [_bad_event_row(i, kind, value) for i, (kind, value) in enumerate(bad)]
+    duplicate_rows = [dict(good_rows[i % len(good_rows)]) for i in range(duplicates)]
+    events = pd.DataFrame(good_rows + bad_rows + duplicate_rows).sample(frac=1.0, random_state=shuffle_seed)
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))  # one folder per generated example
+    # Quote every field: an unquoted carriage return inside a field would be a line break to any reader.
+    pd.DataFrame(catalogue).to_csv(folder / "catalogue.csv", index=False, quoting=csv.QUOTE_ALL)
+    events.to_csv(folder / "events.csv", index=False, quoting=csv.QUOTE_ALL)
+
+    summary = ingest.ingest(str(folder / "catalogue.csv"), str(folder / "events.csv"), str(folder / "out"), CONFIG)
+
+    quarantine = pd.read_parquet(folder / "out" / ingest.QUARANTINE_FILE)
+    per_file = quarantine["source"].str.endswith("events.csv")
+    assert summary.accepted_products + (~per_file).sum() == summary.catalogue_rows == len(catalogue)
+    assert summary.train_events + summary.holdout_events + per_file.sum() == summary.event_rows == len(events)
+    assert (~per_file).sum() == len(bad_products)
+    assert per_file.sum() == len(bad) + duplicates
+    assert sorted(quarantine.loc[per_file, "reason"]) == sorted([k for k, _ in bad] + ["duplicate_event"] * duplicates)
+    accepted = pd.concat([pd.read_parquet(folder / "out" / f) for f in (ingest.TRAIN_EVENTS_FILE,
+                                                                         ingest.HOLDOUT_EVENTS_FILE)])
+    kept = {(r.customer_id, r.product_id, r.event_type, r.timestamp.isoformat()) for r in accepted.itertuples()}
+    assert kept == set(good)
