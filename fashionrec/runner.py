@@ -45,7 +45,12 @@ def compile_pipeline(output: str) -> None:
 
 
 def run_local(
-    workspace: str, config: PipelineConfig, model_repository: str | None = None, verbose: bool = False
+    workspace: str,
+    config: PipelineConfig,
+    model_repository: str | None = None,
+    verbose: bool = False,
+    dataset: str = "synthetic",
+    data_dir: str | None = None,
 ) -> LocalRun:
     """Run the pipeline in this Python environment (no Docker); returns where its outputs are.
 
@@ -62,7 +67,9 @@ def run_local(
     log_file = Path(workspace).resolve() / LOGS / f"run-{datetime.now():%Y%m%d-%H%M%S}.log"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     with _task_output_to(log_file, verbose):
-        training_pipeline(model_repository=str(repository), config_json=config.to_json())
+        training_pipeline(
+            model_repository=str(repository), dataset=dataset, data_dir=data_dir or "", config_json=config.to_json()
+        )
     (run_dir,) = set(root.glob(f"{PIPELINE_NAME}-*")) - before
     return LocalRun(run_dir=run_dir, model_repository=repository)
 

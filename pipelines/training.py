@@ -8,8 +8,8 @@ from kfp import dsl
 from components.stages import (
     evaluate_model,
     export_embeddings,
-    generate_shop_data,
     ingest_data,
+    prepare_dataset,
     publish_model,
     train_model,
     transform_data,
@@ -20,8 +20,16 @@ PIPELINE_NAME = "fashionrec-training"
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Two-tower recommender for fashion retail, published to Triton.")
-def training_pipeline(model_repository: str, config_json: str = PipelineConfig().to_json()):
-    raw = generate_shop_data(config_json=config_json).set_display_name("generate synthetic shop")
+def training_pipeline(
+    model_repository: str,
+    dataset: str = "synthetic",
+    data_dir: str = "",
+    config_json: str = PipelineConfig().to_json(),
+):
+    """``dataset``: one of fashionrec.datasets.DATASET_NAMES; ``data_dir``: where its files are, if needed."""
+    raw = prepare_dataset(config_json=config_json, dataset=dataset, data_dir=data_dir).set_display_name(
+        "prepare dataset"
+    )
     ingested = ingest_data(config_json=config_json, raw_data=raw.outputs["raw_data"]).set_display_name("ingest")
     transformed = transform_data(config_json=config_json, ingested=ingested.outputs["ingested"]).set_display_name(
         "transform (Beam + TFT)"

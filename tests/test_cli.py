@@ -1,0 +1,34 @@
+import yaml
+from click.testing import CliRunner
+
+from fashionrec.cli import build_config, main
+from fashionrec.config import COMPONENT_IMAGE
+
+
+def test_compile_writes_a_pipeline_whose_every_task_runs_the_component_image(tmp_path):
+    output = tmp_path / "pipeline.yaml"
+    result = CliRunner().invoke(main, ["pipeline", "compile", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load(output.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 7
+    assert {e["container"]["image"] for e in executors.values()} == {COMPONENT_IMAGE}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"model_repository", "dataset", "data_dir",
+                                                                    "config_json"}
+    # publishing sits inside the gate's condition
+    condition = next(t for t in spec["root"]["dag"]["tasks"].values() if "triggerPolicy" in t)
+    assert "evaluate-model" in condition["triggerPolicy"]["condition"]
+
+
+def test_set_overrides_parse_json_values_and_fall_back_to_text():
+    config = build_config("small", ("train.epochs=5", "ingest.split_time=2026-08-01T00:00:00", "evaluate.top_k=[5]"))
+    assert config.train.epochs == 5
+    assert config.shop.num_products == 600  # from --size small
+    assert config.ingest.split_time == "2026-08-01T00:00:00"
+    assert config.evaluate.top_k == (5,)
+
+
+def test_unknown_setting_is_a_usage_error_not_a_traceback():
+    result = CliRunner().invoke(main, ["pipeline", "run", "--local", "--set", "train.nope=1"])
+    assert result.exit_code == 2
+    assert "unknown config field 'train.nope'" in result.output
