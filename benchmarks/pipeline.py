@@ -1,6 +1,7 @@
 """Wall time of each pipeline stage on the embedded default data (or a named size), in-process.
 
-    .venv/bin/python benchmarks/pipeline.py [--size small] [--set train.epochs=1 ...] [--workdir DIR]
+    .venv/bin/python benchmarks/pipeline.py [--dataset movielens-1m] [--data-dir DIR] [--size small]
+                                            [--set train.epochs=1 ...] [--workdir DIR]
 
 Runs the same library functions the KFP components call, one after the other, and prints one row per
 stage: seconds and rows per second. Model quality figures are printed after the table.
@@ -17,11 +18,12 @@ from pathlib import Path
 
 from fashionrec.cli import SIZES
 from fashionrec.config import PipelineConfig
-from fashionrec.data.synthetic import generate_shop, write_shop
+from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.export import EMBEDDINGS_FILE, export_embeddings
 from fashionrec.ingest import ingest
 from fashionrec.publish import publish_model_repository
+from fashionrec.storage import read_table
 from fashionrec.train import train
 from fashionrec.transform import transform
 
@@ -40,6 +42,8 @@ def _timed(rows: list[Row], name: str, step: Callable[[], object], count: Callab
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default="synthetic")
+    parser.add_argument("--data-dir", default=None, help="the dataset's files, where it needs them")
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temporary folder)")
@@ -49,9 +53,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         work = Path(args.workdir or temp)
         rows: list[Row] = []
-        shop = _timed(rows, "generate", lambda: generate_shop(config.shop), lambda s: (len(s.events), "events"))
-        paths = write_shop(shop, str(work / "raw"))
-        summary = _timed(rows, "ingest", lambda: ingest(paths["catalogue"], paths["events"], str(work / "ingested"), config.ingest),
+        raw = _timed(rows, "prepare", lambda: prepare_dataset(args.dataset, args.data_dir, str(work / "raw"), config.shop),
+                     lambda r: (_rows(r.events_uri), "events"))
+        summary = _timed(rows, "ingest", lambda: ingest(raw.catalogue_uri, raw.events_uri, str(work / "ingested"), config.ingest),
                          lambda s: (s.event_rows, "events"))
         t = _timed(rows, "transform", lambda: transform(str(work / "ingested"), str(work / "transformed"), config.transform),
                    lambda s: (summary.event_rows, "events"))
@@ -67,11 +71,17 @@ def main() -> None:
         _print(rows, summary.event_rows, t.train_examples, evaluation)
 
 
+def _rows(uri: str) -> int:
+    return len(read_table(uri))
+
+
 def _print(rows: list[Row], events: int, examples: int, evaluation) -> None:
     print(f"\n{'stage':<10} {'seconds':>8} {'rows/s':>10}  rows")
     for name, seconds, (count, unit) in rows:
         print(f"{name:<10} {seconds:>8.1f} {count / seconds:>10.0f}  {count} {unit}")
     print(f"{'total':<10} {sum(r[1] for r in rows):>8.1f}  ({events} events, {examples} training examples)")
+    ingest_transform = sum(seconds for name, seconds, _ in rows if name in ("ingest", "transform"))
+    print(f"ingest + transform: {ingest_transform:.1f} s, {events / ingest_transform:.0f} events/s")
     print("\nholdout   " + "  ".join(f"{k:>9}" for k in ("recall@10", "recall@20", "ndcg@10", "mrr")))
     for system, metrics in evaluation.metrics.items():
         print(f"{system:<10}" + "  ".join(f"{metrics[k]:>9.4f}" for k in ("recall@10", "recall@20", "ndcg@10", "mrr")))

@@ -77,16 +77,17 @@ def evaluate_model(
     ingested: Input[Dataset],
     transformed: Input[Dataset],
     embeddings: Input[Dataset],
+    model_repository: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
 ) -> bool:
-    """Holdout metrics for the model and baselines; returns whether the gate blessed the model."""
+    """Holdout metrics for the model, the baselines and the published model; returns the gate's verdict."""
     from fashionrec.config import PipelineConfig
     from fashionrec.evaluation.evaluate import evaluate
 
-    result = evaluate(
-        ingested.path, transformed.path, embeddings.path, evaluation.path, PipelineConfig.from_json(config_json).evaluate
-    )
+    config = PipelineConfig.from_json(config_json)
+    result = evaluate(ingested.path, transformed.path, embeddings.path, evaluation.path, config.evaluate,
+                      model_repository=model_repository, serving=config.serving)
     for system, values in result.metrics.items():
         for name, value in values.items():
             metrics.log_metric(f"{system}/{name}", value)

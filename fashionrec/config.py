@@ -95,6 +95,12 @@ class EvaluateConfig:
     gate_metric: str = "recall@20"
     min_gate_metric: float = 0.0  # absolute floor on the candidate's gate metric
     min_lift_over_popularity: float = 0.05  # relative lift the candidate must reach over popularity
+    compare_metrics: tuple[str, ...] = ("recall@20", "ndcg@10")  # checked against the published model
+    allowed_change: float = -0.002  # "worse" = the whole interval of (candidate - published) lies below this
+    equal_within_noise: str = "bless"  # "bless" or "reject" a candidate indistinguishable from the published one
+    first_run: str = "bless"  # no published model yet: "bless" on the value checks alone, or "reject"
+    confidence: float = 0.95  # of the paired bootstrap intervals
+    bootstrap_resamples: int = 1_000
     max_eval_customers: int = 5_000
     seed: int = 3
 

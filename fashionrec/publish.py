@@ -205,6 +205,25 @@ def _publishing_lock(repository: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@dataclass(frozen=True)
+class ServedCatalogue:
+    """What the currently published version serves: its number, product ids and embeddings."""
+
+    version: int
+    product_ids: list[str]
+    embeddings: np.ndarray
+
+
+def currently_published(model_repository: str, serving: ServingConfig) -> ServedCatalogue | None:
+    """The latest published version's catalogue, as the ranking model loads it; None before the first publish."""
+    repository = _local_path(model_repository)
+    version = _read_manifest(repository).get("latest_version") if repository.is_dir() else None
+    if version is None:
+        return None
+    embeddings, ids = ops.load_catalogue(repository / serving.ranking_model_name / str(version))
+    return ServedCatalogue(int(version), [pid.decode("utf-8") for pid in ids], embeddings)
+
+
 def _read_manifest(repository: Path) -> dict[str, Any]:
     path = repository / MANIFEST_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

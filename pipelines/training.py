@@ -47,6 +47,7 @@ def training_pipeline(
         ingested=ingested.outputs["ingested"],
         transformed=transformed.outputs["transformed"],
         embeddings=exported.outputs["embeddings"],
+        model_repository=model_repository,
     ).set_display_name("evaluate + gate")
     with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
         publish_model(

@@ -11,8 +11,9 @@ import pytest
 
 from fashionrec.config import PipelineConfig
 from fashionrec.customers import load_events, recent_history
-from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
-from fashionrec.publish import MANIFEST_FILE
+from fashionrec.evaluation.evaluate import evaluate
+from fashionrec.export import EMBEDDINGS_FILE, read_embeddings, write_embeddings
+from fashionrec.publish import MANIFEST_FILE, NotBlessedError, publish_model_repository
 from fashionrec.runner import run_local
 from fashionrec.serving.client import RecommendClient
 from fashionrec.serving.server import TritonServer
@@ -106,3 +107,51 @@ def test_a_model_that_fails_the_gate_is_not_published(run, tmp_path):
     manifest = json.loads((run.model_repository / MANIFEST_FILE).read_text())
     assert [v["version"] for v in manifest["versions"]] == [1]
     assert not (run.model_repository / "recommend" / "2").exists()
+
+
+def _evaluate(run, embeddings_dir, output_dir, repository, **overrides):
+    config = PipelineConfig().with_overrides({f"evaluate.{k}": v for k, v in overrides.items()})
+    return evaluate(str(run.artifact("ingest-data", "ingested")), str(run.artifact("transform-data", "transformed")),
+                    str(embeddings_dir), str(output_dir), config.evaluate, model_repository=str(repository))
+
+
+def _write_candidate(catalogue, folder, transform):
+    product_ids, embeddings, is_new = catalogue
+    write_embeddings(str(folder / EMBEDDINGS_FILE), product_ids, transform(embeddings), is_new)
+    return folder
+
+
+def test_degraded_candidate_is_rejected_and_the_published_version_stays(run, catalogue, tmp_path):
+    shuffled = _write_candidate(catalogue, tmp_path, lambda e: np.random.default_rng(0).permutation(e))
+    result = _evaluate(run, shuffled, tmp_path / "eval", run.model_repository)
+    assert not result.blessed
+    verdicts = {c["name"]: c["verdict"] for c in result.blessing["checks"]}
+    assert verdicts["recall@20 vs published v1"] == "worse"
+    with pytest.raises(NotBlessedError):
+        publish_model_repository(str(shuffled / EMBEDDINGS_FILE), str(tmp_path / "eval" / "blessing.json"),
+                                 str(run.model_repository), PipelineConfig().serving)
+    assert json.loads((run.model_repository / MANIFEST_FILE).read_text())["latest_version"] == 1
+
+
+def test_candidate_equal_to_the_published_model_follows_the_configured_policy(run, tmp_path):
+    same = run.artifact("export-embeddings", "embeddings")
+    blessed = _evaluate(run, same, tmp_path / "bless", run.model_repository)
+    rejected = _evaluate(run, same, tmp_path / "reject", run.model_repository, equal_within_noise="reject")
+    assert {c["verdict"] for c in blessed.blessing["checks"][2:]} == {"equal within noise"}
+    assert blessed.blessed and not rejected.blessed
+
+
+def test_better_candidate_is_published_over_a_weaker_one(run, catalogue, tmp_path):
+    repository = tmp_path / "repository"
+    noise = np.random.default_rng(1).normal(0, 1.5, catalogue[1].shape).astype(np.float32)
+    weak = _write_candidate(catalogue, tmp_path / "weak", lambda e: e + noise)
+    first = _evaluate(run, weak, tmp_path / "weak-eval", repository, min_lift_over_popularity=-1.0)
+    assert first.blessed and first.blessing["checks"][-1]["verdict"] == "first run"
+    publish_model_repository(str(weak / EMBEDDINGS_FILE), str(tmp_path / "weak-eval" / "blessing.json"),
+                             str(repository), PipelineConfig().serving)
+    better = _evaluate(run, run.artifact("export-embeddings", "embeddings"), tmp_path / "eval", repository)
+    assert [c["verdict"] for c in better.blessing["checks"][2:]] == ["better", "better"]
+    published = publish_model_repository(str(run.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE),
+                                         str(tmp_path / "eval" / "blessing.json"), str(repository),
+                                         PipelineConfig().serving)
+    assert published.version == 2

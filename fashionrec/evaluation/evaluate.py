@@ -10,10 +10,11 @@ import numpy as np
 from fashionrec import ingest as ingest_files
 from fashionrec import progress
 from fashionrec import storage
-from fashionrec.config import EvaluateConfig
+from fashionrec.config import EvaluateConfig, ServingConfig
 from fashionrec.evaluation import gate, metrics
 from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
 from fashionrec.features import EvalExamples, load_eval_examples
+from fashionrec.publish import ServedCatalogue, currently_published
 from fashionrec.serving import ops
 
 BLESSING_FILE = "blessing.json"
@@ -32,21 +33,64 @@ class Evaluation:
 
 
 def evaluate(
-    ingested_dir: str, transformed_dir: str, embeddings_dir: str, output_dir: str, config: EvaluateConfig
+    ingested_dir: str,
+    transformed_dir: str,
+    embeddings_dir: str,
+    output_dir: str,
+    config: EvaluateConfig,
+    model_repository: str | None = None,
+    serving: ServingConfig = ServingConfig(),
 ) -> Evaluation:
-    """Score the model and the popularity baseline on the same customers; write metrics + blessing."""
+    """Score the candidate, the baselines and the published model on the same customers; gate; write."""
     product_ids, table, _ = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
     examples = _sample(load_eval_examples(transformed_dir), config)
     popularity = popularity_scores(ingested_dir, product_ids)
+    rankers = {"model": embedding_ranker(table), "popularity": popularity_ranker(popularity)}
+    published = currently_published(model_repository, serving) if model_repository else None
+    if published is not None:
+        rankers["published"] = published_ranker(published, product_ids)
     with progress.step(f"ranking the full catalogue for {len(examples.customer_ids)} holdout customers"):
-        results = {
-            "model": _score(embedding_ranker(table), examples, config, len(product_ids)),
-            "popularity": _score(popularity_ranker(popularity), examples, config, len(product_ids)),
-        }
-    blessing = gate.blessing(gate.gate_checks(results["model"], results["popularity"], config), results)
+        ranked = {name: rank(examples.history_idx, examples.history_weight, max(config.top_k))
+                  for name, rank in rankers.items()}
+    per_customer = {name: metrics.per_customer(r, examples.target_idxs, config.top_k) for name, r in ranked.items()}
+    results = {name: _summary(ranked[name], per_customer[name], popularity, config) for name in ranked}
+    checks = gate.gate_checks(results["model"], results["popularity"], config) + gate.change_checks(
+        per_customer["model"], per_customer.get("published"), published.version if published else None, config
+    )
+    blessing = gate.blessing(checks, results)
     storage.write_json(storage.join(output_dir, METRICS_FILE), results)
     storage.write_json(storage.join(output_dir, BLESSING_FILE), blessing)
     return Evaluation(metrics=results, blessing=blessing)
+
+
+def _summary(ranked: np.ndarray, per_customer: dict[str, np.ndarray], popularity: np.ndarray,
+             config: EvaluateConfig) -> dict[str, float]:
+    summary = {name: float(values.mean()) for name, values in per_customer.items()}
+    summary["customers"] = float(len(ranked))
+    for k in config.top_k:
+        summary[f"coverage@{k}"] = metrics.catalogue_coverage(ranked, k, len(popularity))
+        summary[f"popularity_percentile@{k}"] = float(metrics.popularity_percentile(ranked, k, popularity).mean())
+    return summary
+
+
+def published_ranker(published: ServedCatalogue, product_ids: np.ndarray) -> Ranker:
+    """Rank with the currently published embeddings, translating product rows by product id both ways.
+
+    Products the published version does not know cannot be in its history vectors nor its results.
+    """
+    to_published = ops.lookup_rows({pid: row for row, pid in enumerate(published.product_ids)}, product_ids)
+    current = {pid: row for row, pid in enumerate(product_ids)}
+    to_current = ops.lookup_rows(current, published.product_ids)
+    rank_published = embedding_ranker(published.embeddings)
+
+    def rank(history: list[np.ndarray], weights: list[np.ndarray], k: int) -> np.ndarray:
+        mapped = [to_published[h] for h in history]
+        kept = [m >= 0 for m in mapped]
+        rows = rank_published([m[keep] for m, keep in zip(mapped, kept, strict=True)],
+                              [w[keep] for w, keep in zip(weights, kept, strict=True)], k)
+        return to_current[rows]
+
+    return rank
 
 
 def embedding_ranker(table: np.ndarray, batch_size: int = 1024) -> Ranker:
@@ -79,11 +123,6 @@ def popularity_scores(ingested_dir: str, product_ids: np.ndarray) -> np.ndarray:
     train = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
     counts = train["product_id"].value_counts()
     return counts.reindex(product_ids, fill_value=0).to_numpy(np.float64)
-
-
-def _score(rank: Ranker, examples: EvalExamples, config: EvaluateConfig, num_products: int) -> dict[str, float]:
-    ranked = rank(examples.history_idx, examples.history_weight, max(config.top_k))
-    return metrics.summarise(ranked, examples.target_idxs, config.top_k, num_products)
 
 
 def _sample(examples: EvalExamples, config: EvaluateConfig) -> EvalExamples:

@@ -1,15 +1,28 @@
 """The publishing gate: a model is blessed only when every check passes.
 
-The blessing is a JSON document that records each check with its figures and verdict; ``publish``
-refuses anything not blessed. Later work adds confidence intervals and a comparison against the
-currently published model; the document's shape leaves room for those checks.
+Two kinds of checks, in the spirit of TFMA's value and change thresholds:
+
+* **value checks** on the candidate alone: an absolute floor on the gate metric and a lift over the
+  popularity baseline;
+* **change checks** against the currently published model, decided on a paired bootstrap interval
+  over customers: *worse* when the whole interval of (candidate − published) lies below
+  ``allowed_change``, *better* when it lies above zero, otherwise *equal within noise*, which follows
+  the configured policy. Before anything is published, the ``first_run`` policy decides.
+
+The blessing JSON records every check with its figures, interval and verdict; ``publish`` refuses
+anything not blessed.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from fashionrec.config import EvaluateConfig
+from fashionrec.evaluation.bootstrap import paired_difference
+
+POLICIES = ("bless", "reject")
 
 
 @dataclass(frozen=True)
@@ -19,6 +32,8 @@ class Check:
     threshold: float
     passed: bool
     description: str
+    verdict: str = ""
+    interval: tuple[float, float] | None = None
 
 
 def gate_checks(model: dict[str, float], popularity: dict[str, float], config: EvaluateConfig) -> list[Check]:
@@ -35,11 +50,47 @@ def gate_checks(model: dict[str, float], popularity: dict[str, float], config: E
     ]
 
 
+def change_checks(
+    candidate: dict[str, np.ndarray], published: dict[str, np.ndarray] | None, version: int | None,
+    config: EvaluateConfig,
+) -> list[Check]:
+    """Paired-bootstrap comparison with the published model on each of ``config.compare_metrics``."""
+    _check_policy("first_run", config.first_run)
+    _check_policy("equal_within_noise", config.equal_within_noise)
+    if published is None:
+        blessed = config.first_run == "bless"
+        return [Check("first run", 0.0, 0.0, blessed, "no model is published yet; first_run policy "
+                      f"'{config.first_run}' applies", verdict="first run")]
+    return [_compare(metric, candidate[metric], published[metric], version, config) for metric in config.compare_metrics]
+
+
+def _compare(metric: str, candidate: np.ndarray, published: np.ndarray, version: int | None,
+             config: EvaluateConfig) -> Check:
+    interval = paired_difference(candidate, published, config.confidence, config.bootstrap_resamples, config.seed)
+    if interval.high < config.allowed_change:
+        verdict, passed = "worse", False
+    elif interval.low > 0:
+        verdict, passed = "better", True
+    else:
+        verdict, passed = "equal within noise", config.equal_within_noise == "bless"
+    return Check(
+        f"{metric} vs published v{version}", interval.mean, config.allowed_change, passed,
+        f"{config.confidence:.0%} interval of candidate - published {metric} is "
+        f"[{interval.low:+.4f}, {interval.high:+.4f}]: {verdict}",
+        verdict=verdict, interval=(interval.low, interval.high),
+    )
+
+
+def _check_policy(name: str, value: str) -> None:
+    if value not in POLICIES:
+        raise ValueError(f"evaluate.{name} must be one of {POLICIES}, got {value!r}")
+
+
 def blessing(checks: list[Check], metrics: dict[str, dict[str, float]]) -> dict[str, object]:
     failed = [c for c in checks if not c.passed]
     return {
         "blessed": not failed,
-        "reasons": [f"{c.name}: {c.value:.4f} vs {c.threshold:.4f}" for c in failed],
+        "reasons": [f"{c.name}: {c.verdict or f'{c.value:.4f} vs {c.threshold:.4f}'}" for c in failed],
         "checks": [asdict(c) for c in checks],
         "metrics": metrics,
     }

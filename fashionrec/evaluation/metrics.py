@@ -40,13 +40,35 @@ def catalogue_coverage(ranked: np.ndarray, k: int, num_products: int) -> float:
     return len(np.unique(ranked[:, :k])) / num_products
 
 
-def summarise(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int], num_products: int) -> dict[str, float]:
-    """Mean metrics over customers, keyed like ``recall@20``."""
+def precision_at_k(hits: np.ndarray, k: int) -> np.ndarray:
+    return hits[:, :k].sum(axis=1) / k
+
+
+def popularity_percentile(ranked: np.ndarray, k: int, popularity: np.ndarray) -> np.ndarray:
+    """Per customer, the mean popularity percentile (0 = least, 1 = most popular) of the top-K products.
+
+    A measure of popularity bias: a recommender that only pushes best-sellers scores near 1.
+    """
+    percentile = np.argsort(np.argsort(popularity, kind="stable"), kind="stable") / max(len(popularity) - 1, 1)
+    return percentile[ranked[:, :k]].mean(axis=1)
+
+
+def per_customer(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Every per-customer metric, keyed like ``recall@20``: the inputs of means and bootstrap intervals."""
     hits = hit_matrix(ranked, targets)
     sizes = np.array([len(t) for t in targets])
-    result = {"mrr": float(reciprocal_rank(hits).mean()), "customers": float(len(targets))}
+    values = {"mrr": reciprocal_rank(hits)}
     for k in ks:
-        result[f"recall@{k}"] = float(recall_at_k(hits, sizes, k).mean())
-        result[f"ndcg@{k}"] = float(ndcg_at_k(hits, sizes, k).mean())
+        values[f"recall@{k}"] = recall_at_k(hits, sizes, k)
+        values[f"precision@{k}"] = precision_at_k(hits, k)
+        values[f"ndcg@{k}"] = ndcg_at_k(hits, sizes, k)
+    return values
+
+
+def summarise(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int], num_products: int) -> dict[str, float]:
+    """Mean metrics over customers, keyed like ``recall@20``, plus catalogue coverage@K."""
+    result = {name: float(values.mean()) for name, values in per_customer(ranked, targets, ks).items()}
+    result["customers"] = float(len(targets))
+    for k in ks:
         result[f"coverage@{k}"] = catalogue_coverage(ranked, k, num_products)
     return result

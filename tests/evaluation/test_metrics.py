@@ -37,3 +37,20 @@ def test_summary_names_metrics_by_k():
     assert summary["recall@3"] == pytest.approx(0.25)
     assert summary["mrr"] == pytest.approx(0.25)
     assert summary["customers"] == 2
+
+
+def test_precision_divides_hits_by_k():
+    hits = metrics.hit_matrix(RANKED, TARGETS)
+    assert metrics.precision_at_k(hits, 2).tolist() == [0.5, 0.0]
+
+
+def test_popularity_percentile_of_recommendations():
+    popularity = np.array([5.0, 1.0, 3.0, 9.0])  # percentiles: 0.667, 0, 0.333, 1
+    ranked = np.array([[3, 0], [1, 2]])
+    assert metrics.popularity_percentile(ranked, 2, popularity) == pytest.approx([(1 + 2 / 3) / 2, (0 + 1 / 3) / 2])
+
+
+def test_per_customer_values_average_to_the_summary():
+    values = metrics.per_customer(RANKED, TARGETS, ks=(3,))
+    assert values["recall@3"].tolist() == [0.5, 0.0]
+    assert values["precision@3"] == pytest.approx([1 / 3, 0.0])

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from fashionrec.evaluation.bootstrap import paired_difference
+
+
+def test_identical_systems_give_a_zero_width_interval_at_zero():
+    values = np.random.default_rng(1).random(200)
+    interval = paired_difference(values, values)
+    assert (interval.mean, interval.low, interval.high) == (0.0, 0.0, 0.0)
+
+
+def test_constant_shift_is_recovered_exactly():
+    values = np.random.default_rng(2).random(300)
+    interval = paired_difference(values + 0.1, values)
+    assert interval.mean == pytest.approx(0.1)
+    assert interval.low == pytest.approx(0.1) and interval.high == pytest.approx(0.1)
+
+
+def test_noise_interval_contains_zero_and_a_real_gain_excludes_it():
+    rng = np.random.default_rng(3)
+    baseline = rng.random(2000)
+    noisy = baseline + rng.normal(0, 0.2, 2000)
+    better = baseline + 0.05 + rng.normal(0, 0.2, 2000)
+    assert paired_difference(noisy, baseline, seed=4).low < 0 < paired_difference(noisy, baseline, seed=4).high
+    assert paired_difference(better, baseline, seed=4).low > 0
+
+
+def test_interval_width_matches_the_normal_approximation():
+    rng = np.random.default_rng(5)
+    difference = rng.normal(0.0, 1.0, 4000)
+    interval = paired_difference(difference, np.zeros(4000), confidence=0.95, resamples=2000, seed=6)
+    expected_half_width = 1.96 * difference.std() / np.sqrt(4000)
+    assert (interval.high - interval.low) / 2 == pytest.approx(expected_half_width, rel=0.1)
+
+
+def test_mismatched_inputs_are_rejected():
+    with pytest.raises(ValueError):
+        paired_difference(np.array([]), np.array([]))
