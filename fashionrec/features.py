@@ -68,7 +68,7 @@ def load_catalogue_features(transformed_dir: str, max_tokens: int, product_oov_b
         dense = tf.sparse.to_dense(part["token_ids"], default_value=-1).numpy()[:, :max_tokens] + 1
         rows = np.searchsorted(product_idx[order], product_idx[start : start + len(dense)])
         tokens[rows, : dense.shape[1]] = dense
-    product_ids = np.concatenate([p["product_id"].numpy() for p in parts])[order].astype(str)
+    product_ids = _text(np.concatenate([p["product_id"].numpy() for p in parts])[order])
     return CatalogueFeatures(
         product_ids=product_ids,
         token_ids=tokens,
@@ -141,7 +141,7 @@ def load_eval_examples(transformed_dir: str) -> EvalExamples:
     ids, history, weights, targets = [], [], [], []
     for records in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(50_000):
         batch = tf.io.parse_example(records, spec)
-        ids.extend(batch["customer_id"].numpy().astype(str))
+        ids.extend(_text(batch["customer_id"].numpy()))
         history.extend(_rows(batch["history_idx"]))
         weights.extend(_rows(batch["history_weight"]))
         targets.extend(_rows(batch["target_idxs"]))
@@ -158,3 +158,8 @@ def _rows(ragged: tf.RaggedTensor) -> list[np.ndarray]:
     """A ragged batch as one numpy array per row (split once, not row by row in eager mode)."""
     splits = ragged.row_splits.numpy()
     return np.split(ragged.flat_values.numpy(), splits[1:-1])
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes from TensorFlow → str (product ids may be any text, e.g. accented titles)."""
+    return np.char.decode(values.astype(np.bytes_), "utf-8")

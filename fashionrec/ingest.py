@@ -114,7 +114,7 @@ def validate_events(
     """Split raw event rows into canonical events (with weights) and quarantine records."""
     _require_columns(raw, EVENTS_REQUIRED, source)
     frame = raw.copy()
-    timestamp = parse_timestamps(frame["timestamp"])
+    timestamp = parse_timestamps(frame["timestamp"], config.earliest_timestamp, config.latest_timestamp)
     default_weight = frame["event_type"].map(config.event_weights.as_dict())
     weight = _weights(frame["weight"], default_weight) if "weight" in frame else default_weight
     checks = [
@@ -146,14 +146,18 @@ def _weights(given: pd.Series, default: pd.Series) -> pd.Series:
     return pd.to_numeric(given.where(~blank), errors="coerce").where(~blank, default)
 
 
-def parse_timestamps(values: pd.Series) -> pd.Series:
-    """Parse ISO 8601 strings or epoch seconds to UTC; unparseable or implausible values become NaT."""
+def parse_timestamps(values: pd.Series, earliest: str = "1990-01-01", latest: str | None = None) -> pd.Series:
+    """Parse ISO 8601 strings or epoch seconds to UTC; unparseable or out-of-range values become NaT.
+
+    The range is [``earliest``, ``latest``]; ``latest`` defaults to one day from now (clock skew).
+    """
     text = values.astype("string")
     numeric = pd.to_numeric(text, errors="coerce")
     from_epoch = pd.to_datetime(numeric.where(numeric.notna()), unit="s", utc=True, errors="coerce")
     from_text = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
     parsed = from_epoch.fillna(from_text)
-    plausible = (parsed >= pd.Timestamp("2000-01-01", tz="UTC")) & (parsed <= pd.Timestamp("2100-01-01", tz="UTC"))
+    upper = pd.Timestamp(latest, tz="UTC") if latest else pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)
+    plausible = (parsed >= pd.Timestamp(earliest, tz="UTC")) & (parsed <= upper)
     return parsed.where(plausible)
 
 

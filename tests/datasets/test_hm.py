@@ -1,0 +1,98 @@
+"""The H&M adapter on a generated fixture in the exact Kaggle layout, then through ingest."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fashionrec import ingest
+from fashionrec.config import EventWeights, IngestConfig
+from fashionrec.datasets import prepare_dataset
+from fashionrec.datasets.hm import article_ids
+
+ARTICLE_COLUMNS = [
+    "article_id", "product_code", "prod_name", "product_type_no", "product_type_name", "product_group_name",
+    "graphical_appearance_no", "graphical_appearance_name", "colour_group_code", "colour_group_name",
+    "perceived_colour_value_id", "perceived_colour_value_name", "perceived_colour_master_id",
+    "perceived_colour_master_name", "department_no", "department_name", "index_code", "index_name",
+    "index_group_no", "index_group_name", "section_no", "section_name", "garment_group_no", "garment_group_name",
+    "detail_desc",
+]
+MALFORMED = [  # (t_dat, customer_id, article_id) → the reason ingest must give
+    ("2020-13-45", "a" * 64, "108775015", "bad_timestamp"),
+    ("2020-09-01", "b" * 64, "999999999", "unknown_product"),
+    ("2020-09-01", "", "108775015", "missing_field"),
+]
+
+
+def write_kaggle_fixture(folder, seed=0, articles=200, transactions=2000):
+    """Kaggle's files, column for column; article ids as Kaggle's CSV has them (leading 0 dropped)."""
+    rng = np.random.default_rng(seed)
+    ids = 108775015 + np.arange(articles) * 7
+    types = np.array(["Trousers", "Dress", "Sweater", "T-shirt"])
+    colours = np.array(["Black", "White", "Dark Blue", "Beige"])
+    frame = pd.DataFrame({column: "x" for column in ARTICLE_COLUMNS}, index=range(articles))
+    frame["article_id"] = ids
+    frame["product_code"] = ids // 1000
+    frame["prod_name"] = [f"Item {i}" for i in range(articles)]
+    frame["product_type_name"] = types[np.arange(articles) % 4]
+    frame["colour_group_name"] = colours[(np.arange(articles) // 4) % 4]
+    frame["department_name"] = "Jersey Basic"
+    frame["detail_desc"] = [f"Soft {t.lower()} in {c.lower()}" for t, c in zip(frame["product_type_name"],
+                                                                                frame["colour_group_name"])]
+    frame.to_csv(folder / "articles.csv", index=False)
+    customers = [f"{rng.integers(0, 2**63):016x}" * 4 for _ in range(150)]
+    rows = pd.DataFrame(
+        {
+            "t_dat": (pd.Timestamp("2020-06-01") + pd.to_timedelta(rng.integers(0, 100, transactions), "D"))
+            .strftime("%Y-%m-%d"),
+            "customer_id": rng.choice(customers, transactions),
+            "article_id": rng.choice(ids, transactions),
+            "price": np.round(rng.uniform(0.005, 0.09, transactions), 6),
+            "sales_channel_id": rng.integers(1, 3, transactions),
+        }
+    )
+    repeats = rows.iloc[:5]  # the same customer buying the same article twice on one day
+    bad = pd.DataFrame([dict(t_dat=d, customer_id=c, article_id=a, price=0.05, sales_channel_id=2)
+                        for d, c, a, _ in MALFORMED])
+    pd.concat([rows, repeats, bad], ignore_index=True).to_csv(folder / "transactions_train.csv", index=False)
+    return rows, repeats
+
+
+def test_article_ids_get_their_leading_zero_back():
+    assert article_ids(pd.Series(["108775015", "0108775044", "abc"])).tolist() == ["0108775015", "0108775044", "abc"]
+
+
+@pytest.fixture
+def hm(tmp_path):
+    rows, repeats = write_kaggle_fixture(tmp_path)
+    raw = prepare_dataset("hm", str(tmp_path), str(tmp_path / "canonical"), shop=None)
+    return tmp_path, rows, repeats, raw
+
+
+def test_adapter_maps_the_kaggle_columns_and_folds_repeat_purchases(hm):
+    _, rows, repeats, raw = hm
+    catalogue = pd.read_parquet(raw.catalogue_uri)
+    events = pd.read_parquet(raw.events_uri)
+    assert catalogue["product_id"].str.len().eq(10).all()
+    first = catalogue.iloc[0]
+    assert (first["product_id"], first["title"], first["category"], first["colour"], first["brand"]) == (
+        "0108775015", "Item 0", "Trousers", "Black", "Jersey Basic")
+    assert set(events["event_type"]) == {"purchase"}
+    keys = ["t_dat", "customer_id", "article_id"]
+    counts = pd.concat([rows, repeats]).groupby(keys).size()
+    assert len(events) == len(counts) + len(MALFORMED)
+    purchase = EventWeights().purchase
+    assert sorted(events["weight"].unique()) == sorted({purchase * c for c in counts.unique()})
+
+
+def test_after_ingest_malformed_rows_are_quarantined_and_every_good_purchase_is_kept(hm):
+    tmp_path, rows, repeats, raw = hm
+    summary = ingest.ingest(raw.catalogue_uri, raw.events_uri, str(tmp_path / "ingested"), IngestConfig())
+    quarantine = pd.read_parquet(tmp_path / "ingested" / ingest.QUARANTINE_FILE)
+    assert sorted(quarantine["reason"]) == sorted(reason for *_, reason in MALFORMED)
+    accepted = summary.train_events + summary.holdout_events
+    distinct = len(pd.concat([rows, repeats]).groupby(["t_dat", "customer_id", "article_id"]).size())
+    folded = len(rows) + len(repeats) - distinct  # repeat purchases live on in the weights
+    assert folded >= len(repeats)
+    assert accepted + len(quarantine) + folded == len(rows) + len(repeats) + len(MALFORMED)
+    assert summary.accepted_products == 200
