@@ -29,8 +29,9 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     A new product has no trained id embedding (it was zero-initialised and never updated, or it is
     out of vocabulary), so its vector comes from its content alone.
     """
-    tower = load_item_tower(transformed_dir, model_dir)
-    embeddings = item_embeddings(tower)
+    with storage.local_copy(transformed_dir) as local_transformed, storage.local_copy(model_dir) as local_model:
+        tower = load_item_tower(local_transformed, local_model)
+        embeddings = item_embeddings(tower)
     product_ids = tower.product_ids
     catalogue = storage.read_table(storage.join(ingested_dir, ingest_files.CATALOGUE_FILE))
     new = set(catalogue.loc[catalogue["is_new"], "product_id"])

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import string
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import fashionrec
+from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.serving import ops
 
@@ -94,7 +96,7 @@ def default_templates_dir() -> Path:
 
 def read_blessing(blessing_path: str) -> dict[str, Any]:
     """The evaluation verdict; raises NotBlessedError unless it says ``"blessed": true``."""
-    blessing = json.loads(_local_path(blessing_path).read_text(encoding="utf-8"))
+    blessing = storage.read_json(str(blessing_path))
     if blessing.get("blessed") is not True:
         raise NotBlessedError([str(reason) for reason in blessing.get("reasons", [])])
     return blessing
@@ -102,7 +104,8 @@ def read_blessing(blessing_path: str) -> dict[str, Any]:
 
 def read_catalogue(embeddings_path: str) -> Catalogue:
     """Read and check the export stage's Parquet: product_id, embedding (lists of length D), is_new."""
-    table = pq.read_table(_local_path(embeddings_path))
+    with storage.open_input(str(embeddings_path)) as stream:
+        table = pq.read_table(stream)
     missing = {"product_id", "embedding"} - set(table.column_names)
     if missing:
         raise ValueError(f"{embeddings_path} lacks columns {sorted(missing)}")
@@ -216,11 +219,12 @@ class ServedCatalogue:
 
 def currently_published(model_repository: str, serving: ServingConfig) -> ServedCatalogue | None:
     """The latest published version's catalogue, as the ranking model loads it; None before the first publish."""
-    repository = _local_path(model_repository)
-    version = _read_manifest(repository).get("latest_version") if repository.is_dir() else None
+    manifest_uri = storage.join(str(model_repository), MANIFEST_FILE)
+    version = storage.read_json(manifest_uri).get("latest_version") if storage.exists(manifest_uri) else None
     if version is None:
         return None
-    embeddings, ids = ops.load_catalogue(repository / serving.ranking_model_name / str(version))
+    with storage.local_copy(storage.join(str(model_repository), serving.ranking_model_name, str(version))) as folder:
+        embeddings, ids = ops.load_catalogue(Path(folder))
     return ServedCatalogue(int(version), [pid.decode("utf-8") for pid in ids], embeddings)
 
 
@@ -279,6 +283,9 @@ def publish_model_repository(
     Raises NotBlessedError (repository untouched) when the gate failed, ValueError on a bad catalogue or
     a version already used. ``metadata`` (JSON-serialisable, e.g. metrics) is kept in the manifest.
     """
+    if storage.is_gcs(str(model_repository)):
+        return _publish_to_gcs(embeddings_path, blessing_path, str(model_repository), serving, version, metadata,
+                               templates_dir)
     blessing = read_blessing(blessing_path)
     catalogue = read_catalogue(embeddings_path)
     templates = _local_path(templates_dir) if templates_dir else default_templates_dir()
@@ -313,3 +320,47 @@ def _record_version(repository: Path, version: int, catalogue: Catalogue, blessi
     entries.sort(key=lambda entry: entry["version"])
     manifest.update(versions=entries, latest_version=entries[-1]["version"])
     _write_atomically(repository / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _publish_to_gcs(embeddings_path: str, blessing_path: str, model_repository: str, serving: ServingConfig,
+                    version: int | None, metadata: dict | None, templates_dir: str | None) -> PublishedModel:
+    """Publish into a local copy of the repository's metadata, then upload in a reader-safe order.
+
+    GCS has no rename and no multi-object atomicity: every file of the new version folders is uploaded
+    first, then the ``config.pbtxt`` files, then the manifest, which is what names the new version.
+    There is no lock either: run one publisher per repository at a time (the pipeline does).
+    """
+    read_blessing(blessing_path)  # refuse before touching anything remote
+    with tempfile.TemporaryDirectory(prefix="fashionrec-publish-") as staging:
+        local = Path(staging)
+        manifest_uri = storage.join(model_repository, MANIFEST_FILE)
+        if storage.exists(manifest_uri):
+            (local / MANIFEST_FILE).write_text(json.dumps(storage.read_json(manifest_uri)), encoding="utf-8")
+        remote = _remote_versions(model_repository)
+        chosen = version if version is not None else max(remote | existing_versions(local), default=0) + 1
+        if chosen in remote:
+            raise ValueError(f"version {chosen} already exists in {model_repository}")
+        published = publish_model_repository(embeddings_path, blessing_path, staging, serving, chosen, metadata,
+                                              templates_dir)
+        models = [p.name for p in local.iterdir() if p.is_dir()]
+        for model in models:
+            storage.copy_tree(str(local / model / str(chosen)), storage.join(model_repository, model, str(chosen)))
+        for model in models:
+            storage.upload_file(str(local / model / CONFIG_FILE), storage.join(model_repository, model, CONFIG_FILE))
+        storage.upload_file(str(local / MANIFEST_FILE), manifest_uri)
+    return PublishedModel(published.version, model_repository, published.num_products, published.embedding_dim)
+
+
+def _remote_versions(model_repository: str) -> set[int]:
+    """Version numbers of the model folders already in a remote repository."""
+    if not storage.exists(model_repository):
+        return set()
+    versions: set[int] = set()
+    for name in storage.list_dir(model_repository):
+        folder = storage.join(model_repository, name)
+        if name != MANIFEST_FILE and storage.exists(folder) and not name.startswith("."):
+            try:
+                versions.update(int(v) for v in storage.list_dir(folder) if v.isdigit())
+            except NotADirectoryError:
+                continue
+    return versions

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from fashionrec import storage
 from fashionrec.config import PipelineConfig
 
 PIPELINE_ROOT = "pipeline_root"
@@ -30,7 +31,7 @@ PROGRESS_LINES = re.compile(r"Epoch \d+/\d+|/step|\.\.\. |Traceback|Error|error:
 @dataclass(frozen=True)
 class LocalRun:
     run_dir: Path  # this run's folder under the pipeline root
-    model_repository: Path
+    model_repository: Path | str  # a local folder, or a gs:// URI kept as text
 
     def artifact(self, task: str, output: str) -> Path:
         return self.run_dir / task / output
@@ -62,7 +63,9 @@ def run_local(
     from pipelines.training import PIPELINE_NAME, training_pipeline
 
     root = Path(workspace).resolve() / PIPELINE_ROOT
-    repository = Path(model_repository or Path(workspace).resolve() / MODEL_REPOSITORY)
+    repository = model_repository or Path(workspace).resolve() / MODEL_REPOSITORY
+    if not storage.is_gcs(str(repository)):
+        repository = Path(repository).resolve()
     before = set(root.glob(f"{PIPELINE_NAME}-*")) if root.exists() else set()
     log_file = Path(workspace).resolve() / LOGS / f"run-{datetime.now():%Y%m%d-%H%M%S}.log"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)

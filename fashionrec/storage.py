@@ -242,6 +242,9 @@ def copy_tree(local_dir: str, uri: str) -> list[str]:
     bucket_name, key = _split_gcs(uri)
     bucket = _client().bucket(bucket_name)
     prefix = _folder_prefix(key)
+    if not os.listdir(source) and prefix:  # an empty folder still exists remotely, as its own marker
+        bucket.blob(prefix).upload_from_string(b"")
+        written.append(f"{GCS_PREFIX}{bucket_name}/{prefix}")
     for rel in _relative_files(source):
         if rel.endswith("/"):
             bucket.blob(prefix + rel).upload_from_string(b"")
@@ -318,3 +321,25 @@ def local_copy(uri: str) -> Iterator[str]:
         else:
             download_tree(uri, path)
         yield path
+
+
+@contextmanager
+def local_output(uri: str) -> Iterator[str]:
+    """Yield a local folder to write into; for gs:// it is uploaded to ``uri`` when the block succeeds.
+
+    For libraries that only write local files (TensorFlow cannot reach every GCS endpoint): a stage
+    writes as usual and nothing is uploaded if it fails, so ``uri`` never holds a half-written output.
+    """
+    if not is_gcs(uri):
+        makedirs(uri)
+        yield _local_path(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="fashionrec-out-") as temp_dir:
+        yield temp_dir
+        copy_tree(temp_dir, uri)
+
+
+def upload_file(local_path: str, uri: str) -> None:
+    """Copy one local file to ``uri`` (local or gs://) as a single all-or-nothing write."""
+    with open(local_path, "rb") as source, open_output(uri) as target:
+        shutil.copyfileobj(source, target)

@@ -30,7 +30,12 @@ class TrainSummary:
 
 
 def train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_config: TransformConfig) -> TrainSummary:
-    """Fit the model and write its item tower checkpoint plus the config that rebuilds it."""
+    """Fit the model and write its item tower checkpoint plus the config that rebuilds it (local or gs://)."""
+    with storage.local_copy(transformed_dir) as local_in, storage.local_output(model_dir) as local_out:
+        return _train(local_in, local_out, config, transform_config)
+
+
+def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_config: TransformConfig) -> TrainSummary:
     tf.keras.utils.set_random_seed(config.seed)
     catalogue = _catalogue(transformed_dir, transform_config)
     counts = target_counts(transformed_dir, catalogue.num_rows)
@@ -42,7 +47,6 @@ def train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_c
     history = model.fit(dataset, epochs=config.epochs, verbose=2)
     seconds = time.perf_counter() - started
     examples = int(counts.sum())
-    storage.makedirs(model_dir)
     tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, CHECKPOINT_PREFIX))
     storage.write_json(storage.join(model_dir, CONFIG_FILE), {"train": asdict(config), "transform": asdict(transform_config)})
     trained = (examples // config.batch_size) * config.batch_size * config.epochs

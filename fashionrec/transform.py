@@ -50,8 +50,17 @@ class TransformSummary:
 
 
 def transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> TransformSummary:
-    """Run both Beam pipelines; writes TFRecords and the transform graph under ``output_dir``."""
-    storage.makedirs(output_dir)
+    """Run both Beam pipelines; writes TFRecords and the transform graph under ``output_dir``.
+
+    ``gs://`` inputs and outputs are staged through local folders (see ``storage.local_copy`` and
+    ``local_output``), which suits the local runners; a distributed runner needs gs:// paths it can
+    reach from its workers and TensorFlow's own GCS access.
+    """
+    with storage.local_copy(ingested_dir) as local_in, storage.local_output(output_dir) as local_out:
+        return _transform(local_in, local_out, config)
+
+
+def _transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> TransformSummary:
     with tempfile.TemporaryDirectory() as temp_dir:
         with progress.step(f"Beam ({config.beam_runner}): catalogue to tf.Example"):
             _write_raw_catalogue(ingested_dir, output_dir, config)

@@ -175,6 +175,33 @@ def test_bad_catalogues_are_refused_before_writing(tmp_path: Path, ids: list[str
     assert not (tmp_path / "repo").exists()
 
 
-def test_remote_repositories_are_not_supported_yet(inputs: tuple[str, str]) -> None:
-    with pytest.raises(NotImplementedError, match="gs://bucket/repo"):
-        publish_model_repository(*inputs, "gs://bucket/repo", SERVING)
+def test_publishing_to_gcs_uploads_versions_then_the_manifest(
+    tmp_path: Path, inputs: tuple[str, str], embeddings: np.ndarray, gcs_emulator: str
+) -> None:
+    from fashionrec import storage
+    from fashionrec.publish import currently_published
+
+    repository = f"{gcs_emulator}/publish-test/repo"
+    assert currently_published(repository, SERVING) is None
+    first = publish_model_repository(*inputs, repository, SERVING)
+    second = publish_model_repository(*inputs, repository, SERVING)
+    assert (first.version, second.version) == (1, 2)
+    assert storage.read_json(f"{repository}/{MANIFEST_FILE}")["latest_version"] == 2
+    local = storage.download_tree(repository, str(tmp_path / "downloaded"))
+    for model in (SERVING.model_name, SERVING.customer_model_name, SERVING.ranking_model_name):
+        assert {"1", "2", "config.pbtxt"} <= set(p.name for p in (Path(local) / model).iterdir())
+    np.testing.assert_array_equal(
+        np.load(Path(local) / SERVING.ranking_model_name / "2" / ops.EMBEDDINGS_FILE), embeddings)
+    served = currently_published(repository, SERVING)
+    assert served is not None and served.version == 2
+    np.testing.assert_array_equal(served.embeddings, embeddings)
+
+
+def test_an_unblessed_model_never_reaches_gcs(tmp_path: Path, embeddings: np.ndarray, gcs_emulator: str) -> None:
+    from fashionrec import storage
+
+    refused = (write_embeddings(tmp_path / "e.parquet", embeddings), write_blessing(tmp_path / "b.json", False, ["x"]))
+    repository = f"{gcs_emulator}/publish-test/refused"
+    with pytest.raises(NotBlessedError):
+        publish_model_repository(*refused, repository, SERVING)
+    assert not storage.exists(repository)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from fashionrec.config import EvaluateConfig, ServingConfig
 from fashionrec.evaluation import gate, metrics
 from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
 from fashionrec.features import EvalExamples, load_eval_examples
+from fashionrec.transform import EVAL_EXAMPLES_DIR
 from fashionrec.publish import ServedCatalogue, currently_published
 from fashionrec.serving import ops
 
@@ -43,7 +45,8 @@ def evaluate(
 ) -> Evaluation:
     """Score the candidate, the baselines and the published model on the same customers; gate; write."""
     product_ids, table, _ = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
-    examples = _sample(load_eval_examples(transformed_dir), config)
+    with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
+        examples = _sample(load_eval_examples(os.path.dirname(eval_examples)), config)  # only that folder is copied
     popularity = popularity_scores(ingested_dir, product_ids)
     rankers = {"model": embedding_ranker(table), "popularity": popularity_ranker(popularity)}
     published = currently_published(model_repository, serving) if model_repository else None
