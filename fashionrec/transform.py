@@ -15,6 +15,7 @@ the DirectRunner family; Dataflow, Flink or Spark by ``TransformConfig.beam_runn
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,7 @@ EVAL_EXAMPLES_DIR = "eval_examples"
 PRODUCT_VOCAB = "product_id"
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
 NUM_SHARDS = 64
+LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner", "PrismRunner")
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,14 @@ def transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> Tr
     ``local_output``), which suits the local runners; a distributed runner needs gs:// paths it can
     reach from its workers and TensorFlow's own GCS access.
     """
+    if config.beam_runner not in LOCAL_RUNNERS:  # workers read and write the (gs://) paths themselves
+        return _transform(ingested_dir, output_dir, config)
     with storage.local_copy(ingested_dir) as local_in, storage.local_output(output_dir) as local_out:
         return _transform(local_in, local_out, config)
 
 
 def _transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> TransformSummary:
-    with tempfile.TemporaryDirectory() as temp_dir:
+    with _tft_temp_dir(config) as temp_dir:
         with progress.step(f"Beam ({config.beam_runner}): catalogue to tf.Example"):
             _write_raw_catalogue(ingested_dir, output_dir, config)
         with progress.step("Beam + tensorflow-transform: analyse and transform the catalogue"):
@@ -75,6 +79,17 @@ def _transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> T
         train_examples=counts.get("train", 0),
         eval_customers=counts.get("eval", 0),
     )
+
+
+@contextlib.contextmanager
+def _tft_temp_dir(config: TransformConfig) -> Iterator[str]:
+    """TFT's scratch space: the runner's ``--temp_location`` when given (Dataflow needs gs://), else local."""
+    configured = pipeline_options(config).get_all_options().get("temp_location")
+    if configured:
+        yield storage.join(configured, "tft")
+        return
+    with tempfile.TemporaryDirectory() as temp_dir:
+        yield temp_dir
 
 
 def pipeline_options(config: TransformConfig) -> PipelineOptions:

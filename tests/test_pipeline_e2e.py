@@ -155,3 +155,16 @@ def test_better_candidate_is_published_over_a_weaker_one(run, catalogue, tmp_pat
                                          str(tmp_path / "eval" / "blessing.json"), str(repository),
                                          PipelineConfig().serving)
     assert published.version == 2
+
+
+def test_whole_pipeline_runs_on_real_movielens_100k(tmp_path):
+    config = PipelineConfig().with_overrides({"train.epochs": 2, "evaluate.min_lift_over_popularity": -1.0})
+    ml = run_local(str(tmp_path), config, dataset="movielens-100k")
+    summary = json.loads((ml.artifact("ingest-data", "ingested") / "summary.json").read_text())
+    assert summary["event_rows"] == 100_000 and summary["quarantined"] == {}
+    assert summary["train_events"] + summary["holdout_events"] == 100_000
+    metrics = json.loads((ml.artifact("evaluate-model", "evaluation") / "metrics.json").read_text())
+    assert 0 < metrics["model"]["recall@20"] < 1 and metrics["model"]["customers"] > 100
+    product_ids, embeddings, is_new = read_embeddings(str(ml.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE))
+    assert len(product_ids) == 1_682 and np.isfinite(embeddings).all()
+    assert json.loads((ml.model_repository / MANIFEST_FILE).read_text())["latest_version"] == 1

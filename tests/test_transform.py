@@ -31,3 +31,14 @@ def test_holdout_examples_pair_recent_train_history_with_distinct_later_products
     assert batch["history_idx"] == [[11, 12, 13], []]  # D is a new customer: no history
     assert batch["history_weight"] == [[2.0, 3.0, 4.0], []]
     assert batch["target_idxs"] == [[14, 10], [40]]
+
+
+def test_tft_scratch_space_follows_the_runner_temp_location():
+    from fashionrec.config import TransformConfig
+    from fashionrec.transform import _tft_temp_dir
+
+    remote = TransformConfig(beam_runner="DataflowRunner", beam_options=("--temp_location=gs://bucket/tmp",))
+    with _tft_temp_dir(remote) as temp_dir:
+        assert temp_dir == "gs://bucket/tmp/tft"
+    with _tft_temp_dir(TransformConfig()) as temp_dir:
+        assert temp_dir.startswith("/")
