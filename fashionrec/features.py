@@ -99,7 +99,7 @@ def train_dataset(transformed_dir: str, history_length: int, batch_size: int, se
     return (
         tf.data.TFRecordDataset(tf.io.gfile.glob(pattern))
         .shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size, drop_remainder=True)
+        .batch(batch_size)
         .map(lambda records: _dense_history(tf.io.parse_example(records, spec), history_length))
         .prefetch(tf.data.AUTOTUNE)
     )

@@ -49,7 +49,7 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     examples = int(counts.sum())
     tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, CHECKPOINT_PREFIX))
     storage.write_json(storage.join(model_dir, CONFIG_FILE), {"train": asdict(config), "transform": asdict(transform_config)})
-    trained = (examples // config.batch_size) * config.batch_size * config.epochs
+    trained = examples * config.epochs
     return TrainSummary(
         examples=examples,
         epochs=config.epochs,

@@ -96,3 +96,24 @@ def test_after_ingest_malformed_rows_are_quarantined_and_every_good_purchase_is_
     assert folded >= len(repeats)
     assert accepted + len(quarantine) + folded == len(rows) + len(repeats) + len(MALFORMED)
     assert summary.accepted_products == 200
+
+
+@pytest.mark.e2e
+def test_kaggle_layout_runs_through_the_whole_pipeline(tmp_path):
+    from fashionrec.config import PipelineConfig
+    from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
+    from fashionrec.runner import run_local
+
+    data = tmp_path / "hm"
+    data.mkdir()
+    write_kaggle_fixture(data, seed=1, articles=300, transactions=20_000)
+    config = PipelineConfig().with_overrides({"train.epochs": 2, "evaluate.min_lift_over_popularity": -1.0,
+                                              "ingest.split_time": "2020-08-25"})
+    run = run_local(str(tmp_path / "workspace"), config, dataset="hm", data_dir=str(data))
+    quarantine = pd.read_parquet(run.artifact("ingest-data", "ingested") / ingest.QUARANTINE_FILE)
+    assert sorted(quarantine["reason"]) == sorted(reason for *_, reason in MALFORMED)
+    product_ids, embeddings, _ = read_embeddings(str(run.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE))
+    assert len(product_ids) == 300 and product_ids[0].startswith("0")
+    assert np.isfinite(embeddings).all()
+    trained = run.artifact("train-model", "model")
+    assert (trained / "train_config.json").exists()
