@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serving-env demo test compile clean
+.PHONY: install serving-env chromium demo test compile clean
 
 $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ serving-env: install
 demo: install serving-env
 	$(BIN)/fashionrec demo
 
-test: install serving-env
+# The report test screenshots the evaluation report in Debian's headless Chromium.
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: install serving-env chromium
 	$(BIN)/python -m pytest
 
 compile: install

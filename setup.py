@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "pandas==3.1.1",
     "click==8.5.1",
+    "matplotlib==3.11.2",  # the evaluation report's plots
 ]
 
 TEST_REQUIRES = [

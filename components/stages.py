@@ -1,7 +1,7 @@
 """One component per pipeline stage. Logic lives in ``fashionrec``; these only move artifacts."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from fashionrec.config import COMPONENT_IMAGE
 
@@ -80,10 +80,13 @@ def evaluate_model(
     model_repository: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
+    report: Output[HTML],
 ) -> bool:
     """Holdout metrics for the model, the baselines and the published model; returns the gate's verdict."""
+    import os
+
     from fashionrec.config import PipelineConfig
-    from fashionrec.evaluation.evaluate import evaluate
+    from fashionrec.evaluation.evaluate import REPORT_FILE, evaluate
 
     config = PipelineConfig.from_json(config_json)
     result = evaluate(ingested.path, transformed.path, embeddings.path, evaluation.path, config.evaluate,
@@ -92,6 +95,8 @@ def evaluate_model(
         for name, value in values.items():
             metrics.log_metric(f"{system}/{name}", value)
     evaluation.metadata.update({"blessed": result.blessed, "reasons": result.blessing["reasons"]})
+    with open(os.path.join(evaluation.path, REPORT_FILE), "rb") as source, open(report.path, "wb") as target:
+        target.write(source.read())  # the same page, as an HTML artifact the Kubeflow / Vertex UI renders
     return result.blessed
 
 

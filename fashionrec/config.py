@@ -101,6 +101,11 @@ class EvaluateConfig:
     allowed_change: float = -0.002  # "worse" = the whole interval of (candidate - published) lies below this
     equal_within_noise: str = "bless"  # "bless" or "reject" a candidate indistinguishable from the published one
     first_run: str = "bless"  # no published model yet: "bless" on the value checks alone, or "reject"
+    gate_slices: tuple[str, ...] = ("cold_start_products",)  # slices also compared with the published model
+    new_customer_max_history: int = 3  # customers with at most this many past events form "new_customers"
+    max_category_slices: int = 8  # the largest product categories get a slice each
+    auc_negatives: int = 100  # sampled non-target products per customer for AUC
+    report_k: tuple[int, ...] = (1, 5, 10, 20, 50, 100)  # the report's metrics-vs-K curves
     confidence: float = 0.95  # of the paired bootstrap intervals
     bootstrap_resamples: int = 1_000
     max_eval_customers: int = 5_000

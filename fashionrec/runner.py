@@ -25,7 +25,7 @@ PIPELINE_ROOT = "pipeline_root"
 MODEL_REPOSITORY = "model_repository"
 LOGS = "logs"
 # Task output lines worth showing as progress; everything else goes to the run's log file only.
-PROGRESS_LINES = re.compile(r"Epoch \d+/\d+|/step|\.\.\. |Traceback|Error|error:")
+PROGRESS_LINES = re.compile(r"Executing task|finished with status|Epoch \d+/\d+|/step|\.\.\. |Traceback|Error|error:")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,21 +12,26 @@ from fashionrec import progress
 from fashionrec import storage
 from fashionrec.config import EvaluateConfig, ServingConfig
 from fashionrec.evaluation import gate, metrics
+from fashionrec.evaluation.bootstrap import paired_difference
+from fashionrec.evaluation.report import ReportInputs, render_report
+from fashionrec.evaluation.slices import holdout_slices
+from fashionrec.evaluation.systems import System, embedding_system, popularity_system, published_system
 from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.transform import EVAL_EXAMPLES_DIR
 from fashionrec.publish import ServedCatalogue, currently_published
-from fashionrec.serving import ops
 
 BLESSING_FILE = "blessing.json"
 METRICS_FILE = "metrics.json"
-Ranker = Callable[[list[np.ndarray], list[np.ndarray], int], np.ndarray]
+SLICES_FILE = "slices.json"
+REPORT_FILE = "report.html"
 
 
 @dataclass(frozen=True)
 class Evaluation:
     metrics: dict[str, dict[str, float]]
     blessing: dict[str, object]
+    slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def blessed(self) -> bool:
@@ -43,82 +47,112 @@ def evaluate(
     model_repository: str | None = None,
     serving: ServingConfig = ServingConfig(),
 ) -> Evaluation:
-    """Score the candidate, the baselines and the published model on the same customers; gate; write."""
-    product_ids, table, _ = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
+    """Score the candidate, the baselines and the published model on the same customers; gate; report."""
+    product_ids, table, is_new = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
     with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
         examples = _sample(load_eval_examples(os.path.dirname(eval_examples)), config)  # only that folder is copied
     popularity = popularity_scores(ingested_dir, product_ids)
-    rankers = {"model": embedding_ranker(table), "popularity": popularity_ranker(popularity)}
+    systems = {"model": embedding_system(table), "popularity": popularity_system(popularity)}
     published = currently_published(model_repository, serving) if model_repository else None
     if published is not None:
-        rankers["published"] = published_ranker(published, product_ids)
+        systems["published"] = published_system(published, product_ids)
+    depth = max(config.top_k + config.report_k)
     with progress.step(f"ranking the full catalogue for {len(examples.customer_ids)} holdout customers"):
-        ranked = {name: rank(examples.history_idx, examples.history_weight, max(config.top_k))
-                  for name, rank in rankers.items()}
-    per_customer = {name: metrics.per_customer(r, examples.target_idxs, config.top_k) for name, r in ranked.items()}
-    results = {name: _summary(ranked[name], per_customer[name], popularity, config) for name in ranked}
-    checks = gate.gate_checks(results["model"], results["popularity"], config) + gate.change_checks(
-        per_customer["model"], per_customer.get("published"), published.version if published else None, config
+        ranked = {name: system.rank(examples.history_idx, examples.history_weight, depth)
+                  for name, system in systems.items()}
+        auc = {name: _sampled_auc(system, examples, len(product_ids), config) for name, system in systems.items()}
+    top = {name: rows[:, : max(config.top_k)] for name, rows in ranked.items()}  # MRR is MRR@max(top_k)
+    per_customer = {name: {**metrics.per_customer(r, examples.target_idxs, config.top_k), "auc": auc[name]}
+                    for name, r in top.items()}
+    results = {name: _summary(top[name], per_customer[name], popularity, config) for name in top}
+    categories = _categories(ingested_dir, product_ids)
+    found = holdout_slices(examples, is_new, categories, popularity, config)
+    slice_values = {s.name: {name: metrics.per_customer(r[s.customers], s.targets, config.top_k)
+                             for name, r in top.items()} for s in found}
+    checks = (
+        gate.gate_checks(results["model"], results["popularity"], config)
+        + gate.change_checks(per_customer["model"], per_customer.get("published"), _version(published), config)
+        + _slice_checks(slice_values, _version(published), config)
     )
     blessing = gate.blessing(checks, results)
+    slice_summary = _slice_summary(slice_values, config)
     storage.write_json(storage.join(output_dir, METRICS_FILE), results)
+    storage.write_json(storage.join(output_dir, SLICES_FILE), slice_summary)
     storage.write_json(storage.join(output_dir, BLESSING_FILE), blessing)
-    return Evaluation(metrics=results, blessing=blessing)
+    html = render_report(ReportInputs(results, slice_summary, blessing, _curves(ranked, examples, config),
+                                      top, popularity,
+                                      table, categories, config))
+    with storage.open_output(storage.join(output_dir, REPORT_FILE)) as stream:
+        stream.write(html.encode("utf-8"))
+    return Evaluation(metrics=results, blessing=blessing, slices=slice_summary)
+
+
+def _version(published: ServedCatalogue | None) -> int | None:
+    return published.version if published else None
+
+
+def _slice_checks(slice_values: dict[str, dict[str, dict[str, np.ndarray]]], version: int | None,
+                  config: EvaluateConfig) -> list[gate.Check]:
+    """The change checks again, inside each slice named by ``config.gate_slices`` (when it exists)."""
+    checks: list[gate.Check] = []
+    for name in config.gate_slices:
+        values = slice_values.get(name, {})
+        if "published" in values:
+            checks += gate.change_checks(values["model"], values["published"], version, config, scope=name)
+    return checks
+
+
+def _slice_summary(slice_values: dict[str, dict[str, dict[str, np.ndarray]]],
+                   config: EvaluateConfig) -> dict[str, dict[str, dict[str, float]]]:
+    """Per slice and system: customers, and each metric's mean with its bootstrap interval."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for name, systems in slice_values.items():
+        summary[name] = {}
+        for system, values in systems.items():
+            entry = {"customers": float(len(next(iter(values.values()))))}
+            for metric, per_customer in values.items():
+                interval = paired_difference(per_customer, np.zeros_like(per_customer), config.confidence,
+                                             config.bootstrap_resamples, config.seed)
+                entry.update({metric: interval.mean, f"{metric}_low": interval.low, f"{metric}_high": interval.high})
+            summary[name][system] = entry
+    return summary
+
+
+def _curves(ranked: dict[str, np.ndarray], examples: EvalExamples, config: EvaluateConfig) -> dict[str, dict[str, list[float]]]:
+    """Recall@K and NDCG@K for every K of the report, per system."""
+    curves = {}
+    for name, rows in ranked.items():
+        values = metrics.per_customer(rows, examples.target_idxs, config.report_k)
+        curves[name] = {kind: [float(values[f"{kind}@{k}"].mean()) for k in config.report_k]
+                        for kind in ("recall", "ndcg")}
+    return curves
+
+
+def _sampled_auc(system: System, examples: EvalExamples, num_products: int, config: EvaluateConfig) -> np.ndarray:
+    """AUC of targets against ``auc_negatives`` sampled products the customer never touched."""
+    rng = np.random.default_rng(config.seed)
+    negatives = []
+    for history, targets in zip(examples.history_idx, examples.target_idxs, strict=True):
+        allowed = np.setdiff1d(np.arange(num_products), np.concatenate([history, targets]), assume_unique=False)
+        negatives.append(rng.choice(allowed, size=min(config.auc_negatives, len(allowed)), replace=False))
+    positive = system.score(examples.history_idx, examples.history_weight, examples.target_idxs)
+    negative = system.score(examples.history_idx, examples.history_weight, negatives)
+    return metrics.sampled_auc(positive, negative)
+
+
+def _categories(ingested_dir: str, product_ids: np.ndarray) -> np.ndarray:
+    catalogue = storage.read_table(storage.join(ingested_dir, ingest_files.CATALOGUE_FILE))
+    return catalogue.set_index("product_id")["category"].reindex(product_ids).fillna("unknown").to_numpy(str)
 
 
 def _summary(ranked: np.ndarray, per_customer: dict[str, np.ndarray], popularity: np.ndarray,
              config: EvaluateConfig) -> dict[str, float]:
-    summary = {name: float(values.mean()) for name, values in per_customer.items()}
+    summary = {name: float(np.nanmean(values)) for name, values in per_customer.items()}
     summary["customers"] = float(len(ranked))
     for k in config.top_k:
         summary[f"coverage@{k}"] = metrics.catalogue_coverage(ranked, k, len(popularity))
         summary[f"popularity_percentile@{k}"] = float(metrics.popularity_percentile(ranked, k, popularity).mean())
     return summary
-
-
-def published_ranker(published: ServedCatalogue, product_ids: np.ndarray) -> Ranker:
-    """Rank with the currently published embeddings, translating product rows by product id both ways.
-
-    Products the published version does not know cannot be in its history vectors nor its results.
-    """
-    to_published = ops.lookup_rows({pid: row for row, pid in enumerate(published.product_ids)}, product_ids)
-    current = {pid: row for row, pid in enumerate(product_ids)}
-    to_current = ops.lookup_rows(current, published.product_ids)
-    rank_published = embedding_ranker(published.embeddings)
-
-    def rank(history: list[np.ndarray], weights: list[np.ndarray], k: int) -> np.ndarray:
-        mapped = [to_published[h] for h in history]
-        kept = [m >= 0 for m in mapped]
-        rows = rank_published([m[keep] for m, keep in zip(mapped, kept, strict=True)],
-                              [w[keep] for w, keep in zip(weights, kept, strict=True)], k)
-        return to_current[rows]
-
-    return rank
-
-
-def embedding_ranker(table: np.ndarray, batch_size: int = 1024) -> Ranker:
-    """Rank with exactly the serving maths: weighted-mean customer vector, dot-product top-K."""
-
-    def rank(history: list[np.ndarray], weights: list[np.ndarray], k: int) -> np.ndarray:
-        vectors = np.stack([ops.customer_vector(table, h, w) for h, w in zip(history, weights, strict=True)])
-        parts = []
-        for start in range(0, len(vectors), batch_size):
-            exclude = _padded(history[start : start + batch_size])
-            rows, _ = ops.rank_candidates(vectors[start : start + batch_size], table, k, exclude)
-            parts.append(rows)
-        return np.concatenate(parts)
-
-    return rank
-
-
-def popularity_ranker(scores: np.ndarray) -> Ranker:
-    """Most-interacted products first, skipping each customer's own history."""
-    order = np.argsort(-scores, kind="stable")
-
-    def rank(history: list[np.ndarray], _: list[np.ndarray], k: int) -> np.ndarray:
-        return np.stack([order[~np.isin(order, h)][:k] for h in history])
-
-    return rank
 
 
 def popularity_scores(ingested_dir: str, product_ids: np.ndarray) -> np.ndarray:
@@ -142,9 +176,3 @@ def _sample(examples: EvalExamples, config: EvaluateConfig) -> EvalExamples:
     )
 
 
-def _padded(rows: list[np.ndarray]) -> np.ndarray:
-    width = max((len(r) for r in rows), default=0)
-    out = np.full((len(rows), max(width, 1)), -1, np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out

@@ -52,20 +52,24 @@ def gate_checks(model: dict[str, float], popularity: dict[str, float], config: E
 
 def change_checks(
     candidate: dict[str, np.ndarray], published: dict[str, np.ndarray] | None, version: int | None,
-    config: EvaluateConfig,
+    config: EvaluateConfig, scope: str = "",
 ) -> list[Check]:
-    """Paired-bootstrap comparison with the published model on each of ``config.compare_metrics``."""
+    """Paired-bootstrap comparison with the published model on each of ``config.compare_metrics``.
+
+    ``scope`` names the slice the per-customer values come from ("" = every holdout customer).
+    """
     _check_policy("first_run", config.first_run)
     _check_policy("equal_within_noise", config.equal_within_noise)
     if published is None:
         blessed = config.first_run == "bless"
         return [Check("first run", 0.0, 0.0, blessed, "no model is published yet; first_run policy "
                       f"'{config.first_run}' applies", verdict="first run")]
-    return [_compare(metric, candidate[metric], published[metric], version, config) for metric in config.compare_metrics]
+    return [_compare(metric, candidate[metric], published[metric], version, config, scope)
+            for metric in config.compare_metrics]
 
 
 def _compare(metric: str, candidate: np.ndarray, published: np.ndarray, version: int | None,
-             config: EvaluateConfig) -> Check:
+             config: EvaluateConfig, scope: str) -> Check:
     interval = paired_difference(candidate, published, config.confidence, config.bootstrap_resamples, config.seed)
     if interval.high < config.allowed_change:
         verdict, passed = "worse", False
@@ -74,7 +78,7 @@ def _compare(metric: str, candidate: np.ndarray, published: np.ndarray, version:
     else:
         verdict, passed = "equal within noise", config.equal_within_noise == "bless"
     return Check(
-        f"{metric} vs published v{version}", interval.mean, config.allowed_change, passed,
+        f"{metric} vs published v{version}" + (f" on {scope}" if scope else ""), interval.mean, config.allowed_change, passed,
         f"{config.confidence:.0%} interval of candidate - published {metric} is "
         f"[{interval.low:+.4f}, {interval.high:+.4f}]: {verdict}",
         verdict=verdict, interval=(interval.low, interval.high),

@@ -72,3 +72,15 @@ def summarise(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[in
     for k in ks:
         result[f"coverage@{k}"] = catalogue_coverage(ranked, k, num_products)
     return result
+
+
+def sampled_auc(positive: Sequence[np.ndarray], negative: Sequence[np.ndarray]) -> np.ndarray:
+    """Per customer, P(a target outscores a sampled non-target); ties count one half."""
+    values = []
+    for pos, neg in zip(positive, negative, strict=True):
+        if len(pos) == 0 or len(neg) == 0:
+            values.append(np.nan)
+            continue
+        wins = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+        values.append(wins)
+    return np.asarray(values, np.float64)

@@ -54,3 +54,12 @@ def test_per_customer_values_average_to_the_summary():
     values = metrics.per_customer(RANKED, TARGETS, ks=(3,))
     assert values["recall@3"].tolist() == [0.5, 0.0]
     assert values["precision@3"] == pytest.approx([1 / 3, 0.0])
+
+
+def test_sampled_auc_counts_wins_and_half_ties():
+    positive = [np.array([0.9, 0.2]), np.array([0.5]), np.array([])]
+    negative = [np.array([0.1, 0.5]), np.array([0.5, 0.4]), np.array([0.3])]
+    # customer 0: pairs (0.9>0.1, 0.9>0.5, 0.2>0.1, 0.2<0.5) = 3/4; customer 1: tie 0.5 + win = 0.75
+    auc = metrics.sampled_auc(positive, negative)
+    assert auc[:2] == pytest.approx([0.75, 0.75])
+    assert np.isnan(auc[2])
