@@ -20,6 +20,9 @@ INSTALL_REQUIRES = [
     "pandas==3.1.1",
     "click==8.5.1",
     "matplotlib==3.11.2",  # the evaluation report's plots
+    "implicit==0.7.3",  # the iALS baseline in every evaluation
+    "scipy==1.17.1",
+    "threadpoolctl==3.8.0",
 ]
 
 TEST_REQUIRES = [

@@ -106,6 +106,10 @@ class EvaluateConfig:
     max_category_slices: int = 8  # the largest product categories get a slice each
     auc_negatives: int = 100  # sampled non-target products per customer for AUC
     report_k: tuple[int, ...] = (1, 5, 10, 20, 50, 100)  # the report's metrics-vs-K curves
+    ials_factors: int = 64  # the iALS baseline (implicit library)
+    ials_iterations: int = 15
+    ials_regularization: float = 0.05
+    ials_alpha: float = 2.0  # confidence per unit of event weight
     confidence: float = 0.95  # of the paired bootstrap intervals
     bootstrap_resamples: int = 1_000
     max_eval_customers: int = 5_000

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from fashionrec import ingest as ingest_files
 from fashionrec import progress
@@ -15,7 +16,13 @@ from fashionrec.evaluation import gate, metrics
 from fashionrec.evaluation.bootstrap import paired_difference
 from fashionrec.evaluation.report import ReportInputs, render_report
 from fashionrec.evaluation.slices import holdout_slices
-from fashionrec.evaluation.systems import System, embedding_system, popularity_system, published_system
+from fashionrec.evaluation.systems import (
+    System,
+    embedding_system,
+    ials_system,
+    popularity_system,
+    published_system,
+)
 from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.transform import EVAL_EXAMPLES_DIR
@@ -51,8 +58,10 @@ def evaluate(
     product_ids, table, is_new = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
     with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
         examples = _sample(load_eval_examples(os.path.dirname(eval_examples)), config)  # only that folder is copied
-    popularity = popularity_scores(ingested_dir, product_ids)
-    systems = {"model": embedding_system(table), "popularity": popularity_system(popularity)}
+    train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
+    popularity = popularity_scores(train_events, product_ids)
+    systems = {"model": embedding_system(table), "popularity": popularity_system(popularity),
+               "ials": ials_system(train_events, product_ids, config)}
     published = currently_published(model_repository, serving) if model_repository else None
     if published is not None:
         systems["published"] = published_system(published, product_ids)
@@ -155,11 +164,9 @@ def _summary(ranked: np.ndarray, per_customer: dict[str, np.ndarray], popularity
     return summary
 
 
-def popularity_scores(ingested_dir: str, product_ids: np.ndarray) -> np.ndarray:
+def popularity_scores(train_events: pd.DataFrame, product_ids: np.ndarray) -> np.ndarray:
     """Number of training events per product, aligned with ``product_ids``."""
-    train = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
-    counts = train["product_id"].value_counts()
-    return counts.reindex(product_ids, fill_value=0).to_numpy(np.float64)
+    return train_events["product_id"].value_counts().reindex(product_ids, fill_value=0).to_numpy(np.float64)
 
 
 def _sample(examples: EvalExamples, config: EvaluateConfig) -> EvalExamples:
