@@ -1,8 +1,8 @@
 """Paired bootstrap over customers: is the candidate really better or worse, or is it noise?
 
 Both systems are scored on the same customers, so resampling customers and recomputing the mean
-difference gives a confidence interval for the difference that accounts for the pairing. Written with
-numpy (a percentile bootstrap is a few lines) rather than pulling SciPy into the serving-free stages.
+difference gives a confidence interval for the difference that respects the pairing
+(``scipy.stats.bootstrap``, percentile intervals: they stay defined when every difference is equal).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,9 @@ def paired_difference(
     difference = np.asarray(candidate, np.float64) - np.asarray(baseline, np.float64)
     if difference.ndim != 1 or len(difference) == 0:
         raise ValueError("need one value per customer for both systems, and at least one customer")
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    for start in range(0, resamples, 100):  # bounded memory: 100 resamples of all customers at a time
-        draws = rng.integers(0, len(difference), size=(min(100, resamples - start), len(difference)))
-        means[start : start + len(draws)] = difference[draws].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return Interval(float(difference.mean()), float(low), float(high), confidence)
+    if np.all(difference == difference[0]):  # no spread: every resample has the same mean
+        return Interval(float(difference[0]), float(difference[0]), float(difference[0]), confidence)
+    result = stats.bootstrap((difference,), np.mean, confidence_level=confidence, n_resamples=resamples,
+                             method="percentile", vectorized=True, random_state=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return Interval(float(difference.mean()), float(interval.low), float(interval.high), confidence)
