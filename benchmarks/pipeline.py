@@ -51,24 +51,33 @@ def main() -> None:
     overrides = {**SIZES[args.size], **{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.overrides)}}
     config = PipelineConfig().with_overrides(overrides)
     with tempfile.TemporaryDirectory() as temp:
-        work = Path(args.workdir or temp)
-        rows: list[Row] = []
-        raw = _timed(rows, "prepare", lambda: prepare_dataset(args.dataset, args.data_dir, str(work / "raw"), config.shop),
-                     lambda r: (_rows(r.events_uri), "events"))
-        summary = _timed(rows, "ingest", lambda: ingest(raw.catalogue_uri, raw.events_uri, str(work / "ingested"), config.ingest),
-                         lambda s: (s.event_rows, "events"))
-        t = _timed(rows, "transform", lambda: transform(str(work / "ingested"), str(work / "transformed"), config.transform),
-                   lambda s: (summary.event_rows, "events"))
-        _timed(rows, "train", lambda: train(str(work / "transformed"), str(work / "model"), config.train, config.transform),
-               lambda s: (s.examples * s.epochs, "examples"))
-        _timed(rows, "export", lambda: export_embeddings(str(work / "ingested"), str(work / "transformed"), str(work / "model"), str(work / "export")),
-               lambda s: (s.products, "products"))
-        evaluation = _timed(rows, "evaluate", lambda: evaluate(str(work / "ingested"), str(work / "transformed"), str(work / "export"), str(work / "eval"), config.evaluate),
-                            lambda e: (int(e.metrics["model"]["customers"]), "customers"))
-        if evaluation.blessed:
-            _timed(rows, "publish", lambda: publish_model_repository(str(work / "export" / EMBEDDINGS_FILE), str(work / "eval" / "blessing.json"), str(work / "repo"), config.serving),
-                   lambda p: (p.num_products, "products"))
-        _print(rows, summary.event_rows, t.train_examples, evaluation)
+        _run_stages(args, config, Path(args.workdir or temp))
+
+
+def _run_stages(args: argparse.Namespace, config: PipelineConfig, work: Path) -> None:
+    """Every stage in order, timed; the same library calls the KFP components make."""
+    raw_dir, ingested, transformed, model, export, evaluation_dir = (
+        str(work / name) for name in ("raw", "ingested", "transformed", "model", "export", "eval")
+    )
+    rows: list[Row] = []
+    raw = _timed(rows, "prepare", lambda: prepare_dataset(args.dataset, args.data_dir, raw_dir, config.shop),
+                 lambda r: (_rows(r.events_uri), "events"))
+    summary = _timed(rows, "ingest", lambda: ingest(raw.catalogue_uri, raw.events_uri, ingested, config.ingest),
+                     lambda s: (s.event_rows, "events"))
+    transformed_summary = _timed(rows, "transform", lambda: transform(ingested, transformed, config.transform),
+                                 lambda _: (summary.event_rows, "events"))
+    _timed(rows, "train", lambda: train(transformed, model, config.train, config.transform),
+           lambda s: (s.examples * s.epochs, "examples"))
+    _timed(rows, "export", lambda: export_embeddings(ingested, transformed, model, export),
+           lambda s: (s.products, "products"))
+    evaluation = _timed(rows, "evaluate", lambda: evaluate(ingested, transformed, export, evaluation_dir, config.evaluate),
+                        lambda e: (int(e.metrics["model"]["customers"]), "customers"))
+    if evaluation.blessed:
+        _timed(rows, "publish",
+               lambda: publish_model_repository(f"{export}/{EMBEDDINGS_FILE}", f"{evaluation_dir}/blessing.json",
+                                                str(work / "repo"), config.serving),
+               lambda p: (p.num_products, "products"))
+    _print(rows, summary.event_rows, transformed_summary.train_examples, evaluation)
 
 
 def _rows(uri: str) -> int:
