@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fashionrec import storage
 from fashionrec.config import EVENT_TYPES, ShopConfig
 
 _STYLES: dict[str, tuple[str, ...]] = {
@@ -276,11 +277,9 @@ def _event_types(rng: np.random.Generator, affinity: np.ndarray) -> np.ndarray:
 
 
 def write_shop(shop: SyntheticShop, directory: str) -> dict[str, str]:
-    """Write the shop as the canonical CSV input files; returns their paths by role."""
-    import os
-
-    os.makedirs(directory, exist_ok=True)
-    paths = {"catalogue": os.path.join(directory, "catalogue.csv"), "events": os.path.join(directory, "events.csv")}
-    shop.catalogue.to_csv(paths["catalogue"], index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
-    shop.events.to_csv(paths["events"], index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    """Write the shop as the canonical CSV input files (local or gs://); returns their paths by role."""
+    paths = {role: storage.join(directory, f"{role}.csv") for role in ("catalogue", "events")}
+    for role, frame in (("catalogue", shop.catalogue), ("events", shop.events)):
+        with storage.open_output(paths[role]) as stream:
+            stream.write(frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ").encode("utf-8"))
     return paths

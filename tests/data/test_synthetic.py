@@ -50,3 +50,13 @@ def test_customers_stick_to_styles_that_their_content_reveals(shop):
     top_share = styles.groupby(shop.events["customer_id"]).agg(lambda s: s.value_counts(normalize=True).iloc[0])
     chance = 1 / len(np.unique(shop.product_styles))
     assert top_share.mean() > 3 * chance
+
+
+def test_written_shop_reads_back_through_ingest_unchanged(shop, tmp_path):
+    from fashionrec.data.synthetic import write_shop
+    from fashionrec.storage import read_table
+
+    paths = write_shop(shop, str(tmp_path / "raw"))
+    events = read_table(paths["events"])
+    assert len(events) == len(shop.events)
+    assert events["timestamp"].iloc[0] == shop.events["timestamp"].iloc[0].strftime("%Y-%m-%dT%H:%M:%SZ")
