@@ -1,10 +1,17 @@
 """Checks of the Kubernetes manifests in ``k8s/``, rendered by a real kustomize and validated offline.
 
-The base is rendered once with ``kubectl kustomize k8s/base`` (or a standalone ``kustomize build``),
-then every rendered object is validated strictly (unknown fields are errors) against the
-Kubernetes 1.30 JSON schemas shipped in the ``kubernetes-validate`` package, and the settings that
-must never silently regress (hardened security context, health probes, service ports) are asserted
-on every pod and container.
+The base and both overlays (``k8s/overlays/cpu``, ``k8s/overlays/gpu``) are each rendered once with
+``kubectl kustomize`` (or a standalone ``kustomize build``); every test taking the ``objects``
+fixture runs against all three. Every rendered built-in object is validated strictly (unknown
+fields are errors) against the Kubernetes 1.30 JSON schemas shipped in the ``kubernetes-validate``
+package, and the settings that must never silently regress (hardened security context, health
+probes, service ports) are asserted on every pod and container.
+
+The Prometheus Operator objects (ServiceMonitor, PrometheusRule) have no schema in
+``kubernetes-validate`` and no offline JSON schema is available from the project's dependencies,
+so they are checked structurally: required fields, unknown top-level fields, selectors against the
+Service, every alert's expr/for/labels.severity/annotations.summary, PromQL bracket/quote balance
+and that every metric referenced is a real Triton 2.51 metric (or a rule recorded in the file).
 
 Nothing here is skipped: a missing tool fails the test with the command that installs it.
 """
@@ -25,6 +32,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "k8s"
 BASE_DIR = K8S_DIR / "base"
+OVERLAYS_DIR = K8S_DIR / "overlays"
+# Every kustomization that is rendered and checked: the base and each overlay.
+TARGETS = {"base": BASE_DIR, "cpu": OVERLAYS_DIR / "cpu", "gpu": OVERLAYS_DIR / "gpu"}
+README = K8S_DIR / "README.md"
 
 KUBERNETES_VERSION = "1.30.0"
 
@@ -40,6 +51,7 @@ TRITON_ARGS = [
     "--model-control-mode=poll",
     "--repository-poll-secs=30",
     "--strict-readiness=true",
+    "--metrics-config=summary_latencies=true",
 ]
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
@@ -55,6 +67,20 @@ INSTALL_KUBERNETES_VALIDATE = (
 )
 
 WORKLOAD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+
+# Kinds that are not built into Kubernetes: checked structurally below instead of by schema.
+CRD_API_VERSIONS = {
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+}
+EXPECTED_KINDS = sorted(
+    [
+        "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
+        "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
+    ]
+)
+QUEUE_METRIC = "triton_queue_duration_us_per_request"
+GPU_RESOURCE = "nvidia.com/gpu"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,9 +205,19 @@ def quantity(value: str | int | float) -> float:
     return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
-@pytest.fixture(scope="module")
-def objects() -> list[dict[str, Any]]:
-    return render(BASE_DIR)
+_RENDERED: dict[str, list[dict[str, Any]]] = {}
+
+
+def rendered(target: str) -> list[dict[str, Any]]:
+    """Render one of TARGETS once per session; each caller gets its own deep copy."""
+    if target not in _RENDERED:
+        _RENDERED[target] = render(TARGETS[target])
+    return list(yaml.safe_load_all(yaml.safe_dump_all(_RENDERED[target])))
+
+
+@pytest.fixture(scope="module", params=sorted(TARGETS))
+def objects(request) -> list[dict[str, Any]]:
+    return rendered(request.param)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,13 +225,15 @@ def objects() -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_base_renders_the_expected_objects(objects):
+def test_every_target_renders_the_expected_objects(objects):
     kinds = sorted(obj["kind"] for obj in objects)
-    assert kinds == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == EXPECTED_KINDS
 
 
 def test_every_object_is_valid_against_kubernetes_1_30_strict_schemas(objects):
-    errors = [error for error in map(schema_errors, objects) if error]
+    builtin = [obj for obj in objects if obj["kind"] not in CRD_API_VERSIONS]
+    assert len(builtin) == len(objects) - len(CRD_API_VERSIONS)
+    errors = [error for error in map(schema_errors, builtin) if error]
     assert not errors, "objects invalid against Kubernetes %s:\n%s" % (KUBERNETES_VERSION, "\n".join(errors))
 
 
@@ -374,7 +412,8 @@ def test_service_is_cluster_ip_and_exposes_the_three_ports(objects):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_an_overlay_can_point_the_base_at_another_model_repository(tmp_path, objects):
+def test_an_overlay_can_point_the_base_at_another_model_repository(tmp_path):
+    objects = rendered("base")
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     # kustomize refuses absolute resource paths, so refer to the base relatively.
@@ -395,12 +434,353 @@ def test_an_overlay_can_point_the_base_at_another_model_repository(tmp_path, obj
             }
         )
     )
-    rendered = render(overlay)
-    configmap = one(rendered, "ConfigMap")
+    output = render(overlay)
+    configmap = one(output, "ConfigMap")
     assert configmap["data"]["MODEL_REPOSITORY"] == "gs://my-bucket/recs/model_repository"
-    env = {item["name"]: item for item in triton_container(rendered)["env"]}
+    env = {item["name"]: item for item in triton_container(output)["env"]}
     ref = env["MODEL_REPOSITORY"]["valueFrom"]["configMapKeyRef"]
     assert ref["name"] == configmap["metadata"]["name"]
     # A new content hash, so applying the overlay rolls the pods onto the new repository.
     assert ref["name"] != one(objects, "ConfigMap")["metadata"]["name"]
-    assert not [error for error in map(schema_errors, rendered) if error]
+    builtin = [obj for obj in output if obj["kind"] not in CRD_API_VERSIONS]
+    assert not [error for error in map(schema_errors, builtin) if error]
+
+
+# --------------------------------------------------------------------------------------------------
+# Overlays: GPU only where asked for
+# --------------------------------------------------------------------------------------------------
+
+
+def _gpu_requested(container: dict[str, Any]) -> bool:
+    resources = container.get("resources") or {}
+    return any(GPU_RESOURCE in (resources.get(part) or {}) for part in ("requests", "limits"))
+
+
+def test_gpu_overlay_requests_one_gpu_on_gpu_nodes():
+    objects = rendered("gpu")
+    container = triton_container(objects)
+    assert quantity(container["resources"]["limits"][GPU_RESOURCE]) == 1
+    # Extended resources cannot be overcommitted: a request, if set, must equal the limit.
+    requests = container["resources"].get("requests") or {}
+    assert requests.get(GPU_RESOURCE, 1) == container["resources"]["limits"][GPU_RESOURCE]
+    pod_spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod_spec.get("nodeSelector", {}).get("cloud.google.com/gke-accelerator"), "schedule onto GPU nodes"
+    tolerations = pod_spec.get("tolerations") or []
+    assert any(
+        t.get("key") == GPU_RESOURCE and t.get("effect") == "NoSchedule" and t.get("operator") == "Exists"
+        for t in tolerations
+    ), f"tolerate GKE's {GPU_RESOURCE}=present:NoSchedule taint, found {tolerations}"
+
+
+@pytest.mark.parametrize("target", ["base", "cpu"])
+def test_base_and_cpu_overlay_request_no_gpu_and_no_gpu_nodes(target):
+    objects = rendered(target)
+    for where, spec, container in all_containers(objects):
+        assert not _gpu_requested(container), f"{target}: {where} requests a GPU"
+        assert not any(k.startswith("cloud.google.com/gke-accelerator") for k in spec.get("nodeSelector") or {})
+        assert not spec.get("tolerations"), f"{target}: {where} tolerates {spec.get('tolerations')}"
+
+
+def test_overlays_keep_the_selectors_of_the_base():
+    """Selectors are immutable: switching overlay must not change them (labels without includeSelectors)."""
+    def selectors(objects):
+        return {
+            "deployment": one(objects, "Deployment")["spec"]["selector"],
+            "service": one(objects, "Service")["spec"]["selector"],
+            "pdb": one(objects, "PodDisruptionBudget")["spec"]["selector"],
+            "networkpolicy": one(objects, "NetworkPolicy")["spec"]["podSelector"],
+        }
+    base = selectors(rendered("base"))
+    for target in ("cpu", "gpu"):
+        assert selectors(rendered(target)) == base, target
+
+
+def test_cpu_overlay_serves_a_gs_model_repository_with_polling():
+    objects = rendered("cpu")
+    assert one(objects, "ConfigMap")["data"]["MODEL_REPOSITORY"].startswith("gs://")
+    assert "--model-control-mode=poll" in triton_container(objects)["args"]
+
+
+# --------------------------------------------------------------------------------------------------
+# HorizontalPodAutoscaler, PodDisruptionBudget, NetworkPolicy
+# --------------------------------------------------------------------------------------------------
+
+
+def test_hpa_scales_the_deployment_on_cpu_and_queue_time(objects):
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    deployment = one(objects, "Deployment")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        "apps/v1", "Deployment", deployment["metadata"]["name"],
+    )
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count; `apply` would reset it"
+    spec = hpa["spec"]
+    assert 2 <= spec["minReplicas"] <= spec["maxReplicas"], "minReplicas >= 2 so the PDB lets nodes drain"
+    metrics = spec["metrics"]
+    cpu = [m for m in metrics if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
+    assert len(cpu) == 1 and cpu[0]["resource"]["target"]["type"] == "Utilization"
+    assert 0 < cpu[0]["resource"]["target"]["averageUtilization"] <= 100
+    pods = [m for m in metrics if m["type"] == "Pods"]
+    assert len(pods) == 1 and pods[0]["pods"]["metric"]["name"] == QUEUE_METRIC
+    assert pods[0]["pods"]["target"]["type"] == "AverageValue"
+    assert quantity(pods[0]["pods"]["target"]["averageValue"]) > 0
+    window = spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
+    assert window >= 300, "scale down slowly: a new pod takes minutes to load the models"
+
+
+def test_readme_documents_the_adapter_rule_for_the_hpa_metric():
+    text = README.read_text()
+    assert f'as: "{QUEUE_METRIC}"' in text, "k8s/README.md must show the Prometheus adapter rule"
+    assert "nv_inference_queue_duration_us" in text
+    for target in ("cpu", "gpu"):
+        assert f"kubectl apply -k k8s/overlays/{target}" in text
+
+
+def test_pdb_keeps_one_triton_pod(objects):
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    spec = pdb["spec"]
+    assert spec.get("minAvailable") == 1 or spec.get("maxUnavailable") == 1
+    template_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    selector = spec["selector"]["matchLabels"]
+    assert selector and selector.items() <= template_labels.items()
+    # With minAvailable: 1, a single replica could never be evicted: the HPA keeps at least two.
+    if spec.get("minAvailable") == 1:
+        assert one(objects, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
+
+
+def _ports(rule: dict[str, Any]) -> set[int]:
+    return {p["port"] for p in rule.get("ports") or []}
+
+
+def test_networkpolicy_allows_only_serving_metrics_dns_and_https(objects):
+    policy = one(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    template_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    selector = spec["podSelector"]["matchLabels"]
+    assert selector and selector.items() <= template_labels.items()
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+
+    ingress = spec["ingress"]
+    for rule in ingress:
+        assert rule.get("ports") and rule.get("from"), "every ingress rule names its ports and its peers"
+    assert set().union(*map(_ports, ingress)) == {8000, 8001, 8002}
+    serving = [r for r in ingress if _ports(r) & {8000, 8001}]
+    assert all(_ports(r) == {8000, 8001} for r in serving)
+    # This namespace (a bare podSelector) and labelled clients.
+    peers = [peer for rule in serving for peer in rule["from"]]
+    assert {"podSelector": {}} in peers
+    assert any("fashionrec.io/triton-client" in yaml.safe_dump(peer) for peer in peers)
+    metrics = [r for r in ingress if 8002 in _ports(r)]
+    assert len(metrics) == 1 and _ports(metrics[0]) == {8002}
+    assert metrics[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+
+    egress_ports = {(p["port"], p.get("protocol", "TCP")) for rule in spec["egress"] for p in rule["ports"]}
+    assert {(53, "UDP"), (53, "TCP"), (443, "TCP")} <= egress_ports
+    # Nothing else but the GKE metadata server (Workload Identity), pinned to its addresses.
+    for rule in spec["egress"]:
+        if _ports(rule) - {53, 443}:
+            cidrs = {peer["ipBlock"]["cidr"] for peer in rule["to"]}
+            assert cidrs <= {"169.254.169.254/32", "169.254.169.252/32"}, cidrs
+
+
+# --------------------------------------------------------------------------------------------------
+# Prometheus Operator objects, checked structurally
+# --------------------------------------------------------------------------------------------------
+
+# Metric families Triton 2.51 exposes on :8002/metrics (docs/user_guide/metrics.md, r24.10);
+# *_summary_us need --metrics-config=summary_latencies=true.
+TRITON_METRICS = {
+    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
+    "nv_inference_exec_count", "nv_inference_pending_request_count",
+    "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+    "nv_inference_request_summary_us", "nv_inference_queue_summary_us",
+    "nv_inference_compute_input_summary_us", "nv_inference_compute_infer_summary_us",
+    "nv_inference_compute_output_summary_us",
+    "nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes",
+    "nv_gpu_power_usage", "nv_cpu_utilization", "nv_cpu_memory_used_bytes",
+}
+PROMQL_FUNCTIONS_AND_KEYWORDS = {
+    "sum", "max", "min", "avg", "count", "rate", "irate", "increase", "clamp_min", "clamp_max",
+    "histogram_quantile", "by", "without", "on", "ignoring", "and", "or", "unless", "bool",
+    "group_left", "group_right", "absent", "vector", "quantile", "le", "offset",
+}
+SERVICE_MONITOR_SPEC_FIELDS = {
+    "selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels",
+    "sampleLimit", "targetLimit", "labelLimit", "labelNameLengthLimit", "labelValueLengthLimit",
+    "attachMetadata", "scrapeProtocols", "keepDroppedTargets", "scrapeClass",
+}
+SERVICE_MONITOR_ENDPOINT_FIELDS = {
+    "port", "targetPort", "path", "scheme", "params", "interval", "scrapeTimeout", "honorLabels",
+    "honorTimestamps", "relabelings", "metricRelabelings", "tlsConfig", "authorization",
+    "basicAuth", "bearerTokenSecret", "followRedirects", "enableHttp2", "filterRunning",
+    "proxyUrl", "oauth2", "trackTimestampsStaleness",
+}
+ALERT_FIELDS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+RECORD_FIELDS = {"record", "expr", "labels"}
+_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def _strip_promql_strings(expr: str) -> str:
+    """PromQL with its string literals blanked out; fails on an unterminated string."""
+    out, quote, i = [], None, 0
+    while i < len(expr):
+        char = expr[i]
+        if quote:
+            if char == "\\":
+                i += 2
+                continue
+            if char == quote:
+                quote = None
+                out.append('""')
+        elif char in "\"'`":
+            quote = char
+        else:
+            out.append(char)
+        i += 1
+    assert quote is None, f"unterminated string in {expr!r}"
+    return "".join(out)
+
+
+def promql_problems(expr: str, known_series: set[str]) -> list[str]:
+    problems = []
+    try:
+        code = _strip_promql_strings(expr)
+    except AssertionError as error:
+        return [str(error)]
+    stack = []
+    for char in code:
+        if char in "([{":
+            stack.append(char)
+        elif char in ")]}":
+            if not stack or "([{"[")]}".index(char)] != stack.pop():
+                return [f"unbalanced {char!r} in {expr!r}"]
+    if stack:
+        problems.append(f"unclosed {stack[-1]!r} in {expr!r}")
+    # Identifiers outside label matchers {...} and ranges [...]: metric names, functions, keywords.
+    outside = re.sub(r"\{[^{}]*\}|\[[^\[\]]*\]", " ", code)
+    names = set(re.findall(r"(?<![0-9.])[a-zA-Z_:][a-zA-Z0-9_:]*", outside))
+    series = {n for n in names if n not in PROMQL_FUNCTIONS_AND_KEYWORDS and ("_" in n or ":" in n)}
+    # Label names inside by (...) / without (...) are not series.
+    grouped = set(re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", outside))
+    labels = {label.strip() for group in grouped for label in group.split(",")}
+    series -= labels
+    if not series:
+        problems.append(f"no metric referenced in {expr!r}")
+    unknown = series - known_series
+    if unknown:
+        problems.append(f"unknown metrics {sorted(unknown)} in {expr!r}")
+    return problems
+
+
+def prometheus_rule_problems(rule_object: dict[str, Any]) -> list[str]:
+    problems = []
+    if rule_object.get("apiVersion") != CRD_API_VERSIONS["PrometheusRule"]:
+        problems.append(f"apiVersion {rule_object.get('apiVersion')!r}")
+    if set(rule_object) - {"apiVersion", "kind", "metadata", "spec"}:
+        problems.append(f"unknown top-level fields {sorted(set(rule_object) - {'apiVersion', 'kind', 'metadata', 'spec'})}")
+    groups = (rule_object.get("spec") or {}).get("groups") or []
+    if not groups:
+        problems.append("spec.groups is empty")
+    recorded = {r["record"] for g in groups for r in g.get("rules") or [] if "record" in r}
+    known = TRITON_METRICS | recorded
+    names = [g.get("name") for g in groups]
+    if None in names or len(set(names)) != len(names):
+        problems.append(f"group names must be set and unique: {names}")
+    for group in groups:
+        if set(group) - {"name", "interval", "rules", "limit", "partial_response_strategy", "query_offset", "labels"}:
+            problems.append(f"group {group.get('name')}: unknown fields {sorted(group)}")
+        for rule in group.get("rules") or []:
+            where = f"{group.get('name')}/{rule.get('alert') or rule.get('record')}"
+            if ("alert" in rule) == ("record" in rule):
+                problems.append(f"{where}: exactly one of alert/record")
+                continue
+            allowed = ALERT_FIELDS if "alert" in rule else RECORD_FIELDS
+            if set(rule) - allowed:
+                problems.append(f"{where}: unknown fields {sorted(set(rule) - allowed)}")
+            if not isinstance(rule.get("expr"), str) or not rule["expr"].strip():
+                problems.append(f"{where}: missing expr")
+                continue
+            problems += [f"{where}: {p}" for p in promql_problems(rule["expr"], known)]
+            if "alert" in rule:
+                if not _DURATION.match(str(rule.get("for", ""))):
+                    problems.append(f"{where}: `for` must be a duration, found {rule.get('for')!r}")
+                if (rule.get("labels") or {}).get("severity") not in {"info", "warning", "critical"}:
+                    problems.append(f"{where}: labels.severity must be info/warning/critical")
+                if not (rule.get("annotations") or {}).get("summary"):
+                    problems.append(f"{where}: annotations.summary missing")
+    return problems
+
+
+def test_prometheus_rule_alerts_on_latency_errors_and_queue_time(objects):
+    rule_object = one(objects, "PrometheusRule")
+    assert not prometheus_rule_problems(rule_object), "\n".join(prometheus_rule_problems(rule_object))
+    alerts = [r for g in rule_object["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    recorded = {r["record"]: r["expr"] for g in rule_object["spec"]["groups"] for r in g["rules"] if "record" in r}
+
+    def expanded(expr: str) -> str:  # an alert's expr with the recording rules it uses spelled out
+        for name, body in recorded.items():
+            expr = expr.replace(name, f"({body})")
+        return expr
+
+    exprs = [expanded(alert["expr"]) for alert in alerts]
+    assert any('nv_inference_request_summary_us' in e and 'quantile="0.99"' in e for e in exprs), "p99 latency alert"
+    assert any("nv_inference_request_failure" in e and "nv_inference_request_success" in e for e in exprs), (
+        "error-rate alert"
+    )
+    assert any("nv_inference_queue_duration_us" in e for e in exprs), "queue-time alert"
+    # The p99 summary only exists with summary latencies switched on.
+    assert "--metrics-config=summary_latencies=true" in triton_container(objects)["args"]
+
+
+def test_structural_rule_check_really_rejects_broken_rules(objects):
+    """Guards the guard: the structural checks must catch what a schema would."""
+    broken = yaml.safe_load(yaml.safe_dump(one(objects, "PrometheusRule")))
+    alert = next(r for g in broken["spec"]["groups"] for r in g["rules"] if "alert" in r)
+    alert["expr"] = alert["expr"] + ")"
+    alert["expr"] = alert["expr"].replace("nv_inference", "nv_infrence", 1)
+    del alert["labels"]["severity"]
+    alert["for"] = "ten minutes"
+    alert["sumary"] = "typo"
+    problems = "\n".join(prometheus_rule_problems(broken))
+    for expected in ("unbalanced", "severity", "`for`", "sumary"):
+        assert expected in problems, (expected, problems)
+    assert "unknown metrics" in "\n".join(promql_problems("rate(nv_infrence_count[5m])", TRITON_METRICS))
+    assert "unterminated" in "\n".join(promql_problems('x{job="a}', TRITON_METRICS))
+
+
+def test_service_monitor_scrapes_the_metrics_port_of_the_service(objects):
+    monitor = one(objects, "ServiceMonitor")
+    service = one(objects, "Service")
+    assert monitor["apiVersion"] == CRD_API_VERSIONS["ServiceMonitor"]
+    assert set(monitor) <= {"apiVersion", "kind", "metadata", "spec"}
+    spec = monitor["spec"]
+    assert set(spec) <= SERVICE_MONITOR_SPEC_FIELDS, sorted(set(spec) - SERVICE_MONITOR_SPEC_FIELDS)
+    selector = spec["selector"]["matchLabels"]
+    assert selector and selector.items() <= service["metadata"]["labels"].items(), (
+        "the ServiceMonitor must select the Service"
+    )
+    assert not spec.get("namespaceSelector"), "scrape the Service in the ServiceMonitor's own namespace"
+    endpoints = spec["endpoints"]
+    assert len(endpoints) == 1
+    endpoint = endpoints[0]
+    assert set(endpoint) <= SERVICE_MONITOR_ENDPOINT_FIELDS, sorted(set(endpoint) - SERVICE_MONITOR_ENDPOINT_FIELDS)
+    service_ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert service_ports.get(endpoint["port"]) == TRITON_PORTS["metrics"]
+    assert endpoint.get("path", "/metrics") == "/metrics"
+    for field in ("interval", "scrapeTimeout"):
+        assert _DURATION.match(endpoint[field]), field
+
+
+def test_metrics_port_is_reachable_by_the_monitoring_namespace_only(objects):
+    """The ServiceMonitor's port must be the one the NetworkPolicy opens to `monitoring`."""
+    policy = one(objects, "NetworkPolicy")["spec"]
+    scrape_port = TRITON_PORTS[one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"]]
+    rules = [r for r in policy["ingress"] if scrape_port in _ports(r)]
+    assert len(rules) == 1
+    assert all("namespaceSelector" in peer and "monitoring" in yaml.safe_dump(peer) for peer in rules[0]["from"])
