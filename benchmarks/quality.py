@@ -1,55 +1,235 @@
-"""Recommendation quality on one time split: the model beside popularity and iALS, in one table.
+"""Recommendation quality on real data: the model beside popularity and iALS, under three protocols.
 
-    .venv/bin/python benchmarks/quality.py [--dataset movielens-1m] [--set train.epochs=5 ...]
+    .venv/bin/python benchmarks/quality.py [--dataset movielens-1m] [--sections time,ablations,ncf,cold]
+                                           [--set train.epochs=3 ...] [--workdir DIR]
 
-Full-catalogue ranking of the holdout period, excluding what each customer already interacted with
-(their recent history), all systems on the same customers (``fashionrec.evaluation``). The model's
-hyper-parameters are the pipeline's defaults (``fashionrec/config.py``); nothing here is tuned on the
-holdout. Also prints the training throughput and the time of one epoch.
+1. **time**: global time split (the pipeline's own: the last 10 % of events are the holdout),
+   full-catalogue ranking excluding each customer's recent history, every system on the same customers.
+   Also: how popular the recommended products are (mean popularity percentile of the top 10).
+2. **ablations**: the model again with each other history pooling and without the logQ correction.
+3. **ncf**: leave-last-one-out, the target among 99 sampled unseen products, HR@10 / NDCG@10, to set
+   beside the NCF paper's table (NeuMF 0.726 / 0.445 on ML-1M).
+4. **cold**: 10 % of the products lose every training event; their holdout interactions are ranked
+   among the cold products from content-only embeddings, against random and a genre-popularity ranking
+   (plain popularity is zero for every cold product), and compared with the same number of warm
+   products ranked among themselves (equal pool sizes keep the two recalls comparable).
+Then training throughput and one epoch's time.
+
+The model's hyper-parameters are the pipeline's defaults (``fashionrec/config.py``), chosen on the
+period *before* the test split by ``benchmarks/tune.py``; nothing here is tuned on the holdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
-from fashionrec.evaluation.evaluate import evaluate
-from fashionrec.export import export_embeddings
-from fashionrec.ingest import ingest
-from fashionrec.train import train
+from fashionrec.evaluation import metrics, protocols
+from fashionrec.evaluation.evaluate import evaluate, popularity_scores
+from fashionrec.evaluation.systems import ials_system, popularity_system
+from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings
+from fashionrec.features import EvalExamples, load_eval_examples
+from fashionrec.ingest import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE, ingest
+from fashionrec.serving import ops
+from fashionrec.train import TrainSummary, train
 from fashionrec.transform import transform
 
-COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "auc", "coverage@10", "popularity_percentile@10")
+SECTIONS = ("time", "ablations", "ncf", "cold")
+TIME_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10", "popularity_percentile@10")
+ABLATIONS = {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"train.pooling": "weighted"},
+             "pooling=attention": {"train.pooling": "attention"}, "no logQ": {"train.logq_correction": False}}
+NCF_NEGATIVES, NCF_K, COLD_FRACTION, COLD_K = 99, 10, 0.1, 20
+PUBLISHED_NCF = {"NeuMF (He et al. 2017)": (0.726, 0.445)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A trained and exported model on one split."""
+
+    ingested: str
+    transformed: str
+    export: str
+    summary: TrainSummary
+
+    def table(self) -> tuple[np.ndarray, np.ndarray]:
+        ids, table, _ = read_embeddings(str(Path(self.export) / EMBEDDINGS_FILE))
+        return ids, table
+
+    def customer_vectors(self, examples: EvalExamples) -> np.ndarray:
+        aggregation = Aggregation.read(str(Path(self.export) / AGGREGATION_FILE))
+        _, table = self.table()
+        return np.stack([ops.customer_vector(table, h, aggregation.weights(w, a)) for h, w, a in
+                         zip(examples.history_idx, examples.history_weight, examples.history_age_days, strict=True)])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=DATASET_NAMES, default="movielens-1m")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temporary folder)")
     args = parser.parse_args()
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     config = PipelineConfig().with_overrides({k: json.loads(v) for k, v in (o.split("=", 1) for o in args.overrides)})
     with tempfile.TemporaryDirectory() as temp:
-        work = Path(temp)
-        raw = prepare_dataset(args.dataset, args.data_dir, str(work / "raw"), config.shop)
-        ingest(raw.catalogue_uri, raw.events_uri, str(work / "ingested"), config.ingest)
-        transform(str(work / "ingested"), str(work / "transformed"), config.transform)
-        trained = train(str(work / "transformed"), str(work / "model"), config.train, config.transform)
-        export_embeddings(str(work / "ingested"), str(work / "transformed"), str(work / "model"), str(work / "export"))
-        result = evaluate(str(work / "ingested"), str(work / "transformed"), str(work / "export"), str(work / "eval"),
-                          config.evaluate)
+        run(args.dataset, args.data_dir, sections, config, Path(args.workdir or temp))
+
+
+def run(dataset: str, data_dir: str | None, sections: list[str], config: PipelineConfig, work: Path) -> None:
+    """Prepare and ingest once (time split), then each section on its own re-split of the same events."""
+    raw = prepare_dataset(dataset, data_dir, str(work / "raw"), config.shop)
+    ingest(raw.catalogue_uri, raw.events_uri, str(work / "time" / "ingested"), config.ingest)
+    print(f"\n# {dataset}; defaults: {json.dumps(dataclasses.asdict(config.train))}", flush=True)
+    trained = None
+    if "time" in sections or "ablations" in sections:
+        trained = time_split(work / "time", config, "ablations" in sections, "time" in sections)
+    if "ncf" in sections:
+        ncf_protocol(work, config)
+    if "cold" in sections:
+        cold_products(work, config)
+    if trained is not None:
+        epoch = trained.summary.seconds / trained.summary.epochs
+        print(f"\ntraining: {trained.summary.examples} examples/epoch, {trained.summary.examples_per_second:.0f} "
+              f"examples/s, {epoch:.1f} s per epoch ({trained.summary.epochs} epochs)", flush=True)
+
+
+def train_split(folder: Path, config: PipelineConfig, name: str = "model") -> Trained:
+    """Transform (once per folder) and train + export one model on an ingested split."""
+    ingested, transformed = str(folder / "ingested"), str(folder / "transformed")
+    if not (folder / "transformed").exists():
+        transform(ingested, transformed, config.transform)
+    model, export = str(folder / name / "model"), str(folder / name / "export")
+    summary = train(transformed, model, config.train, config.transform)
+    export_embeddings(ingested, transformed, model, export, config.ingest.event_weights)
+    return Trained(ingested, transformed, export, summary)
+
+
+def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines: bool) -> Trained:
+    """The pipeline's evaluation (model, popularity, iALS), then each ablation's model row."""
+    trained = train_split(folder, config)
+    result = evaluate(trained.ingested, trained.transformed, trained.export, str(folder / "eval"), config.evaluate)
+    rows = {name: result.metrics[name] for name in ("popularity", "ials", "model")} if baselines else {}
+    for name, overrides in (ABLATIONS.items() if ablations else ()):
+        variant = train_split(folder, config.with_overrides(overrides), name.replace(" ", "_").replace("=", "_"))
+        rows[name] = evaluate(variant.ingested, variant.transformed, variant.export, str(folder / f"eval-{name}"),
+                              dataclasses.replace(config.evaluate, bootstrap_resamples=10)).metrics["model"]
     customers = int(result.metrics["model"]["customers"])
-    print(f"\n{args.dataset}: time split, full-catalogue ranking, {customers} holdout customers")
-    print(f"{'system':<12}" + "".join(f"{c:>26}" if c.startswith("popularity") else f"{c:>13}" for c in COLUMNS))
-    for system, values in result.metrics.items():
-        print(f"{system:<12}" + "".join(f"{values[c]:>26.4f}" if c.startswith("popularity") else f"{values[c]:>13.4f}"
-                                       for c in COLUMNS))
-    print(f"\ntraining: {trained.examples} examples/epoch, {trained.examples_per_second:.0f} examples/s, "
-          f"{trained.seconds / trained.epochs:.1f} s per epoch ({trained.epochs} epochs)")
+    print_table(f"time split, full-catalogue ranking, history excluded, {customers} holdout customers",
+                 TIME_COLUMNS, rows)
+    return trained
+
+
+def ncf_protocol(work: Path, config: PipelineConfig) -> None:
+    """Leave-last-one-out with 99 sampled negatives: the model, popularity and iALS, beside NeuMF."""
+    folder = work / "ncf"
+    events = protocols.all_events(str(work / "time" / "ingested"))
+    train_events, holdout = protocols.leave_last_out(events)
+    protocols.resplit(str(work / "time" / "ingested"), str(folder / "ingested"), train_events, holdout)
+    trained = train_split(folder, config)
+    ids, table = trained.table()
+    examples = load_eval_examples(trained.transformed)
+    index = pd.Series(np.arange(len(ids)), index=ids)
+    seen = events.groupby("customer_id")["product_id"].agg(lambda p: index[p].to_numpy())
+    negatives = protocols.sample_negatives([seen[c] for c in examples.customer_ids], len(ids), NCF_NEGATIVES,
+                                           config.evaluate.seed)
+    candidates = np.concatenate([np.stack([t[:1] for t in examples.target_idxs]), negatives], axis=1)
+    systems = _baselines(trained, ids, config)
+    rows = {"model": _sampled(_embedding_scorer(trained.customer_vectors(examples), table), examples, candidates)}
+    rows.update({name: _sampled(lambda rows_, s=system: np.stack(s.score(examples.history_idx,
+                                                                          examples.history_weight, list(rows_))),
+                                examples, candidates) for name, system in systems.items()})
+    rows.update({name: {f"hr@{NCF_K}": hr, f"ndcg@{NCF_K}": ndcg} for name, (hr, ndcg) in PUBLISHED_NCF.items()})
+    print_table(f"NCF protocol: leave-last-one-out, 1 target + {NCF_NEGATIVES} sampled unseen products, "
+                 f"{len(examples.customer_ids)} customers", (f"hr@{NCF_K}", f"ndcg@{NCF_K}"), rows)
+
+
+def cold_products(work: Path, config: PipelineConfig) -> None:
+    """Content-only embeddings of products held out of training, against random and genre popularity."""
+    folder = work / "cold"
+    source = str(work / "time" / "ingested")
+    train_events = pd.read_parquet(str(Path(source) / TRAIN_EVENTS_FILE))
+    cold_ids = protocols.choose_cold_products(train_events, COLD_FRACTION, config.evaluate.seed)
+    holdout = pd.read_parquet(str(Path(source) / HOLDOUT_EVENTS_FILE))
+    protocols.resplit(source, str(folder / "ingested"), train_events[~train_events["product_id"].isin(cold_ids)],
+                      holdout)
+    trained = train_split(folder, config)
+    ids, table = trained.table()
+    examples = load_eval_examples(trained.transformed)
+    rng = np.random.default_rng(config.evaluate.seed)
+    cold = np.flatnonzero(np.isin(ids, cold_ids))
+    all_warm = np.setdiff1d(np.flatnonzero(np.isin(ids, train_events["product_id"].unique())), cold)
+    warm = np.sort(rng.choice(all_warm, len(cold), replace=False))  # a pool as large as the cold one
+    vectors = trained.customer_vectors(examples)
+    genre_vectors, genre_table = _genre_popularity(trained, ids, train_events, cold_ids, len(examples.customer_ids))
+    random_table = rng.normal(size=table.shape).astype(np.float32)
+    random_vectors = rng.normal(size=vectors.shape).astype(np.float32)
+
+    def recall(v: np.ndarray, t: np.ndarray, candidates: np.ndarray) -> float:
+        values = protocols.restricted_recall(v, t, candidates, examples.history_idx, examples.target_idxs, COLD_K)
+        return float(np.nanmean(values))
+
+    warm_recall = recall(vectors, table, warm)
+    rows = {
+        "model, cold (content only)": {"recall@20": recall(vectors, table, cold)},
+        "random, cold": {"recall@20": recall(random_vectors, random_table, cold)},
+        "genre popularity, cold": {"recall@20": recall(genre_vectors, genre_table, cold)},
+        "model, warm": {"recall@20": warm_recall},
+        "random, warm": {"recall@20": recall(random_vectors, random_table, warm)},
+    }
+    for row in rows.values():
+        row["of warm model"] = row["recall@20"] / warm_recall
+    print_table(f"cold products: {len(cold)} of {len(cold) + len(all_warm)} products held out of training, "
+                 f"ranked among themselves; warm: {len(warm)} sampled trained products, ranked among themselves",
+                 ("recall@20", "of warm model"), rows)
+
+
+def _genre_popularity(trained: Trained, ids: np.ndarray, train_events: pd.DataFrame, cold_ids: np.ndarray,
+                      customers: int) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, table) whose dot product is the training popularity of each product's category."""
+    catalogue = pd.read_parquet(str(Path(trained.ingested) / "catalogue.parquet")).set_index("product_id")
+    category = catalogue["category"].reindex(ids).fillna("").to_numpy()
+    counts = train_events["product_id"].map(catalogue["category"]).value_counts()
+    table = pd.Series(category).map(counts).fillna(0.0).to_numpy(np.float32)[:, None]
+    return np.ones((customers, 1), np.float32), table
+
+
+def _baselines(trained: Trained, ids: np.ndarray, config: PipelineConfig) -> dict[str, object]:
+    train_events = pd.read_parquet(str(Path(trained.ingested) / TRAIN_EVENTS_FILE))
+    return {"popularity": popularity_system(popularity_scores(train_events, ids)),
+            "ials": ials_system(train_events, ids, config.evaluate)}
+
+
+def _embedding_scorer(vectors: np.ndarray, table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows])
+
+
+def _sampled(score: Callable[[np.ndarray], np.ndarray], examples: EvalExamples,
+             candidates: np.ndarray) -> dict[str, float]:
+    """HR/NDCG@10 with column 0 of ``candidates`` the target; random tie-breaking is not given."""
+    scores = score(candidates)
+    return protocols.sampled_hit_metrics(scores[:, 0], scores[:, 1:], NCF_K)
+
+
+def print_table(title: str, columns: tuple[str, ...], rows: dict[str, dict[str, float]]) -> None:
+    width = max(len(name) for name in rows) + 2
+    print(f"\n{title}\n{'system':<{width}}" + "".join(f"{c:>26}" for c in columns))
+    for name, values in rows.items():
+        print(f"{name:<{width}}" + "".join(f"{values[c]:>26.4f}" if c in values else f"{'':>26}" for c in columns))
+    print(flush=True)
 
 
 if __name__ == "__main__":

@@ -61,14 +61,18 @@ def train_model(config_json: str, transformed: Input[Dataset], model: Output[Mod
 
 @dsl.component(base_image=COMPONENT_IMAGE)
 def export_embeddings(
-    ingested: Input[Dataset], transformed: Input[Dataset], model: Input[Model], embeddings: Output[Dataset]
+    config_json: str, ingested: Input[Dataset], transformed: Input[Dataset], model: Input[Model],
+    embeddings: Output[Dataset],
 ):
-    """Embed every catalogue product, new products included."""
+    """Embed every catalogue product, new products included, and record how histories are pooled."""
     from dataclasses import asdict
 
+    from fashionrec.config import PipelineConfig
     from fashionrec.export import export_embeddings as export
 
-    embeddings.metadata.update(asdict(export(ingested.path, transformed.path, model.path, embeddings.path)))
+    event_weights = PipelineConfig.from_json(config_json).ingest.event_weights
+    embeddings.metadata.update(asdict(export(ingested.path, transformed.path, model.path, embeddings.path,
+                                             event_weights)))
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)

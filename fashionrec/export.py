@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 
 from fashionrec import ingest as ingest_files
 from fashionrec import storage
-from fashionrec.train import item_embeddings, load_item_tower
+from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.config import EventWeights
+from fashionrec.train import item_embeddings, load_item_tower, load_train_config
 
 EMBEDDINGS_FILE = "embeddings.parquet"
 
@@ -23,8 +25,10 @@ class ExportSummary:
     dimension: int
 
 
-def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, output_dir: str) -> ExportSummary:
-    """Write ``embeddings.parquet`` (``product_id``, ``embedding``, ``is_new``) in product-index order.
+def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, output_dir: str,
+                      event_weights: EventWeights = EventWeights()) -> ExportSummary:
+    """Write ``embeddings.parquet`` (``product_id``, ``embedding``, ``is_new``) in product-index order,
+    and ``aggregation.json``: how serving must pool a history (the model's pooling, these event weights).
 
     A new product has no trained id embedding (it was zero-initialised and never updated, or it is
     out of vocabulary), so its vector comes from its content alone.
@@ -37,6 +41,8 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     new = set(catalogue.loc[catalogue["is_new"], "product_id"])
     is_new = np.array([pid in new for pid in product_ids])
     write_embeddings(storage.join(output_dir, EMBEDDINGS_FILE), product_ids, embeddings, is_new)
+    Aggregation.from_training(load_train_config(model_dir), event_weights).write(
+        storage.join(output_dir, AGGREGATION_FILE))
     return ExportSummary(products=len(product_ids), new_products=int(is_new.sum()), dimension=embeddings.shape[1])
 
 

@@ -89,11 +89,15 @@ def load_catalogue_features(transformed_dir: str, max_tokens: int, product_oov_b
 
 
 def train_dataset(transformed_dir: str, history_length: int, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled batches of ``{"history_idx", "history_weight", "target_idx"}``, history padded with PAD."""
+    """Shuffled batches of ``{"history_idx", "history_weight", "history_age_days", "target_idx"}``.
+
+    Histories are padded with PAD (weight 0, age 0) to ``history_length``.
+    """
     pattern = storage.join(transformed_dir, transform_files.TRAIN_EXAMPLES_DIR, "part*")
     spec = {
         "history_idx": tf.io.VarLenFeature(tf.int64),
         "history_weight": tf.io.VarLenFeature(tf.float32),
+        "history_age_days": tf.io.VarLenFeature(tf.float32),
         "target_idx": tf.io.FixedLenFeature([], tf.int64),
     }
     return (
@@ -110,6 +114,7 @@ def _dense_history(batch: dict[str, tf.Tensor], history_length: int) -> dict[str
     return {
         "history_idx": _pad(tf.sparse.to_dense(batch["history_idx"], default_value=PAD), shape, PAD),
         "history_weight": _pad(tf.sparse.to_dense(batch["history_weight"]), shape, 0.0),
+        "history_age_days": _pad(tf.sparse.to_dense(batch["history_age_days"]), shape, 0.0),
         "target_idx": batch["target_idx"],
     }
 
@@ -127,6 +132,7 @@ class EvalExamples:
     customer_ids: np.ndarray
     history_idx: list[np.ndarray]
     history_weight: list[np.ndarray]
+    history_age_days: list[np.ndarray]  # at the split time
     target_idxs: list[np.ndarray]
 
 
@@ -136,20 +142,23 @@ def load_eval_examples(transformed_dir: str) -> EvalExamples:
         "customer_id": tf.io.FixedLenFeature([], tf.string),
         "history_idx": tf.io.RaggedFeature(tf.int64),
         "history_weight": tf.io.RaggedFeature(tf.float32),
+        "history_age_days": tf.io.RaggedFeature(tf.float32),
         "target_idxs": tf.io.RaggedFeature(tf.int64),
     }
-    ids, history, weights, targets = [], [], [], []
+    ids, history, weights, ages, targets = [], [], [], [], []
     for records in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(50_000):
         batch = tf.io.parse_example(records, spec)
         ids.extend(_text(batch["customer_id"].numpy()))
         history.extend(_rows(batch["history_idx"]))
         weights.extend(_rows(batch["history_weight"]))
+        ages.extend(_rows(batch["history_age_days"]))
         targets.extend(_rows(batch["target_idxs"]))
     order = np.argsort(ids, kind="stable")  # deterministic order whatever the file sharding
     return EvalExamples(
         customer_ids=np.asarray(ids)[order],
         history_idx=[history[i] for i in order],
         history_weight=[weights[i] for i in order],
+        history_age_days=[ages[i] for i in order],
         target_idxs=[targets[i] for i in order],
     )
 

@@ -78,7 +78,7 @@ def ingest(catalogue_uri: str, events_uri: str, output_dir: str, config: IngestC
         new_products=int(catalogue["is_new"].sum()),
         quarantined=quarantine["reason"].value_counts().sort_index().to_dict(),
     )
-    _write(output_dir, catalogue, train, holdout, quarantine, summary)
+    write_ingested(output_dir, catalogue, train, holdout, quarantine, summary)
     check_bad_fraction(catalogue_uri, len(raw_catalogue), quarantine, config.max_bad_fraction)
     check_bad_fraction(events_uri, len(raw_events), quarantine, config.max_bad_fraction)
     return summary
@@ -233,7 +233,7 @@ def _quarantine(raw: pd.DataFrame, reasons: pd.Series, source: str) -> pd.DataFr
     )
 
 
-def _write(
+def write_ingested(
     output_dir: str,
     catalogue: pd.DataFrame,
     train: pd.DataFrame,
@@ -241,6 +241,7 @@ def _write(
     quarantine: pd.DataFrame,
     summary: IngestSummary,
 ) -> None:
+    """Write the ingest stage's layout; also used by evaluation protocols that re-split ingested data."""
     storage.makedirs(output_dir)
     storage.write_parquet(catalogue, storage.join(output_dir, CATALOGUE_FILE))
     storage.write_parquet(train, storage.join(output_dir, TRAIN_EVENTS_FILE))

@@ -1,14 +1,20 @@
 """The two-tower model: one item tower, and customers as aggregates of item embeddings.
 
-* Item tower: ``q_i = normalize(content(i) + id(i)) / sqrt(temperature)``. The content tower reads the
+* Item tower: ``q_i = normalize(content(i) + id(i)) / sqrt(temperature)`` (``normalize_embeddings``;
+  without it the norm is free to carry popularity). The content tower reads the
   product's tokens, category, colour, brand and price; the id embedding starts at zero and is hidden
   at random during training (id dropout), so the content part alone must place a product well. A
   product without interactions (or an OOV id) therefore gets its content embedding: cold start.
-* Customer vector: ``p_u`` = weighted mean of the item embeddings of the customer's history; the same
-  function (``fashionrec.serving.ops.customer_vector``) runs in Triton.
+* Customer vector: ``p_u`` = weighted mean of the item embeddings of the customer's history. The
+  weights (``TrainConfig.pooling``) are 1 (mean), the event type's weight (weighted), or that weight
+  halved every ``recency_half_life_days`` of the event's age (recency); ``fashionrec.serving.ops``
+  computes exactly the same in Triton. ``attention`` learns a query vector on top of recency weights
+  (an experiment: it has no serving twin yet).
 * Score: ``sigma(p_u . q_i)``. Dividing by ``sqrt(temperature)`` on both sides bakes the softmax
   temperature into the embeddings, so the exported dot product is the trained logit.
-* Loss: in-batch softmax with logQ popularity correction (tensorflow-recommenders' Retrieval task).
+* Loss: in-batch softmax with logQ popularity correction (tensorflow-recommenders' Retrieval task),
+  optionally with ``extra_negatives`` uniformly sampled products appended to the in-batch candidates
+  (mixed negative sampling; their sampling probability enters the logQ correction too).
 """
 
 from __future__ import annotations
@@ -71,7 +77,25 @@ class ItemTower(tf_keras.Model):
             draw = tf.random.uniform(tf.shape(known), seed=self._config.seed)
             keep *= tf.cast(draw >= self._config.id_dropout, tf.float32)
         combined = self.content(product_idx) + keep * self.id_embedding(product_idx)
-        return tf.math.l2_normalize(combined, axis=-1) / np.sqrt(self._config.temperature)
+        if self._config.normalize_embeddings:
+            combined = tf.math.l2_normalize(combined, axis=-1)
+        return combined / np.sqrt(self._config.temperature)
+
+
+POOLINGS = ("mean", "weighted", "recency", "attention")
+
+
+def pooling_weights(
+    history_weight: tf.Tensor, history_age_days: tf.Tensor, pooling: str, half_life_days: float
+) -> tf.Tensor:
+    """The TensorFlow twin of ``ops.history_weights`` (attention starts from the recency weights)."""
+    if pooling == "mean":
+        return tf.ones_like(history_weight)
+    if pooling == "weighted":
+        return history_weight
+    if pooling in ("recency", "attention"):
+        return history_weight * tf.pow(2.0, -tf.maximum(history_age_days, 0.0) / half_life_days)
+    raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
 
 
 def customer_vectors(item_embeddings: tf.Tensor, history_weight: tf.Tensor) -> tf.Tensor:
@@ -83,29 +107,70 @@ def customer_vectors(item_embeddings: tf.Tensor, history_weight: tf.Tensor) -> t
     return tf.reduce_sum(item_embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1e-9)
 
 
+class AttentionPooling(tf_keras.layers.Layer):
+    """Learned pooling: softmax over the history of ``a . e_j + log w_j``, with ``a`` a learned query.
+
+    ``a`` starts at zero, so training starts from the weighted mean with weights ``w``; slots of weight
+    0 (padding) get no attention, and a history without weight gives the zero vector.
+    """
+
+    def __init__(self, dim: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.query = self.add_weight(name="query", shape=[dim], initializer="zeros")
+
+    def call(self, item_embeddings: tf.Tensor, history_weight: tf.Tensor) -> tf.Tensor:
+        present = history_weight > 0
+        logits = tf.einsum("bhd,d->bh", item_embeddings, self.query) + tf.math.log(
+            tf.where(present, history_weight, 1.0))
+        attention = tf.nn.softmax(tf.where(present, logits, -1e9), axis=-1) * tf.cast(present, tf.float32)
+        return customer_vectors(item_embeddings, attention)
+
+
 class TwoTowerModel(tfrs.Model):
     """Next-product retrieval: customer history → the product interacted with next."""
 
     def __init__(self, catalogue: CatalogueFeatures, config: TrainConfig, candidate_probability: np.ndarray) -> None:
         super().__init__()
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {config.pooling!r}; expected one of {POOLINGS}")
+        self._config = config
         self.item_tower = ItemTower(catalogue, config)
+        self.attention = AttentionPooling(config.embedding_dim, name="attention_pooling") if config.pooling == "attention" else None
         self._log_q_source = tf.constant(candidate_probability.astype(np.float32))
-        self._logq = config.logq_correction
+        self._num_products = catalogue.num_products
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
 
-    def embed_history(self, history_idx: tf.Tensor, history_weight: tf.Tensor, training: bool) -> tf.Tensor:
+    def embed_history(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Customer vectors for padded histories, computing each distinct product's embedding once."""
+        history_idx = features["history_idx"]
         valid = history_idx != PAD
         unique, position = tf.unique(tf.reshape(tf.where(valid, history_idx, 0), [-1]))
         embeddings = tf.gather(self.item_tower(unique, training=training), position)
         embeddings = tf.reshape(embeddings, tf.concat([tf.shape(history_idx), [-1]], axis=0))
-        return customer_vectors(embeddings, tf.where(valid, history_weight, 0.0))
+        ages = features.get("history_age_days", tf.zeros_like(features["history_weight"]))
+        weights = pooling_weights(tf.where(valid, features["history_weight"], 0.0), ages,
+                                  self._config.pooling, self._config.recency_half_life_days)
+        if self.attention is not None:
+            return self.attention(embeddings, weights)
+        return customer_vectors(embeddings, weights)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        customers = self.embed_history(features["history_idx"], features["history_weight"], training)
-        targets = features["target_idx"]
-        candidates = self.item_tower(targets, training=training)
-        probability = tf.gather(self._log_q_source, targets) if self._logq else None
-        return self.task(
-            customers, candidates, candidate_sampling_probability=probability, candidate_ids=targets
-        )
+        customers = self.embed_history(features, training)
+        candidate_ids = features["target_idx"]
+        if self._config.extra_negatives:
+            negatives = tf.random.uniform([self._config.extra_negatives], 0, self._num_products, tf.int64)
+            candidate_ids = tf.concat([candidate_ids, negatives], axis=0)
+        candidates = self.item_tower(candidate_ids, training=training)
+        return self.task(customers, candidates, candidate_sampling_probability=self._sampling_probability(
+            candidate_ids, tf.shape(features["target_idx"])[0]), candidate_ids=candidate_ids)
+
+    def _sampling_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor | None:
+        """How likely each candidate is to be among a batch's candidates (logQ), up to a constant factor.
+
+        In-batch candidates are the targets, drawn in proportion to their popularity p_i; the uniform
+        extra negatives add n / (batch_size * num_products) to every product.
+        """
+        if not self._config.logq_correction:
+            return None
+        uniform = self._config.extra_negatives / (tf.cast(batch_size, tf.float32) * self._num_products)
+        return tf.gather(self._log_q_source, candidate_ids) + uniform

@@ -189,12 +189,16 @@ def write_json(uri: str, payload: Any) -> None:
 
 
 def read_table(uri: str) -> pd.DataFrame:
-    """Read a CSV (every column as text, so validation sees the raw values) or Parquet file."""
+    """Read a CSV (every column as text, so validation sees the raw values) or Parquet file.
+
+    Rows always come back numbered 0..n-1: a pandas index stored in the Parquet file (e.g. of a filtered
+    frame) is not data and would misalign row-wise checks.
+    """
     if uri.endswith(".parquet"):
         if not is_gcs(uri):
-            return pq.read_table(_local_path(uri)).to_pandas()
+            return pq.read_table(_local_path(uri)).to_pandas().reset_index(drop=True)
         with open_input(uri) as stream:
-            return pq.read_table(stream).to_pandas()
+            return pq.read_table(stream).to_pandas().reset_index(drop=True)
     with open_input(uri) as stream:
         return pd.read_csv(stream, dtype=str, keep_default_na=False, na_values=[""], encoding_errors="replace")
 

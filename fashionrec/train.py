@@ -59,10 +59,15 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     )
 
 
+def load_train_config(model_dir: str) -> TrainConfig:
+    """The TrainConfig a saved model was trained with."""
+    return TrainConfig(**storage.read_json(storage.join(model_dir, CONFIG_FILE))["train"])
+
+
 def load_item_tower(transformed_dir: str, model_dir: str) -> ItemTower:
     """Rebuild the trained item tower from its checkpoint and the transformed catalogue."""
     saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))
-    config = TrainConfig(**{k: v for k, v in saved["train"].items()})
+    config = TrainConfig(**saved["train"])
     transform_config = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["transform"].items()})
     tower = ItemTower(_catalogue(transformed_dir, transform_config), config)
     tower(tf.constant([0], tf.int64))  # create the variables before restoring

@@ -37,6 +37,7 @@ TRANSFORMED_CATALOGUE_DIR = "transformed_catalogue"
 TRANSFORM_FN_DIR = "transform_fn"
 TRAIN_EXAMPLES_DIR = "train_examples"
 EVAL_EXAMPLES_DIR = "eval_examples"
+SECONDS_PER_DAY = 86_400.0
 PRODUCT_VOCAB = "product_id"
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
 NUM_SHARDS = 64
@@ -227,7 +228,8 @@ def _build_examples(
             | "ShardHoldout" >> beam.FlatMap(_shard_by_customer, "holdout", beam.pvalue.AsSingleton(product_index))
         )
         grouped = (train, holdout) | beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
-        examples = grouped | "MakeExamples" >> beam.FlatMap(_shard_examples, config.history_length)
+        examples = grouped | "MakeExamples" >> beam.FlatMap(
+            _shard_examples, config.history_length, _split_seconds(ingested_dir))
         for kind, directory in (("train", TRAIN_EXAMPLES_DIR), ("eval", EVAL_EXAMPLES_DIR)):
             _ = (
                 examples
@@ -251,13 +253,19 @@ def _shard_by_customer(
         yield int(key), (split, part[["customer_id", "product_idx", "weight", "seconds"]])
 
 
+def _split_seconds(ingested_dir: str) -> int:
+    """The ingest split time in epoch seconds: holdout histories are aged as of that moment."""
+    summary = storage.read_json(storage.join(ingested_dir, ingest_files.SUMMARY_FILE))
+    return int(epoch_seconds(pd.Series([summary["split_time"]])).iloc[0])
+
+
 def epoch_seconds(timestamps: pd.Series) -> pd.Series:
     """UTC timestamps → integer seconds since the epoch, whatever the stored resolution."""
     return (pd.to_datetime(timestamps, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
 
 
 def _shard_examples(
-    element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], history_length: int
+    element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], history_length: int, split_seconds: int
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
     """All events of a shard's customers → train examples and eval examples."""
     _, parts = element
@@ -266,7 +274,7 @@ def _shard_examples(
     holdout = _concat([p for s, p in parts if s == "holdout"])
     train = train.sort_values(["customer_id", "seconds"], kind="stable")
     yield "train", next_item_examples(train, history_length)
-    yield "eval", holdout_examples(train, holdout, history_length)
+    yield "eval", holdout_examples(train, holdout, history_length, split_seconds)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -280,12 +288,14 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def next_item_examples(train: pd.DataFrame, history_length: int) -> pa.RecordBatch:
     """For each customer event after the first: the previous ``history_length`` events → this product.
 
+    Each history event carries its age in days at the target event's time (recency pooling).
     ``train`` must be sorted by customer then time. Vectorised: each history is a slice of the sorted
     event arrays, gathered with one index array.
     """
     customers = train["customer_id"].to_numpy()
     products = train["product_idx"].to_numpy(dtype=np.int64)
     weights = train["weight"].to_numpy(dtype=np.float32)
+    seconds = train["seconds"].to_numpy(dtype=np.int64)
     first_of_customer = np.r_[True, customers[1:] != customers[:-1]] if len(customers) else np.array([], bool)
     customer_start = np.maximum.accumulate(np.where(first_of_customer, np.arange(len(customers)), 0))
     targets = np.flatnonzero(~first_of_customer)
@@ -296,30 +306,41 @@ def next_item_examples(train: pd.DataFrame, history_length: int) -> pa.RecordBat
             "customer_id": _one_element_lists(pa.array(customers[targets].astype(str), type=pa.binary())),
             "history_idx": pa.ListArray.from_arrays(offsets, pa.array(products[gather])),
             "history_weight": pa.ListArray.from_arrays(offsets, pa.array(weights[gather])),
+            "history_age_days": pa.ListArray.from_arrays(
+                offsets, pa.array(_days(np.repeat(seconds[targets], np.diff(offsets.to_numpy())) - seconds[gather]))),
             "target_idx": _one_element_lists(pa.array(products[targets])),
         }
     )
 
 
-def holdout_examples(train: pd.DataFrame, holdout: pd.DataFrame, history_length: int) -> pa.RecordBatch:
-    """For each holdout customer: recent train history → the distinct products of their holdout events."""
+def holdout_examples(
+    train: pd.DataFrame, holdout: pd.DataFrame, history_length: int, split_seconds: int
+) -> pa.RecordBatch:
+    """For each holdout customer: recent train history (aged at the split time) → their holdout products."""
     history = dict(tuple(train.groupby("customer_id", sort=False)))
     empty = train.iloc[:0]
-    ids, past_idx, past_weight, targets = [], [], [], []
+    ids, past_idx, past_weight, past_age, targets = [], [], [], [], []
     for customer, events in holdout.groupby("customer_id", sort=False):
         past = history.get(customer, empty).iloc[-history_length:]
         ids.append(customer)
         past_idx.append(past["product_idx"].to_numpy(np.int64))
         past_weight.append(past["weight"].to_numpy(np.float32))
+        past_age.append(_days(split_seconds - past["seconds"].to_numpy(np.int64)))
         targets.append(pd.unique(events["product_idx"].to_numpy(np.int64)))
     return pa.RecordBatch.from_pydict(
         {
             "customer_id": _one_element_lists(pa.array(ids, type=pa.binary())),
             "history_idx": _list_array(past_idx, pa.int64()),
             "history_weight": _list_array(past_weight, pa.float32()),
+            "history_age_days": _list_array(past_age, pa.float32()),
             "target_idxs": _list_array(targets, pa.int64()),
         }
     )
+
+
+def _days(seconds: np.ndarray) -> np.ndarray:
+    """Ages in seconds → float32 days."""
+    return (np.asarray(seconds, dtype=np.float64) / SECONDS_PER_DAY).astype(np.float32)
 
 
 def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, pa.Array]:

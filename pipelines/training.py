@@ -38,6 +38,7 @@ def training_pipeline(
         "train two-tower"
     )
     exported = export_embeddings(
+        config_json=config_json,
         ingested=ingested.outputs["ingested"],
         transformed=transformed.outputs["transformed"],
         model=trained.outputs["model"],

@@ -93,3 +93,16 @@ def test_blank_required_fields_count_as_missing():
     good, bad = ingest.validate_catalogue(frame, "c")
     assert good["product_id"].tolist() == ["P1"]
     assert bad["reason"].tolist() == ["missing_field"]
+
+
+def test_parquet_input_with_a_stored_pandas_index_is_read_row_for_row(tmp_path):
+    """A filtered frame saved with its index (rows 1, 3, 5, ...) must validate like any other file."""
+    catalogue_uri, _ = _write(tmp_path)
+    filtered = EVENTS.iloc[::2]  # index 0, 2, 4, 6: not 0..n-1
+    filtered.to_parquet(tmp_path / "events.parquet")  # pandas stores the index in the file
+    summary = ingest.ingest(catalogue_uri, str(tmp_path / "events.parquet"), str(tmp_path / "out"), LENIENT)
+    quarantine = pd.read_parquet(tmp_path / "out" / ingest.QUARANTINE_FILE)
+    events = quarantine[quarantine["source"].str.endswith("events.parquet")]
+    assert dict(zip(events["row_number"], events["reason"])) == {
+        2: "unknown_event_type", 3: "bad_timestamp", 4: "duplicate_event"}
+    assert summary.train_events + summary.holdout_events == 1

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from fashionrec.config import TrainConfig
 from fashionrec.features import PAD, CatalogueFeatures
-from fashionrec.model import ItemTower, TwoTowerModel, customer_vectors
+from fashionrec.model import AttentionPooling, ItemTower, TwoTowerModel, customer_vectors, pooling_weights
 from fashionrec.serving import ops
 
 
@@ -77,3 +77,110 @@ def test_loss_is_finite_with_and_without_logq(logq):
         "target_idx": tf.constant([2, 3], tf.int64),
     }
     assert np.isfinite(model.compute_loss(features).numpy())
+
+
+# History pooling: TensorFlow (training) and numpy (serving) give the same hand-computed weights.
+EVENT_WEIGHTS = np.array([1.0, 5.0, 3.0, 0.0], np.float32)  # the last slot is padding
+AGES = np.array([0.0, 30.0, 60.0, 0.0], np.float32)
+HAND_WEIGHTS = {
+    "mean": [1.0, 1.0, 1.0, 1.0],
+    "weighted": [1.0, 5.0, 3.0, 0.0],
+    "recency": [1.0, 2.5, 0.75, 0.0],  # halved per 30 days: 5 * 1/2, 3 * 1/4
+}
+
+
+@pytest.mark.parametrize("pooling", sorted(HAND_WEIGHTS))
+def test_pooling_weights_match_the_serving_function_and_hand_values(pooling):
+    trained = pooling_weights(tf.constant(EVENT_WEIGHTS), tf.constant(AGES), pooling, 30.0).numpy()
+    served = ops.history_weights(EVENT_WEIGHTS, AGES, pooling, 30.0)
+    np.testing.assert_allclose(trained, HAND_WEIGHTS[pooling], rtol=1e-6)
+    np.testing.assert_allclose(served, HAND_WEIGHTS[pooling], rtol=1e-6)
+
+
+def test_recency_ignores_negative_and_unknown_ages_in_serving():
+    weights = ops.history_weights(np.array([2.0, 2.0]), np.array([-5.0, np.nan]), "recency", 10.0)
+    np.testing.assert_allclose(weights, [2.0, 2.0])
+    with pytest.raises(ValueError, match="unknown pooling"):
+        ops.history_weights(np.ones(1), None, "max", 10.0)
+
+
+def test_attention_with_a_zero_query_is_the_weighted_mean():
+    embeddings = tf.constant([[[1.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])
+    weights = tf.constant([[1.0, 3.0, 0.0]])
+    pooling = AttentionPooling(2)
+    np.testing.assert_allclose(pooling(embeddings, weights).numpy(), [[0.25, 1.5]], rtol=1e-6)
+
+
+def test_attention_weights_are_a_softmax_of_query_dot_embedding_plus_log_weight():
+    embeddings = tf.constant([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    weights = tf.constant([[1.0, 1.0, 0.0]])  # the third slot is padding
+    pooling = AttentionPooling(2)
+    pooling.query.assign([np.log(3.0), 0.0])  # logits: log 3 for the first item, 0 for the second
+    np.testing.assert_allclose(pooling(embeddings, weights).numpy(), [[0.75, 0.25]], rtol=1e-6)  # 3:1
+
+
+def test_an_empty_history_pools_to_the_zero_vector_with_attention():
+    pooling = AttentionPooling(3)
+    np.testing.assert_array_equal(pooling(tf.ones([1, 2, 3]), tf.zeros([1, 2])).numpy(), np.zeros([1, 3]))
+
+
+# The loss on a 3x3 batch, by hand: logits U C^T - log q, softmax cross-entropy on the diagonal, summed.
+CUSTOMERS = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+CANDIDATES = tf.constant([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # U C^T = [[1,0,0],[0,1,0],[1,1,0]]
+
+
+def test_in_batch_softmax_loss_with_logq_on_a_3x3_batch():
+    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2), np.full(5, 0.2))
+    q = tf.constant([0.5, 0.25, 0.25])  # - log q adds ln2, 2 ln2, 2 ln2 to the three columns
+    e = np.e
+    # row 0: exp -> [2e, 4, 4]; row 1: [2, 4e, 4]; row 2: [2e, 4e, 4], target in column 2
+    expected = np.log(1 + 4 / e) + np.log(1 + 1.5 / e) + np.log(1 + 1.5 * e)
+    loss = model.task(CUSTOMERS, CANDIDATES, candidate_sampling_probability=q,
+                      candidate_ids=tf.constant([0, 1, 2], tf.int64))
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+
+
+def test_in_batch_softmax_loss_without_logq_and_with_an_accidental_hit():
+    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2), np.full(5, 0.2))
+    e = np.e
+    plain = np.log(1 + 2 / e) + np.log(1 + 2 / e) + np.log(1 + 2 * e)  # rows [e,1,1], [1,e,1], [e,e,1]
+    loss = model.task(CUSTOMERS, CANDIDATES, candidate_ids=tf.constant([0, 1, 2], tf.int64))
+    np.testing.assert_allclose(loss.numpy(), plain, rtol=1e-5)
+    # candidates 0 and 2 are the same product: it is not a negative for rows 0 and 2
+    hits = np.log(1 + 1 / e) + np.log(1 + 2 / e) + np.log(1 + e)
+    loss = model.task(CUSTOMERS, CANDIDATES, candidate_ids=tf.constant([7, 1, 7], tf.int64))
+    np.testing.assert_allclose(loss.numpy(), hits, rtol=1e-5)
+
+
+def test_extra_uniform_negatives_add_to_every_candidates_sampling_probability():
+    popularity = np.array([0.5, 0.25, 0.125, 0.125, 0.0])
+    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2, extra_negatives=2), popularity)
+    probability = model._sampling_probability(tf.constant([0, 1, 3], tf.int64), tf.constant(3)).numpy()
+    np.testing.assert_allclose(probability, np.array([0.5, 0.25, 0.125]) + 2 / (3 * 4), rtol=1e-6)
+    no_logq = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2, logq_correction=False), popularity)
+    assert no_logq._sampling_probability(tf.constant([0], tf.int64), tf.constant(1)) is None
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted", "recency", "attention"])
+def test_every_pooling_trains_with_extra_negatives(pooling):
+    import tf_keras
+
+    catalogue = _catalogue()
+    config = TrainConfig(embedding_dim=8, learning_rate=0.05, id_dropout=0.0, pooling=pooling, extra_negatives=3)
+    model = TwoTowerModel(catalogue, config, np.full(catalogue.num_rows, 0.2))
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    features = {
+        "history_idx": tf.constant([[0, PAD], [2, PAD]], tf.int64),
+        "history_weight": tf.constant([[1.0, 0.0], [1.0, 0.0]]),
+        "history_age_days": tf.constant([[3.0, 0.0], [40.0, 0.0]]),
+        "target_idx": tf.constant([1, 3], tf.int64),
+    }
+    tf.keras.utils.set_random_seed(0)
+    model.fit(tf.data.Dataset.from_tensors(features).repeat(60), epochs=1, verbose=0)
+    scores = model.embed_history(features).numpy() @ model.item_tower(tf.constant([1, 3], tf.int64)).numpy().T
+    assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0]  # 0 -> 1 and 2 -> 3 were learned
+
+
+def test_unknown_pooling_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        TwoTowerModel(_catalogue(), TrainConfig(pooling="max"), np.full(5, 0.2))

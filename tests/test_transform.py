@@ -8,7 +8,7 @@ TRAIN = pd.DataFrame(
         "customer_id": ["A", "A", "A", "A", "B", "C", "C"],
         "product_idx": [10, 11, 12, 13, 20, 30, 31],
         "weight": np.array([1, 2, 3, 4, 5, 6, 7], np.float32),
-        "seconds": [1, 2, 3, 4, 1, 1, 2],
+        "seconds": [86_400 * d for d in (1, 2, 3, 5, 1, 1, 2)],
     }
 )
 
@@ -19,17 +19,19 @@ def test_next_item_examples_use_the_previous_events_up_to_the_history_length():
     assert batch["history_idx"] == [[10], [10, 11], [11, 12], [30]]
     assert batch["history_weight"] == [[1.0], [1.0, 2.0], [2.0, 3.0], [6.0]]
     assert batch["target_idx"] == [[11], [12], [13], [31]]
+    assert batch["history_age_days"] == [[1.0], [2.0, 1.0], [3.0, 2.0], [1.0]]  # days before the target
 
 
 def test_holdout_examples_pair_recent_train_history_with_distinct_later_products():
     holdout = pd.DataFrame(
         {"customer_id": ["A", "A", "A", "D"], "product_idx": [14, 10, 14, 40],
-         "weight": np.ones(4, np.float32), "seconds": [5, 6, 7, 5]}
+         "weight": np.ones(4, np.float32), "seconds": [86_400 * d for d in (6, 7, 8, 6)]}
     )
-    batch = holdout_examples(TRAIN, holdout, history_length=3).to_pydict()
+    batch = holdout_examples(TRAIN, holdout, history_length=3, split_seconds=86_400 * 6).to_pydict()
     assert batch["customer_id"] == [[b"A"], [b"D"]]
     assert batch["history_idx"] == [[11, 12, 13], []]  # D is a new customer: no history
     assert batch["history_weight"] == [[2.0, 3.0, 4.0], []]
+    assert batch["history_age_days"] == [[4.0, 3.0, 1.0], []]  # aged at the split time
     assert batch["target_idxs"] == [[14, 10], [40]]
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 from fashionrec import ingest as ingest_files
 from fashionrec import progress
 from fashionrec import storage
+from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EvaluateConfig, ServingConfig
 from fashionrec.evaluation import gate, metrics
 from fashionrec.evaluation.bootstrap import paired_difference
@@ -54,10 +55,15 @@ def evaluate(
     model_repository: str | None = None,
     serving: ServingConfig = ServingConfig(),
 ) -> Evaluation:
-    """Score the candidate, the baselines and the published model on the same customers; gate; report."""
+    """Score the candidate, the baselines and the published model on the same customers; gate; report.
+
+    The embedding systems pool each history as the candidate will be served (its ``aggregation.json``);
+    popularity and iALS see the raw event weights.
+    """
     product_ids, table, is_new = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
+    aggregation = Aggregation.read(storage.join(embeddings_dir, AGGREGATION_FILE))
     with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
-        examples = _sample(load_eval_examples(os.path.dirname(eval_examples)), config)  # only that folder is copied
+        examples = sample_customers(load_eval_examples(os.path.dirname(eval_examples)), config)  # only that folder is copied
     train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
     popularity = popularity_scores(train_events, product_ids)
     systems = {"model": embedding_system(table), "popularity": popularity_system(popularity),
@@ -65,11 +71,14 @@ def evaluate(
     published = currently_published(model_repository, serving) if model_repository else None
     if published is not None:
         systems["published"] = published_system(published, product_ids)
+    pooled = [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days,
+                                                        strict=True)]
+    weights = {name: pooled if name in ("model", "published") else examples.history_weight for name in systems}
     depth = max(config.top_k + config.report_k)
     with progress.step(f"ranking the full catalogue for {len(examples.customer_ids)} holdout customers"):
-        ranked = {name: system.rank(examples.history_idx, examples.history_weight, depth)
-                  for name, system in systems.items()}
-        auc = {name: _sampled_auc(system, examples, len(product_ids), config) for name, system in systems.items()}
+        ranked = {name: system.rank(examples.history_idx, weights[name], depth) for name, system in systems.items()}
+        auc = {name: _sampled_auc(system, examples, weights[name], len(product_ids), config)
+               for name, system in systems.items()}
     top = {name: rows[:, : max(config.top_k)] for name, rows in ranked.items()}  # MRR is MRR@max(top_k)
     per_customer = {name: {**metrics.per_customer(r, examples.target_idxs, config.top_k), "auc": auc[name]}
                     for name, r in top.items()}
@@ -137,15 +146,16 @@ def _curves(ranked: dict[str, np.ndarray], examples: EvalExamples, config: Evalu
     return curves
 
 
-def _sampled_auc(system: System, examples: EvalExamples, num_products: int, config: EvaluateConfig) -> np.ndarray:
+def _sampled_auc(system: System, examples: EvalExamples, weights: list[np.ndarray], num_products: int,
+                 config: EvaluateConfig) -> np.ndarray:
     """AUC of targets against ``auc_negatives`` sampled products the customer never touched."""
     rng = np.random.default_rng(config.seed)
     negatives = []
     for history, targets in zip(examples.history_idx, examples.target_idxs, strict=True):
         allowed = np.setdiff1d(np.arange(num_products), np.concatenate([history, targets]), assume_unique=False)
         negatives.append(rng.choice(allowed, size=min(config.auc_negatives, len(allowed)), replace=False))
-    positive = system.score(examples.history_idx, examples.history_weight, examples.target_idxs)
-    negative = system.score(examples.history_idx, examples.history_weight, negatives)
+    positive = system.score(examples.history_idx, weights, examples.target_idxs)
+    negative = system.score(examples.history_idx, weights, negatives)
     return metrics.sampled_auc(positive, negative)
 
 
@@ -169,7 +179,7 @@ def popularity_scores(train_events: pd.DataFrame, product_ids: np.ndarray) -> np
     return train_events["product_id"].value_counts().reindex(product_ids, fill_value=0).to_numpy(np.float64)
 
 
-def _sample(examples: EvalExamples, config: EvaluateConfig) -> EvalExamples:
+def sample_customers(examples: EvalExamples, config: EvaluateConfig) -> EvalExamples:
     """Customers with at least one target not already in their history, capped by a seeded sample."""
     targets = [np.setdiff1d(t, h) for t, h in zip(examples.target_idxs, examples.history_idx, strict=True)]
     keep = np.flatnonzero([len(t) > 0 for t in targets])
@@ -179,6 +189,7 @@ def _sample(examples: EvalExamples, config: EvaluateConfig) -> EvalExamples:
         customer_ids=examples.customer_ids[keep],
         history_idx=[examples.history_idx[i] for i in keep],
         history_weight=[examples.history_weight[i] for i in keep],
+        history_age_days=[examples.history_age_days[i] for i in keep],
         target_idxs=[targets[i] for i in keep],
     )
 

@@ -8,6 +8,7 @@ EXAMPLES = EvalExamples(
     customer_ids=np.array(["a", "b", "c"]),
     history_idx=[np.array([0, 1, 2, 3]), np.array([4]), np.array([0, 5, 6, 7])],
     history_weight=[np.ones(4), np.ones(1), np.ones(4)],
+    history_age_days=[np.zeros(4), np.zeros(1), np.zeros(4)],
     target_idxs=[np.array([8, 1]), np.array([9]), np.array([2])],
 )
 IS_NEW = np.zeros(10, bool)

@@ -1,0 +1,46 @@
+"""How a customer's history is pooled into a customer vector: the contract between training and serving.
+
+The export stage writes it as ``aggregation.json`` beside the embeddings; evaluation reads it to score
+the candidate exactly as it will be served, and publishing copies it next to the serving models, whose
+maths (``fashionrec.serving.ops.history_weights``) it parameterises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fashionrec import storage
+from fashionrec.config import EventWeights, TrainConfig
+from fashionrec.serving import ops
+
+AGGREGATION_FILE = ops.AGGREGATION_FILE
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """Pooling kind, recency half-life and the weight of each event type."""
+
+    pooling: str = "weighted"
+    half_life_days: float = 30.0
+    event_weights: dict[str, float] = field(default_factory=EventWeights().as_dict)
+
+    @classmethod
+    def from_training(cls, train: TrainConfig, event_weights: EventWeights) -> Aggregation:
+        """The aggregation a model was trained with (attention is served as its recency prior)."""
+        pooling = "recency" if train.pooling == "attention" else train.pooling
+        return cls(pooling, train.recency_half_life_days, event_weights.as_dict())
+
+    def weights(self, event_weights: np.ndarray, ages_days: np.ndarray | None) -> np.ndarray:
+        """Pooling weight of each history event, given its event weight and age in days."""
+        return ops.history_weights(event_weights, ages_days, self.pooling, self.half_life_days)
+
+    def write(self, uri: str) -> None:
+        storage.write_json(uri, dataclasses.asdict(self))
+
+    @classmethod
+    def read(cls, uri: str) -> Aggregation:
+        """The aggregation stored at ``uri``; the default (event-type weighted mean) when there is none."""
+        return cls(**storage.read_json(uri)) if storage.exists(uri) else cls()

@@ -1,0 +1,117 @@
+"""Evaluation protocols beside the pipeline's global time split, for comparing with published numbers.
+
+* **Leave-last-one-out with sampled negatives** (the NCF paper's protocol, He et al. 2017): each
+  customer's last event is held out and ranked against ``m`` products they never interacted with;
+  HR@k and NDCG@k. Sampled metrics flatter every model (Krichene & Rendle 2020), so they only serve
+  to set this model beside the published table; full-catalogue metrics stay the headline.
+* **Cold products**: a fraction of products loses every training event, so the model knows them only
+  by content; their holdout interactions are ranked among the cold products (a "new in" carousel),
+  warm interactions among the warm products, and the two recalls are compared.
+
+Each re-split is written in the ingest stage's layout (:func:`resplit`), so the transform and training
+stages run on it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from fashionrec import ingest as ingest_files
+from fashionrec import storage
+from fashionrec.serving import ops
+
+
+def all_events(ingested_dir: str) -> pd.DataFrame:
+    """Train and holdout events of an ingested dataset, together, in time order."""
+    parts = [storage.read_table(storage.join(ingested_dir, name))
+             for name in (ingest_files.TRAIN_EVENTS_FILE, ingest_files.HOLDOUT_EVENTS_FILE)]
+    return pd.concat(parts, ignore_index=True).sort_values("timestamp", kind="stable", ignore_index=True)
+
+
+def leave_last_out(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, holdout): each customer's latest event is held out; one-event customers stay in train.
+
+    Ties in time keep the file order (the later row is the held-out one), so the split is deterministic.
+    """
+    ordered = events.sort_values(["customer_id", "timestamp"], kind="stable")
+    last = ~ordered["customer_id"].duplicated(keep="last")
+    single = ordered["customer_id"].map(ordered["customer_id"].value_counts()) == 1
+    held_out = last & ~single
+    return ordered[~held_out].reset_index(drop=True), ordered[held_out].reset_index(drop=True)
+
+
+def choose_cold_products(events: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """A seeded ``fraction`` of the products that have events, sorted."""
+    products = np.sort(events["product_id"].unique())
+    count = max(1, round(fraction * len(products)))
+    return np.sort(np.random.default_rng(seed).choice(products, count, replace=False))
+
+
+def resplit(ingested_dir: str, output_dir: str, train: pd.DataFrame, holdout: pd.DataFrame) -> None:
+    """Write ``train``/``holdout`` with the ingested catalogue in the ingest stage's layout.
+
+    ``is_new`` marks products without training events; the recorded split time is just after the last
+    training event (histories are aged from there; recency pooling is invariant to that origin).
+    """
+    catalogue = storage.read_table(storage.join(ingested_dir, ingest_files.CATALOGUE_FILE))
+    catalogue["is_new"] = ~catalogue["product_id"].isin(set(train["product_id"]))
+    split_time = pd.Timestamp(train["timestamp"].max()) + pd.Timedelta(seconds=1)
+    summary = ingest_files.IngestSummary(
+        split_time=split_time, catalogue_rows=len(catalogue), event_rows=len(train) + len(holdout),
+        accepted_products=len(catalogue), train_events=len(train), holdout_events=len(holdout),
+        new_products=int(catalogue["is_new"].sum()), quarantined={},
+    )
+    quarantine = storage.read_table(storage.join(ingested_dir, ingest_files.QUARANTINE_FILE))
+    ingest_files.write_ingested(output_dir, catalogue, train, holdout, quarantine, summary)
+
+
+def sample_negatives(seen: Sequence[np.ndarray], num_products: int, count: int, seed: int) -> np.ndarray:
+    """[customers, count] product rows each customer never interacted with, without repeats per row."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for products in seen:
+        allowed = np.setdiff1d(np.arange(num_products), products)
+        rows.append(rng.choice(allowed, size=count, replace=False))
+    return np.stack(rows)
+
+
+def sampled_hit_metrics(target_scores: np.ndarray, negative_scores: np.ndarray, k: int) -> dict[str, float]:
+    """HR@k and NDCG@k of one target per customer ranked among its sampled negatives.
+
+    The target's rank is the number of negatives scoring at least as high (ties count against it), so
+    a constant scorer gets no credit.
+    """
+    rank = (negative_scores >= np.asarray(target_scores)[:, None]).sum(axis=1)
+    hit = rank < k
+    return {f"hr@{k}": float(hit.mean()),
+            f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean())}
+
+
+def restricted_recall(customer_vectors: np.ndarray, table: np.ndarray, candidate_rows: np.ndarray,
+                      history: Sequence[np.ndarray], targets: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Recall@k (hits / targets among the candidates) per customer when only ``candidate_rows`` may be
+    recommended, history excluded.
+
+    Customers whose targets include no candidate get NaN (skip them with ``np.nanmean``).
+    """
+    position = np.full(len(table), -1, np.int64)
+    position[candidate_rows] = np.arange(len(candidate_rows))
+    excluded = [_positions(position, h) for h in history]
+    wanted = [_positions(position, t) for t in targets]
+    width = max((len(e) for e in excluded), default=0)
+    exclusion = np.full((len(excluded), max(width, 1)), -1, np.int64)
+    for i, rows in enumerate(excluded):
+        exclusion[i, : len(rows)] = rows
+    ranked, _ = ops.rank_candidates(customer_vectors, table[candidate_rows], k, exclusion)
+    recall = [np.isin(w, r).sum() / len(w) if len(w) else np.nan
+              for r, w in zip(ranked, wanted, strict=True)]
+    return np.asarray(recall, dtype=np.float64)
+
+
+def _positions(position: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions among the candidates of those ``rows`` that are candidates."""
+    found = position[np.asarray(rows, dtype=np.int64)]
+    return found[found >= 0]

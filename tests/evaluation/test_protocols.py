@@ -1,0 +1,65 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fashionrec import ingest
+from fashionrec.evaluation import protocols
+
+EVENTS = pd.DataFrame({
+    "customer_id": ["a", "a", "b", "a", "c", "b"],
+    "product_id": ["p1", "p2", "p1", "p3", "p2", "p4"],
+    "event_type": ["click"] * 6,
+    "weight": np.ones(6, np.float32),
+    "timestamp": pd.to_datetime([1, 2, 3, 4, 5, 5], unit="D", utc=True),
+})
+
+
+def test_leave_last_out_holds_out_each_customers_latest_event():
+    train, holdout = protocols.leave_last_out(EVENTS)
+    assert sorted(zip(holdout["customer_id"], holdout["product_id"])) == [("a", "p3"), ("b", "p4")]
+    assert sorted(zip(train["customer_id"], train["product_id"])) == [("a", "p1"), ("a", "p2"), ("b", "p1"),
+                                                                      ("c", "p2")]  # c has one event: kept
+
+
+def test_cold_products_are_a_seeded_fraction_of_the_products_with_events():
+    first = protocols.choose_cold_products(EVENTS, 0.5, seed=1)
+    assert len(first) == 2 and set(first) <= {"p1", "p2", "p3", "p4"}
+    np.testing.assert_array_equal(first, protocols.choose_cold_products(EVENTS, 0.5, seed=1))
+
+
+def test_resplit_writes_the_ingest_layout_and_marks_untrained_products_new(tmp_path):
+    source = tmp_path / "source"
+    catalogue = pd.DataFrame({"product_id": ["p1", "p2", "p3", "p4"], "is_new": False})
+    quarantine = pd.DataFrame({"reason": pd.Series([], dtype=str)})
+    summary = ingest.IngestSummary(pd.Timestamp("1970-01-03", tz="UTC"), 4, 6, 4, 3, 3, 0, {})
+    ingest.write_ingested(str(source), catalogue, EVENTS[:3], EVENTS[3:], quarantine, summary)
+    train, holdout = protocols.leave_last_out(protocols.all_events(str(source)))
+    protocols.resplit(str(source), str(tmp_path / "out"), train, holdout)
+    written = pd.read_parquet(tmp_path / "out" / ingest.CATALOGUE_FILE).set_index("product_id")["is_new"]
+    assert written.to_dict() == {"p1": False, "p2": False, "p3": True, "p4": True}
+    assert len(pd.read_parquet(tmp_path / "out" / ingest.HOLDOUT_EVENTS_FILE)) == 2
+
+
+def test_sampled_negatives_avoid_what_the_customer_saw():
+    negatives = protocols.sample_negatives([np.array([0, 1]), np.array([2])], num_products=5, count=3, seed=0)
+    assert negatives.shape == (2, 3)
+    assert set(negatives[0]) == {2, 3, 4}
+    assert 2 not in negatives[1] and len(set(negatives[1])) == 3
+
+
+def test_sampled_hit_metrics_by_hand():
+    target = np.array([0.9, 0.5, 0.1])
+    negatives = np.array([[0.1, 0.2, 0.3], [0.6, 0.4, 0.5], [0.2, 0.3, 0.4]])  # ranks 0, 2 (tie loses), 3
+    result = protocols.sampled_hit_metrics(target, negatives, k=3)
+    assert result["hr@3"] == pytest.approx(2 / 3)
+    assert result["ndcg@3"] == pytest.approx((1.0 + 1.0 / np.log2(4)) / 3)
+
+
+def test_restricted_recall_ranks_only_the_candidates_and_skips_the_history():
+    table = np.eye(4, dtype=np.float32)
+    customers = np.array([[0.0, 3.0, 2.0, 1.0], [1.0, 0.0, 0.0, 0.0]], np.float32)
+    # candidates are rows 1..3; customer 0 already saw row 1, so its top-1 is row 2
+    recall = protocols.restricted_recall(customers, table, np.array([1, 2, 3]), [np.array([1]), np.array([])],
+                                         [np.array([2, 3, 0]), np.array([0])], k=1)
+    assert recall[0] == pytest.approx(0.5)  # targets among candidates: 2 and 3; found 2
+    assert np.isnan(recall[1])  # its only target is not a candidate

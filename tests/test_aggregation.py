@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from fashionrec.aggregation import Aggregation
+from fashionrec.config import EventWeights, TrainConfig
+
+
+def test_the_aggregation_follows_the_training_config_and_event_weights():
+    aggregation = Aggregation.from_training(TrainConfig(pooling="recency", recency_half_life_days=3.0),
+                                            EventWeights(purchase=9.0))
+    assert aggregation.pooling == "recency" and aggregation.half_life_days == 3.0
+    assert aggregation.event_weights["purchase"] == 9.0
+    # attention is served as the recency weights it starts from
+    assert Aggregation.from_training(TrainConfig(pooling="attention"), EventWeights()).pooling == "recency"
+
+
+def test_weights_decay_with_age_by_the_half_life():
+    aggregation = Aggregation(pooling="recency", half_life_days=2.0)
+    np.testing.assert_allclose(aggregation.weights(np.array([4.0, 4.0, 4.0]), np.array([0.0, 2.0, 4.0])),
+                               [4.0, 2.0, 1.0])
+
+
+def test_round_trip_and_the_default_when_no_file_exists(tmp_path):
+    uri = str(tmp_path / "aggregation.json")
+    assert Aggregation.read(uri) == Aggregation()  # older exports: the event-type weighted mean
+    Aggregation(pooling="mean", half_life_days=1.5).write(uri)
+    assert Aggregation.read(uri) == Aggregation(pooling="mean", half_life_days=1.5)
+
+
+def test_an_unknown_pooling_in_a_file_is_refused_when_used(tmp_path):
+    with pytest.raises(ValueError, match="unknown pooling"):
+        Aggregation(pooling="sum").weights(np.ones(2), None)
