@@ -12,7 +12,7 @@ from fashionrec import storage
 from fashionrec.config import PipelineConfig, ServingConfig
 from fashionrec.customers import load_events, recent_history, sample_customers
 from fashionrec.runner import LocalRun, latest_local_run, run_local
-from fashionrec.serving.client import Protocol, RecommendClient, RecommendError
+from fashionrec.client import History, Protocol, RecommendClient, RecommendError
 from fashionrec.serving.server import TritonServer
 
 SHOWN_HISTORY = 3  # most recent history items printed above each customer's recommendations
@@ -76,6 +76,25 @@ def _show(run: LocalRun, customer_ids: list[str], k: int | None, url: str, proto
             click.echo("  recommended:")
             for rank, item in enumerate(recommendations, start=1):
                 click.echo(f"  {rank:>3}. {item.score:.3f}  {_describe(catalogue, item.product_id)}")
+
+
+def customer_history(workspace: str, customer_id: str, serving: ServingConfig) -> History:
+    """A customer's recent events in the last local run, as a storefront would send them: ids, event
+    types, weights and timestamps, aged from the log's last event (the logs are historical)."""
+    events = load_events(_ingested(latest_local_run(workspace)))
+    mine = events[events["customer_id"] == customer_id].tail(serving.max_history_length)
+    if mine.empty:
+        raise click.ClickException(f"customer {customer_id!r} has no events in {workspace}")
+    seconds = _epoch_seconds(mine["timestamp"])
+    return History(mine["product_id"].tolist(), mine["event_type"].astype(str).tolist(), seconds.tolist(),
+                   mine["weight"].astype(float).tolist(), int(_epoch_seconds(events["timestamp"]).max()))
+
+
+def _epoch_seconds(timestamps: pd.Series) -> pd.Series:
+    """Whole seconds since 1970 (UTC) of a datetime column, naive (taken as UTC) or zoned."""
+    times = pd.to_datetime(timestamps)
+    times = times.dt.tz_localize("UTC") if times.dt.tz is None else times.dt.tz_convert("UTC")
+    return (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
 
 
 def _describe(catalogue: pd.DataFrame, product_id: str) -> str:

@@ -2,17 +2,20 @@
 
 Layout written (names from ServingConfig; every model gets the same version number ``v``)::
 
-    <repo>/fashionrec_manifest.json              versions, latest, metadata (Triton ignores plain files)
-    <repo>/customer_vector/config.pbtxt          rendered from triton_models/customer_vector
-    <repo>/customer_vector/<v>/model.py          + product_embeddings.npy, product_ids.txt, fashionrec_ops.py
-    <repo>/rank_products/config.pbtxt            rendered from triton_models/rank_products
-    <repo>/rank_products/<v>/model.py            + the same catalogue files and fashionrec_ops.py
-    <repo>/recommend/config.pbtxt                the ensemble chaining the two
-    <repo>/recommend/<v>/                        (empty: Triton needs a version folder for ensembles)
+    <repo>/fashionrec_manifest.json              versions (with their configs), latest, served, metadata
+    <repo>/customer_vector/config.pbtxt          rendered from triton_models/customer_vector, versions pinned
+    <repo>/customer_vector/<v>/model.py          + product_embeddings.npy, product_ids.txt, fashionrec_ops.py,
+                                                   fashionrec_scoring.py, aggregation.json (history pooling)
+    <repo>/rank_products/<v>/model.py            + the same catalogue files, candidate_sets.json
+    <repo>/blend_hero/<v>/model.py               + the same catalogue files (`similar`'s hero blend)
+    <repo>/recommend|rerank|similar/config.pbtxt the ensembles, every step pinned to the served version
+    <repo>/recommend|rerank|similar/<v>/         (empty: Triton needs a version folder for ensembles)
 
 Why each version folder holds everything: Triton's python stub only puts the model folder and the
 version folder on ``sys.path``, so a version that carries its own code and data keeps working when a
-later version changes them (safe rollbacks). Versions are staged under a non-numeric name (which Triton
+later version changes them (safe rollbacks). Which version is served is decided by the pinned configs
+(:mod:`fashionrec.serving.versions`); given a running server's URL, publish also loads the new version
+into it (explicit model control) without dropping requests. Versions are staged under a non-numeric name (which Triton
 ignores) and renamed into place, so a polling server never sees half a version. The gate is enforced
 here: a model whose blessing says not blessed is never published. Local paths only for now; all file
 access goes through :func:`_local_path` so gs:// can be added in one place.
@@ -20,6 +23,7 @@ access goes through :func:`_local_path` so gs:// can be added in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -27,7 +31,7 @@ import shutil
 import string
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,16 +46,19 @@ import pyarrow.parquet as pq
 import fashionrec
 from fashionrec import storage
 from fashionrec.config import ServingConfig
-from fashionrec.serving import ops
+from fashionrec.aggregation import Aggregation
+from fashionrec.serving import ops, scoring, versions
+from fashionrec.serving.versions import CONFIG_FILE, MANIFEST_FILE
 
-MANIFEST_FILE = "fashionrec_manifest.json"
-CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.py"
 STAGING_PREFIX = ".staging-"  # not a number, so Triton skips it as a version folder
 LOCK_FILE = ".fashionrec-publish.lock"  # a plain file: Triton ignores files at the repository root
 # Template folder under triton_models/ -> the ServingConfig field naming the published model.
-PYTHON_MODELS = {"customer_vector": "customer_model_name", "rank_products": "ranking_model_name"}
-ENSEMBLE = ("recommend", "model_name")
+PYTHON_MODELS = {"customer_vector": "customer_model_name", "rank_products": "ranking_model_name",
+                 "blend_hero": "blend_model_name"}
+ENSEMBLES = {"recommend": "model_name", "rerank": "rerank_model_name", "similar": "similar_model_name"}
+POOLINGS = ("mean", "weighted", "recency")
+NEW_IN_SET = "new_in"  # candidate set published automatically: the products flagged is_new
 
 
 class NotBlessedError(RuntimeError):
@@ -148,20 +155,28 @@ def _embedding_matrix(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def render_configs(serving: ServingConfig, embedding_dim: int, templates: Path) -> dict[str, str]:
-    """config.pbtxt text per published model name, from the templates, checked by Triton's schema."""
+    """config.pbtxt text per published model name, from the templates, checked by Triton's schema.
+
+    Versions are not pinned yet (:func:`fashionrec.serving.versions.pin` does that when serving)."""
+    if serving.table_dtype not in scoring.TABLE_DTYPES:
+        raise ValueError(f"ServingConfig.table_dtype must be one of {scoring.TABLE_DTYPES}, got {serving.table_dtype}")
     values = {
-        "model_name": serving.model_name,
-        "customer_model_name": serving.customer_model_name,
-        "ranking_model_name": serving.ranking_model_name,
+        **{field_name: getattr(serving, field_name) for field_name in (*PYTHON_MODELS.values(), *ENSEMBLES.values())},
         "max_batch_size": serving.max_batch_size,
         "max_queue_delay_us": serving.max_queue_delay_us,
-        "instance_count": serving.instance_count,
+        "customer_instance_count": serving.instance_count,
+        "ranking_instance_count": serving.ranking_instance_count,
+        "instance_kind": serving.instance_kind,
         "max_top_k": serving.max_top_k,
         "max_history_length": serving.max_history_length,
+        "max_candidates": serving.max_candidates,
+        "similar_alpha": serving.similar_alpha,
+        "purchase_event_type": serving.purchase_event_type,
+        "table_dtype": serving.table_dtype,
         "embedding_dim": embedding_dim,
     }
     configs = {}
-    for template, field_name in (*PYTHON_MODELS.items(), ENSEMBLE):
+    for template, field_name in (*PYTHON_MODELS.items(), *ENSEMBLES.items()):
         name = getattr(serving, field_name)
         text = string.Template((templates / template / CONFIG_FILE).read_text(encoding="utf-8")).substitute(values)
         check_model_config(text, name)
@@ -218,9 +233,9 @@ class ServedCatalogue:
 
 
 def currently_published(model_repository: str, serving: ServingConfig) -> ServedCatalogue | None:
-    """The latest published version's catalogue, as the ranking model loads it; None before the first publish."""
-    manifest_uri = storage.join(str(model_repository), MANIFEST_FILE)
-    version = storage.read_json(manifest_uri).get("latest_version") if storage.exists(manifest_uri) else None
+    """The served version's catalogue (after a rollback: the version rolled back to), as the ranking
+    model loads it; None before the first publish."""
+    version = versions.serving_version(versions.read_manifest(str(model_repository)))
     if version is None:
         return None
     with storage.local_copy(storage.join(str(model_repository), serving.ranking_model_name, str(version))) as folder:
@@ -240,17 +255,21 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _stage_python_model(folder: Path, template: Path, catalogue: Catalogue) -> None:
-    """Fill one version folder: model code, the shared ops module and the catalogue files."""
+def _stage_python_model(folder: Path, template: Path, catalogue: Catalogue, extras: dict[str, str]) -> None:
+    """Fill one version folder: model code, the shared numpy modules, the catalogue and ``extras``
+    (file name -> text: the pooling settings, the candidate sets)."""
     folder.mkdir(parents=True)
     shutil.copy2(template / MODEL_FILE, folder / MODEL_FILE)
     shutil.copy2(ops.__file__, folder / ops.MODULE_FILE)
+    shutil.copy2(scoring.__file__, folder / ops.SCORING_FILE)
     np.save(folder / ops.EMBEDDINGS_FILE, catalogue.embeddings)
     (folder / ops.PRODUCT_IDS_FILE).write_text("\n".join(catalogue.product_ids) + "\n", encoding="utf-8")
+    for name, text in extras.items():
+        (folder / name).write_text(text, encoding="utf-8")
 
 
-def _stage_versions(repository: Path, serving: ServingConfig, catalogue: Catalogue,
-                    templates: Path) -> dict[Path, Path]:
+def _stage_versions(repository: Path, serving: ServingConfig, catalogue: Catalogue, templates: Path,
+                    extras: dict[str, dict[str, str]]) -> dict[Path, Path]:
     """Write every model's new version under a staging name; return staging -> final folder names."""
     staged: dict[Path, Path] = {}
     tag = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
@@ -258,10 +277,11 @@ def _stage_versions(repository: Path, serving: ServingConfig, catalogue: Catalog
         for template, field_name in PYTHON_MODELS.items():
             model_dir = repository / getattr(serving, field_name)
             staged[model_dir / tag] = model_dir
-            _stage_python_model(model_dir / tag, templates / template, catalogue)
-        ensemble_dir = repository / getattr(serving, ENSEMBLE[1])
-        staged[ensemble_dir / tag] = ensemble_dir
-        (ensemble_dir / tag).mkdir(parents=True)
+            _stage_python_model(model_dir / tag, templates / template, catalogue, extras.get(template, {}))
+        for field_name in ENSEMBLES.values():
+            ensemble_dir = repository / getattr(serving, field_name)
+            staged[ensemble_dir / tag] = ensemble_dir
+            (ensemble_dir / tag).mkdir(parents=True)
     except BaseException:
         for folder in staged:
             shutil.rmtree(folder, ignore_errors=True)
@@ -277,17 +297,30 @@ def publish_model_repository(
     version: int | None = None,
     metadata: dict | None = None,
     templates_dir: str | None = None,
+    candidate_sets: Mapping[str, Sequence[str]] | None = None,
+    server_url: str | None = None,
+    protocol: str = "grpc",
 ) -> PublishedModel:
-    """Publish a blessed catalogue as version ``version`` (default: max existing + 1) of every model.
+    """Publish a blessed catalogue as version ``version`` (default: max existing + 1) of every model,
+    and make it the served version.
 
-    Raises NotBlessedError (repository untouched) when the gate failed, ValueError on a bad catalogue or
-    a version already used. ``metadata`` (JSON-serialisable, e.g. metrics) is kept in the manifest.
+    The pooling settings come from ``aggregation.json`` beside ``embeddings_path`` (the export stage
+    writes it; default: event-type weighted mean). ``candidate_sets`` (name -> product ids; default:
+    ``candidate_sets.json`` beside the embeddings, if any) become the named candidate restrictions,
+    plus ``new_in`` (the products flagged is_new) unless given. ``server_url``: a running Triton with
+    explicit model control to load the new version into (steps first, then the ensembles).
+    Raises NotBlessedError (repository untouched) when the gate failed, ValueError on a bad catalogue,
+    aggregation or candidate set, or a version already used. ``metadata`` (JSON-serialisable, e.g.
+    metrics) is kept in the manifest.
     """
     if storage.is_gcs(str(model_repository)):
         return _publish_to_gcs(embeddings_path, blessing_path, str(model_repository), serving, version, metadata,
-                               templates_dir)
+                               templates_dir, candidate_sets, server_url, protocol)
     blessing = read_blessing(blessing_path)
     catalogue = read_catalogue(embeddings_path)
+    extras = {"customer_vector": {ops.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2)},
+              "rank_products": {ops.CANDIDATE_SETS_FILE: json.dumps(
+                  resolve_candidate_sets(catalogue, embeddings_path, candidate_sets))}}
     templates = _local_path(templates_dir) if templates_dir else default_templates_dir()
     repository = _local_path(model_repository)
     configs = render_configs(serving, catalogue.embeddings.shape[1], templates)
@@ -295,17 +328,53 @@ def publish_model_repository(
     repository.mkdir(parents=True, exist_ok=True)
     with _publishing_lock(repository):
         chosen = _choose_version(repository, version)
-        for staging, model_dir in _stage_versions(repository, serving, catalogue, templates).items():
+        for staging, model_dir in _stage_versions(repository, serving, catalogue, templates, extras).items():
             staging.rename(model_dir / str(chosen))
-        for name, text in configs.items():
-            _write_atomically(repository / name / CONFIG_FILE, text)
-        _record_version(repository, chosen, catalogue, blessing, embeddings_path, metadata or {})
+        manifest = _record_version(repository, chosen, catalogue, blessing, embeddings_path, metadata or {}, configs)
+        versions.write_serving_configs(str(repository), manifest, chosen, serving)
+    if server_url:
+        versions.load_models(server_url, serving, protocol)
     return PublishedModel(chosen, str(repository), len(catalogue.product_ids), catalogue.embeddings.shape[1])
 
 
+def read_aggregation(embeddings_path: str) -> dict[str, Any]:
+    """The export stage's ``aggregation.json`` beside the embeddings, checked; the default without one."""
+    uri = storage.join(os.path.dirname(str(embeddings_path)), ops.AGGREGATION_FILE)
+    aggregation = dataclasses.asdict(Aggregation.read(uri))
+    if aggregation["pooling"] not in POOLINGS:
+        raise ValueError(f"{uri}: pooling must be one of {POOLINGS}, got {aggregation['pooling']!r}")
+    weights = aggregation["event_weights"]
+    if not weights or not all(isinstance(w, int | float) and w >= 0 for w in weights.values()):
+        raise ValueError(f"{uri}: event_weights must map event types to non-negative numbers")
+    if aggregation["pooling"] == "recency" and not float(aggregation["half_life_days"]) > 0:
+        raise ValueError(f"{uri}: half_life_days must be positive")
+    return aggregation
+
+
+def resolve_candidate_sets(catalogue: Catalogue, embeddings_path: str,
+                           candidate_sets: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """Named candidate sets to publish: the given ones (else ``candidate_sets.json`` beside the
+    embeddings), plus ``new_in``. Every id must be in the catalogue: a typo fails the publish, not
+    every request that names the set."""
+    uri = storage.join(os.path.dirname(str(embeddings_path)), ops.CANDIDATE_SETS_FILE)
+    if candidate_sets is None:
+        candidate_sets = storage.read_json(uri) if storage.exists(uri) else {}
+    sets = {str(name): [str(pid) for pid in members] for name, members in candidate_sets.items()}
+    if NEW_IN_SET not in sets and catalogue.is_new.any():
+        sets[NEW_IN_SET] = [pid for pid, new in zip(catalogue.product_ids, catalogue.is_new, strict=True) if new]
+    known = set(catalogue.product_ids)
+    for name, members in sets.items():
+        unknown = [pid for pid in members if pid not in known]
+        if not name or not members or unknown or len(set(members)) != len(members):
+            raise ValueError(f"candidate set {name!r} must be a non-empty list of distinct catalogue products"
+                             + (f"; unknown: {unknown[:5]}" if unknown else ""))
+    return sets
+
+
 def _record_version(repository: Path, version: int, catalogue: Catalogue, blessing: dict[str, Any],
-                    embeddings_path: str, metadata: dict) -> None:
-    """Append the version to the manifest and point ``latest_version`` at the highest one."""
+                    embeddings_path: str, metadata: dict, configs: dict[str, str]) -> dict[str, Any]:
+    """Append the version (with its unpinned configs, for rollbacks) to the manifest and point
+    ``latest_version`` at the highest one; return the manifest."""
     manifest = _read_manifest(repository)
     entries = [*manifest.get("versions", []), {
         "version": version,
@@ -316,14 +385,18 @@ def _record_version(repository: Path, version: int, catalogue: Catalogue, blessi
         "embeddings_path": str(embeddings_path),
         "blessing": blessing,
         "metadata": metadata,
+        "configs": configs,
     }]
     entries.sort(key=lambda entry: entry["version"])
     manifest.update(versions=entries, latest_version=entries[-1]["version"])
     _write_atomically(repository / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
 
 
 def _publish_to_gcs(embeddings_path: str, blessing_path: str, model_repository: str, serving: ServingConfig,
-                    version: int | None, metadata: dict | None, templates_dir: str | None) -> PublishedModel:
+                    version: int | None, metadata: dict | None, templates_dir: str | None,
+                    candidate_sets: Mapping[str, Sequence[str]] | None, server_url: str | None,
+                    protocol: str) -> PublishedModel:
     """Publish into a local copy of the repository's metadata, then upload in a reader-safe order.
 
     GCS has no rename and no multi-object atomicity: every file of the new version folders is uploaded
@@ -341,13 +414,15 @@ def _publish_to_gcs(embeddings_path: str, blessing_path: str, model_repository: 
         if chosen in remote:
             raise ValueError(f"version {chosen} already exists in {model_repository}")
         published = publish_model_repository(embeddings_path, blessing_path, staging, serving, chosen, metadata,
-                                              templates_dir)
+                                              templates_dir, candidate_sets)
         models = [p.name for p in local.iterdir() if p.is_dir()]
         for model in models:
             storage.copy_tree(str(local / model / str(chosen)), storage.join(model_repository, model, str(chosen)))
         for model in models:
             storage.upload_file(str(local / model / CONFIG_FILE), storage.join(model_repository, model, CONFIG_FILE))
         storage.upload_file(str(local / MANIFEST_FILE), manifest_uri)
+    if server_url:
+        versions.load_models(server_url, serving, protocol)
     return PublishedModel(published.version, model_repository, published.num_products, published.embedding_dim)
 
 

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from fashionrec.config import ServingConfig
+from fashionrec.config import EventWeights, ServingConfig
 from fashionrec.publish import (
     MANIFEST_FILE,
     NotBlessedError,
@@ -21,11 +21,12 @@ from fashionrec.publish import (
     publish_model_repository,
     render_configs,
 )
-from fashionrec.serving import ops
+from fashionrec.serving import ops, scoring, versions
 
 SERVING = ServingConfig()
-PYTHON_MODELS = (SERVING.customer_model_name, SERVING.ranking_model_name)
-ALL_MODELS = (*PYTHON_MODELS, SERVING.model_name)
+PYTHON_MODELS = (SERVING.customer_model_name, SERVING.ranking_model_name, SERVING.blend_model_name)
+ENSEMBLES = (SERVING.model_name, SERVING.rerank_model_name, SERVING.similar_model_name)
+ALL_MODELS = (*PYTHON_MODELS, *ENSEMBLES)
 
 
 def write_embeddings(path: Path, embeddings: np.ndarray, ids: list[str] | None = None,
@@ -71,9 +72,14 @@ def test_layout_of_a_published_version(tmp_path: Path, inputs: tuple[str, str], 
         folder = repo / name / "1"
         assert (folder / "model.py").read_text() == (templates / name / "model.py").read_text()
         assert (folder / ops.MODULE_FILE).read_text() == Path(ops.__file__).read_text()
+        assert (folder / ops.SCORING_FILE).read_text() == Path(scoring.__file__).read_text()
         np.testing.assert_array_equal(np.load(folder / ops.EMBEDDINGS_FILE), embeddings)
         assert (folder / ops.PRODUCT_IDS_FILE).read_text().splitlines() == [f"P{i:06d}" for i in range(7)]
-    assert list((repo / SERVING.model_name / "1").iterdir()) == []
+    assert all(list((repo / name / "1").iterdir()) == [] for name in ENSEMBLES)
+    aggregation = json.loads((repo / SERVING.customer_model_name / "1" / ops.AGGREGATION_FILE).read_text())
+    assert aggregation == {"pooling": "weighted", "half_life_days": 30.0, "event_weights": EventWeights().as_dict()}
+    sets = json.loads((repo / SERVING.ranking_model_name / "1" / ops.CANDIDATE_SETS_FILE).read_text())
+    assert sets == {"new_in": ["P000000", "P000003", "P000006"]}
     assert not [p for p in repo.rglob("*") if p.name.startswith(".staging-")]
 
 
@@ -81,26 +87,64 @@ def test_rendered_configs_parse_as_triton_model_configs(tmp_path: Path, inputs: 
     repo = tmp_path / "repo"
     publish_model_repository(*inputs, str(repo), SERVING)
     configs = {name: parse(repo / name / "config.pbtxt") for name in ALL_MODELS}
-    customer, ranking, ensemble = (configs[name] for name in ALL_MODELS)
+    customer, ranking, blend, recommend, rerank, similar = (configs[name] for name in ALL_MODELS)
     assert [c.name for c in configs.values()] == list(ALL_MODELS)
-    assert customer.backend == ranking.backend == "python"
+    assert customer.backend == ranking.backend == blend.backend == "python"
     assert list(customer.output[0].dims) == [4] and list(ranking.input[0].dims) == [4]
-    assert all(i.allow_ragged_batch for i in customer.input)
-    assert customer.max_batch_size == ranking.max_batch_size == ensemble.max_batch_size == SERVING.max_batch_size
+    assert all(i.allow_ragged_batch for i in customer.input if list(i.dims) == [-1])
+    assert {i.name for i in customer.input if not i.optional} == {"HISTORY_PRODUCT_IDS"}
+    assert {i.name for i in ranking.input if not i.optional} == {"CUSTOMER_VECTOR"}
+    assert all(c.max_batch_size == SERVING.max_batch_size for c in configs.values())
     assert ranking.dynamic_batching.max_queue_delay_microseconds == SERVING.max_queue_delay_us
     assert ranking.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert ranking.parameters["max_top_k"].string_value == str(SERVING.max_top_k)
+    assert ranking.parameters["table_dtype"].string_value == SERVING.table_dtype
+    assert blend.parameters["default_alpha"].string_value == str(SERVING.similar_alpha)
     assert customer.parameters["max_history_length"].string_value == str(SERVING.max_history_length)
-    assert ensemble.platform == "ensemble"
-    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == list(PYTHON_MODELS)
-    assert {i.name for i in ensemble.input} == {"HISTORY_PRODUCT_IDS", "HISTORY_WEIGHTS", "TOP_K"}
-    assert {o.name for o in ensemble.output} == {"PRODUCT_IDS", "SCORES"}
+    steps = {name: [s.model_name for s in configs[name].ensemble_scheduling.step] for name in ENSEMBLES}
+    assert steps == {SERVING.model_name: [SERVING.customer_model_name, SERVING.ranking_model_name],
+                     SERVING.rerank_model_name: [SERVING.customer_model_name, SERVING.ranking_model_name],
+                     SERVING.similar_model_name: [SERVING.customer_model_name, SERVING.blend_model_name,
+                                                  SERVING.ranking_model_name]}
+    assert all(configs[name].platform == "ensemble" for name in ENSEMBLES)
+    assert {i.name for i in recommend.input if not i.optional} == {"HISTORY_PRODUCT_IDS", "TOP_K"}
+    assert {i.name for i in rerank.input if not i.optional} == {"HISTORY_PRODUCT_IDS", "CANDIDATE_PRODUCT_IDS"}
+    assert {i.name for i in similar.input if not i.optional} == {"HISTORY_PRODUCT_IDS", "HERO_PRODUCT_ID", "TOP_K"}
+    assert all({o.name for o in configs[name].output} == {"PRODUCT_IDS", "SCORES"} for name in ENSEMBLES)
+
+
+def test_versions_are_pinned_and_python_models_keep_the_previous_one(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    repo = tmp_path / "repo"
+    for expected in (1, 2, 3):
+        assert publish_model_repository(*inputs, str(repo), SERVING).version == expected
+    configs = {name: parse(repo / name / "config.pbtxt") for name in ALL_MODELS}
+    for name in PYTHON_MODELS:
+        assert list(configs[name].version_policy.specific.versions) == [2, 3]
+    for name in ENSEMBLES:
+        assert list(configs[name].version_policy.specific.versions) == [3]
+        assert {step.model_version for step in configs[name].ensemble_scheduling.step} == {3}
+    versions.rollback(str(repo), SERVING, to_version=1)
+    configs = {name: parse(repo / name / "config.pbtxt") for name in ALL_MODELS}
+    assert list(configs[SERVING.ranking_model_name].version_policy.specific.versions) == [1, 3]
+    assert {step.model_version for step in configs[SERVING.model_name].ensemble_scheduling.step} == {1}
+    manifest = json.loads((repo / MANIFEST_FILE).read_text())
+    assert (manifest["latest_version"], manifest["serving_version"], manifest["serving_history"]) == (3, 1, [1, 2, 3, 1])
+
+
+def test_candidate_sets_and_aggregation_are_checked_before_writing(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    with pytest.raises(ValueError, match="unknown: \\['NOPE'\\]"):
+        publish_model_repository(*inputs, str(tmp_path / "repo"), SERVING, candidate_sets={"sale": ["P000001", "NOPE"]})
+    (Path(inputs[0]).parent / ops.AGGREGATION_FILE).write_text(json.dumps({"pooling": "max"}))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        publish_model_repository(*inputs, str(tmp_path / "repo"), SERVING)
+    assert not (tmp_path / "repo").exists()
 
 
 def test_every_template_renders_with_custom_names(tmp_path: Path) -> None:
-    serving = ServingConfig(model_name="rec", customer_model_name="cv", ranking_model_name="rank")
+    serving = ServingConfig(model_name="rec", customer_model_name="cv", ranking_model_name="rank",
+                            rerank_model_name="rr", similar_model_name="sim", blend_model_name="mix")
     configs = render_configs(serving, 8, default_templates_dir())
-    assert set(configs) == {"rec", "cv", "rank"}
+    assert set(configs) == {"rec", "cv", "rank", "rr", "sim", "mix"}
     for name, text in configs.items():
         assert "$" not in text
         assert text_format.Parse(text, model_config_pb2.ModelConfig()).name == name
@@ -188,7 +232,7 @@ def test_publishing_to_gcs_uploads_versions_then_the_manifest(
     assert (first.version, second.version) == (1, 2)
     assert storage.read_json(f"{repository}/{MANIFEST_FILE}")["latest_version"] == 2
     local = storage.download_tree(repository, str(tmp_path / "downloaded"))
-    for model in (SERVING.model_name, SERVING.customer_model_name, SERVING.ranking_model_name):
+    for model in ALL_MODELS:
         assert {"1", "2", "config.pbtxt"} <= set(p.name for p in (Path(local) / model).iterdir())
     np.testing.assert_array_equal(
         np.load(Path(local) / SERVING.ranking_model_name / "2" / ops.EMBEDDINGS_FILE), embeddings)

@@ -6,6 +6,8 @@ CLI stay light, and nothing here imports TensorFlow):
 - :mod:`fashionrec.serving.ops`: numpy-only customer vector and top-k ranking, shared with Triton.
 - :mod:`fashionrec.serving.environment`: the pinned venv Triton's python backend runs in.
 - :mod:`fashionrec.serving.server`: ``TritonServer``, a real tritonserver process as a context manager.
-- :mod:`fashionrec.serving.client`: ``RecommendClient`` for the ``recommend`` ensemble (gRPC or HTTP).
-- :mod:`fashionrec.serving.cli`: the ``serve`` command and ``print_recommendations``.
+- :mod:`fashionrec.serving.scoring`: the served table's dot products (numpy/BLAS, or CuPy on a GPU).
+- :mod:`fashionrec.serving.versions`: pinned versions, hot loading into a running server, rollback.
+- :mod:`fashionrec.serving.client`: kept for old imports; the client is :mod:`fashionrec.client`.
+- :mod:`fashionrec.serving.cli`: the ``serve`` and ``model rollback`` commands and the result tables.
 """

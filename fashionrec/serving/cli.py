@@ -1,6 +1,8 @@
-"""Command-line pieces of the serving half: ``serve`` and the printing behind ``recommend``.
+"""Command-line pieces of the serving half: ``serve``, ``model rollback`` and the printing behind
+``recommend``, ``rerank`` and ``similar``.
 
-The lead's ``fashionrec/cli.py`` registers :data:`serve_command` and calls :func:`print_recommendations`.
+The lead's ``fashionrec/cli.py`` registers :data:`serve_command` and :data:`rollback_command` and calls
+:func:`print_recommendations` / :func:`ask_and_print`.
 Settings come from a ServingConfig: the one the parent command put in ``ctx.obj`` (a PipelineConfig or
 a ServingConfig) if any, else the defaults; options given on the command line win.
 """
@@ -10,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import click
 
 from fashionrec.config import PipelineConfig, ServingConfig
-from fashionrec.serving.client import Protocol, Recommendation, RecommendClient, RecommendError
+from fashionrec.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
+from fashionrec.serving import versions
 from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError
 
 _DEFAULTS = ServingConfig()
@@ -106,18 +109,63 @@ def print_recommendations(
     ``url`` defaults to the local server on ServingConfig's port for ``protocol``. Server errors become
     a click.ClickException, so the CLI exits with a one-line message instead of a traceback.
     """
-    port = serving.grpc_port if protocol == "grpc" else serving.http_port
-    address = url or f"127.0.0.1:{port}"
     try:
-        with RecommendClient(address, protocol, serving.model_name, serving.client_timeout_s) as client:
+        with RecommendClient(url or default_url(protocol, serving), protocol, serving.model_name,
+                             serving.client_timeout_s) as client:
             recommendations = client.recommend(history_product_ids, history_weights,
                                                serving.default_top_k if k is None else k)
     except RecommendError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"{'rank':>4}  {'product_id':<20}  score")
-    for rank, item in enumerate(recommendations, start=1):
-        click.echo(f"{rank:>4}  {item.product_id:<20}  {item.score:.4f}")
+    _print_table(recommendations)
     return recommendations
+
+
+def default_url(protocol: Protocol, serving: ServingConfig) -> str:
+    """The local server on ServingConfig's port for ``protocol``."""
+    return f"127.0.0.1:{serving.grpc_port if protocol == 'grpc' else serving.http_port}"
+
+
+def ask_and_print(call: Callable[[FashionrecClient], list[Recommendation]], url: str | None = None,
+                  protocol: Protocol = "grpc", serving: ServingConfig = _DEFAULTS,
+                  title: str | None = None) -> list[Recommendation]:
+    """Run one touchpoint call on a running server, print its answer as a table and return it.
+
+    Server refusals become a click.ClickException: the CLI exits with the server's one-line reason.
+    """
+    try:
+        with FashionrecClient(url or default_url(protocol, serving), protocol, serving) as client:
+            ranked = call(client)
+    except RecommendError as error:
+        raise click.ClickException(str(error)) from error
+    if title:
+        click.echo(title)
+    _print_table(ranked)
+    return ranked
+
+
+def _print_table(ranked: Sequence[Recommendation]) -> None:
+    click.echo(f"{'rank':>4}  {'product_id':<20}  score")
+    for rank, item in enumerate(ranked, start=1):
+        click.echo(f"{rank:>4}  {item.product_id:<20}  {item.score:.4f}")
+
+
+@click.command("rollback")
+@click.option("--model-repository", required=True, help="The Triton model repository (local or gs://).")
+@click.option("--to-version", type=int, default=None,
+              help="Version to serve (default: the highest published version below the served one).")
+@click.option("--url", default=None, help="A running Triton (explicit model control) to load it into, host:port.")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.pass_context
+def rollback_command(ctx: click.Context, model_repository: str, to_version: int | None, url: str | None,
+                     protocol: Protocol) -> None:
+    """Serve an earlier published version again: every model pinned to it, hot-loaded without dropped requests."""
+    serving = _serving_config(ctx)
+    try:
+        version = versions.rollback(model_repository, serving, to_version, url, protocol)
+    except (versions.VersionError, RecommendError) as error:
+        raise click.ClickException(str(error)) from error
+    loaded = f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
+    click.echo(f"Serving version {version} of {model_repository}{loaded}.")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,19 @@ import pytest
 
 from fashionrec.config import ServingConfig
 from fashionrec.publish import PublishedModel, publish_model_repository
-from fashionrec.serving.client import RecommendClient
+from fashionrec.client import FashionrecClient, RecommendClient
 from fashionrec.serving.server import TritonServer
 
 NUM_PRODUCTS = 300
 DIM = 16
 NUM_NEW = 30  # the last products are "new": never seen in training, content embedding only
 # Small limits make the bad-request tests cheap; a long queue delay makes dynamic batching visible.
-TEST_SERVING = ServingConfig(max_top_k=100, max_history_length=50, max_queue_delay_us=10_000)
+TEST_SERVING = ServingConfig(max_top_k=100, max_history_length=50, max_queue_delay_us=10_000, max_candidates=120,
+                             similar_alpha=0.3)
+# Published beside the embeddings, as the export stage writes it: recency pooling with these weights.
+AGGREGATION = {"pooling": "recency", "half_life_days": 10.0,
+               "event_weights": {"click": 1.0, "add_to_bag": 3.0, "save_for_later": 2.0, "purchase": 5.0}}
+CANDIDATE_SETS = {"sale": [f"P{i:06d}" for i in range(0, 300, 7)], "category:dresses": [f"P{i:06d}" for i in range(40, 90)]}
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class Catalogue:
     is_new: np.ndarray
     new_product: str  # a new product the history of `pointing_history` points at
     pointing_history: list[str]
+    aggregation: dict
+    candidate_sets: dict[str, list[str]]  # as published, new_in included
 
 
 def _make_catalogue() -> Catalogue:
@@ -49,7 +56,8 @@ def _make_catalogue() -> Catalogue:
     embeddings[old_rows] = 0.5 * direction + rng.normal(size=(2, DIM)) * 0.05
     ids = [f"P{i:06d}" for i in range(NUM_PRODUCTS)]
     is_new = np.arange(NUM_PRODUCTS) >= NUM_PRODUCTS - NUM_NEW
-    return Catalogue(ids, embeddings, is_new, ids[new_row], [ids[r] for r in old_rows])
+    sets = {**CANDIDATE_SETS, "new_in": [pid for pid, new in zip(ids, is_new, strict=True) if new]}
+    return Catalogue(ids, embeddings, is_new, ids[new_row], [ids[r] for r in old_rows], AGGREGATION, sets)
 
 
 @pytest.fixture(scope="session")
@@ -67,12 +75,20 @@ def catalogue() -> Catalogue:
 def published(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue) -> PublishedModel:
     """The catalogue exported as the export stage would, blessed, and published as version 1."""
     folder = tmp_path_factory.mktemp("publish")
-    column = pa.array([row.tolist() for row in catalogue.embeddings], type=pa.list_(pa.float32()))
-    table = pa.table({"product_id": catalogue.product_ids, "embedding": column, "is_new": catalogue.is_new})
-    pq.write_table(table, folder / "embeddings.parquet")
+    embeddings, blessing = write_export(folder, catalogue.product_ids, catalogue.embeddings, catalogue.is_new)
+    return publish_model_repository(embeddings, blessing, str(folder / "model_repository"), TEST_SERVING,
+                                    candidate_sets=CANDIDATE_SETS)
+
+
+def write_export(folder, product_ids: list[str], embeddings: np.ndarray, is_new: np.ndarray) -> tuple[str, str]:
+    """embeddings.parquet + aggregation.json (as the export stage writes them) and a blessing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    column = pa.array([row.tolist() for row in embeddings], type=pa.list_(pa.float32()))
+    pq.write_table(pa.table({"product_id": product_ids, "embedding": column, "is_new": is_new}),
+                   folder / "embeddings.parquet")
+    (folder / "aggregation.json").write_text(json.dumps(AGGREGATION))
     (folder / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
-    return publish_model_repository(str(folder / "embeddings.parquet"), str(folder / "blessing.json"),
-                                    str(folder / "model_repository"), TEST_SERVING)
+    return str(folder / "embeddings.parquet"), str(folder / "blessing.json")
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +104,17 @@ def client(request: pytest.FixtureRequest, triton: TritonServer) -> Iterator[Rec
     url = triton.http_url if request.param == "http" else triton.grpc_url
     with RecommendClient(url, request.param, TEST_SERVING.model_name) as recommend_client:
         yield recommend_client
+
+
+@pytest.fixture(params=["http", "grpc"])
+def fashion(request: pytest.FixtureRequest, triton: TritonServer) -> Iterator[FashionrecClient]:
+    """The typed client of every touchpoint, per protocol, on the shared server."""
+    url = triton.http_url if request.param == "http" else triton.grpc_url
+    with FashionrecClient(url, request.param, TEST_SERVING) as typed_client:
+        yield typed_client
+
+
+@pytest.fixture(scope="session")
+def export_writer():
+    """:func:`write_export`, for test modules (conftest is not importable under --import-mode=importlib)."""
+    return write_export

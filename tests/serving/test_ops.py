@@ -131,3 +131,24 @@ def test_exclusion_equals_sorting_the_remaining_products(table: np.ndarray, vect
     remaining = len(table) - len({row for row in excluded if row >= 0})
     expected = np.argsort(-dots, axis=1, kind="stable")[:, : min(k, remaining)]
     np.testing.assert_array_equal(rows, expected)
+
+
+def test_fp16_table_scores_stay_close_to_fp32_and_gpu_without_cupy_falls_back_to_cpu() -> None:
+    from fashionrec.serving.scoring import FP16_BLOCK_ROWS, ScoringTable
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(FP16_BLOCK_ROWS + 100, 16)).astype(np.float32)  # more than one fp16 block
+    vectors = rng.normal(size=(3, 16)).astype(np.float32)
+    exact = ScoringTable(table).scores(vectors)
+    half = ScoringTable(table, "float16").scores(vectors)
+    assert half.dtype == np.float32 and half.shape == exact.shape
+    np.testing.assert_allclose(half, exact, atol=2e-2 * np.abs(exact).max())
+    top = [set(ops.top_k_positions(row, 10)) for row in exact]
+    assert np.mean([len(t & set(ops.top_k_positions(row, 10))) for t, row in zip(top, half, strict=True)]) >= 8
+    rows = np.array([5, 2, 9])
+    np.testing.assert_allclose(ScoringTable(table).scores_of(vectors[0], rows), table[rows] @ vectors[0], rtol=1e-6)
+    fallback = ScoringTable(table, kind="GPU")  # no CuPy / no GPU here: serves from the CPU
+    assert not fallback.on_gpu
+    np.testing.assert_array_equal(fallback.scores(vectors), exact)
+    with pytest.raises(ValueError, match="table_dtype"):
+        ScoringTable(table, "int8")

@@ -1,8 +1,12 @@
-"""Triton python model: a customer's history (product ids + weights) -> customer vector [D].
+"""Triton python model: a customer's history -> customer vector [D] (the first step of every ensemble).
 
-Published copies live in ``<repository>/customer_vector/<version>/`` beside the catalogue files and
-``fashionrec_ops.py`` (a copy of fashionrec/serving/ops.py): the stub interpreter only sees this model's
-folders, so each version is self-contained. Ids missing from the catalogue are ignored, never an error.
+Inputs per request (rows of a batch share nothing): HISTORY_PRODUCT_IDS (required) and, optionally,
+HISTORY_EVENT_TYPES, HISTORY_TIMESTAMPS (epoch seconds), HISTORY_WEIGHTS (override the event type's
+weight) and REQUEST_TIME (epoch seconds the ages are measured from; default now). The pooling comes
+from this version's ``aggregation.json`` (see ``fashionrec_ops.history_weights``). Ids missing from
+the catalogue are ignored (histories outlive catalogue versions); an empty history, an unknown event
+type or mismatched lengths are that request's error. Published copies live in
+``<repository>/customer_vector/<version>/`` beside the catalogue files and ``fashionrec_ops.py``.
 """
 
 from __future__ import annotations
@@ -14,41 +18,51 @@ import fashionrec_ops as ops
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+OPTIONAL = ("HISTORY_EVENT_TYPES", "HISTORY_TIMESTAMPS", "HISTORY_WEIGHTS", "REQUEST_TIME")
+
 
 class TritonPythonModel:
     """Weighted mean of the history's product embeddings, one response per request."""
 
     def initialize(self, args: dict) -> None:
-        """Load this version's catalogue: embeddings and the id -> row index."""
+        """Load this version's catalogue (embeddings, id -> row) and pooling settings."""
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
         self.max_history_length = int(ops.config_parameter(config, "max_history_length"))
         self.embeddings, ids = ops.load_catalogue(folder)
         self.index = {pid: row for row, pid in enumerate(ids)}
+        self.aggregation = ops.load_json(folder / ops.AGGREGATION_FILE)
 
     def execute(self, requests: list) -> list:
         """Answer each request on its own: histories have different lengths (ragged batch)."""
         return [self._respond(request) for request in requests]
 
     def _respond(self, request) -> pb_utils.InferenceResponse:
-        """Customer vectors [b, D] for a request of b histories, or a per-request error."""
+        """Customer vectors [b, D] for a request of b histories, or that request's error."""
         ids = pb_utils.get_input_tensor_by_name(request, "HISTORY_PRODUCT_IDS").as_numpy()
-        weights = pb_utils.get_input_tensor_by_name(request, "HISTORY_WEIGHTS").as_numpy()
-        error = self._history_error(ids, weights)
-        if error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(error))
-        vectors = np.stack([
-            ops.customer_vector(self.embeddings, ops.lookup_rows(self.index, row_ids), row_weights)
-            for row_ids, row_weights in zip(ids, weights, strict=True)
-        ])
+        try:
+            extra = {name: _optional(request, name, ids.shape[0]) for name in OPTIONAL}
+            vectors = np.stack([self._vector(row, ids[row], extra) for row in range(ids.shape[0])])
+        except ops.RequestError as error:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
         return pb_utils.InferenceResponse([pb_utils.Tensor("CUSTOMER_VECTOR", vectors)])
 
-    def _history_error(self, ids: np.ndarray, weights: np.ndarray) -> str | None:
-        """Why the request's histories cannot be served (checked row by row), or None."""
-        if ids.shape[0] != weights.shape[0]:
-            return f"{ids.shape[0]} rows of HISTORY_PRODUCT_IDS but {weights.shape[0]} of HISTORY_WEIGHTS"
-        for row_ids, row_weights in zip(ids, weights, strict=True):
-            error = ops.history_error(row_ids.size, row_weights, self.max_history_length)
-            if error:
-                return error
+    def _vector(self, row: int, ids: np.ndarray, extra: dict) -> np.ndarray:
+        """One history's customer vector."""
+        ops.check_history(ids.size, self.max_history_length)
+        types, stamps, weights, now = (None if extra[name] is None else extra[name][row] for name in OPTIONAL)
+        pooled = ops.request_weights(
+            ids.size, self.aggregation, None if types is None else ops.decode(types), stamps, weights,
+            None if now is None else float(now[0]))
+        return ops.customer_vector(self.embeddings, ops.lookup_rows(self.index, ids), pooled)
+
+
+def _optional(request, name: str, rows: int) -> np.ndarray | None:
+    """An optional input as [rows, ...], or None when the request does not carry it."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
         return None
+    values = tensor.as_numpy()
+    if values.shape[0] != rows:
+        raise ops.RequestError(f"{name} has {values.shape[0]} rows but HISTORY_PRODUCT_IDS has {rows}")
+    return values

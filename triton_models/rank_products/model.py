@@ -1,9 +1,11 @@
-"""Triton python model: customer vector [D] + TOP_K -> top-k product ids and scores.
+"""Triton python model: customer vector [D] -> best products with scores (last step of every ensemble).
 
-All valid requests of one execute() call are ranked with ONE matrix product against the catalogue
-(dynamic batching groups them), then each request keeps its own k. Scores are sigmoid(p_u . q_i).
-Published copies live in ``<repository>/rank_products/<version>/`` with their catalogue files and
-``fashionrec_ops.py`` (a copy of fashionrec/serving/ops.py).
+Per request: optional TOP_K (absent = every candidate: `rerank`), optional candidate restriction
+(CANDIDATE_PRODUCT_IDS, or CANDIDATE_SET naming a set published in ``candidate_sets.json``), optional
+exclusions (EXCLUDE_PRODUCT_IDS, and the history's purchases when EXCLUDE_PURCHASED is true). All
+unrestricted rows of one execute() call are scored with ONE matrix product (dynamic batching groups
+requests); a restricted row scores only its candidates. Scores are sigmoid(p_u . q_i); ties go to the
+earlier candidate. A bad request gets its own error; the others in the batch are answered.
 """
 
 from __future__ import annotations
@@ -14,52 +16,109 @@ from pathlib import Path
 import fashionrec_ops as ops
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from fashionrec_scoring import ScoringTable
 
 
 class TritonPythonModel:
-    """Exact top-k by dot product over the whole catalogue."""
+    """Exact top-k by dot product over the catalogue or a candidate subset."""
 
     def initialize(self, args: dict) -> None:
-        """Load this version's catalogue: embeddings [N, D] and the product ids as bytes."""
+        """Load this version's catalogue, candidate sets and limits; put the table on the instance's device."""
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
         self.max_top_k = int(ops.config_parameter(config, "max_top_k"))
-        self.embeddings, ids = ops.load_catalogue(folder)
+        self.max_candidates = int(ops.config_parameter(config, "max_candidates"))
+        self.purchase = ops.config_parameter(config, "purchase_event_type").encode("utf-8")
+        embeddings, ids = ops.load_catalogue(folder)
+        self.table = ScoringTable(embeddings, ops.config_parameter(config, "table_dtype"),
+                                  args.get("model_instance_kind", "CPU"), int(args.get("model_instance_device_id", 0)))
         self.product_ids = np.array(ids, dtype=np.object_)
+        self.index = {pid: row for row, pid in enumerate(ids)}
+        sets_file = folder / ops.CANDIDATE_SETS_FILE
+        named = ops.load_json(sets_file) if sets_file.exists() else {}
+        self.named_sets = {name: ops.known_rows(self.index, [p.encode("utf-8") for p in members], name)
+                           for name, members in named.items()}
 
     def execute(self, requests: list) -> list:
-        """Validate each request, rank the valid ones together, answer in request order."""
-        responses: list = [None] * len(requests)
-        vectors, ks, valid = [], [], []
-        for position, request in enumerate(requests):
-            vector, k, error = self._parse(request)
-            if error:
-                responses[position] = pb_utils.InferenceResponse(error=pb_utils.TritonError(error))
-            else:
-                vectors.append(vector)
-                ks.append(k)
-                valid.append(position)
-        if valid:
-            rows, scores = ops.rank_candidates(np.concatenate(vectors), self.embeddings, max(ks))
-            starts = np.cumsum([0] + [len(v) for v in vectors])
-            for position, k, start, stop in zip(valid, ks, starts[:-1], starts[1:], strict=True):
-                responses[position] = self._response(rows[start:stop, :k], scores[start:stop, :k])
-        return responses
+        """Parse every request, score all unrestricted rows at once, then rank each row."""
+        parsed = []
+        for request in requests:
+            try:
+                parsed.append(self._parse(request))
+            except ops.RequestError as error:
+                parsed.append(error)
+        open_rows = [row for job in parsed if not isinstance(job, Exception) for row in job["rows"]
+                     if row["candidates"] is None]
+        if open_rows:
+            dots = self.table.scores(np.stack([row["vector"] for row in open_rows]))
+            for row, row_dots in zip(open_rows, dots, strict=True):
+                row["dots"] = row_dots
+        return [self._respond(job) for job in parsed]
 
-    def _parse(self, request) -> tuple:
-        """(customer vectors [b, D], k, None) or (None, None, error message)."""
-        vector = pb_utils.get_input_tensor_by_name(request, "CUSTOMER_VECTOR").as_numpy()
-        top_k = pb_utils.get_input_tensor_by_name(request, "TOP_K").as_numpy().reshape(-1)
-        if np.unique(top_k).size != 1:
-            return None, None, f"TOP_K must be the same for every row of a request, got {top_k.tolist()}"
-        error = ops.top_k_error(int(top_k[0]), self.max_top_k)
-        if error is None and not np.all(np.isfinite(vector)):
-            error = "CUSTOMER_VECTOR must be finite"
-        return (None, None, error) if error else (vector, int(top_k[0]), None)
-
-    def _response(self, rows: np.ndarray, scores: np.ndarray) -> pb_utils.InferenceResponse:
-        """PRODUCT_IDS [b, k] (bytes) and SCORES [b, k] float32."""
+    def _respond(self, job) -> pb_utils.InferenceResponse:
+        """PRODUCT_IDS [b, k'] and SCORES [b, k'] (k' = the fewest any row of the request kept)."""
+        if isinstance(job, Exception):
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(job)))
+        ranked = []
+        for row in job["rows"]:
+            dots = row["dots"] if row["candidates"] is None else self.table.scores_of(row["vector"], row["candidates"])
+            positions = ops.rank_positions(dots, row["candidates"], row["excluded"], job["k"] or dots.size)
+            rows = positions if row["candidates"] is None else row["candidates"][positions]
+            ranked.append((rows, ops.sigmoid(dots[positions])))
+        width = min(len(rows) for rows, _ in ranked)
         return pb_utils.InferenceResponse([
-            pb_utils.Tensor("PRODUCT_IDS", self.product_ids[rows]),
-            pb_utils.Tensor("SCORES", scores.astype(np.float32)),
+            pb_utils.Tensor("PRODUCT_IDS", np.stack([self.product_ids[rows[:width]] for rows, _ in ranked])),
+            pb_utils.Tensor("SCORES", np.stack([scores[:width] for _, scores in ranked]).astype(np.float32)),
         ])
+
+    def _parse(self, request) -> dict:
+        """{"k": k or None (= all candidates), "rows": [{vector, candidates, excluded}]}; RequestError if bad."""
+        vectors = _input(request, "CUSTOMER_VECTOR")
+        if not np.all(np.isfinite(vectors)):
+            raise ops.RequestError("CUSTOMER_VECTOR must be finite")
+        candidate_ids, candidate_set = _input(request, "CANDIDATE_PRODUCT_IDS"), _input(request, "CANDIDATE_SET")
+        k = self._top_k(_input(request, "TOP_K"), has_candidates=candidate_ids is not None or candidate_set is not None)
+        excluded = self._excluded(request, len(vectors))
+        rows = []
+        for b, vector in enumerate(vectors):
+            candidates = ops.candidate_rows(
+                self.index, self.named_sets, None if candidate_ids is None else list(candidate_ids[b]),
+                None if candidate_set is None else ops.decode(candidate_set[b])[0], self.max_candidates)
+            rows.append({"vector": vector, "candidates": candidates, "excluded": excluded[b]})
+        return {"k": k, "rows": rows}
+
+    def _top_k(self, top_k: np.ndarray | None, has_candidates: bool) -> int | None:
+        """The request's k; None (every candidate) only when it restricts the candidates."""
+        if top_k is None:
+            if not has_candidates:
+                raise ops.RequestError("TOP_K is required unless the request gives candidates to rerank")
+            return None
+        values = top_k.reshape(-1)
+        if np.unique(values).size != 1:
+            raise ops.RequestError(f"TOP_K must be the same for every row of a request, got {values.tolist()}")
+        error = ops.top_k_error(int(values[0]), self.max_top_k)
+        if error:
+            raise ops.RequestError(error)
+        return int(values[0])
+
+    def _excluded(self, request, num_rows: int) -> list[np.ndarray]:
+        """Per row, the catalogue rows never to return (unknown ids are ignored: nothing to exclude)."""
+        explicit = _input(request, "EXCLUDE_PRODUCT_IDS")
+        purchased_flag = _input(request, "EXCLUDE_PURCHASED")
+        history, types = _input(request, "HISTORY_PRODUCT_IDS"), _input(request, "HISTORY_EVENT_TYPES")
+        rows = [np.zeros(0, np.int64) for _ in range(num_rows)]
+        for b in range(num_rows):
+            if explicit is not None:
+                rows[b] = ops.lookup_rows(self.index, explicit[b])
+            if purchased_flag is not None and bool(purchased_flag[b].reshape(-1)[0]):
+                if history is None or types is None or types.shape != history.shape:
+                    raise ops.RequestError("EXCLUDE_PURCHASED needs HISTORY_EVENT_TYPES, one per history product")
+                bought = history[b][types[b] == self.purchase]
+                rows[b] = np.concatenate([rows[b], ops.lookup_rows(self.index, bought)])
+        return rows
+
+
+def _input(request, name: str) -> np.ndarray | None:
+    """An input as numpy, or None when the (optional) input is absent."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()

@@ -1,0 +1,176 @@
+"""Serving benchmark: every touchpoint on a real tritonserver beside in-process brute force, one table.
+
+A 100k-product, 64-d catalogue (random, unit-norm rows) is published like the pipeline does and served
+by ``tritonserver`` (explicit model control, the published ServingConfig). A closed-loop load generator
+(threads, one gRPC client each; ``perf_analyzer`` is not shipped in the nvidia-pytriton wheel) measures
+p50/p95/p99 latency and throughput at concurrency 1, 4 and 16 for `recommend`, `rerank` (200 ids) and
+`similar`. In the same run, in-process baselines rank the same queries in batches of --batch: numpy
+(matmul + argpartition) and FAISS IndexFlatIP. On a shared 2-core box the client threads, Triton and
+the baselines compete for the same cores: read the figures as relative.
+
+    .venv/bin/python benchmarks/serving.py [--products 100000] [--seconds 3] [--concurrency 1 4 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fashionrec.client import FashionrecClient, History
+from fashionrec.config import ServingConfig
+from fashionrec.publish import publish_model_repository
+from fashionrec.serving.server import TritonServer
+
+K = 10
+HISTORY_LENGTH = 20
+RERANK_SIZE = 200
+# What the benchmark serves with: the defaults, plus a queue delay that lets concurrent requests batch.
+BENCH_SERVING = dataclasses.replace(ServingConfig(), max_queue_delay_us=500)
+
+
+def make_catalogue(num_products: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    table = rng.normal(size=(num_products, dim)).astype(np.float32)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    return [f"P{i:07d}" for i in range(num_products)], table
+
+
+def publish(folder: Path, ids: list[str], table: np.ndarray) -> str:
+    column = pa.FixedSizeListArray.from_arrays(pa.array(table.reshape(-1), pa.float32()), table.shape[1])
+    pq.write_table(pa.table({"product_id": ids, "embedding": column, "is_new": [False] * len(ids)}),
+                   folder / "embeddings.parquet")
+    (folder / "blessing.json").write_text(json.dumps({"blessed": True}))
+    return publish_model_repository(str(folder / "embeddings.parquet"), str(folder / "blessing.json"),
+                                    str(folder / "repo"), BENCH_SERVING).path
+
+
+def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
+    p50, p95, p99 = np.percentile(np.array(latencies_s) * 1e3, [50, 95, 99])
+    return float(p50), float(p95), float(p99)
+
+
+def load(url: str, call: Callable[[FashionrecClient, int], object], concurrency: int, seconds: float) -> dict:
+    """Closed loop: each thread sends its next request when the previous answered, for ``seconds``."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    failures = [0]
+    stop = threading.Event()
+
+    def worker(slot: int) -> None:
+        with FashionrecClient(url, "grpc", BENCH_SERVING) as client:
+            call(client, slot)  # warm the connection
+            n = slot
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    call(client, n)
+                except Exception:  # noqa: BLE001 - counted, the benchmark goes on
+                    failures[0] += 1
+                latencies[slot].append(time.perf_counter() - started)
+                n += concurrency
+
+    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # warm-up, not measured
+    for per_thread in latencies:
+        per_thread.clear()
+    started = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    elapsed = time.perf_counter() - started
+    for thread in threads:
+        thread.join()
+    done = [x for per_thread in latencies for x in per_thread]
+    return {"rps": len(done) / elapsed, "lat": percentiles(done), "failures": failures[0]}
+
+
+def baseline(name: str, rank: Callable[[np.ndarray], object], queries: np.ndarray, batch: int, seconds: float) -> dict:
+    """In-process brute force over batches of ``batch`` queries, for ``seconds``."""
+    rank(queries[:batch])
+    latencies, done, started = [], 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        chunk = queries[(done % len(queries)):][:batch]
+        t0 = time.perf_counter()
+        rank(chunk)
+        latencies.append(time.perf_counter() - t0)
+        done += len(chunk)
+    return {"rps": done / (time.perf_counter() - started), "lat": percentiles(latencies), "failures": 0}
+
+
+def numpy_rank(table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    def rank(vectors: np.ndarray) -> np.ndarray:
+        dots = vectors @ table.T
+        top = np.argpartition(dots, dots.shape[1] - K, axis=1)[:, -K:]
+        order = np.argsort(-np.take_along_axis(dots, top, axis=1), axis=1)
+        return np.take_along_axis(top, order, axis=1)
+    return rank
+
+
+def faiss_rank(table: np.ndarray) -> Callable[[np.ndarray], object]:
+    import faiss
+
+    index = faiss.IndexFlatIP(table.shape[1])
+    index.add(table)
+    return lambda vectors: index.search(np.ascontiguousarray(vectors), K)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per cell")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--batch", type=int, default=64, help="queries per in-process batch")
+    args = parser.parse_args()
+
+    ids, table = make_catalogue(args.products, args.dim)
+    rng = np.random.default_rng(1)
+    histories = [History([ids[i] for i in rng.choice(len(ids), HISTORY_LENGTH, replace=False)]) for _ in range(256)]
+    pages = [[ids[i] for i in rng.choice(len(ids), RERANK_SIZE, replace=False)] for _ in range(64)]
+    queries = np.stack([table[[int(p[1:]) for p in h.product_ids]].mean(axis=0) for h in histories])
+    calls = {
+        "recommend": lambda c, n: c.recommend(histories[n % len(histories)], K),
+        "rerank": lambda c, n: c.rerank(histories[n % len(histories)], pages[n % len(pages)]),
+        "similar": lambda c, n: c.similar(ids[n * 7919 % len(ids)], histories[n % len(histories)], K),
+    }
+    rows: list[tuple[str, str, dict]] = []
+    with tempfile.TemporaryDirectory(prefix="fashionrec-bench-") as folder:
+        repository = publish(Path(folder), ids, table)
+        with TritonServer(repository, BENCH_SERVING, http_port=0, grpc_port=0, metrics_port=0) as server:
+            for name, call in calls.items():
+                for concurrency in args.concurrency:
+                    rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, call, concurrency,
+                                                                           args.seconds)))
+    rows.append((f"in-process numpy (batch {args.batch})", "-",
+                 baseline("numpy", numpy_rank(table), queries, args.batch, args.seconds)))
+    rows.append((f"in-process FAISS flat IP (batch {args.batch})", "-",
+                 baseline("faiss", faiss_rank(table), queries, args.batch, args.seconds)))
+    print_table(rows, args)
+
+
+def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace) -> None:
+    print(f"\n{args.products:,} products x {args.dim} d, top-{K}, history {HISTORY_LENGTH}, rerank {RERANK_SIZE} ids; "
+          f"{args.seconds:g} s per cell (baselines: latency is per batch)")
+    print(f"{'system':<42} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
+    for system, concurrency, r in rows:
+        p50, p95, p99 = r["lat"]
+        print(f"{system:<42} {concurrency:>4} {r['rps']:>8.0f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {r['failures']:>5}")
+    recommend = [r for system, _, r in rows if system == "triton recommend"]
+    best = max(recommend, key=lambda r: r["rps"])
+    numpy_rps = next(r["rps"] for system, _, r in rows if system.startswith("in-process numpy"))
+    print(f"\nrecommend at its best concurrency: {best['rps']:.0f} req/s = {best['rps'] / numpy_rps:.2f}x the in-process "
+          f"numpy batched throughput (target >= 0.8x); p99/p50 = {best['lat'][2] / best['lat'][0]:.2f} (target <= 2)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Typed client for every served touchpoint (`recommend`, `rerank`, `similar`, `embed_products`), gRPC or HTTP.
+
+The client sends what it is given and lets the server validate (k range, history length, ids, event
+types): the limits live in the published model configuration, so one place decides what is a bad
+request. Server-side refusals and transport failures both surface as :class:`RecommendError`, with
+the server's message. ``FashionrecClient`` is the API; ``RecommendClient`` keeps the original
+one-call interface (history ids + weights -> recommend) for existing callers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from fashionrec.config import ServingConfig
+
+Protocol = Literal["grpc", "http"]
+_DEFAULTS = ServingConfig()
+OUTPUTS = ("PRODUCT_IDS", "SCORES")
+
+
+class RecommendError(RuntimeError):
+    """The server refused or failed a request (the message is the server's), or was unreachable."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One ranked product; ``score`` is sigmoid(query vector . product embedding)."""
+
+    product_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class History:
+    """What a storefront knows of a customer, oldest first. Only ``product_ids`` is required.
+
+    ``event_types`` (click, add_to_bag, save_for_later, purchase) weight events as published; explicit
+    ``weights`` replace those; ``timestamps`` (epoch seconds) let recency pooling age events, measured
+    from ``request_time`` (epoch seconds; default: the server's clock).
+    """
+
+    product_ids: Sequence[str]
+    event_types: Sequence[str] | None = None
+    timestamps: Sequence[int] | None = None
+    weights: Sequence[float] | None = None
+    request_time: int | None = None
+
+
+def _tritonclient(protocol: Protocol) -> Any:
+    """The tritonclient module for a protocol (imported lazily: each pulls in its own stack)."""
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    elif protocol == "http":
+        import tritonclient.http as module
+    else:
+        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+    return module
+
+
+def _raw_client(module: Any, url: str, protocol: Protocol, timeout_s: float) -> Any:
+    if protocol == "http":
+        return module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+    return module.InferenceServerClient(url)
+
+
+@contextmanager
+def connect_raw(url: str, protocol: Protocol = "grpc", timeout_s: float = _DEFAULTS.client_timeout_s) -> Iterator[Any]:
+    """A plain tritonclient InferenceServerClient (repository API: load/unload), closed afterwards."""
+    client = _raw_client(_tritonclient(protocol), url.split("://", 1)[-1], protocol, timeout_s)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _as_history(history: History | Sequence[str]) -> History:
+    return history if isinstance(history, History) else History(list(history))
+
+
+def _bytes(values: Sequence[object]) -> np.ndarray:
+    return np.array([str(v).encode("utf-8") for v in values], dtype=np.object_).reshape(1, -1)
+
+
+class FashionrecClient:
+    """One connection to Triton's served touchpoints; ``url`` is ``host:port`` (a scheme is dropped).
+
+    Model names and default k come from ``serving`` (ServingConfig); ``timeout_s`` defaults to its
+    ``client_timeout_s``. Thread-safe as the underlying tritonclient is (one client per thread is
+    safest for HTTP).
+    """
+
+    def __init__(self, url: str, protocol: Protocol = "grpc", serving: ServingConfig = _DEFAULTS,
+                 timeout_s: float | None = None) -> None:
+        self.url = url.split("://", 1)[-1]
+        self.protocol = protocol
+        self.serving = serving
+        self.timeout_s = serving.client_timeout_s if timeout_s is None else timeout_s
+        self._module = _tritonclient(protocol)
+        self._client = _raw_client(self._module, self.url, protocol, self.timeout_s)
+
+    def __enter__(self) -> FashionrecClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._client.close()
+
+    def is_ready(self, model: str | None = None) -> bool:
+        """True when the server is up and ``model`` (default: recommend) is loaded and ready."""
+        try:
+            return bool(self._client.is_server_ready()
+                        and self._client.is_model_ready(model or self.serving.model_name))
+        except (InferenceServerException, OSError):
+            return False
+
+    def served_version(self, model: str | None = None) -> int:
+        """The version of ``model`` (default: recommend) the server answers with now."""
+        metadata = self._client.get_model_metadata(model or self.serving.model_name)
+        versions = metadata.versions if self.protocol == "grpc" else metadata["versions"]
+        return max(int(v) for v in versions)
+
+    # -- touchpoints --------------------------------------------------------------------------------
+    def recommend(self, history: History | Sequence[str], k: int | None = None, *,
+                  candidates: Sequence[str] | None = None, candidate_set: str | None = None,
+                  exclude: Sequence[str] | None = None, exclude_purchased: bool = False) -> list[Recommendation]:
+        """Top-k products for a history, best first, optionally only among ``candidates`` (ids) or a
+        published ``candidate_set`` (e.g. "sale", "new_in"), never ``exclude``d ids nor, with
+        ``exclude_purchased``, the history's purchases (needs ``event_types``)."""
+        inputs = self._history_inputs(_as_history(history)) + self._top_k(k)
+        inputs += self._candidate_inputs(candidates, candidate_set)
+        if exclude is not None:
+            inputs.append(self._input("EXCLUDE_PRODUCT_IDS", _bytes(exclude), "BYTES"))
+        if exclude_purchased:
+            inputs.append(self._input("EXCLUDE_PURCHASED", np.array([[True]]), "BOOL"))
+        return self._ranked(self.serving.model_name, inputs)
+
+    def rerank(self, history: History | Sequence[str], product_ids: Sequence[str]) -> list[Recommendation]:
+        """``product_ids`` (a category page, search results) ordered by relevance to the history, with
+        scores; ties keep the given order. Unknown or duplicate ids are refused."""
+        inputs = self._history_inputs(_as_history(history))
+        inputs.append(self._input("CANDIDATE_PRODUCT_IDS", _bytes(product_ids), "BYTES"))
+        return self._ranked(self.serving.rerank_model_name, inputs)
+
+    def similar(self, hero: str, history: History | Sequence[str] = (), k: int | None = None, *,
+                alpha: float | None = None, candidates: Sequence[str] | None = None,
+                candidate_set: str | None = None) -> list[Recommendation]:
+        """Top-k products for ``alpha * hero + (1 - alpha) * customer`` (alpha default: published), never
+        the hero itself. Without a history (an anonymous visitor) the hero alone is the query: the
+        hero is sent as the one-product history, so the blend is the hero's own vector."""
+        history = _as_history(history)
+        if not history.product_ids:
+            history = History([hero])
+        inputs = self._history_inputs(history) + self._top_k(k)
+        inputs.append(self._input("HERO_PRODUCT_ID", _bytes([hero]), "BYTES"))
+        if alpha is not None:
+            inputs.append(self._input("ALPHA", np.array([[alpha]], dtype=np.float32), "FP32"))
+        inputs += self._candidate_inputs(candidates, candidate_set)
+        return self._ranked(self.serving.similar_model_name, inputs)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+    def _history_inputs(self, history: History) -> list[Any]:
+        inputs = [self._input("HISTORY_PRODUCT_IDS", _bytes(history.product_ids), "BYTES")]
+        if history.event_types is not None:
+            inputs.append(self._input("HISTORY_EVENT_TYPES", _bytes(history.event_types), "BYTES"))
+        if history.timestamps is not None:
+            inputs.append(self._input("HISTORY_TIMESTAMPS", np.array(history.timestamps, np.int64).reshape(1, -1),
+                                      "INT64"))
+        if history.weights is not None:
+            inputs.append(self._input("HISTORY_WEIGHTS", np.array(history.weights, np.float32).reshape(1, -1), "FP32"))
+        if history.request_time is not None:
+            inputs.append(self._input("REQUEST_TIME", np.array([[history.request_time]], np.int64), "INT64"))
+        return inputs
+
+    def _top_k(self, k: int | None) -> list[Any]:
+        value = self.serving.default_top_k if k is None else k
+        return [self._input("TOP_K", np.array([[value]], dtype=np.int32), "INT32")]
+
+    def _candidate_inputs(self, candidates: Sequence[str] | None, candidate_set: str | None) -> list[Any]:
+        inputs = []
+        if candidates is not None:
+            inputs.append(self._input("CANDIDATE_PRODUCT_IDS", _bytes(candidates), "BYTES"))
+        if candidate_set is not None:
+            inputs.append(self._input("CANDIDATE_SET", _bytes([candidate_set]), "BYTES"))
+        return inputs
+
+    def _input(self, name: str, data: np.ndarray, datatype: str) -> Any:
+        tensor = self._module.InferInput(name, list(data.shape), datatype)
+        tensor.set_data_from_numpy(data)
+        return tensor
+
+    def _ranked(self, model: str, inputs: list[Any]) -> list[Recommendation]:
+        result = self.infer(model, inputs, OUTPUTS)
+        ids = result.as_numpy("PRODUCT_IDS").reshape(-1)
+        scores = result.as_numpy("SCORES").reshape(-1)
+        return [Recommendation(pid.decode("utf-8"), float(score)) for pid, score in zip(ids, scores, strict=True)]
+
+    def infer(self, model: str, inputs: list[Any], outputs: Sequence[str]) -> Any:
+        """One raw inference; server errors and connection failures become RecommendError."""
+        requested = [self._module.InferRequestedOutput(name) for name in outputs]
+        timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        try:
+            return self._client.infer(model, inputs, outputs=requested, **timeout)
+        except InferenceServerException as error:
+            raise RecommendError(f"{model} at {self.url} ({self.protocol}): {error.message()}") from error
+        except OSError as error:
+            raise RecommendError(f"cannot reach Triton at {self.url} ({self.protocol}): {error}") from error
+
+
+class RecommendClient(FashionrecClient):
+    """The original interface: ``recommend(history ids, weights, k)`` on the ``model_name`` ensemble."""
+
+    def __init__(self, url: str, protocol: Protocol = "grpc", model_name: str = _DEFAULTS.model_name,
+                 timeout_s: float = _DEFAULTS.client_timeout_s) -> None:
+        super().__init__(url, protocol, dataclasses.replace(_DEFAULTS, model_name=model_name), timeout_s)
+        self.model_name = model_name
+
+    def recommend(self, history_product_ids: Sequence[str],  # type: ignore[override]
+                  history_weights: Sequence[float] | None = None,
+                  k: int = _DEFAULTS.default_top_k) -> list[Recommendation]:
+        """Top-k products for a history (weights default to the event weight 1 each), best first."""
+        history = History(list(history_product_ids), weights=None if history_weights is None else list(history_weights))
+        return super().recommend(history, k)

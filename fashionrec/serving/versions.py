@@ -1,0 +1,164 @@
+"""Which published version Triton serves: pinned configs, hot loading and rollback, without dropped requests.
+
+The model repository holds every published version of every model. What is served is decided by the
+``config.pbtxt`` files, written here and only here:
+
+* each ensemble (``recommend``, ``rerank``, ``similar``) pins ALL its steps to one version, the served
+  one, so a request never mixes versions (e.g. a v2 customer vector ranked against the v1 table);
+* each python model loads the served version AND the previously served one. Why: switching is then
+  one atomic ensemble reload, while requests already inside the old ensemble finish on old steps
+  that are still loaded; and a rollback is instant. (When the two versions' configs differ, e.g. a
+  new embedding size, only the served one is loaded.)
+
+Order matters for a running server: python configs are written and loaded first (the new version
+starts next to the old one), then the ensembles switch, then the manifest records it. With
+``--model-control-mode=explicit`` :func:`load_models` drives Triton's repository API; with ``poll``
+Triton finds the same files itself. Works on local and ``gs://`` repositories (through
+:mod:`fashionrec.storage`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fashionrec import storage
+from fashionrec.config import ServingConfig
+
+MANIFEST_FILE = "fashionrec_manifest.json"
+CONFIG_FILE = "config.pbtxt"
+HEADER = ("# Rendered by fashionrec.publish from triton_models/; versions pinned by fashionrec.serving.versions "
+          "(serving version {version}).\n")
+
+
+class VersionError(RuntimeError):
+    """A version that cannot be served (unknown, or no earlier one to roll back to)."""
+
+
+def python_models(serving: ServingConfig) -> list[str]:
+    """The python-backend models, in the order they are loaded (steps before ensembles)."""
+    return [serving.customer_model_name, serving.blend_model_name, serving.ranking_model_name]
+
+
+def ensembles(serving: ServingConfig) -> list[str]:
+    return [serving.model_name, serving.rerank_model_name, serving.similar_model_name]
+
+
+def pin(config_text: str, versions: Sequence[int]) -> str:
+    """A config with its versions pinned: a python model loads ``versions``; an ensemble serves the last
+    of them (its own version folder and every step's ``model_version``)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(config_text, model_config_pb2.ModelConfig())
+    served = int(versions[-1])
+    if config.platform == "ensemble":
+        config.version_policy.specific.versions[:] = [served]
+        for step in config.ensemble_scheduling.step:
+            step.model_version = served
+    else:
+        config.version_policy.specific.versions[:] = sorted({int(v) for v in versions})
+    return HEADER.format(version=served) + text_format.MessageToString(config)
+
+
+def read_manifest(repository: str) -> dict[str, Any]:
+    uri = storage.join(repository, MANIFEST_FILE)
+    return storage.read_json(uri) if storage.exists(uri) else {}
+
+
+def serving_version(manifest: Mapping[str, Any]) -> int | None:
+    """The version the ensembles are pinned to (older manifests: the latest published)."""
+    version = manifest.get("serving_version", manifest.get("latest_version"))
+    return None if version is None else int(version)
+
+
+def write_text(uri: str, text: str) -> None:
+    """Replace a file whole: a local temp file + rename (a polling Triton never reads half a config);
+    a GCS object appears whole when its upload completes."""
+    if storage.is_gcs(uri):
+        with storage.open_output(uri) as stream:
+            stream.write(text.encode("utf-8"))
+        return
+    path = Path(uri.removeprefix("file://"))
+    temporary = path.with_name(f".staging-{uuid.uuid4().hex}-{path.name}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_serving_configs(repository: str, manifest: dict[str, Any], target: int, serving: ServingConfig) -> dict:
+    """Pin every model to ``target`` (python models also keep the previously served version) and
+    record it in the manifest; return the updated manifest. No server is contacted."""
+    entries = {int(entry["version"]): entry for entry in manifest.get("versions", [])}
+    if target not in entries:
+        raise VersionError(f"version {target} is not published in {repository} (published: {sorted(entries)})")
+    previous = manifest.get("serving_version")
+    if previous is None:  # first activation, or a repository published before versions were pinned
+        previous = max((v for v in entries if v != target), default=None)
+    configs = _configs_of(repository, entries[target], serving)
+    try:
+        old_configs = _configs_of(repository, entries[previous], serving) if previous in entries else {}
+    except FileNotFoundError:  # an old version whose configs are neither recorded nor at hand
+        old_configs = {}
+    for name in python_models(serving):
+        keep = previous is not None and previous != target and old_configs.get(name) == configs[name]
+        write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], [previous, target] if keep
+                                                                      else [target]))
+    for name in ensembles(serving):
+        write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], [target]))
+    manifest = dict(manifest, serving_version=target,
+                    serving_history=[*manifest.get("serving_history", []), target])
+    write_text(storage.join(repository, MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _configs_of(repository: str, entry: Mapping[str, Any], serving: ServingConfig) -> dict[str, str]:
+    """The unpinned configs a version was published with (older versions: the current files)."""
+    names = [*python_models(serving), *ensembles(serving)]
+    stored = entry.get("configs") or {}
+    configs = {}
+    for name in names:
+        if name in stored:
+            configs[name] = stored[name]
+        else:
+            with storage.open_input(storage.join(repository, name, CONFIG_FILE)) as stream:
+                configs[name] = stream.read().decode("utf-8")
+    return configs
+
+
+def load_models(url: str, serving: ServingConfig, protocol: str = "grpc") -> None:
+    """Make a server started with ``--model-control-mode=explicit`` (re)load the repository's configs:
+    python models first, then the ensembles. Triton swaps each model in when its new version is
+    ready and lets in-flight requests finish on the old one."""
+    from fashionrec.client import connect_raw
+
+    with connect_raw(url, protocol, serving.client_timeout_s) as client:
+        for name in [*python_models(serving), *ensembles(serving)]:
+            client.load_model(name)
+
+
+def activate(repository: str, version: int, serving: ServingConfig, url: str | None = None,
+             protocol: str = "grpc") -> dict:
+    """Serve ``version``: write the pinned configs and, given a server ``url``, load them into it."""
+    manifest = write_serving_configs(repository, read_manifest(repository), int(version), serving)
+    if url:
+        load_models(url, serving, protocol)
+    return manifest
+
+
+def rollback(repository: str, serving: ServingConfig, to_version: int | None = None, url: str | None = None,
+             protocol: str = "grpc") -> int:
+    """Serve ``to_version`` (default: the highest published version below the served one); return it."""
+    manifest = read_manifest(repository)
+    current = serving_version(manifest)
+    published = sorted(int(entry["version"]) for entry in manifest.get("versions", []))
+    if to_version is None:
+        earlier = [v for v in published if current is not None and v < current]
+        if not earlier:
+            raise VersionError(f"no version before {current} to roll back to in {repository} (published: {published})")
+        to_version = earlier[-1]
+    activate(repository, to_version, serving, url, protocol)
+    return int(to_version)

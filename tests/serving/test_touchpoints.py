@@ -1,0 +1,229 @@
+"""Every touchpoint (`recommend` with restrictions, `rerank`, `similar`) on a REAL tritonserver, over HTTP
+and gRPC, against plain-numpy references written here without fashionrec code; and bad requests."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from fashionrec.client import FashionrecClient, History, Recommendation, RecommendError
+from fashionrec.config import ServingConfig
+from fashionrec.serving.server import TritonServer
+
+if TYPE_CHECKING:
+    from conftest import Catalogue
+
+DAY = 86_400
+NOW = 1_800_000_000  # REQUEST_TIME of the tests: ages are deterministic
+
+
+def customer_vector(catalogue: Catalogue, history: History) -> np.ndarray:
+    """Weighted mean in float64: weight = explicit or event-type weight, halved per half-life of age."""
+    agg = catalogue.aggregation
+    n = len(history.product_ids)
+    weights = np.ones(n)
+    if history.weights is not None:
+        weights = np.array(history.weights, dtype=np.float64)
+    elif history.event_types is not None:
+        weights = np.array([agg["event_weights"][t] for t in history.event_types])
+    if history.timestamps is not None:
+        ages = np.maximum((history.request_time - np.array(history.timestamps)) / DAY, 0)
+        weights = weights * 0.5 ** (ages / agg["half_life_days"])
+    index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
+    known = [(index[p], w) for p, w in zip(history.product_ids, weights, strict=True) if p in index]
+    total = sum(w for _, w in known)
+    if total <= 0:
+        return np.zeros(catalogue.embeddings.shape[1])
+    return sum(w * catalogue.embeddings[row].astype(np.float64) for row, w in known) / total
+
+
+def ranked(catalogue: Catalogue, vector: np.ndarray, candidates: list[str], k: int) -> tuple[list[str], np.ndarray]:
+    """Candidates by dot product descending, ties by candidate order, with sigmoid scores."""
+    index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
+    dots = {pid: float(catalogue.embeddings[index[pid]].astype(np.float64) @ vector) for pid in candidates}
+    order = sorted(range(len(candidates)), key=lambda i: (-dots[candidates[i]], i))[:k]
+    ids = [candidates[i] for i in order]
+    return ids, 1.0 / (1.0 + np.exp(-np.array([dots[p] for p in ids])))
+
+
+def assert_same(got: list[Recommendation], expected: tuple[list[str], np.ndarray]) -> None:
+    assert [r.product_id for r in got] == expected[0]
+    np.testing.assert_allclose([r.score for r in got], expected[1], rtol=1e-5)
+
+
+def sample(catalogue: Catalogue, n: int, seed: int) -> list[str]:
+    rows = np.random.default_rng(seed).choice(len(catalogue.product_ids), n, replace=False)
+    return [catalogue.product_ids[i] for i in rows]
+
+
+def typed_history(catalogue: Catalogue, seed: int = 0, n: int = 12) -> History:
+    rng = np.random.default_rng(seed)
+    types = list(rng.choice(["click", "add_to_bag", "save_for_later", "purchase"], n))
+    stamps = [int(NOW - rng.uniform(-1, 60) * DAY) for _ in range(n)]  # one may lie in the future: age 0
+    return History(sample(catalogue, n, seed), types, stamps, request_time=NOW)
+
+
+# -- recommend ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1])
+def test_recommend_pools_event_types_and_recency_as_published(fashion: FashionrecClient, catalogue: Catalogue,
+                                                              seed: int) -> None:
+    history = typed_history(catalogue, seed)
+    assert_same(fashion.recommend(history, 15), ranked(catalogue, customer_vector(catalogue, history),
+                                                       catalogue.product_ids, 15))
+
+
+def test_explicit_weights_replace_the_event_type_weights(fashion: FashionrecClient, catalogue: Catalogue) -> None:
+    history = typed_history(catalogue, 2, 5)
+    explicit = History(history.product_ids, history.event_types, history.timestamps, [0.5, 4, 1, 2, 0], NOW)
+    assert_same(fashion.recommend(explicit, 10),
+                ranked(catalogue, customer_vector(catalogue, explicit), catalogue.product_ids, 10))
+    assert fashion.recommend(explicit, 10) != fashion.recommend(history, 10)
+
+
+@pytest.mark.parametrize("candidate_set", ["sale", "category:dresses", "new_in"])
+def test_recommend_within_a_published_candidate_set(fashion: FashionrecClient, catalogue: Catalogue,
+                                                    candidate_set: str) -> None:
+    history = typed_history(catalogue, 3)
+    members = catalogue.candidate_sets[candidate_set]
+    assert_same(fashion.recommend(history, 8, candidate_set=candidate_set),
+                ranked(catalogue, customer_vector(catalogue, history), members, 8))
+
+
+def test_recommend_within_explicit_candidates_keeps_ties_in_their_order(fashion: FashionrecClient,
+                                                                        catalogue: Catalogue) -> None:
+    history = History(sample(catalogue, 4, 4))
+    candidates = sample(catalogue, 40, 5)
+    assert_same(fashion.recommend(history, 12, candidates=candidates),
+                ranked(catalogue, customer_vector(catalogue, history), candidates, 12))
+    unknown_history = ["UNKNOWN"]  # zero vector: every candidate ties at 0.5, the given order stays
+    assert [r.product_id for r in fashion.recommend(unknown_history, 5, candidates=candidates)] == candidates[:5]
+
+
+def test_recommend_excludes_purchases_and_given_products(fashion: FashionrecClient, catalogue: Catalogue) -> None:
+    history = typed_history(catalogue, 6, 20)
+    vector = customer_vector(catalogue, history)
+    bought = {p for p, t in zip(history.product_ids, history.event_types, strict=True) if t == "purchase"}
+    exclude = sample(catalogue, 30, 7) + ["NOT-A-PRODUCT"]  # unknown exclusions are harmless
+    allowed = [p for p in catalogue.product_ids if p not in bought and p not in exclude]
+    got = fashion.recommend(history, 25, exclude_purchased=True, exclude=exclude)
+    assert_same(got, ranked(catalogue, vector, allowed, 25))
+    assert bought and bought & {r.product_id for r in fashion.recommend(history, 25)}  # they would be there
+
+
+# -- rerank ------------------------------------------------------------------------------------------
+def test_rerank_orders_the_given_products_with_scores(fashion: FashionrecClient, catalogue: Catalogue) -> None:
+    history = typed_history(catalogue, 8)
+    page = sample(catalogue, 60, 9)
+    got = fashion.rerank(history, page)
+    assert sorted(r.product_id for r in got) == sorted(page)
+    assert_same(got, ranked(catalogue, customer_vector(catalogue, history), page, len(page)))
+
+
+# -- similar -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [None, 0.0, 0.8, 1.0])
+def test_similar_blends_hero_and_customer_and_never_returns_the_hero(
+        fashion: FashionrecClient, catalogue: Catalogue, serving_config: ServingConfig, alpha: float | None) -> None:
+    history, hero = typed_history(catalogue, 10), catalogue.product_ids[123]
+    weight = serving_config.similar_alpha if alpha is None else alpha
+    vector = weight * catalogue.embeddings[123].astype(np.float64) + (1 - weight) * customer_vector(catalogue, history)
+    others = [p for p in catalogue.product_ids if p != hero]
+    assert_same(fashion.similar(hero, history, 10, alpha=alpha), ranked(catalogue, vector, others, 10))
+
+
+def test_similar_without_history_ranks_by_the_hero_alone(fashion: FashionrecClient, catalogue: Catalogue) -> None:
+    hero = catalogue.product_ids[77]
+    others = [p for p in catalogue.product_ids if p != hero]
+    assert_same(fashion.similar(hero, k=6), ranked(catalogue, catalogue.embeddings[77].astype(np.float64), others, 6))
+
+
+def test_similar_within_a_candidate_set(fashion: FashionrecClient, catalogue: Catalogue) -> None:
+    hero, history = catalogue.product_ids[14], typed_history(catalogue, 11)  # P000014 is itself on sale
+    vector = 0.5 * catalogue.embeddings[14].astype(np.float64) + 0.5 * customer_vector(catalogue, history)
+    members = [p for p in catalogue.candidate_sets["sale"] if p != hero]
+    assert_same(fashion.similar(hero, history, 5, alpha=0.5, candidate_set="sale"), ranked(catalogue, vector, members, 5))
+
+
+# -- bad requests ------------------------------------------------------------------------------------
+def _bad_calls(cfg: ServingConfig) -> dict:
+    """Each: (call on a FashionrecClient, part of the expected message)."""
+    ok = ["P000001"]
+    return {
+        "empty-history": (lambda c: c.recommend([], 5), "HISTORY_PRODUCT_IDS is empty"),
+        "long-history": (lambda c: c.rerank(ok * (cfg.max_history_length + 1), ok), "more than max_history_length"),
+        "k-zero": (lambda c: c.recommend(ok, 0), f"TOP_K must be between 1 and {cfg.max_top_k}, got 0"),
+        "k-too-large": (lambda c: c.similar("P000002", ok, cfg.max_top_k + 1), f"got {cfg.max_top_k + 1}"),
+        "unknown-event-type": (lambda c: c.recommend(History(ok, ["view"]), 5), "unknown HISTORY_EVENT_TYPES 'view'"),
+        "types-length": (lambda c: c.recommend(History(ok, ["click", "click"]), 5),
+                         "HISTORY_EVENT_TYPES has 2 values but HISTORY_PRODUCT_IDS has 1"),
+        "timestamps-length": (lambda c: c.recommend(History(ok, timestamps=[1, 2]), 5), "HISTORY_TIMESTAMPS has 2"),
+        "unknown-set": (lambda c: c.recommend(ok, 5, candidate_set="black-friday"),
+                        "unknown CANDIDATE_SET 'black-friday'; published sets: 'category:dresses', 'new_in', 'sale'"),
+        "set-and-ids": (lambda c: c.recommend(ok, 5, candidates=ok, candidate_set="sale"), "not both"),
+        "unknown-candidate": (lambda c: c.recommend(ok, 5, candidates=["P000003", "NOPE"]),
+                              "unknown product ids in CANDIDATE_PRODUCT_IDS: 'NOPE'"),
+        "rerank-unknown": (lambda c: c.rerank(ok, ["P000003", "NOPE"]), "unknown product ids in CANDIDATE_PRODUCT_IDS"),
+        "rerank-duplicates": (lambda c: c.rerank(ok, ["P000003", "P000003"]), "duplicate product ids"),
+        "rerank-too-many": (lambda c: c.rerank(ok, [f"P{i:06d}" for i in range(cfg.max_candidates + 1)]),
+                            f"1 to {cfg.max_candidates} ids, got {cfg.max_candidates + 1}"),
+        "exclude-purchased-without-types": (lambda c: c.recommend(ok, 5, exclude_purchased=True),
+                                            "EXCLUDE_PURCHASED needs HISTORY_EVENT_TYPES"),
+        "unknown-hero": (lambda c: c.similar("NOPE", ok), "unknown product ids in HERO_PRODUCT_ID: 'NOPE'"),
+        "alpha-out-of-range": (lambda c: c.similar("P000002", ok, alpha=1.5), "ALPHA must be between 0 and 1"),
+    }
+
+
+BAD_CASES = sorted(_bad_calls(ServingConfig()))
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_a_bad_request_gets_its_own_clear_error(fashion: FashionrecClient, catalogue: Catalogue,
+                                                serving_config: ServingConfig, case: str) -> None:
+    call, message = _bad_calls(serving_config)[case]
+    with pytest.raises(RecommendError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(fashion)
+    assert fashion.is_ready()
+    history = History(["P000001"])
+    assert_same(fashion.recommend(history, 5), ranked(catalogue, customer_vector(catalogue, history),
+                                                     catalogue.product_ids, 5))
+
+
+def test_bad_and_good_requests_batched_together_each_get_their_own_answer(
+        triton: TritonServer, catalogue: Catalogue, serving_config: ServingConfig) -> None:
+    """Dynamic batching mixes them in one execute(): a refusal must not spill onto its neighbours."""
+    bad = list(_bad_calls(serving_config).values())
+    histories = [History(sample(catalogue, 3, seed)) for seed in range(len(bad) * 2)]
+
+    def job(n: int) -> object:
+        with FashionrecClient(triton.grpc_url, "grpc", serving_config) as client:
+            if n % 2:
+                call, message = bad[n // 2]
+                with pytest.raises(RecommendError, match=message.split("(")[0]):
+                    call(client)
+                return None
+            return client.recommend(histories[n], 7)
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(job, range(len(bad) * 2)))
+    for n in range(0, len(answers), 2):
+        assert_same(answers[n], ranked(catalogue, customer_vector(catalogue, histories[n]), catalogue.product_ids, 7))
+
+
+@pytest.mark.parametrize("tensor, datatype, shape, message", [
+    (np.array([[5.0]], np.float32), "FP32", [1, 1], "TOP_K"),
+    (np.array([[5, 6]], np.int32), "INT32", [1, 2], "TOP_K"),
+], ids=["wrong-dtype", "wrong-shape"])
+def test_wrong_dtype_or_shape_is_refused_by_triton_with_the_input_named(
+        triton: TritonServer, tensor: np.ndarray, datatype: str, shape: list[int], message: str) -> None:
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    ids = grpcclient.InferInput("HISTORY_PRODUCT_IDS", [1, 1], "BYTES")
+    ids.set_data_from_numpy(np.array([[b"P000001"]], dtype=np.object_))
+    top_k = grpcclient.InferInput("TOP_K", shape, datatype)
+    top_k.set_data_from_numpy(tensor)
+    with pytest.raises(Exception, match=message):
+        client.infer("recommend", [ids, top_k])
+    assert client.is_model_ready("recommend")
+    client.close()

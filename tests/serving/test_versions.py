@@ -1,0 +1,136 @@
+"""Hot model updates on a REAL tritonserver: publish v2 and roll back under a steady request stream.
+
+Zero failed requests is the bar: the ensembles switch atomically while the previous version's steps
+stay loaded, and every answer equals the numpy reference of exactly one version (never a mix).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from fashionrec.client import FashionrecClient, History, RecommendError
+from fashionrec.config import ServingConfig
+from fashionrec.publish import MANIFEST_FILE, publish_model_repository
+from fashionrec.serving import versions
+from fashionrec.serving.server import TritonServer
+
+if TYPE_CHECKING:
+    from conftest import Catalogue
+
+HISTORY = History(["P000003", "P000150", "P000042"], weights=[1.0, 3.0, 5.0])
+K = 10
+STREAM_CLIENTS = 3
+AFTER_SWITCH = 20  # answers each client must get after a switch returned, before the stream stops
+
+
+def expected_ids(product_ids: list[str], embeddings: np.ndarray) -> list[str]:
+    """The recommend answer for HISTORY under one version's table (float64, no fashionrec code)."""
+    rows = [product_ids.index(p) for p in HISTORY.product_ids]
+    vector = np.average(embeddings[rows].astype(np.float64), axis=0, weights=HISTORY.weights)
+    dots = embeddings.astype(np.float64) @ vector
+    return [product_ids[i] for i in sorted(range(len(dots)), key=lambda i: (-dots[i], i))[:K]]
+
+
+@dataclass
+class Stream:
+    """Clients asking the same question in a loop until told to stop; every answer and failure kept."""
+
+    url: str
+    serving: ServingConfig
+    answers: list[list[str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=lambda: [0] * STREAM_CLIENTS)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def _run(self, slot: int) -> None:
+        with FashionrecClient(self.url, "grpc", self.serving) as client:
+            while not self.stop.is_set():
+                try:
+                    self.answers.append([r.product_id for r in client.recommend(HISTORY, K)])
+                except RecommendError as error:
+                    self.failures.append(str(error))
+                self.counts[slot] += 1
+
+    def around(self, action: Callable[[], object]) -> list[list[str]]:
+        """Run ``action`` while the stream flows; keep streaming AFTER_SWITCH answers per client after it."""
+        threads = [threading.Thread(target=self._run, args=(slot,)) for slot in range(STREAM_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        try:
+            while min(self.counts) < 3:  # the stream is flowing before the switch
+                self.stop.wait(0.01)
+            action()
+            marks = list(self.counts)
+            while any(now - mark < AFTER_SWITCH for now, mark in zip(self.counts, marks, strict=True)):
+                self.stop.wait(0.01)
+            tail = self.answers[-STREAM_CLIENTS:]
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join()
+        return tail
+
+
+@pytest.fixture(scope="module")
+def versioned(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue, serving_config: ServingConfig,
+              export_writer: Callable) -> Iterator[tuple[Path, TritonServer]]:
+    """Its own repository (v1) and server with explicit model control: these tests change versions."""
+    folder = tmp_path_factory.mktemp("versions")
+    published = publish_model_repository(*export_writer(folder / "v1", catalogue.product_ids, catalogue.embeddings,
+                                                       catalogue.is_new), str(folder / "repo"), serving_config)
+    with TritonServer(published.path, serving_config, http_port=0, grpc_port=0, metrics_port=0,
+                      model_control_mode="explicit") as server:
+        yield Path(published.path), server
+
+
+def test_publishing_v2_switches_a_running_server_with_zero_failures_then_rollback(
+        versioned: tuple[Path, TritonServer], catalogue: Catalogue, serving_config: ServingConfig,
+        tmp_path: Path, export_writer: Callable) -> None:
+    repository, server = versioned
+    v1 = expected_ids(catalogue.product_ids, catalogue.embeddings)
+    flipped = catalogue.embeddings[np.random.default_rng(9).permutation(len(catalogue.embeddings))]  # v2: shuffled
+    v2 = expected_ids(catalogue.product_ids, flipped)
+    assert v1 != v2
+    export = export_writer(tmp_path / "v2", catalogue.product_ids, flipped, catalogue.is_new)
+
+    publishing = Stream(server.grpc_url, serving_config)
+    tail = publishing.around(lambda: publish_model_repository(*export, str(repository), serving_config,
+                                                              server_url=server.grpc_url))
+    assert publishing.failures == []
+    assert all(answer in (v1, v2) for answer in publishing.answers)  # never a mix of versions
+    assert tail == [v2] * STREAM_CLIENTS
+    with FashionrecClient(server.http_url, "http", serving_config) as client:
+        assert {client.served_version(name) for name in versions.ensembles(serving_config)} == {2}
+
+    rolling_back = Stream(server.grpc_url, serving_config)
+    command = [sys.executable, "-m", "fashionrec.cli", "model", "rollback", "--model-repository", str(repository),
+               "--url", server.grpc_url]
+    result: list[subprocess.CompletedProcess[str]] = []
+    tail = rolling_back.around(lambda: result.append(subprocess.run(command, capture_output=True, text=True)))
+    assert result[0].returncode == 0, result[0].stderr
+    assert "Serving version 1" in result[0].stdout
+    assert rolling_back.failures == []
+    assert all(answer in (v1, v2) for answer in rolling_back.answers)
+    assert tail == [v1] * STREAM_CLIENTS
+    manifest = json.loads((repository / MANIFEST_FILE).read_text())
+    assert (manifest["latest_version"], manifest["serving_version"]) == (2, 1)
+
+
+def test_rollback_without_an_earlier_version_is_refused(tmp_path: Path, catalogue: Catalogue,
+                                                        serving_config: ServingConfig, export_writer: Callable) -> None:
+    export = export_writer(tmp_path / "v1", catalogue.product_ids, catalogue.embeddings, catalogue.is_new)
+    repository = publish_model_repository(*export, str(tmp_path / "repo"), serving_config).path
+    with pytest.raises(versions.VersionError, match="no version before 1"):
+        versions.rollback(repository, serving_config)
+    with pytest.raises(versions.VersionError, match="version 7 is not published"):
+        versions.rollback(repository, serving_config, to_version=7)
