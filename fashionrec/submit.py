@@ -356,6 +356,13 @@ def _kfp_client_and_experiment(target: KfpTarget) -> tuple[Any, str]:
     return client, experiment.experiment_id
 
 
+def _kfp_runtime_config(arguments: PipelineArguments, target: KfpTarget) -> Any:
+    """The run's parameters and pipeline root, as the KFP API takes them."""
+    import kfp_server_api
+
+    return kfp_server_api.V2beta1RuntimeConfig(parameters=arguments.parameters(), pipeline_root=target.pipeline_root)
+
+
 def _kfp_run(target: KfpTarget, arguments: PipelineArguments, options: SubmitConfig, spec: dict[str, Any],
              labels: Mapping[str, str]) -> Submission:
     import kfp_server_api
@@ -367,9 +374,7 @@ def _kfp_run(target: KfpTarget, arguments: PipelineArguments, options: SubmitCon
         display_name=name,
         description=_labels_text(labels),
         pipeline_spec=spec,
-        runtime_config=kfp_server_api.V2beta1RuntimeConfig(
-            parameters=arguments.parameters(), pipeline_root=target.pipeline_root
-        ),
+        runtime_config=_kfp_runtime_config(arguments, target),
         service_account=options.service_account,
     )
     created = client.runs.run_service_create_run(run=run)
@@ -387,9 +392,7 @@ def _kfp_recurring_run(target: KfpTarget, arguments: PipelineArguments, options:
         display_name=name,
         description=_labels_text(labels),
         pipeline_spec=spec,
-        runtime_config=kfp_server_api.V2beta1RuntimeConfig(
-            parameters=arguments.parameters(), pipeline_root=target.pipeline_root
-        ),
+        runtime_config=_kfp_runtime_config(arguments, target),
         trigger=kfp_server_api.V2beta1Trigger(cron_schedule=kfp_server_api.V2beta1CronSchedule(cron=cron)),
         mode=kfp_server_api.RecurringRunMode.ENABLE,
         max_concurrency=str(when.max_concurrent_runs),
