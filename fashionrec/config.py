@@ -67,7 +67,7 @@ class TransformConfig:
     max_title_tokens: int = 24
     token_vocab_size: int = 5_000
     price_buckets: int = 10
-    history_length: int = 20  # most recent events kept as a customer's history
+    history_length: int = 50  # most recent events kept as a customer's history (tuned on ML-1M: 50 > 20)
     beam_runner: str = "BundleBasedDirectRunner"
     beam_options: tuple[str, ...] = ()  # extra pipeline options, e.g. ("--project=...", "--region=...")
 
