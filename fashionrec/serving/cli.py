@@ -39,7 +39,7 @@ def _progress(message: str) -> None:
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM (docker stop, Kubernetes) stops the server as cleanly as Ctrl-C does."""
+    """SIGTERM (docker stop, Kubernetes) and SIGINT (Ctrl-C) stop the server cleanly."""
     raise KeyboardInterrupt
 
 
@@ -66,7 +66,10 @@ def serve_command(ctx: click.Context, model_repository: str, http_port: int | No
     server = TritonServer(model_repository, serving, http_port=http_port, grpc_port=grpc_port,
                           metrics_port=metrics_port, model_control_mode=model_control_mode,
                           log_path=log_file, progress=_progress)
+    # Both explicitly: a process started with SIGINT ignored (a background job, or a parent such as a
+    # Beam runner that ignores it) would otherwise never see Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         with server:
             _announce(server)

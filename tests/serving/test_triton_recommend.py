@@ -177,7 +177,9 @@ def test_serve_command_prints_the_urls_and_stops_on_ctrl_c(published: PublishedM
                                                            serving_config: ServingConfig) -> None:
     command = [sys.executable, "-m", "fashionrec.serving.cli", "--model-repository", published.path,
                "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Started with SIGINT ignored, as a background job is: Ctrl-C must still stop it.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lines = [process.stdout.readline() for _ in range(4)]
         assert lines[0].startswith("Triton is ready")
