@@ -65,9 +65,9 @@ class Trained:
         ids, table, _ = read_embeddings(str(Path(self.export) / EMBEDDINGS_FILE))
         return ids, table
 
-    def customer_vectors(self, examples: EvalExamples) -> np.ndarray:
+    def customer_vectors(self, examples: EvalExamples, table: np.ndarray) -> np.ndarray:
+        """The holdout customers' vectors over ``table`` (from :meth:`table`), pooled as exported."""
         aggregation = Aggregation.read(str(Path(self.export) / AGGREGATION_FILE))
-        _, table = self.table()
         return np.stack([ops.customer_vector(table, h, aggregation.weights(w, a)) for h, w, a in
                          zip(examples.history_idx, examples.history_weight, examples.history_age_days, strict=True)])
 
@@ -148,7 +148,7 @@ def ncf_protocol(work: Path, config: PipelineConfig) -> None:
                                            config.evaluate.seed)
     candidates = np.concatenate([np.stack([t[:1] for t in examples.target_idxs]), negatives], axis=1)
     systems = _baselines(trained, ids, config)
-    rows = {"model": _sampled(_embedding_scorer(trained.customer_vectors(examples), table), examples, candidates)}
+    rows = {"model": _sampled(_embedding_scorer(trained.customer_vectors(examples, table), table), examples, candidates)}
     rows.update({name: _sampled(lambda rows_, s=system: np.stack(s.score(examples.history_idx,
                                                                           examples.history_weight, list(rows_))),
                                 examples, candidates) for name, system in systems.items()})
@@ -173,8 +173,8 @@ def cold_products(work: Path, config: PipelineConfig) -> None:
     cold = np.flatnonzero(np.isin(ids, cold_ids))
     all_warm = np.setdiff1d(np.flatnonzero(np.isin(ids, train_events["product_id"].unique())), cold)
     warm = np.sort(rng.choice(all_warm, len(cold), replace=False))  # a pool as large as the cold one
-    vectors = trained.customer_vectors(examples)
-    genre_vectors, genre_table = _genre_popularity(trained, ids, train_events, cold_ids, len(examples.customer_ids))
+    vectors = trained.customer_vectors(examples, table)
+    genre_vectors, genre_table = _genre_popularity(trained, ids, train_events, len(examples.customer_ids))
     random_table = rng.normal(size=table.shape).astype(np.float32)
     random_vectors = rng.normal(size=vectors.shape).astype(np.float32)
 
@@ -197,7 +197,7 @@ def cold_products(work: Path, config: PipelineConfig) -> None:
                  ("recall@20", "of warm model"), rows)
 
 
-def _genre_popularity(trained: Trained, ids: np.ndarray, train_events: pd.DataFrame, cold_ids: np.ndarray,
+def _genre_popularity(trained: Trained, ids: np.ndarray, train_events: pd.DataFrame,
                       customers: int) -> tuple[np.ndarray, np.ndarray]:
     """(vectors, table) whose dot product is the training popularity of each product's category."""
     catalogue = pd.read_parquet(str(Path(trained.ingested) / "catalogue.parquet")).set_index("product_id")

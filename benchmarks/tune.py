@@ -112,7 +112,7 @@ def score(trained: Trained, config: PipelineConfig) -> dict[str, float]:
     """The trained model's metrics on the validation customers with a history, ranked as served."""
     ids, table = trained.table()
     examples = _with_history(load_eval_examples(trained.transformed), config)
-    vectors = trained.customer_vectors(examples)
+    vectors = trained.customer_vectors(examples, table)
     rows = np.concatenate([ops.rank_candidates(vectors[s : s + BATCH], table, 20,
                                                padded(examples.history_idx[s : s + BATCH]))[0]
                            for s in range(0, len(vectors), BATCH)])

@@ -31,13 +31,13 @@ from fashionrec import ingest as ingest_files
 from fashionrec import progress
 from fashionrec import storage
 from fashionrec.config import TransformConfig
+from fashionrec.serving import ops  # the ages-in-days contract shared with serving
 
 RAW_CATALOGUE_DIR = "raw_catalogue"
 TRANSFORMED_CATALOGUE_DIR = "transformed_catalogue"
 TRANSFORM_FN_DIR = "transform_fn"
 TRAIN_EXAMPLES_DIR = "train_examples"
 EVAL_EXAMPLES_DIR = "eval_examples"
-SECONDS_PER_DAY = 86_400.0
 PRODUCT_VOCAB = "product_id"
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
 NUM_SHARDS = 64
@@ -340,7 +340,7 @@ def holdout_examples(
 
 def _days(seconds: np.ndarray) -> np.ndarray:
     """Ages in seconds → float32 days."""
-    return (np.asarray(seconds, dtype=np.float64) / SECONDS_PER_DAY).astype(np.float32)
+    return (np.asarray(seconds, dtype=np.float64) / ops.SECONDS_PER_DAY).astype(np.float32)
 
 
 def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, pa.Array]:
