@@ -5,8 +5,11 @@
 
 1. **time**: global time split (the pipeline's own: the last 10 % of events are the holdout),
    full-catalogue ranking excluding each customer's recent history, every system on the same customers.
-   Also: how popular the recommended products are (mean popularity percentile of the top 10).
-2. **ablations**: the model again with each other history pooling and without the logQ correction.
+   Also: how popular the recommended products are (mean popularity percentile of the top 10). The
+   model's score adds the popularity prior (``fashionrec.popularity``); "recent_popularity" ranks by
+   that prior alone.
+2. **ablations**: the model again with each other history pooling, without the logQ correction, and
+   without the popularity prior (the same trained model, exported again).
 3. **ncf**: leave-last-one-out, the target among 99 sampled unseen products, HR@10 / NDCG@10, to set
    beside the NCF paper's table (NeuMF 0.726 / 0.445 on ML-1M).
 4. **cold**: 10 % of the products lose every training event; their holdout interactions are ranked
@@ -37,7 +40,7 @@ from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import metrics, protocols
 from fashionrec.evaluation.evaluate import evaluate, popularity_scores
 from fashionrec.evaluation.systems import ials_system, popularity_system
-from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings
+from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings, read_popularity_prior
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.ingest import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE, ingest
 from fashionrec.serving import ops
@@ -47,7 +50,8 @@ from fashionrec.transform import transform
 SECTIONS = ("time", "ablations", "ncf", "cold")
 TIME_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10", "popularity_percentile@10")
 ABLATIONS = {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"train.pooling": "weighted"},
-             "pooling=attention": {"train.pooling": "attention"}, "no logQ": {"train.logq_correction": False}}
+             "pooling=attention": {"train.pooling": "attention"}, "no logQ": {"train.logq_correction": False},
+             "no popularity prior": {"export.popularity_prior_weight": 0.0}}
 NCF_NEGATIVES, NCF_K, COLD_FRACTION, COLD_K = 99, 10, 0.1, 20
 PUBLISHED_NCF = {"NeuMF (He et al. 2017)": (0.726, 0.445)}
 
@@ -64,6 +68,10 @@ class Trained:
     def table(self) -> tuple[np.ndarray, np.ndarray]:
         ids, table, _ = read_embeddings(str(Path(self.export) / EMBEDDINGS_FILE))
         return ids, table
+
+    def prior(self) -> np.ndarray:
+        """The exported popularity prior, aligned with :meth:`table`'s rows."""
+        return read_popularity_prior(str(Path(self.export) / EMBEDDINGS_FILE))
 
     def customer_vectors(self, examples: EvalExamples, table: np.ndarray) -> np.ndarray:
         """The holdout customers' vectors over ``table`` (from :meth:`table`), pooled as exported."""
@@ -114,17 +122,29 @@ def train_split(folder: Path, config: PipelineConfig, name: str = "model") -> Tr
         transform(ingested, transformed, config.transform)
     model, export = str(folder / name / "model"), str(folder / name / "export")
     summary = train(transformed, model, config.train, config.transform)
-    export_embeddings(ingested, transformed, model, export, config.ingest.event_weights)
+    export_embeddings(ingested, transformed, model, export, config.ingest.event_weights, config.export)
     return Trained(ingested, transformed, export, summary)
+
+
+def reexport(trained: Trained, export: Path, config: PipelineConfig) -> Trained:
+    """The same trained model exported with other export settings."""
+    export_embeddings(trained.ingested, trained.transformed, str(Path(trained.export).parent / "model"), str(export),
+                      config.ingest.event_weights, config.export)
+    return dataclasses.replace(trained, export=str(export))
 
 
 def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines: bool) -> Trained:
     """The pipeline's evaluation (model, popularity, iALS), then each ablation's model row."""
     trained = train_split(folder, config)
     result = evaluate(trained.ingested, trained.transformed, trained.export, str(folder / "eval"), config.evaluate)
-    rows = {name: result.metrics[name] for name in ("popularity", "ials", "model")} if baselines else {}
+    rows = {name: result.metrics[name] for name in ("popularity", "recent_popularity", "ials", "model")
+            if name in result.metrics} if baselines else {}
     for name, overrides in (ABLATIONS.items() if ablations else ()):
-        variant = train_split(folder, config.with_overrides(overrides), name.replace(" ", "_").replace("=", "_"))
+        folder_name, variant_config = name.replace(" ", "_").replace("=", "_"), config.with_overrides(overrides)
+        if all(key.startswith("export.") for key in overrides):  # same training: export it again
+            variant = reexport(trained, folder / folder_name / "export", variant_config)
+        else:
+            variant = train_split(folder, variant_config, folder_name)
         rows[name] = evaluate(variant.ingested, variant.transformed, variant.export, str(folder / f"eval-{name}"),
                               dataclasses.replace(config.evaluate, bootstrap_resamples=10)).metrics["model"]
     customers = int(result.metrics["model"]["customers"])
@@ -148,7 +168,8 @@ def ncf_protocol(work: Path, config: PipelineConfig) -> None:
                                            config.evaluate.seed)
     candidates = np.concatenate([np.stack([t[:1] for t in examples.target_idxs]), negatives], axis=1)
     systems = _baselines(trained, ids, config)
-    rows = {"model": _sampled(_embedding_scorer(trained.customer_vectors(examples, table), table), examples, candidates)}
+    scorer = _embedding_scorer(trained.customer_vectors(examples, table), table, trained.prior())
+    rows = {"model": _sampled(scorer, examples, candidates)}
     rows.update({name: _sampled(lambda rows_, s=system: np.stack(s.score(examples.history_idx,
                                                                           examples.history_weight, list(rows_))),
                                 examples, candidates) for name, system in systems.items()})
@@ -193,7 +214,8 @@ def cold_products(work: Path, config: PipelineConfig) -> None:
     for row in rows.values():
         row["of warm model"] = row["recall@20"] / warm_recall
     print_table(f"cold products: {len(cold)} of {len(cold) + len(all_warm)} products held out of training, "
-                 f"ranked among themselves; warm: {len(warm)} sampled trained products, ranked among themselves",
+                 f"ranked among themselves; warm: {len(warm)} sampled trained products, ranked among themselves; "
+                 "embeddings only (the popularity prior is 0 for every cold product)",
                  ("recall@20", "of warm model"), rows)
 
 
@@ -213,8 +235,8 @@ def _baselines(trained: Trained, ids: np.ndarray, config: PipelineConfig) -> dic
             "ials": ials_system(train_events, ids, config.evaluate)}
 
 
-def _embedding_scorer(vectors: np.ndarray, table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows])
+def _embedding_scorer(vectors: np.ndarray, table: np.ndarray, prior: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows]) + prior[rows]
 
 
 def _sampled(score: Callable[[np.ndarray], np.ndarray], examples: EvalExamples,

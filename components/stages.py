@@ -64,15 +64,16 @@ def export_embeddings(
     config_json: str, ingested: Input[Dataset], transformed: Input[Dataset], model: Input[Model],
     embeddings: Output[Dataset],
 ):
-    """Embed every catalogue product, new products included, and record how histories are pooled."""
+    """Embed every catalogue product, new products included; record how histories are pooled and the
+    popularity prior every score adds."""
     from dataclasses import asdict
 
     from fashionrec.config import PipelineConfig
     from fashionrec.export import export_embeddings as export
 
-    event_weights = PipelineConfig.from_json(config_json).ingest.event_weights
+    config = PipelineConfig.from_json(config_json)
     embeddings.metadata.update(asdict(export(ingested.path, transformed.path, model.path, embeddings.path,
-                                             event_weights)))
+                                             config.ingest.event_weights, config.export)))
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)

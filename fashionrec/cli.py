@@ -11,7 +11,7 @@ import click
 
 from fashionrec.config import COMPONENT_IMAGE, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES
-from fashionrec.serving.cli import rollback_command, serve_command
+from fashionrec.serving.cli import catalogue_group, embed_products_command, rollback_command, serve_command
 
 if TYPE_CHECKING:  # the submission code (kfp.Client, Vertex SDK) loads only when a command needs it
     from fashionrec.submit import PipelineArguments, SubmitConfig, Submission, Target
@@ -307,6 +307,8 @@ def demo_command(workspace: str, size: str, overrides: tuple[str, ...], dataset:
 
 
 main.add_command(serve_command)
+main.add_command(catalogue_group)
+main.add_command(embed_products_command)
 model_group.add_command(rollback_command)
 
 if __name__ == "__main__":

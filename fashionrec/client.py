@@ -20,6 +20,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from fashionrec.config import ServingConfig
+from fashionrec.serving.content import ProductContent
 
 Protocol = Literal["grpc", "http"]
 _DEFAULTS = ServingConfig()
@@ -168,6 +169,19 @@ class FashionrecClient:
             inputs.append(self._input("ALPHA", np.array([[alpha]], dtype=np.float32), "FP32"))
         inputs += self._candidate_inputs(candidates, candidate_set)
         return self._ranked(self.serving.similar_model_name, inputs)
+
+    def embed_products(self, products: Sequence[ProductContent]) -> np.ndarray:
+        """float32 [len(products), D]: the served content tower's embedding of each product (what the
+        model gives a product it never saw in training); one request for all of them. A negative or
+        NaN price is refused."""
+        columns = {"TITLE": [p.title for p in products], "DESCRIPTION": [p.description for p in products],
+                   "CATEGORY": [p.category for p in products], "COLOUR": [p.colour for p in products],
+                   "BRAND": [p.brand for p in products]}
+        inputs = [self._input(name, _bytes(values).reshape(-1, 1), "BYTES") for name, values in columns.items()]
+        prices = np.array([p.price for p in products], dtype=np.float32).reshape(-1, 1)
+        inputs.append(self._input("PRICE", prices, "FP32"))
+        result = self.infer(self.serving.embed_model_name, inputs, ["EMBEDDING"])
+        return result.as_numpy("EMBEDDING").astype(np.float32)
 
     # -- plumbing -----------------------------------------------------------------------------------
     def _history_inputs(self, history: History) -> list[Any]:

@@ -94,6 +94,18 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """What the export stage publishes beside the embeddings (``fashionrec.popularity``)."""
+
+    # score = p_u . q_i + weight * log1p(recent_i / mean recent); 0 turns the prior off.
+    # Chosen on ML-1M's validation period (benchmarks/tune.py): 0.5 >= 0.35, 0.75 >> 0 (NDCG@10 0.102 vs 0.084,
+    # recall@20 0.081 vs 0.069); half-lives of 0.5-2 days tie, 7-14 days do less. A shop whose demand moves
+    # more slowly than film ratings may want a longer half-life.
+    popularity_prior_weight: float = 0.5
+    popularity_half_life_days: float = 1.0  # recency of that popularity
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """Holdout evaluation and the publishing gate."""
 
@@ -130,6 +142,7 @@ class ServingConfig:
     customer_model_name: str = "customer_vector"
     ranking_model_name: str = "rank_products"
     blend_model_name: str = "blend_hero"
+    embed_model_name: str = "embed_products"  # new products' content fields -> embeddings (the content tower)
     max_batch_size: int = 64
     max_queue_delay_us: int = 200
     default_top_k: int = 10
@@ -164,6 +177,7 @@ class PipelineConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
 

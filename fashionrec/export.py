@@ -1,8 +1,12 @@
-"""Export: an embedding for every catalogue product, new (never interacted) products included."""
+"""Export: an embedding for every catalogue product, new (never interacted) products included, and the
+content tower that embeds products launched later (``content_tower.npz`` + ``content_features.json``,
+read by :mod:`fashionrec.serving.content`: the Triton model ``embed_products`` and ``catalogue add``)."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +16,13 @@ import pyarrow.parquet as pq
 from fashionrec import ingest as ingest_files
 from fashionrec import storage
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
-from fashionrec.config import EventWeights
-from fashionrec.train import item_embeddings, load_item_tower, load_train_config
+from fashionrec import transform as transform_files
+from fashionrec.config import EventWeights, ExportConfig, TrainConfig
+from fashionrec.features import load_price_scaling
+from fashionrec.model import ItemTower
+from fashionrec.popularity import PRIOR_COLUMN, prior_from_events
+from fashionrec.serving import content
+from fashionrec.train import CONFIG_FILE, item_embeddings, load_item_tower, load_train_config
 
 EMBEDDINGS_FILE = "embeddings.parquet"
 
@@ -23,12 +32,16 @@ class ExportSummary:
     products: int
     new_products: int
     dimension: int
+    content_tower: bool = False  # written (False: a transform made before its price columns existed)
 
 
 def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, output_dir: str,
-                      event_weights: EventWeights = EventWeights()) -> ExportSummary:
-    """Write ``embeddings.parquet`` (``product_id``, ``embedding``, ``is_new``) in product-index order,
-    and ``aggregation.json``: how serving must pool a history (the model's pooling, these event weights).
+                      event_weights: EventWeights = EventWeights(),
+                      export_config: ExportConfig = ExportConfig()) -> ExportSummary:
+    """Write ``embeddings.parquet`` (``product_id``, ``embedding``, ``is_new``, ``popularity_prior``) in
+    product-index order, and ``aggregation.json``: how serving must pool a history (the model's pooling,
+    these event weights). The prior (:mod:`fashionrec.popularity`) comes from the training events only,
+    so the holdout evaluation of it is honest.
 
     A new product has no trained id embedding (it was zero-initialised and never updated, or it is
     out of vocabulary), so its vector comes from its content alone.
@@ -36,25 +49,87 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     with storage.local_copy(transformed_dir) as local_transformed, storage.local_copy(model_dir) as local_model:
         tower = load_item_tower(local_transformed, local_model)
         embeddings = item_embeddings(tower)
+        tower_files = content_tower_files(tower, local_transformed, local_model)
+    if tower_files is not None:
+        write_content_tower(output_dir, *tower_files)
     product_ids = tower.product_ids
     catalogue = storage.read_table(storage.join(ingested_dir, ingest_files.CATALOGUE_FILE))
     new = set(catalogue.loc[catalogue["is_new"], "product_id"])
     is_new = np.array([pid in new for pid in product_ids])
-    write_embeddings(storage.join(output_dir, EMBEDDINGS_FILE), product_ids, embeddings, is_new)
+    train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
+    prior = prior_from_events(train_events, product_ids, export_config)
+    write_embeddings(storage.join(output_dir, EMBEDDINGS_FILE), product_ids, embeddings, is_new, prior)
     Aggregation.from_training(load_train_config(model_dir), event_weights).write(
         storage.join(output_dir, AGGREGATION_FILE))
-    return ExportSummary(products=len(product_ids), new_products=int(is_new.sum()), dimension=embeddings.shape[1])
+    return ExportSummary(products=len(product_ids), new_products=int(is_new.sum()), dimension=embeddings.shape[1],
+                         content_tower=tower_files is not None)
 
 
-def write_embeddings(uri: str, product_ids: np.ndarray, embeddings: np.ndarray, is_new: np.ndarray) -> None:
+KERAS_GELU = {"gelu": "erf"}  # Keras' activation name -> the numpy twin's gelu variant (approximate=False)
+
+
+def content_tower_files(tower: ItemTower, transformed_dir: str, model_dir: str
+                        ) -> tuple[dict[str, object], dict[str, np.ndarray]] | None:
+    """The content tower as :mod:`fashionrec.serving.content` reads it: (features, weights).
+
+    None when the transform predates the price columns (its quantile boundaries and z-score are
+    then constants of the TFT graph that cannot be read back). Local folders only.
+    """
+    import tensorflow_transform as tft
+
+    scaling = load_price_scaling(transformed_dir)
+    if scaling is None:
+        return None
+    train_config: TrainConfig = load_train_config(model_dir)
+    transform_config = storage.read_json(storage.join(model_dir, CONFIG_FILE))["transform"]
+    activation = tower.hidden.get_config()["activation"]
+    if activation not in KERAS_GELU:
+        raise ValueError(f"content tower activation {activation!r} has no numpy twin (known: {sorted(KERAS_GELU)})")
+    output = tft.TFTransformOutput(storage.join(transformed_dir, transform_files.TRANSFORM_FN_DIR))
+    features: dict[str, object] = {
+        "format": content.FORMAT_VERSION,
+        "max_tokens": int(transform_config["max_title_tokens"]),
+        "oov_buckets": int(transform_config["vocab_oov_buckets"]),
+        "temperature": float(train_config.temperature),
+        "normalize": bool(train_config.normalize_embeddings),
+        "gelu": KERAS_GELU[activation],
+        "vocabularies": {name: [_text(v) for v in output.vocabulary_by_name(name)]
+                         for name in ("tokens", *content.CATEGORICAL)},
+        "price": {"boundaries": [float(b) for b in scaling.boundaries], "mean": scaling.mean, "var": scaling.var},
+    }
+    weights = {
+        "tokens": tower.token_embedding.embeddings.numpy(),
+        **{name: tower.feature_embeddings[name].embeddings.numpy() for name in (*content.CATEGORICAL, "price_bucket")},
+        "hidden_kernel": tower.hidden.kernel.numpy(), "hidden_bias": tower.hidden.bias.numpy(),
+        "output_kernel": tower.content_output.kernel.numpy(), "output_bias": tower.content_output.bias.numpy(),
+    }
+    return features, weights
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def write_content_tower(output_dir: str, features: dict[str, object], weights: dict[str, np.ndarray]) -> None:
+    """Write the content tower's two files beside the embeddings (local or gs://)."""
+    with tempfile.TemporaryDirectory(prefix="fashionrec-content-") as folder:
+        content.write(Path(folder), features, weights)
+        for name in (content.FEATURES_FILE, content.WEIGHTS_FILE):
+            storage.upload_file(str(Path(folder) / name), storage.join(output_dir, name))
+
+
+def write_embeddings(uri: str, product_ids: np.ndarray, embeddings: np.ndarray, is_new: np.ndarray,
+                     prior: np.ndarray | None = None) -> None:
+    """One row per product; ``prior`` (the popularity prior per product) is stored when given."""
     dimension = embeddings.shape[1]
-    table = pa.table(
-        {
-            "product_id": pa.array(product_ids, pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), pa.float32()), dimension),
-            "is_new": pa.array(is_new, pa.bool_()),
-        }
-    )
+    columns = {
+        "product_id": pa.array(product_ids, pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), pa.float32()), dimension),
+        "is_new": pa.array(is_new, pa.bool_()),
+    }
+    if prior is not None:
+        columns[PRIOR_COLUMN] = pa.array(np.asarray(prior, np.float32), pa.float32())
+    table = pa.table(columns)
     with storage.open_output(uri) as stream:
         pq.write_table(table, stream)
 
@@ -64,3 +139,12 @@ def read_embeddings(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frame: pd.DataFrame = storage.read_table(uri)
     embeddings = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
     return frame["product_id"].to_numpy(str), embeddings, frame["is_new"].to_numpy(bool)
+
+
+def read_popularity_prior(uri: str) -> np.ndarray:
+    """The popularity prior per product (float32 [N], in the file's row order); zeros for an export
+    written without one."""
+    frame: pd.DataFrame = storage.read_table(uri)
+    if PRIOR_COLUMN not in frame.columns:
+        return np.zeros(len(frame), np.float32)
+    return frame[PRIOR_COLUMN].to_numpy(np.float32)

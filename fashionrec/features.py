@@ -18,6 +18,19 @@ PAD = -1  # history padding; never a valid product index
 
 
 @dataclass(frozen=True)
+class PriceScaling:
+    """The price analysers' results, as the transform graph applies them (float32 values).
+
+    ``bucket = searchsorted(boundaries, max(price, 0), side="right")``;
+    ``z = (log1p(max(price, 0)) - mean) / sqrt(var)`` (just centred when ``var`` is 0).
+    """
+
+    boundaries: np.ndarray  # float32 [price_buckets - 1], ascending
+    mean: float
+    var: float
+
+
+@dataclass(frozen=True)
 class CatalogueFeatures:
     """Content features of every product, row ``i`` = ``product_idx`` ``i``.
 
@@ -33,6 +46,7 @@ class CatalogueFeatures:
     price_bucket: np.ndarray
     price_z: np.ndarray  # [num_rows] float32
     vocabulary_sizes: dict[str, int]  # name → size including OOV buckets (tokens: + padding)
+    price_scaling: PriceScaling | None = None  # None: a transform made before it was written out
 
     @property
     def num_products(self) -> int:
@@ -85,6 +99,31 @@ def load_catalogue_features(transformed_dir: str, max_tokens: int, product_oov_b
             "brand": output.vocabulary_size_by_name("brand") + 1,
             "price_bucket": int(column("price_bucket", np.int64).max()) + 1,
         },
+        price_scaling=_price_scaling(parts[0]) if "price_boundaries" in spec else None,
+    )
+
+
+def load_price_scaling(transformed_dir: str) -> PriceScaling | None:
+    """The price analysers' results from the transformed catalogue (None for a transform made before
+    they were written out)."""
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(storage.join(transformed_dir, transform_files.TRANSFORM_FN_DIR))
+    spec = output.transformed_feature_spec()
+    if "price_boundaries" not in spec:
+        return None
+    pattern = storage.join(transformed_dir, transform_files.TRANSFORMED_CATALOGUE_DIR, "part*")
+    for record in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern))).take(1).batch(1):
+        return _price_scaling(tf.io.parse_example(record, spec))
+    raise ValueError(f"no transformed catalogue rows under {pattern}")
+
+
+def _price_scaling(part: dict[str, tf.Tensor]) -> PriceScaling:
+    """Every transformed row carries the same analyser results: read them from the first row."""
+    return PriceScaling(
+        boundaries=part["price_boundaries"].numpy()[0].astype(np.float32),
+        mean=float(part["price_mean"].numpy()[0]),
+        var=float(part["price_var"].numpy()[0]),
     )
 
 

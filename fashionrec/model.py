@@ -11,7 +11,8 @@
   computes exactly the same in Triton. ``attention`` learns a query vector on top of recency weights
   (an experiment: it has no serving twin yet).
 * Score: ``sigma(p_u . q_i)``. Dividing by ``sqrt(temperature)`` on both sides bakes the softmax
-  temperature into the embeddings, so the exported dot product is the trained logit.
+  temperature into the embeddings, so the exported dot product is the trained logit. (Served scores
+  also add the export stage's popularity prior, :mod:`fashionrec.popularity`.)
 * Loss: in-batch softmax with logQ popularity correction (tensorflow-recommenders' Retrieval task),
   optionally with ``extra_negatives`` uniformly sampled products appended to the in-batch candidates
   (mixed negative sampling; their sampling probability enters the logQ correction too).

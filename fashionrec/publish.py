@@ -8,6 +8,8 @@ Layout written (names from ServingConfig; every model gets the same version numb
                                                    fashionrec_scoring.py, aggregation.json (history pooling)
     <repo>/rank_products/<v>/model.py            + the same catalogue files, candidate_sets.json
     <repo>/blend_hero/<v>/model.py               + the same catalogue files (`similar`'s hero blend)
+    <repo>/embed_products/<v>/model.py           + fashionrec_content.py and, when the export has one, the
+                                                   content tower (content_tower.npz, content_features.json)
     <repo>/recommend|rerank|similar/config.pbtxt the ensembles, every step pinned to the served version
     <repo>/recommend|rerank|similar/<v>/         (empty: Triton needs a version folder for ensembles)
 
@@ -47,7 +49,8 @@ import fashionrec
 from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.aggregation import Aggregation
-from fashionrec.serving import ops, scoring, versions
+from fashionrec.popularity import PRIOR_COLUMN
+from fashionrec.serving import content, ops, scoring, versions
 from fashionrec.serving.versions import CONFIG_FILE, MANIFEST_FILE
 
 MODEL_FILE = "model.py"
@@ -55,7 +58,8 @@ STAGING_PREFIX = ".staging-"  # not a number, so Triton skips it as a version fo
 LOCK_FILE = ".fashionrec-publish.lock"  # a plain file: Triton ignores files at the repository root
 # Template folder under triton_models/ -> the ServingConfig field naming the published model.
 PYTHON_MODELS = {"customer_vector": "customer_model_name", "rank_products": "ranking_model_name",
-                 "blend_hero": "blend_model_name"}
+                 "blend_hero": "blend_model_name"}  # each version folder holds the catalogue
+CONTENT_MODELS = {"embed_products": "embed_model_name"}  # each version folder holds the content tower
 ENSEMBLES = {"recommend": "model_name", "rerank": "rerank_model_name", "similar": "similar_model_name"}
 POOLINGS = ("mean", "weighted", "recency")
 NEW_IN_SET = "new_in"  # candidate set published automatically: the products flagged is_new
@@ -86,6 +90,7 @@ class Catalogue:
     product_ids: list[str]
     embeddings: np.ndarray  # float32 [N, D]
     is_new: np.ndarray  # bool [N]: never seen in training (content-only embedding)
+    prior: np.ndarray | None = None  # float32 [N]: popularity prior added to each product's logit (None: 0)
 
 
 def _local_path(uri: str | os.PathLike[str]) -> Path:
@@ -120,7 +125,18 @@ def read_catalogue(embeddings_path: str) -> Catalogue:
     embeddings = _embedding_matrix(table.column("embedding"))
     is_new = (np.asarray(table.column("is_new").fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
               if "is_new" in table.column_names else np.zeros(len(ids), dtype=bool))
-    return Catalogue(ids, embeddings, is_new)
+    return Catalogue(ids, embeddings, is_new, _prior(table, embeddings_path))
+
+
+def _prior(table: pa.Table, embeddings_path: str) -> np.ndarray | None:
+    """The ``popularity_prior`` column (finite floats) if the export wrote one."""
+    if PRIOR_COLUMN not in table.column_names:
+        return None
+    column = table.column(PRIOR_COLUMN)
+    prior = np.asarray(column.to_numpy(), dtype=np.float32) if column.null_count == 0 else None
+    if prior is None or not np.all(np.isfinite(prior)):
+        raise ValueError(f"{embeddings_path}: {PRIOR_COLUMN} must be finite numbers, one per product")
+    return prior
 
 
 def _product_ids(column: pa.ChunkedArray) -> list[str]:
@@ -161,7 +177,8 @@ def render_configs(serving: ServingConfig, embedding_dim: int, templates: Path) 
     if serving.table_dtype not in scoring.TABLE_DTYPES:
         raise ValueError(f"ServingConfig.table_dtype must be one of {scoring.TABLE_DTYPES}, got {serving.table_dtype}")
     values = {
-        **{field_name: getattr(serving, field_name) for field_name in (*PYTHON_MODELS.values(), *ENSEMBLES.values())},
+        **{field_name: getattr(serving, field_name)
+           for field_name in (*PYTHON_MODELS.values(), *CONTENT_MODELS.values(), *ENSEMBLES.values())},
         "max_batch_size": serving.max_batch_size,
         "max_queue_delay_us": serving.max_queue_delay_us,
         "customer_instance_count": serving.instance_count,
@@ -176,7 +193,7 @@ def render_configs(serving: ServingConfig, embedding_dim: int, templates: Path) 
         "embedding_dim": embedding_dim,
     }
     configs = {}
-    for template, field_name in (*PYTHON_MODELS.items(), *ENSEMBLES.items()):
+    for template, field_name in (*PYTHON_MODELS.items(), *CONTENT_MODELS.items(), *ENSEMBLES.items()):
         name = getattr(serving, field_name)
         text = string.Template((templates / template / CONFIG_FILE).read_text(encoding="utf-8")).substitute(values)
         check_model_config(text, name)
@@ -225,11 +242,14 @@ def _publishing_lock(repository: Path) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class ServedCatalogue:
-    """What the currently published version serves: its number, product ids and embeddings."""
+    """What the currently published version serves: its number, product ids, embeddings, popularity
+    prior and history pooling, so that it can be scored exactly as it serves."""
 
     version: int
     product_ids: list[str]
     embeddings: np.ndarray
+    prior: np.ndarray | None = None
+    aggregation: Aggregation = Aggregation()
 
 
 def currently_published(model_repository: str, serving: ServingConfig) -> ServedCatalogue | None:
@@ -240,7 +260,10 @@ def currently_published(model_repository: str, serving: ServingConfig) -> Served
         return None
     with storage.local_copy(storage.join(str(model_repository), serving.ranking_model_name, str(version))) as folder:
         embeddings, ids = ops.load_catalogue(Path(folder))
-    return ServedCatalogue(int(version), [pid.decode("utf-8") for pid in ids], embeddings)
+        prior = ops.load_prior(Path(folder), len(ids))
+    aggregation = Aggregation.read(storage.join(str(model_repository), serving.customer_model_name, str(version),
+                                                ops.AGGREGATION_FILE))
+    return ServedCatalogue(int(version), [pid.decode("utf-8") for pid in ids], embeddings, prior, aggregation)
 
 
 def _read_manifest(repository: Path) -> dict[str, Any]:
@@ -263,13 +286,24 @@ def _stage_python_model(folder: Path, template: Path, catalogue: Catalogue, extr
     shutil.copy2(ops.__file__, folder / ops.MODULE_FILE)
     shutil.copy2(scoring.__file__, folder / ops.SCORING_FILE)
     np.save(folder / ops.EMBEDDINGS_FILE, catalogue.embeddings)
+    if catalogue.prior is not None:
+        np.save(folder / ops.PRIOR_FILE, catalogue.prior)
     (folder / ops.PRODUCT_IDS_FILE).write_text("\n".join(catalogue.product_ids) + "\n", encoding="utf-8")
     for name, text in extras.items():
         (folder / name).write_text(text, encoding="utf-8")
 
 
+def _stage_content_model(folder: Path, template: Path, tower: content.ContentTower | None) -> None:
+    """Fill an embed_products version folder: model code, the content module and (if any) the tower."""
+    folder.mkdir(parents=True)
+    shutil.copy2(template / MODEL_FILE, folder / MODEL_FILE)
+    shutil.copy2(content.__file__, folder / content.MODULE_FILE)
+    if tower is not None:
+        tower.save(folder)
+
+
 def _stage_versions(repository: Path, serving: ServingConfig, catalogue: Catalogue, templates: Path,
-                    extras: dict[str, dict[str, str]]) -> dict[Path, Path]:
+                    extras: dict[str, dict[str, str]], tower: content.ContentTower | None = None) -> dict[Path, Path]:
     """Write every model's new version under a staging name; return staging -> final folder names."""
     staged: dict[Path, Path] = {}
     tag = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
@@ -278,6 +312,10 @@ def _stage_versions(repository: Path, serving: ServingConfig, catalogue: Catalog
             model_dir = repository / getattr(serving, field_name)
             staged[model_dir / tag] = model_dir
             _stage_python_model(model_dir / tag, templates / template, catalogue, extras.get(template, {}))
+        for template, field_name in CONTENT_MODELS.items():
+            model_dir = repository / getattr(serving, field_name)
+            staged[model_dir / tag] = model_dir
+            _stage_content_model(model_dir / tag, templates / template, tower)
         for field_name in ENSEMBLES.values():
             ensemble_dir = repository / getattr(serving, field_name)
             staged[ensemble_dir / tag] = ensemble_dir
@@ -300,6 +338,7 @@ def publish_model_repository(
     candidate_sets: Mapping[str, Sequence[str]] | None = None,
     server_url: str | None = None,
     protocol: str = "grpc",
+    catalogue_update: Mapping[str, Any] | None = None,
 ) -> PublishedModel:
     """Publish a blessed catalogue as version ``version`` (default: max existing + 1) of every model,
     and make it the served version.
@@ -307,34 +346,59 @@ def publish_model_repository(
     The pooling settings come from ``aggregation.json`` beside ``embeddings_path`` (the export stage
     writes it; default: event-type weighted mean). ``candidate_sets`` (name -> product ids; default:
     ``candidate_sets.json`` beside the embeddings, if any) become the named candidate restrictions,
-    plus ``new_in`` (the products flagged is_new) unless given. ``server_url``: a running Triton with
+    plus ``new_in`` (the products flagged is_new) unless given. The content tower beside the
+    embeddings (``content_tower.npz`` + ``content_features.json``, if the export wrote them) goes to
+    ``embed_products``; its embedding size must be the catalogue's. ``server_url``: a running Triton with
     explicit model control to load the new version into (steps first, then the ensembles).
     Raises NotBlessedError (repository untouched) when the gate failed, ValueError on a bad catalogue,
     aggregation or candidate set, or a version already used. ``metadata`` (JSON-serialisable, e.g.
-    metrics) is kept in the manifest.
+    metrics) is kept in the manifest. ``catalogue_update`` (from :mod:`fashionrec.serving.catalogue`:
+    base_version, added_product_ids, products, embeddings_path of the trained export) marks the version
+    as products added to ``base_version`` without retraining; its ``embeddings_path`` is recorded in
+    place of the (temporary) one given.
     """
     if storage.is_gcs(str(model_repository)):
         return _publish_to_gcs(embeddings_path, blessing_path, str(model_repository), serving, version, metadata,
-                               templates_dir, candidate_sets, server_url, protocol)
+                               templates_dir, candidate_sets, server_url, protocol, catalogue_update)
     blessing = read_blessing(blessing_path)
     catalogue = read_catalogue(embeddings_path)
+    tower = read_content_tower(embeddings_path, catalogue.embeddings.shape[1])
     extras = {"customer_vector": {ops.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2)},
               "rank_products": {ops.CANDIDATE_SETS_FILE: json.dumps(
                   resolve_candidate_sets(catalogue, embeddings_path, candidate_sets))}}
     templates = _local_path(templates_dir) if templates_dir else default_templates_dir()
     repository = _local_path(model_repository)
     configs = render_configs(serving, catalogue.embeddings.shape[1], templates)
-    json.dumps(metadata or {})  # fail before writing anything if metadata cannot be stored
+    json.dumps([metadata or {}, dict(catalogue_update or {})])  # fail before writing if they cannot be stored
     repository.mkdir(parents=True, exist_ok=True)
     with _publishing_lock(repository):
         chosen = _choose_version(repository, version)
-        for staging, model_dir in _stage_versions(repository, serving, catalogue, templates, extras).items():
+        for staging, model_dir in _stage_versions(repository, serving, catalogue, templates, extras, tower).items():
             staging.rename(model_dir / str(chosen))
-        manifest = _record_version(repository, chosen, catalogue, blessing, embeddings_path, metadata or {}, configs)
+        manifest = _record_version(repository, chosen, catalogue, blessing, embeddings_path, metadata or {}, configs,
+                                   content_tower=tower is not None, catalogue_update=catalogue_update)
         versions.write_serving_configs(str(repository), manifest, chosen, serving)
     if server_url:
         versions.load_models(server_url, serving, protocol)
     return PublishedModel(chosen, str(repository), len(catalogue.product_ids), catalogue.embeddings.shape[1])
+
+
+def read_content_tower(embeddings_path: str, embedding_dim: int) -> content.ContentTower | None:
+    """The export's content tower beside the embeddings (None without one), checked: it must load and
+    give embeddings of the catalogue's size (ValueError otherwise, before anything is written)."""
+    folder = os.path.dirname(str(embeddings_path))
+    uris = {name: storage.join(folder, name) for name in (content.FEATURES_FILE, content.WEIGHTS_FILE)}
+    if not storage.exists(uris[content.FEATURES_FILE]):
+        return None
+    with tempfile.TemporaryDirectory(prefix="fashionrec-content-") as local:
+        for name, uri in uris.items():
+            with storage.open_input(uri) as source, open(Path(local) / name, "wb") as target:
+                shutil.copyfileobj(source, target)
+        tower = content.ContentTower.load(local)
+    if tower.dim != embedding_dim:
+        raise ValueError(f"the content tower beside {embeddings_path} gives {tower.dim}-d embeddings, "
+                         f"the catalogue has {embedding_dim}")
+    return tower
 
 
 def read_aggregation(embeddings_path: str) -> dict[str, Any]:
@@ -372,10 +436,14 @@ def resolve_candidate_sets(catalogue: Catalogue, embeddings_path: str,
 
 
 def _record_version(repository: Path, version: int, catalogue: Catalogue, blessing: dict[str, Any],
-                    embeddings_path: str, metadata: dict, configs: dict[str, str]) -> dict[str, Any]:
+                    embeddings_path: str, metadata: dict, configs: dict[str, str],
+                    content_tower: bool = False, catalogue_update: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Append the version (with its unpinned configs, for rollbacks) to the manifest and point
     ``latest_version`` at the highest one; return the manifest."""
     manifest = _read_manifest(repository)
+    update = dict(catalogue_update or {})
+    if update:
+        embeddings_path = update.pop("embeddings_path", None) or embeddings_path
     entries = [*manifest.get("versions", []), {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -383,9 +451,11 @@ def _record_version(repository: Path, version: int, catalogue: Catalogue, blessi
         "num_new_products": int(catalogue.is_new.sum()),
         "embedding_dim": int(catalogue.embeddings.shape[1]),
         "embeddings_path": str(embeddings_path),
+        "content_tower": content_tower,  # embed_products can embed new products (and `catalogue add` add them)
         "blessing": blessing,
         "metadata": metadata,
         "configs": configs,
+        **({"catalogue_update": update} if update else {}),
     }]
     entries.sort(key=lambda entry: entry["version"])
     manifest.update(versions=entries, latest_version=entries[-1]["version"])
@@ -396,7 +466,7 @@ def _record_version(repository: Path, version: int, catalogue: Catalogue, blessi
 def _publish_to_gcs(embeddings_path: str, blessing_path: str, model_repository: str, serving: ServingConfig,
                     version: int | None, metadata: dict | None, templates_dir: str | None,
                     candidate_sets: Mapping[str, Sequence[str]] | None, server_url: str | None,
-                    protocol: str) -> PublishedModel:
+                    protocol: str, catalogue_update: Mapping[str, Any] | None = None) -> PublishedModel:
     """Publish into a local copy of the repository's metadata, then upload in a reader-safe order.
 
     GCS has no rename and no multi-object atomicity: every file of the new version folders is uploaded
@@ -414,7 +484,7 @@ def _publish_to_gcs(embeddings_path: str, blessing_path: str, model_repository: 
         if chosen in remote:
             raise ValueError(f"version {chosen} already exists in {model_repository}")
         published = publish_model_repository(embeddings_path, blessing_path, staging, serving, chosen, metadata,
-                                              templates_dir, candidate_sets)
+                                              templates_dir, candidate_sets, catalogue_update=catalogue_update)
         models = [p.name for p in local.iterdir() if p.is_dir()]
         for model in models:
             storage.copy_tree(str(local / model / str(chosen)), storage.join(model_repository, model, str(chosen)))

@@ -6,7 +6,8 @@ the DirectRunner family; Dataflow, Flink or Spark by ``TransformConfig.beam_runn
 1. **Catalogue features** with tensorflow-transform on the TFXIO path (tf.Example TFRecords): product
    id vocabulary with OOV buckets, title+description tokens, category/colour/brand vocabularies, price
    quantile buckets and z-score. Writes the transform graph (reusable for new products at serving
-   time) and the transformed catalogue.
+   time) and the transformed catalogue, whose rows also carry the price analysers' results
+   (``price_boundaries``, ``price_mean``, ``price_var``) for the numpy content tower.
 2. **Interaction examples**: events mapped to product indices with that vocabulary, grouped by
    customer (sharded, so each element is a table, not a row) and turned into next-item training
    examples (recent history → target) and holdout evaluation examples (history before the split →
@@ -114,7 +115,8 @@ def make_preprocessing_fn(config: TransformConfig):
         text = tf.strings.lower(tf.strings.join([inputs["title"], inputs["description"]], separator=" "))
         text = tf.strings.regex_replace(text, r"[^a-z0-9]+", " ")
         tokens = tf.strings.split(text)[:, : config.max_title_tokens].to_sparse()
-        log_price = tf.math.log1p(tf.maximum(inputs["price"], 0.0))
+        price = tf.maximum(inputs["price"], 0.0)
+        log_price = tf.math.log1p(price)
         outputs = {
             "product_id": inputs["product_id"],
             "product_idx": tft.compute_and_apply_vocabulary(
@@ -124,8 +126,7 @@ def make_preprocessing_fn(config: TransformConfig):
                 tokens, top_k=config.token_vocab_size, num_oov_buckets=config.vocab_oov_buckets,
                 vocab_filename="tokens",
             ),
-            "price_bucket": tft.bucketize(log_price, config.price_buckets),
-            "price_z": tft.scale_to_z_score(log_price),
+            **price_features(price, log_price, config.price_buckets),
         }
         for column in ("category", "colour", "brand"):
             outputs[f"{column}_idx"] = tft.compute_and_apply_vocabulary(
@@ -134,6 +135,38 @@ def make_preprocessing_fn(config: TransformConfig):
         return outputs
 
     return preprocessing_fn
+
+
+def price_features(price, log_price, num_buckets: int) -> dict:
+    """Price bucket and z-score, plus the analysers' results as broadcast columns.
+
+    Same semantics as ``tft.bucketize`` (quantile boundaries, same epsilon; ``apply_buckets``) and
+    ``tft.scale_to_z_score`` (population variance; a zero variance only centres), spelled out so the
+    boundaries, mean and variance can also be written into every transformed row
+    (``price_boundaries``, ``price_mean``, ``price_var``): TFT bakes them into the graph as constants
+    that cannot be read back, and the numpy content tower (:mod:`fashionrec.serving.content`) needs them.
+
+    Why the buckets are quantiles of the clipped price and not of ``log1p(price)``: quantile buckets do
+    not change under a monotone map, and comparing raw float32 prices is bit-exact outside
+    TensorFlow, whereas TF's vectorised log1p differs from libm's by one ulp on ~15% of values
+    (measured), enough to move a product whose log-price IS a boundary into the next bucket.
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    boundaries = tft.quantiles(price, num_buckets, epsilon=min(1.0 / num_buckets, 0.01))  # [1, num_buckets - 1]
+    mean = tft.mean(log_price)
+    var = tft.var(log_price)
+    std = tf.sqrt(var)
+    centred = log_price - mean
+    rows = tf.shape(price)[0]
+    return {
+        "price_bucket": tft.apply_buckets(price, boundaries),
+        "price_z": tf.where(tf.not_equal(std, 0.0), tf.divide(centred, std), centred),
+        "price_boundaries": tf.tile(boundaries, [rows, 1]),
+        "price_mean": tf.fill([rows], mean),
+        "price_var": tf.fill([rows], var),
+    }
 
 
 def _write_raw_catalogue(ingested_dir: str, output_dir: str, config: TransformConfig) -> None:

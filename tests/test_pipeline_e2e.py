@@ -12,7 +12,7 @@ import pytest
 from fashionrec.config import PipelineConfig
 from fashionrec.customers import load_events, recent_history
 from fashionrec.evaluation.evaluate import evaluate
-from fashionrec.export import EMBEDDINGS_FILE, read_embeddings, write_embeddings
+from fashionrec.export import EMBEDDINGS_FILE, read_embeddings, read_popularity_prior, write_embeddings
 from fashionrec.publish import MANIFEST_FILE, NotBlessedError, publish_model_repository
 from fashionrec.runner import run_local
 from fashionrec.serving.client import RecommendClient
@@ -36,14 +36,19 @@ def catalogue(run):
 
 
 @pytest.fixture(scope="module")
+def prior(run):
+    return read_popularity_prior(str(run.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE))
+
+
+@pytest.fixture(scope="module")
 def server(run):
     with TritonServer(run.model_repository, PipelineConfig().serving, http_port=0, grpc_port=0, metrics_port=0) as s:
         yield s
 
 
-def _numpy_top_k(embeddings, rows, weights, k):
+def _numpy_top_k(embeddings, rows, weights, k, prior):
     vector = (np.asarray(weights)[:, None] * embeddings[rows]).sum(axis=0) / np.sum(weights)
-    dots = embeddings @ vector
+    dots = embeddings @ vector + prior
     order = np.lexsort((np.arange(len(dots)), -dots))[:k]
     return order, 1 / (1 + np.exp(-dots[order]))
 
@@ -72,7 +77,7 @@ def test_every_catalogue_product_has_an_embedding_including_new_ones(run, catalo
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_triton_recommendations_equal_numpy_on_the_exported_embeddings(run, catalogue, server, protocol):
+def test_triton_recommendations_equal_numpy_on_the_exported_embeddings(run, catalogue, prior, server, protocol):
     product_ids, embeddings, _ = catalogue
     row = {pid: i for i, pid in enumerate(product_ids)}
     events = load_events(str(run.artifact("ingest-data", "ingested")))
@@ -82,7 +87,7 @@ def test_triton_recommendations_equal_numpy_on_the_exported_embeddings(run, cata
         for customer in customers:
             history = recent_history(events, customer, 20)
             got = client.recommend(history.product_ids, history.weights, K)
-            rows, scores = _numpy_top_k(embeddings, [row[p] for p in history.product_ids], history.weights, K)
+            rows, scores = _numpy_top_k(embeddings, [row[p] for p in history.product_ids], history.weights, K, prior)
             assert [r.product_id for r in got] == list(product_ids[rows])
             np.testing.assert_allclose([r.score for r in got], scores, rtol=1e-4)
 

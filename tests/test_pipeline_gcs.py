@@ -10,7 +10,7 @@ from fashionrec import storage
 from fashionrec.config import PipelineConfig
 from fashionrec.data.synthetic import generate_shop, write_shop
 from fashionrec.evaluation.evaluate import BLESSING_FILE, evaluate
-from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings
+from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings, read_popularity_prior
 from fashionrec.ingest import ingest
 from fashionrec.publish import MANIFEST_FILE, publish_model_repository
 from fashionrec.runner import run_local
@@ -62,11 +62,14 @@ def test_pipeline_reads_raw_data_from_gcs_and_publishes_there_then_triton_serves
     assert blessing["blessed"]
     assert storage.read_json(f"{repository}/{MANIFEST_FILE}")["latest_version"] == 1
     local_repository = storage.download_tree(repository, str(tmp_path / "repository"))
-    product_ids, embeddings, _ = read_embeddings(str(run.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE))
+    exported = str(run.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE)
+    product_ids, embeddings, _ = read_embeddings(exported)
+    prior = read_popularity_prior(exported)
+    assert prior.any()  # published with the model, and served: it enters the ranking below
     history = list(product_ids[[3, 5, 8]])
     with TritonServer(Path(local_repository), CONFIG.serving, http_port=0, grpc_port=0, metrics_port=0) as server:
         with RecommendClient(server.grpc_url, "grpc") as client:
             got = client.recommend(history, None, 5)
     vector = embeddings[[3, 5, 8]].mean(axis=0)
-    expected = np.lexsort((np.arange(len(embeddings)), -(embeddings @ vector)))[:5]
+    expected = np.lexsort((np.arange(len(embeddings)), -(embeddings @ vector + prior)))[:5]
     assert [r.product_id for r in got] == list(product_ids[expected])

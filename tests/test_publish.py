@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,13 @@ from fashionrec.publish import (
     publish_model_repository,
     render_configs,
 )
-from fashionrec.serving import ops, scoring, versions
+from fashionrec.serving import content, ops, scoring, versions
 
 SERVING = ServingConfig()
 PYTHON_MODELS = (SERVING.customer_model_name, SERVING.ranking_model_name, SERVING.blend_model_name)
 ENSEMBLES = (SERVING.model_name, SERVING.rerank_model_name, SERVING.similar_model_name)
 ALL_MODELS = (*PYTHON_MODELS, *ENSEMBLES)
+EMBED = SERVING.embed_model_name
 
 
 def write_embeddings(path: Path, embeddings: np.ndarray, ids: list[str] | None = None,
@@ -142,9 +144,10 @@ def test_candidate_sets_and_aggregation_are_checked_before_writing(tmp_path: Pat
 
 def test_every_template_renders_with_custom_names(tmp_path: Path) -> None:
     serving = ServingConfig(model_name="rec", customer_model_name="cv", ranking_model_name="rank",
-                            rerank_model_name="rr", similar_model_name="sim", blend_model_name="mix")
+                            rerank_model_name="rr", similar_model_name="sim", blend_model_name="mix",
+                            embed_model_name="emb")
     configs = render_configs(serving, 8, default_templates_dir())
-    assert set(configs) == {"rec", "cv", "rank", "rr", "sim", "mix"}
+    assert set(configs) == {"rec", "cv", "rank", "rr", "sim", "mix", "emb"}
     for name, text in configs.items():
         assert "$" not in text
         assert text_format.Parse(text, model_config_pb2.ModelConfig()).name == name
@@ -249,3 +252,76 @@ def test_an_unblessed_model_never_reaches_gcs(tmp_path: Path, embeddings: np.nda
     with pytest.raises(NotBlessedError):
         publish_model_repository(*refused, repository, SERVING)
     assert not storage.exists(repository)
+
+
+# ---- the content tower (embed_products) ------------------------------------------------------------
+
+def content_tower(dim: int, oov_buckets: int = 1) -> tuple[dict, dict[str, np.ndarray]]:
+    """A tiny content tower (features, weights) in the export's format, random weights."""
+    rng = np.random.default_rng(3)
+    features = {"format": 1, "max_tokens": 4, "oov_buckets": oov_buckets, "temperature": 0.5, "normalize": True,
+                "gelu": "erf", "vocabularies": {"tokens": ["red", "dress"], "category": ["dresses"],
+                                                "colour": ["red"], "brand": ["acme"]},
+                "price": {"boundaries": [10.0, 50.0], "mean": 3.0, "var": 1.0}}
+    shapes = {"tokens": (4, 3), "category": (2, 2), "colour": (2, 2), "brand": (2, 2), "price_bucket": (3, 2),
+              "hidden_kernel": (12, 5), "hidden_bias": (5,), "output_kernel": (5, dim), "output_bias": (dim,)}
+    return features, {name: rng.normal(size=shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def write_content_tower(folder: Path, dim: int, oov_buckets: int = 1) -> None:
+    features, weights = content_tower(dim, oov_buckets)
+    (folder / content.FEATURES_FILE).write_text(json.dumps(features))
+    np.savez(folder / content.WEIGHTS_FILE, **weights)
+
+
+def test_embed_products_gets_the_content_tower_and_no_catalogue(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    write_content_tower(Path(inputs[0]).parent, dim=4)
+    repo = tmp_path / "repo"
+    publish_model_repository(*inputs, str(repo), SERVING)
+    folder = repo / EMBED / "1"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["model.py", content.MODULE_FILE, content.FEATURES_FILE, content.WEIGHTS_FILE])
+    assert (folder / content.MODULE_FILE).read_text() == Path(content.__file__).read_text()
+    tower = content.ContentTower.load(folder)
+    product = content.ProductContent("Red DRESS", "dresses", 20.0)
+    np.testing.assert_array_equal(tower.embed([product]), content.ContentTower(*content_tower(4)).embed([product]))
+    config = parse(repo / EMBED / "config.pbtxt")
+    assert config.backend == "python" and list(config.output[0].dims) == [4]
+    assert {i.name for i in config.input if not i.optional} == {"TITLE", "CATEGORY", "PRICE"}
+    assert list(config.version_policy.specific.versions) == [1]
+    assert json.loads((repo / MANIFEST_FILE).read_text())["versions"][0]["content_tower"] is True
+
+
+def test_an_export_without_content_tower_still_publishes_embed_products(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    repo = tmp_path / "repo"
+    publish_model_repository(*inputs, str(repo), SERVING)
+    assert sorted(p.name for p in (repo / EMBED / "1").iterdir()) == sorted(["model.py", content.MODULE_FILE])
+    assert json.loads((repo / MANIFEST_FILE).read_text())["versions"][0]["content_tower"] is False
+
+
+@pytest.mark.parametrize("dim, oov_buckets, message", [
+    (5, 1, "gives 5-d embeddings, the catalogue has 4"),
+    (4, 2, "embed_products needs TransformConfig.vocab_oov_buckets=1"),
+])
+def test_a_content_tower_that_does_not_fit_is_refused_before_writing(
+        tmp_path: Path, inputs: tuple[str, str], dim: int, oov_buckets: int, message: str) -> None:
+    write_content_tower(Path(inputs[0]).parent, dim, oov_buckets)
+    with pytest.raises(ValueError, match=message):
+        publish_model_repository(*inputs, str(tmp_path / "repo"), SERVING)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_embed_products_is_pinned_like_the_python_models_and_survives_old_versions(
+        tmp_path: Path, inputs: tuple[str, str]) -> None:
+    repo = tmp_path / "repo"
+    for _ in range(3):
+        publish_model_repository(*inputs, str(repo), SERVING)
+    assert list(parse(repo / EMBED / "config.pbtxt").version_policy.specific.versions) == [2, 3]
+    # a version published before embed_products existed: rolling back to it keeps embed_products' pin
+    manifest = json.loads((repo / MANIFEST_FILE).read_text())
+    del manifest["versions"][0]["configs"][EMBED]
+    (repo / MANIFEST_FILE).write_text(json.dumps(manifest))
+    shutil.rmtree(repo / EMBED / "1")
+    versions.rollback(str(repo), SERVING, to_version=1)
+    assert list(parse(repo / EMBED / "config.pbtxt").version_policy.specific.versions) == [2, 3]
+    assert {s.model_version for s in parse(repo / SERVING.model_name / "config.pbtxt").ensemble_scheduling.step} == {1}

@@ -24,7 +24,7 @@ from fashionrec.evaluation.systems import (
     popularity_system,
     published_system,
 )
-from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
+from fashionrec.export import EMBEDDINGS_FILE, read_embeddings, read_popularity_prior
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.transform import EVAL_EXAMPLES_DIR
 from fashionrec.publish import ServedCatalogue, currently_published
@@ -57,23 +57,27 @@ def evaluate(
 ) -> Evaluation:
     """Score the candidate, the baselines and the published model on the same customers; gate; report.
 
-    The embedding systems pool each history as the candidate will be served (its ``aggregation.json``);
-    popularity and iALS see the raw event weights.
+    The embedding systems pool each history as the candidate will be served (its ``aggregation.json``)
+    and add its popularity prior; popularity and iALS see the raw event weights.
     """
     product_ids, table, is_new = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
+    prior = read_popularity_prior(storage.join(embeddings_dir, EMBEDDINGS_FILE))
     aggregation = Aggregation.read(storage.join(embeddings_dir, AGGREGATION_FILE))
     with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
         examples = sample_customers(load_eval_examples(os.path.dirname(eval_examples)), config)  # only that folder is copied
     train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
     popularity = popularity_scores(train_events, product_ids)
-    systems = {"model": embedding_system(table), "popularity": popularity_system(popularity),
+    systems = {"model": embedding_system(table, prior), "popularity": popularity_system(popularity),
                "ials": ials_system(train_events, product_ids, config)}
+    if prior.any():  # the prior orders products by recent popularity: a baseline of its own ("what's trending")
+        systems["recent_popularity"] = popularity_system(prior)
     published = currently_published(model_repository, serving) if model_repository else None
     if published is not None:
         systems["published"] = published_system(published, product_ids)
-    pooled = [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days,
-                                                        strict=True)]
-    weights = {name: pooled if name in ("model", "published") else examples.history_weight for name in systems}
+    weights = {name: examples.history_weight for name in systems}  # popularity and iALS: raw event weights
+    weights["model"] = _pooled(aggregation, examples)
+    if published is not None:
+        weights["published"] = _pooled(published.aggregation, examples)  # as the published version serves
     depth = max(config.top_k + config.report_k)
     with progress.step(f"ranking the full catalogue for {len(examples.customer_ids)} holdout customers"):
         ranked = {name: system.rank(examples.history_idx, weights[name], depth) for name, system in systems.items()}
@@ -103,6 +107,11 @@ def evaluate(
     with storage.open_output(storage.join(output_dir, REPORT_FILE)) as stream:
         stream.write(html.encode("utf-8"))
     return Evaluation(metrics=results, blessing=blessing, slices=slice_summary)
+
+
+def _pooled(aggregation: Aggregation, examples: EvalExamples) -> list[np.ndarray]:
+    """Each holdout history's pooling weights under ``aggregation``."""
+    return [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days, strict=True)]
 
 
 def _version(published: ServedCatalogue | None) -> int | None:

@@ -29,19 +29,22 @@ class System:
     score: Callable[[Histories, Histories, Histories], Histories]
 
 
-def embedding_system(table: np.ndarray) -> System:
+def embedding_system(table: np.ndarray, prior: np.ndarray | None = None) -> System:
+    """Rank by ``p_u . q_i + prior_i`` (``prior``: the popularity prior, default none). A customer
+    without a history has the zero vector, so the prior alone ranks for them: recent popularity."""
     def vectors(history: Histories, weights: Histories) -> np.ndarray:
         return np.stack([ops.customer_vector(table, h, w) for h, w in zip(history, weights, strict=True)])
 
     def rank(history: Histories, weights: Histories, k: int) -> np.ndarray:
         customers = vectors(history, weights)
-        parts = [ops.rank_candidates(customers[s : s + BATCH], table, k, padded(history[s : s + BATCH]))[0]
+        parts = [ops.rank_candidates(customers[s : s + BATCH], table, k, padded(history[s : s + BATCH]), prior)[0]
                  for s in range(0, len(customers), BATCH)]
         return np.concatenate(parts)
 
     def score(history: Histories, weights: Histories, rows: Histories) -> Histories:
         customers = vectors(history, weights)
-        return [table[r] @ v for v, r in zip(customers, rows, strict=True)]
+        bias = np.zeros(len(table), np.float32) if prior is None else prior
+        return [table[r] @ v + bias[r] for v, r in zip(customers, rows, strict=True)]
 
     return System(rank, score)
 
@@ -113,7 +116,7 @@ def published_system(published: ServedCatalogue, product_ids: np.ndarray) -> Sys
     """
     to_published = ops.lookup_rows({pid: row for row, pid in enumerate(published.product_ids)}, product_ids)
     to_current = ops.lookup_rows({pid: row for row, pid in enumerate(product_ids)}, published.product_ids)
-    inner = embedding_system(published.embeddings)
+    inner = embedding_system(published.embeddings, published.prior)
 
     def translate(history: Histories, weights: Histories) -> tuple[Histories, Histories]:
         kept = [to_published[h] >= 0 for h in history]

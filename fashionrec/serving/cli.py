@@ -1,7 +1,8 @@
-"""Command-line pieces of the serving half: ``serve``, ``model rollback`` and the printing behind
-``recommend``, ``rerank`` and ``similar``.
+"""Command-line pieces of the serving half: ``serve``, ``model rollback``, ``catalogue add``,
+``embed-products`` and the printing behind ``recommend``, ``rerank`` and ``similar``.
 
-The lead's ``fashionrec/cli.py`` registers :data:`serve_command` and :data:`rollback_command` and calls
+The lead's ``fashionrec/cli.py`` registers :data:`serve_command`, :data:`rollback_command`,
+:data:`catalogue_group` and :data:`embed_products_command` and calls
 :func:`print_recommendations` / :func:`ask_and_print`.
 Settings come from a ServingConfig: the one the parent command put in ``ctx.obj`` (a PipelineConfig or
 a ServingConfig) if any, else the defaults; options given on the command line win.
@@ -10,6 +11,7 @@ a ServingConfig) if any, else the defaults; options given on the command line wi
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +21,7 @@ import click
 
 from fashionrec.config import PipelineConfig, ServingConfig
 from fashionrec.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
+from fashionrec.serving.content import ProductContent
 from fashionrec.serving import versions
 from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError
 
@@ -169,6 +172,55 @@ def rollback_command(ctx: click.Context, model_repository: str, to_version: int 
         raise click.ClickException(str(error)) from error
     loaded = f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
     click.echo(f"Serving version {version} of {model_repository}{loaded}.")
+
+
+@click.group("catalogue")
+def catalogue_group() -> None:
+    """Change the served catalogue without retraining."""
+
+
+@catalogue_group.command("add")
+@click.option("--model-repository", required=True, help="The Triton model repository (local or gs://).")
+@click.option("--products", required=True,
+              help="CSV or Parquet of new products: product_id, title, category, price (+ description, colour, brand).")
+@click.option("--url", default=None, help="A running Triton (explicit model control) to load the new version into.")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.pass_context
+def catalogue_add_command(ctx: click.Context, model_repository: str, products: str, url: str | None,
+                          protocol: Protocol) -> None:
+    """Embed new products with the served content tower and serve them as the next version (rollback-able)."""
+    from fashionrec.serving.catalogue import add_products
+
+    try:
+        update = add_products(model_repository, products, _serving_config(ctx), url, protocol)
+    except (ValueError, versions.VersionError, RecommendError) as error:
+        raise click.ClickException(str(error)) from error
+    loaded = f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
+    click.echo(f"Added {len(update.added)} products to version {update.base_version}: serving version "
+               f"{update.version} ({update.num_products} products){loaded}.")
+
+
+@click.command("embed-products")
+@click.option("--title", required=True)
+@click.option("--category", required=True)
+@click.option("--price", required=True, type=float)
+@click.option("--description", default=ProductContent.description, show_default=True)
+@click.option("--colour", default=ProductContent.colour, show_default=True)
+@click.option("--brand", default=ProductContent.brand, show_default=True)
+@click.option("--url", default=None, help="Triton host:port (default: the local server).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.pass_context
+def embed_products_command(ctx: click.Context, title: str, category: str, price: float, description: str,
+                           colour: str, brand: str, url: str | None, protocol: Protocol) -> None:
+    """Print the served embedding of one new product (JSON list of floats)."""
+    serving = _serving_config(ctx)
+    product = ProductContent(title, category, price, description, colour, brand)
+    try:
+        with FashionrecClient(url or default_url(protocol, serving), protocol, serving) as client:
+            embedding = client.embed_products([product])[0]
+    except RecommendError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps([round(float(v), 7) for v in embedding]))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ SCORING_FILE = "fashionrec_scoring.py"  # a copy of fashionrec/serving/scoring.p
 EMBEDDINGS_FILE = "product_embeddings.npy"  # float32 [N, D], row i is product i
 PRODUCT_IDS_FILE = "product_ids.txt"  # UTF-8, one product id per line, line i is product i
 AGGREGATION_FILE = "aggregation.json"  # how histories are pooled: see history_weights
+PRIOR_FILE = "popularity_prior.npy"  # float32 [N]: each product's popularity prior, added to its logit
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -29,6 +30,17 @@ def load_catalogue(folder: Path) -> tuple[np.ndarray, list[bytes]]:
     embeddings = np.load(folder / EMBEDDINGS_FILE)
     ids = (folder / PRODUCT_IDS_FILE).read_text(encoding="utf-8").splitlines()
     return embeddings, [pid.encode("utf-8") for pid in ids]
+
+
+def load_prior(folder: Path, num_products: int) -> np.ndarray:
+    """A version folder's popularity prior [N]; zeros for a version published without one."""
+    path = folder / PRIOR_FILE
+    if not path.exists():
+        return np.zeros(num_products, np.float32)
+    prior = np.load(path).astype(np.float32)
+    if prior.shape != (num_products,) or not np.all(np.isfinite(prior)):
+        raise ValueError(f"{path}: expected {num_products} finite values, got shape {prior.shape}")
+    return prior
 
 
 def config_parameter(model_config: dict, key: str) -> str:
@@ -92,17 +104,22 @@ def rank_candidates(
     table: np.ndarray,
     k: int,
     exclude_rows: np.ndarray | None = None,
+    prior: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k products for each customer by dot product: (rows [B, k'], scores [B, k']).
 
-    Scores are sigmoid(p_u . q_i). Each row is ordered by dot product descending (so by score
-    descending), ties broken by the lower catalogue row, so results are deterministic. ``exclude_rows``
-    ([B, H] ints, negatives are padding) removes products, e.g. the history. k' = min(k, products left
-    after the largest exclusion), so every returned product is a real, non-excluded one.
+    Scores are sigmoid(p_u . q_i + prior_i); ``prior`` ([N], default 0) is the published popularity
+    prior (``fashionrec.popularity``), i.e. the dot product of ``[p_u, 1]`` and ``[q_i, prior_i]``.
+    Each row is ordered by that logit descending (so by score descending), ties broken by the lower
+    catalogue row, so results are deterministic. ``exclude_rows`` ([B, H] ints, negatives are padding)
+    removes products, e.g. the history. k' = min(k, products left after the largest exclusion), so
+    every returned product is a real, non-excluded one.
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     dots = np.atleast_2d(np.asarray(customer_vectors, dtype=np.float32) @ np.asarray(table, dtype=np.float32).T)
+    if prior is not None:
+        dots += np.asarray(prior, dtype=np.float32)
     available = dots.shape[1]
     if exclude_rows is not None:
         excluded = _exclusion_mask(np.atleast_2d(exclude_rows), dots.shape)

@@ -25,11 +25,13 @@ class ScoringTable:
     by the fp16 rounding of the table, about 1e-3 relative.
     """
 
-    def __init__(self, embeddings: np.ndarray, dtype: str = "float32", kind: str = "CPU", device_id: int = 0) -> None:
+    def __init__(self, embeddings: np.ndarray, dtype: str = "float32", kind: str = "CPU", device_id: int = 0,
+                 prior: np.ndarray | None = None) -> None:
         if dtype not in TABLE_DTYPES:
             raise ValueError(f"table_dtype must be one of {TABLE_DTYPES}, got {dtype!r}")
         self.dtype = dtype
         self.host = np.ascontiguousarray(embeddings, dtype=dtype)
+        self.prior = np.zeros(len(self.host), np.float32) if prior is None else np.asarray(prior, np.float32)
         self.device_id = device_id
         self._cupy, self._device_table = _on_gpu(self.host, device_id) if kind == "GPU" else (None, None)
 
@@ -38,21 +40,25 @@ class ScoringTable:
         return self._device_table is not None
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
-        """Dot products [B, N] (float32, on the host) of customer vectors [B, D] with every product."""
+        """Logits [B, N] (float32, on the host): dot products of customer vectors [B, D] with every
+        product, plus each product's popularity prior."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if self.on_gpu:
             cupy = self._cupy
             with cupy.cuda.Device(self.device_id):
                 dots = cupy.asarray(vectors, dtype=self.dtype) @ self._device_table.T
-                return cupy.asnumpy(dots.astype(cupy.float32))
-        if self.dtype == "float32":
-            return vectors @ self.host.T
-        return np.concatenate([vectors @ self.host[start : start + FP16_BLOCK_ROWS].astype(np.float32).T
-                               for start in range(0, len(self.host), FP16_BLOCK_ROWS)], axis=1)
+                dots = cupy.asnumpy(dots.astype(cupy.float32))
+        elif self.dtype == "float32":
+            dots = vectors @ self.host.T
+        else:
+            dots = np.concatenate([vectors @ self.host[start : start + FP16_BLOCK_ROWS].astype(np.float32).T
+                                   for start in range(0, len(self.host), FP16_BLOCK_ROWS)], axis=1)
+        dots += self.prior
+        return dots
 
     def scores_of(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Dot products [len(rows)] of one customer vector with the given products only (on the host)."""
-        return self.host[rows].astype(np.float32) @ np.asarray(vector, dtype=np.float32)
+        """Logits [len(rows)] of one customer vector with the given products only (on the host)."""
+        return self.host[rows].astype(np.float32) @ np.asarray(vector, dtype=np.float32) + self.prior[rows]
 
 
 def _on_gpu(table: np.ndarray, device_id: int) -> tuple[Any, Any]:

@@ -8,7 +8,8 @@ The model repository holds every published version of every model. What is serve
 * each python model loads the served version AND the previously served one. Why: switching is then
   one atomic ensemble reload, while requests already inside the old ensemble finish on old steps
   that are still loaded; and a rollback is instant. (When the two versions' configs differ, e.g. a
-  new embedding size, only the served one is loaded.)
+  new embedding size, only the served one is loaded.) ``embed_products`` is pinned the same way; it
+  is no ensemble step, so a version published before it existed leaves its pin as it is.
 
 Order matters for a running server: python configs are written and loaded first (the new version
 starts next to the old one), then the ensembles switch, then the manifest records it. With
@@ -41,7 +42,13 @@ class VersionError(RuntimeError):
 
 def python_models(serving: ServingConfig) -> list[str]:
     """The python-backend models, in the order they are loaded (steps before ensembles)."""
-    return [serving.customer_model_name, serving.blend_model_name, serving.ranking_model_name]
+    return [serving.customer_model_name, serving.blend_model_name, serving.ranking_model_name,
+            serving.embed_model_name]
+
+
+def optional_models(serving: ServingConfig) -> set[str]:
+    """Python models that no ensemble uses: versions published before they existed lack them."""
+    return {serving.embed_model_name}
 
 
 def ensembles(serving: ServingConfig) -> list[str]:
@@ -104,6 +111,8 @@ def write_serving_configs(repository: str, manifest: dict[str, Any], target: int
     except FileNotFoundError:  # an old version whose configs are neither recorded nor at hand
         old_configs = {}
     for name in python_models(serving):
+        if name not in configs or not storage.exists(storage.join(repository, name, str(target))):
+            continue  # an optional model the target version does not have keeps its current pin
         keep = previous is not None and previous != target and old_configs.get(name) == configs[name]
         write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], [previous, target] if keep
                                                                       else [target]))
@@ -121,10 +130,13 @@ def _configs_of(repository: str, entry: Mapping[str, Any], serving: ServingConfi
     stored = entry.get("configs") or {}
     configs = {}
     for name in names:
+        uri = storage.join(repository, name, CONFIG_FILE)
         if name in stored:
             configs[name] = stored[name]
+        elif name in optional_models(serving) and not storage.exists(uri):
+            continue
         else:
-            with storage.open_input(storage.join(repository, name, CONFIG_FILE)) as stream:
+            with storage.open_input(uri) as stream:
                 configs[name] = stream.read().decode("utf-8")
     return configs
 
@@ -136,8 +148,18 @@ def load_models(url: str, serving: ServingConfig, protocol: str = "grpc") -> Non
     from fashionrec.client import connect_raw
 
     with connect_raw(url, protocol, serving.client_timeout_s) as client:
+        present = _repository_models(client, protocol)
         for name in [*python_models(serving), *ensembles(serving)]:
-            client.load_model(name)
+            if name in present or name not in optional_models(serving):
+                client.load_model(name)
+
+
+def _repository_models(client: Any, protocol: str) -> set[str]:
+    """Names of the models in the server's repository (loaded or not)."""
+    index = client.get_model_repository_index()
+    if protocol == "grpc":
+        return {model.name for model in index.models}
+    return {model["name"] for model in index}
 
 
 def activate(repository: str, version: int, serving: ServingConfig, url: str | None = None,

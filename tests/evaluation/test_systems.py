@@ -34,3 +34,12 @@ def test_published_model_ranks_by_product_id_whatever_its_row_order():
     known = np.setdiff1d(np.arange(10), [6])
     expected = embedding_system(table[known]).rank([np.array([np.flatnonzero(known == 2)[0]])], [np.ones(1)], 4)
     assert got.tolist() == [known[expected[0]].tolist()]
+
+
+def test_embedding_system_adds_the_popularity_prior_and_ranks_an_empty_history_by_it_alone():
+    table = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], np.float32)
+    system = embedding_system(table, prior=np.array([0.0, 2.0, 0.3], np.float32))
+    # history [0] -> customer vector [1, 0]: logits 1 (excluded), 0 + 2, 0.5 + 0.3
+    assert system.rank([np.array([0])], [np.ones(1)], 2).tolist() == [[1, 2]]
+    np.testing.assert_allclose(system.score([np.array([0])], [np.ones(1)], [np.array([1, 2])])[0], [2.0, 0.8], rtol=1e-6)
+    assert system.rank([np.array([], np.int64)], [np.ones(0)], 3).tolist() == [[1, 2, 0]]  # zero vector: prior

@@ -43,6 +43,7 @@ class Catalogue:
     pointing_history: list[str]
     aggregation: dict
     candidate_sets: dict[str, list[str]]  # as published, new_in included
+    prior: np.ndarray  # the popularity prior added to each product's logit (0 for the new products)
 
 
 def _make_catalogue() -> Catalogue:
@@ -57,7 +58,8 @@ def _make_catalogue() -> Catalogue:
     ids = [f"P{i:06d}" for i in range(NUM_PRODUCTS)]
     is_new = np.arange(NUM_PRODUCTS) >= NUM_PRODUCTS - NUM_NEW
     sets = {**CANDIDATE_SETS, "new_in": [pid for pid, new in zip(ids, is_new, strict=True) if new]}
-    return Catalogue(ids, embeddings, is_new, ids[new_row], [ids[r] for r in old_rows], AGGREGATION, sets)
+    prior = np.where(is_new, 0.0, rng.uniform(0.0, 0.2, NUM_PRODUCTS)).astype(np.float32)
+    return Catalogue(ids, embeddings, is_new, ids[new_row], [ids[r] for r in old_rows], AGGREGATION, sets, prior)
 
 
 @pytest.fixture(scope="session")
@@ -75,17 +77,22 @@ def catalogue() -> Catalogue:
 def published(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue) -> PublishedModel:
     """The catalogue exported as the export stage would, blessed, and published as version 1."""
     folder = tmp_path_factory.mktemp("publish")
-    embeddings, blessing = write_export(folder, catalogue.product_ids, catalogue.embeddings, catalogue.is_new)
+    embeddings, blessing = write_export(folder, catalogue.product_ids, catalogue.embeddings, catalogue.is_new,
+                                        catalogue.prior)
     return publish_model_repository(embeddings, blessing, str(folder / "model_repository"), TEST_SERVING,
                                     candidate_sets=CANDIDATE_SETS)
 
 
-def write_export(folder, product_ids: list[str], embeddings: np.ndarray, is_new: np.ndarray) -> tuple[str, str]:
-    """embeddings.parquet + aggregation.json (as the export stage writes them) and a blessing."""
+def write_export(folder, product_ids: list[str], embeddings: np.ndarray, is_new: np.ndarray,
+                 prior: np.ndarray | None = None) -> tuple[str, str]:
+    """embeddings.parquet (with the popularity prior if given) + aggregation.json (as the export stage
+    writes them) and a blessing."""
     folder.mkdir(parents=True, exist_ok=True)
     column = pa.array([row.tolist() for row in embeddings], type=pa.list_(pa.float32()))
-    pq.write_table(pa.table({"product_id": product_ids, "embedding": column, "is_new": is_new}),
-                   folder / "embeddings.parquet")
+    columns = {"product_id": product_ids, "embedding": column, "is_new": is_new}
+    if prior is not None:
+        columns["popularity_prior"] = pa.array(prior, pa.float32())
+    pq.write_table(pa.table(columns), folder / "embeddings.parquet")
     (folder / "aggregation.json").write_text(json.dumps(AGGREGATION))
     (folder / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
     return str(folder / "embeddings.parquet"), str(folder / "blessing.json")

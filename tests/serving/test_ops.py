@@ -152,3 +152,10 @@ def test_fp16_table_scores_stay_close_to_fp32_and_gpu_without_cupy_falls_back_to
     np.testing.assert_array_equal(fallback.scores(vectors), exact)
     with pytest.raises(ValueError, match="table_dtype"):
         ScoringTable(table, "int8")
+
+
+def test_rank_candidates_adds_the_prior_to_each_products_logit() -> None:
+    table = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], np.float32)
+    rows, scores = ops.rank_candidates(np.array([[1.0, 0.0]]), table, 3, prior=np.array([0.0, 2.0, 0.0]))
+    assert rows.tolist() == [[1, 0, 2]]  # logits 1, 2, 0.5
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-np.array([[2.0, 1.0, 0.5]]))), rtol=1e-6)

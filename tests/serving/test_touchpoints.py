@@ -42,9 +42,11 @@ def customer_vector(catalogue: Catalogue, history: History) -> np.ndarray:
 
 
 def ranked(catalogue: Catalogue, vector: np.ndarray, candidates: list[str], k: int) -> tuple[list[str], np.ndarray]:
-    """Candidates by dot product descending, ties by candidate order, with sigmoid scores."""
+    """Candidates by logit (dot product + popularity prior) descending, ties by candidate order, with
+    sigmoid scores."""
     index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
-    dots = {pid: float(catalogue.embeddings[index[pid]].astype(np.float64) @ vector) for pid in candidates}
+    dots = {pid: float(catalogue.embeddings[index[pid]].astype(np.float64) @ vector) + float(catalogue.prior[index[pid]])
+            for pid in candidates}
     order = sorted(range(len(candidates)), key=lambda i: (-dots[candidates[i]], i))[:k]
     ids = [candidates[i] for i in order]
     return ids, 1.0 / (1.0 + np.exp(-np.array([dots[p] for p in ids])))
@@ -99,8 +101,11 @@ def test_recommend_within_explicit_candidates_keeps_ties_in_their_order(fashion:
     candidates = sample(catalogue, 40, 5)
     assert_same(fashion.recommend(history, 12, candidates=candidates),
                 ranked(catalogue, customer_vector(catalogue, history), candidates, 12))
-    unknown_history = ["UNKNOWN"]  # zero vector: every candidate ties at 0.5, the given order stays
-    assert [r.product_id for r in fashion.recommend(unknown_history, 5, candidates=candidates)] == candidates[:5]
+    unknown_history = ["UNKNOWN"]  # zero vector: the popularity prior alone ranks
+    zero = np.zeros(catalogue.embeddings.shape[1])
+    assert_same(fashion.recommend(unknown_history, 5, candidates=candidates), ranked(catalogue, zero, candidates, 5))
+    no_prior = catalogue.candidate_sets["new_in"][::-1][:8]  # new products: no prior, all tie at 0.5
+    assert [r.product_id for r in fashion.recommend(unknown_history, 5, candidates=no_prior)] == no_prior[:5]
 
 
 def test_recommend_excludes_purchases_and_given_products(fashion: FashionrecClient, catalogue: Catalogue) -> None:
@@ -111,7 +116,7 @@ def test_recommend_excludes_purchases_and_given_products(fashion: FashionrecClie
     allowed = [p for p in catalogue.product_ids if p not in bought and p not in exclude]
     got = fashion.recommend(history, 25, exclude_purchased=True, exclude=exclude)
     assert_same(got, ranked(catalogue, vector, allowed, 25))
-    assert bought and bought & {r.product_id for r in fashion.recommend(history, 25)}  # they would be there
+    assert bought and bought & {r.product_id for r in fashion.recommend(history, 100)}  # they would be there
 
 
 # -- rerank ------------------------------------------------------------------------------------------

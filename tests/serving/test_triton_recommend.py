@@ -42,7 +42,7 @@ def reference(catalogue: Catalogue, history: list[str], weights: list[float], k:
     vector = np.zeros(catalogue.embeddings.shape[1])
     if total > 0:
         vector = sum(w * catalogue.embeddings[row].astype(np.float64) for row, w in known) / total
-    dots = catalogue.embeddings.astype(np.float64) @ vector
+    dots = catalogue.embeddings.astype(np.float64) @ vector + catalogue.prior  # + the popularity prior
     order = sorted(range(len(dots)), key=lambda row: (-dots[row], row))[:k]
     return [catalogue.product_ids[row] for row in order], 1.0 / (1.0 + np.exp(-dots[order]))
 
@@ -77,10 +77,12 @@ def test_unknown_ids_in_the_history_are_ignored(client: RecommendClient, catalog
     assert_matches(client, catalogue, ["P000005", "NOT-A-PRODUCT"], [2.0, 7.0], k=10)
 
 
-def test_a_history_without_known_products_scores_one_half(client: RecommendClient, catalogue: Catalogue) -> None:
-    got = client.recommend(["UNKNOWN-1", "UNKNOWN-2"], k=3)
-    assert [r.product_id for r in got] == catalogue.product_ids[:3]
-    assert [r.score for r in got] == [0.5, 0.5, 0.5]
+def test_a_history_without_known_products_ranks_by_the_popularity_prior(client: RecommendClient,
+                                                                        catalogue: Catalogue) -> None:
+    got = client.recommend(["UNKNOWN-1", "UNKNOWN-2"], k=3)  # zero customer vector
+    top = np.argsort(-catalogue.prior, kind="stable")[:3]
+    assert [r.product_id for r in got] == [catalogue.product_ids[row] for row in top]
+    np.testing.assert_allclose([r.score for r in got], 1 / (1 + np.exp(-catalogue.prior[top])), rtol=1e-6)
 
 
 # Each case builds (history, weights, k, expected message) from the served ServingConfig's limits.

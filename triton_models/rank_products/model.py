@@ -4,8 +4,8 @@ Per request: optional TOP_K (absent = every candidate: `rerank`), optional candi
 (CANDIDATE_PRODUCT_IDS, or CANDIDATE_SET naming a set published in ``candidate_sets.json``), optional
 exclusions (EXCLUDE_PRODUCT_IDS, and the history's purchases when EXCLUDE_PURCHASED is true). All
 unrestricted rows of one execute() call are scored with ONE matrix product (dynamic batching groups
-requests); a restricted row scores only its candidates. Scores are sigmoid(p_u . q_i); ties go to the
-earlier candidate. A bad request gets its own error; the others in the batch are answered.
+requests); a restricted row scores only its candidates. Scores are sigmoid(p_u . q_i + prior_i), prior_i
+the product's published popularity prior (0 without one); ties go to the earlier candidate. A bad request gets its own error; the others in the batch are answered.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class TritonPythonModel:
         self.purchase = ops.config_parameter(config, "purchase_event_type").encode("utf-8")
         embeddings, ids = ops.load_catalogue(folder)
         self.table = ScoringTable(embeddings, ops.config_parameter(config, "table_dtype"),
-                                  args.get("model_instance_kind", "CPU"), int(args.get("model_instance_device_id", 0)))
+                                  args.get("model_instance_kind", "CPU"), int(args.get("model_instance_device_id", 0)),
+                                  prior=ops.load_prior(folder, len(ids)))
         self.product_ids = np.array(ids, dtype=np.object_)
         self.index = {pid: row for row, pid in enumerate(ids)}
         sets_file = folder / ops.CANDIDATE_SETS_FILE

@@ -1,0 +1,178 @@
+"""Add new products to the served catalogue: no retraining, no downtime.
+
+:func:`add_products` takes the SERVED version ``v`` of a model repository, embeds the new products
+with that version's content tower (:mod:`fashionrec.serving.content`, the very code and files its
+``embed_products`` model runs in Triton), appends them to ``v``'s catalogue, adds them to the
+``new_in`` candidate set, and publishes the result as the next version through the ordinary
+publisher (:func:`fashionrec.publish.publish_model_repository`): same aggregation, other candidate
+sets, content tower and blessing as ``v``; the manifest entry records it as
+``catalogue_update: {"base_version": v, ...}``. Given a server URL, the new version is loaded into the
+running Triton with explicit model control (the switch :mod:`fashionrec.serving.versions` makes
+without dropping requests), and ``model rollback`` returns to ``v``'s catalogue.
+
+Contract: products are validated as ingest validates a catalogue (required ``product_id``, ``title``,
+``category``, ``price``; optional fields get ingest's defaults; a bad row fails the whole call with
+its reasons). Ids already in the served catalogue are refused (ValueError naming them): changing an
+existing product's embedding is a retraining matter, not a catalogue addition. Run one writer per
+repository at a time (like the pipeline's publish step): two concurrent additions would both build
+on ``v``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fashionrec import ingest, storage
+from fashionrec.config import ServingConfig
+from fashionrec.popularity import PRIOR_COLUMN
+from fashionrec.serving import content, ops, versions
+
+MAX_IDS_IN_ERROR = 5
+EMBEDDINGS_FILE = "embeddings.parquet"  # the export stage's name, inside the update's staging folder
+BLESSING_FILE = "blessing.json"
+NEW_IN_SET = "new_in"
+
+
+@dataclass(frozen=True)
+class CatalogueUpdate:
+    """What :func:`add_products` published."""
+
+    version: int  # the new served version
+    base_version: int  # the version it extends
+    added: list[str]  # the new products' ids, in the order given
+    num_products: int  # catalogue size after the addition
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """Everything of the served version that an addition reuses."""
+
+    version: int
+    product_ids: list[str]
+    embeddings: np.ndarray
+    prior: np.ndarray  # float32 [N]: the popularity prior (zeros if published without one)
+    candidate_sets: dict[str, list[str]]
+    aggregation: dict[str, Any]
+    tower: content.ContentTower
+    entry: dict[str, Any]  # its manifest entry (blessing, embeddings_path)
+
+
+def read_products(products: str | pd.DataFrame) -> pd.DataFrame:
+    """New products from a CSV/Parquet file (local or gs://) or a frame, validated as ingest does."""
+    source = products if isinstance(products, str) else "products"
+    raw = storage.read_table(products) if isinstance(products, str) else products.reset_index(drop=True)
+    valid, quarantined = ingest.validate_catalogue(raw, source)
+    if len(quarantined):
+        reasons = quarantined.head(MAX_IDS_IN_ERROR).to_dict("records")
+        raise ValueError(f"{len(quarantined)} of {len(raw)} products in {source} are invalid: {reasons}")
+    if valid.empty:
+        raise ValueError(f"{source} holds no products")
+    return valid
+
+
+def served_version(model_repository: str, serving: ServingConfig) -> ServedVersion:
+    """The served version's catalogue, candidate sets, pooling and content tower."""
+    manifest = versions.read_manifest(model_repository)
+    version = versions.serving_version(manifest)
+    if version is None:
+        raise ValueError(f"nothing is published in {model_repository}: publish a trained model first")
+    entry = next(e for e in manifest["versions"] if int(e["version"]) == version)
+    with _version_folder(model_repository, serving.embed_model_name, version) as folder:
+        if folder is None or not content.exists(folder):
+            raise ValueError(f"version {version} of {model_repository} has no content tower (exported before "
+                             f"embed_products existed): re-export and publish before adding products")
+        tower = content.ContentTower.load(folder)
+    with _version_folder(model_repository, serving.ranking_model_name, version) as folder:
+        embeddings, ids = ops.load_catalogue(Path(folder))
+        prior = ops.load_prior(Path(folder), len(ids))
+        sets_file = Path(folder) / ops.CANDIDATE_SETS_FILE
+        sets = ops.load_json(sets_file) if sets_file.exists() else {}
+    with _version_folder(model_repository, serving.customer_model_name, version) as folder:
+        aggregation = ops.load_json(Path(folder) / ops.AGGREGATION_FILE)
+    return ServedVersion(version, [pid.decode("utf-8") for pid in ids], embeddings, prior, sets, aggregation, tower,
+                         entry)
+
+
+@contextmanager
+def _version_folder(repository: str, model: str, version: int) -> Iterator[str | None]:
+    """A model's version folder as a local path (downloaded from gs://), or None when it is absent."""
+    uri = storage.join(repository, model, str(version))
+    if not storage.exists(uri):
+        yield None
+        return
+    with storage.local_copy(uri) as local:
+        yield local
+
+
+def embed(tower: content.ContentTower, products: pd.DataFrame) -> np.ndarray:
+    """float32 [N, D]: the validated products' content embeddings."""
+    return tower.embed_columns(list(products["title"]), list(products["description"]), list(products["category"]),
+                               list(products["colour"]), list(products["brand"]), products["price"].to_numpy())
+
+
+def add_products(model_repository: str, products: str | pd.DataFrame, serving: ServingConfig,
+                 server_url: str | None = None, protocol: str = "grpc") -> CatalogueUpdate:
+    """Embed ``products``, append them to the served catalogue and serve the result as the next version.
+
+    Raises ValueError (repository untouched) when nothing is published, the served version has no
+    content tower, a product is invalid or already in the catalogue.
+    """
+    from fashionrec.publish import publish_model_repository
+
+    new = read_products(products)
+    base = served_version(model_repository, serving)
+    _refuse_duplicates(base.product_ids, list(new["product_id"]))
+    added = list(new["product_id"])
+    ids = [*base.product_ids, *added]
+    embeddings = np.concatenate([base.embeddings, embed(base.tower, new)]).astype(np.float32)
+    prior = np.concatenate([base.prior, np.zeros(len(added), np.float32)])  # no interactions yet: no popularity
+    sets = {name: list(members) for name, members in base.candidate_sets.items()}
+    sets[NEW_IN_SET] = [*sets.get(NEW_IN_SET, []), *added]
+    new_in = set(sets[NEW_IN_SET])
+    with tempfile.TemporaryDirectory(prefix="fashionrec-catalogue-") as staging:
+        folder = Path(staging)
+        _write_export(folder, ids, embeddings, prior, np.array([pid in new_in for pid in ids]), base)
+        update = {"base_version": base.version, "added_product_ids": added,
+                  "products": products if isinstance(products, str) else "DataFrame",
+                  "embeddings_path": base.entry.get("embeddings_path")}
+        published = publish_model_repository(
+            str(folder / EMBEDDINGS_FILE), str(folder / BLESSING_FILE), model_repository, serving,
+            metadata=base.entry.get("metadata") or {}, candidate_sets=sets, server_url=server_url, protocol=protocol,
+            catalogue_update=update)
+    return CatalogueUpdate(published.version, base.version, added, published.num_products)
+
+
+def _refuse_duplicates(existing: Sequence[str], new: Sequence[str]) -> None:
+    known = set(existing)
+    clashes = [pid for pid in new if pid in known]
+    if clashes:
+        shown = ", ".join(clashes[:MAX_IDS_IN_ERROR]) + (", ..." if len(clashes) > MAX_IDS_IN_ERROR else "")
+        raise ValueError(f"{len(clashes)} products are already in the served catalogue: {shown} "
+                         f"(catalogue add only adds new products; retrain to change existing ones)")
+
+
+def _write_export(folder: Path, ids: list[str], embeddings: np.ndarray, prior: np.ndarray, is_new: np.ndarray,
+                  base: ServedVersion) -> None:
+    """The files publish reads, as the export stage would write them, plus the base's blessing."""
+    dimension = embeddings.shape[1]
+    pq.write_table(pa.table({
+        "product_id": pa.array(ids, pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), pa.float32()), dimension),
+        "is_new": pa.array(is_new, pa.bool_()),
+        PRIOR_COLUMN: pa.array(prior, pa.float32()),
+    }), folder / EMBEDDINGS_FILE)
+    (folder / ops.AGGREGATION_FILE).write_text(json.dumps(base.aggregation), encoding="utf-8")
+    (folder / BLESSING_FILE).write_text(json.dumps(base.entry["blessing"]), encoding="utf-8")
+    base.tower.save(folder)
+
