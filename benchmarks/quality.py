@@ -101,7 +101,8 @@ def run(dataset: str, data_dir: str | None, sections: list[str], config: Pipelin
     """Prepare and ingest once (time split), then each section on its own re-split of the same events."""
     raw = prepare_dataset(dataset, data_dir, str(work / "raw"), config.shop)
     ingest(raw.catalogue_uri, raw.events_uri, str(work / "time" / "ingested"), config.ingest)
-    print(f"\n# {dataset}; defaults: {json.dumps(dataclasses.asdict(config.train))}", flush=True)
+    print(f"\n# {dataset}; defaults: train {json.dumps(dataclasses.asdict(config.train))}, "
+          f"export {json.dumps(dataclasses.asdict(config.export))}", flush=True)
     trained = None
     if "time" in sections or "ablations" in sections:
         trained = time_split(work / "time", config, "ablations" in sections, "time" in sections)

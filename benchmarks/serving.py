@@ -9,6 +9,11 @@ p50/p95/p99 latency and throughput at concurrency 1, 4 and 16 for `recommend`, `
 the baselines compete for the same cores: read the figures as relative.
 
     .venv/bin/python benchmarks/serving.py [--products 100000] [--seconds 3] [--concurrency 1 4 16]
+                                           [--touchpoints recommend rerank similar] [--no-baselines]
+                                           [--set serving.ranking_instance_count=2 ...]
+
+``--set`` overrides the served ServingConfig (dynamic batching, instance counts, table dtype) for
+tuning runs; ``--no-baselines`` skips the in-process rows.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ HISTORY_LENGTH = 20
 RERANK_SIZE = 200
 # What the benchmark serves with: the defaults, plus a queue delay that lets concurrent requests batch.
 BENCH_SERVING = dataclasses.replace(ServingConfig(), max_queue_delay_us=500)
+TOUCHPOINTS = ("recommend", "rerank", "similar")
+TUNING_FIELDS = ("max_queue_delay_us", "max_batch_size", "instance_count", "ranking_instance_count", "table_dtype")
 
 
 def make_catalogue(num_products: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -45,13 +52,13 @@ def make_catalogue(num_products: int, dim: int, seed: int = 0) -> tuple[list[str
     return [f"P{i:07d}" for i in range(num_products)], table
 
 
-def publish(folder: Path, ids: list[str], table: np.ndarray) -> str:
+def publish(folder: Path, ids: list[str], table: np.ndarray, serving: ServingConfig) -> str:
     column = pa.FixedSizeListArray.from_arrays(pa.array(table.reshape(-1), pa.float32()), table.shape[1])
     pq.write_table(pa.table({"product_id": ids, "embedding": column, "is_new": [False] * len(ids)}),
                    folder / "embeddings.parquet")
     (folder / "blessing.json").write_text(json.dumps({"blessed": True}))
     return publish_model_repository(str(folder / "embeddings.parquet"), str(folder / "blessing.json"),
-                                    str(folder / "repo"), BENCH_SERVING).path
+                                    str(folder / "repo"), serving).path
 
 
 def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
@@ -59,14 +66,15 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
     return float(p50), float(p95), float(p99)
 
 
-def load(url: str, call: Callable[[FashionrecClient, int], object], concurrency: int, seconds: float) -> dict:
+def load(url: str, call: Callable[[FashionrecClient, int], object], concurrency: int, seconds: float,
+         serving: ServingConfig) -> dict:
     """Closed loop: each thread sends its next request when the previous answered, for ``seconds``."""
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     failures = [0]
     stop = threading.Event()
 
     def worker(slot: int) -> None:
-        with FashionrecClient(url, "grpc", BENCH_SERVING) as client:
+        with FashionrecClient(url, "grpc", serving) as client:
             call(client, slot)  # warm the connection
             n = slot
             while not stop.is_set():
@@ -131,7 +139,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--batch", type=int, default=64, help="queries per in-process batch")
+    parser.add_argument("--touchpoints", nargs="+", default=list(TOUCHPOINTS), choices=TOUCHPOINTS)
+    parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="serving.KEY=VALUE")
     args = parser.parse_args()
+    serving = served_config(args.overrides)
 
     ids, table = make_catalogue(args.products, args.dim)
     rng = np.random.default_rng(1)
@@ -145,29 +157,44 @@ def main() -> None:
     }
     rows: list[tuple[str, str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="fashionrec-bench-") as folder:
-        repository = publish(Path(folder), ids, table)
-        with TritonServer(repository, BENCH_SERVING, http_port=0, grpc_port=0, metrics_port=0) as server:
-            for name, call in calls.items():
+        repository = publish(Path(folder), ids, table, serving)
+        with TritonServer(repository, serving, http_port=0, grpc_port=0, metrics_port=0) as server:
+            for name in args.touchpoints:
                 for concurrency in args.concurrency:
-                    rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, call, concurrency,
-                                                                           args.seconds)))
-    rows.append((f"in-process numpy (batch {args.batch})", "-",
-                 baseline("numpy", numpy_rank(table), queries, args.batch, args.seconds)))
-    rows.append((f"in-process FAISS flat IP (batch {args.batch})", "-",
-                 baseline("faiss", faiss_rank(table), queries, args.batch, args.seconds)))
-    print_table(rows, args)
+                    rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, calls[name], concurrency,
+                                                                           args.seconds, serving)))
+    if args.baselines:
+        rows.append((f"in-process numpy (batch {args.batch})", "-",
+                     baseline("numpy", numpy_rank(table), queries, args.batch, args.seconds)))
+        rows.append((f"in-process FAISS flat IP (batch {args.batch})", "-",
+                     baseline("faiss", faiss_rank(table), queries, args.batch, args.seconds)))
+    print_table(rows, args, serving)
 
 
-def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace) -> None:
+def served_config(overrides: list[str]) -> ServingConfig:
+    """BENCH_SERVING with ``serving.KEY=VALUE`` overrides (values typed like the field's default)."""
+    changes = {}
+    for pair in overrides:
+        key, _, text = pair.partition("=")
+        name = key.removeprefix("serving.")
+        default = getattr(BENCH_SERVING, name)  # AttributeError names an unknown field
+        changes[name] = type(default)(text)
+    return dataclasses.replace(BENCH_SERVING, **changes)
+
+
+def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, serving: ServingConfig) -> None:
+    tuning = {name: getattr(serving, name) for name in TUNING_FIELDS}
     print(f"\n{args.products:,} products x {args.dim} d, top-{K}, history {HISTORY_LENGTH}, rerank {RERANK_SIZE} ids; "
-          f"{args.seconds:g} s per cell (baselines: latency is per batch)")
+          f"{args.seconds:g} s per cell (baselines: latency is per batch); served with {tuning}")
     print(f"{'system':<42} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
     for system, concurrency, r in rows:
         p50, p95, p99 = r["lat"]
         print(f"{system:<42} {concurrency:>4} {r['rps']:>8.0f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {r['failures']:>5}")
     recommend = [r for system, _, r in rows if system == "triton recommend"]
+    numpy_rps = next((r["rps"] for system, _, r in rows if system.startswith("in-process numpy")), None)
+    if not recommend or numpy_rps is None:
+        return
     best = max(recommend, key=lambda r: r["rps"])
-    numpy_rps = next(r["rps"] for system, _, r in rows if system.startswith("in-process numpy"))
     print(f"\nrecommend at its best concurrency: {best['rps']:.0f} req/s = {best['rps'] / numpy_rps:.2f}x the in-process "
           f"numpy batched throughput (target >= 0.8x); p99/p50 = {best['lat'][2] / best['lat'][0]:.2f} (target <= 2)")
 

@@ -5,9 +5,10 @@
 
 The test split is the pipeline's (the last 10 % of events); everything after its cut-off is dropped,
 and the remaining events are split again by the same rule into train and validation. Each ``--try``
-(a comma-separated list of ``KEY=VALUE`` overrides) trains one model on that train part; all are
+(a comma-separated list of ``KEY=VALUE`` overrides) trains one model on that train part (a try of
+``export.*`` settings only, e.g. the popularity prior, exports the defaults' model again); all are
 scored beside popularity and iALS on the validation customers who have a history (new customers get
-the zero vector whatever the settings, so they only add noise to the comparison). Nothing of the test
+the zero vector, ranked by the prior alone, so they would mostly add noise). Nothing of the test
 period is seen. ``benchmarks/quality.py`` then reports the chosen defaults on the test period.
 """
 
@@ -30,7 +31,7 @@ from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.ingest import TRAIN_EVENTS_FILE, choose_split_time, ingest, split_events
 from fashionrec.serving import ops
 from fashionrec.transform import load_product_vocabulary, transform
-from quality import Trained, print_table, train_split  # the sibling benchmark script
+from quality import Trained, print_table, reexport, train_split  # the sibling benchmark script
 
 COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10")
 DEFAULT_TRIES = (  # each one change from the defaults (recency pooling, 7-day half-life, temperature 0.2)
@@ -38,6 +39,9 @@ DEFAULT_TRIES = (  # each one change from the defaults (recency pooling, 7-day h
     "train.recency_half_life_days=2", "train.recency_half_life_days=30",
     "train.temperature=0.1", "train.temperature=0.3",
     "train.logq_correction=false", "train.extra_negatives=512", "train.normalize_embeddings=false",
+    # the popularity prior (weight 0.5, 1-day half-life): export settings, so the defaults' model is re-exported
+    "export.popularity_prior_weight=0", "export.popularity_prior_weight=0.25", "export.popularity_prior_weight=1",
+    "export.popularity_half_life_days=3", "export.popularity_half_life_days=7",
 )
 
 
@@ -54,9 +58,14 @@ def main() -> None:
         work = Path(args.workdir or temp)
         validation = validation_split(args.dataset, args.data_dir, config, work)
         rows = baselines(validation, config)
-        rows["defaults"] = score(train_split(validation, config, "defaults"), config)
+        defaults = train_split(validation, config, "defaults")
+        rows["defaults"] = score(defaults, config)
         for index, tried in enumerate(args.tries or DEFAULT_TRIES):
-            trained = train_split(validation, config.with_overrides(_pairs(tried.split(","))), f"try-{index}")
+            overrides = _pairs(tried.split(","))
+            if all(key.startswith("export.") for key in overrides):  # same training, exported again
+                trained = reexport(defaults, validation / f"try-{index}" / "export", config.with_overrides(overrides))
+            else:
+                trained = train_split(validation, config.with_overrides(overrides), f"try-{index}")
             rows[tried] = score(trained, config)
     print_table("validation period (before the test split), customers with a history", COLUMNS, rows)
 
@@ -111,10 +120,11 @@ def baselines(folder: Path, config: PipelineConfig) -> dict[str, dict[str, float
 def score(trained: Trained, config: PipelineConfig) -> dict[str, float]:
     """The trained model's metrics on the validation customers with a history, ranked as served."""
     ids, table = trained.table()
+    prior = trained.prior()
     examples = _with_history(load_eval_examples(trained.transformed), config)
     vectors = trained.customer_vectors(examples, table)
     rows = np.concatenate([ops.rank_candidates(vectors[s : s + BATCH], table, 20,
-                                               padded(examples.history_idx[s : s + BATCH]))[0]
+                                               padded(examples.history_idx[s : s + BATCH]), prior)[0]
                            for s in range(0, len(vectors), BATCH)])
     return _metrics(rows, examples, len(ids))
 

@@ -1,4 +1,4 @@
-"""Add new products to the served catalogue: no retraining, no downtime.
+"""Change the served catalogue without retraining or downtime: add new products, refresh the prior.
 
 :func:`add_products` takes the SERVED version ``v`` of a model repository, embeds the new products
 with that version's content tower (:mod:`fashionrec.serving.content`, the very code and files its
@@ -9,6 +9,10 @@ sets, content tower and blessing as ``v``; the manifest entry records it as
 ``catalogue_update: {"base_version": v, ...}``. Given a server URL, the new version is loaded into the
 running Triton with explicit model control (the switch :mod:`fashionrec.serving.versions` makes
 without dropping requests), and ``model rollback`` returns to ``v``'s catalogue.
+
+:func:`refresh_prior` republishes the served version the same way with its popularity prior
+recomputed from recent events (``fashionrec catalogue refresh-prior``, e.g. daily between weekly
+retrainings).
 
 Contract: products are validated as ingest validates a catalogue (required ``product_id``, ``title``,
 ``category``, ``price``; optional fields get ingest's defaults; a bad row fails the whole call with
@@ -34,14 +38,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fashionrec import ingest, storage
-from fashionrec.config import ServingConfig
-from fashionrec.popularity import PRIOR_COLUMN
+from fashionrec.config import ExportConfig, IngestConfig, ServingConfig
+from fashionrec.popularity import PRIOR_COLUMN, prior_from_events
 from fashionrec.serving import content, ops, versions
 
 MAX_IDS_IN_ERROR = 5
 EMBEDDINGS_FILE = "embeddings.parquet"  # the export stage's name, inside the update's staging folder
 BLESSING_FILE = "blessing.json"
 NEW_IN_SET = "new_in"
+
+
+@dataclass(frozen=True)
+class PriorRefresh:
+    """What :func:`refresh_prior` published."""
+
+    version: int  # the new served version
+    base_version: int  # the version whose catalogue it kept
+    events_used: int
+    events_dropped: int  # invalid, or of products outside the catalogue
+    as_of: str  # the moment the events' ages were measured from
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class ServedVersion:
     prior: np.ndarray  # float32 [N]: the popularity prior (zeros if published without one)
     candidate_sets: dict[str, list[str]]
     aggregation: dict[str, Any]
-    tower: content.ContentTower
+    tower: content.ContentTower | None  # None: published before embed_products existed
     entry: dict[str, Any]  # its manifest entry (blessing, embeddings_path)
 
 
@@ -82,17 +97,14 @@ def read_products(products: str | pd.DataFrame) -> pd.DataFrame:
 
 
 def served_version(model_repository: str, serving: ServingConfig) -> ServedVersion:
-    """The served version's catalogue, candidate sets, pooling and content tower."""
+    """The served version's catalogue, prior, candidate sets, pooling and content tower (if any)."""
     manifest = versions.read_manifest(model_repository)
     version = versions.serving_version(manifest)
     if version is None:
         raise ValueError(f"nothing is published in {model_repository}: publish a trained model first")
     entry = next(e for e in manifest["versions"] if int(e["version"]) == version)
     with _version_folder(model_repository, serving.embed_model_name, version) as folder:
-        if folder is None or not content.exists(folder):
-            raise ValueError(f"version {version} of {model_repository} has no content tower (exported before "
-                             f"embed_products existed): re-export and publish before adding products")
-        tower = content.ContentTower.load(folder)
+        tower = content.ContentTower.load(folder) if folder is not None and content.exists(folder) else None
     with _version_folder(model_repository, serving.ranking_model_name, version) as folder:
         embeddings, ids = ops.load_catalogue(Path(folder))
         prior = ops.load_prior(Path(folder), len(ids))
@@ -128,29 +140,68 @@ def add_products(model_repository: str, products: str | pd.DataFrame, serving: S
     Raises ValueError (repository untouched) when nothing is published, the served version has no
     content tower, a product is invalid or already in the catalogue.
     """
-    from fashionrec.publish import publish_model_repository
-
     new = read_products(products)
     base = served_version(model_repository, serving)
+    if base.tower is None:
+        raise ValueError(f"version {base.version} of {model_repository} has no content tower (exported before "
+                         f"embed_products existed): re-export and publish before adding products")
     _refuse_duplicates(base.product_ids, list(new["product_id"]))
     added = list(new["product_id"])
-    ids = [*base.product_ids, *added]
     embeddings = np.concatenate([base.embeddings, embed(base.tower, new)]).astype(np.float32)
     prior = np.concatenate([base.prior, np.zeros(len(added), np.float32)])  # no interactions yet: no popularity
     sets = {name: list(members) for name, members in base.candidate_sets.items()}
     sets[NEW_IN_SET] = [*sets.get(NEW_IN_SET, []), *added]
-    new_in = set(sets[NEW_IN_SET])
+    update = {"base_version": base.version, "added_product_ids": added,
+              "products": products if isinstance(products, str) else "DataFrame",
+              "embeddings_path": base.entry.get("embeddings_path")}
+    version, size = _republish(model_repository, serving, base, [*base.product_ids, *added], embeddings, prior, sets,
+                               update, server_url, protocol)
+    return CatalogueUpdate(version, base.version, added, size)
+
+
+def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: ServingConfig, export: ExportConfig,
+                  server_url: str | None = None, protocol: str = "grpc", now: pd.Timestamp | None = None,
+                  ingest_config: IngestConfig = IngestConfig()) -> PriorRefresh:
+    """Recompute the served version's popularity prior from recent ``events`` (ingest's event columns,
+    validated as ingest does; events of products outside the catalogue are dropped and counted) as of
+    ``now`` (default: the latest event), and serve it as the next version: same embeddings, pooling,
+    candidate sets, content tower and blessing. Why: the prior is what is in demand *now*; retraining
+    weekly should not freeze it for a week. Raises ValueError (repository untouched) when nothing is
+    published or no event is usable.
+    """
+    base = served_version(model_repository, serving)
+    source = events if isinstance(events, str) else "events"
+    raw = storage.read_table(events) if isinstance(events, str) else events.reset_index(drop=True)
+    valid, quarantined = ingest.validate_events(raw, source, set(base.product_ids), ingest_config)
+    if valid.empty:
+        reasons = quarantined["reason"].value_counts().to_dict() if len(quarantined) else {}
+        raise ValueError(f"{source} holds no usable events for the served catalogue (quarantined: {reasons})")
+    as_of = valid["timestamp"].max() if now is None else now
+    prior = prior_from_events(valid, np.asarray(base.product_ids), export, as_of)
+    update = {"base_version": base.version, "popularity_prior": {
+        "events": source, "events_used": len(valid), "events_dropped": len(quarantined), "as_of": str(as_of),
+        "weight": export.popularity_prior_weight, "half_life_days": export.popularity_half_life_days}}
+    version, _ = _republish(model_repository, serving, base, base.product_ids, base.embeddings, prior,
+                            base.candidate_sets, update, server_url, protocol)
+    return PriorRefresh(version, base.version, len(valid), len(quarantined), str(as_of))
+
+
+def _republish(model_repository: str, serving: ServingConfig, base: ServedVersion, ids: list[str],
+               embeddings: np.ndarray, prior: np.ndarray, sets: dict[str, list[str]], update: dict[str, Any],
+               server_url: str | None, protocol: str) -> tuple[int, int]:
+    """Publish a changed copy of ``base`` as the next version (loaded into ``server_url`` if given);
+    (version, number of products)."""
+    from fashionrec.publish import publish_model_repository
+
+    new_in = set(sets.get(NEW_IN_SET, []))
     with tempfile.TemporaryDirectory(prefix="fashionrec-catalogue-") as staging:
         folder = Path(staging)
         _write_export(folder, ids, embeddings, prior, np.array([pid in new_in for pid in ids]), base)
-        update = {"base_version": base.version, "added_product_ids": added,
-                  "products": products if isinstance(products, str) else "DataFrame",
-                  "embeddings_path": base.entry.get("embeddings_path")}
         published = publish_model_repository(
             str(folder / EMBEDDINGS_FILE), str(folder / BLESSING_FILE), model_repository, serving,
             metadata=base.entry.get("metadata") or {}, candidate_sets=sets, server_url=server_url, protocol=protocol,
             catalogue_update=update)
-    return CatalogueUpdate(published.version, base.version, added, published.num_products)
+    return published.version, published.num_products
 
 
 def _refuse_duplicates(existing: Sequence[str], new: Sequence[str]) -> None:
@@ -174,5 +225,6 @@ def _write_export(folder: Path, ids: list[str], embeddings: np.ndarray, prior: n
     }), folder / EMBEDDINGS_FILE)
     (folder / ops.AGGREGATION_FILE).write_text(json.dumps(base.aggregation), encoding="utf-8")
     (folder / BLESSING_FILE).write_text(json.dumps(base.entry["blessing"]), encoding="utf-8")
-    base.tower.save(folder)
+    if base.tower is not None:
+        base.tower.save(folder)
 

@@ -1,7 +1,7 @@
-"""Command-line pieces of the serving half: ``serve``, ``model rollback``, ``catalogue add``,
-``embed-products`` and the printing behind ``recommend``, ``rerank`` and ``similar``.
+"""Command-line pieces of the serving half: ``serve``, ``model rollback``, ``catalogue add`` and
+``refresh-prior``, ``embed-products`` and the printing behind ``recommend``, ``rerank`` and ``similar``.
 
-The lead's ``fashionrec/cli.py`` registers :data:`serve_command`, :data:`rollback_command`,
+``fashionrec/cli.py`` registers :data:`serve_command`, :data:`rollback_command`,
 :data:`catalogue_group` and :data:`embed_products_command` and calls
 :func:`print_recommendations` / :func:`ask_and_print`.
 Settings come from a ServingConfig: the one the parent command put in ``ctx.obj`` (a PipelineConfig or
@@ -35,6 +35,14 @@ def _serving_config(ctx: click.Context | None) -> ServingConfig:
     if isinstance(obj, PipelineConfig):
         return obj.serving
     return obj if isinstance(obj, ServingConfig) else ServingConfig()
+
+
+def _pipeline_config(ctx: click.Context | None) -> PipelineConfig:
+    """The parent command's PipelineConfig, else the defaults (with the parent's ServingConfig)."""
+    obj = ctx.find_root().obj if ctx is not None else None
+    if isinstance(obj, PipelineConfig):
+        return obj
+    return dataclasses.replace(PipelineConfig(), serving=_serving_config(ctx))
 
 
 def _progress(message: str) -> None:
@@ -198,6 +206,35 @@ def catalogue_add_command(ctx: click.Context, model_repository: str, products: s
     loaded = f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
     click.echo(f"Added {len(update.added)} products to version {update.base_version}: serving version "
                f"{update.version} ({update.num_products} products){loaded}.")
+
+
+@catalogue_group.command("refresh-prior")
+@click.option("--model-repository", required=True, help="The Triton model repository (local or gs://).")
+@click.option("--events", required=True,
+              help="CSV or Parquet of recent events: customer_id, product_id, event_type, timestamp (+ weight).")
+@click.option("--as-of", default=None, help="ISO time the events are aged from (default: the latest event).")
+@click.option("--url", default=None, help="A running Triton (explicit model control) to load the new version into.")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.pass_context
+def catalogue_refresh_prior_command(ctx: click.Context, model_repository: str, events: str, as_of: str | None,
+                                    url: str | None, protocol: Protocol) -> None:
+    """Recompute the served popularity prior from recent events and serve it as the next version."""
+    import pandas as pd
+
+    from fashionrec.serving.catalogue import refresh_prior
+
+    config = _pipeline_config(ctx)
+    try:
+        now = None if as_of is None else pd.Timestamp(as_of)
+        if now is not None:
+            now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+        refreshed = refresh_prior(model_repository, events, config.serving, config.export, url, protocol, now,
+                                  config.ingest)
+    except (ValueError, versions.VersionError, RecommendError) as error:
+        raise click.ClickException(str(error)) from error
+    loaded = f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
+    click.echo(f"Popularity prior of version {refreshed.base_version} recomputed from {refreshed.events_used} events "
+               f"({refreshed.events_dropped} dropped) as of {refreshed.as_of}: serving version {refreshed.version}{loaded}.")
 
 
 @click.command("embed-products")
