@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,6 +25,9 @@ from fashionrec.client import FashionrecClient, Protocol, Recommendation, Recomm
 from fashionrec.serving.content import ProductContent
 from fashionrec.serving import versions
 from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _DEFAULTS = ServingConfig()
 WAIT_INTERVAL_S = 0.5  # how often `serve` checks that tritonserver is still alive
@@ -43,6 +47,16 @@ def _pipeline_config(ctx: click.Context | None) -> PipelineConfig:
     if isinstance(obj, PipelineConfig):
         return obj
     return dataclasses.replace(PipelineConfig(), serving=_serving_config(ctx))
+
+
+def _loaded_note(url: str | None) -> str:
+    """How a newly served version reaches the server, for the commands that publish one."""
+    return f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
+
+
+def _utc(moment: pd.Timestamp) -> pd.Timestamp:
+    """A time given without a zone is UTC."""
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
 
 
 def _progress(message: str) -> None:
@@ -178,7 +192,7 @@ def rollback_command(ctx: click.Context, model_repository: str, to_version: int 
         version = versions.rollback(model_repository, serving, to_version, url, protocol)
     except (versions.VersionError, RecommendError) as error:
         raise click.ClickException(str(error)) from error
-    loaded = f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
+    loaded = _loaded_note(url)
     click.echo(f"Serving version {version} of {model_repository}{loaded}.")
 
 
@@ -203,7 +217,7 @@ def catalogue_add_command(ctx: click.Context, model_repository: str, products: s
         update = add_products(model_repository, products, _serving_config(ctx), url, protocol)
     except (ValueError, versions.VersionError, RecommendError) as error:
         raise click.ClickException(str(error)) from error
-    loaded = f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
+    loaded = _loaded_note(url)
     click.echo(f"Added {len(update.added)} products to version {update.base_version}: serving version "
                f"{update.version} ({update.num_products} products){loaded}.")
 
@@ -225,14 +239,12 @@ def catalogue_refresh_prior_command(ctx: click.Context, model_repository: str, e
 
     config = _pipeline_config(ctx)
     try:
-        now = None if as_of is None else pd.Timestamp(as_of)
-        if now is not None:
-            now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+        now = None if as_of is None else _utc(pd.Timestamp(as_of))
         refreshed = refresh_prior(model_repository, events, config.serving, config.export, url, protocol, now,
                                   config.ingest)
     except (ValueError, versions.VersionError, RecommendError) as error:
         raise click.ClickException(str(error)) from error
-    loaded = f" and loaded into {url}" if url else " (a polling server picks it up; else restart or pass --url)"
+    loaded = _loaded_note(url)
     click.echo(f"Popularity prior of version {refreshed.base_version} recomputed from {refreshed.events_used} events "
                f"({refreshed.events_dropped} dropped) as of {refreshed.as_of}: serving version {refreshed.version}{loaded}.")
 
