@@ -43,3 +43,13 @@ def test_embedding_system_adds_the_popularity_prior_and_ranks_an_empty_history_b
     assert system.rank([np.array([0])], [np.ones(1)], 2).tolist() == [[1, 2]]
     np.testing.assert_allclose(system.score([np.array([0])], [np.ones(1)], [np.array([1, 2])])[0], [2.0, 0.8], rtol=1e-6)
     assert system.rank([np.array([], np.int64)], [np.ones(0)], 3).tolist() == [[1, 2, 0]]  # zero vector: prior
+
+
+def test_published_model_ranks_with_its_own_popularity_prior():
+    table = np.random.default_rng(2).normal(size=(10, 4)).astype(np.float32)
+    prior = np.linspace(0.0, 3.0, 10).astype(np.float32)  # strong enough to reorder
+    published = ServedCatalogue(1, list(PRODUCTS), table, prior)
+    history, weights = [np.array([0, 1])], [np.ones(2)]
+    expected = embedding_system(table, prior).rank(history, weights, 5)
+    assert published_system(published, PRODUCTS).rank(history, weights, 5).tolist() == expected.tolist()
+    assert expected.tolist() != embedding_system(table).rank(history, weights, 5).tolist()
