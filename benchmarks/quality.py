@@ -169,8 +169,10 @@ def ncf_protocol(work: Path, config: PipelineConfig) -> None:
                                            config.evaluate.seed)
     candidates = np.concatenate([np.stack([t[:1] for t in examples.target_idxs]), negatives], axis=1)
     systems = _baselines(trained, ids, config)
-    scorer = _embedding_scorer(trained.customer_vectors(examples, table), table, trained.prior())
-    rows = {"model": _sampled(scorer, examples, candidates)}
+    vectors = trained.customer_vectors(examples, table)
+    rows = {"model": _sampled(_embedding_scorer(vectors, table, trained.prior()), examples, candidates),
+            "model without the popularity prior": _sampled(
+                _embedding_scorer(vectors, table, np.zeros(len(table), np.float32)), examples, candidates)}
     rows.update({name: _sampled(lambda rows_, s=system: np.stack(s.score(examples.history_idx,
                                                                           examples.history_weight, list(rows_))),
                                 examples, candidates) for name, system in systems.items()})

@@ -5,7 +5,9 @@ The base and both overlays (``k8s/overlays/cpu``, ``k8s/overlays/gpu``) are each
 fixture runs against all three. Every rendered built-in object is validated strictly (unknown
 fields are errors) against the Kubernetes 1.30 JSON schemas shipped in the ``kubernetes-validate``
 package, and the settings that must never silently regress (hardened security context, health
-probes, service ports) are asserted on every pod and container.
+probes, service ports) are asserted on every pod and container, the pods of the prior-refresh
+CronJob (``k8s/prior-refresh``, in both overlays) included. No selector of Triton (Deployment, hence
+HPA, Service, PDB, NetworkPolicy) may select the job's pods.
 
 The Prometheus Operator objects (ServiceMonitor, PrometheusRule) have no schema in
 ``kubernetes-validate`` and no offline JSON schema is available from the project's dependencies,
@@ -32,18 +34,31 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "k8s"
 BASE_DIR = K8S_DIR / "base"
+PRIOR_REFRESH_DIR = K8S_DIR / "prior-refresh"
 OVERLAYS_DIR = K8S_DIR / "overlays"
+OVERLAYS = ("cpu", "gpu")
 # Every kustomization that is rendered and checked: the base and each overlay.
-TARGETS = {"base": BASE_DIR, "cpu": OVERLAYS_DIR / "cpu", "gpu": OVERLAYS_DIR / "gpu"}
+TARGETS = {"base": BASE_DIR, **{overlay: OVERLAYS_DIR / overlay for overlay in OVERLAYS}}
 README = K8S_DIR / "README.md"
 
 KUBERNETES_VERSION = "1.30.0"
 
 APP_NAME = "fashionrec-triton"
-COMMON_LABELS = {
-    "app.kubernetes.io/name": APP_NAME,
-    "app.kubernetes.io/part-of": "fashionrec",
-}
+PART_OF = {"app.kubernetes.io/part-of": "fashionrec"}
+COMMON_LABELS = {"app.kubernetes.io/name": APP_NAME, **PART_OF}
+TRITON_COMPONENT = {"app.kubernetes.io/component": "server"}
+
+# The daily refresh of the served popularity prior (k8s/prior-refresh), in every overlay.
+JOB_NAME = "fashionrec-prior-refresh"
+JOB_LABELS = {"app.kubernetes.io/name": JOB_NAME, **PART_OF, "app.kubernetes.io/component": "prior-refresh"}
+JOB_COMMAND = [
+    "fashionrec", "catalogue", "refresh-prior",
+    "--model-repository", "$(MODEL_REPOSITORY)",
+    "--events", "$(RECENT_EVENTS)",
+]
+# images/README.md's component image; the overlays point the logical name at a registry.
+COMPONENT_IMAGE_NAME = "fashionrec-component"
+RECENT_EVENTS_PLACEHOLDER = "gs://YOUR_BUCKET/fashionrec/events/recent.parquet"
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51.0
 TRITON_ARGS = [
     "tritonserver",
@@ -73,12 +88,21 @@ CRD_API_VERSIONS = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
-EXPECTED_KINDS = sorted(
-    [
-        "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
-        "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
-    ]
-)
+TRITON_KINDS = [
+    "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
+    "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
+]
+# The base serves; every overlay also runs the prior-refresh CronJob (its NetworkPolicy and its own
+# ServiceAccount).
+EXPECTED_KINDS = {
+    "base": sorted(TRITON_KINDS),
+    **{overlay: sorted([*TRITON_KINDS, "CronJob", "NetworkPolicy", "ServiceAccount"]) for overlay in OVERLAYS},
+}
+# GKE Workload Identity: each Kubernetes ServiceAccount acts as its own Google service account.
+WORKLOAD_IDENTITY = "iam.gke.io/gcp-service-account"
+# Least privilege: Triton reads the bucket, only the prior-refresh job writes it.
+TRITON_BUCKET_ROLE = "roles/storage.objectViewer"
+JOB_BUCKET_ROLE = "roles/storage.objectUser"
 QUEUE_METRIC = "triton_queue_duration_us_per_request"
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -177,6 +201,29 @@ def all_containers(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[st
             yield f"{where} container {container['name']}", spec, container
 
 
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [obj for obj in by_kind(objects, kind) if obj["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected exactly one {kind}/{name}, rendered {len(found)}"
+    return found[0]
+
+
+def triton_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return named(objects, "NetworkPolicy", APP_NAME)
+
+
+def pod_template(obj: dict[str, Any]) -> dict[str, Any]:
+    """The pod template (metadata + spec) of a workload object."""
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]
+    return obj["spec"]["template"]
+
+
+def job_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    spec = pod_template(named(objects, "CronJob", JOB_NAME))["spec"]
+    assert len(spec["containers"]) == 1 and not spec.get("initContainers")
+    return spec["containers"][0]
+
+
 def triton_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     deployment = one(objects, "Deployment")
     matches = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["image"] == TRITON_IMAGE]
@@ -225,9 +272,15 @@ def objects(request) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_every_target_renders_the_expected_objects(objects):
-    kinds = sorted(obj["kind"] for obj in objects)
-    assert kinds == EXPECTED_KINDS
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_target_renders_the_expected_objects(target):
+    kinds = sorted(obj["kind"] for obj in rendered(target))
+    assert kinds == EXPECTED_KINDS[target]
+
+
+def test_every_overlay_on_disk_is_rendered_and_checked():
+    on_disk = {path.name for path in OVERLAYS_DIR.iterdir() if (path / "kustomization.yaml").is_file()}
+    assert on_disk == set(OVERLAYS)
 
 
 def test_every_object_is_valid_against_kubernetes_1_30_strict_schemas(objects):
@@ -246,16 +299,33 @@ def test_strict_validation_really_rejects_unknown_fields(objects):
     assert error and "readOnlyRootFileSystem" in error, error
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_strict_validation_reaches_into_the_cronjob_pod_template(overlay):
+    """The CronJob is validated down to its nested pod template (spec.jobTemplate.spec.template)."""
+    cronjob = named(rendered(overlay), "CronJob", JOB_NAME)
+    assert schema_errors(cronjob) is None
+    broken = yaml.safe_load(yaml.safe_dump(cronjob))
+    pod_template(broken)["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
+    error = schema_errors(broken)
+    assert error and "CronJob" in error and "readOnlyRootFileSystem" in error, error
+    broken = yaml.safe_load(yaml.safe_dump(cronjob))
+    broken["spec"]["jobTemplate"]["spec"]["backofLimit"] = 2  # typo'd backoffLimit
+    error = schema_errors(broken)
+    assert error and "backofLimit" in error, error
+
+
 # --------------------------------------------------------------------------------------------------
 # Labels, image, args, settings
 # --------------------------------------------------------------------------------------------------
 
 
 def test_common_labels_on_every_object(objects):
+    """part-of everywhere; Triton's labels on Triton's objects, the job's own on the job's."""
     for obj in objects:
         labels = obj["metadata"].get("labels", {})
-        for key, value in COMMON_LABELS.items():
-            where = f"{obj['kind']}/{obj['metadata']['name']}"
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        expected = JOB_LABELS if obj["metadata"]["name"] == JOB_NAME else {**COMMON_LABELS, **TRITON_COMPONENT}
+        for key, value in expected.items():
             assert labels.get(key) == value, f"{where} lacks label {key}={value}"
 
 
@@ -288,11 +358,47 @@ def test_model_repository_comes_from_the_configmap(objects):
 
 
 def test_service_account_is_used_and_annotated_for_workload_identity(objects):
-    account = one(objects, "ServiceAccount")
-    annotation = account["metadata"].get("annotations", {}).get("iam.gke.io/gcp-service-account", "")
-    assert annotation.endswith(".iam.gserviceaccount.com")
+    account = named(objects, "ServiceAccount", APP_NAME)
+    annotation = account["metadata"].get("annotations", {}).get(WORKLOAD_IDENTITY, "")
+    assert annotation == f"{APP_NAME}@YOUR_PROJECT.iam.gserviceaccount.com"
     pod_spec = one(objects, "Deployment")["spec"]["template"]["spec"]
-    assert pod_spec["serviceAccountName"] == account["metadata"]["name"]
+    assert pod_spec["serviceAccountName"] == account["metadata"]["name"] == APP_NAME
+    # Every ServiceAccount rendered is annotated for Workload Identity, each with its own Google account.
+    annotations = [sa["metadata"].get("annotations", {}).get(WORKLOAD_IDENTITY, "") for sa in by_kind(objects, "ServiceAccount")]
+    assert all(a.endswith(".iam.gserviceaccount.com") for a in annotations), annotations
+    assert len(set(annotations)) == len(annotations), annotations
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cronjob_and_triton_run_as_different_accounts(overlay):
+    """Least privilege: the job writes the bucket as its own account; Triton's pods only read."""
+    objects = rendered(overlay)
+    job_account = pod_template(named(objects, "CronJob", JOB_NAME))["spec"]["serviceAccountName"]
+    triton_account = pod_template(one(objects, "Deployment"))["spec"]["serviceAccountName"]
+    assert job_account == JOB_NAME and triton_account == APP_NAME
+    assert job_account != triton_account
+    job_google = named(objects, "ServiceAccount", job_account)["metadata"]["annotations"][WORKLOAD_IDENTITY]
+    triton_google = named(objects, "ServiceAccount", triton_account)["metadata"]["annotations"][WORKLOAD_IDENTITY]
+    assert job_google == f"{JOB_NAME}@YOUR_PROJECT.iam.gserviceaccount.com"
+    assert triton_google.endswith(".iam.gserviceaccount.com") and job_google != triton_google
+
+
+def test_the_service_accounts_document_their_bucket_roles():
+    """Triton's account needs read (objectViewer) only; the job's account write (objectUser)."""
+    triton = (BASE_DIR / "serviceaccount.yaml").read_text()
+    job = (PRIOR_REFRESH_DIR / "serviceaccount.yaml").read_text()
+    assert TRITON_BUCKET_ROLE in triton and JOB_BUCKET_ROLE not in triton
+    assert JOB_BUCKET_ROLE in job
+    assert f"[NAMESPACE/{JOB_NAME}]" in job and "roles/iam.workloadIdentityUser" in job
+    text = README.read_text()
+    step = text[text.index("**Bucket access (GKE Workload Identity).**"):text.index("3. **Model repository.**")]
+    # Each account's role next to its name: Triton's bullet names objectViewer, the job's objectUser.
+    items = re.split(r"\n\s*\* ", step)[1:]
+    bullets = {name: next(b for b in items if b.startswith(f"`{name}`")) for name in (APP_NAME, JOB_NAME)}
+    assert TRITON_BUCKET_ROLE in bullets[APP_NAME] and JOB_BUCKET_ROLE not in bullets[APP_NAME]
+    assert JOB_BUCKET_ROLE in bullets[JOB_NAME]
+    cronjob_section = text[text.index("## Daily refresh of the popularity prior"):text.index("## Check it")]
+    assert JOB_BUCKET_ROLE in cronjob_section and f"`{JOB_NAME}`" in cronjob_section
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,49 +410,120 @@ def test_there_is_at_least_one_pod_and_container_to_check(objects):
     assert list(pod_specs(objects)) and list(all_containers(objects))
 
 
-def _expect(where: str, context: dict[str, Any], field: str, expected: Any, default: Any = None) -> None:
+def test_the_cronjob_pod_and_container_are_among_those_checked():
+    """pod_specs() finds the CronJob's pods under spec.jobTemplate.spec.template, in every overlay."""
+    for overlay in OVERLAYS:
+        wheres = [where for where, _, _ in all_containers(rendered(overlay))]
+        assert f"CronJob/{JOB_NAME} container refresh-prior" in wheres, (overlay, wheres)
+        assert f"CronJob/{JOB_NAME}" in [where for where, _ in pod_specs(rendered(overlay))]
+
+
+def _expect(where: str, context: dict[str, Any], field: str, expected: Any, default: Any = None) -> list[str]:
     actual = context.get(field, default)
-    assert actual == expected, f"{where}: securityContext.{field} must be {expected!r}, found {actual!r}"
+    return [] if actual == expected else [f"{where}: securityContext.{field} must be {expected!r}, found {actual!r}"]
+
+
+def pod_security_problems(objects: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for where, spec in pod_specs(objects):
+        context = spec.get("securityContext") or {}
+        problems += _expect(where, context, "runAsNonRoot", True)
+        problems += _expect(where, context, "runAsUser", 1000)
+        problems += _expect(where, context, "seccompProfile", {"type": "RuntimeDefault"})
+        for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(host_namespace):
+                problems.append(f"{where}: {host_namespace} must not be set")
+        host_paths = [v["name"] for v in spec.get("volumes", []) if "hostPath" in v]
+        if host_paths:
+            problems.append(f"{where}: hostPath volumes {host_paths}")
+    return problems
+
+
+def container_security_problems(objects: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for where, spec, container in all_containers(objects):
+        context = container.get("securityContext") or {}
+        problems += _expect(where, context, "runAsNonRoot", True)
+        # Unset inherits the pod's values (checked above); set, they must not be weaker.
+        problems += _expect(where, context, "runAsUser", 1000, default=1000)
+        runtime_default = {"type": "RuntimeDefault"}
+        problems += _expect(where, context, "seccompProfile", runtime_default, default=runtime_default)
+        problems += _expect(where, context, "readOnlyRootFilesystem", True)
+        problems += _expect(where, context, "allowPrivilegeEscalation", False)
+        problems += _expect(where, context, "privileged", False, default=False)
+        capabilities = context.get("capabilities") or {}
+        if capabilities.get("drop") != ["ALL"]:
+            problems.append(f"{where}: capabilities.drop must be ['ALL']")
+        if capabilities.get("add"):
+            problems.append(f"{where}: adds capabilities {capabilities.get('add')}")
+        # A read-only root filesystem needs a writable /tmp, from an emptyDir.
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+        tmp = mounts.get("/tmp")
+        if not tmp or "emptyDir" not in volumes.get(tmp["name"], {}) or tmp.get("readOnly"):
+            problems.append(f"{where}: needs a writable emptyDir at /tmp")
+        elif not volumes[tmp["name"]]["emptyDir"].get("sizeLimit"):
+            problems.append(f"{where}: bound the /tmp emptyDir with a sizeLimit")
+    return problems
 
 
 def test_every_pod_security_context_is_hardened(objects):
-    for where, spec in pod_specs(objects):
-        context = spec.get("securityContext") or {}
-        _expect(where, context, "runAsNonRoot", True)
-        _expect(where, context, "runAsUser", 1000)
-        _expect(where, context, "seccompProfile", {"type": "RuntimeDefault"})
-        for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
-            assert not spec.get(host_namespace), f"{where}: {host_namespace} must not be set"
-        host_paths = [v["name"] for v in spec.get("volumes", []) if "hostPath" in v]
-        assert not host_paths, f"{where}: hostPath volumes {host_paths}"
+    problems = pod_security_problems(objects)
+    assert not problems, "\n".join(problems)
 
 
 def test_every_container_security_context_is_hardened(objects):
-    for where, _, container in all_containers(objects):
-        context = container.get("securityContext") or {}
-        _expect(where, context, "runAsNonRoot", True)
-        # Unset inherits the pod's values (checked above); set, they must not be weaker.
-        _expect(where, context, "runAsUser", 1000, default=1000)
-        runtime_default = {"type": "RuntimeDefault"}
-        _expect(where, context, "seccompProfile", runtime_default, default=runtime_default)
-        _expect(where, context, "readOnlyRootFilesystem", True)
-        _expect(where, context, "allowPrivilegeEscalation", False)
-        _expect(where, context, "privileged", False, default=False)
-        capabilities = context.get("capabilities") or {}
-        assert capabilities.get("drop") == ["ALL"], f"{where}: capabilities.drop must be ['ALL']"
-        assert not capabilities.get("add"), f"{where}: adds capabilities {capabilities.get('add')}"
+    problems = container_security_problems(objects)
+    assert not problems, "\n".join(problems)
 
 
-def test_writable_tmp_and_memory_backed_shm_are_mounted(objects):
-    for where, spec, container in all_containers(objects):
-        volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
-        assert "/tmp" in mounts and "/dev/shm" in mounts, f"{where}: needs /tmp and /dev/shm mounts"
-        tmp = volumes[mounts["/tmp"]["name"]]
-        shm = volumes[mounts["/dev/shm"]["name"]]
-        assert "emptyDir" in tmp and not mounts["/tmp"].get("readOnly"), where
-        assert shm.get("emptyDir", {}).get("medium") == "Memory", f"{where}: /dev/shm must be memory-backed"
-        assert shm["emptyDir"].get("sizeLimit"), f"{where}: bound /dev/shm with a sizeLimit"
+def test_the_cronjob_has_the_same_hardened_settings_as_triton():
+    """Same pod and container securityContext as the Triton Deployment, field for field."""
+    for overlay in OVERLAYS:
+        objects = rendered(overlay)
+        triton_pod = pod_template(one(objects, "Deployment"))["spec"]
+        job_pod = pod_template(named(objects, "CronJob", JOB_NAME))["spec"]
+        assert job_pod["securityContext"] == triton_pod["securityContext"], overlay
+        assert job_container(objects)["securityContext"] == triton_container(objects)["securityContext"], overlay
+
+
+_SECURITY_REGRESSIONS = {
+    "readOnlyRootFilesystem": lambda pod, c: c["securityContext"].update(readOnlyRootFilesystem=False),
+    "allowPrivilegeEscalation": lambda pod, c: c["securityContext"].pop("allowPrivilegeEscalation"),
+    "runAsNonRoot": lambda pod, c: c["securityContext"].update(runAsNonRoot=False),
+    "runAsUser": lambda pod, c: c["securityContext"].update(runAsUser=0),
+    "privileged": lambda pod, c: c["securityContext"].update(privileged=True),
+    "capabilities.drop": lambda pod, c: c["securityContext"]["capabilities"].update(drop=["NET_RAW"]),
+    "adds capabilities": lambda pod, c: c["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+    "seccompProfile": lambda pod, c: c["securityContext"].update(seccompProfile={"type": "Unconfined"}),
+    "/tmp": lambda pod, c: c.pop("volumeMounts"),
+    "pod seccompProfile": lambda pod, c: pod["securityContext"].pop("seccompProfile"),
+    "hostNetwork": lambda pod, c: pod.update(hostNetwork=True),
+    "hostPath": lambda pod, c: pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}}),
+}
+
+
+@pytest.mark.parametrize("regression", sorted(_SECURITY_REGRESSIONS))
+def test_a_security_regression_in_the_cronjob_fails_the_checks(regression):
+    """Guards the guard: weakening the CronJob's nested pod template must be caught."""
+    for overlay in OVERLAYS:
+        objects = rendered(overlay)
+        template = pod_template(named(objects, "CronJob", JOB_NAME))
+        _SECURITY_REGRESSIONS[regression](template["spec"], template["spec"]["containers"][0])
+        problems = pod_security_problems(objects) + container_security_problems(objects)
+        assert problems and all(f"CronJob/{JOB_NAME}" in problem for problem in problems), (overlay, problems)
+        expected = regression.removeprefix("pod ")
+        assert any(expected in problem for problem in problems), (overlay, regression, problems)
+
+
+def test_triton_mounts_a_memory_backed_shm(objects):
+    container = triton_container(objects)
+    volumes = {v["name"]: v for v in pod_template(one(objects, "Deployment"))["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    assert "/dev/shm" in mounts, "Triton's python backend needs /dev/shm"
+    shm = volumes[mounts["/dev/shm"]["name"]]
+    assert shm.get("emptyDir", {}).get("medium") == "Memory", "/dev/shm must be memory-backed"
+    assert shm["emptyDir"].get("sizeLimit"), "bound /dev/shm with a sizeLimit"
 
 
 def test_every_container_has_resource_requests_and_limits(objects):
@@ -488,7 +665,7 @@ def test_overlays_keep_the_selectors_of_the_base():
             "deployment": one(objects, "Deployment")["spec"]["selector"],
             "service": one(objects, "Service")["spec"]["selector"],
             "pdb": one(objects, "PodDisruptionBudget")["spec"]["selector"],
-            "networkpolicy": one(objects, "NetworkPolicy")["spec"]["podSelector"],
+            "networkpolicy": triton_policy(objects)["spec"]["podSelector"],
         }
     base = selectors(rendered("base"))
     for target in ("cpu", "gpu"):
@@ -555,7 +732,7 @@ def _ports(rule: dict[str, Any]) -> set[int]:
 
 
 def test_networkpolicy_allows_only_serving_metrics_dns_and_https(objects):
-    policy = one(objects, "NetworkPolicy")
+    policy = triton_policy(objects)
     spec = policy["spec"]
     template_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     selector = spec["podSelector"]["matchLabels"]
@@ -779,8 +956,253 @@ def test_service_monitor_scrapes_the_metrics_port_of_the_service(objects):
 
 def test_metrics_port_is_reachable_by_the_monitoring_namespace_only(objects):
     """The ServiceMonitor's port must be the one the NetworkPolicy opens to `monitoring`."""
-    policy = one(objects, "NetworkPolicy")["spec"]
+    policy = triton_policy(objects)["spec"]
     scrape_port = TRITON_PORTS[one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"]]
     rules = [r for r in policy["ingress"] if scrape_port in _ports(r)]
     assert len(rules) == 1
     assert all("namespaceSelector" in peer and "monitoring" in yaml.safe_dump(peer) for peer in rules[0]["from"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The prior-refresh CronJob (k8s/prior-refresh, in every overlay)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_cronjob_runs_daily_early_utc_one_writer_at_a_time(overlay):
+    cronjob = named(rendered(overlay), "CronJob", JOB_NAME)
+    assert cronjob["apiVersion"] == "batch/v1"
+    spec = cronjob["spec"]
+    minute, hour, *rest = spec["schedule"].split()
+    assert rest == ["*", "*", "*"], f"daily: {spec['schedule']!r}"
+    assert minute.isdigit() and hour.isdigit() and 0 <= int(hour) <= 7, f"early morning: {spec['schedule']!r}"
+    assert spec["timeZone"] == "Etc/UTC"
+    assert spec["concurrencyPolicy"] == "Forbid", "one writer per model repository"
+    assert not spec.get("suspend")
+    assert 0 < spec["startingDeadlineSeconds"] <= 6 * 3600
+    assert 1 <= spec["successfulJobsHistoryLimit"] <= 5 and 1 <= spec["failedJobsHistoryLimit"] <= 5
+    job = spec["jobTemplate"]["spec"]
+    assert 0 <= job["backoffLimit"] <= 5
+    # A run, retries included, ends long before the next one is due.
+    assert 0 < job["activeDeadlineSeconds"] <= 6 * 3600
+    assert job["ttlSecondsAfterFinished"] > 0
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] in {"OnFailure", "Never"}
+    # Workload Identity: the job's own ServiceAccount (rendered in this overlay), not Triton's, with a
+    # token mounted.
+    assert pod["serviceAccountName"] == JOB_NAME
+    assert named(rendered(overlay), "ServiceAccount", JOB_NAME)
+    assert pod_template(one(rendered(overlay), "Deployment"))["spec"]["serviceAccountName"] == APP_NAME
+    assert pod.get("automountServiceAccountToken", True) is True
+    # The emptyDir at /tmp counts against the ephemeral-storage limit.
+    container = job_container(rendered(overlay))
+    tmp = next(v for v in pod["volumes"] if v["name"] == next(
+        m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"))
+    assert quantity(tmp["emptyDir"]["sizeLimit"]) <= quantity(container["resources"]["limits"]["ephemeral-storage"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_cronjob_refreshes_the_prior_of_the_repository_triton_serves(overlay):
+    objects = rendered(overlay)
+    container = job_container(objects)
+    command = [*(container.get("command") or []), *(container.get("args") or [])]
+    assert command == JOB_COMMAND
+    # No --url: Triton polls the repository and loads the new version by itself.
+    assert not any(part.startswith("--url") for part in command)
+    assert "--model-control-mode=poll" in triton_container(objects)["args"]
+
+    configmap = one(objects, "ConfigMap")
+    env = {item["name"]: item for item in container["env"]}
+    triton_env = {item["name"]: item for item in triton_container(objects)["env"]}
+    for key in ("MODEL_REPOSITORY", "RECENT_EVENTS"):
+        ref = env[key]["valueFrom"]["configMapKeyRef"]
+        assert ref["name"] == configmap["metadata"]["name"], f"{key} must come from the rendered (hashed) ConfigMap"
+        assert ref["key"] == key and key in configmap["data"]
+        assert not ref.get("optional"), f"a missing {key} must stop the job"
+    assert env["MODEL_REPOSITORY"] == triton_env["MODEL_REPOSITORY"], "the repository Triton serves"
+    assert configmap["data"]["RECENT_EVENTS"] == RECENT_EVENTS_PLACEHOLDER
+    # Every $(VAR) in the command is defined, so Kubernetes expands it instead of passing it verbatim.
+    referenced = set(re.findall(r"\$\(([A-Z_]+)\)", " ".join(command)))
+    assert referenced == {"MODEL_REPOSITORY", "RECENT_EVENTS"} and referenced <= set(env)
+    # The root filesystem is read-only: $HOME on the writable /tmp.
+    assert env["HOME"]["value"].startswith("/tmp")
+
+    # The component image, pinned: overlays point the logical name at a registry.
+    image = container["image"]
+    repository, _, tag = image.rsplit("/", 1)[-1].partition(":")
+    assert repository == COMPONENT_IMAGE_NAME and tag and tag != "latest", image
+    raw = yaml.safe_load((PRIOR_REFRESH_DIR / "cronjob.yaml").read_text())
+    assert pod_template(raw)["spec"]["containers"][0]["image"].partition(":")[0] == COMPONENT_IMAGE_NAME
+
+
+def test_base_configmap_documents_recent_events():
+    configmap = one(rendered("base"), "ConfigMap")
+    assert configmap["data"]["RECENT_EVENTS"] == RECENT_EVENTS_PLACEHOLDER
+    text = (BASE_DIR / "kustomization.yaml").read_text()
+    assert "RECENT_EVENTS" in text and "refresh-prior" in text
+
+
+def test_an_overlay_can_point_the_cronjob_at_other_events_and_image(tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(BASE_DIR, overlay), os.path.relpath(PRIOR_REFRESH_DIR, overlay)],
+                "configMapGenerator": [
+                    {
+                        "name": "fashionrec-triton-config",
+                        "behavior": "merge",
+                        "literals": ["RECENT_EVENTS=gs://my-bucket/events/last-30-days.parquet"],
+                    }
+                ],
+                "images": [
+                    {"name": COMPONENT_IMAGE_NAME, "newName": "registry.example/recs/fashionrec-component",
+                     "newTag": "1.2.3"}
+                ],
+            }
+        )
+    )
+    output = render(overlay)
+    configmap = one(output, "ConfigMap")
+    assert configmap["data"]["RECENT_EVENTS"] == "gs://my-bucket/events/last-30-days.parquet"
+    container = job_container(output)
+    assert container["image"] == "registry.example/recs/fashionrec-component:1.2.3"
+    refs = {item["valueFrom"]["configMapKeyRef"]["name"] for item in container["env"] if "valueFrom" in item}
+    assert refs == {configmap["metadata"]["name"]}
+    assert triton_container(output)["image"] == TRITON_IMAGE, "the images: entry must not touch Triton"
+    builtin = [obj for obj in output if obj["kind"] not in CRD_API_VERSIONS]
+    assert not [error for error in map(schema_errors, builtin) if error]
+
+
+# Selectors: nothing of Triton may select the job's pods, and the job's policy selects only them.
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A metav1.LabelSelector (matchLabels + matchExpressions) against a pod's labels; {} matches all."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def selector_isolation_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """Each selector must select exactly the pods of its own workload."""
+    deployment = one(objects, "Deployment")
+    service_selector = one(objects, "Service")["spec"].get("selector") or {}
+    owners = {  # selector -> (the selector, the workload whose pods it must select)
+        # The HPA scales and measures the pods the Deployment's selector matches.
+        "Deployment/HPA selector": (deployment["spec"]["selector"], deployment),
+        # A Service without selector selects no pods (no endpoints managed).
+        "Service selector": ({"matchLabels": service_selector} if service_selector else None, deployment),
+        "PodDisruptionBudget selector": (one(objects, "PodDisruptionBudget")["spec"]["selector"], deployment),
+        f"NetworkPolicy/{APP_NAME} podSelector": (triton_policy(objects)["spec"]["podSelector"], deployment),
+    }
+    cronjobs = by_kind(objects, "CronJob")
+    for cronjob in cronjobs:
+        policy = named(objects, "NetworkPolicy", cronjob["metadata"]["name"])
+        owners[f"NetworkPolicy/{cronjob['metadata']['name']} podSelector"] = (policy["spec"]["podSelector"], cronjob)
+    problems = []
+    workloads = [obj for obj in objects if obj["kind"] in WORKLOAD_KINDS]
+    for name, (selector, owner) in owners.items():
+        if selector is None:
+            problems.append(f"{name}: selects nothing")
+            continue
+        for workload in workloads:
+            labels = pod_template(workload)["metadata"].get("labels") or {}
+            where = f"{workload['kind']}/{workload['metadata']['name']}"
+            if workload is owner and not selector_matches(selector, labels):
+                problems.append(f"{name} does not select the pods of its own {where}")
+            if workload is not owner and selector_matches(selector, labels):
+                problems.append(f"{name} selects the pods of {where}")
+    return problems
+
+
+def test_triton_selectors_never_select_the_cronjob_pods(objects):
+    problems = selector_isolation_problems(objects)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cronjob_pods_carry_a_distinct_name_and_component(overlay):
+    objects = rendered(overlay)
+    job_labels = pod_template(named(objects, "CronJob", JOB_NAME))["metadata"]["labels"]
+    triton_labels = pod_template(one(objects, "Deployment"))["metadata"]["labels"]
+    assert JOB_LABELS.items() <= job_labels.items()
+    for key in ("app.kubernetes.io/name", "app.kubernetes.io/component"):
+        assert job_labels[key] != triton_labels[key], key
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_selector_isolation_check_really_catches_overlapping_labels(overlay):
+    """Guards the guard: job pods with Triton's labels (e.g. cronjob.yaml moved into base/) must fail."""
+    objects = rendered(overlay)
+    template = pod_template(named(objects, "CronJob", JOB_NAME))
+    template["metadata"]["labels"].update(COMMON_LABELS)
+    problems = "\n".join(selector_isolation_problems(objects))
+    for selector in ("Deployment/HPA selector", "Service selector", "PodDisruptionBudget selector",
+                     f"NetworkPolicy/{APP_NAME} podSelector"):
+        assert f"{selector} selects the pods of CronJob/{JOB_NAME}" in problems, (selector, problems)
+    # ... and the job's own policy no longer applies to its pods (name overwritten).
+    assert f"NetworkPolicy/{JOB_NAME} podSelector does not select the pods of its own CronJob/{JOB_NAME}" in problems
+    # A matchExpressions selector is honoured too.
+    assert not selector_matches({"matchExpressions": [{"key": "a", "operator": "In", "values": ["x"]}]}, {"a": "y"})
+    assert selector_matches({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {"b": "y"})
+
+
+def _egress_allows(policy_spec: dict[str, Any], port: int, protocol: str) -> bool:
+    """Whether some egress rule allows `port/protocol` to any address (no `to`)."""
+    for rule in policy_spec.get("egress") or []:
+        ports = rule.get("ports")
+        if rule.get("to"):
+            continue
+        if not ports or any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_networkpolicies_let_the_cronjob_reach_gcs_and_nothing_reach_it(overlay):
+    objects = rendered(overlay)
+    job_labels = pod_template(named(objects, "CronJob", JOB_NAME))["metadata"]["labels"]
+    selecting = [p for p in by_kind(objects, "NetworkPolicy") if selector_matches(p["spec"]["podSelector"], job_labels)]
+    assert [p["metadata"]["name"] for p in selecting] == [JOB_NAME]
+    spec = selecting[0]["spec"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert not spec.get("ingress"), "nothing connects to the job"
+    # gs:// (storage.googleapis.com has no fixed addresses) and DNS, to any address.
+    for port, protocol in ((443, "TCP"), (53, "UDP"), (53, "TCP")):
+        assert _egress_allows(spec, port, protocol), (port, protocol)
+    # Anything else only to the GKE metadata server (Workload Identity tokens), pinned to its addresses.
+    for rule in spec["egress"]:
+        if _ports(rule) - {53, 443}:
+            cidrs = {peer["ipBlock"]["cidr"] for peer in rule["to"]}
+            assert cidrs <= {"169.254.169.254/32", "169.254.169.252/32"}, cidrs
+    assert {(p["port"]) for rule in spec["egress"] for p in rule["ports"]} >= {80, 988}
+
+
+def test_the_cronjob_needs_no_gpu_even_in_the_gpu_overlay():
+    objects = rendered("gpu")
+    pod = pod_template(named(objects, "CronJob", JOB_NAME))["spec"]
+    assert not _gpu_requested(job_container(objects))
+    assert not pod.get("nodeSelector") and not pod.get("tolerations")
+
+
+def test_readme_documents_the_cronjob():
+    text = README.read_text()
+    assert re.search(rf"kubectl (-n \S+ )?create job --from=cronjob/{JOB_NAME} ", text), "run it by hand"
+    assert "RECENT_EVENTS" in text and JOB_BUCKET_ROLE in text and TRITON_BUCKET_ROLE in text
+    assert "prior-refresh/serviceaccount.yaml" in text
+    assert "prior-refresh/cronjob.yaml" in text
