@@ -39,9 +39,10 @@ def print_run_summary(run: LocalRun) -> None:
     blessing = json.loads((run.artifact("evaluate-model", "evaluation") / "blessing.json").read_text())
     metrics = json.loads(metrics_file.read_text())
     click.echo(f"\nRun artifacts: {run.run_dir}")
-    for name in metrics:  # model, popularity and, once one exists, the published model
+    width = max(len(name) for name in metrics)
+    for name in metrics:  # model, the baselines and, once one exists, the published model
         figures = ", ".join(f"{k}={metrics[name][k]:.4f}" for k in ("recall@10", "recall@20", "ndcg@10", "mrr", "auc"))
-        click.echo(f"  {name:<10} {figures}")
+        click.echo(f"  {name:<{width}} {figures}")
     verdict = "blessed and published" if blessing["blessed"] else "NOT blessed: " + "; ".join(blessing["reasons"])
     click.echo(f"  gate: {verdict}")
     click.echo(f"Evaluation report: {run.artifact('evaluate-model', 'evaluation') / 'report.html'}")
