@@ -14,7 +14,8 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,16 @@ def _pipeline_config(ctx: click.Context | None) -> PipelineConfig:
     if isinstance(obj, PipelineConfig):
         return obj
     return dataclasses.replace(PipelineConfig(), serving=_serving_config(ctx))
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Errors the user can act on (bad input, an unknown version, the server's refusal) as one-line
+    command errors instead of tracebacks."""
+    try:
+        yield
+    except (ValueError, versions.VersionError, RecommendError) as error:
+        raise click.ClickException(str(error)) from error
 
 
 def _loaded_note(url: str | None) -> str:
@@ -188,12 +199,9 @@ def rollback_command(ctx: click.Context, model_repository: str, to_version: int 
                      protocol: Protocol) -> None:
     """Serve an earlier published version again: every model pinned to it, hot-loaded without dropped requests."""
     serving = _serving_config(ctx)
-    try:
+    with _user_errors():
         version = versions.rollback(model_repository, serving, to_version, url, protocol)
-    except (versions.VersionError, RecommendError) as error:
-        raise click.ClickException(str(error)) from error
-    loaded = _loaded_note(url)
-    click.echo(f"Serving version {version} of {model_repository}{loaded}.")
+    click.echo(f"Serving version {version} of {model_repository}{_loaded_note(url)}.")
 
 
 @click.group("catalogue")
@@ -213,13 +221,10 @@ def catalogue_add_command(ctx: click.Context, model_repository: str, products: s
     """Embed new products with the served content tower and serve them as the next version (rollback-able)."""
     from fashionrec.serving.catalogue import add_products
 
-    try:
+    with _user_errors():
         update = add_products(model_repository, products, _serving_config(ctx), url, protocol)
-    except (ValueError, versions.VersionError, RecommendError) as error:
-        raise click.ClickException(str(error)) from error
-    loaded = _loaded_note(url)
     click.echo(f"Added {len(update.added)} products to version {update.base_version}: serving version "
-               f"{update.version} ({update.num_products} products){loaded}.")
+               f"{update.version} ({update.num_products} products){_loaded_note(url)}.")
 
 
 @catalogue_group.command("refresh-prior")
@@ -238,15 +243,13 @@ def catalogue_refresh_prior_command(ctx: click.Context, model_repository: str, e
     from fashionrec.serving.catalogue import refresh_prior
 
     config = _pipeline_config(ctx)
-    try:
+    with _user_errors():
         now = None if as_of is None else _utc(pd.Timestamp(as_of))
         refreshed = refresh_prior(model_repository, events, config.serving, config.export, url, protocol, now,
                                   config.ingest)
-    except (ValueError, versions.VersionError, RecommendError) as error:
-        raise click.ClickException(str(error)) from error
-    loaded = _loaded_note(url)
     click.echo(f"Popularity prior of version {refreshed.base_version} recomputed from {refreshed.events_used} events "
-               f"({refreshed.events_dropped} dropped) as of {refreshed.as_of}: serving version {refreshed.version}{loaded}.")
+               f"({refreshed.events_dropped} dropped) as of {refreshed.as_of}: serving version {refreshed.version}"
+               f"{_loaded_note(url)}.")
 
 
 @click.command("embed-products")
