@@ -134,17 +134,32 @@ def write_embeddings(uri: str, product_ids: np.ndarray, embeddings: np.ndarray, 
         pq.write_table(table, stream)
 
 
+@dataclass(frozen=True)
+class ExportedEmbeddings:
+    """An embeddings Parquet file, row i = product i."""
+
+    product_ids: np.ndarray  # str [N]
+    embeddings: np.ndarray  # float32 [N, D]
+    is_new: np.ndarray  # bool [N]
+    prior: np.ndarray  # float32 [N]: the popularity prior (zeros for an export written without one)
+
+
+def read_exported(uri: str) -> ExportedEmbeddings:
+    """Every column of an embeddings Parquet file, read once."""
+    frame: pd.DataFrame = storage.read_table(uri)
+    prior = (frame[PRIOR_COLUMN].to_numpy(np.float32) if PRIOR_COLUMN in frame.columns
+             else np.zeros(len(frame), np.float32))
+    return ExportedEmbeddings(frame["product_id"].to_numpy(str), np.stack(frame["embedding"].to_numpy()).astype(
+        np.float32), frame["is_new"].to_numpy(bool), prior)
+
+
 def read_embeddings(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(product_ids [N], embeddings float32 [N, D], is_new [N]) from an embeddings Parquet file."""
-    frame: pd.DataFrame = storage.read_table(uri)
-    embeddings = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
-    return frame["product_id"].to_numpy(str), embeddings, frame["is_new"].to_numpy(bool)
+    exported = read_exported(uri)
+    return exported.product_ids, exported.embeddings, exported.is_new
 
 
 def read_popularity_prior(uri: str) -> np.ndarray:
     """The popularity prior per product (float32 [N], in the file's row order); zeros for an export
     written without one."""
-    frame: pd.DataFrame = storage.read_table(uri)
-    if PRIOR_COLUMN not in frame.columns:
-        return np.zeros(len(frame), np.float32)
-    return frame[PRIOR_COLUMN].to_numpy(np.float32)
+    return read_exported(uri).prior

@@ -24,7 +24,7 @@ from fashionrec.evaluation.systems import (
     popularity_system,
     published_system,
 )
-from fashionrec.export import EMBEDDINGS_FILE, read_embeddings, read_popularity_prior
+from fashionrec.export import EMBEDDINGS_FILE, read_exported
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.transform import EVAL_EXAMPLES_DIR
 from fashionrec.publish import ServedCatalogue, currently_published
@@ -60,8 +60,8 @@ def evaluate(
     The embedding systems pool each history as the candidate will be served (its ``aggregation.json``)
     and add its popularity prior; popularity and iALS see the raw event weights.
     """
-    product_ids, table, is_new = read_embeddings(storage.join(embeddings_dir, EMBEDDINGS_FILE))
-    prior = read_popularity_prior(storage.join(embeddings_dir, EMBEDDINGS_FILE))
+    exported = read_exported(storage.join(embeddings_dir, EMBEDDINGS_FILE))
+    product_ids, table, is_new, prior = exported.product_ids, exported.embeddings, exported.is_new, exported.prior
     aggregation = Aggregation.read(storage.join(embeddings_dir, AGGREGATION_FILE))
     with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
         examples = sample_customers(load_eval_examples(os.path.dirname(eval_examples)), config)  # only that folder is copied
