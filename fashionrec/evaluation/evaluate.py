@@ -24,7 +24,7 @@ from fashionrec.evaluation.systems import (
     popularity_system,
     published_system,
 )
-from fashionrec.export import EMBEDDINGS_FILE, read_exported
+from fashionrec.embeddings_file import EMBEDDINGS_FILE, read_exported
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.transform import EVAL_EXAMPLES_DIR
 from fashionrec.publish import ServedCatalogue, currently_published

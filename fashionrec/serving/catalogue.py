@@ -34,16 +34,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fashionrec import ingest, storage
 from fashionrec.config import ExportConfig, IngestConfig, ServingConfig
-from fashionrec.popularity import PRIOR_COLUMN, prior_from_events
+from fashionrec.embeddings_file import EMBEDDINGS_FILE, write_embeddings
+from fashionrec.popularity import prior_from_events
 from fashionrec.serving import content, ops, versions
 
 MAX_IDS_IN_ERROR = 5
-EMBEDDINGS_FILE = "embeddings.parquet"  # the export stage's name, inside the update's staging folder
 BLESSING_FILE = "blessing.json"
 NEW_IN_SET = "new_in"
 
@@ -216,13 +214,7 @@ def _refuse_duplicates(existing: Sequence[str], new: Sequence[str]) -> None:
 def _write_export(folder: Path, ids: list[str], embeddings: np.ndarray, prior: np.ndarray, is_new: np.ndarray,
                   base: ServedVersion) -> None:
     """The files publish reads, as the export stage would write them, plus the base's blessing."""
-    dimension = embeddings.shape[1]
-    pq.write_table(pa.table({
-        "product_id": pa.array(ids, pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), pa.float32()), dimension),
-        "is_new": pa.array(is_new, pa.bool_()),
-        PRIOR_COLUMN: pa.array(prior, pa.float32()),
-    }), folder / EMBEDDINGS_FILE)
+    write_embeddings(str(folder / EMBEDDINGS_FILE), np.asarray(ids), embeddings, is_new, prior)
     (folder / ops.AGGREGATION_FILE).write_text(json.dumps(base.aggregation), encoding="utf-8")
     (folder / BLESSING_FILE).write_text(json.dumps(base.entry["blessing"]), encoding="utf-8")
     if base.tower is not None:
