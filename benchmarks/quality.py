@@ -11,7 +11,9 @@
 2. **ablations**: the model again with each other history pooling, without the logQ correction, and
    without the popularity prior (the same trained model, exported again).
 3. **ncf**: leave-last-one-out, the target among 99 sampled unseen products, HR@10 / NDCG@10, to set
-   beside the NCF paper's table (NeuMF 0.726 / 0.445 on ML-1M).
+   beside the NCF paper's table (NeuMF 0.726 / 0.445 on ML-1M). The held-out events lie at different
+   times, so the model is scored with the popularity prior a daily refresh would have served at each
+   one (``protocols.daily_priors``), beside the prior at the end of training and no prior.
 4. **cold**: 10 % of the products lose every training event; their holdout interactions are ranked
    among the cold products from content-only embeddings, against random and a genre-popularity ranking
    (plain popularity is zero for every cold product), and compared with the same number of warm
@@ -50,7 +52,9 @@ from fashionrec.transform import transform
 SECTIONS = ("time", "ablations", "ncf", "cold")
 TIME_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10", "popularity_percentile@10")
 ABLATIONS = {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"train.pooling": "weighted"},
-             "pooling=attention": {"train.pooling": "attention"}, "no logQ": {"train.logq_correction": False},
+             "pooling=attention": {"train.pooling": "attention"},
+             "no decay by newer events": {"train.recency_half_life_events": 0.0},
+             "no logQ": {"train.logq_correction": False},
              "no popularity prior": {"export.popularity_prior_weight": 0.0}}
 NCF_NEGATIVES, NCF_K, COLD_FRACTION, COLD_K = 99, 10, 0.1, 20
 PUBLISHED_NCF = {"NeuMF (He et al. 2017)": (0.726, 0.445)}
@@ -170,7 +174,13 @@ def ncf_protocol(work: Path, config: PipelineConfig) -> None:
     candidates = np.concatenate([np.stack([t[:1] for t in examples.target_idxs]), negatives], axis=1)
     systems = _baselines(trained, ids, config)
     vectors = trained.customer_vectors(examples, table)
-    rows = {"model": _sampled(_embedding_scorer(vectors, table, trained.prior()), examples, candidates),
+    train_events = pd.read_parquet(str(Path(trained.ingested) / TRAIN_EVENTS_FILE))
+    held_out_at = pd.read_parquet(str(Path(trained.ingested) / HOLDOUT_EVENTS_FILE)).set_index("customer_id")
+    daily = protocols.daily_priors(train_events, ids, config.export,
+                                   held_out_at["timestamp"].reindex(examples.customer_ids).reset_index(drop=True))
+    rows = {"model (prior refreshed daily)": _sampled(_embedding_scorer(vectors, table, daily), examples, candidates),
+            "model, prior as of the end of training": _sampled(
+                _embedding_scorer(vectors, table, trained.prior()), examples, candidates),
             "model without the popularity prior": _sampled(
                 _embedding_scorer(vectors, table, np.zeros(len(table), np.float32)), examples, candidates)}
     rows.update({name: _sampled(lambda rows_, s=system: np.stack(s.score(examples.history_idx,
@@ -239,7 +249,10 @@ def _baselines(trained: Trained, ids: np.ndarray, config: PipelineConfig) -> dic
 
 
 def _embedding_scorer(vectors: np.ndarray, table: np.ndarray, prior: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows]) + prior[rows]
+    """``prior``: one per product, or one row per customer ([customers, products])."""
+    if prior.ndim == 1:
+        return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows]) + prior[rows]
+    return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows]) + np.take_along_axis(prior, rows, axis=1)
 
 
 def _sampled(score: Callable[[np.ndarray], np.ndarray], examples: EvalExamples,

@@ -34,9 +34,10 @@ from fashionrec.transform import load_product_vocabulary, transform
 from quality import Trained, print_table, reexport, train_split  # the sibling benchmark script
 
 COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10")
-DEFAULT_TRIES = (  # each one change from the defaults (recency pooling, 7-day half-life, temperature 0.2)
+DEFAULT_TRIES = (  # each one change from the defaults (recency pooling, half-lives 7 days and 5 events, temperature 0.2)
     "train.pooling=mean", "train.pooling=weighted", "train.pooling=attention",
     "train.recency_half_life_days=2", "train.recency_half_life_days=30",
+    "train.recency_half_life_events=0", "train.recency_half_life_events=3", "train.recency_half_life_events=10",
     "train.temperature=0.1", "train.temperature=0.3",
     "train.logq_correction=false", "train.extra_negatives=512", "train.normalize_embeddings=false",
     # the popularity prior (weight 0.5, 1-day half-life): export settings, so the defaults' model is re-exported

@@ -21,21 +21,22 @@ AGGREGATION_FILE = ops.AGGREGATION_FILE
 
 @dataclass(frozen=True)
 class Aggregation:
-    """Pooling kind, recency half-life and the weight of each event type."""
+    """Pooling kind, recency half-lives (in days of age and in newer events) and each event type's weight."""
 
     pooling: str = "weighted"
     half_life_days: float = 30.0
+    half_life_events: float = 0.0  # 0: no decay by position (exports from before it existed)
     event_weights: dict[str, float] = field(default_factory=EventWeights().as_dict)
 
     @classmethod
     def from_training(cls, train: TrainConfig, event_weights: EventWeights) -> Aggregation:
         """The aggregation a model was trained with (attention is served as its recency prior)."""
         pooling = "recency" if train.pooling == "attention" else train.pooling
-        return cls(pooling, train.recency_half_life_days, event_weights.as_dict())
+        return cls(pooling, train.recency_half_life_days, train.recency_half_life_events, event_weights.as_dict())
 
     def weights(self, event_weights: np.ndarray, ages_days: np.ndarray | None) -> np.ndarray:
-        """Pooling weight of each history event, given its event weight and age in days."""
-        return ops.history_weights(event_weights, ages_days, self.pooling, self.half_life_days)
+        """Pooling weight of each history event (oldest first), given its event weight and age in days."""
+        return ops.history_weights(event_weights, ages_days, self.pooling, self.half_life_days, self.half_life_events)
 
     def write(self, uri: str) -> None:
         storage.write_json(uri, dataclasses.asdict(self))

@@ -87,6 +87,9 @@ class TrainConfig:
     extra_negatives: int = 0  # uniformly sampled products added to each batch's in-batch negatives
     pooling: str = "recency"  # customer vector: mean, weighted (event type), recency or attention
     recency_half_life_days: float = 7.0  # an event's weight halves every this many days (tuned: 7 > 2, 30)
+    # ... and for every this many newer events in the history (0: off). Tuned on ML-1M's validation period:
+    # 5 > 3, 10, 20 > 0 (recall@20 0.086 vs 0.081, NDCG@10 0.109 vs 0.102): what was just viewed matters most.
+    recency_half_life_events: float = 5.0
     batch_size: int = 1024
     epochs: int = 2  # tuned on ML-1M's validation period: 2 > 3 (recall@20 0.063 vs 0.053)
     learning_rate: float = 0.003

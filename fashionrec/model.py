@@ -7,7 +7,8 @@
   product without interactions (or an OOV id) therefore gets its content embedding: cold start.
 * Customer vector: ``p_u`` = weighted mean of the item embeddings of the customer's history. The
   weights (``TrainConfig.pooling``) are 1 (mean), the event type's weight (weighted), or that weight
-  halved every ``recency_half_life_days`` of the event's age (recency); ``fashionrec.serving.ops``
+  halved every ``recency_half_life_days`` of the event's age and, optionally, every
+  ``recency_half_life_events`` newer events (recency); ``fashionrec.serving.ops``
   computes exactly the same in Triton. ``attention`` learns a query vector on top of recency weights
   (an experiment: it has no serving twin yet).
 * Score: ``sigma(p_u . q_i)``. Dividing by ``sqrt(temperature)`` on both sides bakes the softmax
@@ -87,16 +88,28 @@ POOLINGS = ("mean", "weighted", "recency", "attention")
 
 
 def pooling_weights(
-    history_weight: tf.Tensor, history_age_days: tf.Tensor, pooling: str, half_life_days: float
+    history_weight: tf.Tensor, history_age_days: tf.Tensor, pooling: str, half_life_days: float,
+    half_life_events: float = 0.0, valid: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """The TensorFlow twin of ``ops.history_weights`` (attention starts from the recency weights)."""
+    """The TensorFlow twin of ``ops.history_weights`` (attention starts from the recency weights).
+
+    Histories are [batch, history], oldest first and left-aligned: ``valid`` marks the real events
+    (default: all), and an event's count of newer events is counted among those.
+    """
     if pooling == "mean":
         return tf.ones_like(history_weight)
     if pooling == "weighted":
         return history_weight
-    if pooling in ("recency", "attention"):
-        return history_weight * tf.pow(2.0, -tf.maximum(history_age_days, 0.0) / half_life_days)
-    raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    if pooling not in ("recency", "attention"):
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    weights = history_weight * tf.pow(2.0, -tf.maximum(history_age_days, 0.0) / half_life_days)
+    if half_life_events > 0:
+        valid = tf.ones_like(history_weight, tf.bool) if valid is None else valid
+        length = tf.reduce_sum(tf.cast(valid, tf.float32), axis=-1, keepdims=True)
+        slot = tf.cast(tf.range(tf.shape(history_weight)[-1]), tf.float32)
+        newer_events = tf.maximum(length - 1.0 - slot, 0.0)
+        weights *= tf.pow(2.0, -newer_events / half_life_events)
+    return weights
 
 
 def customer_vectors(item_embeddings: tf.Tensor, history_weight: tf.Tensor) -> tf.Tensor:
@@ -149,8 +162,8 @@ class TwoTowerModel(tfrs.Model):
         embeddings = tf.gather(self.item_tower(unique, training=training), position)
         embeddings = tf.reshape(embeddings, tf.concat([tf.shape(history_idx), [-1]], axis=0))
         ages = features.get("history_age_days", tf.zeros_like(features["history_weight"]))
-        weights = pooling_weights(tf.where(valid, features["history_weight"], 0.0), ages,
-                                  self._config.pooling, self._config.recency_half_life_days)
+        weights = pooling_weights(tf.where(valid, features["history_weight"], 0.0), ages, self._config.pooling,
+                                  self._config.recency_half_life_days, self._config.recency_half_life_events, valid)
         if self.attention is not None:
             return self.attention(embeddings, weights)
         return customer_vectors(embeddings, weights)

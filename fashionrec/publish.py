@@ -412,6 +412,8 @@ def read_aggregation(embeddings_path: str) -> dict[str, Any]:
         raise ValueError(f"{uri}: event_weights must map event types to non-negative numbers")
     if aggregation["pooling"] == "recency" and not float(aggregation["half_life_days"]) > 0:
         raise ValueError(f"{uri}: half_life_days must be positive")
+    if not float(aggregation["half_life_events"]) >= 0:
+        raise ValueError(f"{uri}: half_life_events must be 0 (off) or positive")
     return aggregation
 
 

@@ -6,9 +6,10 @@ from fashionrec.config import EventWeights, TrainConfig
 
 
 def test_the_aggregation_follows_the_training_config_and_event_weights():
-    aggregation = Aggregation.from_training(TrainConfig(pooling="recency", recency_half_life_days=3.0),
-                                            EventWeights(purchase=9.0))
-    assert aggregation.pooling == "recency" and aggregation.half_life_days == 3.0
+    aggregation = Aggregation.from_training(
+        TrainConfig(pooling="recency", recency_half_life_days=3.0, recency_half_life_events=5.0),
+        EventWeights(purchase=9.0))
+    assert (aggregation.pooling, aggregation.half_life_days, aggregation.half_life_events) == ("recency", 3.0, 5.0)
     assert aggregation.event_weights["purchase"] == 9.0
     # attention is served as the recency weights it starts from
     assert Aggregation.from_training(TrainConfig(pooling="attention"), EventWeights()).pooling == "recency"
@@ -18,6 +19,18 @@ def test_weights_decay_with_age_by_the_half_life():
     aggregation = Aggregation(pooling="recency", half_life_days=2.0)
     np.testing.assert_allclose(aggregation.weights(np.array([4.0, 4.0, 4.0]), np.array([0.0, 2.0, 4.0])),
                                [4.0, 2.0, 1.0])
+
+
+def test_weights_also_decay_with_the_number_of_newer_events():
+    aggregation = Aggregation(pooling="recency", half_life_days=2.0, half_life_events=1.0)
+    np.testing.assert_allclose(aggregation.weights(np.array([8.0, 8.0, 8.0]), np.array([2.0, 0.0, 0.0])),
+                               [1.0, 4.0, 8.0])
+
+
+def test_a_file_written_before_position_decay_reads_without_it(tmp_path):
+    uri = str(tmp_path / "aggregation.json")
+    (tmp_path / "aggregation.json").write_text('{"pooling": "recency", "half_life_days": 7.0, "event_weights": {"click": 1.0}}')
+    assert Aggregation.read(uri).half_life_events == 0.0
 
 
 def test_round_trip_and_the_default_when_no_file_exists(tmp_path):

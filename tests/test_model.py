@@ -97,6 +97,19 @@ def test_pooling_weights_match_the_serving_function_and_hand_values(pooling):
     np.testing.assert_allclose(served, HAND_WEIGHTS[pooling], rtol=1e-6)
 
 
+def test_recency_by_position_halves_per_half_life_of_newer_events_and_skips_padding():
+    # oldest first: 3, 2, 1 and 0 newer events; the half-life is 2 events; the TF history ends in padding
+    event_weights = np.array([4.0, 4.0, 2.0, 1.0], np.float32)
+    ages = np.array([10.0, 0.0, 0.0, 0.0], np.float32)  # and the oldest is one age half-life old
+    hand = [4.0 * 2 ** -1.5 / 2, 4.0 * 2 ** -1.0, 2.0 * 2 ** -0.5, 1.0]
+    served = ops.history_weights(event_weights, ages, "recency", 10.0, half_life_events=2.0)
+    padded = tf.constant([np.append(event_weights, 0.0)], tf.float32)
+    valid = tf.constant([[True, True, True, True, False]])
+    trained = pooling_weights(padded, tf.constant([np.append(ages, 0.0)], tf.float32), "recency", 10.0, 2.0, valid).numpy()
+    np.testing.assert_allclose(served, hand, rtol=1e-6)
+    np.testing.assert_allclose(trained[0], hand + [0.0], rtol=1e-6)
+
+
 def test_recency_ignores_negative_and_unknown_ages_in_serving():
     weights = ops.history_weights(np.array([2.0, 2.0]), np.array([-5.0, np.nan]), "recency", 10.0)
     np.testing.assert_allclose(weights, [2.0, 2.0])
@@ -184,3 +197,4 @@ def test_every_pooling_trains_with_extra_negatives(pooling):
 def test_unknown_pooling_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
         TwoTowerModel(_catalogue(), TrainConfig(pooling="max"), np.full(5, 0.2))
+

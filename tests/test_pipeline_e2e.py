@@ -47,7 +47,10 @@ def server(run):
 
 
 def _numpy_top_k(embeddings, rows, weights, k, prior):
-    vector = (np.asarray(weights)[:, None] * embeddings[rows]).sum(axis=0) / np.sum(weights)
+    # recency pooling as trained: a weight halves per half_life_events newer events (history oldest first)
+    decay = 0.5 ** (np.arange(len(rows))[::-1] / PipelineConfig().train.recency_half_life_events)
+    weights = np.asarray(weights) * decay
+    vector = (weights[:, None] * embeddings[rows]).sum(axis=0) / np.sum(weights)
     dots = embeddings @ vector + prior
     order = np.lexsort((np.arange(len(dots)), -dots))[:k]
     return order, 1 / (1 + np.exp(-dots[order]))

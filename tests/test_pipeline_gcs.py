@@ -70,6 +70,7 @@ def test_pipeline_reads_raw_data_from_gcs_and_publishes_there_then_triton_serves
     with TritonServer(Path(local_repository), CONFIG.serving, http_port=0, grpc_port=0, metrics_port=0) as server:
         with RecommendClient(server.grpc_url, "grpc") as client:
             got = client.recommend(history, None, 5)
-    vector = embeddings[[3, 5, 8]].mean(axis=0)
+    decay = 0.5 ** (np.arange(3)[::-1] / CONFIG.train.recency_half_life_events)  # newer events weigh more
+    vector = np.average(embeddings[[3, 5, 8]], axis=0, weights=decay)
     expected = np.lexsort((np.arange(len(embeddings)), -(embeddings @ vector + prior)))[:5]
     assert [r.product_id for r in got] == list(product_ids[expected])

@@ -79,7 +79,8 @@ def test_layout_of_a_published_version(tmp_path: Path, inputs: tuple[str, str], 
         assert (folder / ops.PRODUCT_IDS_FILE).read_text().splitlines() == [f"P{i:06d}" for i in range(7)]
     assert all(list((repo / name / "1").iterdir()) == [] for name in ENSEMBLES)
     aggregation = json.loads((repo / SERVING.customer_model_name / "1" / ops.AGGREGATION_FILE).read_text())
-    assert aggregation == {"pooling": "weighted", "half_life_days": 30.0, "event_weights": EventWeights().as_dict()}
+    assert aggregation == {"pooling": "weighted", "half_life_days": 30.0, "half_life_events": 0.0,
+                           "event_weights": EventWeights().as_dict()}
     sets = json.loads((repo / SERVING.ranking_model_name / "1" / ops.CANDIDATE_SETS_FILE).read_text())
     assert sets == {"new_in": ["P000000", "P000003", "P000006"]}
     assert not [p for p in repo.rglob("*") if p.name.startswith(".staging-")]

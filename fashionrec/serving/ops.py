@@ -54,14 +54,17 @@ def lookup_rows(index: Mapping[object, int], product_ids: Iterable[object]) -> n
 
 
 def history_weights(
-    event_weights: np.ndarray, ages_days: np.ndarray | None, pooling: str, half_life_days: float
+    event_weights: np.ndarray, ages_days: np.ndarray | None, pooling: str, half_life_days: float,
+    half_life_events: float = 0.0,
 ) -> np.ndarray:
     """Weight of each history event in the customer vector: the training and serving contract.
 
     ``pooling``: ``"mean"`` (every event 1), ``"weighted"`` (the event type's weight) or ``"recency"``
     (the event type's weight halved every ``half_life_days`` of age; ages below 0 count as 0, unknown
-    ages, given as NaN or as ``ages_days=None``, count as 0). :mod:`fashionrec.model` computes the
-    same in TensorFlow; a test holds the two equal.
+    ages, given as NaN or as ``ages_days=None``, count as 0). Recency also halves an event's weight for
+    every ``half_life_events`` newer events when that is positive: the history is oldest first, so the
+    last event keeps its weight and the one before it is multiplied by ``2 ** (-1 / half_life_events)``.
+    :mod:`fashionrec.model` computes the same in TensorFlow; a test holds the two equal.
     """
     event_weights = np.asarray(event_weights, dtype=np.float64).reshape(-1)
     if pooling == "mean":
@@ -70,6 +73,9 @@ def history_weights(
         return event_weights
     if pooling != "recency":
         raise ValueError(f"unknown pooling {pooling!r}; expected mean, weighted or recency")
+    if half_life_events > 0:
+        newer_events = np.arange(event_weights.size, dtype=np.float64)[::-1]
+        event_weights = event_weights * np.exp2(-newer_events / half_life_events)
     if ages_days is None:
         return event_weights
     ages = np.nan_to_num(np.asarray(ages_days, dtype=np.float64).reshape(-1), nan=0.0)
@@ -255,7 +261,8 @@ def request_weights(
         now = time.time() if request_time is None else float(request_time)
         ages = (now - np.asarray(timestamps, dtype=np.float64)) / SECONDS_PER_DAY
     return history_weights(event_weights, ages, str(aggregation["pooling"]),
-                           float(aggregation["half_life_days"]))  # type: ignore[arg-type]
+                           float(aggregation["half_life_days"]),  # type: ignore[arg-type]
+                           float(aggregation.get("half_life_events", 0.0)))  # type: ignore[arg-type]
 
 
 def known_rows(index: Mapping[object, int], product_ids: Sequence[object], what: str) -> np.ndarray:

@@ -3,7 +3,9 @@ import pandas as pd
 import pytest
 
 from fashionrec import ingest
+from fashionrec.config import ExportConfig
 from fashionrec.evaluation import protocols
+from fashionrec.popularity import prior_from_events
 
 EVENTS = pd.DataFrame({
     "customer_id": ["a", "a", "b", "a", "c", "b"],
@@ -63,3 +65,28 @@ def test_restricted_recall_ranks_only_the_candidates_and_skips_the_history():
                                          [np.array([2, 3, 0]), np.array([0])], k=1)
     assert recall[0] == pytest.approx(0.5)  # targets among candidates: 2 and 3; found 2
     assert np.isnan(recall[1])  # its only target is not a candidate
+
+
+def test_daily_priors_are_what_a_midnight_refresh_would_serve_at_each_time():
+    events = pd.DataFrame({
+        "product_id": ["p1", "p2", "p1", "gone"],  # "gone" is not in the catalogue: ignored
+        "weight": [4.0, 2.0, 1.0, 9.0],
+        "timestamp": pd.to_datetime(["2026-01-01 12:00", "2026-01-02 00:00", "2026-01-02 06:00",
+                                     "2026-01-01 01:00"], utc=True),
+    })
+    times = pd.Series(pd.to_datetime(["2026-01-01 23:00", "2026-01-02 18:00", "2026-01-03 00:00"], utc=True))
+    config = ExportConfig(popularity_prior_weight=1.0, popularity_half_life_days=0.5)
+    priors = protocols.daily_priors(events, np.array(["p1", "p2", "p3"]), config, times)
+    # Jan 1 23:00: the Jan 1 refresh saw nothing. Jan 2: p1's event is half a day (one half-life) old:
+    # 4 / 2 = 2; p2's event at midnight is not before it. Jan 3: p1's events are 1.5 and 0.75 days old
+    # (3 and 1.5 half-lives), p2's is 1 day old (2 half-lives).
+    p1_jan3, p2_jan3 = 4 * 2 ** -3 + 2 ** -1.5, 2 * 2 ** -2
+    mean_jan3 = (p1_jan3 + p2_jan3) / 3
+    np.testing.assert_allclose(priors[0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(priors[1], np.log1p(np.array([2.0, 0.0, 0.0]) / (2.0 / 3)), rtol=1e-6)
+    np.testing.assert_allclose(priors[2], np.log1p(np.array([p1_jan3, p2_jan3, 0.0]) / mean_jan3), rtol=1e-6)
+    for row, time in zip(priors, times, strict=True):  # the same as the export's own prior, at each midnight
+        midnight = time.floor("D")
+        before = events[events["timestamp"] < midnight]
+        np.testing.assert_allclose(row, prior_from_events(before, np.array(["p1", "p2", "p3"]), config, midnight),
+                                   rtol=1e-6, atol=1e-7)

@@ -26,8 +26,9 @@ NUM_NEW = 30  # the last products are "new": never seen in training, content emb
 # Small limits make the bad-request tests cheap; a long queue delay makes dynamic batching visible.
 TEST_SERVING = ServingConfig(max_top_k=100, max_history_length=50, max_queue_delay_us=10_000, max_candidates=120,
                              similar_alpha=0.3)
-# Published beside the embeddings, as the export stage writes it: recency pooling with these weights.
-AGGREGATION = {"pooling": "recency", "half_life_days": 10.0,
+# Published beside the embeddings, as the export stage writes it: recency pooling (by age and by the
+# number of newer events) with these weights.
+AGGREGATION = {"pooling": "recency", "half_life_days": 10.0, "half_life_events": 4.0,
                "event_weights": {"click": 1.0, "add_to_bag": 3.0, "save_for_later": 2.0, "purchase": 5.0}}
 CANDIDATE_SETS = {"sale": [f"P{i:06d}" for i in range(0, 300, 7)], "category:dresses": [f"P{i:06d}" for i in range(40, 90)]}
 
@@ -119,6 +120,12 @@ def fashion(request: pytest.FixtureRequest, triton: TritonServer) -> Iterator[Fa
     url = triton.http_url if request.param == "http" else triton.grpc_url
     with FashionrecClient(url, request.param, TEST_SERVING) as typed_client:
         yield typed_client
+
+
+@pytest.fixture(scope="session")
+def aggregation() -> dict:
+    """The aggregation.json that :func:`write_export` publishes, for reference answers."""
+    return AGGREGATION
 
 
 @pytest.fixture(scope="session")

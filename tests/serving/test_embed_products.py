@@ -185,7 +185,7 @@ class Stream:
 
 def test_added_products_are_served_without_downtime_then_rolled_back(
         served: tuple[Path, TritonServer], serving_config: ServingConfig, tower: content.ContentTower,
-        shop: tuple[pd.DataFrame, np.ndarray], tmp_path: Path) -> None:
+        shop: tuple[pd.DataFrame, np.ndarray], aggregation: dict, tmp_path: Path) -> None:
     repository, server = served
     old_frame, old_embeddings = shop
     added = products([f"N{i:03d}" for i in range(15)], seed=11)
@@ -200,7 +200,9 @@ def test_added_products_are_served_without_downtime_then_rolled_back(
         2, 1, list(added["product_id"]), OLD + 15)
 
     new_embeddings = tower.embed(as_products(added))
-    vector = old_embeddings[[1, 2]].astype(np.float64).mean(axis=0)
+    # recency pooling as published: the older event is halved per half_life_events newer events
+    older_weight = 0.5 ** (1 / aggregation["half_life_events"])
+    vector = np.average(old_embeddings[[1, 2]].astype(np.float64), axis=0, weights=[older_weight, 1.0])
     dots = new_embeddings.astype(np.float64) @ vector
     order = sorted(range(len(dots)), key=lambda i: (-dots[i], i))[:5]
     with FashionrecClient(server.grpc_url, "grpc", serving_config) as client:

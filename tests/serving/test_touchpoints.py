@@ -22,7 +22,8 @@ NOW = 1_800_000_000  # REQUEST_TIME of the tests: ages are deterministic
 
 
 def customer_vector(catalogue: Catalogue, history: History) -> np.ndarray:
-    """Weighted mean in float64: weight = explicit or event-type weight, halved per half-life of age."""
+    """Weighted mean in float64: weight = explicit or event-type weight, halved per half-life of age and
+    per half-life of newer events."""
     agg = catalogue.aggregation
     n = len(history.product_ids)
     weights = np.ones(n)
@@ -33,6 +34,7 @@ def customer_vector(catalogue: Catalogue, history: History) -> np.ndarray:
     if history.timestamps is not None:
         ages = np.maximum((history.request_time - np.array(history.timestamps)) / DAY, 0)
         weights = weights * 0.5 ** (ages / agg["half_life_days"])
+    weights = weights * 0.5 ** (np.arange(n)[::-1] / agg["half_life_events"])
     index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
     known = [(index[p], w) for p, w in zip(history.product_ids, weights, strict=True) if p in index]
     total = sum(w for _, w in known)

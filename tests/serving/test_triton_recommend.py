@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 def reference(catalogue: Catalogue, history: list[str], weights: list[float], k: int) -> tuple[list[str], np.ndarray]:
     """What the ensemble must answer, recomputed in float64 without fashionrec code."""
     index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
-    known = [(index[pid], w) for pid, w in zip(history, weights, strict=True) if pid in index]
+    # the published recency pooling halves a weight per half_life_events newer events (no timestamps here)
+    decay = 0.5 ** (np.arange(len(history))[::-1] / catalogue.aggregation["half_life_events"])
+    known = [(index[pid], w * d) for pid, w, d in zip(history, weights, decay, strict=True) if pid in index]
     total = sum(w for _, w in known)
     vector = np.zeros(catalogue.embeddings.shape[1])
     if total > 0:

@@ -33,10 +33,11 @@ STREAM_CLIENTS = 3
 AFTER_SWITCH = 20  # answers each client must get after a switch returned, before the stream stops
 
 
-def expected_ids(product_ids: list[str], embeddings: np.ndarray) -> list[str]:
+def expected_ids(product_ids: list[str], embeddings: np.ndarray, half_life_events: float) -> list[str]:
     """The recommend answer for HISTORY under one version's table (float64, no fashionrec code)."""
     rows = [product_ids.index(p) for p in HISTORY.product_ids]
-    vector = np.average(embeddings[rows].astype(np.float64), axis=0, weights=HISTORY.weights)
+    decay = 0.5 ** (np.arange(len(rows))[::-1] / half_life_events)
+    vector = np.average(embeddings[rows].astype(np.float64), axis=0, weights=np.array(HISTORY.weights) * decay)
     dots = embeddings.astype(np.float64) @ vector
     return [product_ids[i] for i in sorted(range(len(dots)), key=lambda i: (-dots[i], i))[:K]]
 
@@ -97,9 +98,9 @@ def test_publishing_v2_switches_a_running_server_with_zero_failures_then_rollbac
         versioned: tuple[Path, TritonServer], catalogue: Catalogue, serving_config: ServingConfig,
         tmp_path: Path, export_writer: Callable) -> None:
     repository, server = versioned
-    v1 = expected_ids(catalogue.product_ids, catalogue.embeddings)
+    v1 = expected_ids(catalogue.product_ids, catalogue.embeddings, catalogue.aggregation["half_life_events"])
     flipped = catalogue.embeddings[np.random.default_rng(9).permutation(len(catalogue.embeddings))]  # v2: shuffled
-    v2 = expected_ids(catalogue.product_ids, flipped)
+    v2 = expected_ids(catalogue.product_ids, flipped, catalogue.aggregation["half_life_events"])
     assert v1 != v2
     export = export_writer(tmp_path / "v2", catalogue.product_ids, flipped, catalogue.is_new)
 
