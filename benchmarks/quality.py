@@ -18,7 +18,7 @@
    among the cold products from content-only embeddings, against random and a genre-popularity ranking
    (plain popularity is zero for every cold product), and compared with the same number of warm
    products ranked among themselves (equal pool sizes keep the two recalls comparable).
-Then training throughput and one epoch's time.
+Then training throughput and each epoch's time.
 
 The model's hyper-parameters are the pipeline's defaults (``fashionrec/config.py``), chosen on the
 period *before* the test split by ``benchmarks/tune.py``; nothing here is tuned on the holdout.
@@ -115,9 +115,10 @@ def run(dataset: str, data_dir: str | None, sections: list[str], config: Pipelin
     if "cold" in sections:
         cold_products(work, config)
     if trained is not None:
-        epoch = trained.summary.seconds / trained.summary.epochs
-        print(f"\ntraining: {trained.summary.examples} examples/epoch, {trained.summary.examples_per_second:.0f} "
-              f"examples/s, {epoch:.1f} s per epoch ({trained.summary.epochs} epochs)", flush=True)
+        summary = trained.summary
+        epochs = ", ".join(f"{s:.1f} s" for s in summary.epoch_seconds)
+        print(f"\ntraining: {summary.examples} examples/epoch; epochs took {epochs}; fit() {summary.seconds:.1f} s "
+              f"in all ({summary.examples_per_second:.0f} examples/s)", flush=True)
 
 
 def train_split(folder: Path, config: PipelineConfig, name: str = "model") -> Trained:

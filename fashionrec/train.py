@@ -25,8 +25,24 @@ class TrainSummary:
     examples: int
     epochs: int
     final_loss: float
-    seconds: float
+    seconds: float  # the whole fit(), shuffle-buffer fills and graph tracing included
     examples_per_second: float
+    epoch_seconds: tuple[float, ...] = ()  # each epoch, as Keras times it
+
+
+class _EpochTimer(tf_keras.callbacks.Callback):
+    """Records how long each epoch took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
 
 
 def train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_config: TransformConfig) -> TrainSummary:
@@ -44,7 +60,8 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
     dataset = train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed)
     started = time.perf_counter()
-    history = model.fit(dataset, epochs=config.epochs, verbose=2)
+    timer = _EpochTimer()
+    history = model.fit(dataset, epochs=config.epochs, verbose=2, callbacks=[timer])
     seconds = time.perf_counter() - started
     examples = int(counts.sum())
     tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, CHECKPOINT_PREFIX))
@@ -56,6 +73,7 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
         final_loss=float(history.history["loss"][-1]),
         seconds=seconds,
         examples_per_second=trained / seconds if seconds else 0.0,
+        epoch_seconds=tuple(timer.seconds),
     )
 
 

@@ -37,7 +37,8 @@ def test_every_stage_reads_and_writes_gcs(raw_on_gcs, gcs_emulator):
     out = f"{gcs_emulator}/e2e/stages"
     ingest(f"{raw_on_gcs}/catalogue.csv", f"{raw_on_gcs}/events.csv", f"{out}/ingested", CONFIG.ingest)
     transform(f"{out}/ingested", f"{out}/transformed", CONFIG.transform)
-    train(f"{out}/transformed", f"{out}/model", CONFIG.train, CONFIG.transform)
+    summary = train(f"{out}/transformed", f"{out}/model", CONFIG.train, CONFIG.transform)
+    assert len(summary.epoch_seconds) == CONFIG.train.epochs and 0 < sum(summary.epoch_seconds) <= summary.seconds
     export_embeddings(f"{out}/ingested", f"{out}/transformed", f"{out}/model", f"{out}/embeddings")
     result = evaluate(f"{out}/ingested", f"{out}/transformed", f"{out}/embeddings", f"{out}/evaluation",
                       CONFIG.evaluate, model_repository=f"{out}/repository")
