@@ -17,7 +17,8 @@
 4. **cold**: 10 % of the products lose every training event; their holdout interactions are ranked
    among the cold products from content-only embeddings, against random and a genre-popularity ranking
    (plain popularity is zero for every cold product), and compared with the same number of warm
-   products ranked among themselves (equal pool sizes keep the two recalls comparable).
+   products ranked among themselves (equal pool sizes keep the two recalls comparable), with a
+   bootstrap interval over customers for the cold-to-warm fraction.
 Then training throughput and each epoch's time.
 
 The model's hyper-parameters are the pipeline's defaults (``fashionrec/config.py``), chosen on the
@@ -39,7 +40,7 @@ import pandas as pd
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
-from fashionrec.evaluation import metrics, protocols
+from fashionrec.evaluation import bootstrap, metrics, protocols
 from fashionrec.evaluation.evaluate import evaluate, popularity_scores
 from fashionrec.evaluation.systems import ials_system, popularity_system
 from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings, read_popularity_prior
@@ -213,13 +214,19 @@ def cold_products(work: Path, config: PipelineConfig) -> None:
     random_table = rng.normal(size=table.shape).astype(np.float32)
     random_vectors = rng.normal(size=vectors.shape).astype(np.float32)
 
-    def recall(v: np.ndarray, t: np.ndarray, candidates: np.ndarray) -> float:
+    def per_customer(v: np.ndarray, t: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         values = protocols.restricted_recall(v, t, candidates, examples.history_idx, examples.target_idxs, COLD_K)
-        return float(np.nanmean(values))
+        return values[~np.isnan(values)]  # the customers with a target in the pool
+
+    def recall(v: np.ndarray, t: np.ndarray, candidates: np.ndarray) -> float:
+        return float(per_customer(v, t, candidates).mean())
 
     warm_recall = recall(vectors, table, warm)
+    fraction = bootstrap.ratio_of_means(per_customer(vectors, table, cold), per_customer(vectors, table, warm),
+                                        seed=config.evaluate.seed)
     rows = {
-        "model, cold (content only)": {"recall@20": recall(vectors, table, cold)},
+        "model, cold (content only)": {"recall@20": recall(vectors, table, cold),
+                                       "95 % interval low": fraction.low, "95 % interval high": fraction.high},
         "random, cold": {"recall@20": recall(random_vectors, random_table, cold)},
         "genre popularity, cold": {"recall@20": recall(genre_vectors, genre_table, cold)},
         "model, warm": {"recall@20": warm_recall},
@@ -230,7 +237,7 @@ def cold_products(work: Path, config: PipelineConfig) -> None:
     print_table(f"cold products: {len(cold)} of {len(cold) + len(all_warm)} products held out of training, "
                  f"ranked among themselves; warm: {len(warm)} sampled trained products, ranked among themselves; "
                  "embeddings only (the popularity prior is 0 for every cold product)",
-                 ("recall@20", "of warm model"), rows)
+                 ("recall@20", "of warm model", "95 % interval low", "95 % interval high"), rows)
 
 
 def _genre_popularity(trained: Trained, ids: np.ndarray, train_events: pd.DataFrame,

@@ -36,3 +36,22 @@ def paired_difference(
                              method="percentile", vectorized=True, random_state=np.random.default_rng(seed))
     interval = result.confidence_interval
     return Interval(float(difference.mean()), float(interval.low), float(interval.high), confidence)
+
+
+def ratio_of_means(
+    numerator: np.ndarray, denominator: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> Interval:
+    """Percentile-bootstrap interval of ``mean(numerator) / mean(denominator)`` for two *independent*
+    samples (e.g. cold-product recall over one set of customers, warm over another): each is
+    resampled on its own. ``mean`` of the returned interval is the ratio itself."""
+    samples = [np.asarray(values, np.float64) for values in (numerator, denominator)]
+    if any(s.ndim != 1 or len(s) == 0 for s in samples) or samples[1].mean() == 0:
+        raise ValueError("need two non-empty 1-D samples, the denominator's mean non-zero")
+    ratio = float(samples[0].mean() / samples[1].mean())
+    if all(np.all(s == s[0]) for s in samples):  # no spread: every resample has the same ratio
+        return Interval(ratio, ratio, ratio, confidence)
+    result = stats.bootstrap(samples, lambda a, b, axis=-1: a.mean(axis=axis) / b.mean(axis=axis),
+                             confidence_level=confidence, n_resamples=resamples, method="percentile",
+                             vectorized=True, random_state=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return Interval(ratio, float(interval.low), float(interval.high), confidence)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fashionrec.evaluation.bootstrap import paired_difference
+from fashionrec.evaluation.bootstrap import paired_difference, ratio_of_means
 
 
 def test_identical_systems_give_a_zero_width_interval_at_zero():
@@ -37,3 +37,26 @@ def test_interval_width_matches_the_normal_approximation():
 def test_mismatched_inputs_are_rejected():
     with pytest.raises(ValueError):
         paired_difference(np.array([]), np.array([]))
+
+
+def test_ratio_of_constant_samples_is_exact():
+    interval = ratio_of_means(np.full(50, 0.25), np.full(80, 0.5))
+    assert (interval.mean, interval.low, interval.high) == (0.5, 0.5, 0.5)
+
+
+def test_ratio_interval_matches_the_delta_method_and_resamples_each_sample_on_its_own():
+    rng = np.random.default_rng(7)
+    numerator, denominator = rng.normal(1.0, 1.0, 3000), rng.normal(2.0, 1.0, 1000)  # different sizes
+    interval = ratio_of_means(numerator, denominator, resamples=2000, seed=8)
+    ratio = numerator.mean() / denominator.mean()
+    # delta method: var(a/b) ~ (var(a)/n_a)/b^2 + a^2 (var(b)/n_b)/b^4
+    sd = np.sqrt(numerator.var() / 3000 / denominator.mean() ** 2
+                 + numerator.mean() ** 2 * denominator.var() / 1000 / denominator.mean() ** 4)
+    assert interval.mean == pytest.approx(ratio)
+    assert interval.low < ratio < interval.high
+    assert (interval.high - interval.low) / 2 == pytest.approx(1.96 * sd, rel=0.1)
+
+
+def test_ratio_needs_a_non_zero_denominator():
+    with pytest.raises(ValueError, match="non-zero"):
+        ratio_of_means(np.ones(3), np.zeros(3))
