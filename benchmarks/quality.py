@@ -221,11 +221,11 @@ def cold_products(work: Path, config: PipelineConfig) -> None:
     def recall(v: np.ndarray, t: np.ndarray, candidates: np.ndarray) -> float:
         return float(per_customer(v, t, candidates).mean())
 
-    warm_recall = recall(vectors, table, warm)
-    fraction = bootstrap.ratio_of_means(per_customer(vectors, table, cold), per_customer(vectors, table, warm),
-                                        seed=config.evaluate.seed)
+    cold_values, warm_values = per_customer(vectors, table, cold), per_customer(vectors, table, warm)
+    warm_recall = float(warm_values.mean())
+    fraction = bootstrap.ratio_of_means(cold_values, warm_values, seed=config.evaluate.seed)
     rows = {
-        "model, cold (content only)": {"recall@20": recall(vectors, table, cold),
+        "model, cold (content only)": {"recall@20": float(cold_values.mean()),
                                        "95 % interval low": fraction.low, "95 % interval high": fraction.high},
         "random, cold": {"recall@20": recall(random_vectors, random_table, cold)},
         "genre popularity, cold": {"recall@20": recall(genre_vectors, genre_table, cold)},
@@ -258,9 +258,8 @@ def _baselines(trained: Trained, ids: np.ndarray, config: PipelineConfig) -> dic
 
 def _embedding_scorer(vectors: np.ndarray, table: np.ndarray, prior: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """``prior``: one per product, or one row per customer ([customers, products])."""
-    if prior.ndim == 1:
-        return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows]) + prior[rows]
-    return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows]) + np.take_along_axis(prior, rows, axis=1)
+    per_customer = np.broadcast_to(prior, (len(vectors), table.shape[0]))
+    return lambda rows: np.einsum("cd,ckd->ck", vectors, table[rows]) + np.take_along_axis(per_customer, rows, axis=1)
 
 
 def _sampled(score: Callable[[np.ndarray], np.ndarray], examples: EvalExamples,

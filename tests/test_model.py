@@ -197,4 +197,3 @@ def test_every_pooling_trains_with_extra_negatives(pooling):
 def test_unknown_pooling_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
         TwoTowerModel(_catalogue(), TrainConfig(pooling="max"), np.full(5, 0.2))
-
