@@ -18,7 +18,8 @@
    among the cold products from content-only embeddings, against random and a genre-popularity ranking
    (plain popularity is zero for every cold product), and compared with the same number of warm
    products ranked among themselves (equal pool sizes keep the two recalls comparable), with a
-   bootstrap interval over customers for the cold-to-warm fraction.
+   bootstrap interval over customers for the cold-to-warm fraction. Three seeded draws of the cold
+   products (one model each), reported one by one and pooled.
 Then training throughput and each epoch's time.
 
 The model's hyper-parameters are the pipeline's defaults (``fashionrec/config.py``), chosen on the
@@ -57,7 +58,7 @@ ABLATIONS = {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"tr
              "no decay by newer events": {"train.recency_half_life_events": 0.0},
              "no logQ": {"train.logq_correction": False},
              "no popularity prior": {"export.popularity_prior_weight": 0.0}}
-NCF_NEGATIVES, NCF_K, COLD_FRACTION, COLD_K = 99, 10, 0.1, 20
+NCF_NEGATIVES, NCF_K, COLD_FRACTION, COLD_K, COLD_DRAWS = 99, 10, 0.1, 20, 3
 PUBLISHED_NCF = {"NeuMF (He et al. 2017)": (0.726, 0.445)}
 
 
@@ -194,18 +195,45 @@ def ncf_protocol(work: Path, config: PipelineConfig) -> None:
 
 
 def cold_products(work: Path, config: PipelineConfig) -> None:
-    """Content-only embeddings of products held out of training, against random and genre popularity."""
-    folder = work / "cold"
+    """The cold-start protocol on ``COLD_DRAWS`` seeded draws of cold products, each draw and all pooled.
+
+    One draw of 10 % of the products swings the cold-to-warm fraction by tens of points (which products
+    fall cold matters as much as the model), so the draws' seeds are fixed in advance (the evaluation
+    seed, + 1, + 2) and every draw is reported.
+    """
+    draws = [cold_draw(work, config, config.evaluate.seed + k, work / "cold" / f"draw-{k}") for k in range(COLD_DRAWS)]
+    pooled = {system: np.concatenate([draw[system] for draw in draws]) for system in draws[0]}
+    rows = {f"model, cold (content only), draw {k + 1}": _cold_row(draw["model, cold"], draw["model, warm"],
+                                                                   config.evaluate.seed)
+            for k, draw in enumerate(draws)}
+    rows["model, cold (content only), all draws"] = _cold_row(pooled["model, cold"], pooled["model, warm"],
+                                                              config.evaluate.seed)
+    warm_recall = float(pooled["model, warm"].mean())
+    rows.update({f"{system}, all draws": {"recall@20": float(values.mean()), "of warm model": values.mean() / warm_recall}
+                 for system, values in pooled.items() if system != "model, cold"})
+    print_table(f"cold products: in each of {COLD_DRAWS} draws, {COLD_FRACTION:.0%} of the products are held out "
+                 "of training and ranked among themselves; warm: as many trained products, ranked among "
+                 "themselves; embeddings only (the popularity prior is 0 for every cold product); "
+                 "intervals: bootstrap over customers",
+                 ("recall@20", "of warm model", "95 % interval low", "95 % interval high"), rows)
+
+
+def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path) -> dict[str, np.ndarray]:
+    """One draw: per-customer recall@20 of each system on the cold pool and on an equal warm pool.
+
+    Only customers with a holdout target in a pool count for it (equal pool sizes keep the recalls
+    comparable).
+    """
     source = str(work / "time" / "ingested")
     train_events = pd.read_parquet(str(Path(source) / TRAIN_EVENTS_FILE))
-    cold_ids = protocols.choose_cold_products(train_events, COLD_FRACTION, config.evaluate.seed)
+    cold_ids = protocols.choose_cold_products(train_events, COLD_FRACTION, seed)
     holdout = pd.read_parquet(str(Path(source) / HOLDOUT_EVENTS_FILE))
     protocols.resplit(source, str(folder / "ingested"), train_events[~train_events["product_id"].isin(cold_ids)],
                       holdout)
     trained = train_split(folder, config)
     ids, table = trained.table()
     examples = load_eval_examples(trained.transformed)
-    rng = np.random.default_rng(config.evaluate.seed)
+    rng = np.random.default_rng(seed)
     cold = np.flatnonzero(np.isin(ids, cold_ids))
     all_warm = np.setdiff1d(np.flatnonzero(np.isin(ids, train_events["product_id"].unique())), cold)
     warm = np.sort(rng.choice(all_warm, len(cold), replace=False))  # a pool as large as the cold one
@@ -216,28 +244,19 @@ def cold_products(work: Path, config: PipelineConfig) -> None:
 
     def per_customer(v: np.ndarray, t: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         values = protocols.restricted_recall(v, t, candidates, examples.history_idx, examples.target_idxs, COLD_K)
-        return values[~np.isnan(values)]  # the customers with a target in the pool
+        return values[~np.isnan(values)]
 
-    def recall(v: np.ndarray, t: np.ndarray, candidates: np.ndarray) -> float:
-        return float(per_customer(v, t, candidates).mean())
+    return {"model, cold": per_customer(vectors, table, cold),
+            "random, cold": per_customer(random_vectors, random_table, cold),
+            "genre popularity, cold": per_customer(genre_vectors, genre_table, cold),
+            "model, warm": per_customer(vectors, table, warm),
+            "random, warm": per_customer(random_vectors, random_table, warm)}
 
-    cold_values, warm_values = per_customer(vectors, table, cold), per_customer(vectors, table, warm)
-    warm_recall = float(warm_values.mean())
-    fraction = bootstrap.ratio_of_means(cold_values, warm_values, seed=config.evaluate.seed)
-    rows = {
-        "model, cold (content only)": {"recall@20": float(cold_values.mean()),
-                                       "95 % interval low": fraction.low, "95 % interval high": fraction.high},
-        "random, cold": {"recall@20": recall(random_vectors, random_table, cold)},
-        "genre popularity, cold": {"recall@20": recall(genre_vectors, genre_table, cold)},
-        "model, warm": {"recall@20": warm_recall},
-        "random, warm": {"recall@20": recall(random_vectors, random_table, warm)},
-    }
-    for row in rows.values():
-        row["of warm model"] = row["recall@20"] / warm_recall
-    print_table(f"cold products: {len(cold)} of {len(cold) + len(all_warm)} products held out of training, "
-                 f"ranked among themselves; warm: {len(warm)} sampled trained products, ranked among themselves; "
-                 "embeddings only (the popularity prior is 0 for every cold product)",
-                 ("recall@20", "of warm model", "95 % interval low", "95 % interval high"), rows)
+
+def _cold_row(cold: np.ndarray, warm: np.ndarray, seed: int) -> dict[str, float]:
+    fraction = bootstrap.ratio_of_means(cold, warm, seed=seed)
+    return {"recall@20": float(cold.mean()), "of warm model": fraction.mean,
+            "95 % interval low": fraction.low, "95 % interval high": fraction.high}
 
 
 def _genre_popularity(trained: Trained, ids: np.ndarray, train_events: pd.DataFrame,

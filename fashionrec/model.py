@@ -16,7 +16,8 @@
   also add the export stage's popularity prior, :mod:`fashionrec.popularity`.)
 * Loss: in-batch softmax with logQ popularity correction (tensorflow-recommenders' Retrieval task),
   optionally with ``extra_negatives`` uniformly sampled products appended to the in-batch candidates
-  (mixed negative sampling; their sampling probability enters the logQ correction too).
+  (mixed negative sampling; their sampling probability enters the logQ correction too). Each step
+  runs the item tower once, over the distinct products of the batch's histories and candidates.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class ItemTower(tf_keras.Model):
         parts = [pooled, tf.gather(self._price_z, product_idx)]
         parts += [self.feature_embeddings[n](tf.gather(t, product_idx)) for n, t in self._categorical.items()]
         return self.content_output(self.hidden(tf.concat(parts, axis=-1)))
+
+    def content_tables(self) -> list[tf.Variable]:
+        """The embedding tables of the content features (sized by vocabularies, not by the catalogue)."""
+        return [self.token_embedding.embeddings] + [e.embeddings for e in self.feature_embeddings.values()]
 
     def call(self, product_idx: tf.Tensor, training: bool = False) -> tf.Tensor:
         known = tf.cast(product_idx < self._num_products, tf.float32)[:, None]  # OOV rows: content only
@@ -157,26 +162,60 @@ class TwoTowerModel(tfrs.Model):
     def embed_history(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Customer vectors for padded histories, computing each distinct product's embedding once."""
         history_idx = features["history_idx"]
+        unique, position = tf.unique(tf.reshape(self._history_rows(history_idx), [-1]))
+        return self._pool(tf.gather(self.item_tower(unique, training=training), position), features)
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """In-batch softmax; one item-tower pass embeds every distinct history and candidate product.
+
+        (So a product whose id embedding is dropped in a step is dropped wherever it appears in that step.)
+        """
+        history_rows = tf.reshape(self._history_rows(features["history_idx"]), [-1])
+        candidate_ids = features["target_idx"]
+        if self._config.extra_negatives:
+            negatives = tf.random.uniform([self._config.extra_negatives], 0, self._num_products, tf.int64)
+            candidate_ids = tf.concat([candidate_ids, negatives], axis=0)
+        unique, position = tf.unique(tf.concat([history_rows, candidate_ids], axis=0))
+        embeddings = self.item_tower(unique, training=training)
+        customers = self._pool(tf.gather(embeddings, position[: tf.size(history_rows)]), features)
+        candidates = tf.gather(embeddings, position[tf.size(history_rows):])
+        return self.task(customers, candidates, candidate_sampling_probability=self._sampling_probability(
+            candidate_ids, tf.shape(features["target_idx"])[0]), candidate_ids=candidate_ids)
+
+    def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """tensorflow-recommenders' step, with dense gradients for the content vocabularies' tables.
+
+        Every product in a step looks up its tokens, category, colour, brand and price bucket, so their
+        sparse gradients repeat the few rows of these small tables thousands of times; one dense update
+        of a table bounded by ``TransformConfig`` is cheaper. The product-id table grows with the
+        catalogue and keeps its sparse update.
+        """
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            total_loss = loss + tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])  # regularisers
+        variables = self.trainable_variables
+        dense = {table.ref() for table in self.item_tower.content_tables()}
+        gradients = [tf.convert_to_tensor(g) if v.ref() in dense and isinstance(g, tf.IndexedSlices) else g
+                     for v, g in zip(variables, tape.gradient(total_loss, variables), strict=True)]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return {"loss": loss}
+
+    @staticmethod
+    def _history_rows(history_idx: tf.Tensor) -> tf.Tensor:
+        """Product rows of a padded history, padding mapped to row 0 (its weight is 0)."""
+        return tf.where(history_idx != PAD, history_idx, tf.zeros_like(history_idx))
+
+    def _pool(self, flat_embeddings: tf.Tensor, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Customer vectors from the [batch * history, dim] embeddings of the padded histories' slots."""
+        history_idx = features["history_idx"]
         valid = history_idx != PAD
-        unique, position = tf.unique(tf.reshape(tf.where(valid, history_idx, 0), [-1]))
-        embeddings = tf.gather(self.item_tower(unique, training=training), position)
-        embeddings = tf.reshape(embeddings, tf.concat([tf.shape(history_idx), [-1]], axis=0))
+        embeddings = tf.reshape(flat_embeddings, tf.concat([tf.shape(history_idx), [-1]], axis=0))
         ages = features.get("history_age_days", tf.zeros_like(features["history_weight"]))
         weights = pooling_weights(tf.where(valid, features["history_weight"], 0.0), ages, self._config.pooling,
                                   self._config.recency_half_life_days, self._config.recency_half_life_events, valid)
         if self.attention is not None:
             return self.attention(embeddings, weights)
         return customer_vectors(embeddings, weights)
-
-    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        customers = self.embed_history(features, training)
-        candidate_ids = features["target_idx"]
-        if self._config.extra_negatives:
-            negatives = tf.random.uniform([self._config.extra_negatives], 0, self._num_products, tf.int64)
-            candidate_ids = tf.concat([candidate_ids, negatives], axis=0)
-        candidates = self.item_tower(candidate_ids, training=training)
-        return self.task(customers, candidates, candidate_sampling_probability=self._sampling_probability(
-            candidate_ids, tf.shape(features["target_idx"])[0]), candidate_ids=candidate_ids)
 
     def _sampling_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor | None:
         """How likely each candidate is to be among a batch's candidates (logQ), up to a constant factor.

@@ -67,6 +67,22 @@ def test_training_reduces_the_loss_on_a_learnable_toy_problem():
     assert after < 0.2 * before
 
 
+def test_loss_embeds_histories_and_candidates_as_the_towers_do_separately():
+    catalogue = _catalogue()
+    model = TwoTowerModel(catalogue, TrainConfig(embedding_dim=8), np.full(5, 0.2))
+    features = {
+        "history_idx": tf.constant([[0, 1], [2, PAD], [3, 0]], tf.int64),
+        "history_weight": tf.constant([[1.0, 2.0], [1.0, 0.0], [3.0, 1.0]]),
+        "target_idx": tf.constant([2, 3, 1], tf.int64),
+    }
+    loss = model.compute_loss(features).numpy()
+    customers = model.embed_history(features)
+    candidates = model.item_tower(features["target_idx"])
+    expected = model.task(customers, candidates, candidate_sampling_probability=tf.fill([3], 0.2),
+                          candidate_ids=features["target_idx"]).numpy()
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("logq", [True, False])
 def test_loss_is_finite_with_and_without_logq(logq):
     catalogue = _catalogue()
