@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import PipelineConfig
@@ -48,7 +49,7 @@ from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embedding
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.ingest import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE, ingest
 from fashionrec.serving import ops
-from fashionrec.train import TrainSummary, train
+from fashionrec.train import TrainSummary, load_item_tower, train
 from fashionrec.transform import transform
 
 SECTIONS = ("time", "ablations", "ncf", "cold")
@@ -59,6 +60,7 @@ ABLATIONS = {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"tr
              "no logQ": {"train.logq_correction": False},
              "no popularity prior": {"export.popularity_prior_weight": 0.0}}
 NCF_NEGATIVES, NCF_K, COLD_FRACTION, COLD_K, COLD_DRAWS = 99, 10, 0.1, 20, 3
+EVENT_BUCKETS = (0, 1, 5, 20, 100, 500)
 PUBLISHED_NCF = {"NeuMF (He et al. 2017)": (0.726, 0.445)}
 
 
@@ -158,7 +160,26 @@ def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines:
     customers = int(result.metrics["model"]["customers"])
     print_table(f"time split, full-catalogue ranking, history excluded, {customers} holdout customers",
                  TIME_COLUMNS, rows)
+    id_part_by_events(trained)
     return trained
+
+
+def id_part_by_events(trained: Trained) -> None:
+    """How far the id part turns products' embeddings away from their content embeddings, by training events.
+
+    Cosine of the content-only and the full embedding: 1 = content alone (a product without events).
+    """
+    tower = load_item_tower(trained.transformed, str(Path(trained.export).parent / "model"))
+    rows = tf.range(len(tower.product_ids), dtype=tf.int64)
+    cosine = tf.reduce_sum(tf.math.l2_normalize(tower.content(rows), -1) * tf.math.l2_normalize(tower(rows), -1), -1)
+    events = tower.interaction_counts.numpy()[: len(tower.product_ids)]
+    table = {}
+    for low, high in zip(EVENT_BUCKETS, EVENT_BUCKETS[1:] + (np.inf,)):
+        chosen = (events >= low) & (events < high)
+        if chosen.any():
+            table[f"{low:g}-{high - 1:g} events" if np.isfinite(high) else f"{low:g}+ events"] = {
+                "products": int(chosen.sum()), "cos(content, full)": float(cosine.numpy()[chosen].mean())}
+    print_table("the id part by a product's training events (as targets)", ("products", "cos(content, full)"), table)
 
 
 def ncf_protocol(work: Path, config: PipelineConfig) -> None:
@@ -288,12 +309,18 @@ def _sampled(score: Callable[[np.ndarray], np.ndarray], examples: EvalExamples,
     return protocols.sampled_hit_metrics(scores[:, 0], scores[:, 1:], NCF_K)
 
 
-def print_table(title: str, columns: tuple[str, ...], rows: dict[str, dict[str, float]]) -> None:
+def print_table(title: str, columns: tuple[str, ...], rows: dict[str, dict[str, float | int]]) -> None:
     width = max(len(name) for name in rows) + 2
     print(f"\n{title}\n{'system':<{width}}" + "".join(f"{c:>26}" for c in columns))
     for name, values in rows.items():
-        print(f"{name:<{width}}" + "".join(f"{values[c]:>26.4f}" if c in values else f"{'':>26}" for c in columns))
+        print(f"{name:<{width}}" + "".join(_cell(values.get(c)) for c in columns))
     print(flush=True)
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None:
+        return f"{'':>26}"
+    return f"{value:>26}" if isinstance(value, int) else f"{value:>26.4f}"
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
   without it the norm is free to carry popularity). The content tower reads the
   product's tokens, category, colour, brand and price; the id embedding starts at zero and is hidden
   at random during training (id dropout), so the content part alone must place a product well. A
-  product without interactions (or an OOV id) therefore gets its content embedding: cold start.
+  product without interactions (or an OOV id) therefore gets its content embedding: cold start. The id
+  part fades in with the product's training events n, scaled by ``n / (n + id_fade_in_events)``.
 * Customer vector: ``p_u`` = weighted mean of the item embeddings of the customer's history. The
   weights (``TrainConfig.pooling``) are 1 (mean), the event type's weight (weighted), or that weight
   halved every ``recency_half_life_days`` of the event's age and, optionally, every
@@ -34,10 +35,12 @@ from fashionrec.features import PAD, CatalogueFeatures
 class ItemTower(tf_keras.Model):
     """Product index → embedding, from content features and a learned id embedding."""
 
-    def __init__(self, catalogue: CatalogueFeatures, config: TrainConfig) -> None:
+    def __init__(self, catalogue: CatalogueFeatures, config: TrainConfig, interaction_counts: np.ndarray) -> None:
+        """``interaction_counts``: each product row's training events (``train.target_counts``), for the fade-in."""
         super().__init__(name="item_tower")
         self._config = config
         self._num_products = catalogue.num_products
+        self.interaction_counts = tf.constant(np.asarray(interaction_counts, np.float32))
         self.product_ids = catalogue.product_ids
         self._tokens = tf.constant(catalogue.token_ids)
         self._categorical = {
@@ -78,10 +81,12 @@ class ItemTower(tf_keras.Model):
         return [self.token_embedding.embeddings] + [e.embeddings for e in self.feature_embeddings.values()]
 
     def call(self, product_idx: tf.Tensor, training: bool = False) -> tf.Tensor:
-        known = tf.cast(product_idx < self._num_products, tf.float32)[:, None]  # OOV rows: content only
-        keep = known
+        keep = tf.cast(product_idx < self._num_products, tf.float32)[:, None]  # OOV rows: content only
+        if self._config.id_fade_in_events > 0:  # n / (n + k): the id part grows with the product's events
+            events = tf.gather(self.interaction_counts, product_idx)[:, None]
+            keep *= events / (events + self._config.id_fade_in_events)
         if training and self._config.id_dropout > 0:
-            draw = tf.random.uniform(tf.shape(known), seed=self._config.seed)
+            draw = tf.random.uniform(tf.shape(keep), seed=self._config.seed)
             keep *= tf.cast(draw >= self._config.id_dropout, tf.float32)
         combined = self.content(product_idx) + keep * self.id_embedding(product_idx)
         if self._config.normalize_embeddings:
@@ -148,12 +153,13 @@ class AttentionPooling(tf_keras.layers.Layer):
 class TwoTowerModel(tfrs.Model):
     """Next-product retrieval: customer history → the product interacted with next."""
 
-    def __init__(self, catalogue: CatalogueFeatures, config: TrainConfig, candidate_probability: np.ndarray) -> None:
+    def __init__(self, catalogue: CatalogueFeatures, config: TrainConfig, candidate_probability: np.ndarray,
+                 interaction_counts: np.ndarray) -> None:
         super().__init__()
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}; expected one of {POOLINGS}")
         self._config = config
-        self.item_tower = ItemTower(catalogue, config)
+        self.item_tower = ItemTower(catalogue, config, interaction_counts)
         self.attention = AttentionPooling(config.embedding_dim, name="attention_pooling") if config.pooling == "attention" else None
         self._log_q_source = tf.constant(candidate_probability.astype(np.float32))
         self._num_products = catalogue.num_products

@@ -56,7 +56,7 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     catalogue = _catalogue(transformed_dir, transform_config)
     counts = target_counts(transformed_dir, catalogue.num_rows)
     probability = (counts + 1.0) / (counts.sum() + len(counts))  # in-batch sampling probability, for logQ
-    model = TwoTowerModel(catalogue, config, probability)
+    model = TwoTowerModel(catalogue, config, probability, counts)
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
     dataset = train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed)
     started = time.perf_counter()
@@ -78,16 +78,18 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
 
 
 def load_train_config(model_dir: str) -> TrainConfig:
-    """The TrainConfig a saved model was trained with."""
-    return TrainConfig(**storage.read_json(storage.join(model_dir, CONFIG_FILE))["train"])
+    """The TrainConfig a saved model was trained with (settings added since read as off)."""
+    saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))["train"]
+    return TrainConfig(**{"id_fade_in_events": 0.0, **saved})
 
 
 def load_item_tower(transformed_dir: str, model_dir: str) -> ItemTower:
     """Rebuild the trained item tower from its checkpoint and the transformed catalogue."""
     saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))
-    config = TrainConfig(**saved["train"])
+    config = load_train_config(model_dir)
     transform_config = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["transform"].items()})
-    tower = ItemTower(_catalogue(transformed_dir, transform_config), config)
+    catalogue = _catalogue(transformed_dir, transform_config)
+    tower = ItemTower(catalogue, config, target_counts(transformed_dir, catalogue.num_rows))  # as in training
     tower(tf.constant([0], tf.int64))  # create the variables before restoring
     tf.train.Checkpoint(item_tower=tower).read(storage.join(model_dir, CHECKPOINT_PREFIX)).expect_partial()
     return tower

@@ -28,7 +28,9 @@ from fashionrec.serving import content
 from fashionrec.train import CHECKPOINT_PREFIX, CONFIG_FILE, load_item_tower
 
 TRANSFORM = TransformConfig(max_title_tokens=6, token_vocab_size=12, price_buckets=5)
-TRAIN = TrainConfig(embedding_dim=8, token_embedding_dim=6, feature_embedding_dim=4, content_hidden_units=12)
+# No fade-in: the fixture has no training examples, so every product would count 0 events (content only).
+TRAIN = TrainConfig(embedding_dim=8, token_embedding_dim=6, feature_embedding_dim=4, content_hidden_units=12,
+                    id_fade_in_events=0.0)
 WORDS = "red blue linen cotton dress shirt skirt coat wool silk summer winter slim wide long short knit denim".split()
 UNSEEN = content.ProductContent(  # unknown tokens, category, colour, brand; non-ASCII; a price above them all
     title="\u212aELVIN Zyzzyva-Dress \u00c9T\u00c9", description="hand-made  in 2026; Red!", category="Spacesuits",
@@ -80,7 +82,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         transform_files._write_raw_catalogue(ingested, transformed, TRANSFORM)
         transform_files._transform_catalogue(transformed, TRANSFORM, temp_dir)
     features = load_catalogue_features(transformed, TRANSFORM.max_title_tokens, TRANSFORM.product_oov_buckets)
-    tower = ItemTower(features, TRAIN)
+    tower = ItemTower(features, TRAIN, np.zeros(features.num_rows))
     tower(tf.constant([0], tf.int64))
     new_rows = np.flatnonzero(np.isin(features.product_ids, catalogue.loc[catalogue["is_new"], "product_id"]))
     _randomise(tower, new_rows)
@@ -170,7 +172,7 @@ def test_an_unseen_product_through_the_tft_graph_and_the_tf_tower_equals_numpy(e
         **{f"{n}_idx": transformed[f"{n}_idx"].numpy() for n in content.CATEGORICAL},
         price_bucket=transformed["price_bucket"].numpy())
     trained = load_item_tower(exported["transformed"], exported["model"])
-    tower = ItemTower(unseen, TRAIN)  # no known products: its row 0 is content only, as for any new product
+    tower = ItemTower(unseen, TRAIN, np.zeros(unseen.num_rows))  # no known products: its row 0 is content only, as for any new product
     tower(tf.constant([0], tf.int64))
     tower.set_weights(trained.get_weights())
     expected = tower(tf.constant([0], tf.int64)).numpy()

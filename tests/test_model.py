@@ -8,6 +8,9 @@ from fashionrec.model import AttentionPooling, ItemTower, TwoTowerModel, custome
 from fashionrec.serving import ops
 
 
+EVENTS = np.full(5, 10.0)  # training events per product row of _catalogue() (4 products + the OOV row)
+
+
 def _catalogue(num_products=4, oov=1):
     rows = num_products + oov
     tokens = np.zeros((rows, 3), np.int64)
@@ -32,16 +35,16 @@ def test_customer_vector_is_the_weighted_mean_and_matches_the_serving_function()
 
 
 def test_item_embeddings_are_normalised_and_scaled_by_the_temperature():
-    tower = ItemTower(_catalogue(), TrainConfig(temperature=0.25, embedding_dim=8))
+    tower = ItemTower(_catalogue(), TrainConfig(temperature=0.25, embedding_dim=8), EVENTS)
     vectors = tower(tf.constant([0, 1, 2, 3], tf.int64)).numpy()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 2.0, rtol=1e-5)  # 1 / sqrt(0.25)
 
 
 def test_unknown_products_get_their_content_embedding_only():
-    tower = ItemTower(_catalogue(), TrainConfig(embedding_dim=8))
+    tower = ItemTower(_catalogue(), TrainConfig(embedding_dim=8, id_fade_in_events=0.0), EVENTS)
     tower(tf.constant([0], tf.int64))
     tower.id_embedding.embeddings.assign(tf.ones_like(tower.id_embedding.embeddings))
-    oov_row = tf.constant([4], tf.int64)
+    oov_row = tf.constant([4], tf.int64)  # EVENTS gives it events: being out of vocabulary decides
     content_only = tf.math.l2_normalize(tower.content(oov_row), axis=-1) / np.sqrt(tower._config.temperature)
     np.testing.assert_allclose(tower(oov_row).numpy(), content_only.numpy(), rtol=1e-5)
     known = tf.constant([0], tf.int64)
@@ -54,7 +57,7 @@ def test_training_reduces_the_loss_on_a_learnable_toy_problem():
 
     catalogue = _catalogue()
     config = TrainConfig(embedding_dim=8, learning_rate=0.05, id_dropout=0.0)
-    model = TwoTowerModel(catalogue, config, np.full(catalogue.num_rows, 0.2))
+    model = TwoTowerModel(catalogue, config, np.full(catalogue.num_rows, 0.2), EVENTS)
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
     features = {  # product 0 is always followed by 1, and 2 by 3
         "history_idx": tf.constant([[0, PAD], [2, PAD]], tf.int64),
@@ -69,7 +72,7 @@ def test_training_reduces_the_loss_on_a_learnable_toy_problem():
 
 def test_loss_embeds_histories_and_candidates_as_the_towers_do_separately():
     catalogue = _catalogue()
-    model = TwoTowerModel(catalogue, TrainConfig(embedding_dim=8), np.full(5, 0.2))
+    model = TwoTowerModel(catalogue, TrainConfig(embedding_dim=8), np.full(5, 0.2), EVENTS)
     features = {
         "history_idx": tf.constant([[0, 1], [2, PAD], [3, 0]], tf.int64),
         "history_weight": tf.constant([[1.0, 2.0], [1.0, 0.0], [3.0, 1.0]]),
@@ -86,7 +89,7 @@ def test_loss_embeds_histories_and_candidates_as_the_towers_do_separately():
 @pytest.mark.parametrize("logq", [True, False])
 def test_loss_is_finite_with_and_without_logq(logq):
     catalogue = _catalogue()
-    model = TwoTowerModel(catalogue, TrainConfig(embedding_dim=8, logq_correction=logq), np.full(5, 0.2))
+    model = TwoTowerModel(catalogue, TrainConfig(embedding_dim=8, logq_correction=logq), np.full(5, 0.2), EVENTS)
     features = {
         "history_idx": tf.constant([[0, 1], [2, PAD]], tf.int64),
         "history_weight": tf.constant([[1.0, 2.0], [1.0, 0.0]]),
@@ -159,7 +162,7 @@ CANDIDATES = tf.constant([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # U C^T = [[1,0,
 
 
 def test_in_batch_softmax_loss_with_logq_on_a_3x3_batch():
-    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2), np.full(5, 0.2))
+    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2), np.full(5, 0.2), EVENTS)
     q = tf.constant([0.5, 0.25, 0.25])  # - log q adds ln2, 2 ln2, 2 ln2 to the three columns
     e = np.e
     # row 0: exp -> [2e, 4, 4]; row 1: [2, 4e, 4]; row 2: [2e, 4e, 4], target in column 2
@@ -170,7 +173,7 @@ def test_in_batch_softmax_loss_with_logq_on_a_3x3_batch():
 
 
 def test_in_batch_softmax_loss_without_logq_and_with_an_accidental_hit():
-    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2), np.full(5, 0.2))
+    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2), np.full(5, 0.2), EVENTS)
     e = np.e
     plain = np.log(1 + 2 / e) + np.log(1 + 2 / e) + np.log(1 + 2 * e)  # rows [e,1,1], [1,e,1], [e,e,1]
     loss = model.task(CUSTOMERS, CANDIDATES, candidate_ids=tf.constant([0, 1, 2], tf.int64))
@@ -183,10 +186,10 @@ def test_in_batch_softmax_loss_without_logq_and_with_an_accidental_hit():
 
 def test_extra_uniform_negatives_add_to_every_candidates_sampling_probability():
     popularity = np.array([0.5, 0.25, 0.125, 0.125, 0.0])
-    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2, extra_negatives=2), popularity)
+    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2, extra_negatives=2), popularity, EVENTS)
     probability = model._sampling_probability(tf.constant([0, 1, 3], tf.int64), tf.constant(3)).numpy()
     np.testing.assert_allclose(probability, np.array([0.5, 0.25, 0.125]) + 2 / (3 * 4), rtol=1e-6)
-    no_logq = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2, logq_correction=False), popularity)
+    no_logq = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2, logq_correction=False), popularity, EVENTS)
     assert no_logq._sampling_probability(tf.constant([0], tf.int64), tf.constant(1)) is None
 
 
@@ -196,7 +199,7 @@ def test_every_pooling_trains_with_extra_negatives(pooling):
 
     catalogue = _catalogue()
     config = TrainConfig(embedding_dim=8, learning_rate=0.05, id_dropout=0.0, pooling=pooling, extra_negatives=3)
-    model = TwoTowerModel(catalogue, config, np.full(catalogue.num_rows, 0.2))
+    model = TwoTowerModel(catalogue, config, np.full(catalogue.num_rows, 0.2), EVENTS)
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
     features = {
         "history_idx": tf.constant([[0, PAD], [2, PAD]], tf.int64),
@@ -212,4 +215,16 @@ def test_every_pooling_trains_with_extra_negatives(pooling):
 
 def test_unknown_pooling_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
-        TwoTowerModel(_catalogue(), TrainConfig(pooling="max"), np.full(5, 0.2))
+        TwoTowerModel(_catalogue(), TrainConfig(pooling="max"), np.full(5, 0.2), EVENTS)
+
+
+def test_the_id_part_fades_in_with_the_products_training_events():
+    counts = np.array([0.0, 1.0, 3.0, 30.0, 0.0])  # the last row is the OOV bucket
+    tower = ItemTower(_catalogue(), TrainConfig(embedding_dim=8, id_fade_in_events=3.0), counts)
+    rows = tf.constant([0, 1, 2, 3], tf.int64)
+    tower(rows)
+    tower.id_embedding.embeddings.assign(tf.ones_like(tower.id_embedding.embeddings))
+    gate = np.array([0.0, 0.25, 0.5, 30.0 / 33.0])[:, None]  # n / (n + 3)
+    expected = tf.math.l2_normalize(tower.content(rows) + gate, axis=-1) / np.sqrt(tower._config.temperature)
+    np.testing.assert_allclose(tower(rows).numpy(), expected.numpy(), rtol=1e-5)
+
