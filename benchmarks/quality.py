@@ -171,14 +171,15 @@ def id_part_by_events(trained: Trained) -> None:
     """
     tower = load_item_tower(trained.transformed, str(Path(trained.export).parent / "model"))
     rows = tf.range(len(tower.product_ids), dtype=tf.int64)
-    cosine = tf.reduce_sum(tf.math.l2_normalize(tower.content(rows), -1) * tf.math.l2_normalize(tower(rows), -1), -1)
+    cosine = tf.reduce_sum(tf.math.l2_normalize(tower.content(rows), -1) * tf.math.l2_normalize(tower(rows), -1),
+                           -1).numpy()
     events = tower.interaction_counts.numpy()[: len(tower.product_ids)]
     table = {}
     for low, high in zip(EVENT_BUCKETS, EVENT_BUCKETS[1:] + (np.inf,)):
         chosen = (events >= low) & (events < high)
         if chosen.any():
             table[f"{low:g}-{high - 1:g} events" if np.isfinite(high) else f"{low:g}+ events"] = {
-                "products": int(chosen.sum()), "cos(content, full)": float(cosine.numpy()[chosen].mean())}
+                "products": int(chosen.sum()), "cos(content, full)": float(cosine[chosen].mean())}
     print_table("the id part by a product's training events (as targets)", ("products", "cos(content, full)"), table)
 
 

@@ -79,14 +79,17 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
 
 def load_train_config(model_dir: str) -> TrainConfig:
     """The TrainConfig a saved model was trained with (settings added since read as off)."""
-    saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))["train"]
+    return _saved_train_config(storage.read_json(storage.join(model_dir, CONFIG_FILE))["train"])
+
+
+def _saved_train_config(saved: dict) -> TrainConfig:
     return TrainConfig(**{"id_fade_in_events": 0.0, **saved})
 
 
 def load_item_tower(transformed_dir: str, model_dir: str) -> ItemTower:
     """Rebuild the trained item tower from its checkpoint and the transformed catalogue."""
     saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))
-    config = load_train_config(model_dir)
+    config = _saved_train_config(saved["train"])
     transform_config = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["transform"].items()})
     catalogue = _catalogue(transformed_dir, transform_config)
     tower = ItemTower(catalogue, config, target_counts(transformed_dir, catalogue.num_rows))  # as in training
