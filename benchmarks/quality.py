@@ -117,7 +117,7 @@ def run(dataset: str, data_dir: str | None, sections: list[str], config: Pipelin
     if "ncf" in sections:
         ncf_protocol(work, config)
     if "cold" in sections:
-        cold_products(work, config)
+        cold_products(work, config, trained or train_split(work / "time", config))
     if trained is not None:
         summary = trained.summary
         epochs = ", ".join(f"{s:.1f} s" for s in summary.epoch_seconds)
@@ -216,14 +216,18 @@ def ncf_protocol(work: Path, config: PipelineConfig) -> None:
                  f"{len(examples.customer_ids)} customers", (f"hr@{NCF_K}", f"ndcg@{NCF_K}"), rows)
 
 
-def cold_products(work: Path, config: PipelineConfig) -> None:
+def cold_products(work: Path, config: PipelineConfig, warm: Trained) -> None:
     """The cold-start protocol on ``COLD_DRAWS`` seeded draws of cold products, each draw and all pooled.
 
-    One draw of 10 % of the products swings the cold-to-warm fraction by tens of points (which products
-    fall cold matters as much as the model), so the draws' seeds are fixed in advance (the evaluation
-    seed, + 1, + 2) and every draw is reported.
+    Two fractions of warm: against other (warm) products, and paired: against the same products ranked
+    by ``warm``, the time split's model, which was trained on their events. Against other products,
+    one draw of 10 % of the products swings the fraction by tens of points (which products fall cold
+    matters as much as the model), so the draws' seeds are fixed in advance (the evaluation seed, + 1,
+    + 2) and every draw is reported; the paired fraction compares like with like.
     """
-    draws = [cold_draw(work, config, config.evaluate.seed + k, work / "cold" / f"draw-{k}") for k in range(COLD_DRAWS)]
+    trained_on_them = Ranker.of(warm)
+    draws = [cold_draw(work, config, config.evaluate.seed + k, work / "cold" / f"draw-{k}", trained_on_them)
+             for k in range(COLD_DRAWS)]
     pooled = {system: np.concatenate([draw[system] for draw in draws]) for system in draws[0]}
     rows = {f"model, cold (content only), draw {k + 1}": _cold_row(draw["model, cold"], draw["model, warm"],
                                                                    config.evaluate.seed)
@@ -232,16 +236,54 @@ def cold_products(work: Path, config: PipelineConfig) -> None:
                                                               config.evaluate.seed)
     warm_recall = float(pooled["model, warm"].mean())
     rows.update({f"{system}, all draws": {"recall@20": float(values.mean()), "of warm model": values.mean() / warm_recall}
-                 for system, values in pooled.items() if system != "model, cold"})
+                 for system, values in pooled.items() if system in UNPAIRED_BASELINES})
     print_table(f"cold products: in each of {COLD_DRAWS} draws, {COLD_FRACTION:.0%} of the products are held out "
                  "of training and ranked among themselves; warm: as many trained products, ranked among "
                  "themselves; embeddings only (the popularity prior is 0 for every cold product); "
                  "intervals: bootstrap over customers",
                  ("recall@20", "of warm model", "95 % interval low", "95 % interval high"), rows)
+    paired = {f"draw {k + 1}": _paired_row(draw["paired: content only"], draw["paired: trained on them"], config.evaluate.seed)
+              for k, draw in enumerate(draws)}
+    paired["all draws"] = _paired_row(pooled["paired: content only"], pooled["paired: trained on them"],
+                                      config.evaluate.seed)
+    print_table("cold products, paired: the same cold products ranked among themselves for the same customers "
+                "by the draw's model (content only: it never saw their events) and by the time split's model "
+                "(trained on their events); intervals: paired bootstrap over customers",
+                ("customers", "content only", "trained on them", "fraction", "95 % interval low",
+                 "95 % interval high"), paired)
 
 
-def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path) -> dict[str, np.ndarray]:
-    """One draw: per-customer recall@20 of each system on the cold pool and on an equal warm pool.
+UNPAIRED_BASELINES = ("random, cold", "genre popularity, cold", "model, warm", "random, warm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranker:
+    """A trained model's product table and its holdout customers' vectors, for pool-restricted ranking."""
+
+    ids: np.ndarray
+    table: np.ndarray
+    vectors: np.ndarray
+    examples: EvalExamples
+
+    @classmethod
+    def of(cls, trained: Trained) -> Ranker:
+        ids, table = trained.table()
+        examples = load_eval_examples(trained.transformed)
+        return cls(ids, table, trained.customer_vectors(examples, table), examples)
+
+    def recall_in_pool(self, pool_ids: np.ndarray) -> pd.Series:
+        """Recall@20 per holdout customer (indexed by customer id) when only ``pool_ids`` may be
+        recommended; NaN for a customer without a target among them."""
+        rows = np.flatnonzero(np.isin(self.ids, pool_ids))
+        values = protocols.restricted_recall(self.vectors, self.table, rows, self.examples.history_idx,
+                                             self.examples.target_idxs, COLD_K)
+        return pd.Series(values, index=self.examples.customer_ids)
+
+
+def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path, trained_on_them: Ranker
+              ) -> dict[str, np.ndarray]:
+    """One draw: per-customer recall@20 of each system on the cold pool and on an equal warm pool, and
+    (paired) of this draw's model and ``trained_on_them`` on the cold pool, customer by customer.
 
     Only customers with a holdout target in a pool count for it (equal pool sizes keep the recalls
     comparable).
@@ -268,7 +310,10 @@ def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path) -> di
         values = protocols.restricted_recall(v, t, candidates, examples.history_idx, examples.target_idxs, COLD_K)
         return values[~np.isnan(values)]
 
+    paired = pd.concat([Ranker(ids, table, vectors, examples).recall_in_pool(ids[cold]),
+                        trained_on_them.recall_in_pool(ids[cold])], axis=1, join="inner").dropna()
     return {"model, cold": per_customer(vectors, table, cold),
+            "paired: content only": paired.iloc[:, 0].to_numpy(), "paired: trained on them": paired.iloc[:, 1].to_numpy(),
             "random, cold": per_customer(random_vectors, random_table, cold),
             "genre popularity, cold": per_customer(genre_vectors, genre_table, cold),
             "model, warm": per_customer(vectors, table, warm),
@@ -278,6 +323,13 @@ def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path) -> di
 def _cold_row(cold: np.ndarray, warm: np.ndarray, seed: int) -> dict[str, float]:
     fraction = bootstrap.ratio_of_means(cold, warm, seed=seed)
     return {"recall@20": float(cold.mean()), "of warm model": fraction.mean,
+            "95 % interval low": fraction.low, "95 % interval high": fraction.high}
+
+
+def _paired_row(content_only: np.ndarray, trained_on_them: np.ndarray, seed: int) -> dict[str, float | int]:
+    fraction = bootstrap.paired_ratio_of_means(content_only, trained_on_them, seed=seed)
+    return {"customers": len(content_only), "content only": float(content_only.mean()),
+            "trained on them": float(trained_on_them.mean()), "fraction": fraction.mean,
             "95 % interval low": fraction.low, "95 % interval high": fraction.high}
 
 

@@ -14,7 +14,7 @@ from fashionrec import ingest as ingest_files
 from fashionrec import storage
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec import transform as transform_files
-from fashionrec.config import EventWeights, ExportConfig, TrainConfig
+from fashionrec.config import EventWeights, ExportConfig
 from fashionrec.features import load_price_scaling
 from fashionrec.model import ItemTower
 from fashionrec.embeddings_file import (  # noqa: F401 - the file's readers, re-exported for the export's users
@@ -27,7 +27,7 @@ from fashionrec.embeddings_file import (  # noqa: F401 - the file's readers, re-
 )
 from fashionrec.popularity import prior_from_events
 from fashionrec.serving import content
-from fashionrec.train import CONFIG_FILE, item_embeddings, load_item_tower, load_train_config
+from fashionrec.train import SavedConfigs, item_embeddings, load_item_tower, load_saved_configs
 
 
 
@@ -51,9 +51,10 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     out of vocabulary), so its vector comes from its content alone.
     """
     with storage.local_copy(transformed_dir) as local_transformed, storage.local_copy(model_dir) as local_model:
-        tower = load_item_tower(local_transformed, local_model)
+        configs = load_saved_configs(local_model)
+        tower = load_item_tower(local_transformed, local_model, configs)
         embeddings = item_embeddings(tower)
-        tower_files = content_tower_files(tower, local_transformed, local_model)
+        tower_files = content_tower_files(tower, local_transformed, configs)
     if tower_files is not None:
         write_content_tower(output_dir, *tower_files)
     product_ids = tower.product_ids
@@ -63,7 +64,7 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
     prior = prior_from_events(train_events, product_ids, export_config)
     write_embeddings(storage.join(output_dir, EMBEDDINGS_FILE), product_ids, embeddings, is_new, prior)
-    Aggregation.from_training(load_train_config(model_dir), event_weights).write(
+    Aggregation.from_training(configs.train, event_weights).write(
         storage.join(output_dir, AGGREGATION_FILE))
     return ExportSummary(products=len(product_ids), new_products=int(is_new.sum()), dimension=embeddings.shape[1],
                          content_tower=tower_files is not None)
@@ -72,7 +73,7 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
 KERAS_GELU = {"gelu": "erf"}  # Keras' activation name -> the numpy twin's gelu variant (approximate=False)
 
 
-def content_tower_files(tower: ItemTower, transformed_dir: str, model_dir: str
+def content_tower_files(tower: ItemTower, transformed_dir: str, configs: SavedConfigs
                         ) -> tuple[dict[str, object], dict[str, np.ndarray]] | None:
     """The content tower as :mod:`fashionrec.serving.content` reads it: (features, weights).
 
@@ -84,18 +85,16 @@ def content_tower_files(tower: ItemTower, transformed_dir: str, model_dir: str
     scaling = load_price_scaling(transformed_dir)
     if scaling is None:
         return None
-    train_config: TrainConfig = load_train_config(model_dir)
-    transform_config = storage.read_json(storage.join(model_dir, CONFIG_FILE))["transform"]
     activation = tower.hidden.get_config()["activation"]
     if activation not in KERAS_GELU:
         raise ValueError(f"content tower activation {activation!r} has no numpy twin (known: {sorted(KERAS_GELU)})")
     output = tft.TFTransformOutput(storage.join(transformed_dir, transform_files.TRANSFORM_FN_DIR))
     features: dict[str, object] = {
         "format": content.FORMAT_VERSION,
-        "max_tokens": int(transform_config["max_title_tokens"]),
-        "oov_buckets": int(transform_config["vocab_oov_buckets"]),
-        "temperature": float(train_config.temperature),
-        "normalize": bool(train_config.normalize_embeddings),
+        "max_tokens": int(configs.transform.max_title_tokens),
+        "oov_buckets": int(configs.transform.vocab_oov_buckets),
+        "temperature": float(configs.train.temperature),
+        "normalize": bool(configs.train.normalize_embeddings),
         "gelu": KERAS_GELU[activation],
         "vocabularies": {name: [_text(v) for v in output.vocabulary_by_name(name)]
                          for name in ("tokens", *content.CATEGORICAL)},

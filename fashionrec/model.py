@@ -164,6 +164,12 @@ class TwoTowerModel(tfrs.Model):
         self._log_q_source = tf.constant(candidate_probability.astype(np.float32))
         self._num_products = catalogue.num_products
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
+        self.loss_per_example = tf_keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self) -> list[tf_keras.metrics.Metric]:
+        """Keras resets these at each epoch's start, so the reported loss is the epoch's."""
+        return [self.loss_per_example]
 
     def embed_history(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Customer vectors for padded histories, computing each distinct product's embedding once."""
@@ -189,7 +195,9 @@ class TwoTowerModel(tfrs.Model):
             candidate_ids, tf.shape(features["target_idx"])[0]), candidate_ids=candidate_ids)
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """tensorflow-recommenders' step, with dense gradients for the content vocabularies' tables.
+        """tensorflow-recommenders' step, with dense gradients for the content vocabularies' tables; the
+        reported loss is the mean per training example so far in the epoch (a last, partial batch counts
+        by its size).
 
         Every product in a step looks up its tokens, category, colour, brand and price bucket, so their
         sparse gradients repeat the few rows of these small tables thousands of times; one dense update
@@ -204,7 +212,9 @@ class TwoTowerModel(tfrs.Model):
         gradients = [tf.convert_to_tensor(g) if v.ref() in dense and isinstance(g, tf.IndexedSlices) else g
                      for v, g in zip(variables, tape.gradient(total_loss, variables), strict=True)]
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return {"loss": loss}
+        examples = tf.cast(tf.shape(inputs["target_idx"])[0], tf.float32)
+        self.loss_per_example.update_state(loss / examples, sample_weight=examples)  # the task sums over examples
+        return {"loss": self.loss_per_example.result()}
 
     @staticmethod
     def _history_rows(history_idx: tf.Tensor) -> tf.Tensor:

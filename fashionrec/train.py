@@ -24,7 +24,7 @@ CONFIG_FILE = "train_config.json"
 class TrainSummary:
     examples: int
     epochs: int
-    final_loss: float
+    final_loss: float  # the last epoch's mean in-batch softmax loss per training example
     seconds: float  # the whole fit(), shuffle-buffer fills and graph tracing included
     examples_per_second: float
     epoch_seconds: tuple[float, ...] = ()  # each epoch, as Keras times it
@@ -77,22 +77,33 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     )
 
 
+@dataclass(frozen=True)
+class SavedConfigs:
+    """The settings a saved model was trained with (``train_config.json`` beside its checkpoint)."""
+
+    train: TrainConfig
+    transform: TransformConfig
+
+
+def load_saved_configs(model_dir: str) -> SavedConfigs:
+    """Parse a saved model's settings; train settings added since it was saved read as off."""
+    saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))
+    train_config = TrainConfig(**{"id_fade_in_events": 0.0, **saved["train"]})
+    transform_config = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["transform"].items()})
+    return SavedConfigs(train_config, transform_config)
+
+
 def load_train_config(model_dir: str) -> TrainConfig:
     """The TrainConfig a saved model was trained with (settings added since read as off)."""
-    return _saved_train_config(storage.read_json(storage.join(model_dir, CONFIG_FILE))["train"])
+    return load_saved_configs(model_dir).train
 
 
-def _saved_train_config(saved: dict) -> TrainConfig:
-    return TrainConfig(**{"id_fade_in_events": 0.0, **saved})
-
-
-def load_item_tower(transformed_dir: str, model_dir: str) -> ItemTower:
-    """Rebuild the trained item tower from its checkpoint and the transformed catalogue."""
-    saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))
-    config = _saved_train_config(saved["train"])
-    transform_config = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["transform"].items()})
-    catalogue = _catalogue(transformed_dir, transform_config)
-    tower = ItemTower(catalogue, config, target_counts(transformed_dir, catalogue.num_rows))  # as in training
+def load_item_tower(transformed_dir: str, model_dir: str, configs: SavedConfigs | None = None) -> ItemTower:
+    """Rebuild the trained item tower from its checkpoint and the transformed catalogue
+    (``configs``: the model's, when the caller has parsed them already)."""
+    configs = configs or load_saved_configs(model_dir)
+    catalogue = _catalogue(transformed_dir, configs.transform)
+    tower = ItemTower(catalogue, configs.train, target_counts(transformed_dir, catalogue.num_rows))  # as in training
     tower(tf.constant([0], tf.int64))  # create the variables before restoring
     tf.train.Checkpoint(item_tower=tower).read(storage.join(model_dir, CHECKPOINT_PREFIX)).expect_partial()
     return tower

@@ -70,6 +70,26 @@ def test_training_reduces_the_loss_on_a_learnable_toy_problem():
     assert after < 0.2 * before
 
 
+def test_reported_loss_is_the_epochs_mean_per_example_with_a_partial_last_batch():
+    import tf_keras
+
+    catalogue = _catalogue()
+    config = TrainConfig(embedding_dim=8, id_dropout=0.0, learning_rate=0.0)  # the model stays as it is
+    model = TwoTowerModel(catalogue, config, np.full(5, 0.2), EVENTS)
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    full = {"history_idx": tf.constant([[0, PAD], [2, PAD], [1, 3]], tf.int64),
+            "history_weight": tf.constant([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]]),
+            "target_idx": tf.constant([1, 3, 0], tf.int64)}
+    partial = {"history_idx": tf.constant([[3, PAD], [0, 1]], tf.int64),
+               "history_weight": tf.constant([[1.0, 0.0], [2.0, 1.0]]), "target_idx": tf.constant([2, 3], tf.int64)}
+    batch_sums = [float(model.compute_loss(b).numpy()) for b in (full, partial)]  # the task sums over examples
+    expected = sum(batch_sums) / 5  # 3 + 2 examples, not the mean of the two batches' losses
+    dataset = tf.data.Dataset.from_tensors(full).concatenate(tf.data.Dataset.from_tensors(partial))
+    history = model.fit(dataset, epochs=2, verbose=0)
+    np.testing.assert_allclose(history.history["loss"], [expected, expected], rtol=1e-5)  # reset each epoch
+    assert abs(expected - batch_sums[1]) > 1e-3 and abs(expected - np.mean(batch_sums)) > 1e-3
+
+
 def test_loss_embeds_histories_and_candidates_as_the_towers_do_separately():
     catalogue = _catalogue()
     model = TwoTowerModel(catalogue, TrainConfig(embedding_dim=8), np.full(5, 0.2), EVENTS)

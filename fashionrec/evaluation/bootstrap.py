@@ -55,3 +55,22 @@ def ratio_of_means(
                              vectorized=True, random_state=np.random.default_rng(seed))
     interval = result.confidence_interval
     return Interval(ratio, float(interval.low), float(interval.high), confidence)
+
+
+def paired_ratio_of_means(
+    numerator: np.ndarray, denominator: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> Interval:
+    """Percentile-bootstrap interval of ``mean(numerator) / mean(denominator)`` when both hold one value
+    per customer for the same customers (e.g. the same products' recall before and after they were
+    trained on): customers are resampled with both their values. ``mean`` is the ratio itself."""
+    pairs = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
+    if pairs[0].ndim != 1 or pairs[0].shape != pairs[1].shape or len(pairs[0]) == 0 or pairs[1].mean() == 0:
+        raise ValueError("need one value per customer in both, at least one customer, the denominator's mean non-zero")
+    ratio = float(pairs[0].mean() / pairs[1].mean())
+    if np.all(pairs[0] == pairs[0][0]) and np.all(pairs[1] == pairs[1][0]):  # no spread
+        return Interval(ratio, ratio, ratio, confidence)
+    result = stats.bootstrap(pairs, lambda a, b, axis=-1: a.mean(axis=axis) / b.mean(axis=axis), paired=True,
+                             confidence_level=confidence, n_resamples=resamples, method="percentile",
+                             vectorized=True, random_state=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return Interval(ratio, float(interval.low), float(interval.high), confidence)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fashionrec.evaluation.bootstrap import paired_difference, ratio_of_means
+from fashionrec.evaluation.bootstrap import paired_difference, paired_ratio_of_means, ratio_of_means
 
 
 def test_identical_systems_give_a_zero_width_interval_at_zero():
@@ -60,3 +60,31 @@ def test_ratio_interval_matches_the_delta_method_and_resamples_each_sample_on_it
 def test_ratio_needs_a_non_zero_denominator():
     with pytest.raises(ValueError, match="non-zero"):
         ratio_of_means(np.ones(3), np.zeros(3))
+
+
+def test_paired_ratio_of_equal_pairs_is_exactly_one_in_every_resample():
+    values = np.random.default_rng(9).random(500)  # spread across customers, none within a pair
+    interval = paired_ratio_of_means(values, values)
+    assert (interval.mean, interval.low, interval.high) == pytest.approx((1.0, 1.0, 1.0))
+    independent = ratio_of_means(values, values)
+    assert independent.high - independent.low > 0.05  # resampled apart, the same values look uncertain
+
+
+def test_paired_ratio_interval_matches_the_delta_method_with_the_covariance():
+    rng = np.random.default_rng(10)
+    n = 3000
+    denominator = rng.normal(2.0, 1.0, n)
+    numerator = 0.5 * denominator + rng.normal(0.0, 0.3, n)  # strongly correlated per customer
+    interval = paired_ratio_of_means(numerator, denominator, resamples=2000, seed=11)
+    a, b = numerator.mean(), denominator.mean()
+    covariance = np.cov(numerator, denominator, bias=True)[0, 1]
+    # delta method: var(a/b) ~ (var(a)/b^2 - 2 a cov(a, b)/b^3 + a^2 var(b)/b^4) / n
+    sd = np.sqrt((numerator.var() / b**2 - 2 * a * covariance / b**3 + a**2 * denominator.var() / b**4) / n)
+    assert interval.mean == pytest.approx(a / b)
+    assert interval.low < a / b < interval.high
+    assert (interval.high - interval.low) / 2 == pytest.approx(1.96 * sd, rel=0.1)
+
+
+def test_paired_ratio_needs_one_pair_per_customer():
+    with pytest.raises(ValueError, match="one value per customer"):
+        paired_ratio_of_means(np.ones(3), np.ones(4))
