@@ -19,7 +19,10 @@
    (plain popularity is zero for every cold product), and compared with the same number of warm
    products ranked among themselves (equal pool sizes keep the two recalls comparable), with a
    bootstrap interval over customers for the cold-to-warm fraction. Three seeded draws of the cold
-   products (one model each), reported one by one and pooled.
+   products (one model each), reported one by one and pooled. Then paired: the same cold products
+   ranked for the same customers by the time split's model, which was trained on their events. For
+   scale, ranking each pool by its products' training events (an oracle for the cold pool: those
+   events were withheld) shows how much of a pool's recall is popularity alone.
 Then training throughput and each epoch's time.
 
 The model's hyper-parameters are the pipeline's defaults (``fashionrec/config.py``), chosen on the
@@ -253,7 +256,8 @@ def cold_products(work: Path, config: PipelineConfig, warm: Trained) -> None:
                  "95 % interval high"), paired)
 
 
-UNPAIRED_BASELINES = ("random, cold", "genre popularity, cold", "model, warm", "random, warm")
+UNPAIRED_BASELINES = ("random, cold", "genre popularity, cold", "popularity oracle, cold", "model, warm",
+                      "random, warm", "popularity, warm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +307,8 @@ def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path, train
     warm = np.sort(rng.choice(all_warm, len(cold), replace=False))  # a pool as large as the cold one
     vectors = trained.customer_vectors(examples, table)
     genre_vectors, genre_table = _genre_popularity(trained, ids, train_events, len(examples.customer_ids))
+    ones = np.ones((len(examples.customer_ids), 1), np.float32)  # popularity: its training events, withheld
+    popularity = train_events["product_id"].value_counts().reindex(ids, fill_value=0).to_numpy(np.float32)[:, None]
     random_table = rng.normal(size=table.shape).astype(np.float32)
     random_vectors = rng.normal(size=vectors.shape).astype(np.float32)
 
@@ -316,6 +322,8 @@ def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path, train
             "paired: content only": paired.iloc[:, 0].to_numpy(), "paired: trained on them": paired.iloc[:, 1].to_numpy(),
             "random, cold": per_customer(random_vectors, random_table, cold),
             "genre popularity, cold": per_customer(genre_vectors, genre_table, cold),
+            "popularity oracle, cold": per_customer(ones, popularity, cold),
+            "popularity, warm": per_customer(ones, popularity, warm),
             "model, warm": per_customer(vectors, table, warm),
             "random, warm": per_customer(random_vectors, random_table, warm)}
 
