@@ -316,9 +316,9 @@ def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path, train
         values = protocols.restricted_recall(v, t, candidates, examples.history_idx, examples.target_idxs, COLD_K)
         return values[~np.isnan(values)]
 
-    paired = pd.concat([Ranker(ids, table, vectors, examples).recall_in_pool(ids[cold]),
-                        trained_on_them.recall_in_pool(ids[cold])], axis=1, join="inner").dropna()
-    return {"model, cold": per_customer(vectors, table, cold),
+    content_only = Ranker(ids, table, vectors, examples).recall_in_pool(ids[cold])
+    paired = pd.concat([content_only, trained_on_them.recall_in_pool(ids[cold])], axis=1, join="inner").dropna()
+    return {"model, cold": content_only.dropna().to_numpy(),
             "paired: content only": paired.iloc[:, 0].to_numpy(), "paired: trained on them": paired.iloc[:, 1].to_numpy(),
             "random, cold": per_customer(random_vectors, random_table, cold),
             "genre popularity, cold": per_customer(genre_vectors, genre_table, cold),
