@@ -313,8 +313,8 @@ def cold_draw(work: Path, config: PipelineConfig, seed: int, folder: Path, train
     random_vectors = rng.normal(size=vectors.shape).astype(np.float32)
 
     def per_customer(v: np.ndarray, t: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        values = protocols.restricted_recall(v, t, candidates, examples.history_idx, examples.target_idxs, COLD_K)
-        return values[~np.isnan(values)]
+        """The customers with a target in the pool: their recall@20 by the system (v, t)."""
+        return Ranker(ids, t, v, examples).recall_in_pool(ids[candidates]).dropna().to_numpy()
 
     content_only = Ranker(ids, table, vectors, examples).recall_in_pool(ids[cold])
     paired = pd.concat([content_only, trained_on_them.recall_in_pool(ids[cold])], axis=1, join="inner").dropna()

@@ -93,11 +93,6 @@ def load_saved_configs(model_dir: str) -> SavedConfigs:
     return SavedConfigs(train_config, transform_config)
 
 
-def load_train_config(model_dir: str) -> TrainConfig:
-    """The TrainConfig a saved model was trained with (settings added since read as off)."""
-    return load_saved_configs(model_dir).train
-
-
 def load_item_tower(transformed_dir: str, model_dir: str, configs: SavedConfigs | None = None) -> ItemTower:
     """Rebuild the trained item tower from its checkpoint and the transformed catalogue
     (``configs``: the model's, when the caller has parsed them already)."""
