@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -43,19 +44,21 @@ import pandas as pd
 import tensorflow as tf
 
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
-from fashionrec.config import PipelineConfig
+from fashionrec.config import EvaluateConfig, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
-from fashionrec.evaluation import bootstrap, metrics, protocols
-from fashionrec.evaluation.evaluate import evaluate, popularity_scores
-from fashionrec.evaluation.systems import ials_system, popularity_system
+from fashionrec.evaluation import bootstrap, protocols
+from fashionrec.evaluation.evaluate import BASELINES, Evaluation, baseline_systems, evaluate, sample_customers
+from fashionrec.evaluation.tuning import TunedBaselines, ranking_metrics, tune_baselines
 from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings, read_popularity_prior
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.ingest import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE, ingest
 from fashionrec.serving import ops
 from fashionrec.train import TrainSummary, load_item_tower, train
-from fashionrec.transform import transform
+from fashionrec.transform import load_product_vocabulary, transform
 
 SECTIONS = ("time", "ablations", "ncf", "cold")
+PAIRED_METRICS = ("recall@20", "ndcg@10", "mrr")
+TUNING_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10")
 TIME_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10", "popularity_percentile@10")
 ABLATIONS = {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"train.pooling": "weighted"},
              "pooling=attention": {"train.pooling": "attention"},
@@ -84,11 +87,16 @@ class Trained:
         """The exported popularity prior, aligned with :meth:`table`'s rows."""
         return read_popularity_prior(str(Path(self.export) / EMBEDDINGS_FILE))
 
+    def pooling_weights(self, examples: EvalExamples) -> list[np.ndarray]:
+        """Each holdout history's pooling weights as exported (only the last ``window`` events weigh)."""
+        aggregation = Aggregation.read(str(Path(self.export) / AGGREGATION_FILE))
+        return [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days,
+                                                          strict=True)]
+
     def customer_vectors(self, examples: EvalExamples, table: np.ndarray) -> np.ndarray:
         """The holdout customers' vectors over ``table`` (from :meth:`table`), pooled as exported."""
-        aggregation = Aggregation.read(str(Path(self.export) / AGGREGATION_FILE))
-        return np.stack([ops.customer_vector(table, h, aggregation.weights(w, a)) for h, w, a in
-                         zip(examples.history_idx, examples.history_weight, examples.history_age_days, strict=True)])
+        return np.stack([ops.customer_vector(table, h, w) for h, w in
+                         zip(examples.history_idx, self.pooling_weights(examples), strict=True)])
 
 
 def main() -> None:
@@ -98,6 +106,9 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temporary folder)")
+    parser.add_argument("--no-tune-baselines", dest="tune_baselines", action="store_false",
+                        help="score the baselines with the evaluate.* settings as they are, instead of choosing "
+                             "each one's on the validation period first")
     args = parser.parse_args()
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
@@ -105,16 +116,24 @@ def main() -> None:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     config = PipelineConfig().with_overrides({k: json.loads(v) for k, v in (o.split("=", 1) for o in args.overrides)})
     with tempfile.TemporaryDirectory() as temp:
-        run(args.dataset, args.data_dir, sections, config, Path(args.workdir or temp))
+        run(args.dataset, args.data_dir, sections, config, Path(args.workdir or temp), args.tune_baselines)
 
 
-def run(dataset: str, data_dir: str | None, sections: list[str], config: PipelineConfig, work: Path) -> None:
-    """Prepare and ingest once (time split), then each section on its own re-split of the same events."""
+def run(dataset: str, data_dir: str | None, sections: list[str], config: PipelineConfig, work: Path,
+        tune: bool = True) -> None:
+    """Prepare and ingest once (time split), then each section on its own re-split of the same events.
+
+    The time split's baselines get their settings from the validation period first (``tune``)."""
     raw = prepare_dataset(dataset, data_dir, str(work / "raw"), config.shop)
     ingest(raw.catalogue_uri, raw.events_uri, str(work / "time" / "ingested"), config.ingest)
     print(f"\n# {dataset}; defaults: train {json.dumps(dataclasses.asdict(config.train))}, "
           f"export {json.dumps(dataclasses.asdict(config.export))}", flush=True)
     trained = None
+    if ("time" in sections or "ablations" in sections) and tune:
+        protocols.validation_split(str(work / "time" / "ingested"), str(work / "validation" / "ingested"),
+                                   config.ingest)
+        _, tuned = baselines(work / "validation", config, tune=True)
+        config = dataclasses.replace(config, evaluate=tuned)
     if "time" in sections or "ablations" in sections:
         trained = time_split(work / "time", config, "ablations" in sections, "time" in sections)
     if "ncf" in sections:
@@ -130,13 +149,21 @@ def run(dataset: str, data_dir: str | None, sections: list[str], config: Pipelin
 
 def train_split(folder: Path, config: PipelineConfig, name: str = "model") -> Trained:
     """Transform (once per folder) and train + export one model on an ingested split."""
-    ingested, transformed = str(folder / "ingested"), str(folder / "transformed")
-    if not (folder / "transformed").exists():
-        transform(ingested, transformed, config.transform)
+    ingested, transformed = str(folder / "ingested"), transformed_once(folder, config)
     model, export = str(folder / name / "model"), str(folder / name / "export")
     summary = train(transformed, model, config.train, config.transform)
     export_embeddings(ingested, transformed, model, export, config.ingest.event_weights, config.export)
     return Trained(ingested, transformed, export, summary)
+
+
+def transformed_once(folder: Path, config: PipelineConfig) -> str:
+    """The split's transform output for ``config.transform``, made on first use: one folder per distinct
+    transform setting, so a try that changes one (e.g. the target horizon) never reuses another's."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(config.transform), sort_keys=True).encode()).hexdigest()
+    transformed = folder / f"transformed-{digest[:10]}"
+    if not transformed.exists():
+        transform(str(folder / "ingested"), str(transformed), config.transform)
+    return str(transformed)
 
 
 def reexport(trained: Trained, export: Path, config: PipelineConfig) -> Trained:
@@ -147,11 +174,13 @@ def reexport(trained: Trained, export: Path, config: PipelineConfig) -> Trained:
 
 
 def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines: bool) -> Trained:
-    """The pipeline's evaluation (model, popularity, iALS), then each ablation's model row."""
+    """The pipeline's evaluation under the standard protocol (the model and every baseline), the paired
+    intervals of the model minus the best baseline, each ablation's model row, and the same under the
+    old window protocol to show the difference."""
     trained = train_split(folder, config)
     result = evaluate(trained.ingested, trained.transformed, trained.export, str(folder / "eval"), config.evaluate)
-    rows = {name: result.metrics[name] for name in ("popularity", "recent_popularity", "ials", "model")
-            if name in result.metrics} if baselines else {}
+    names = (*BASELINES, "model") if baselines else ()
+    rows = {name: result.metrics[name] for name in names if name in result.metrics}
     for name, overrides in (ABLATIONS.items() if ablations else ()):
         folder_name, variant_config = name.replace(" ", "_").replace("=", "_"), config.with_overrides(overrides)
         if all(key.startswith("export.") for key in overrides):  # same training: export it again
@@ -161,10 +190,35 @@ def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines:
         rows[name] = evaluate(variant.ingested, variant.transformed, variant.export, str(folder / f"eval-{name}"),
                               dataclasses.replace(config.evaluate, bootstrap_resamples=10)).metrics["model"]
     customers = int(result.metrics["model"]["customers"])
-    print_table(f"time split, full-catalogue ranking, history excluded, {customers} holdout customers",
-                 TIME_COLUMNS, rows)
+    print_table(f"time split, standard protocol: full-catalogue ranking, every training interaction of a customer "
+                f"excluded for every system, baselines with whole histories, {customers} holdout customers",
+                TIME_COLUMNS, rows)
+    if baselines:
+        print_table("model minus the best baseline on each metric: paired bootstrap over customers",
+                    ("best baseline", "model - baseline", "95 % interval low", "95 % interval high"),
+                    model_minus_best_baseline(result, config))
+        window = evaluate(trained.ingested, trained.transformed, trained.export, str(folder / "eval-window"),
+                          dataclasses.replace(config.evaluate, exclude="window"))
+        print_table(f"time split, window protocol (before 2026-12): only the last {config.transform.history_length} "
+                    f"events excluded and given to the baselines, {int(window.metrics['model']['customers'])} "
+                    "holdout customers", TIME_COLUMNS,
+                    {name: window.metrics[name] for name in names if name in window.metrics})
     id_part_by_events(trained)
     return trained
+
+
+def model_minus_best_baseline(result: Evaluation, config: PipelineConfig) -> dict[str, dict[str, object]]:
+    """Per metric of ``PAIRED_METRICS``: the best baseline on it, and the model's paired difference."""
+    rows: dict[str, dict[str, object]] = {}
+    for metric in PAIRED_METRICS:
+        present = [name for name in BASELINES if name in result.per_customer]
+        best = max(present, key=lambda name: result.metrics[name][metric])
+        interval = bootstrap.paired_difference(result.per_customer["model"][metric], result.per_customer[best][metric],
+                                               config.evaluate.confidence, config.evaluate.bootstrap_resamples,
+                                               config.evaluate.seed)
+        rows[metric] = {"best baseline": best, "model - baseline": interval.mean,
+                        "95 % interval low": interval.low, "95 % interval high": interval.high}
+    return rows
 
 
 def id_part_by_events(trained: Trained) -> None:
@@ -200,9 +254,9 @@ def ncf_protocol(work: Path, config: PipelineConfig) -> None:
     negatives = protocols.sample_negatives([seen[c] for c in examples.customer_ids], len(ids), NCF_NEGATIVES,
                                            config.evaluate.seed)
     candidates = np.concatenate([np.stack([t[:1] for t in examples.target_idxs]), negatives], axis=1)
-    systems = _baselines(trained, ids, config)
-    vectors = trained.customer_vectors(examples, table)
     train_events = pd.read_parquet(str(Path(trained.ingested) / TRAIN_EVENTS_FILE))
+    systems = baseline_systems(train_events, ids, config.evaluate)
+    vectors = trained.customer_vectors(examples, table)
     held_out_at = pd.read_parquet(str(Path(trained.ingested) / HOLDOUT_EVENTS_FILE)).set_index("customer_id")
     daily = protocols.daily_priors(train_events, ids, config.export,
                                    held_out_at["timestamp"].reindex(examples.customer_ids).reset_index(drop=True))
@@ -351,12 +405,6 @@ def _genre_popularity(trained: Trained, ids: np.ndarray, train_events: pd.DataFr
     return np.ones((customers, 1), np.float32), table
 
 
-def _baselines(trained: Trained, ids: np.ndarray, config: PipelineConfig) -> dict[str, object]:
-    train_events = pd.read_parquet(str(Path(trained.ingested) / TRAIN_EVENTS_FILE))
-    return {"popularity": popularity_system(popularity_scores(train_events, ids)),
-            "ials": ials_system(train_events, ids, config.evaluate)}
-
-
 def _embedding_scorer(vectors: np.ndarray, table: np.ndarray, prior: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """``prior``: one per product, or one row per customer ([customers, products])."""
     per_customer = np.broadcast_to(prior, (len(vectors), table.shape[0]))
@@ -370,6 +418,39 @@ def _sampled(score: Callable[[np.ndarray], np.ndarray], examples: EvalExamples,
     return protocols.sampled_hit_metrics(scores[:, 0], scores[:, 1:], NCF_K)
 
 
+def validation_customers(transformed: str, config: PipelineConfig) -> EvalExamples:
+    """The evaluation's customers of a split under its protocol (``config.evaluate``: by default every
+    training interaction excluded, customers with a history), histories whole."""
+    return sample_customers(load_eval_examples(transformed), config.evaluate, config.transform.history_length)
+
+
+def baselines(folder: Path, config: PipelineConfig, tune: bool) -> tuple[dict[str, dict[str, float]], EvaluateConfig]:
+    """Transform an ingested validation split once; score the baselines on it, each with its best setting
+    of ``tuning.BaselineGrid`` when ``tune`` (every setting's row is printed), else as configured.
+    Returns their rows and the evaluation settings with the chosen baselines."""
+    transformed = transformed_once(folder, config)
+    ids = np.asarray(load_product_vocabulary(transformed))
+    examples = validation_customers(transformed, config)
+    train = pd.read_parquet(str(folder / "ingested" / TRAIN_EVENTS_FILE))
+    evaluate_config = config.evaluate
+    if tune:
+        tuned = tune_baselines(train, ids, examples, config.evaluate)
+        print_tuning(tuned)
+        evaluate_config = tuned.config
+    systems = baseline_systems(train, ids, evaluate_config)
+    return ({name: ranking_metrics(s.rank(examples.history_idx, examples.history_weight, 20), examples, len(ids))
+             for name, s in systems.items()}, evaluate_config)
+
+
+def print_tuning(tuned: TunedBaselines) -> None:
+    """Every baseline setting tried on the validation period, then the chosen ones."""
+    for name, results in tuned.tried.items():
+        rows = {", ".join(f"{key}={value}" for key, value in overrides.items()): values for overrides, values in results}
+        print_table(f"validation period, standard protocol: {name} settings ({len(results)} tried)",
+                    TUNING_COLUMNS, rows)
+    print("baseline settings chosen on the validation period (by ndcg@10): " + json.dumps(tuned.chosen), flush=True)
+
+
 def print_table(title: str, columns: tuple[str, ...], rows: dict[str, dict[str, float | int]]) -> None:
     width = max(len(name) for name in rows) + 2
     print(f"\n{title}\n{'system':<{width}}" + "".join(f"{c:>26}" for c in columns))
@@ -378,10 +459,10 @@ def print_table(title: str, columns: tuple[str, ...], rows: dict[str, dict[str, 
     print(flush=True)
 
 
-def _cell(value: float | int | None) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return f"{'':>26}"
-    return f"{value:>26}" if isinstance(value, int) else f"{value:>26.4f}"
+    return f"{value:>26}" if isinstance(value, int | str) else f"{value:>26.4f}"
 
 
 if __name__ == "__main__":

@@ -8,9 +8,14 @@ p50/p95/p99 latency and throughput at concurrency 1, 4 and 16 for `recommend`, `
 (matmul + argpartition) and FAISS IndexFlatIP. On a shared 2-core box the client threads, Triton and
 the baselines compete for the same cores: read the figures as relative.
 
+The `seen` case prices EXCLUDE_SEEN: `recommend` with a heavy customer's whole history (--seen-history
+events, 5,000 by default, typed and timestamped) and EXCLUDE_SEEN, beside the same request with only
+its last 50 events (the pooling window the catalogue is published with) and no exclusion, and the long
+history without the flag (what the long history costs by itself). All three pool the same 50 events.
+
     .venv/bin/python benchmarks/serving.py [--products 100000] [--seconds 3] [--concurrency 1 4 16]
-                                           [--touchpoints recommend rerank similar] [--no-baselines]
-                                           [--set serving.ranking_instance_count=2 ...]
+                                           [--touchpoints recommend rerank similar seen] [--no-baselines]
+                                           [--seen-history 5000] [--set serving.ranking_instance_count=2 ...]
 
 ``--set`` overrides the served ServingConfig (dynamic batching, instance counts, table dtype) for
 tuning runs; ``--no-baselines`` skips the in-process rows.
@@ -31,8 +36,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.client import FashionrecClient, History
-from fashionrec.config import ServingConfig
+from fashionrec.config import EventWeights, ServingConfig, TrainConfig, TransformConfig
 from fashionrec.publish import publish_model_repository
 from fashionrec.serving.server import TritonServer
 
@@ -41,7 +47,12 @@ HISTORY_LENGTH = 20
 RERANK_SIZE = 200
 # What the benchmark serves with: the defaults, plus a queue delay that lets concurrent requests batch.
 BENCH_SERVING = dataclasses.replace(ServingConfig(), max_queue_delay_us=500)
-TOUCHPOINTS = ("recommend", "rerank", "similar")
+TOUCHPOINTS = ("recommend", "rerank", "similar", "seen")
+DEFAULT_TOUCHPOINTS = ("recommend", "rerank", "similar")
+SEEN_HISTORY = 5_000  # the design target of EXCLUDE_SEEN: a heavy customer's past interactions
+SEEN_CUSTOMERS = 32  # distinct long histories the `seen` case cycles through
+WINDOW = TransformConfig().history_length  # the pooling window export publishes (the training history length)
+EVENT_TYPES = tuple(EventWeights().as_dict())
 TUNING_FIELDS = ("max_queue_delay_us", "max_batch_size", "instance_count", "ranking_instance_count", "table_dtype")
 
 
@@ -57,8 +68,38 @@ def publish(folder: Path, ids: list[str], table: np.ndarray, serving: ServingCon
     pq.write_table(pa.table({"product_id": ids, "embedding": column, "is_new": [False] * len(ids)}),
                    folder / "embeddings.parquet")
     (folder / "blessing.json").write_text(json.dumps({"blessed": True}))
+    # pooled as the pipeline exports it: the training defaults over the last WINDOW events
+    Aggregation.from_training(TrainConfig(), EventWeights(), WINDOW).write(str(folder / AGGREGATION_FILE))
     return publish_model_repository(str(folder / "embeddings.parquet"), str(folder / "blessing.json"),
                                     str(folder / "repo"), serving).path
+
+
+def seen_histories(ids: list[str], events: int, count: int, seed: int = 2) -> list[History]:
+    """Heavy customers' whole histories, oldest first: ``events`` random events each (product, event
+    type, timestamp over the last year), measured from a fixed request time."""
+    rng = np.random.default_rng(seed)
+    now = int(time.time())
+    return [History([ids[i] for i in rng.integers(0, len(ids), events)], list(rng.choice(EVENT_TYPES, events)),
+                    np.sort(rng.integers(now - 365 * 86_400, now, events)).tolist(), request_time=now)
+            for _ in range(count)]
+
+
+def last_events(history: History, n: int) -> History:
+    """The same request with only the newest ``n`` events (what is pooled anyway)."""
+    return History(history.product_ids[-n:], history.event_types[-n:], history.timestamps[-n:],
+                   request_time=history.request_time)
+
+
+def seen_calls(ids: list[str], events: int) -> dict[str, Callable[[FashionrecClient, int], object]]:
+    """The `seen` case's rows: the short request, the long one, the long one with EXCLUDE_SEEN."""
+    long = seen_histories(ids, events, SEEN_CUSTOMERS)
+    short = [last_events(history, WINDOW) for history in long]
+    return {
+        f"recommend, history {WINDOW}": lambda c, n: c.recommend(short[n % len(short)], K),
+        f"recommend, history {events}": lambda c, n: c.recommend(long[n % len(long)], K),
+        f"recommend, history {events} + EXCLUDE_SEEN": lambda c, n: c.recommend(long[n % len(long)], K,
+                                                                                 exclude_seen=True),
+    }
 
 
 def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
@@ -139,11 +180,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--batch", type=int, default=64, help="queries per in-process batch")
-    parser.add_argument("--touchpoints", nargs="+", default=list(TOUCHPOINTS), choices=TOUCHPOINTS)
+    parser.add_argument("--touchpoints", nargs="+", default=list(DEFAULT_TOUCHPOINTS), choices=TOUCHPOINTS,
+                        help="seen: recommend with a whole seen-history and EXCLUDE_SEEN vs a window-long history")
+    parser.add_argument("--seen-history", type=int, default=SEEN_HISTORY,
+                        help="events of the long history in the seen case (at most serving.max_history_length)")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="serving.KEY=VALUE")
     args = parser.parse_args()
     serving = served_config(args.overrides)
+    if "seen" in args.touchpoints and not WINDOW <= args.seen_history <= serving.max_history_length:
+        parser.error(f"--seen-history must be between {WINDOW} and max_history_length={serving.max_history_length}")
 
     ids, table = make_catalogue(args.products, args.dim)
     rng = np.random.default_rng(1)
@@ -155,13 +201,18 @@ def main() -> None:
         "rerank": lambda c, n: c.rerank(histories[n % len(histories)], pages[n % len(pages)]),
         "similar": lambda c, n: c.similar(ids[n * 7919 % len(ids)], histories[n % len(histories)], K),
     }
+    seen = seen_calls(ids, args.seen_history) if "seen" in args.touchpoints else {}
     rows: list[tuple[str, str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="fashionrec-bench-") as folder:
         repository = publish(Path(folder), ids, table, serving)
         with TritonServer(repository, serving, http_port=0, grpc_port=0, metrics_port=0) as server:
-            for name in args.touchpoints:
+            for name in (n for n in args.touchpoints if n != "seen"):
                 for concurrency in args.concurrency:
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, calls[name], concurrency,
+                                                                           args.seconds, serving)))
+            for concurrency in args.concurrency:  # the compared requests back to back: same load around them
+                for name, call in seen.items():
+                    rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, call, concurrency,
                                                                            args.seconds, serving)))
     if args.baselines:
         rows.append((f"in-process numpy (batch {args.batch})", "-",
@@ -186,10 +237,11 @@ def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, ser
     tuning = {name: getattr(serving, name) for name in TUNING_FIELDS}
     print(f"\n{args.products:,} products x {args.dim} d, top-{K}, history {HISTORY_LENGTH}, rerank {RERANK_SIZE} ids; "
           f"{args.seconds:g} s per cell (baselines: latency is per batch); served with {tuning}")
-    print(f"{'system':<42} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
+    print(f"{'system':<52} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
     for system, concurrency, r in rows:
         p50, p95, p99 = r["lat"]
-        print(f"{system:<42} {concurrency:>4} {r['rps']:>8.0f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {r['failures']:>5}")
+        print(f"{system:<52} {concurrency:>4} {r['rps']:>8.0f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {r['failures']:>5}")
+    print_seen_cost(rows, args)
     recommend = [r for system, _, r in rows if system == "triton recommend"]
     numpy_rps = next((r["rps"] for system, _, r in rows if system.startswith("in-process numpy")), None)
     if not recommend or numpy_rps is None:
@@ -197,6 +249,24 @@ def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, ser
     best = max(recommend, key=lambda r: r["rps"])
     print(f"\nrecommend at its best concurrency: {best['rps']:.0f} req/s = {best['rps'] / numpy_rps:.2f}x the in-process "
           f"numpy batched throughput (target >= 0.8x); p99/p50 = {best['lat'][2] / best['lat'][0]:.2f} (target <= 2)")
+
+
+
+def print_seen_cost(rows: list[tuple[str, str, dict]], args: argparse.Namespace) -> None:
+    """The `seen` case side by side: p50 / p95 ms of each request per concurrency, and what EXCLUDE_SEEN
+    over the whole history adds to the window-long request."""
+    names = [f"triton recommend, history {WINDOW}", f"triton recommend, history {args.seen_history}",
+             f"triton recommend, history {args.seen_history} + EXCLUDE_SEEN"]
+    cells = {(system, concurrency): r for system, concurrency, r in rows if system in names}
+    if not cells:
+        return
+    print(f"\nEXCLUDE_SEEN over a {args.seen_history:,}-event history (p50 / p95 ms; pooled: the last {WINDOW})")
+    print(f"{'conc':>4}  {f'history {WINDOW}':>18}  {f'history {args.seen_history}':>18}  "
+          f"{'+ EXCLUDE_SEEN':>18}  {'added p50 / p95':>18}")
+    for concurrency in map(str, args.concurrency):
+        short, long, excluded = (cells[(name, concurrency)]["lat"] for name in names)
+        print(f"{concurrency:>4}  " + "  ".join(f"{lat[0]:>8.2f} / {lat[1]:>7.2f}" for lat in (short, long, excluded))
+              + f"  {excluded[0] - short[0]:>+8.2f} / {excluded[1] - short[1]:>+7.2f}")
 
 
 if __name__ == "__main__":

@@ -21,22 +21,27 @@ AGGREGATION_FILE = ops.AGGREGATION_FILE
 
 @dataclass(frozen=True)
 class Aggregation:
-    """Pooling kind, recency half-lives (in days of age and in newer events) and each event type's weight."""
+    """Pooling kind, recency half-lives (in days of age and in newer events), each event type's weight and
+    the pooling window (the last ``window`` events are pooled; 0: all of them)."""
 
     pooling: str = "weighted"
     half_life_days: float = 30.0
     half_life_events: float = 0.0  # 0: no decay by position (exports from before it existed)
     event_weights: dict[str, float] = field(default_factory=EventWeights().as_dict)
+    window: int = 0  # 0: pool every event given (exports from before it existed)
 
     @classmethod
-    def from_training(cls, train: TrainConfig, event_weights: EventWeights) -> Aggregation:
-        """The aggregation a model was trained with (attention is served as its recency prior)."""
+    def from_training(cls, train: TrainConfig, event_weights: EventWeights, window: int) -> Aggregation:
+        """The aggregation a model was trained with (attention is served as its recency prior); ``window``
+        is the history length of its training examples."""
         pooling = "recency" if train.pooling == "attention" else train.pooling
-        return cls(pooling, train.recency_half_life_days, train.recency_half_life_events, event_weights.as_dict())
+        return cls(pooling, train.recency_half_life_days, train.recency_half_life_events, event_weights.as_dict(),
+                   window)
 
     def weights(self, event_weights: np.ndarray, ages_days: np.ndarray | None) -> np.ndarray:
         """Pooling weight of each history event (oldest first), given its event weight and age in days."""
-        return ops.history_weights(event_weights, ages_days, self.pooling, self.half_life_days, self.half_life_events)
+        return ops.history_weights(event_weights, ages_days, self.pooling, self.half_life_days, self.half_life_events,
+                                   self.window)
 
     def write(self, uri: str) -> None:
         storage.write_json(uri, dataclasses.asdict(self))

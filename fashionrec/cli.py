@@ -221,6 +221,11 @@ _client_options = [
 ]
 
 
+_exclude_seen_option = click.option(
+    "--exclude-seen", is_flag=True,
+    help="Never a product of the history (with --customer: all their events, up to ServingConfig.max_history_length).")
+
+
 def _client(function):
     for option in reversed(_client_options):
         function = option(function)
@@ -248,15 +253,17 @@ def _history(customer: str | None, history_ids: tuple[str, ...], workspace: str,
 @click.option("--candidate-set", default=None, help="Only products of this published set (e.g. sale, new_in).")
 @click.option("--candidate", "candidates", multiple=True, help="Only these products (repeatable).")
 @click.option("--exclude-purchased", is_flag=True, help="Never the history's purchases (needs --customer).")
+@_exclude_seen_option
 def recommend_command(customer: str | None, history_ids: tuple[str, ...], workspace: str, url: str | None,
                       protocol: str, k: int | None, candidate_set: str | None, candidates: tuple[str, ...],
-                      exclude_purchased: bool) -> None:
+                      exclude_purchased: bool, exclude_seen: bool) -> None:
     """Top-k products for a customer (or a history), from a running Triton server."""
     from fashionrec.serving.cli import ask_and_print
 
     history = _history(customer, history_ids, workspace)
     ask_and_print(lambda client: client.recommend(history, k, candidates=list(candidates) or None,
-                                                  candidate_set=candidate_set, exclude_purchased=exclude_purchased),
+                                                  candidate_set=candidate_set, exclude_purchased=exclude_purchased,
+                                                  exclude_seen=exclude_seen),
                   url, protocol)
 
 
@@ -277,13 +284,15 @@ def rerank_command(customer: str | None, history_ids: tuple[str, ...], workspace
 @click.option("--hero", required=True, help="The product being viewed.")
 @click.option("--k", default=None, type=int, help="How many products (default ServingConfig.default_top_k).")
 @click.option("--alpha", default=None, type=float, help="Weight of the hero vs the customer (default: published).")
+@_exclude_seen_option
 def similar_command(customer: str | None, history_ids: tuple[str, ...], workspace: str, url: str | None,
-                    protocol: str, hero: str, k: int | None, alpha: float | None) -> None:
+                    protocol: str, hero: str, k: int | None, alpha: float | None, exclude_seen: bool) -> None:
     """Products like --hero, personalised by the customer's history when one is given."""
     from fashionrec.serving.cli import ask_and_print
 
     history = _history(customer, history_ids, workspace, required=False)
-    ask_and_print(lambda client: client.similar(hero, history, k, alpha=alpha), url, protocol)
+    ask_and_print(lambda client: client.similar(hero, history, k, alpha=alpha, exclude_seen=exclude_seen),
+                  url, protocol)
 
 
 @main.group("model")

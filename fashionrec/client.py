@@ -135,16 +135,18 @@ class FashionrecClient:
     # -- touchpoints --------------------------------------------------------------------------------
     def recommend(self, history: History | Sequence[str], k: int | None = None, *,
                   candidates: Sequence[str] | None = None, candidate_set: str | None = None,
-                  exclude: Sequence[str] | None = None, exclude_purchased: bool = False) -> list[Recommendation]:
+                  exclude: Sequence[str] | None = None, exclude_purchased: bool = False,
+                  exclude_seen: bool = False) -> list[Recommendation]:
         """Top-k products for a history, best first, optionally only among ``candidates`` (ids) or a
         published ``candidate_set`` (e.g. "sale", "new_in"), never ``exclude``d ids nor, with
-        ``exclude_purchased``, the history's purchases (needs ``event_types``)."""
+        ``exclude_purchased``, the history's purchases (needs ``event_types``) nor, with
+        ``exclude_seen``, any product of the history. For ``exclude_seen`` send the customer's whole
+        seen-history (up to ``max_history_length`` events): only its last events are pooled."""
         inputs = self._history_inputs(_as_history(history)) + self._top_k(k)
         inputs += self._candidate_inputs(candidates, candidate_set)
         if exclude is not None:
             inputs.append(self._input("EXCLUDE_PRODUCT_IDS", _bytes(exclude), "BYTES"))
-        if exclude_purchased:
-            inputs.append(self._input("EXCLUDE_PURCHASED", np.array([[True]]), "BOOL"))
+        inputs += self._flag("EXCLUDE_PURCHASED", exclude_purchased) + self._flag("EXCLUDE_SEEN", exclude_seen)
         return self._ranked(self.serving.model_name, inputs)
 
     def rerank(self, history: History | Sequence[str], product_ids: Sequence[str]) -> list[Recommendation]:
@@ -156,10 +158,11 @@ class FashionrecClient:
 
     def similar(self, hero: str, history: History | Sequence[str] = (), k: int | None = None, *,
                 alpha: float | None = None, candidates: Sequence[str] | None = None,
-                candidate_set: str | None = None) -> list[Recommendation]:
+                candidate_set: str | None = None, exclude_seen: bool = False) -> list[Recommendation]:
         """Top-k products for ``alpha * hero + (1 - alpha) * customer`` (alpha default: published), never
-        the hero itself. Without a history (an anonymous visitor) the hero alone is the query: the
-        hero is sent as the one-product history, so the blend is the hero's own vector."""
+        the hero itself nor, with ``exclude_seen``, any product of the history. Without a history (an
+        anonymous visitor) the hero alone is the query: the hero is sent as the one-product history,
+        so the blend is the hero's own vector."""
         history = _as_history(history)
         if not history.product_ids:
             history = History([hero])
@@ -167,7 +170,7 @@ class FashionrecClient:
         inputs.append(self._input("HERO_PRODUCT_ID", _bytes([hero]), "BYTES"))
         if alpha is not None:
             inputs.append(self._input("ALPHA", np.array([[alpha]], dtype=np.float32), "FP32"))
-        inputs += self._candidate_inputs(candidates, candidate_set)
+        inputs += self._candidate_inputs(candidates, candidate_set) + self._flag("EXCLUDE_SEEN", exclude_seen)
         return self._ranked(self.serving.similar_model_name, inputs)
 
     def embed_products(self, products: Sequence[ProductContent]) -> np.ndarray:
@@ -200,6 +203,10 @@ class FashionrecClient:
     def _top_k(self, k: int | None) -> list[Any]:
         value = self.serving.default_top_k if k is None else k
         return [self._input("TOP_K", np.array([[value]], dtype=np.int32), "INT32")]
+
+    def _flag(self, name: str, value: bool) -> list[Any]:
+        """An optional TYPE_BOOL input, sent only when true (absent means false on the server)."""
+        return [self._input(name, np.array([[True]]), "BOOL")] if value else []
 
     def _candidate_inputs(self, candidates: Sequence[str] | None, candidate_set: str | None) -> list[Any]:
         inputs = []

@@ -12,7 +12,7 @@ from fashionrec import storage
 from fashionrec.config import PipelineConfig, ServingConfig
 from fashionrec.customers import load_events, recent_history, sample_customers
 from fashionrec.runner import LocalRun, latest_local_run, run_local
-from fashionrec.client import History, Protocol, RecommendClient, RecommendError
+from fashionrec.client import FashionrecClient, History, Protocol, RecommendError
 from fashionrec.serving.server import TritonServer
 
 SHOWN_HISTORY = 3  # most recent history items printed above each customer's recommendations
@@ -56,22 +56,24 @@ def show_recommendations(workspace: str, customer_ids: list[str], k: int | None,
 
 
 def _show(run: LocalRun, customer_ids: list[str], k: int | None, url: str, protocol: Protocol, serving: ServingConfig) -> None:
+    """Each customer's recommendations as a shop would ask for them: the whole seen-history (up to
+    ``max_history_length`` events; the server pools only the model's window) with EXCLUDE_SEEN, so
+    nothing they already bought or viewed is shown again."""
     ingested = _ingested(run)
     events = load_events(ingested)
     catalogue = storage.read_table(storage.join(ingested, ingest_files.CATALOGUE_FILE)).set_index("product_id")
-    with RecommendClient(url, protocol, serving.model_name) as client:
+    with FashionrecClient(url, protocol, serving) as client:
         for customer in customer_ids:
             try:
                 history = recent_history(events, customer, serving.max_history_length)
             except KeyError as error:
                 raise click.ClickException(str(error)) from error
             try:
-                recommendations = client.recommend(
-                    history.product_ids, history.weights, serving.default_top_k if k is None else k
-                )
+                recommendations = client.recommend(History(history.product_ids, weights=history.weights), k,
+                                                   exclude_seen=True)
             except RecommendError as error:
                 raise click.ClickException(str(error)) from error
-            click.echo(f"\nCustomer {customer} ({len(history.product_ids)} recent events), lately:")
+            click.echo(f"\nCustomer {customer} ({len(history.product_ids)} events, none recommended again), lately:")
             for product in history.product_ids[-SHOWN_HISTORY:]:
                 click.echo(f"        {_describe(catalogue, product)}")
             click.echo("  recommended:")

@@ -64,7 +64,7 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
     prior = prior_from_events(train_events, product_ids, export_config)
     write_embeddings(storage.join(output_dir, EMBEDDINGS_FILE), product_ids, embeddings, is_new, prior)
-    Aggregation.from_training(configs.train, event_weights).write(
+    Aggregation.from_training(configs.train, event_weights, configs.transform.history_length).write(
         storage.join(output_dir, AGGREGATION_FILE))
     return ExportSummary(products=len(product_ids), new_products=int(is_new.sum()), dimension=embeddings.shape[1],
                          content_tower=tower_files is not None)

@@ -414,6 +414,8 @@ def read_aggregation(embeddings_path: str) -> dict[str, Any]:
         raise ValueError(f"{uri}: half_life_days must be positive")
     if not float(aggregation["half_life_events"]) >= 0:
         raise ValueError(f"{uri}: half_life_events must be 0 (off) or positive")
+    if not isinstance(aggregation["window"], int) or aggregation["window"] < 0:
+        raise ValueError(f"{uri}: window must be 0 (every event) or a positive number of events")
     return aggregation
 
 

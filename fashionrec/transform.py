@@ -262,7 +262,7 @@ def _build_examples(
         )
         grouped = (train, holdout) | beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
         examples = grouped | "MakeExamples" >> beam.FlatMap(
-            _shard_examples, config.history_length, _split_seconds(ingested_dir))
+            _shard_examples, config.history_length, config.target_horizon_events, _split_seconds(ingested_dir))
         for kind, directory in (("train", TRAIN_EXAMPLES_DIR), ("eval", EVAL_EXAMPLES_DIR)):
             _ = (
                 examples
@@ -298,7 +298,8 @@ def epoch_seconds(timestamps: pd.Series) -> pd.Series:
 
 
 def _shard_examples(
-    element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], history_length: int, split_seconds: int
+    element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], history_length: int, target_horizon: int,
+    split_seconds: int,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
     """All events of a shard's customers → train examples and eval examples."""
     _, parts = element
@@ -306,8 +307,8 @@ def _shard_examples(
     train = _concat([p for s, p in parts if s == "train"])
     holdout = _concat([p for s, p in parts if s == "holdout"])
     train = train.sort_values(["customer_id", "seconds"], kind="stable")
-    yield "train", next_item_examples(train, history_length)
-    yield "eval", holdout_examples(train, holdout, history_length, split_seconds)
+    yield "train", next_item_examples(train, history_length, target_horizon)
+    yield "eval", holdout_examples(train, holdout, split_seconds)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -318,9 +319,13 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def next_item_examples(train: pd.DataFrame, history_length: int) -> pa.RecordBatch:
-    """For each customer event after the first: the previous ``history_length`` events → this product.
+def next_item_examples(train: pd.DataFrame, history_length: int, target_horizon: int = 1) -> pa.RecordBatch:
+    """For each customer event after the first: up to ``history_length`` earlier events → this product.
 
+    With ``target_horizon`` 1 the history is the events just before the target. With H > 1 the history
+    ends 0 to H - 1 events (drawn at random, at least one event kept) before the target, so the model
+    learns to predict the customer's next H events, not only the next one: what a holdout period asks.
+    The draw is seeded by the shard's own events, so a rerun writes the same examples.
     Each history event carries its age in days at the target event's time (recency pooling).
     ``train`` must be sorted by customer then time. Vectorised: each history is a slice of the sorted
     event arrays, gathered with one index array.
@@ -332,8 +337,9 @@ def next_item_examples(train: pd.DataFrame, history_length: int) -> pa.RecordBat
     first_of_customer = np.r_[True, customers[1:] != customers[:-1]] if len(customers) else np.array([], bool)
     customer_start = np.maximum.accumulate(np.where(first_of_customer, np.arange(len(customers)), 0))
     targets = np.flatnonzero(~first_of_customer)
-    starts = np.maximum(customer_start[targets], targets - history_length)
-    gather, offsets = _ranges(starts, targets)
+    stops = _history_stops(targets, customer_start[targets], target_horizon, seconds)
+    starts = np.maximum(customer_start[targets], stops - history_length)
+    gather, offsets = _ranges(starts, stops)
     return pa.RecordBatch.from_pydict(
         {
             "customer_id": _one_element_lists(pa.array(customers[targets].astype(str), type=pa.binary())),
@@ -346,15 +352,29 @@ def next_item_examples(train: pd.DataFrame, history_length: int) -> pa.RecordBat
     )
 
 
-def holdout_examples(
-    train: pd.DataFrame, holdout: pd.DataFrame, history_length: int, split_seconds: int
-) -> pa.RecordBatch:
-    """For each holdout customer: recent train history (aged at the split time) → their holdout products."""
+def _history_stops(targets: np.ndarray, customer_starts: np.ndarray, horizon: int, seconds: np.ndarray) -> np.ndarray:
+    """Where each target's history ends (exclusive): 0 to ``horizon`` - 1 events before the target, never
+    before the customer's first event."""
+    if horizon < 1:
+        raise ValueError(f"target_horizon_events must be at least 1, got {horizon}")
+    if horizon == 1 or not len(targets):
+        return targets
+    skipped = np.random.default_rng([len(seconds), int(seconds.sum()) % 2**32]).integers(0, horizon, len(targets))
+    return np.maximum(targets - skipped, customer_starts + 1)
+
+
+def holdout_examples(train: pd.DataFrame, holdout: pd.DataFrame, split_seconds: int) -> pa.RecordBatch:
+    """For each holdout customer: their WHOLE train history (aged at the split time) → their holdout products.
+
+    The whole history, not the model's window: under the standard protocol every product a customer
+    interacted with in training is excluded from every system's ranking, and the baselines are given
+    every event. The model pools only the last ``history_length`` of them (``Aggregation.window``).
+    """
     history = dict(tuple(train.groupby("customer_id", sort=False)))
     empty = train.iloc[:0]
     ids, past_idx, past_weight, past_age, targets = [], [], [], [], []
     for customer, events in holdout.groupby("customer_id", sort=False):
-        past = history.get(customer, empty).iloc[-history_length:]
+        past = history.get(customer, empty)
         ids.append(customer)
         past_idx.append(past["product_idx"].to_numpy(np.int64))
         past_weight.append(past["weight"].to_numpy(np.float32))

@@ -7,11 +7,13 @@ unblessed model never reaches the repository.
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fashionrec.config import PipelineConfig
 from fashionrec.customers import load_events, recent_history
 from fashionrec.evaluation.evaluate import evaluate
+from fashionrec.ingest import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
 from fashionrec.export import EMBEDDINGS_FILE, read_embeddings, read_popularity_prior, write_embeddings
 from fashionrec.publish import MANIFEST_FILE, NotBlessedError, publish_model_repository
 from fashionrec.runner import run_local
@@ -153,7 +155,7 @@ def test_better_candidate_is_published_over_a_weaker_one(run, catalogue, tmp_pat
     repository = tmp_path / "repository"
     noise = np.random.default_rng(1).normal(0, 1.5, catalogue[1].shape).astype(np.float32)
     weak = _write_candidate(catalogue, tmp_path / "weak", lambda e: e + noise)
-    first = _evaluate(run, weak, tmp_path / "weak-eval", repository, min_lift_over_popularity=-1.0)
+    first = _evaluate(run, weak, tmp_path / "weak-eval", repository, min_lift_over_baseline=-1.0)
     assert first.blessed and first.blessing["checks"][-1]["verdict"] == "first run"
     publish_model_repository(str(weak / EMBEDDINGS_FILE), str(tmp_path / "weak-eval" / "blessing.json"),
                              str(repository), PipelineConfig().serving)
@@ -168,13 +170,19 @@ def test_better_candidate_is_published_over_a_weaker_one(run, catalogue, tmp_pat
 
 
 def test_whole_pipeline_runs_on_real_movielens_100k(tmp_path):
-    config = PipelineConfig().with_overrides({"train.epochs": 2, "evaluate.min_lift_over_popularity": -1.0})
+    config = PipelineConfig().with_overrides({"train.epochs": 2, "evaluate.min_lift_over_baseline": -1.0})
     ml = run_local(str(tmp_path), config, dataset="movielens-100k")
     summary = json.loads((ml.artifact("ingest-data", "ingested") / "summary.json").read_text())
     assert summary["event_rows"] == 100_000 and summary["quarantined"] == {}
     assert summary["train_events"] + summary["holdout_events"] == 100_000
     metrics = json.loads((ml.artifact("evaluate-model", "evaluation") / "metrics.json").read_text())
-    assert 0 < metrics["model"]["recall@20"] < 1 and metrics["model"]["customers"] > 100
+    # the standard protocol: customers with a training history and a holdout product they had not seen
+    ingested = ml.artifact("ingest-data", "ingested")
+    train, holdout = (pd.read_parquet(ingested / name) for name in (TRAIN_EVENTS_FILE, HOLDOUT_EVENTS_FILE))
+    seen = set(zip(train["customer_id"], train["product_id"]))
+    unseen = holdout[[pair not in seen for pair in zip(holdout["customer_id"], holdout["product_id"])]]
+    evaluated = unseen["customer_id"][unseen["customer_id"].isin(set(train["customer_id"]))].nunique()
+    assert 0 < metrics["model"]["recall@20"] < 1 and metrics["model"]["customers"] == evaluated > 50
     product_ids, embeddings, is_new = read_embeddings(str(ml.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE))
     assert len(product_ids) == 1_682 and np.isfinite(embeddings).all()
     assert json.loads((ml.model_repository / MANIFEST_FILE).read_text())["latest_version"] == 1

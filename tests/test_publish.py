@@ -80,7 +80,7 @@ def test_layout_of_a_published_version(tmp_path: Path, inputs: tuple[str, str], 
     assert all(list((repo / name / "1").iterdir()) == [] for name in ENSEMBLES)
     aggregation = json.loads((repo / SERVING.customer_model_name / "1" / ops.AGGREGATION_FILE).read_text())
     assert aggregation == {"pooling": "weighted", "half_life_days": 30.0, "half_life_events": 0.0,
-                           "event_weights": EventWeights().as_dict()}
+                           "event_weights": EventWeights().as_dict(), "window": 0}
     sets = json.loads((repo / SERVING.ranking_model_name / "1" / ops.CANDIDATE_SETS_FILE).read_text())
     assert sets == {"new_in": ["P000000", "P000003", "P000006"]}
     assert not [p for p in repo.rglob("*") if p.name.startswith(".staging-")]
@@ -114,6 +114,15 @@ def test_rendered_configs_parse_as_triton_model_configs(tmp_path: Path, inputs: 
     assert {i.name for i in rerank.input if not i.optional} == {"HISTORY_PRODUCT_IDS", "CANDIDATE_PRODUCT_IDS"}
     assert {i.name for i in similar.input if not i.optional} == {"HISTORY_PRODUCT_IDS", "HERO_PRODUCT_ID", "TOP_K"}
     assert all({o.name for o in configs[name].output} == {"PRODUCT_IDS", "SCORES"} for name in ENSEMBLES)
+    # EXCLUDE_SEEN: an optional flag that reaches rank_products with the history it excludes
+    for config in (ranking, recommend, similar):
+        flag = next(i for i in config.input if i.name == "EXCLUDE_SEEN")
+        assert flag.optional and flag.data_type == model_config_pb2.TYPE_BOOL and list(flag.dims) == [1]
+    for ensemble in (recommend, similar):
+        ranking_step = ensemble.ensemble_scheduling.step[-1]
+        assert ranking_step.model_name == SERVING.ranking_model_name
+        assert {"EXCLUDE_SEEN", "HISTORY_PRODUCT_IDS"} <= set(ranking_step.input_map.values())
+    assert "EXCLUDE_SEEN" not in {i.name for i in rerank.input}
 
 
 def test_versions_are_pinned_and_python_models_keep_the_previous_one(tmp_path: Path, inputs: tuple[str, str]) -> None:
@@ -140,6 +149,10 @@ def test_candidate_sets_and_aggregation_are_checked_before_writing(tmp_path: Pat
     (Path(inputs[0]).parent / ops.AGGREGATION_FILE).write_text(json.dumps({"pooling": "max"}))
     with pytest.raises(ValueError, match="pooling must be one of"):
         publish_model_repository(*inputs, str(tmp_path / "repo"), SERVING)
+    for window in (-1, 2.5):
+        (Path(inputs[0]).parent / ops.AGGREGATION_FILE).write_text(json.dumps({"pooling": "mean", "window": window}))
+        with pytest.raises(ValueError, match="window must be 0"):
+            publish_model_repository(*inputs, str(tmp_path / "repo"), SERVING)
     assert not (tmp_path / "repo").exists()
 
 

@@ -22,16 +22,17 @@ def test_next_item_examples_use_the_previous_events_up_to_the_history_length():
     assert batch["history_age_days"] == [[1.0], [2.0, 1.0], [3.0, 2.0], [1.0]]  # days before the target
 
 
-def test_holdout_examples_pair_recent_train_history_with_distinct_later_products():
+def test_holdout_examples_pair_the_whole_train_history_with_distinct_later_products():
     holdout = pd.DataFrame(
         {"customer_id": ["A", "A", "A", "D"], "product_idx": [14, 10, 14, 40],
          "weight": np.ones(4, np.float32), "seconds": [86_400 * d for d in (6, 7, 8, 6)]}
     )
-    batch = holdout_examples(TRAIN, holdout, history_length=3, split_seconds=86_400 * 6).to_pydict()
+    batch = holdout_examples(TRAIN, holdout, split_seconds=86_400 * 6).to_pydict()
     assert batch["customer_id"] == [[b"A"], [b"D"]]
-    assert batch["history_idx"] == [[11, 12, 13], []]  # D is a new customer: no history
-    assert batch["history_weight"] == [[2.0, 3.0, 4.0], []]
-    assert batch["history_age_days"] == [[4.0, 3.0, 1.0], []]  # aged at the split time
+    # every train event, not a window: all of them are excluded from the ranking (D is new: no history)
+    assert batch["history_idx"] == [[10, 11, 12, 13], []]
+    assert batch["history_weight"] == [[1.0, 2.0, 3.0, 4.0], []]
+    assert batch["history_age_days"] == [[5.0, 4.0, 3.0, 1.0], []]  # aged at the split time
     assert batch["target_idxs"] == [[14, 10], [40]]
 
 
@@ -44,3 +45,19 @@ def test_tft_scratch_space_follows_the_runner_temp_location():
         assert temp_dir == "gs://bucket/tmp/tft"
     with _tft_temp_dir(TransformConfig()) as temp_dir:
         assert temp_dir.startswith("/")
+
+
+def test_a_target_horizon_ends_each_history_up_to_that_many_events_before_its_target():
+    # one customer with 30 events: product i at day i
+    train = pd.DataFrame({"customer_id": ["A"] * 30, "product_idx": np.arange(30), "weight": np.ones(30, np.float32),
+                          "seconds": 86_400 * np.arange(30)})
+    batch = next_item_examples(train, history_length=4, target_horizon=3).to_pydict()
+    assert [t[0] for t in batch["target_idx"]] == list(range(1, 30))  # still one example per event after the first
+    gaps = []
+    for history, (target,), ages in zip(batch["history_idx"], batch["target_idx"], batch["history_age_days"]):
+        assert 1 <= len(history) <= 4 and history == list(range(history[0], history[-1] + 1))  # consecutive events
+        gaps.append(target - history[-1])  # 1 = the history ends just before the target
+        assert ages == [float(target - h) for h in history]  # aged at the target's time
+    assert set(gaps) == {1, 2, 3}  # 29 draws from {1, 2, 3}: each one occurs
+    assert batch == next_item_examples(train, history_length=4, target_horizon=3).to_pydict()  # seeded
+    assert next_item_examples(train, 4, target_horizon=1).to_pydict() == next_item_examples(train, 4).to_pydict()

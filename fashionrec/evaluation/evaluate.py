@@ -19,10 +19,12 @@ from fashionrec.evaluation.report import ReportInputs, render_report
 from fashionrec.evaluation.slices import holdout_slices
 from fashionrec.evaluation.systems import (
     System,
+    ease_system,
     embedding_system,
     ials_system,
     popularity_system,
     published_system,
+    recent_popularity_system,
 )
 from fashionrec.embeddings_file import EMBEDDINGS_FILE, read_exported
 from fashionrec.features import EvalExamples, load_eval_examples
@@ -40,6 +42,8 @@ class Evaluation:
     metrics: dict[str, dict[str, float]]
     blessing: dict[str, object]
     slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # each system's per-customer metric values, same customers in the same order (for paired intervals)
+    per_customer: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def blessed(self) -> bool:
@@ -57,20 +61,20 @@ def evaluate(
 ) -> Evaluation:
     """Score the candidate, the baselines and the published model on the same customers; gate; report.
 
-    The embedding systems pool each history as the candidate will be served (its ``aggregation.json``)
-    and add its popularity prior; popularity and iALS see the raw event weights.
+    The protocol is ``config.exclude`` (default: the standard one, every product a customer interacted
+    with in training is excluded from every ranking and from the relevant set). The embedding systems
+    pool each history as the candidate will be served (its ``aggregation.json``: the last ``window``
+    events) and add its popularity prior; the baselines see every event of the history, raw weights.
     """
     exported = read_exported(storage.join(embeddings_dir, EMBEDDINGS_FILE))
     product_ids, table, is_new, prior = exported.product_ids, exported.embeddings, exported.is_new, exported.prior
     aggregation = Aggregation.read(storage.join(embeddings_dir, AGGREGATION_FILE))
     with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
-        examples = sample_customers(load_eval_examples(os.path.dirname(eval_examples)), config)  # only that folder is copied
+        examples = sample_customers(load_eval_examples(os.path.dirname(eval_examples)), config,  # only that folder is copied
+                                    aggregation.window)
     train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
     popularity = popularity_scores(train_events, product_ids)
-    systems = {"model": embedding_system(table, prior), "popularity": popularity_system(popularity),
-               "ials": ials_system(train_events, product_ids, config)}
-    if prior.any():  # the prior orders products by recent popularity: a baseline of its own ("what's trending")
-        systems["recent_popularity"] = popularity_system(prior)
+    systems = {"model": embedding_system(table, prior), **baseline_systems(train_events, product_ids, config)}
     published = currently_published(model_repository, serving) if model_repository else None
     if published is not None:
         systems["published"] = published_system(published, product_ids)
@@ -92,7 +96,7 @@ def evaluate(
     slice_values = {s.name: {name: metrics.per_customer(r[s.customers], s.targets, config.top_k)
                              for name, r in top.items()} for s in found}
     checks = (
-        gate.gate_checks(results["model"], results["popularity"], config)
+        gate.gate_checks(results["model"], {name: results[name] for name in BASELINES if name in results}, config)
         + gate.change_checks(per_customer["model"], per_customer.get("published"), _version(published), config)
         + _slice_checks(slice_values, _version(published), config)
     )
@@ -106,7 +110,7 @@ def evaluate(
                                       table, categories, config))
     with storage.open_output(storage.join(output_dir, REPORT_FILE)) as stream:
         stream.write(html.encode("utf-8"))
-    return Evaluation(metrics=results, blessing=blessing, slices=slice_summary)
+    return Evaluation(metrics=results, blessing=blessing, slices=slice_summary, per_customer=per_customer)
 
 
 def _pooled(aggregation: Aggregation, examples: EvalExamples) -> list[np.ndarray]:
@@ -188,10 +192,37 @@ def popularity_scores(train_events: pd.DataFrame, product_ids: np.ndarray) -> np
     return train_events["product_id"].value_counts().reindex(product_ids, fill_value=0).to_numpy(np.float64)
 
 
-def sample_customers(examples: EvalExamples, config: EvaluateConfig) -> EvalExamples:
-    """Customers with at least one target not already in their history, capped by a seeded sample."""
+BASELINES = ("popularity", "recent_popularity", "ials", "ease")  # the systems the gate's lift check compares with
+EXCLUSION_PROTOCOLS = ("all_seen", "window")
+
+
+def baseline_systems(train_events: pd.DataFrame, product_ids: np.ndarray, config: EvaluateConfig) -> dict[str, System]:
+    """Every baseline of :data:`BASELINES` with ``config``'s settings; EASE only up to ``ease_max_products``."""
+    systems = {"popularity": popularity_system(popularity_scores(train_events, product_ids)),
+               "recent_popularity": recent_popularity_system(train_events, product_ids,
+                                                             config.recent_popularity_half_life_days),
+               "ials": ials_system(train_events, product_ids, config)}
+    if len(product_ids) <= config.ease_max_products:
+        systems["ease"] = ease_system(train_events, product_ids, config)
+    return systems
+
+
+def sample_customers(examples: EvalExamples, config: EvaluateConfig, window: int) -> EvalExamples:
+    """The holdout under ``config.exclude``: customers with at least one target not already in their
+    history (and with a history, when ``customers_with_history_only``), capped by a seeded sample; each
+    history is what every system excludes (and the baselines use).
+
+    ``all_seen`` keeps the whole training history, so nothing a customer interacted with is recommended
+    or counted. ``window`` (the old protocol, kept to compare) cuts each history to its last ``window``
+    events first (0: none is cut), so older products are neither excluded nor removed from the targets.
+    """
+    if config.exclude not in EXCLUSION_PROTOCOLS:
+        raise ValueError(f"evaluate.exclude must be one of {EXCLUSION_PROTOCOLS}, got {config.exclude!r}")
+    if config.exclude == "window" and window > 0:
+        examples = _last_events(examples, window)
     targets = [np.setdiff1d(t, h) for t, h in zip(examples.target_idxs, examples.history_idx, strict=True)]
-    keep = np.flatnonzero([len(t) > 0 for t in targets])
+    keep = np.flatnonzero([len(t) > 0 and (len(h) > 0 or not config.customers_with_history_only)
+                           for t, h in zip(targets, examples.history_idx, strict=True)])
     if len(keep) > config.max_eval_customers:
         keep = np.sort(np.random.default_rng(config.seed).choice(keep, config.max_eval_customers, replace=False))
     return EvalExamples(
@@ -203,3 +234,12 @@ def sample_customers(examples: EvalExamples, config: EvaluateConfig) -> EvalExam
     )
 
 
+
+
+def _last_events(examples: EvalExamples, window: int) -> EvalExamples:
+    """Every history cut to its last ``window`` events."""
+    return EvalExamples(customer_ids=examples.customer_ids,
+                        history_idx=[h[-window:] for h in examples.history_idx],
+                        history_weight=[w[-window:] for w in examples.history_weight],
+                        history_age_days=[a[-window:] for a in examples.history_age_days],
+                        target_idxs=examples.target_idxs)

@@ -3,7 +3,7 @@
 Two kinds of checks, in the spirit of TFMA's value and change thresholds:
 
 * **value checks** on the candidate alone: an absolute floor on the gate metric and a lift over the
-  popularity baseline;
+  strongest baseline the evaluation computed (popularity, recent popularity, iALS, EASE);
 * **change checks** against the currently published model, decided on a paired bootstrap interval
   over customers: *worse* when the whole interval of (candidate − published) lies below
   ``allowed_change``, *better* when it lies above zero, otherwise *equal within noise*, which follows
@@ -36,17 +36,19 @@ class Check:
     interval: tuple[float, float] | None = None
 
 
-def gate_checks(model: dict[str, float], popularity: dict[str, float], config: EvaluateConfig) -> list[Check]:
-    """The candidate must clear an absolute floor and beat popularity by the configured lift."""
+def gate_checks(model: dict[str, float], baselines: dict[str, dict[str, float]], config: EvaluateConfig) -> list[Check]:
+    """The candidate must clear an absolute floor and beat the strongest of ``baselines`` (by name: their
+    metrics) on the gate metric by the configured lift: a model a simple baseline beats is not published."""
     metric = config.gate_metric
     value = model[metric]
-    required_lift = popularity[metric] * (1.0 + config.min_lift_over_popularity)
+    strongest = max(baselines, key=lambda name: baselines[name][metric])
+    required_lift = baselines[strongest][metric] * (1.0 + config.min_lift_over_baseline)
     return [
         Check(f"{metric} >= floor", value, config.min_gate_metric, value >= config.min_gate_metric,
               f"candidate {metric} must be at least {config.min_gate_metric}"),
-        Check(f"{metric} beats popularity", value, required_lift, value > required_lift,
-              f"candidate {metric} must exceed popularity's {popularity[metric]:.4f} "
-              f"by {config.min_lift_over_popularity:.0%}"),
+        Check(f"{metric} beats the strongest baseline ({strongest})", value, required_lift, value > required_lift,
+              f"candidate {metric} must exceed the strongest baseline's ({strongest}: "
+              f"{baselines[strongest][metric]:.4f}) by {config.min_lift_over_baseline:.0%}"),
     ]
 
 

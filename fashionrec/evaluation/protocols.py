@@ -11,12 +11,16 @@
   by content; their holdout interactions are ranked among the cold products (a "new in" carousel),
   warm interactions among the warm products, and the two recalls are compared.
 
+* **Validation period**: the events before the test split, split again by the same rule; every setting
+  (the model's and the baselines') is chosen there.
+
 Each re-split is written in the ingest stage's layout (:func:`resplit`), so the transform and training
 stages run on it unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,7 +28,7 @@ import pandas as pd
 
 from fashionrec import ingest as ingest_files
 from fashionrec import storage
-from fashionrec.config import ExportConfig
+from fashionrec.config import ExportConfig, IngestConfig
 from fashionrec.popularity import SECONDS_PER_DAY, popularity_prior
 from fashionrec.serving import ops
 
@@ -71,6 +75,17 @@ def resplit(ingested_dir: str, output_dir: str, train: pd.DataFrame, holdout: pd
     )
     quarantine = storage.read_table(storage.join(ingested_dir, ingest_files.QUARANTINE_FILE))
     ingest_files.write_ingested(output_dir, catalogue, train, holdout, quarantine, summary)
+
+
+def validation_split(ingested_dir: str, output_dir: str, config: IngestConfig) -> None:
+    """The period before the test split, split again by the same rule (its last ``holdout_fraction`` of
+    events is the validation period), written in ingest's layout: settings are chosen there, so nothing
+    of the test period is seen. A configured ``split_time`` is the test split's; the validation cut is
+    always the quantile."""
+    before_test = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
+    cut = ingest_files.choose_split_time(before_test["timestamp"], dataclasses.replace(config, split_time=None))
+    train, validation = ingest_files.split_events(before_test, cut)
+    resplit(ingested_dir, output_dir, train, validation)
 
 
 def sample_negatives(seen: Sequence[np.ndarray], num_products: int, count: int, seed: int) -> np.ndarray:

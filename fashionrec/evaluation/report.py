@@ -16,7 +16,7 @@ from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation import metrics
 
 SYSTEM_COLOURS = {"model": "#1f77b4", "popularity": "#ff7f0e", "published": "#2ca02c", "ials": "#9467bd",
-                 "recent_popularity": "#8c564b"}
+                 "recent_popularity": "#8c564b", "ease": "#e377c2"}
 MAX_POINTS = 5_000  # products drawn in the embedding projection
 MAX_CATEGORIES = 10  # coloured categories in the projection; the rest are grey
 TABLE_METRICS = ("recall@10", "recall@20", "ndcg@10", "mrr", "auc", "coverage@20", "popularity_percentile@20")

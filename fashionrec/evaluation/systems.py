@@ -1,8 +1,10 @@
 """The recommenders an evaluation compares, each able to rank the catalogue and to score given products.
 
 The candidate and the published model rank with exactly the serving maths (``fashionrec.serving.ops``:
-weighted-mean customer vector, dot-product top-K excluding the history); popularity ranks by training
-interactions. Rows are always the current catalogue's product rows.
+weighted-mean customer vector, dot-product top-K excluding the history); the baselines are popularity
+(training interactions), recent popularity (time-decayed), iALS and EASE. Every system excludes the
+whole history it is given and the baselines use all of it. Rows are always the current catalogue's
+product rows.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
 
 from fashionrec.config import EvaluateConfig
+from fashionrec.popularity import recent_popularity
 from fashionrec.publish import ServedCatalogue
 from fashionrec.serving import ops
 
@@ -66,44 +70,100 @@ def ials_system(train: pd.DataFrame, product_ids: np.ndarray, config: EvaluateCo
     """iALS (the ``implicit`` library) fitted on the training events, a strong collaborative baseline.
 
     Customers are folded in from the same history the other systems see (``recalculate_user``), so new
-    customers are handled and the comparison is like for like.
+    customers are handled and the comparison is like for like. Confidence is ``ials_alpha`` per event,
+    times its event weight when ``ials_event_weights``.
     """
     from implicit.als import AlternatingLeastSquares
-    from scipy.sparse import csr_matrix
     from threadpoolctl import threadpool_limits
 
-    rows = pd.Series(np.arange(len(product_ids)), index=product_ids)
-    known = train[train["product_id"].isin(rows.index)]
-    customers, customer_rows = np.unique(known["customer_id"].to_numpy(), return_inverse=True)
-    matrix = csr_matrix(
-        (config.ials_alpha * known["weight"].to_numpy(np.float32), (customer_rows, rows[known["product_id"]].to_numpy())),
-        shape=(len(customers), len(product_ids)),
-    )
+    def confidence(weights: np.ndarray) -> np.ndarray:
+        values = np.asarray(weights, np.float32) if config.ials_event_weights else np.ones(len(weights), np.float32)
+        return config.ials_alpha * values
+
+    matrix = interaction_matrix(train, product_ids, confidence)
     with threadpool_limits(1, "blas"):  # implicit's own advice: its threads, not BLAS's
         model = AlternatingLeastSquares(factors=config.ials_factors, iterations=config.ials_iterations,
                                         regularization=config.ials_regularization, random_state=config.seed)
         model.fit(matrix, show_progress=False)
 
-    def history_matrix(history: Histories, weights: Histories) -> csr_matrix:
-        data = np.concatenate([config.ials_alpha * np.asarray(w, np.float32) for w in weights]) if history else []
-        indptr = np.r_[0, np.cumsum([len(h) for h in history])]
-        matrix = csr_matrix((data, np.concatenate(history) if history else [], indptr),
-                            shape=(len(history), len(product_ids)))
-        matrix.sum_duplicates()
-        return matrix
-
     def factors(history: Histories, weights: Histories) -> np.ndarray:
-        return np.asarray(model.recalculate_user(np.arange(len(history)), history_matrix(history, weights)))
+        matrix = history_matrix(history, [confidence(w) for w in weights], len(product_ids))
+        return np.asarray(model.recalculate_user(np.arange(len(history)), matrix))
 
+    return _factor_system(factors, model.item_factors)
+
+
+def ease_system(train: pd.DataFrame, product_ids: np.ndarray, config: EvaluateConfig) -> System:
+    """EASE (Steck, "Embarrassingly Shallow Autoencoders", WWW 2019): the item-item baseline that papers on
+    MovieLens must beat. Closed form on the binary customer x product matrix X of the training events:
+    ``P = (X^T X + l2 I)^-1``, ``B = I - P diag(1 / diag P)`` (so ``B_ii = 0``); a customer's scores are
+    ``x_u B`` with ``x_u`` their binary history. Memory and time grow with products squared (and cubed):
+    the caller skips it above ``config.ease_max_products``.
+    """
+    matrix = interaction_matrix(train, product_ids, lambda w: np.ones(len(w), np.float32))
+    matrix.data[:] = 1.0  # repeated interactions count once
+    weights = ease_weights(matrix, config.ease_l2)
+
+    def profiles(history: Histories, _: Histories) -> np.ndarray:
+        binary = history_matrix(history, [np.ones(len(h), np.float32) for h in history], len(product_ids))
+        binary.data[:] = 1.0
+        return binary.toarray()
+
+    return _factor_system(profiles, weights.T)
+
+
+def ease_weights(matrix: csr_matrix, l2: float) -> np.ndarray:
+    """EASE's item-item weights B [products, products] (float32) from a customer x product matrix."""
+    if not l2 > 0:
+        raise ValueError(f"the EASE L2 strength must be positive, got {l2}")
+    gram = (matrix.T @ matrix).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights.astype(np.float32)
+
+
+def recent_popularity_system(train: pd.DataFrame, product_ids: np.ndarray, half_life_days: float) -> System:
+    """Popularity with every training event's weight halved every ``half_life_days`` before the last one:
+    what is in demand at the split (the candidate's popularity prior alone ranks the same way)."""
+    return popularity_system(recent_popularity(train, product_ids, half_life_days))
+
+
+def interaction_matrix(train: pd.DataFrame, product_ids: np.ndarray,
+                       values: Callable[[np.ndarray], np.ndarray]) -> csr_matrix:
+    """Customers x ``product_ids`` CSR of the training events (``values`` of their weights; repeats add up).
+    Events of products outside ``product_ids`` are dropped; rows are the customers in sorted id order."""
+    rows = pd.Series(np.arange(len(product_ids)), index=product_ids)
+    known = train[train["product_id"].isin(rows.index)]
+    customers, customer_rows = np.unique(known["customer_id"].to_numpy(), return_inverse=True)
+    return csr_matrix((values(known["weight"].to_numpy(np.float32)),
+                       (customer_rows, rows[known["product_id"]].to_numpy())),
+                      shape=(len(customers), len(product_ids)))
+
+
+def history_matrix(history: Histories, values: Histories, num_products: int) -> csr_matrix:
+    """One CSR row per history, ``values`` at its product rows (repeats add up)."""
+    data = np.concatenate(values) if history else []
+    indptr = np.r_[0, np.cumsum([len(h) for h in history])]
+    matrix = csr_matrix((data, np.concatenate(history) if history else [], indptr),
+                        shape=(len(history), num_products))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def _factor_system(customer_factors: Callable[[Histories, Histories], np.ndarray], item_factors: np.ndarray) -> System:
+    """Rank by ``customer_factors(history, weights) . item_factors[i]``, each customer's history excluded."""
     def rank(history: Histories, weights: Histories, k: int) -> np.ndarray:
-        users = factors(history, weights)
-        return np.concatenate([ops.rank_candidates(users[s : s + BATCH], model.item_factors, k,
-                                                   padded(history[s : s + BATCH]))[0]
-                               for s in range(0, len(users), BATCH)])
+        parts = []
+        for s in range(0, len(history), BATCH):
+            users = customer_factors(history[s : s + BATCH], weights[s : s + BATCH])
+            parts.append(ops.rank_candidates(users, item_factors, k, padded(history[s : s + BATCH]))[0])
+        return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
 
     def score(history: Histories, weights: Histories, rows: Histories) -> Histories:
-        users = factors(history, weights)
-        return [model.item_factors[r] @ u for u, r in zip(users, rows, strict=True)]
+        users = customer_factors(history, weights)
+        return [item_factors[r] @ u for u, r in zip(users, rows, strict=True)]
 
     return System(rank, score)
 

@@ -55,9 +55,13 @@ def lookup_rows(index: Mapping[object, int], product_ids: Iterable[object]) -> n
 
 def history_weights(
     event_weights: np.ndarray, ages_days: np.ndarray | None, pooling: str, half_life_days: float,
-    half_life_events: float = 0.0,
+    half_life_events: float = 0.0, window: int = 0,
 ) -> np.ndarray:
     """Weight of each history event in the customer vector: the training and serving contract.
+
+    ``window`` > 0 pools only the last ``window`` events (older ones weigh 0), as the model was trained:
+    a history may be longer than the pooling window (everything a customer saw, so that it can all be
+    excluded from the ranking) and still be pooled exactly as in training. 0 pools every event.
 
     ``pooling``: ``"mean"`` (every event 1), ``"weighted"`` (the event type's weight) or ``"recency"``
     (the event type's weight halved every ``half_life_days`` of age; ages below 0 count as 0, unknown
@@ -67,10 +71,32 @@ def history_weights(
     :mod:`fashionrec.model` computes the same in TensorFlow; a test holds the two equal.
     """
     event_weights = np.asarray(event_weights, dtype=np.float64).reshape(-1)
+    pooled = _pooling_weights(event_weights, ages_days, pooling, half_life_days, half_life_events)
+    pooled[:pooling_window(event_weights.size, window).start] = 0.0
+    return pooled
+
+
+def pooling_window(num_events: int, window: int) -> slice:
+    """The events of a history (oldest first) that :func:`history_weights` pools: the last ``window``, or
+    all of them when ``window`` is 0 or the history is shorter.
+
+    The events before it weigh 0, so a caller may leave them out entirely (not look their products up,
+    not gather their embeddings): the customer vector of ``history[pooling_window(...)]`` is the whole
+    history's, bit for bit what a request of just those events gets, at the cost of the window however
+    long the history is (a history may carry everything a customer saw, to exclude it from the ranking).
+    """
+    if window < 0:
+        raise ValueError(f"window must be 0 (every event) or positive, got {window}")
+    return slice(max(num_events - window, 0) if window else 0, num_events)
+
+
+def _pooling_weights(event_weights: np.ndarray, ages_days: np.ndarray | None, pooling: str, half_life_days: float,
+                     half_life_events: float) -> np.ndarray:
+    """:func:`history_weights` before the window is applied (a new array)."""
     if pooling == "mean":
         return np.ones_like(event_weights)
     if pooling == "weighted":
-        return event_weights
+        return event_weights.copy()
     if pooling != "recency":
         raise ValueError(f"unknown pooling {pooling!r}; expected mean, weighted or recency")
     if half_life_events > 0:
@@ -214,12 +240,22 @@ def _preview(names: Sequence[str]) -> str:
     return shown + (", ..." if len(names) > BYTES_PREVIEW else "")
 
 
-def event_type_weights(event_types: Sequence[str], weights_by_type: Mapping[str, float]) -> np.ndarray:
-    """The weight of each event type; RequestError naming the unknown types and the known ones."""
-    unknown = sorted({t for t in event_types if t not in weights_by_type})
+def event_type_weights(event_types: Sequence[object], weights_by_type: Mapping[str, float]) -> np.ndarray:
+    """The weight of each event type (str, or UTF-8 bytes as Triton sends them); RequestError naming the
+    unknown types and the known ones."""
+    weight_of = _weight_by_value(event_types, weights_by_type)
+    return np.fromiter((weight_of[t] for t in event_types), dtype=np.float64, count=len(event_types))
+
+
+def _weight_by_value(event_types: Sequence[object], weights_by_type: Mapping[str, float]) -> dict[object, float]:
+    """{each distinct value of ``event_types``: its weight}, every value checked; RequestError naming the
+    unknown ones. Only the distinct values are decoded: a history of thousands of events has a handful."""
+    distinct = list(set(event_types))
+    names = dict(zip(distinct, decode(distinct), strict=True))
+    unknown = sorted({name for name in names.values() if name not in weights_by_type})
     if unknown:
         raise RequestError(f"unknown HISTORY_EVENT_TYPES {_preview(unknown)}; known: {', '.join(weights_by_type)}")
-    return np.array([weights_by_type[t] for t in event_types], dtype=np.float64)
+    return {value: float(weights_by_type[name]) for value, name in names.items()}
 
 
 def check_history(num_ids: int, max_history_length: int) -> None:
@@ -233,7 +269,7 @@ def check_history(num_ids: int, max_history_length: int) -> None:
 def request_weights(
     num_ids: int,
     aggregation: Mapping[str, object],
-    event_types: Sequence[str] | None = None,
+    event_types: Sequence[object] | None = None,  # str, or bytes as Triton sends them
     timestamps: np.ndarray | None = None,
     explicit_weights: np.ndarray | None = None,
     request_time: float | None = None,
@@ -242,18 +278,24 @@ def request_weights(
 
     The event weight is the explicit weight when given, else the event type's weight from
     ``aggregation["event_weights"]``, else 1. Ages are (request_time - timestamp) in days when
-    timestamps are given (request_time defaults to now). Every optional array must match the ids.
+    timestamps are given (request_time defaults to now). Every optional array must match the ids and is
+    checked whole; events before the pooling window (``aggregation["window"]``) weigh 0 and their
+    event types are only checked, not weighted.
     """
     for name, values in (("HISTORY_EVENT_TYPES", event_types), ("HISTORY_TIMESTAMPS", timestamps),
                          ("HISTORY_WEIGHTS", explicit_weights)):
         if values is not None and len(values) != num_ids:
             raise RequestError(f"{name} has {len(values)} values but HISTORY_PRODUCT_IDS has {num_ids}")
+    window = int(aggregation.get("window", 0))  # type: ignore[call-overload]
     if explicit_weights is not None:
         event_weights = np.asarray(explicit_weights, dtype=np.float64)
         if not np.all(np.isfinite(event_weights)) or np.any(event_weights < 0):
             raise RequestError("HISTORY_WEIGHTS must be finite and non-negative")
     elif event_types is not None:
-        event_weights = event_type_weights(event_types, aggregation["event_weights"])  # type: ignore[arg-type]
+        weight_of = _weight_by_value(event_types, aggregation["event_weights"])  # type: ignore[arg-type]
+        event_weights = np.zeros(num_ids)
+        pooled = pooling_window(num_ids, window)
+        event_weights[pooled] = [weight_of[t] for t in event_types[pooled]]
     else:
         event_weights = np.ones(num_ids)
     ages = None
@@ -262,7 +304,8 @@ def request_weights(
         ages = (now - np.asarray(timestamps, dtype=np.float64)) / SECONDS_PER_DAY
     return history_weights(event_weights, ages, str(aggregation["pooling"]),
                            float(aggregation["half_life_days"]),  # type: ignore[arg-type]
-                           float(aggregation.get("half_life_events", 0.0)))  # type: ignore[arg-type]
+                           float(aggregation.get("half_life_events", 0.0)),  # type: ignore[arg-type]
+                           window)
 
 
 def known_rows(index: Mapping[object, int], product_ids: Sequence[object], what: str) -> np.ndarray:
@@ -305,12 +348,28 @@ def rank_positions(dots: np.ndarray, candidates: np.ndarray | None, excluded: np
     ``dots`` [n] holds the customer's dot product with every product (``candidates`` None) or with the
     candidate rows, in their order. Ties go to the earlier position (the lower catalogue row for the
     whole catalogue, the earlier candidate otherwise). Fewer than k come back when fewer remain.
+    ``excluded`` may be long (a customer's whole seen-history) and hold repeats and negatives (unknown).
     """
     values = np.array(dots, dtype=np.float32, copy=True).reshape(-1)
-    excluded = np.unique(excluded[excluded >= 0])
-    blocked = excluded if candidates is None else np.flatnonzero(np.isin(candidates, excluded))
+    blocked = blocked_positions(excluded, candidates, values.size)
     values[blocked] = -np.inf
     return top_k_positions(values, min(k, values.size - blocked.size))
+
+
+def blocked_positions(excluded: np.ndarray, candidates: np.ndarray | None, num_positions: int) -> np.ndarray:
+    """Positions of a ranked row (catalogue rows, or indexes into ``candidates``) holding an ``excluded``
+    catalogue row, each once, ascending; negative ``excluded`` entries (unknown ids) are ignored.
+
+    One boolean mask over the catalogue rows instead of sorting (``np.unique``, ``np.isin``'s default):
+    linear in the catalogue and the exclusions, ~0.05 ms for 5,000 seen products at 100k products.
+    """
+    excluded = np.asarray(excluded, dtype=np.int64).reshape(-1)
+    excluded = excluded[excluded >= 0]
+    if candidates is None:
+        mask = np.zeros(num_positions, dtype=bool)
+        mask[excluded] = True
+        return np.flatnonzero(mask)
+    return np.flatnonzero(np.isin(candidates, excluded, kind="table"))
 
 
 def blend(hero: np.ndarray, customer: np.ndarray, alpha: float) -> np.ndarray:

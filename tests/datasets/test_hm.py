@@ -107,7 +107,7 @@ def test_kaggle_layout_runs_through_the_whole_pipeline(tmp_path):
     data = tmp_path / "hm"
     data.mkdir()
     write_kaggle_fixture(data, seed=1, articles=300, transactions=20_000)
-    config = PipelineConfig().with_overrides({"train.epochs": 2, "evaluate.min_lift_over_popularity": -1.0,
+    config = PipelineConfig().with_overrides({"train.epochs": 2, "evaluate.min_lift_over_baseline": -1.0,
                                               "ingest.split_time": "2020-08-25"})
     run = run_local(str(tmp_path / "workspace"), config, dataset="hm", data_dir=str(data))
     quarantine = pd.read_parquet(run.artifact("ingest-data", "ingested") / ingest.QUARANTINE_FILE)

@@ -1,26 +1,37 @@
 from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation import gate
 
-CONFIG = EvaluateConfig(gate_metric="recall@20", min_gate_metric=0.05, min_lift_over_popularity=0.1)
+CONFIG = EvaluateConfig(gate_metric="recall@20", min_gate_metric=0.05, min_lift_over_baseline=0.1)
+BASELINES = {"popularity": {"recall@20": 0.2}, "ease": {"recall@20": 0.25}, "ials": {"recall@20": 0.1}}
 
 
-def test_model_clearly_better_than_popularity_is_blessed():
-    checks = gate.gate_checks({"recall@20": 0.3}, {"recall@20": 0.2}, CONFIG)
+def test_model_clearly_better_than_every_baseline_is_blessed():
+    checks = gate.gate_checks({"recall@20": 0.3}, BASELINES, CONFIG)
     result = gate.blessing(checks, {})
     assert result["blessed"] is True
     assert result["reasons"] == []
     assert [c["passed"] for c in result["checks"]] == [True, True]
+    assert checks[1].threshold == 0.25 * 1.1  # the strongest baseline, EASE, with the lift
 
 
-def test_model_within_the_required_lift_is_not_blessed_and_says_why():
-    checks = gate.gate_checks({"recall@20": 0.21}, {"recall@20": 0.2}, CONFIG)
+def test_model_within_the_required_lift_over_the_strongest_baseline_is_not_blessed_and_says_why():
+    # 0.26 beats popularity by 30 % and EASE by 4 %: EASE decides, and 4 % is short of the 10 % lift
+    checks = gate.gate_checks({"recall@20": 0.26}, BASELINES, CONFIG)
     result = gate.blessing(checks, {})
     assert result["blessed"] is False
-    assert result["reasons"] == ["recall@20 beats popularity: 0.2100 vs 0.2200"]
+    assert result["reasons"] == ["recall@20 beats the strongest baseline (ease): 0.2600 vs 0.2750"]
+
+
+def test_a_model_the_strongest_baseline_beats_is_refused_even_without_a_lift():
+    from dataclasses import replace
+
+    checks = gate.gate_checks({"recall@20": 0.24}, BASELINES, replace(CONFIG, min_lift_over_baseline=0.0))
+    assert [c.passed for c in checks] == [True, False]
+    assert gate.gate_checks({"recall@20": 0.2501}, BASELINES, replace(CONFIG, min_lift_over_baseline=0.0))[1].passed
 
 
 def test_model_below_the_floor_is_not_blessed():
-    checks = gate.gate_checks({"recall@20": 0.04}, {"recall@20": 0.0}, CONFIG)
+    checks = gate.gate_checks({"recall@20": 0.04}, {"popularity": {"recall@20": 0.0}}, CONFIG)
     assert not gate.blessing(checks, {})["blessed"]
 
 

@@ -90,3 +90,24 @@ def test_daily_priors_are_what_a_midnight_refresh_would_serve_at_each_time():
         before = events[events["timestamp"] < midnight]
         np.testing.assert_allclose(row, prior_from_events(before, np.array(["p1", "p2", "p3"]), config, midnight),
                                    rtol=1e-6, atol=1e-7)
+
+
+def test_the_validation_split_cuts_the_period_before_the_test_split_by_the_same_rule(tmp_path):
+    from fashionrec.config import IngestConfig
+
+    catalogue = pd.DataFrame({"product_id": ["p1", "p2", "p3", "p4"], "title": "t", "category": "c", "price": 1.0,
+                              "is_new": False})
+    train, holdout = EVENTS.iloc[:5], EVENTS.iloc[5:]  # the test split: the last event
+    summary = ingest.IngestSummary(split_time=EVENTS["timestamp"].iloc[5], catalogue_rows=4, event_rows=6,
+                                   accepted_products=4, train_events=5, holdout_events=1, new_products=0,
+                                   quarantined={})
+    ingest.write_ingested(str(tmp_path / "test"), catalogue, train, holdout, train.iloc[:0], summary)
+    # a configured split time is the test split's: the validation cut is the quantile all the same
+    config = IngestConfig(holdout_fraction=0.4, split_time="2000-01-01")
+    protocols.validation_split(str(tmp_path / "test"), str(tmp_path / "validation"), config)
+    kept = pd.read_parquet(tmp_path / "validation" / ingest.TRAIN_EVENTS_FILE)
+    validation = pd.read_parquet(tmp_path / "validation" / ingest.HOLDOUT_EVENTS_FILE)
+    # the 0.6 quantile of days 1, 2, 3, 4, 5 is day 3.4: days 1-3 train, days 4-5 validation; day 5's b/p4 is test
+    assert sorted(kept["timestamp"].dt.day) == [2, 3, 4]  # (unit="D" from the epoch: day 1 is Jan 2)
+    assert sorted(zip(validation["customer_id"], validation["product_id"])) == [("a", "p3"), ("c", "p2")]
+    assert "p4" not in set(kept["product_id"]) | set(validation["product_id"])

@@ -53,3 +53,83 @@ def test_published_model_ranks_with_its_own_popularity_prior():
     expected = embedding_system(table, prior).rank(history, weights, 5)
     assert published_system(published, PRODUCTS).rank(history, weights, 5).tolist() == expected.tolist()
     assert expected.tolist() != embedding_system(table).rank(history, weights, 5).tolist()
+
+
+def _events(pairs, weights=None):
+    frame = pd.DataFrame(pairs, columns=["customer_id", "product_id"])
+    return frame.assign(weight=1.0 if weights is None else np.asarray(weights, float))
+
+
+def test_ease_weights_match_the_closed_form_on_a_hand_computed_gram_matrix():
+    # X = [[1, 1, 0], [1, 0, 1]]: X^T X = [[2, 1, 1], [1, 1, 0], [1, 0, 1]]; + 1 I = [[3, 1, 1], [1, 2, 0], [1, 0, 2]]
+    # its inverse is [[4, -2, -2], [-2, 5, 1], [-2, 1, 5]] / 12, so B_ij = -P_ij / P_jj:
+    # B_01 = 2/5, B_02 = 2/5, B_10 = 2/4, B_12 = -1/5, B_20 = 2/4, B_21 = -1/5, diagonal 0
+    from scipy.sparse import csr_matrix
+
+    from fashionrec.evaluation.systems import ease_weights
+
+    weights = ease_weights(csr_matrix(np.array([[1, 1, 0], [1, 0, 1]], np.float32)), l2=1.0)
+    np.testing.assert_allclose(weights, [[0, 0.4, 0.4], [0.5, 0, -0.2], [0.5, -0.2, 0]], atol=1e-6)
+
+
+def test_ease_recommends_what_co_occurs_with_the_history_and_never_the_history():
+    from fashionrec.evaluation.systems import ease_system
+
+    # P0 goes with P1 (three customers), P2 with P3; repeats and weights do not change EASE's binary matrix
+    train = _events([("a", "P0"), ("a", "P1"), ("b", "P0"), ("b", "P1"), ("c", "P0"), ("c", "P1"), ("c", "P1"),
+                     ("d", "P2"), ("d", "P3"), ("e", "P2"), ("e", "P3")], weights=[5] + [1] * 10)
+    system = ease_system(train, PRODUCTS[:4], EvaluateConfig(ease_l2=1.0))
+    assert system.rank([np.array([0])], [np.ones(1)], 1).tolist() == [[1]]
+    assert system.rank([np.array([3])], [np.ones(1)], 3)[0].tolist()[0] == 2
+    assert 3 not in system.rank([np.array([3])], [np.ones(1)], 3)[0]
+    scores = system.score([np.array([0])], [np.ones(1)], [np.array([1, 2])])[0]
+    assert scores[0] > 0 and scores[1] == 0.0  # nothing links P0 with P2
+
+
+def test_recent_popularity_ranks_by_time_decayed_events_skipping_the_history():
+    from fashionrec.evaluation.systems import recent_popularity_system
+
+    day = pd.Timedelta(days=1)
+    start = pd.Timestamp("2026-01-10", tz="UTC")
+    # P0: three events ten days before the last event (3 / 2**10); P1: one event at the end (1); P2: one, a day before
+    train = _events([("a", "P0"), ("b", "P0"), ("c", "P0"), ("a", "P1"), ("b", "P2")]).assign(
+        timestamp=[start - 10 * day] * 3 + [start, start - day])
+    system = recent_popularity_system(train, PRODUCTS[:3], half_life_days=1.0)
+    assert system.rank([np.array([], np.int64)], [np.ones(0)], 3).tolist() == [[1, 2, 0]]
+    assert system.rank([np.array([1])], [np.ones(1)], 2).tolist() == [[2, 0]]
+    assert recent_popularity_system(train, PRODUCTS[:3], half_life_days=1e6).rank(
+        [np.array([], np.int64)], [np.ones(0)], 1).tolist() == [[0]]  # no decay: plain counts
+
+
+def test_ials_confidence_ignores_event_weights_when_told_to():
+    from fashionrec.evaluation.systems import interaction_matrix
+
+    train = _events([("a", "P0"), ("a", "P0"), ("b", "P1")], weights=[5.0, 1.0, 3.0])
+    weighted = interaction_matrix(train, PRODUCTS[:2], lambda w: 2.0 * w).toarray()
+    counted = interaction_matrix(train, PRODUCTS[:2], lambda w: 2.0 * np.ones_like(w)).toarray()
+    np.testing.assert_allclose(weighted, [[12.0, 0.0], [0.0, 6.0]])
+    np.testing.assert_allclose(counted, [[4.0, 0.0], [0.0, 2.0]])
+    config = EvaluateConfig(ials_factors=2, ials_iterations=3, ials_event_weights=False)
+    assert ials_system(train, PRODUCTS[:2], config).rank([np.array([0])], [np.ones(1)], 1).tolist() == [[1]]
+
+
+def test_baseline_tuning_keeps_each_baselines_best_setting_on_the_validation_customers():
+    from fashionrec.evaluation.tuning import BaselineGrid, tune_baselines
+    from fashionrec.features import EvalExamples
+
+    day = pd.Timedelta(days=1)
+    end = pd.Timestamp("2026-01-30", tz="UTC")
+    # P0 was the best seller long ago, P1 sells now: only a short half-life ranks P1 first
+    train = _events([(f"c{i}", "P0") for i in range(6)] + [(f"d{i}", "P1") for i in range(3)]).assign(
+        timestamp=[end - 20 * day] * 6 + [end] * 3)
+    examples = EvalExamples(np.array(["x"]), [np.array([9])], [np.ones(1, np.float32)], [np.zeros(1, np.float32)],
+                            [np.array([1])])
+    grid = BaselineGrid(ials_factors=(2,), ials_regularization=(0.1,), ials_alpha=(1.0,), ials_event_weights=(True,),
+                        recent_popularity_half_life_days=(100.0, 1.0, 2.0), ease_l2=(1.0, 10.0))
+    tuned = tune_baselines(train, PRODUCTS, examples, EvaluateConfig(ials_iterations=2), grid)
+    assert tuned.chosen["recent_popularity"] == {"recent_popularity_half_life_days": 1.0}  # 1 and 2 tie: the first
+    assert tuned.config.recent_popularity_half_life_days == 1.0
+    # P1 second (NDCG 1 / log2(3)), then first
+    np.testing.assert_allclose([r["ndcg@10"] for _, r in tuned.tried["recent_popularity"]], [1 / np.log2(3), 1, 1])
+    assert set(tuned.chosen) == {"recent_popularity", "ease", "ials"} and len(tuned.tried["ease"]) == 2
+    assert tuned.config.ials_factors == 2 and tuned.config.ease_l2 in (1.0, 10.0)

@@ -23,13 +23,16 @@ from fashionrec.serving.server import TritonServer
 NUM_PRODUCTS = 300
 DIM = 16
 NUM_NEW = 30  # the last products are "new": never seen in training, content embedding only
-# Small limits make the bad-request tests cheap; a long queue delay makes dynamic batching visible.
-TEST_SERVING = ServingConfig(max_top_k=100, max_history_length=50, max_queue_delay_us=10_000, max_candidates=120,
-                             similar_alpha=0.3)
+# Small limits make the bad-request tests cheap; a long queue delay makes dynamic batching visible. The
+# history limit stays the default (10,000 ids): the tests send whole seen-histories that long, over
+# HTTP and gRPC, and one more id is refused.
+TEST_SERVING = ServingConfig(max_top_k=100, max_queue_delay_us=10_000, max_candidates=120, similar_alpha=0.3)
+WINDOW = 16  # the pooling window: shorter than some test histories, so that only their last events pool
 # Published beside the embeddings, as the export stage writes it: recency pooling (by age and by the
-# number of newer events) with these weights.
+# number of newer events) of the last WINDOW events with these weights.
 AGGREGATION = {"pooling": "recency", "half_life_days": 10.0, "half_life_events": 4.0,
-               "event_weights": {"click": 1.0, "add_to_bag": 3.0, "save_for_later": 2.0, "purchase": 5.0}}
+               "event_weights": {"click": 1.0, "add_to_bag": 3.0, "save_for_later": 2.0, "purchase": 5.0},
+               "window": WINDOW}
 CANDIDATE_SETS = {"sale": [f"P{i:06d}" for i in range(0, 300, 7)], "category:dresses": [f"P{i:06d}" for i in range(40, 90)]}
 
 

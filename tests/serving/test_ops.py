@@ -159,3 +159,81 @@ def test_rank_candidates_adds_the_prior_to_each_products_logit() -> None:
     rows, scores = ops.rank_candidates(np.array([[1.0, 0.0]]), table, 3, prior=np.array([0.0, 2.0, 0.0]))
     assert rows.tolist() == [[1, 0, 2]]  # logits 1, 2, 0.5
     np.testing.assert_allclose(scores, 1 / (1 + np.exp(-np.array([[2.0, 1.0, 0.5]]))), rtol=1e-6)
+
+
+# -- a whole seen-history: pooled over the window, every product of it excluded ----------------------
+@pytest.mark.parametrize("num_events, window, pooled", [(5, 2, (3, 5)), (5, 0, (0, 5)), (2, 5, (0, 2)), (0, 3, (0, 0))],
+                         ids=["longer", "no-window", "shorter", "empty"])
+def test_pooling_window_is_the_last_window_events(num_events: int, window: int, pooled: tuple[int, int]) -> None:
+    assert (ops.pooling_window(num_events, window).start, ops.pooling_window(num_events, window).stop) == pooled
+    with pytest.raises(ValueError, match="window"):
+        ops.pooling_window(3, -1)
+
+
+def test_request_weights_weigh_only_the_window_but_check_the_whole_history() -> None:
+    aggregation = {"pooling": "weighted", "half_life_days": 1.0, "event_weights": {"click": 1.0, "purchase": 5.0},
+                   "window": 2}
+    # Triton sends event types as bytes; the first two events fall before the window
+    types = np.array([b"purchase", b"click", b"purchase", b"click"], dtype=np.object_)
+    np.testing.assert_array_equal(ops.request_weights(4, aggregation, types), [0.0, 0.0, 5.0, 1.0])
+    with pytest.raises(ops.RequestError, match="unknown HISTORY_EVENT_TYPES 'view'"):
+        ops.request_weights(3, aggregation, [b"view", b"click", b"click"])  # outside the window, still refused
+    with pytest.raises(ops.RequestError, match="non-negative"):
+        ops.request_weights(3, aggregation, explicit_weights=np.array([-1.0, 1.0, 1.0]))
+
+
+def test_event_type_weights_take_bytes_or_str() -> None:
+    weights = {"click": 1.0, "add_to_bag": 3.0}
+    np.testing.assert_array_equal(ops.event_type_weights([b"add_to_bag", "click", b"click"], weights), [3.0, 1.0, 1.0])
+    with pytest.raises(ops.RequestError, match="unknown HISTORY_EVENT_TYPES 'view', 'zoom'; known: click, add_to_bag"):
+        ops.event_type_weights([b"zoom", b"click", b"view", b"zoom"], weights)
+
+
+def test_pooling_only_the_window_gives_the_whole_historys_vector() -> None:
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 4)).astype(np.float32)
+    rows = rng.integers(-1, 50, 300)  # -1: ids unknown to the catalogue
+    weights = ops.history_weights(rng.uniform(0.5, 3, 300), rng.uniform(0, 20, 300), "recency", 7.0, 5.0, window=20)
+    window = ops.pooling_window(300, 20)
+    assert not weights[:280].any()
+    np.testing.assert_allclose(ops.customer_vector(table, rows[window], weights[window]),
+                               ops.customer_vector(table, rows, weights), rtol=1e-6)
+
+
+@pytest.mark.parametrize("candidates", [None, np.array([7, 3, 0, 9, 4])], ids=["catalogue", "candidates"])
+def test_blocked_positions_mark_each_excluded_product_once(candidates: np.ndarray | None) -> None:
+    excluded = np.array([3, -1, 9, 3, 3, 8, -1])  # repeats (a product seen many times) and unknown ids
+    expected = [3, 8, 9] if candidates is None else [1, 3]  # catalogue rows; or positions of 3 and 9 in candidates
+    np.testing.assert_array_equal(ops.blocked_positions(excluded, candidates, 10), expected)
+    assert ops.blocked_positions(np.array([-1]), candidates, 10).size == 0
+
+
+def test_rank_positions_with_a_long_repeated_exclusion() -> None:
+    # 10 products scored 9..0 (row 0 best); a seen-history of 1,000 events over rows 0, 2 and 4 only
+    dots = np.arange(10, 0, -1, dtype=np.float32)
+    seen = np.tile([0, 2, 4, -1], 250)
+    np.testing.assert_array_equal(ops.rank_positions(dots, None, seen, 4), [1, 3, 5, 6])
+    np.testing.assert_array_equal(ops.rank_positions(dots, None, seen, 20), [1, 3, 5, 6, 7, 8, 9])  # 10 - 3 left
+    candidates = np.array([4, 8, 2, 6])  # candidate order; 4 and 2 were seen
+    np.testing.assert_array_equal(ops.rank_positions(dots[candidates], candidates, seen, 3), [3, 1])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    dots=arrays(np.float32, st.integers(1, 30), elements=st.integers(-3, 3)),
+    excluded=st.lists(st.integers(-1, 29), max_size=60),
+    restrict=st.booleans(),
+    k=st.integers(1, 35),
+)
+def test_rank_positions_equals_a_stable_sort_of_what_is_not_excluded(dots: np.ndarray, excluded: list[int],
+                                                                     restrict: bool, k: int) -> None:
+    """Ties are common (small integers) and exclusions repeat, as in a long seen-history."""
+    rng = np.random.default_rng(len(excluded))
+    catalogue = 30
+    candidates = rng.permutation(catalogue)[:dots.size] if restrict else None
+    rows = np.arange(dots.size) if candidates is None else candidates
+    if candidates is None:
+        excluded = [row for row in excluded if row < dots.size]
+    kept = [pos for pos in np.argsort(-dots.astype(np.float64), kind="stable") if rows[pos] not in set(excluded)]
+    got = ops.rank_positions(dots, candidates, np.array(excluded, dtype=np.int64), k)
+    np.testing.assert_array_equal(got, kept[:k])

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from click.testing import CliRunner
+from tritonclient.utils import InferenceServerException
 
+from fashionrec.cli import main
 from fashionrec.client import FashionrecClient, History, Recommendation, RecommendError
 from fashionrec.config import ServingConfig
 from fashionrec.serving.server import TritonServer
@@ -22,8 +25,8 @@ NOW = 1_800_000_000  # REQUEST_TIME of the tests: ages are deterministic
 
 
 def customer_vector(catalogue: Catalogue, history: History) -> np.ndarray:
-    """Weighted mean in float64: weight = explicit or event-type weight, halved per half-life of age and
-    per half-life of newer events."""
+    """Weighted mean in float64 of the last ``window`` events: weight = explicit or event-type weight,
+    halved per half-life of age and per half-life of newer events; older events weigh nothing."""
     agg = catalogue.aggregation
     n = len(history.product_ids)
     weights = np.ones(n)
@@ -35,6 +38,7 @@ def customer_vector(catalogue: Catalogue, history: History) -> np.ndarray:
         ages = np.maximum((history.request_time - np.array(history.timestamps)) / DAY, 0)
         weights = weights * 0.5 ** (ages / agg["half_life_days"])
     weights = weights * 0.5 ** (np.arange(n)[::-1] / agg["half_life_events"])
+    weights = np.where(np.arange(n) >= n - agg["window"], weights, 0.0)
     index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
     known = [(index[p], w) for p, w in zip(history.product_ids, weights, strict=True) if p in index]
     total = sum(w for _, w in known)
@@ -152,6 +156,131 @@ def test_similar_within_a_candidate_set(fashion: FashionrecClient, catalogue: Ca
     vector = 0.5 * catalogue.embeddings[14].astype(np.float64) + 0.5 * customer_vector(catalogue, history)
     members = [p for p in catalogue.candidate_sets["sale"] if p != hero]
     assert_same(fashion.similar(hero, history, 5, alpha=0.5, candidate_set="sale"), ranked(catalogue, vector, members, 5))
+
+
+# -- the whole seen-history: pooled over the window, excluded with EXCLUDE_SEEN ------------------------
+SEEN_EVENTS = 5_000  # the design target: a heavy customer's past interactions
+
+
+def seen_history(catalogue: Catalogue, seed: int, events: int = SEEN_EVENTS, products: int = 120) -> History:
+    """A heavy customer's whole history, oldest first: ``events`` events over ``products`` distinct
+    products (each seen many times) and two ids the catalogue no longer has, typed and timestamped."""
+    rng = np.random.default_rng(seed)
+    pool = sample(catalogue, products, seed) + ["GONE-1", "GONE-2"]
+    ids = [pool[i] for i in rng.integers(0, len(pool), events)]
+    types = list(rng.choice(["click", "add_to_bag", "save_for_later", "purchase"], events))
+    stamps = sorted(int(NOW - age * DAY) for age in rng.uniform(0, 400, events))
+    return History(ids, types, stamps, request_time=NOW)
+
+
+def last_events(history: History, n: int) -> History:
+    return History(history.product_ids[-n:], history.event_types[-n:], history.timestamps[-n:],
+                   request_time=history.request_time)
+
+
+def not_seen(products: list[str], history: History, *others: str) -> list[str]:
+    hidden = set(history.product_ids) | set(others)
+    return [p for p in products if p not in hidden]
+
+
+def test_a_whole_seen_history_pools_its_window_and_exclude_seen_removes_every_product_of_it(
+        fashion: FashionrecClient, catalogue: Catalogue) -> None:
+    history = seen_history(catalogue, 20)
+    vector = customer_vector(catalogue, history)  # the last `window` events only
+    got = fashion.recommend(history, 60)
+    assert got == fashion.recommend(last_events(history, catalogue.aggregation["window"]), 60)  # bit for bit
+    assert_same(got, ranked(catalogue, vector, catalogue.product_ids, 60))
+    assert set(history.product_ids) & {r.product_id for r in got}  # without the flag, seen products come back
+    assert_same(fashion.recommend(history, 60, exclude_seen=True),
+                ranked(catalogue, vector, not_seen(catalogue.product_ids, history), 60))
+
+
+def test_exclude_seen_adds_to_the_other_exclusions_within_candidates(fashion: FashionrecClient,
+                                                                     catalogue: Catalogue) -> None:
+    history = seen_history(catalogue, 21)
+    vector = customer_vector(catalogue, history)
+    candidates, exclude = sample(catalogue, 100, 22), sample(catalogue, 10, 23)
+    assert set(history.product_ids) & set(candidates)
+    assert_same(fashion.recommend(history, 30, candidates=candidates, exclude=exclude, exclude_purchased=True,
+                                  exclude_seen=True),
+                ranked(catalogue, vector, not_seen(candidates, history, *exclude), 30))
+    assert_same(fashion.recommend(history, 10, candidate_set="sale", exclude_seen=True),
+                ranked(catalogue, vector, not_seen(catalogue.candidate_sets["sale"], history), 10))
+
+
+@pytest.mark.parametrize("hero_seen", [False, True], ids=["hero-unseen", "hero-seen"])
+def test_similar_with_exclude_seen_returns_neither_the_hero_nor_the_history(
+        fashion: FashionrecClient, catalogue: Catalogue, serving_config: ServingConfig, hero_seen: bool) -> None:
+    history = seen_history(catalogue, 24)
+    known = [p for p in catalogue.product_ids if (p in history.product_ids) == hero_seen]
+    hero = known[-1]
+    alpha = serving_config.similar_alpha
+    vector = (alpha * catalogue.embeddings[catalogue.product_ids.index(hero)].astype(np.float64)
+              + (1 - alpha) * customer_vector(catalogue, history))
+    assert_same(fashion.similar(hero, history, 20, exclude_seen=True),
+                ranked(catalogue, vector, not_seen(catalogue.product_ids, history, hero), 20))
+    assert_same(fashion.similar(hero, history, 5, candidate_set="sale", exclude_seen=True),
+                ranked(catalogue, vector, not_seen(catalogue.candidate_sets["sale"], history, hero), 5))
+    without = {r.product_id for r in fashion.similar(hero, history, 100)}
+    assert hero not in without and without & set(history.product_ids)
+
+
+def test_a_history_of_max_history_length_is_served_and_one_more_id_is_refused(
+        fashion: FashionrecClient, catalogue: Catalogue, serving_config: ServingConfig) -> None:
+    """10,000 ids fit Triton's and tritonclient's default message limits over HTTP and gRPC."""
+    limit = serving_config.max_history_length
+    history = seen_history(catalogue, 25, events=limit)
+    assert_same(fashion.recommend(history, 10, exclude_seen=True),
+                ranked(catalogue, customer_vector(catalogue, history), not_seen(catalogue.product_ids, history), 10))
+    with pytest.raises(RecommendError, match=f"history has {limit + 1} products, more than max_history_length={limit}"):
+        fashion.recommend(History([*history.product_ids, "P000001"]), 10, exclude_seen=True)
+
+
+def test_exclude_seen_is_per_request_within_a_dynamic_batch(triton: TritonServer, catalogue: Catalogue,
+                                                            serving_config: ServingConfig) -> None:
+    histories = [seen_history(catalogue, 30 + n, events=200 + 300 * n) for n in range(8)]
+
+    def job(n: int) -> list[Recommendation]:
+        with FashionrecClient(triton.grpc_url, "grpc", serving_config) as client:
+            return client.recommend(histories[n], 12, exclude_seen=n % 2 == 0)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(job, range(len(histories))))
+    for n, (history, got) in enumerate(zip(histories, answers, strict=True)):
+        allowed = not_seen(catalogue.product_ids, history) if n % 2 == 0 else catalogue.product_ids
+        assert_same(got, ranked(catalogue, customer_vector(catalogue, history), allowed, 12))
+
+
+def test_rank_products_refuses_exclude_seen_without_a_history(triton: TritonServer, catalogue: Catalogue,
+                                                              serving_config: ServingConfig) -> None:
+    inputs = []
+    for name, data, datatype in (("CUSTOMER_VECTOR", catalogue.embeddings[:1], "FP32"),
+                                 ("TOP_K", np.array([[5]], np.int32), "INT32"),
+                                 ("EXCLUDE_SEEN", np.array([[True]]), "BOOL")):
+        inputs.append(grpcclient.InferInput(name, list(data.shape), datatype))
+        inputs[-1].set_data_from_numpy(data)
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    with pytest.raises(InferenceServerException, match="EXCLUDE_SEEN needs HISTORY_PRODUCT_IDS"):
+        client.infer(serving_config.ranking_model_name, inputs)
+    client.close()
+
+
+def test_the_cli_excludes_the_seen_history_on_recommend_and_similar(triton: TritonServer, catalogue: Catalogue,
+                                                                    serving_config: ServingConfig) -> None:
+    history = History(sample(catalogue, 40, 26))  # longer than the window
+    options = [arg for pid in history.product_ids for arg in ("--history", pid)] + ["--url", triton.grpc_url]
+    vector = customer_vector(catalogue, history)
+    result = CliRunner().invoke(main, ["recommend", *options, "--k", "6", "--exclude-seen"])
+    assert result.exit_code == 0, result.output
+    expected = ranked(catalogue, vector, not_seen(catalogue.product_ids, history), 6)[0]
+    assert [line.split()[1] for line in result.output.splitlines()[1:]] == expected
+    hero, alpha = catalogue.product_ids[5], serving_config.similar_alpha
+    assert hero not in history.product_ids
+    blended = alpha * catalogue.embeddings[5].astype(np.float64) + (1 - alpha) * vector
+    result = CliRunner().invoke(main, ["similar", *options, "--hero", hero, "--k", "4", "--exclude-seen"])
+    assert result.exit_code == 0, result.output
+    expected = ranked(catalogue, blended, not_seen(catalogue.product_ids, history, hero), 4)[0]
+    assert [line.split()[1] for line in result.output.splitlines()[1:]] == expected
 
 
 # -- bad requests ------------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ def reference(catalogue: Catalogue, history: list[str], weights: list[float], k:
     """What the ensemble must answer, recomputed in float64 without fashionrec code."""
     index = {pid: row for row, pid in enumerate(catalogue.product_ids)}
     # the published recency pooling halves a weight per half_life_events newer events (no timestamps here)
-    decay = 0.5 ** (np.arange(len(history))[::-1] / catalogue.aggregation["half_life_events"])
+    # and pools only the last `window` events
+    newer = np.arange(len(history))[::-1]
+    decay = 0.5 ** (newer / catalogue.aggregation["half_life_events"]) * (newer < catalogue.aggregation["window"])
     known = [(index[pid], w * d) for pid, w, d in zip(history, weights, decay, strict=True) if pid in index]
     total = sum(w for _, w in known)
     vector = np.zeros(catalogue.embeddings.shape[1])

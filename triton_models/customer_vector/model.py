@@ -3,9 +3,12 @@
 Inputs per request (rows of a batch share nothing): HISTORY_PRODUCT_IDS (required) and, optionally,
 HISTORY_EVENT_TYPES, HISTORY_TIMESTAMPS (epoch seconds), HISTORY_WEIGHTS (override the event type's
 weight) and REQUEST_TIME (epoch seconds the ages are measured from; default now). The pooling comes
-from this version's ``aggregation.json`` (see ``fashionrec_ops.history_weights``). Ids missing from
-the catalogue are ignored (histories outlive catalogue versions); an empty history, an unknown event
-type or mismatched lengths are that request's error. Published copies live in
+from this version's ``aggregation.json`` (see ``fashionrec_ops.history_weights``). A history may be far
+longer than the pooling window the model was trained with (up to ``max_history_length``: the whole
+seen-history, which `rank_products` excludes with EXCLUDE_SEEN); only the window's events are looked up
+and pooled, the older ones weigh 0. Ids missing from the catalogue are ignored (histories outlive
+catalogue versions); an empty or too long history, an unknown event type or mismatched lengths are
+that request's error (checked over the whole history). Published copies live in
 ``<repository>/customer_vector/<version>/`` beside the catalogue files and ``fashionrec_ops.py``.
 """
 
@@ -32,6 +35,7 @@ class TritonPythonModel:
         self.embeddings, ids = ops.load_catalogue(folder)
         self.index = {pid: row for row, pid in enumerate(ids)}
         self.aggregation = ops.load_json(folder / ops.AGGREGATION_FILE)
+        self.window = int(self.aggregation.get("window", 0))
 
     def execute(self, requests: list) -> list:
         """Answer each request on its own: histories have different lengths (ragged batch)."""
@@ -48,13 +52,14 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse([pb_utils.Tensor("CUSTOMER_VECTOR", vectors)])
 
     def _vector(self, row: int, ids: np.ndarray, extra: dict) -> np.ndarray:
-        """One history's customer vector."""
+        """One history's customer vector: the whole request is checked, only the pooling window is
+        looked up and pooled (the same vector as a request of just those events)."""
         ops.check_history(ids.size, self.max_history_length)
         types, stamps, weights, now = (None if extra[name] is None else extra[name][row] for name in OPTIONAL)
-        pooled = ops.request_weights(
-            ids.size, self.aggregation, None if types is None else ops.decode(types), stamps, weights,
-            None if now is None else float(now[0]))
-        return ops.customer_vector(self.embeddings, ops.lookup_rows(self.index, ids), pooled)
+        pooled = ops.request_weights(ids.size, self.aggregation, types, stamps, weights,
+                                     None if now is None else float(now[0]))
+        window = ops.pooling_window(ids.size, self.window)
+        return ops.customer_vector(self.embeddings, ops.lookup_rows(self.index, ids[window]), pooled[window])
 
 
 def _optional(request, name: str, rows: int) -> np.ndarray | None:

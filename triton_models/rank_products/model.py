@@ -2,7 +2,9 @@
 
 Per request: optional TOP_K (absent = every candidate: `rerank`), optional candidate restriction
 (CANDIDATE_PRODUCT_IDS, or CANDIDATE_SET naming a set published in ``candidate_sets.json``), optional
-exclusions (EXCLUDE_PRODUCT_IDS, and the history's purchases when EXCLUDE_PURCHASED is true). All
+exclusions (EXCLUDE_PRODUCT_IDS; the history's purchases when EXCLUDE_PURCHASED is true; every product
+of HISTORY_PRODUCT_IDS, the customer's whole seen-history up to ``max_history_length`` ids, when
+EXCLUDE_SEEN is true; unknown ids exclude nothing). All
 unrestricted rows of one execute() call are scored with ONE matrix product (dynamic batching groups
 requests); a restricted row scores only its candidates. Scores are sigmoid(p_u . q_i + prior_i), prior_i
 the product's published popularity prior (0 without one); ties go to the earlier candidate. A bad request gets its own error; the others in the batch are answered.
@@ -103,20 +105,31 @@ class TritonPythonModel:
         return int(values[0])
 
     def _excluded(self, request, num_rows: int) -> list[np.ndarray]:
-        """Per row, the catalogue rows never to return (unknown ids are ignored: nothing to exclude)."""
+        """Per row, the catalogue rows never to return (unknown ids are ignored: nothing to exclude; rows
+        may repeat, ``ops.rank_positions`` blocks each once)."""
         explicit = _input(request, "EXCLUDE_PRODUCT_IDS")
-        purchased_flag = _input(request, "EXCLUDE_PURCHASED")
-        history, types = _input(request, "HISTORY_PRODUCT_IDS"), _input(request, "HISTORY_EVENT_TYPES")
-        rows = [np.zeros(0, np.int64) for _ in range(num_rows)]
+        purchased, seen = _flags(request, "EXCLUDE_PURCHASED", num_rows), _flags(request, "EXCLUDE_SEEN", num_rows)
+        history = _input(request, "HISTORY_PRODUCT_IDS") if purchased.any() or seen.any() else None
+        if seen.any() and history is None:
+            raise ops.RequestError("EXCLUDE_SEEN needs HISTORY_PRODUCT_IDS")
+        types = _input(request, "HISTORY_EVENT_TYPES") if purchased.any() else None
+        if purchased.any() and (history is None or types is None or types.shape != history.shape):
+            raise ops.RequestError("EXCLUDE_PURCHASED needs HISTORY_EVENT_TYPES, one per history product")
+        rows = []
         for b in range(num_rows):
-            if explicit is not None:
-                rows[b] = ops.lookup_rows(self.index, explicit[b])
-            if purchased_flag is not None and bool(purchased_flag[b].reshape(-1)[0]):
-                if history is None or types is None or types.shape != history.shape:
-                    raise ops.RequestError("EXCLUDE_PURCHASED needs HISTORY_EVENT_TYPES, one per history product")
-                bought = history[b][types[b] == self.purchase]
-                rows[b] = np.concatenate([rows[b], ops.lookup_rows(self.index, bought)])
+            ids = [] if explicit is None else [explicit[b]]
+            if seen[b]:  # the purchases are part of it
+                ids.append(history[b])
+            elif purchased[b]:
+                ids.append(history[b][types[b] == self.purchase])
+            rows.append(ops.lookup_rows(self.index, np.concatenate(ids)) if ids else np.zeros(0, np.int64))
         return rows
+
+
+def _flags(request, name: str, num_rows: int) -> np.ndarray:
+    """A TYPE_BOOL [1] input per row, False where the (optional) input is absent."""
+    values = _input(request, name)
+    return np.zeros(num_rows, bool) if values is None else values.reshape(num_rows, -1)[:, 0].astype(bool)
 
 
 def _input(request, name: str) -> np.ndarray | None:
