@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from fashionrec.config import COMPONENT_IMAGE, PipelineConfig
+from fashionrec.config import COMPONENT_IMAGE, PipelineConfig, dataset_config
 from fashionrec.datasets import DATASET_NAMES
 from fashionrec.serving.cli import catalogue_group, embed_products_command, rollback_command, serve_command
 
@@ -36,9 +35,10 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
     return overrides
 
 
-def build_config(size: str, overrides: tuple[str, ...]) -> PipelineConfig:
+def build_config(size: str, overrides: tuple[str, ...], dataset: str = "synthetic") -> PipelineConfig:
+    """The run's settings: defaults, the dataset's own (``config.DATASET_SETTINGS``), the size, ``--set``."""
     try:
-        return PipelineConfig().with_overrides({**SIZES[size], **_parse_overrides(overrides)})
+        return dataset_config(dataset, {**SIZES[size], **_parse_overrides(overrides)})
     except (KeyError, TypeError) as error:
         raise click.BadParameter(str(error), param_hint="--set") from error
 
@@ -110,7 +110,7 @@ def run_command(local_run: bool, workspace: str, size: str, overrides: tuple[str
     from fashionrec.demo import print_run_summary
     from fashionrec.runner import run_local
 
-    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()))
+    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
     print_run_summary(run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir))
 
 
@@ -158,7 +158,7 @@ def _remote_inputs(kfp_host: str | None, experiment: str | None, namespace: str 
     traceback, for anything wrong before a request is sent."""
     from fashionrec.submit import PipelineArguments, SubmitConfig, parse_labels, resolve_target, validate_submission
 
-    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()))
+    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
     try:
         target = resolve_target(kfp_host, vertex, project, region, pipeline_root, experiment, namespace)
         arguments = PipelineArguments(model_repository=model_repository, dataset=dataset, data_dir=data_dir or "",
@@ -311,7 +311,7 @@ def demo_command(workspace: str, size: str, overrides: tuple[str, ...], dataset:
     """The whole system: pipeline locally → Triton serves the published model → sample recommendations."""
     from fashionrec.demo import run_demo
 
-    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()))
+    config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
     run_demo(workspace, config, customers, dataset=dataset, data_dir=data_dir, verbose=verbose)
 
 

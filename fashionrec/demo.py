@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import pandas as pd
@@ -24,6 +25,10 @@ def run_demo(workspace: str, config: PipelineConfig, num_customers: int, dataset
     click.echo("[1/3] Running the training pipeline locally with kfp.local ...", err=True)
     run = run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir)
     print_run_summary(run)
+    if not Path(run.model_repository).exists():  # the gate refused the first model: there is nothing to serve
+        raise click.ClickException(
+            "the gate did not bless the model and no earlier version is published, so there is nothing to "
+            f"serve; its reasons are above and in {run.artifact('evaluate-model', 'evaluation') / 'blessing.json'}")
     click.echo("[2/3] Starting Triton on the published model repository ...", err=True)
     with TritonServer(run.model_repository, config.serving, http_port=0, grpc_port=0, metrics_port=0) as server:
         click.echo(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}", err=True)

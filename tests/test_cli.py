@@ -54,3 +54,14 @@ def test_compile_refuses_an_image_that_floats():
         result = CliRunner().invoke(main, ["pipeline", "compile", "--output", "unused.yaml", "--image", image])
         assert result.exit_code == 2, (image, result.output)
         assert "--image" in result.output and ("no tag" in result.output or "latest" in result.output)
+
+
+def test_a_bundled_dataset_brings_its_own_validated_settings_under_the_users_overrides():
+    from fashionrec.config import DATASET_SETTINGS, PipelineConfig
+
+    shop = build_config("default", (), "synthetic")
+    assert shop.train.recency_half_life_events == DATASET_SETTINGS["synthetic"]["train.recency_half_life_events"] == 0
+    assert shop.train.recency_half_life_days == 60.0
+    assert build_config("default", (), "movielens-1m") == PipelineConfig()  # the defaults were chosen on ML-1M
+    mine = build_config("default", ("train.recency_half_life_days=3",), "synthetic")
+    assert mine.train.recency_half_life_days == 3.0 and mine.train.recency_half_life_events == 0  # --set wins

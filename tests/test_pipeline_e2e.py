@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionrec.config import PipelineConfig
+from fashionrec.config import PipelineConfig, dataset_config
 from fashionrec.customers import load_events, recent_history
 from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.ingest import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
@@ -23,13 +23,14 @@ from fashionrec.serving.server import TritonServer
 pytestmark = pytest.mark.e2e
 
 SMALL = {"shop.num_customers": 2_000, "shop.num_products": 600, "train.epochs": 2}
+CONFIG = dataset_config("synthetic", SMALL)  # the embedded shop's own settings, as the CLI runs it
 K = 10
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("workspace")
-    return run_local(str(workspace), PipelineConfig().with_overrides(SMALL))
+    return run_local(str(workspace), CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,9 @@ def server(run):
 
 
 def _numpy_top_k(embeddings, rows, weights, k, prior):
-    # recency pooling as trained: a weight halves per half_life_events newer events (history oldest first)
-    decay = 0.5 ** (np.arange(len(rows))[::-1] / PipelineConfig().train.recency_half_life_events)
+    # recency pooling as trained: a weight halves per half_life_events newer events (history oldest first; 0: off)
+    half_life = CONFIG.train.recency_half_life_events
+    decay = 0.5 ** (np.arange(len(rows))[::-1] / half_life) if half_life > 0 else np.ones(len(rows))
     weights = np.asarray(weights) * decay
     vector = (weights[:, None] * embeddings[rows]).sum(axis=0) / np.sum(weights)
     dots = embeddings @ vector + prior
@@ -109,7 +111,7 @@ def test_a_product_never_seen_in_training_can_be_recommended(catalogue, server):
 
 
 def test_a_model_that_fails_the_gate_is_not_published(run, tmp_path):
-    failing = PipelineConfig().with_overrides({**SMALL, "train.epochs": 1, "evaluate.min_gate_metric": 1.01})
+    failing = dataset_config("synthetic", {**SMALL, "train.epochs": 1, "evaluate.min_gate_metric": 1.01})
     second = run_local(str(tmp_path), failing, model_repository=str(run.model_repository))
     blessing = json.loads((second.artifact("evaluate-model", "evaluation") / "blessing.json").read_text())
     assert blessing["blessed"] is False
