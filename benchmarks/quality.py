@@ -54,8 +54,8 @@ from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EvaluateConfig, ExportConfig, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import bootstrap, protocols
-from fashionrec.evaluation.evaluate import BASELINES, Evaluation, baseline_systems, evaluate, sample_customers
-from fashionrec.evaluation.systems import embedding_system
+from fashionrec.evaluation.evaluate import Evaluation, evaluate, sample_customers
+from fashionrec.evaluation.systems import BASELINES, baseline_systems, embedding_system
 from fashionrec.evaluation.tuning import TunedBaselines, ranking_metrics, tune_baselines
 from fashionrec.popularity import prior_from_events
 from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings, read_popularity_prior
@@ -220,8 +220,8 @@ def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines:
 def model_minus_best_baseline(result: Evaluation, config: PipelineConfig) -> dict[str, dict[str, object]]:
     """Per metric of ``PAIRED_METRICS``: the best baseline on it, and the model's paired difference."""
     rows: dict[str, dict[str, object]] = {}
+    present = [name for name in BASELINES if name in result.per_customer]
     for metric in PAIRED_METRICS:
-        present = [name for name in BASELINES if name in result.per_customer]
         best = max(present, key=lambda name: result.metrics[name][metric])
         interval = bootstrap.paired_difference(result.per_customer["model"][metric], result.per_customer[best][metric],
                                                config.evaluate.confidence, config.evaluate.bootstrap_resamples,

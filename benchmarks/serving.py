@@ -251,7 +251,6 @@ def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, ser
           f"numpy batched throughput (target >= 0.8x); p99/p50 = {best['lat'][2] / best['lat'][0]:.2f} (target <= 2)")
 
 
-
 def print_seen_cost(rows: list[tuple[str, str, dict]], args: argparse.Namespace) -> None:
     """The `seen` case side by side: p50 / p95 ms of each request per concurrency, and what EXCLUDE_SEEN
     over the whole history adds to the window-long request."""

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from fashionrec import ingest as ingest_files
 from fashionrec import progress
@@ -18,13 +17,12 @@ from fashionrec.evaluation.bootstrap import paired_difference
 from fashionrec.evaluation.report import ReportInputs, render_report
 from fashionrec.evaluation.slices import holdout_slices
 from fashionrec.evaluation.systems import (
+    BASELINES,
     System,
-    ease_system,
+    baseline_systems,
     embedding_system,
-    ials_system,
-    popularity_system,
+    popularity_scores,
     published_system,
-    recent_popularity_system,
 )
 from fashionrec.embeddings_file import EMBEDDINGS_FILE, read_exported
 from fashionrec.features import EvalExamples, load_eval_examples
@@ -187,24 +185,7 @@ def _summary(ranked: np.ndarray, per_customer: dict[str, np.ndarray], popularity
     return summary
 
 
-def popularity_scores(train_events: pd.DataFrame, product_ids: np.ndarray) -> np.ndarray:
-    """Number of training events per product, aligned with ``product_ids``."""
-    return train_events["product_id"].value_counts().reindex(product_ids, fill_value=0).to_numpy(np.float64)
-
-
-BASELINES = ("popularity", "recent_popularity", "ials", "ease")  # the systems the gate's lift check compares with
 EXCLUSION_PROTOCOLS = ("all_seen", "window")
-
-
-def baseline_systems(train_events: pd.DataFrame, product_ids: np.ndarray, config: EvaluateConfig) -> dict[str, System]:
-    """Every baseline of :data:`BASELINES` with ``config``'s settings; EASE only up to ``ease_max_products``."""
-    systems = {"popularity": popularity_system(popularity_scores(train_events, product_ids)),
-               "recent_popularity": recent_popularity_system(train_events, product_ids,
-                                                             config.recent_popularity_half_life_days),
-               "ials": ials_system(train_events, product_ids, config)}
-    if len(product_ids) <= config.ease_max_products:
-        systems["ease"] = ease_system(train_events, product_ids, config)
-    return systems
 
 
 def sample_customers(examples: EvalExamples, config: EvaluateConfig, window: int) -> EvalExamples:
@@ -232,8 +213,6 @@ def sample_customers(examples: EvalExamples, config: EvaluateConfig, window: int
         history_age_days=[examples.history_age_days[i] for i in keep],
         target_idxs=[targets[i] for i in keep],
     )
-
-
 
 
 def _last_events(examples: EvalExamples, window: int) -> EvalExamples:

@@ -130,6 +130,38 @@ def recent_popularity_system(train: pd.DataFrame, product_ids: np.ndarray, half_
     return popularity_system(recent_popularity(train, product_ids, half_life_days))
 
 
+BASELINES = ("popularity", "recent_popularity", "ials", "ease")  # the systems the gate's lift check compares with
+
+
+def popularity_scores(train_events: pd.DataFrame, product_ids: np.ndarray) -> np.ndarray:
+    """Number of training events per product, aligned with ``product_ids``."""
+    return train_events["product_id"].value_counts().reindex(product_ids, fill_value=0).to_numpy(np.float64)
+
+
+def available_baselines(num_products: int, config: EvaluateConfig) -> tuple[str, ...]:
+    """The :data:`BASELINES` a catalogue of ``num_products`` gets: EASE only up to ``ease_max_products``."""
+    return tuple(name for name in BASELINES if name != "ease" or num_products <= config.ease_max_products)
+
+
+def baseline_system(name: str, train: pd.DataFrame, product_ids: np.ndarray, config: EvaluateConfig) -> System:
+    """The baseline ``name`` (one of :data:`BASELINES`) fitted on ``train`` with ``config``'s settings."""
+    if name == "popularity":
+        return popularity_system(popularity_scores(train, product_ids))
+    if name == "recent_popularity":
+        return recent_popularity_system(train, product_ids, config.recent_popularity_half_life_days)
+    if name == "ials":
+        return ials_system(train, product_ids, config)
+    if name == "ease":
+        return ease_system(train, product_ids, config)
+    raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
+
+
+def baseline_systems(train: pd.DataFrame, product_ids: np.ndarray, config: EvaluateConfig) -> dict[str, System]:
+    """Every baseline this catalogue gets (:func:`available_baselines`), with ``config``'s settings."""
+    return {name: baseline_system(name, train, product_ids, config)
+            for name in available_baselines(len(product_ids), config)}
+
+
 def interaction_matrix(train: pd.DataFrame, product_ids: np.ndarray,
                        values: Callable[[np.ndarray], np.ndarray]) -> csr_matrix:
     """Customers x ``product_ids`` CSR of the training events (``values`` of their weights; repeats add up).

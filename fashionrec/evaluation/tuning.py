@@ -19,7 +19,7 @@ import pandas as pd
 
 from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation import metrics
-from fashionrec.evaluation.systems import System, ease_system, ials_system, recent_popularity_system
+from fashionrec.evaluation.systems import System, available_baselines, baseline_system
 from fashionrec.features import EvalExamples
 
 SCORED_K = (10, 20)
@@ -69,17 +69,12 @@ def tune_baselines(train_events: pd.DataFrame, product_ids: np.ndarray, examples
                    ) -> TunedBaselines:
     """Score every setting of ``grid`` on ``examples`` (validation customers; their whole histories) and
     keep each baseline's best by ``metric``; ties keep the earlier setting."""
-    builders = {"recent_popularity": lambda c: recent_popularity_system(
-                    train_events, product_ids, c.recent_popularity_half_life_days),
-                "ease": lambda c: ease_system(train_events, product_ids, c),
-                "ials": lambda c: ials_system(train_events, product_ids, c)}
-    if len(product_ids) > config.ease_max_products:
-        del builders["ease"]
-    tried: dict[str, list[tuple[dict[str, object], dict[str, float]]]] = {name: [] for name in builders}
+    available = available_baselines(len(product_ids), config)
+    tried: dict[str, list[tuple[dict[str, object], dict[str, float]]]] = {}
     for name, overrides in grid.settings():
-        if name in builders:
-            system = builders[name](dataclasses.replace(config, **overrides))
-            tried[name].append((overrides, _score(system, examples, len(product_ids))))
+        if name in available:
+            system = baseline_system(name, train_events, product_ids, dataclasses.replace(config, **overrides))
+            tried.setdefault(name, []).append((overrides, _score(system, examples, len(product_ids))))
     chosen = {name: _best(results, metric) for name, results in tried.items() if results}
     tuned = dataclasses.replace(config, **{k: v for overrides in chosen.values() for k, v in overrides.items()})
     return TunedBaselines(tuned, chosen, tried)
