@@ -10,14 +10,13 @@ stage: seconds and rows per second. Model quality figures are printed after the 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from fashionrec.cli import SIZES
-from fashionrec.config import PipelineConfig
+from fashionrec.config import PipelineConfig, parse_assignments
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.export import EMBEDDINGS_FILE, export_embeddings
@@ -48,8 +47,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temporary folder)")
     args = parser.parse_args()
-    overrides = {**SIZES[args.size], **{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.overrides)}}
-    config = PipelineConfig().with_overrides(overrides)
+    config = PipelineConfig().with_overrides({**SIZES[args.size], **parse_assignments(args.overrides)})
     with tempfile.TemporaryDirectory() as temp:
         _run_stages(args, config, Path(args.workdir or temp))
 

@@ -124,7 +124,7 @@ def main() -> None:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
-    config = PipelineConfig().with_overrides({k: json.loads(v) for k, v in (o.split("=", 1) for o in args.overrides)})
+    config = PipelineConfig().with_settings(args.overrides)
     with tempfile.TemporaryDirectory() as temp:
         run(args.dataset, args.data_dir, sections, config, Path(args.workdir or temp), args.tune_baselines)
 

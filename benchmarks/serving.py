@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.client import FashionrecClient, History
-from fashionrec.config import EventWeights, ServingConfig, TrainConfig, TransformConfig
+from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, TrainConfig, TransformConfig
 from fashionrec.publish import publish_model_repository
 from fashionrec.serving.server import TritonServer
 
@@ -223,14 +223,8 @@ def main() -> None:
 
 
 def served_config(overrides: list[str]) -> ServingConfig:
-    """BENCH_SERVING with ``serving.KEY=VALUE`` overrides (values typed like the field's default)."""
-    changes = {}
-    for pair in overrides:
-        key, _, text = pair.partition("=")
-        name = key.removeprefix("serving.")
-        default = getattr(BENCH_SERVING, name)  # AttributeError names an unknown field
-        changes[name] = type(default)(text)
-    return dataclasses.replace(BENCH_SERVING, **changes)
+    """BENCH_SERVING with ``serving.KEY=VALUE`` overrides, parsed and checked like the CLI's ``--set``."""
+    return PipelineConfig(serving=BENCH_SERVING).with_settings(overrides).serving
 
 
 def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, serving: ServingConfig) -> None:

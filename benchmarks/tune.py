@@ -16,11 +16,10 @@ from every ranking, and the baselines use every one of those events. Nothing of 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from fashionrec.config import PipelineConfig
+from fashionrec.config import PipelineConfig, parse_assignments
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import protocols
 from fashionrec.evaluation.systems import embedding_system
@@ -57,7 +56,7 @@ def main() -> None:
     parser.add_argument("--tune-baselines", action="store_true",
                         help="choose each baseline's setting on the validation period (iALS grid: minutes)")
     args = parser.parse_args()
-    config = PipelineConfig().with_overrides(_pairs(args.overrides))
+    config = PipelineConfig().with_settings(args.overrides)
     with tempfile.TemporaryDirectory() as temp:
         work = Path(args.workdir or temp)
         validation = validation_split(args.dataset, args.data_dir, config, work)
@@ -65,7 +64,7 @@ def main() -> None:
         defaults = train_split(validation, config, "defaults")
         rows["defaults"] = score(defaults, config)
         for index, tried in enumerate(args.tries or DEFAULT_TRIES):
-            overrides = _pairs(tried.split(","))
+            overrides = parse_assignments(try_assignments(tried))
             if all(key.startswith("export.") for key in overrides):  # same training, exported again
                 trained = reexport(defaults, validation / f"try-{index}" / "export", config.with_overrides(overrides))
             else:
@@ -74,15 +73,16 @@ def main() -> None:
     print_table("validation period (before the test split), customers with a history", COLUMNS, rows)
 
 
-def _pairs(pairs: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` pairs; values are JSON where they parse (numbers, true/false), text otherwise."""
-    def value(text: str) -> object:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-
-    return {key: value(text) for key, text in (pair.split("=", 1) for pair in pairs)}
+def try_assignments(tried: str) -> list[str]:
+    """A ``--try``'s ``KEY=VALUE`` texts: split at the commas that start a new ``KEY=``, so a list value
+    (``evaluate.top_k=10,20``) stays whole."""
+    assignments: list[str] = []
+    for piece in tried.split(","):
+        if "=" in piece or not assignments:
+            assignments.append(piece)
+        else:
+            assignments[-1] += "," + piece
+    return assignments
 
 
 def validation_split(dataset: str, data_dir: str | None, config: PipelineConfig, work: Path) -> Path:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING
 
 import click
 
-from fashionrec.config import COMPONENT_IMAGE, PipelineConfig, dataset_config
+from fashionrec.config import COMPONENT_IMAGE, ConfigError, PipelineConfig, dataset_config, parse_assignments
 from fashionrec.datasets import DATASET_NAMES
 from fashionrec.serving.cli import catalogue_group, embed_products_command, rollback_command, serve_command
 
@@ -22,24 +21,11 @@ SIZES = {  # named data sizes for quick runs; "default" is the embedded shop as 
 }
 
 
-def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
-    overrides: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
-
-
 def build_config(size: str, overrides: tuple[str, ...], dataset: str = "synthetic") -> PipelineConfig:
     """The run's settings: defaults, the dataset's own (``config.DATASET_SETTINGS``), the size, ``--set``."""
     try:
-        return dataset_config(dataset, {**SIZES[size], **_parse_overrides(overrides)})
-    except (KeyError, TypeError) as error:
+        return dataset_config(dataset, {**SIZES[size], **parse_assignments(overrides)})
+    except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="--set") from error
 
 

@@ -1,109 +1,290 @@
-"""All tunable settings of fashionrec, in one typed place.
+"""All tunable settings of fashionrec, in one typed place, checked when they are built.
 
-Every stage takes its section of :class:`PipelineConfig`; the CLI and the KFP pipeline build one from
-defaults plus overrides, and it round-trips through JSON so a KFP task can receive it as a string
-parameter. Nothing else in the package should hold a magic number that a user may want to change.
+Every stage takes its section of :class:`PipelineConfig` (a KFP task receives only the sections it
+uses, as JSON, so a change to one stage's settings leaves the other stages' cache keys alone). Each
+section checks its fields' types, choices and ranges on construction and raises :class:`ConfigError`
+naming the field and what it accepts, so a typo fails before any stage runs. ``KEY=VALUE`` settings
+(the CLI's and every benchmark's ``--set``) are parsed in one place: :func:`parse_assignments`, then
+:meth:`PipelineConfig.with_overrides`, which reads a text value as its field's type. Nothing else in
+the package should hold a magic number that a user may want to change.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import difflib
 import json
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from fashionrec.serving.ops import POOLINGS as SERVED_POOLINGS  # the numpy serving contract (imports only numpy)
+from fashionrec.serving.scoring import TABLE_DTYPES
+
 EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purchase")
+# Customer-vector poolings the model trains: the served ones, and "attention", which learns a query on top of
+# the recency weights and is served as recency (fashionrec.aggregation).
+POOLINGS: tuple[str, ...] = (*SERVED_POOLINGS, "attention")
+NONE_TEXTS = ("none", "null")  # a --set text that means "unset" for a field that may be None
+
+
+class ConfigError(ValueError):
+    """A setting that does not fit its field; the message names the field (dotted) and what it accepts."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name, self.problem = name, problem
+
+    def within(self, section: str) -> ConfigError:
+        """The same error, its field named from ``section`` down (``epochs`` → ``train.epochs``)."""
+        return ConfigError(f"{section}.{self.name}", self.problem)
+
+
+def one_of(default: Any, choices: Iterable[Any]) -> Any:
+    """A field whose value must be one of ``choices``."""
+    return field(default=default, metadata={"choices": tuple(choices)})
+
+
+def at_least(default: Any, low: float, *, strictly: bool = False) -> Any:
+    """A numeric field of at least ``low`` (above it, when ``strictly``)."""
+    return field(default=default, metadata={"low": low, "strictly": strictly})
+
+
+def fraction(default: float) -> Any:
+    """A numeric field in [0, 1]."""
+    return field(default=default, metadata={"low": 0.0, "high": 1.0})
 
 
 @dataclass(frozen=True)
-class ShopConfig:
+class Section:
+    """Base of every config section: checks (and normalises: int → float, list → tuple) each field."""
+
+    def __post_init__(self) -> None:
+        hints = _type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            value = _typed(getattr(self, spec.name), hints[spec.name], spec.name)
+            _check_metadata(value, spec)
+            object.__setattr__(self, spec.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Checks across fields; a section overrides it and raises ConfigError."""
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _typed(value: Any, hint: Any, name: str) -> Any:
+    """``value`` as a ``hint``-typed field holds it, or ConfigError."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [h for h in typing.get_args(hint) if h is not type(None)]
+        if value is None:
+            return None
+        return _typed(value, options[0], name)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(name, f"expected a list, got {value!r}")
+        element = typing.get_args(hint)[0]
+        return tuple(_typed(item, element, f"{name}[{index}]") for index, item in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        raise ConfigError(name, f"expected a {hint.__name__}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(name, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(name, f"expected a whole number, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(name, f"expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(name, f"expected text, got {value!r}")
+    raise TypeError(f"{name}: config fields of type {hint!r} are not supported")
+
+
+def _check_metadata(value: Any, spec: dataclasses.Field) -> None:
+    """The field's declared choices and range (``one_of``, ``at_least``, ``fraction``)."""
+    if value is None:
+        return
+    choices = spec.metadata.get("choices")
+    for item in value if isinstance(value, tuple) else (value,):
+        if choices is not None and item not in choices:
+            raise ConfigError(spec.name, f"{item!r} is not one of {', '.join(map(str, choices))}")
+        low, high = spec.metadata.get("low"), spec.metadata.get("high")
+        if low is not None and (item < low or (spec.metadata.get("strictly") and item == low)):
+            raise ConfigError(spec.name, f"must be {'above' if spec.metadata.get('strictly') else 'at least'} "
+                                         f"{low}, got {item!r}")
+        if high is not None and item > high:
+            raise ConfigError(spec.name, f"must be at most {high}, got {item!r}")
+
+
+def parse_text(text: str, hint: Any, name: str) -> Any:
+    """A ``--set`` text as the value of a ``hint``-typed field: ``5``, ``0.2``, ``true``, ``none`` (when
+    the field may be None), a list as ``10,20`` or ``[10, 20]``, text as is. The one reader of
+    ``KEY=VALUE`` values, shared by the CLI and the benchmarks."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if text.strip().lower() in NONE_TEXTS:
+            return None
+        return parse_text(text, next(h for h in typing.get_args(hint) if h is not type(None)), name)
+    if typing.get_origin(hint) is tuple:
+        items = json.loads(text) if text.strip().startswith("[") else [t for t in text.split(",") if t.strip()]
+        element = typing.get_args(hint)[0]
+        return [parse_text(i, element, name) if isinstance(i, str) else i for i in items]
+    if dataclasses.is_dataclass(hint):
+        return _json(text, name)
+    if hint is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(name, f"expected true or false, got {text!r}")
+    if hint in (int, float):
+        try:
+            return hint(text.strip())
+        except ValueError:
+            raise ConfigError(name, f"expected {'a whole number' if hint is int else 'a number'}, got {text!r}") from None
+    return text
+
+
+def _json(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(name, f"expected JSON ({error.msg}), got {text!r}") from None
+
+
+def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` texts (``--set``) as {dotted key: text}; :meth:`PipelineConfig.with_overrides` types them."""
+    assignments: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(pair, "expected KEY=VALUE, e.g. train.epochs=3")
+        assignments[key.strip()] = value
+    return assignments
+
+
+def _iso_time(value: str | None, name: str) -> None:
+    """ISO 8601 dates and times, as pandas reads them (``2026-06-01``, ``2026-06-01T12:00:00Z``)."""
+    from datetime import datetime
+
+    if value is not None:
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(name, f"expected an ISO date or time such as 2026-06-01, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ShopConfig(Section):
     """Size and shape of the embedded synthetic fashion shop (the default dataset)."""
 
     seed: int = 7
-    num_customers: int = 20_000
-    num_products: int = 5_000
-    num_weeks: int = 12
-    initial_catalogue_fraction: float = 0.55  # the rest launches week by week (hundreds a week)
-    events_per_customer: float = 25.0
-    num_styles: int = 12
-    latent_dim: int = 16
-    taste_sharpness: float = 3.0  # higher = customers stick closer to their styles
-    popularity_strength: float = 0.6  # weight of item popularity in event choice
+    num_customers: int = at_least(20_000, 1)
+    num_products: int = at_least(5_000, 1)
+    num_weeks: int = at_least(12, 1)
+    initial_catalogue_fraction: float = fraction(0.55)  # the rest launches week by week (hundreds a week)
+    events_per_customer: float = at_least(25.0, 0.0, strictly=True)
+    num_styles: int = at_least(12, 1)
+    latent_dim: int = at_least(16, 1)
+    taste_sharpness: float = at_least(3.0, 0.0)  # higher = customers stick closer to their styles
+    popularity_strength: float = at_least(0.6, 0.0)  # weight of item popularity in event choice
     start_date: str = "2026-06-01"
+
+    def check(self) -> None:
+        _iso_time(self.start_date, "start_date")
 
 
 @dataclass(frozen=True)
-class EventWeights:
+class EventWeights(Section):
     """Strength of each event type, used to weight a customer's history."""
 
-    click: float = 1.0
-    add_to_bag: float = 3.0
-    save_for_later: float = 2.0
-    purchase: float = 5.0
+    click: float = at_least(1.0, 0.0)
+    add_to_bag: float = at_least(3.0, 0.0)
+    save_for_later: float = at_least(2.0, 0.0)
+    purchase: float = at_least(5.0, 0.0)
 
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
-class IngestConfig:
+class IngestConfig(Section):
     """Validation and time split of the raw data."""
 
     split_time: str | None = None  # ISO time; None = the quantile below of event times
-    holdout_fraction: float = 0.1
-    max_bad_fraction: float = 0.05  # more unusable rows than this in a file fails the run
+    holdout_fraction: float = fraction(0.1)
+    max_bad_fraction: float = fraction(0.05)  # more unusable rows than this in a file fails the run
     earliest_timestamp: str = "1990-01-01"  # events outside [earliest, latest] are quarantined
     latest_timestamp: str | None = None  # None = one day from now
     event_weights: EventWeights = field(default_factory=EventWeights)
 
+    def check(self) -> None:
+        for name in ("split_time", "earliest_timestamp", "latest_timestamp"):
+            _iso_time(getattr(self, name), name)
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError("holdout_fraction", f"must lie strictly between 0 and 1, got {self.holdout_fraction}")
+
 
 @dataclass(frozen=True)
-class TransformConfig:
+class TransformConfig(Section):
     """Feature engineering with tensorflow-transform and Beam."""
 
-    product_oov_buckets: int = 1
-    vocab_oov_buckets: int = 1
-    max_title_tokens: int = 24
-    token_vocab_size: int = 5_000
-    price_buckets: int = 10
-    history_length: int = 50  # most recent events kept as a customer's history (tuned on ML-1M: 50 > 20)
+    product_oov_buckets: int = at_least(1, 1)
+    vocab_oov_buckets: int = at_least(1, 1)
+    max_title_tokens: int = at_least(24, 1)
+    token_vocab_size: int = at_least(5_000, 1)
+    price_buckets: int = at_least(10, 1)
+    history_length: int = at_least(50, 1)  # most recent events kept as a customer's history (tuned on ML-1M: 50 > 20)
     # A training example's target is one of the next this-many events after its history (1: the next one).
-    target_horizon_events: int = 1
+    target_horizon_events: int = at_least(1, 1)
     beam_runner: str = "BundleBasedDirectRunner"
     beam_options: tuple[str, ...] = ()  # extra pipeline options, e.g. ("--project=...", "--region=...")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """Two-tower model and its optimisation."""
 
-    embedding_dim: int = 64
-    token_embedding_dim: int = 32
-    feature_embedding_dim: int = 16
-    content_hidden_units: int = 128
-    id_dropout: float = 0.3  # probability of hiding the id embedding so content alone learns
+    embedding_dim: int = at_least(64, 1)
+    token_embedding_dim: int = at_least(32, 1)
+    feature_embedding_dim: int = at_least(16, 1)
+    content_hidden_units: int = at_least(128, 1)
+    id_dropout: float = fraction(0.3)  # probability of hiding the id embedding so content alone learns
     # The id part is scaled by n / (n + this), n = the product's training events: a product with few events
     # stays near its content embedding (0: off). ML-1M validation: 5 ties off (recall@20 0.0865 vs 0.0867,
     # NDCG@10 0.1114 vs 0.1113) and 20 (0.0870 / 0.1099); kept because a product's first events say little.
-    id_fade_in_events: float = 5.0
-    temperature: float = 0.2  # benchmarks/tune.py on ML-1M's validation period: 0.2 > 0.1, 0.3, 0.05
+    id_fade_in_events: float = at_least(5.0, 0.0)
+    temperature: float = at_least(0.2, 0.0, strictly=True)  # tune.py on ML-1M's validation period: 0.2 > 0.1, 0.3, 0.05
     normalize_embeddings: bool = True  # unit-length product embeddings (before the temperature)
     logq_correction: bool = True
-    extra_negatives: int = 0  # uniformly sampled products added to each batch's in-batch negatives
-    pooling: str = "recency"  # customer vector: mean, weighted (event type), recency or attention
-    recency_half_life_days: float = 7.0  # an event's weight halves every this many days (tuned: 7 > 2, 30)
+    extra_negatives: int = at_least(0, 0)  # uniformly sampled products added to each batch's in-batch negatives
+    pooling: str = one_of("recency", POOLINGS)  # customer vector: mean, weighted (event type), recency or attention
+    # an event's weight halves every this many days (tuned: 7 > 2, 30)
+    recency_half_life_days: float = at_least(7.0, 0.0, strictly=True)
     # ... and for every this many newer events in the history (0: off). Tuned on ML-1M's validation period:
     # 5 > 3, 10, 20 > 0 (recall@20 0.086 vs 0.081, NDCG@10 0.109 vs 0.102): what was just viewed matters most.
-    recency_half_life_events: float = 5.0
-    batch_size: int = 1024
-    epochs: int = 2  # tuned on ML-1M's validation period: 2 > 3 (recall@20 0.063 vs 0.053)
-    learning_rate: float = 0.003
+    recency_half_life_events: float = at_least(5.0, 0.0)
+    batch_size: int = at_least(1024, 1)
+    epochs: int = at_least(2, 1)  # tuned on ML-1M's validation period: 2 > 3 (recall@20 0.063 vs 0.053)
+    learning_rate: float = at_least(0.003, 0.0)  # 0 freezes the weights (tests)
     seed: int = 11
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(Section):
     """What the export stage publishes beside the embeddings (``fashionrec.popularity``)."""
 
     # score = p_u . q_i + weight * log1p(recent_i / mean recent); 0 turns the prior off.
@@ -112,57 +293,88 @@ class ExportConfig:
     # 0.143 against 0.161 on tests/test_pipeline_e2e.py's shop). On ML-1M's validation period 2.5 is best by
     # NDCG@10 under the standard protocol (0.170 against 0.145 at 0.5). benchmarks/quality.py chooses it on
     # the validation period of the data it runs on; choose yours the same way (benchmarks/tune.py).
-    popularity_prior_weight: float = 0.5
-    popularity_half_life_days: float = 1.0  # recency of that popularity
+    popularity_prior_weight: float = at_least(0.5, 0.0)
+    popularity_half_life_days: float = at_least(1.0, 0.0, strictly=True)  # recency of that popularity
+
+
+EXCLUSIONS = ("all_seen", "window")
+POLICIES = ("bless", "reject")
+RANKED_METRICS = ("recall", "precision", "ndcg")  # per customer, at each of top_k; with mrr, what the gate compares
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Section):
     """Holdout evaluation and the publishing gate."""
 
-    top_k: tuple[int, ...] = (10, 20)
+    top_k: tuple[int, ...] = at_least((10, 20), 1)
     # What is excluded from every system's ranking (and from the relevant set): "all_seen", every product the
     # customer interacted with in training (the standard protocol), or "window", only the model's pooling window
     # of recent events (the protocol before 2026-12; it re-recommends a heavy customer's older products and
     # counts them as misses, and gives the baselines only the window). Baselines see the same history.
-    exclude: str = "all_seen"
+    exclude: str = one_of("all_seen", EXCLUSIONS)
     # Only customers with a training event are evaluated: a customer without one has nothing to pool or fold
     # in, so every system but popularity would rank them blindly (the "new_customers" slice still has the
     # customers with few events). False also scores customers new in the holdout period.
     customers_with_history_only: bool = True
-    gate_metric: str = "recall@20"
+    gate_metric: str = "recall@20"  # mrr, or recall / precision / ndcg / coverage @ one of top_k
     min_gate_metric: float = 0.0  # absolute floor on the candidate's gate metric
     # relative lift the candidate must reach over the STRONGEST baseline the evaluation computes (popularity,
     # recent popularity, iALS, EASE) on the gate metric; 0 = it must beat every one of them
-    min_lift_over_baseline: float = 0.0
+    min_lift_over_baseline: float = at_least(0.0, -1.0)
     compare_metrics: tuple[str, ...] = ("recall@20", "ndcg@10")  # checked against the published model
     allowed_change: float = -0.002  # "worse" = the whole interval of (candidate - published) lies below this
-    equal_within_noise: str = "bless"  # "bless" or "reject" a candidate indistinguishable from the published one
-    first_run: str = "bless"  # no published model yet: "bless" on the value checks alone, or "reject"
+    equal_within_noise: str = one_of("bless", POLICIES)  # a candidate indistinguishable from the published one
+    first_run: str = one_of("bless", POLICIES)  # no published model yet: bless on the value checks alone, or reject
     gate_slices: tuple[str, ...] = ("cold_start_products",)  # slices also compared with the published model
-    new_customer_max_history: int = 3  # customers with at most this many past events form "new_customers"
-    max_category_slices: int = 8  # the largest product categories get a slice each
-    auc_negatives: int = 100  # sampled non-target products per customer for AUC
-    report_k: tuple[int, ...] = (1, 5, 10, 20, 50, 100)  # the report's metrics-vs-K curves
+    new_customer_max_history: int = at_least(3, 0)  # customers with at most this many past events: "new_customers"
+    max_category_slices: int = at_least(8, 0)  # the largest product categories get a slice each
+    auc_negatives: int = at_least(100, 1)  # sampled non-target products per customer for AUC
+    report_k: tuple[int, ...] = at_least((1, 5, 10, 20, 50, 100), 1)  # the report's metrics-vs-K curves
     # The baselines' settings were chosen on ML-1M's validation period by NDCG@10 under the standard protocol
     # (fashionrec.evaluation.tuning's grid, printed by benchmarks/quality.py); tune them on your own data too.
-    ials_factors: int = 64  # the iALS baseline (implicit library); grid 64, 128, 256
-    ials_iterations: int = 15
-    ials_regularization: float = 0.01  # grid 0.01, 0.1, 1
-    ials_alpha: float = 1.0  # confidence per event (times its event weight when ials_event_weights); grid 1, 10, 40
+    ials_factors: int = at_least(64, 1)  # the iALS baseline (implicit library); grid 64, 128, 256
+    ials_iterations: int = at_least(15, 1)
+    ials_regularization: float = at_least(0.01, 0.0)  # grid 0.01, 0.1, 1
+    # confidence per event (times its event weight when ials_event_weights); grid 1, 10, 40
+    ials_alpha: float = at_least(1.0, 0.0, strictly=True)
     ials_event_weights: bool = False  # confidence scales with the event type's weight (False: every event 1)
     # recent popularity baseline: training events, each halved every this many days before the split
-    recent_popularity_half_life_days: float = 1.0  # grid 0.5 to 90 days
-    ease_l2: float = 20_000.0  # EASE (Steck 2019) baseline: L2 strength of its item-item weights; grid 50 to 20,000
-    ease_max_products: int = 20_000  # EASE inverts a products x products matrix: skipped above this size
-    confidence: float = 0.95  # of the paired bootstrap intervals
-    bootstrap_resamples: int = 1_000
-    max_eval_customers: int = 5_000
+    recent_popularity_half_life_days: float = at_least(1.0, 0.0, strictly=True)  # grid 0.5 to 90 days
+    # EASE (Steck 2019) baseline: L2 strength of its item-item weights; grid 50 to 20,000
+    ease_l2: float = at_least(20_000.0, 0.0, strictly=True)
+    ease_max_products: int = at_least(20_000, 0)  # EASE inverts a products x products matrix: skipped above this
+    confidence: float = fraction(0.95)  # of the paired bootstrap intervals
+    bootstrap_resamples: int = at_least(1_000, 1)
+    max_eval_customers: int = at_least(5_000, 1)
     seed: int = 3
+
+    def ranked_metrics(self) -> tuple[str, ...]:
+        """The per-customer metrics the evaluation computes, the ones a paired interval can compare."""
+        return ("mrr", *(f"{name}@{k}" for name in RANKED_METRICS for k in self.top_k))
+
+    def check(self) -> None:
+        ranked = self.ranked_metrics()
+        gate_choices = (*ranked, *(f"coverage@{k}" for k in self.top_k))
+        if self.gate_metric not in gate_choices:
+            raise ConfigError("gate_metric", f"{self.gate_metric!r} is not one of {', '.join(gate_choices)}")
+        for metric in self.compare_metrics:
+            if metric not in ranked:
+                raise ConfigError("compare_metrics", f"{metric!r} is not one of {', '.join(ranked)}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError("confidence", f"must lie strictly between 0 and 1, got {self.confidence}")
+
+
+def port(default: int) -> Any:
+    """A TCP port field."""
+    return field(default=default, metadata={"low": 1, "high": 65_535})
+
+
+INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
+MODEL_CONTROL_MODES = ("explicit", "poll", "none")
 
 
 @dataclass(frozen=True)
-class ServingConfig:
+class ServingConfig(Section):
     """Triton model repository and server."""
 
     model_name: str = "recommend"  # ensemble: history -> top-K (optionally among candidates, minus exclusions)
@@ -172,39 +384,44 @@ class ServingConfig:
     ranking_model_name: str = "rank_products"
     blend_model_name: str = "blend_hero"
     embed_model_name: str = "embed_products"  # new products' content fields -> embeddings (the content tower)
-    max_batch_size: int = 64
-    max_queue_delay_us: int = 200
-    default_top_k: int = 10
-    max_top_k: int = 1_000
+    max_batch_size: int = at_least(64, 1)
+    max_queue_delay_us: int = at_least(200, 0)
+    default_top_k: int = at_least(10, 1)
+    max_top_k: int = at_least(1_000, 1)
     # A request's history may be the customer's whole seen-history, so that EXCLUDE_SEEN can keep every
     # product they bought or viewed out of the ranking (about 5,000 events for a heavy customer); only
     # the last aggregation.json "window" events (the training history length) are looked up and pooled.
     # 10,000 ids are ~120 KB a request: Triton 2.51 and tritonclient take it with their default message
     # limits, over gRPC and HTTP (tests/serving send it).
-    max_history_length: int = 10_000
-    max_candidates: int = 10_000  # explicit candidate / rerank lists up to this many ids
-    similar_alpha: float = 0.5  # `similar`'s default weight of the hero product (a request may override it)
-    purchase_event_type: str = "purchase"  # history events that EXCLUDE_PURCHASED removes
-    table_dtype: str = "float32"  # or "float16": half the table memory (GPU: half the traffic), ~1e-3 score error
-    instance_kind: str = "KIND_CPU"  # KIND_GPU on a GPU node: the ranking matmul runs in CuPy
-    ranking_instance_count: int = 1  # rank_products instances (each a process holding the table)
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+    max_history_length: int = at_least(10_000, 1)
+    max_candidates: int = at_least(10_000, 1)  # explicit candidate / rerank lists up to this many ids
+    similar_alpha: float = fraction(0.5)  # `similar`'s default weight of the hero product (a request may override it)
+    purchase_event_type: str = one_of("purchase", EVENT_TYPES)  # history events that EXCLUDE_PURCHASED removes
+    # or "float16": half the table memory (GPU: half the traffic), ~1e-3 score error
+    table_dtype: str = one_of("float32", TABLE_DTYPES)
+    instance_kind: str = one_of("KIND_CPU", INSTANCE_KINDS)  # KIND_GPU on a GPU node: the ranking matmul runs in CuPy
+    ranking_instance_count: int = at_least(1, 1)  # rank_products instances (each a process holding the table)
+    http_port: int = port(8000)
+    grpc_port: int = port(8001)
+    metrics_port: int = port(8002)
     pytriton_version: str = "0.7.0"
     host: str = "127.0.0.1"  # address tritonserver binds; "0.0.0.0" inside a container
-    instance_count: int = 1  # customer_vector / blend_hero instances (each is a process, ~67 MB)
+    instance_count: int = at_least(1, 1)  # customer_vector / blend_hero instances (each is a process, ~67 MB)
     # tritonserver --model-control-mode: explicit lets publish/rollback load versions through the
     # repository API without a restart; poll (k8s) picks them up from the repository; none is static.
-    model_control_mode: str = "explicit"
-    repository_poll_secs: int = 5  # with model_control_mode="poll"
-    startup_timeout_s: float = 120.0  # until the server reports ready
-    shutdown_timeout_s: float = 30.0  # after SIGTERM, before the server is killed
-    client_timeout_s: float = 30.0  # per recommend request
+    model_control_mode: str = one_of("explicit", MODEL_CONTROL_MODES)
+    repository_poll_secs: int = at_least(5, 1)  # with model_control_mode="poll"
+    startup_timeout_s: float = at_least(120.0, 0.0, strictly=True)  # until the server reports ready
+    shutdown_timeout_s: float = at_least(30.0, 0.0, strictly=True)  # after SIGTERM, before the server is killed
+    client_timeout_s: float = at_least(30.0, 0.0, strictly=True)  # per recommend request
+
+    def check(self) -> None:
+        if self.default_top_k > self.max_top_k:
+            raise ConfigError("default_top_k", f"must be at most max_top_k ({self.max_top_k}), got {self.default_top_k}")
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Section):
     """Everything one pipeline run needs."""
 
     shop: ShopConfig = field(default_factory=ShopConfig)
@@ -222,20 +439,39 @@ class PipelineConfig:
     def from_json(cls, text: str) -> PipelineConfig:
         return _from_dict(cls, json.loads(text) if text else {})
 
-    def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:
-        """Return a copy with dotted-key overrides applied, e.g. ``{"train.epochs": 1}``."""
+    def with_overrides(self, overrides: Mapping[str, Any]) -> PipelineConfig:
+        """A copy with dotted-key overrides applied, e.g. ``{"train.epochs": 1}`` or, from ``--set``
+        (:func:`parse_assignments`), ``{"train.epochs": "1"}``: a text value is read as its field's type
+        (:func:`parse_text`). Raises ConfigError naming the field for an unknown key or a bad value."""
         data = dataclasses.asdict(self)
         for dotted, value in overrides.items():
-            node = data
+            node, cls = data, type(self)
             *parents, leaf = dotted.split(".")
-            for key in parents:
-                if key not in node or not isinstance(node[key], dict):
-                    raise KeyError(f"unknown config section {dotted!r}")
-                node = node[key]
-            if leaf not in node:
-                raise KeyError(f"unknown config field {dotted!r}")
-            node[leaf] = value
+            for depth, key in enumerate(parents):
+                hint = _type_hints(cls).get(key)
+                if hint is None:
+                    raise ConfigError(dotted, _unknown(key, cls, ".".join(parents[:depth])))
+                if not dataclasses.is_dataclass(hint):
+                    raise ConfigError(dotted, f"{'.'.join(parents[:depth + 1])} is a setting, not a section")
+                node, cls = node[key], hint
+            hint = _type_hints(cls).get(leaf)
+            if hint is None:
+                raise ConfigError(dotted, _unknown(leaf, cls, ".".join(parents)))
+            node[leaf] = parse_text(value, hint, dotted) if isinstance(value, str) else value
         return _from_dict(PipelineConfig, data)
+
+    def with_settings(self, pairs: Iterable[str]) -> PipelineConfig:
+        """A copy with ``KEY=VALUE`` texts applied (the CLI's and the benchmarks' ``--set``)."""
+        return self.with_overrides(parse_assignments(pairs))
+
+
+def _unknown(name: str, cls: type, section: str) -> str:
+    """An unknown field's message: the close matches, then every field of the section."""
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    close = difflib.get_close_matches(name, fields, n=1)
+    where = f" in {section}" if section else ""
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    return f"unknown field {name!r}{where}{hint} It has: {', '.join(fields)}"
 
 
 # Where a bundled dataset's own validation period chose other settings than the defaults (which were chosen on
@@ -252,7 +488,7 @@ DATASET_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def dataset_config(dataset: str, overrides: dict[str, Any]) -> PipelineConfig:
+def dataset_config(dataset: str, overrides: Mapping[str, Any]) -> PipelineConfig:
     """The defaults, then ``dataset``'s own settings (``DATASET_SETTINGS``), then ``overrides``."""
     return PipelineConfig().with_overrides({**DATASET_SETTINGS.get(dataset, {}), **overrides})
 
@@ -260,22 +496,23 @@ def dataset_config(dataset: str, overrides: dict[str, Any]) -> PipelineConfig:
 T = TypeVar("T")
 
 
-def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build a (nested) frozen dataclass from plain JSON data, rejecting unknown keys."""
+def _from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build a (nested) config section from plain JSON data; ConfigError names a bad or unknown field."""
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(data) - set(known)
-    if unknown:
-        raise KeyError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    for name in data:
+        if name not in known:
+            raise ConfigError(name, _unknown(name, cls, ""))
+    hints = _type_hints(cls)
     kwargs: dict[str, Any] = {}
-    defaults = cls()  # type: ignore[call-arg]
     for name, value in data.items():
-        current = getattr(defaults, name)
-        if dataclasses.is_dataclass(current):
-            kwargs[name] = _from_dict(type(current), value)
-        elif isinstance(current, tuple):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
+        if dataclasses.is_dataclass(hints[name]) and not isinstance(value, hints[name]):
+            if not isinstance(value, Mapping):
+                raise ConfigError(name, f"expected a section (an object of its fields), got {value!r}")
+            try:
+                value = _from_dict(hints[name], value)
+            except ConfigError as error:
+                raise error.within(name) from None
+        kwargs[name] = value
     return cls(**kwargs)
 
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
 
-from fashionrec.config import TrainConfig
+from fashionrec.config import POOLINGS, TrainConfig
 from fashionrec.features import PAD, CatalogueFeatures
 
 
@@ -94,9 +94,6 @@ class ItemTower(tf_keras.Model):
         return combined / np.sqrt(self._config.temperature)
 
 
-POOLINGS = ("mean", "weighted", "recency", "attention")
-
-
 def pooling_weights(
     history_weight: tf.Tensor, history_age_days: tf.Tensor, pooling: str, half_life_days: float,
     half_life_events: float = 0.0, valid: tf.Tensor | None = None,
@@ -156,8 +153,6 @@ class TwoTowerModel(tfrs.Model):
     def __init__(self, catalogue: CatalogueFeatures, config: TrainConfig, candidate_probability: np.ndarray,
                  interaction_counts: np.ndarray) -> None:
         super().__init__()
-        if config.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {config.pooling!r}; expected one of {POOLINGS}")
         self._config = config
         self.item_tower = ItemTower(catalogue, config, interaction_counts)
         self.attention = AttentionPooling(config.embedding_dim, name="attention_pooling") if config.pooling == "attention" else None

@@ -61,7 +61,6 @@ PYTHON_MODELS = {"customer_vector": "customer_model_name", "rank_products": "ran
                  "blend_hero": "blend_model_name"}  # each version folder holds the catalogue
 CONTENT_MODELS = {"embed_products": "embed_model_name"}  # each version folder holds the content tower
 ENSEMBLES = {"recommend": "model_name", "rerank": "rerank_model_name", "similar": "similar_model_name"}
-POOLINGS = ("mean", "weighted", "recency")
 NEW_IN_SET = "new_in"  # candidate set published automatically: the products flagged is_new
 
 
@@ -174,8 +173,6 @@ def render_configs(serving: ServingConfig, embedding_dim: int, templates: Path) 
     """config.pbtxt text per published model name, from the templates, checked by Triton's schema.
 
     Versions are not pinned yet (:func:`fashionrec.serving.versions.pin` does that when serving)."""
-    if serving.table_dtype not in scoring.TABLE_DTYPES:
-        raise ValueError(f"ServingConfig.table_dtype must be one of {scoring.TABLE_DTYPES}, got {serving.table_dtype}")
     values = {
         **{field_name: getattr(serving, field_name)
            for field_name in (*PYTHON_MODELS.values(), *CONTENT_MODELS.values(), *ENSEMBLES.values())},
@@ -405,8 +402,8 @@ def read_aggregation(embeddings_path: str) -> dict[str, Any]:
     """The export stage's ``aggregation.json`` beside the embeddings, checked; the default without one."""
     uri = storage.join(os.path.dirname(str(embeddings_path)), ops.AGGREGATION_FILE)
     aggregation = dataclasses.asdict(Aggregation.read(uri))
-    if aggregation["pooling"] not in POOLINGS:
-        raise ValueError(f"{uri}: pooling must be one of {POOLINGS}, got {aggregation['pooling']!r}")
+    if aggregation["pooling"] not in ops.POOLINGS:
+        raise ValueError(f"{uri}: pooling must be one of {ops.POOLINGS}, got {aggregation['pooling']!r}")
     weights = aggregation["event_weights"]
     if not weights or not all(isinstance(w, int | float) and w >= 0 for w in weights.values()):
         raise ValueError(f"{uri}: event_weights must map event types to non-negative numbers")

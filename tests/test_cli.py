@@ -20,18 +20,20 @@ def test_compile_writes_a_pipeline_whose_every_task_runs_the_component_image(tmp
     assert "evaluate-model" in condition["triggerPolicy"]["condition"]
 
 
-def test_set_overrides_parse_json_values_and_fall_back_to_text():
-    config = build_config("small", ("train.epochs=5", "ingest.split_time=2026-08-01T00:00:00", "evaluate.top_k=[5]"))
+def test_set_values_are_read_as_their_fields_types():
+    config = build_config("small", ("train.epochs=5", "ingest.split_time=2026-08-01T00:00:00",
+                                    "evaluate.top_k=[10, 20, 50]", "train.pooling=mean"))
     assert config.train.epochs == 5
     assert config.shop.num_products == 600  # from --size small
     assert config.ingest.split_time == "2026-08-01T00:00:00"
-    assert config.evaluate.top_k == (5,)
+    assert config.evaluate.top_k == (10, 20, 50)
+    assert config.train.pooling == "mean"
 
 
 def test_unknown_setting_is_a_usage_error_not_a_traceback():
     result = CliRunner().invoke(main, ["pipeline", "run", "--local", "--set", "train.nope=1"])
     assert result.exit_code == 2
-    assert "unknown config field 'train.nope'" in result.output
+    assert "train.nope: unknown field 'nope' in train" in result.output
 
 
 def test_compile_with_image_makes_every_executor_run_that_image(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fashionrec.config import TrainConfig
+from fashionrec.config import ConfigError, TrainConfig
 from fashionrec.features import PAD, CatalogueFeatures
 from fashionrec.model import AttentionPooling, ItemTower, TwoTowerModel, customer_vectors, pooling_weights
 from fashionrec.serving import ops
@@ -234,8 +234,10 @@ def test_every_pooling_trains_with_extra_negatives(pooling):
 
 
 def test_unknown_pooling_is_a_clear_error():
+    with pytest.raises(ConfigError, match="pooling: 'max' is not one of mean, weighted, recency, attention"):
+        TrainConfig(pooling="max")
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
-        TwoTowerModel(_catalogue(), TrainConfig(pooling="max"), np.full(5, 0.2), EVENTS)
+        pooling_weights(tf.ones([1, 2]), tf.zeros([1, 2]), "max", 7.0)
 
 
 def test_the_id_part_fades_in_with_the_products_training_events():

@@ -416,7 +416,7 @@ def _invoke(*args: str):
     (["submit", "--kfp-host", "http://kfp:8080", "--image", "ghcr.io/fashionrec/fashionrec:latest"], "latest"),
     (["submit", "--kfp-host", "http://kfp:8080", "--label", "Team=recsys"], "label key 'Team'"),
     (["submit", "--kfp-host", "http://kfp:8080", "--label", "team"], "expected a label KEY=VALUE"),
-    (["submit", "--kfp-host", "http://kfp:8080", "--set", "train.nope=1"], "unknown config field 'train.nope'"),
+    (["submit", "--kfp-host", "http://kfp:8080", "--set", "train.nope=1"], "train.nope: unknown field 'nope' in train"),
     (["schedule", "--kfp-host", "http://kfp:8080", "--cron", "0 3 * *"], "expected 5 fields"),
     (["schedule", "--kfp-host", "http://kfp:8080", "--cron", "0 24 * * 1"], "hour 24 is outside 0-23"),
     (["schedule", "--kfp-host", "http://kfp:8080", "--cron", "0 3 * * 7"], "day-of-week 7 is outside 0-6"),

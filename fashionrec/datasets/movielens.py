@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.metadata
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from fashionrec import storage

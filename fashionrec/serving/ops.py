@@ -23,6 +23,7 @@ PRODUCT_IDS_FILE = "product_ids.txt"  # UTF-8, one product id per line, line i i
 AGGREGATION_FILE = "aggregation.json"  # how histories are pooled: see history_weights
 PRIOR_FILE = "popularity_prior.npy"  # float32 [N]: each product's popularity prior, added to its logit
 SECONDS_PER_DAY = 86_400.0
+POOLINGS = ("mean", "weighted", "recency")  # how history_weights weighs events (aggregation.json "pooling")
 
 
 def load_catalogue(folder: Path) -> tuple[np.ndarray, list[bytes]]:
@@ -98,7 +99,7 @@ def _pooling_weights(event_weights: np.ndarray, ages_days: np.ndarray | None, po
     if pooling == "weighted":
         return event_weights.copy()
     if pooling != "recency":
-        raise ValueError(f"unknown pooling {pooling!r}; expected mean, weighted or recency")
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
     if half_life_events > 0:
         newer_events = np.arange(event_weights.size, dtype=np.float64)[::-1]
         event_weights = event_weights * np.exp2(-newer_events / half_life_events)
