@@ -1,4 +1,4 @@
-# syntax=images/dockerfile:1
+# syntax=docker/dockerfile:1
 # fashionrec component image, GPU: the CPU image's content with TensorFlow's CUDA libraries, for the
 # training (and export/evaluation) tasks on NVIDIA GPU nodes.
 #   docker build -f images/component-gpu.Dockerfile -t REGISTRY/fashionrec-component-gpu:0.1.0 .

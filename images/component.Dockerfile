@@ -1,4 +1,4 @@
-# syntax=images/dockerfile:1
+# syntax=docker/dockerfile:1
 # fashionrec component image, CPU: what every task of the KFP training pipeline runs.
 #   docker build -f images/component.Dockerfile -t REGISTRY/fashionrec-component:0.1.0 .   (from the repo root)
 # Then `fashionrec pipeline compile|submit --image REGISTRY/fashionrec-component:0.1.0`.

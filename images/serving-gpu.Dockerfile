@@ -1,4 +1,4 @@
-# syntax=images/dockerfile:1
+# syntax=docker/dockerfile:1
 # fashionrec serving image for GPU nodes: images/serving.Dockerfile plus CuPy, so ranking can run on
 # the GPU (cupy-cuda12x against the base image's CUDA 12.6 runtime).
 #   docker build -f images/serving-gpu.Dockerfile -t REGISTRY/fashionrec-serving-gpu:0.1.0 .

@@ -1,4 +1,4 @@
-# syntax=images/dockerfile:1
+# syntax=docker/dockerfile:1
 # fashionrec serving image, CPU and GPU nodes alike: NVIDIA Triton Inference Server with what the
 # fashionrec models (python backend) import, pinned by fashionrec/serving/requirements-serving.txt.
 #   docker build -f images/serving.Dockerfile -t REGISTRY/fashionrec-serving:0.1.0 .   (from the repo root)

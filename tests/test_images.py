@@ -85,6 +85,36 @@ def test_every_dockerfile_is_checked_here():
     assert sorted(p.name for p in DOCKER_DIR.glob("*.Dockerfile")) == sorted(ALL_IMAGES)
 
 
+# BuildKit reads parser directives only from the first lines, before any other comment or instruction; the
+# syntax directive names a frontend image, Docker's own being docker/dockerfile (dockerfile-parse skips comments,
+# so this reads the text).
+DIRECTIVE = re.compile(r"^#\s*(?P<key>[a-z]+)\s*=\s*(?P<value>\S+)\s*$")
+SYNTAX_FRONTEND = re.compile(r"^docker/dockerfile:(?P<version>1(\.\d+){0,2})(@sha256:[0-9a-f]{64})?$")
+
+
+def _directives(name: str) -> dict[str, str]:
+    """The Dockerfile's parser directives: ``# key=value`` lines at the very top."""
+    found: dict[str, str] = {}
+    for line in (DOCKER_DIR / name).read_text(encoding="utf-8").splitlines():
+        match = DIRECTIVE.match(line)
+        if not match:
+            break
+        found[match["key"]] = match["value"]
+    return found
+
+
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_the_syntax_directive_names_dockers_dockerfile_frontend(name):
+    directives = _directives(name)
+    assert "syntax" in directives, f"{name} has no # syntax= directive on its first line"
+    assert SYNTAX_FRONTEND.match(directives["syntax"]), f"{name}: {directives['syntax']} is not docker/dockerfile:1[.x]"
+
+
+def test_a_misnamed_frontend_is_caught():
+    assert not SYNTAX_FRONTEND.match("images/dockerfile:1")
+    assert SYNTAX_FRONTEND.match("docker/dockerfile:1.7")
+
+
 @pytest.mark.parametrize("name", ALL_IMAGES)
 def test_base_images_are_pinned_to_a_tag_never_latest(name):
     images = _base_images(name)
