@@ -1,4 +1,9 @@
-"""One component per pipeline stage. Logic lives in ``fashionrec``; these only move artifacts."""
+"""One component per pipeline stage. Logic lives in ``fashionrec``; these only move artifacts.
+
+Each component takes only the config sections its stage reads, as JSON (``<section>_config``), so KFP's
+cache key of a task changes only with the settings that can change its output: a new ``evaluate.seed``
+re-runs evaluation and publishing, never Beam or training.
+"""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
@@ -7,78 +12,79 @@ from fashionrec.config import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)
-def prepare_dataset(config_json: str, dataset: str, data_dir: str, raw_data: Output[Dataset]):
+def prepare_dataset(shop_config: str, dataset: str, data_dir: str, raw_data: Output[Dataset]):
     """Canonical input files for a named dataset (synthetic shop, MovieLens, H&M or a retailer's own)."""
     from dataclasses import asdict
 
-    from fashionrec.config import PipelineConfig
+    from fashionrec.config import ShopConfig
     from fashionrec.datasets import prepare_dataset as prepare
 
-    raw = prepare(dataset, data_dir or None, raw_data.path, PipelineConfig.from_json(config_json).shop)
+    raw = prepare(dataset, data_dir or None, raw_data.path, ShopConfig.from_json(shop_config))
     raw_data.metadata.update({"dataset": dataset, **asdict(raw)})
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)
-def ingest_data(config_json: str, raw_data: Input[Dataset], ingested: Output[Dataset]):
+def ingest_data(ingest_config: str, raw_data: Input[Dataset], ingested: Output[Dataset]):
     """Validate, quarantine bad rows and split by time."""
-    from fashionrec.config import PipelineConfig
+    from fashionrec.config import IngestConfig
     from fashionrec.ingest import ingest
 
     summary = ingest(
         raw_data.metadata["catalogue_uri"],
         raw_data.metadata["events_uri"],
         ingested.path,
-        PipelineConfig.from_json(config_json).ingest,
+        IngestConfig.from_json(ingest_config),
     )
     ingested.metadata.update({k: v for k, v in summary.as_dict().items() if k != "quarantined"})
     ingested.metadata["quarantined"] = sum(summary.quarantined.values())
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)
-def transform_data(config_json: str, ingested: Input[Dataset], transformed: Output[Dataset]):
+def transform_data(transform_config: str, ingested: Input[Dataset], transformed: Output[Dataset]):
     """Beam + tensorflow-transform: vocabularies, tokens, features, training and holdout examples."""
     from dataclasses import asdict
 
-    from fashionrec.config import PipelineConfig
+    from fashionrec.config import TransformConfig
     from fashionrec.transform import transform
 
-    summary = transform(ingested.path, transformed.path, PipelineConfig.from_json(config_json).transform)
+    summary = transform(ingested.path, transformed.path, TransformConfig.from_json(transform_config))
     transformed.metadata.update(asdict(summary))
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)
-def train_model(config_json: str, transformed: Input[Dataset], model: Output[Model]):
+def train_model(train_config: str, transform_config: str, transformed: Input[Dataset], model: Output[Model]):
     """Train the two-tower model."""
     from dataclasses import asdict
 
-    from fashionrec.config import PipelineConfig
+    from fashionrec.config import TrainConfig, TransformConfig
     from fashionrec.train import train
 
-    config = PipelineConfig.from_json(config_json)
-    summary = train(transformed.path, model.path, config.train, config.transform)
+    summary = train(transformed.path, model.path, TrainConfig.from_json(train_config),
+                    TransformConfig.from_json(transform_config))
     model.metadata.update(asdict(summary))
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)
 def export_embeddings(
-    config_json: str, ingested: Input[Dataset], transformed: Input[Dataset], model: Input[Model],
-    embeddings: Output[Dataset],
+    ingest_config: str, export_config: str, ingested: Input[Dataset], transformed: Input[Dataset],
+    model: Input[Model], embeddings: Output[Dataset],
 ):
     """Embed every catalogue product, new products included; record how histories are pooled and the
     popularity prior every score adds."""
     from dataclasses import asdict
 
-    from fashionrec.config import PipelineConfig
+    from fashionrec.config import ExportConfig, IngestConfig
     from fashionrec.export import export_embeddings as export
 
-    config = PipelineConfig.from_json(config_json)
+    event_weights = IngestConfig.from_json(ingest_config).event_weights
     embeddings.metadata.update(asdict(export(ingested.path, transformed.path, model.path, embeddings.path,
-                                             config.ingest.event_weights, config.export)))
+                                             event_weights, ExportConfig.from_json(export_config))))
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)
 def evaluate_model(
-    config_json: str,
+    evaluate_config: str,
+    serving_config: str,
     ingested: Input[Dataset],
     transformed: Input[Dataset],
     embeddings: Input[Dataset],
@@ -90,12 +96,12 @@ def evaluate_model(
     """Holdout metrics for the model, the baselines and the published model; returns the gate's verdict."""
     import os
 
-    from fashionrec.config import PipelineConfig
+    from fashionrec.config import EvaluateConfig, ServingConfig
     from fashionrec.evaluation.evaluate import REPORT_FILE, evaluate
 
-    config = PipelineConfig.from_json(config_json)
-    result = evaluate(ingested.path, transformed.path, embeddings.path, evaluation.path, config.evaluate,
-                      model_repository=model_repository, serving=config.serving)
+    result = evaluate(ingested.path, transformed.path, embeddings.path, evaluation.path,
+                      EvaluateConfig.from_json(evaluate_config), model_repository=model_repository,
+                      serving=ServingConfig.from_json(serving_config))
     for system, values in result.metrics.items():
         for name, value in values.items():
             metrics.log_metric(f"{system}/{name}", value)
@@ -107,12 +113,12 @@ def evaluate_model(
 
 @dsl.component(base_image=COMPONENT_IMAGE)
 def publish_model(
-    config_json: str, embeddings: Input[Dataset], evaluation: Input[Artifact], model_repository: str
+    serving_config: str, embeddings: Input[Dataset], evaluation: Input[Artifact], model_repository: str
 ) -> int:
     """Write the next version of the Triton model repository; refuses a model that is not blessed."""
     import os
 
-    from fashionrec.config import PipelineConfig
+    from fashionrec.config import ServingConfig
     from fashionrec.evaluation.evaluate import BLESSING_FILE, METRICS_FILE
     from fashionrec.export import EMBEDDINGS_FILE
     from fashionrec.publish import publish_model_repository
@@ -122,7 +128,7 @@ def publish_model(
         embeddings_path=os.path.join(embeddings.path, EMBEDDINGS_FILE),
         blessing_path=os.path.join(evaluation.path, BLESSING_FILE),
         model_repository=model_repository,
-        serving=PipelineConfig.from_json(config_json).serving,
+        serving=ServingConfig.from_json(serving_config),
         metadata={"metrics": read_json(os.path.join(evaluation.path, METRICS_FILE))},
     )
     return published.version

@@ -148,7 +148,7 @@ def _remote_inputs(kfp_host: str | None, experiment: str | None, namespace: str 
     try:
         target = resolve_target(kfp_host, vertex, project, region, pipeline_root, experiment, namespace)
         arguments = PipelineArguments(model_repository=model_repository, dataset=dataset, data_dir=data_dir or "",
-                                      config_json=config.to_json())
+                                      config=config)
         options = SubmitConfig(image=image, run_name=run_name, enable_caching=enable_caching,
                                labels=parse_labels(labels), service_account=service_account)
         validate_submission(target, arguments, options)

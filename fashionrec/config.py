@@ -58,6 +58,9 @@ def fraction(default: float) -> Any:
     return field(default=default, metadata={"low": 0.0, "high": 1.0})
 
 
+S = TypeVar("S", bound="Section")
+
+
 @dataclass(frozen=True)
 class Section:
     """Base of every config section: checks (and normalises: int → float, list → tuple) each field."""
@@ -72,6 +75,14 @@ class Section:
 
     def check(self) -> None:
         """Checks across fields; a section overrides it and raises ConfigError."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[S], text: str) -> S:
+        """The section from :meth:`to_json`'s text (missing fields at their defaults), checked."""
+        return _from_dict(cls, json.loads(text) if text else {})
 
 
 def _type_hints(cls: type) -> dict[str, Any]:
@@ -432,12 +443,9 @@ class PipelineConfig(Section):
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> PipelineConfig:
-        return _from_dict(cls, json.loads(text) if text else {})
+    def sections(self) -> dict[str, Section]:
+        """Each stage's section by name (``train`` → TrainConfig): a KFP task receives only the ones it uses."""
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> PipelineConfig:
         """A copy with dotted-key overrides applied, e.g. ``{"train.epochs": 1}`` or, from ``--set``

@@ -109,7 +109,7 @@ def run_local(
     """
     from kfp import local
 
-    from pipelines.training import PIPELINE_NAME, training_pipeline
+    from pipelines.training import PIPELINE_NAME, config_arguments, training_pipeline
 
     root = Path(workspace).resolve() / PIPELINE_ROOT
     repository = model_repository or Path(workspace).resolve() / MODEL_REPOSITORY
@@ -119,9 +119,8 @@ def run_local(
     log_file = Path(workspace).resolve() / LOGS / f"run-{datetime.now():%Y%m%d-%H%M%S}.log"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     with _task_output_to(log_file, verbose):
-        training_pipeline(
-            model_repository=str(repository), dataset=dataset, data_dir=data_dir or "", config_json=config.to_json()
-        )
+        training_pipeline(model_repository=str(repository), dataset=dataset, data_dir=data_dir or "",
+                          **config_arguments(config))
     (run_dir,) = set(root.glob(f"{PIPELINE_NAME}-*")) - before
     return LocalRun(run_dir=run_dir, model_repository=repository)
 

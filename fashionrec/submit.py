@@ -45,15 +45,18 @@ class PipelineArguments:
     model_repository: str  # gs:// root of the Triton model repository that serving reads
     dataset: str = "synthetic"
     data_dir: str = ""  # gs:// folder of the dataset's files; empty for the synthetic shop
-    config_json: str = field(default_factory=lambda: PipelineConfig().to_json())
+    config: PipelineConfig = field(default_factory=PipelineConfig)  # checked when built
 
     def parameters(self) -> dict[str, str]:
-        """The runtime parameter values, by the names the compiled pipeline declares."""
+        """The runtime parameter values, by the names the compiled pipeline declares (one JSON per config
+        section: ``pipelines.training.config_arguments``)."""
+        from pipelines.training import config_arguments
+
         return {
             "model_repository": self.model_repository,
             "dataset": self.dataset,
             "data_dir": self.data_dir,
-            "config_json": self.config_json,
+            **config_arguments(self.config),
         }
 
 
@@ -233,7 +236,6 @@ def validate_submission(target: Target, arguments: PipelineArguments, options: S
                          "files from the bucket; the image ships no data)")
     if arguments.data_dir:
         _require_gcs(arguments.data_dir, "--data-dir")
-    PipelineConfig.from_json(arguments.config_json)  # a bad config fails here, not in the first task
     validate_labels(run_labels(options, arguments, "manual"))
     if isinstance(target, VertexTarget):
         if not target.project or not target.region:

@@ -1,6 +1,9 @@
 """The fashionrec training pipeline: data → features → model → embeddings → gate → Triton repository.
 
 The same definition is compiled to YAML for Kubeflow / Vertex AI and run locally with ``kfp.local``.
+Settings arrive as one JSON parameter per config section (``train_config``: a TrainConfig, ...), and
+each task gets only the sections its stage reads, so KFP's cache skips a stage whose settings did not
+change. :func:`config_arguments` turns a PipelineConfig into those parameters.
 """
 
 from kfp import dsl
@@ -14,9 +17,24 @@ from components.stages import (
     train_model,
     transform_data,
 )
-from fashionrec.config import PipelineConfig
+from fashionrec.config import (
+    EvaluateConfig,
+    ExportConfig,
+    IngestConfig,
+    PipelineConfig,
+    ServingConfig,
+    ShopConfig,
+    TrainConfig,
+    TransformConfig,
+)
 
 PIPELINE_NAME = "fashionrec-training"
+CONFIG_PARAMETER_SUFFIX = "_config"  # pipeline parameter of a config section: "train" -> "train_config"
+
+
+def config_arguments(config: PipelineConfig) -> dict[str, str]:
+    """The pipeline's config parameters for ``config``: each section's JSON by its parameter name."""
+    return {f"{name}{CONFIG_PARAMETER_SUFFIX}": section.to_json() for name, section in config.sections().items()}
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Two-tower recommender for fashion retail, published to Triton.")
@@ -24,27 +42,35 @@ def training_pipeline(
     model_repository: str,
     dataset: str = "synthetic",
     data_dir: str = "",
-    config_json: str = PipelineConfig().to_json(),
+    shop_config: str = ShopConfig().to_json(),
+    ingest_config: str = IngestConfig().to_json(),
+    transform_config: str = TransformConfig().to_json(),
+    train_config: str = TrainConfig().to_json(),
+    export_config: str = ExportConfig().to_json(),
+    evaluate_config: str = EvaluateConfig().to_json(),
+    serving_config: str = ServingConfig().to_json(),
 ):
     """``dataset``: one of fashionrec.datasets.DATASET_NAMES; ``data_dir``: where its files are, if needed."""
-    raw = prepare_dataset(config_json=config_json, dataset=dataset, data_dir=data_dir).set_display_name(
+    raw = prepare_dataset(shop_config=shop_config, dataset=dataset, data_dir=data_dir).set_display_name(
         "prepare dataset"
     )
-    ingested = ingest_data(config_json=config_json, raw_data=raw.outputs["raw_data"]).set_display_name("ingest")
-    transformed = transform_data(config_json=config_json, ingested=ingested.outputs["ingested"]).set_display_name(
-        "transform (Beam + TFT)"
-    )
-    trained = train_model(config_json=config_json, transformed=transformed.outputs["transformed"]).set_display_name(
-        "train two-tower"
-    )
+    ingested = ingest_data(ingest_config=ingest_config, raw_data=raw.outputs["raw_data"]).set_display_name("ingest")
+    transformed = transform_data(
+        transform_config=transform_config, ingested=ingested.outputs["ingested"]
+    ).set_display_name("transform (Beam + TFT)")
+    trained = train_model(
+        train_config=train_config, transform_config=transform_config, transformed=transformed.outputs["transformed"]
+    ).set_display_name("train two-tower")
     exported = export_embeddings(
-        config_json=config_json,
+        ingest_config=ingest_config,
+        export_config=export_config,
         ingested=ingested.outputs["ingested"],
         transformed=transformed.outputs["transformed"],
         model=trained.outputs["model"],
     ).set_display_name("export embeddings")
     evaluated = evaluate_model(
-        config_json=config_json,
+        evaluate_config=evaluate_config,
+        serving_config=serving_config,
         ingested=ingested.outputs["ingested"],
         transformed=transformed.outputs["transformed"],
         embeddings=exported.outputs["embeddings"],
@@ -52,7 +78,7 @@ def training_pipeline(
     ).set_display_name("evaluate + gate")
     with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
         publish_model(
-            config_json=config_json,
+            serving_config=serving_config,
             embeddings=exported.outputs["embeddings"],
             evaluation=evaluated.outputs["evaluation"],
             model_repository=model_repository,

@@ -2,7 +2,7 @@ import yaml
 from click.testing import CliRunner
 
 from fashionrec.cli import build_config, main
-from fashionrec.config import COMPONENT_IMAGE
+from fashionrec.config import COMPONENT_IMAGE, PipelineConfig
 
 
 def test_compile_writes_a_pipeline_whose_every_task_runs_the_component_image(tmp_path):
@@ -13,8 +13,8 @@ def test_compile_writes_a_pipeline_whose_every_task_runs_the_component_image(tmp
     executors = spec["deploymentSpec"]["executors"]
     assert len(executors) == 7
     assert {e["container"]["image"] for e in executors.values()} == {COMPONENT_IMAGE}
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"model_repository", "dataset", "data_dir",
-                                                                    "config_json"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
+        "model_repository", "dataset", "data_dir", *(f"{name}_config" for name in PipelineConfig().sections())}
     # publishing sits inside the gate's condition
     condition = next(t for t in spec["root"]["dag"]["tasks"].values() if "triggerPolicy" in t)
     assert "evaluate-model" in condition["triggerPolicy"]["condition"]

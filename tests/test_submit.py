@@ -28,7 +28,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from fashionrec import submit as submit_module
 from fashionrec.cli import main
-from fashionrec.config import PipelineConfig
+from fashionrec.config import PipelineConfig, TrainConfig
 from fashionrec.submit import (
     KfpTarget,
     PipelineArguments,
@@ -46,6 +46,7 @@ MODEL_REPOSITORY = "gs://shop-models/fashionrec/model_repository"
 ROOT_TASKS = {"prepare-dataset", "ingest-data", "transform-data", "train-model", "export-embeddings",
               "evaluate-model"}
 API = "/apis/v2beta1"
+PARAMETERS = {"model_repository", "dataset", "data_dir", *(f"{name}_config" for name in PipelineConfig().sections())}
 # As compiled: every component task caches; the gate's condition task has no caching options of its own.
 COMPILED_CACHING = {**{task: True for task in ROOT_TASKS | {"publish-model"}}, "condition-1": False}
 
@@ -157,7 +158,7 @@ def _assert_pipeline(spec: pipeline_spec_pb2.PipelineSpec, image: str) -> None:
     executors = spec.deployment_spec["executors"]
     assert len(executors) == 7
     assert {executor["container"]["image"] for executor in executors.values()} == {image}
-    assert set(spec.root.input_definitions.parameters) == {"model_repository", "dataset", "data_dir", "config_json"}
+    assert set(spec.root.input_definitions.parameters) == PARAMETERS
 
 
 # ------------------------------------------------------------------------------------------------ KFP
@@ -188,11 +189,13 @@ def test_kfp_submit_creates_the_experiment_and_a_run_with_spec_parameters_labels
     assert run["service_account"] == "pipeline-runner"
     assert run["runtime_config"]["pipeline_root"] == "gs://shop-kfp/root"
     parameters = run["runtime_config"]["parameters"]
-    assert set(parameters) == {"model_repository", "dataset", "data_dir", "config_json"}
+    assert set(parameters) == PARAMETERS
     assert parameters["model_repository"] == MODEL_REPOSITORY
     assert (parameters["dataset"], parameters["data_dir"]) == ("hm", "gs://shop-data/hm")
-    config = PipelineConfig.from_json(parameters["config_json"])
-    assert config.train.epochs == 7 and config == PipelineConfig().with_overrides({"train.epochs": 7})
+    expected = PipelineConfig().with_overrides({"train.epochs": 7})
+    assert TrainConfig.from_json(parameters["train_config"]).epochs == 7
+    assert {name: parameters[f"{name}_config"] for name in expected.sections()} == {
+        name: section.to_json() for name, section in expected.sections().items()}
     spec = _spec(run["pipeline_spec"])
     _assert_pipeline(spec, IMAGE)
     caching = _caching_by_task(spec)
@@ -319,7 +322,7 @@ def test_vertex_submit_sends_one_pipeline_job_with_everything_set(vertex_api, gc
     target = _vertex_target()
     arguments = PipelineArguments(model_repository=MODEL_REPOSITORY, dataset="movielens-1m",
                                   data_dir="gs://shop-data/ml-1m",
-                                  config_json=PipelineConfig().with_overrides({"train.epochs": 2}).to_json())
+                                  config=PipelineConfig().with_overrides({"train.epochs": 2}))
     submission = submit(target, arguments,
                         SubmitConfig(image=IMAGE, run_name="ml-1m-check", enable_caching=False,
                                      labels={"team": "recsys"}, service_account=SERVICE_ACCOUNT),
