@@ -19,7 +19,8 @@ from fashionrec.cli import SIZES
 from fashionrec.config import PipelineConfig, parse_assignments
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation.evaluate import evaluate
-from fashionrec.export import EMBEDDINGS_FILE, export_embeddings
+from fashionrec.artifacts import EMBEDDINGS_FILE
+from fashionrec.export import export_embeddings
 from fashionrec.ingest import ingest
 from fashionrec.publish import publish_model_repository
 from fashionrec.storage import read_table

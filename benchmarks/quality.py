@@ -58,9 +58,12 @@ from fashionrec.evaluation.evaluate import Evaluation, evaluate, sample_customer
 from fashionrec.evaluation.systems import BASELINES, baseline_systems, embedding_system
 from fashionrec.evaluation.tuning import TunedBaselines, ranking_metrics, tune_baselines
 from fashionrec.popularity import prior_from_events
-from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings, read_popularity_prior
+from fashionrec.artifacts import EMBEDDINGS_FILE
+from fashionrec.embeddings_file import read_embeddings, read_popularity_prior
+from fashionrec.export import export_embeddings
 from fashionrec.features import EvalExamples, load_eval_examples
-from fashionrec.ingest import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE, ingest
+from fashionrec.ingest import ingest
+from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
 from fashionrec.serving import ops
 from fashionrec.train import TrainSummary, load_item_tower, train
 from fashionrec.transform import load_product_vocabulary, transform

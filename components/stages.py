@@ -97,7 +97,8 @@ def evaluate_model(
     import os
 
     from fashionrec.config import EvaluateConfig, ServingConfig
-    from fashionrec.evaluation.evaluate import REPORT_FILE, evaluate
+    from fashionrec.artifacts import REPORT_FILE
+    from fashionrec.evaluation.evaluate import evaluate
 
     result = evaluate(ingested.path, transformed.path, embeddings.path, evaluation.path,
                       EvaluateConfig.from_json(evaluate_config), model_repository=model_repository,
@@ -119,8 +120,7 @@ def publish_model(
     import os
 
     from fashionrec.config import ServingConfig
-    from fashionrec.evaluation.evaluate import BLESSING_FILE, METRICS_FILE
-    from fashionrec.export import EMBEDDINGS_FILE
+    from fashionrec.artifacts import BLESSING_FILE, EMBEDDINGS_FILE, METRICS_FILE
     from fashionrec.publish import publish_model_repository
     from fashionrec.storage import read_json
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from fashionrec import ingest as ingest_files
+from fashionrec import artifacts
 from fashionrec import storage
 
 
@@ -25,7 +25,7 @@ def load_events(ingested_dir: str) -> pd.DataFrame:
     """Every accepted event (train and holdout), oldest first."""
     frames = [
         storage.read_table(storage.join(ingested_dir, name))
-        for name in (ingest_files.TRAIN_EVENTS_FILE, ingest_files.HOLDOUT_EVENTS_FILE)
+        for name in (artifacts.TRAIN_EVENTS_FILE, artifacts.HOLDOUT_EVENTS_FILE)
     ]
     return pd.concat(frames, ignore_index=True).sort_values("timestamp", kind="stable")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from fashionrec import ingest as ingest_files
+from fashionrec import artifacts
 from fashionrec import storage
 from fashionrec.config import PipelineConfig, ServingConfig
 from fashionrec.customers import load_events, recent_history, sample_customers
@@ -66,7 +66,7 @@ def _show(run: LocalRun, customer_ids: list[str], k: int | None, url: str, proto
     nothing they already bought or viewed is shown again."""
     ingested = _ingested(run)
     events = load_events(ingested)
-    catalogue = storage.read_table(storage.join(ingested, ingest_files.CATALOGUE_FILE)).set_index("product_id")
+    catalogue = storage.read_table(storage.join(ingested, artifacts.CATALOGUE_FILE)).set_index("product_id")
     with FashionrecClient(url, protocol, serving) as client:
         for customer in customer_ids:
             try:

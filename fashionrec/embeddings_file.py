@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 from fashionrec import storage
 from fashionrec.popularity import PRIOR_COLUMN
 
-EMBEDDINGS_FILE = "embeddings.parquet"
 
 
 def write_embeddings(uri: str, product_ids: np.ndarray, embeddings: np.ndarray, is_new: np.ndarray,

@@ -10,21 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fashionrec import ingest as ingest_files
+from fashionrec import artifacts
 from fashionrec import storage
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
-from fashionrec import transform as transform_files
 from fashionrec.config import EventWeights, ExportConfig
 from fashionrec.features import load_price_scaling
 from fashionrec.model import ItemTower
-from fashionrec.embeddings_file import (  # noqa: F401 - the file's readers, re-exported for the export's users
-    EMBEDDINGS_FILE,
-    ExportedEmbeddings,
-    read_embeddings,
-    read_exported,
-    read_popularity_prior,
-    write_embeddings,
-)
+from fashionrec.embeddings_file import write_embeddings
 from fashionrec.popularity import prior_from_events
 from fashionrec.serving import content
 from fashionrec.train import SavedConfigs, item_embeddings, load_item_tower, load_saved_configs
@@ -58,12 +50,12 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     if tower_files is not None:
         write_content_tower(output_dir, *tower_files)
     product_ids = tower.product_ids
-    catalogue = storage.read_table(storage.join(ingested_dir, ingest_files.CATALOGUE_FILE))
+    catalogue = storage.read_table(storage.join(ingested_dir, artifacts.CATALOGUE_FILE))
     new = set(catalogue.loc[catalogue["is_new"], "product_id"])
     is_new = np.array([pid in new for pid in product_ids])
-    train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
+    train_events = storage.read_table(storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE))
     prior = prior_from_events(train_events, product_ids, export_config)
-    write_embeddings(storage.join(output_dir, EMBEDDINGS_FILE), product_ids, embeddings, is_new, prior)
+    write_embeddings(storage.join(output_dir, artifacts.EMBEDDINGS_FILE), product_ids, embeddings, is_new, prior)
     Aggregation.from_training(configs.train, event_weights, configs.transform.history_length).write(
         storage.join(output_dir, AGGREGATION_FILE))
     return ExportSummary(products=len(product_ids), new_products=int(is_new.sum()), dimension=embeddings.shape[1],
@@ -88,7 +80,7 @@ def content_tower_files(tower: ItemTower, transformed_dir: str, configs: SavedCo
     activation = tower.hidden.get_config()["activation"]
     if activation not in KERAS_GELU:
         raise ValueError(f"content tower activation {activation!r} has no numpy twin (known: {sorted(KERAS_GELU)})")
-    output = tft.TFTransformOutput(storage.join(transformed_dir, transform_files.TRANSFORM_FN_DIR))
+    output = tft.TFTransformOutput(storage.join(transformed_dir, artifacts.TRANSFORM_FN_DIR))
     features: dict[str, object] = {
         "format": content.FORMAT_VERSION,
         "max_tokens": int(configs.transform.max_title_tokens),

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from fashionrec import artifacts
 from fashionrec import storage
-from fashionrec import transform as transform_files
 
 PAD = -1  # history padding; never a valid product index
 
@@ -61,13 +61,13 @@ def load_catalogue_features(transformed_dir: str, max_tokens: int, product_oov_b
     """Read the transformed catalogue TFRecords into dense arrays in product-index order."""
     import tensorflow_transform as tft
 
-    output = tft.TFTransformOutput(storage.join(transformed_dir, transform_files.TRANSFORM_FN_DIR))
-    pattern = storage.join(transformed_dir, transform_files.TRANSFORMED_CATALOGUE_DIR, "part*")
+    output = tft.TFTransformOutput(storage.join(transformed_dir, artifacts.TRANSFORM_FN_DIR))
+    pattern = storage.join(transformed_dir, artifacts.TRANSFORMED_CATALOGUE_DIR, "part*")
     spec = output.transformed_feature_spec()
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(100_000)
     parts = [tf.io.parse_example(batch, spec) for batch in records]
     product_idx = np.concatenate([p["product_idx"].numpy() for p in parts])
-    num_products = output.vocabulary_size_by_name(transform_files.PRODUCT_VOCAB)
+    num_products = output.vocabulary_size_by_name(artifacts.PRODUCT_VOCAB)
     num_rows = num_products + product_oov_buckets
     order = np.argsort(product_idx)
     if not np.array_equal(product_idx[order], np.arange(num_products)):
@@ -108,11 +108,11 @@ def load_price_scaling(transformed_dir: str) -> PriceScaling | None:
     they were written out)."""
     import tensorflow_transform as tft
 
-    output = tft.TFTransformOutput(storage.join(transformed_dir, transform_files.TRANSFORM_FN_DIR))
+    output = tft.TFTransformOutput(storage.join(transformed_dir, artifacts.TRANSFORM_FN_DIR))
     spec = output.transformed_feature_spec()
     if "price_boundaries" not in spec:
         return None
-    pattern = storage.join(transformed_dir, transform_files.TRANSFORMED_CATALOGUE_DIR, "part*")
+    pattern = storage.join(transformed_dir, artifacts.TRANSFORMED_CATALOGUE_DIR, "part*")
     for record in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern))).take(1).batch(1):
         return _price_scaling(tf.io.parse_example(record, spec))
     raise ValueError(f"no transformed catalogue rows under {pattern}")
@@ -132,7 +132,7 @@ def train_dataset(transformed_dir: str, history_length: int, batch_size: int, se
 
     Histories are padded with PAD (weight 0, age 0) to ``history_length``.
     """
-    pattern = storage.join(transformed_dir, transform_files.TRAIN_EXAMPLES_DIR, "part*")
+    pattern = storage.join(transformed_dir, artifacts.TRAIN_EXAMPLES_DIR, "part*")
     spec = {
         "history_idx": tf.io.VarLenFeature(tf.int64),
         "history_weight": tf.io.VarLenFeature(tf.float32),
@@ -176,7 +176,7 @@ class EvalExamples:
 
 
 def load_eval_examples(transformed_dir: str) -> EvalExamples:
-    pattern = storage.join(transformed_dir, transform_files.EVAL_EXAMPLES_DIR, "part*")
+    pattern = storage.join(transformed_dir, artifacts.EVAL_EXAMPLES_DIR, "part*")
     spec = {
         "customer_id": tf.io.FixedLenFeature([], tf.string),
         "history_idx": tf.io.RaggedFeature(tf.int64),

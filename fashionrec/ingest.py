@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fashionrec import artifacts
 from fashionrec import storage
 from fashionrec.config import EVENT_TYPES, IngestConfig
 
@@ -29,11 +30,6 @@ CATALOGUE_OPTIONAL = {"description": "", "colour": "unknown", "brand": "unknown"
 EVENTS_REQUIRED = ("customer_id", "product_id", "event_type", "timestamp")
 
 # Output file names inside the ingest artifact directory.
-CATALOGUE_FILE = "catalogue.parquet"
-TRAIN_EVENTS_FILE = "events_train.parquet"
-HOLDOUT_EVENTS_FILE = "events_holdout.parquet"
-QUARANTINE_FILE = "quarantine.parquet"
-SUMMARY_FILE = "summary.json"
 REPLACEMENT_CHARACTER = "\ufffd"  # what undecodable bytes become when CSV text is read
 
 
@@ -243,8 +239,8 @@ def write_ingested(
 ) -> None:
     """Write the ingest stage's layout; also used by evaluation protocols that re-split ingested data."""
     storage.makedirs(output_dir)
-    storage.write_parquet(catalogue, storage.join(output_dir, CATALOGUE_FILE))
-    storage.write_parquet(train, storage.join(output_dir, TRAIN_EVENTS_FILE))
-    storage.write_parquet(holdout, storage.join(output_dir, HOLDOUT_EVENTS_FILE))
-    storage.write_parquet(quarantine, storage.join(output_dir, QUARANTINE_FILE))
-    storage.write_json(storage.join(output_dir, SUMMARY_FILE), summary.as_dict())
+    storage.write_parquet(catalogue, storage.join(output_dir, artifacts.CATALOGUE_FILE))
+    storage.write_parquet(train, storage.join(output_dir, artifacts.TRAIN_EVENTS_FILE))
+    storage.write_parquet(holdout, storage.join(output_dir, artifacts.HOLDOUT_EVENTS_FILE))
+    storage.write_parquet(quarantine, storage.join(output_dir, artifacts.QUARANTINE_FILE))
+    storage.write_json(storage.join(output_dir, artifacts.INGEST_SUMMARY_FILE), summary.as_dict())

@@ -9,14 +9,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from fashionrec import artifacts
 from fashionrec import storage
-from fashionrec import transform as transform_files
 from fashionrec.config import TrainConfig, TransformConfig
 from fashionrec.features import CatalogueFeatures, load_catalogue_features, train_dataset
 from fashionrec.model import ItemTower, TwoTowerModel
 
-CHECKPOINT_PREFIX = "item_tower"
-CONFIG_FILE = "train_config.json"
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,8 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     history = model.fit(dataset, epochs=config.epochs, verbose=2, callbacks=[timer])
     seconds = time.perf_counter() - started
     examples = int(counts.sum())
-    tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, CHECKPOINT_PREFIX))
-    storage.write_json(storage.join(model_dir, CONFIG_FILE), {"train": asdict(config), "transform": asdict(transform_config)})
+    tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, artifacts.CHECKPOINT_PREFIX))
+    storage.write_json(storage.join(model_dir, artifacts.TRAIN_CONFIG_FILE), {"train": asdict(config), "transform": asdict(transform_config)})
     trained = examples * config.epochs
     return TrainSummary(
         examples=examples,
@@ -86,7 +84,7 @@ class SavedConfigs:
 
 def load_saved_configs(model_dir: str) -> SavedConfigs:
     """Parse a saved model's settings; train settings added since it was saved read as off."""
-    saved = storage.read_json(storage.join(model_dir, CONFIG_FILE))
+    saved = storage.read_json(storage.join(model_dir, artifacts.TRAIN_CONFIG_FILE))
     train_config = TrainConfig(**{"id_fade_in_events": 0.0, **saved["train"]})
     transform_config = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["transform"].items()})
     return SavedConfigs(train_config, transform_config)
@@ -99,7 +97,7 @@ def load_item_tower(transformed_dir: str, model_dir: str, configs: SavedConfigs 
     catalogue = _catalogue(transformed_dir, configs.transform)
     tower = ItemTower(catalogue, configs.train, target_counts(transformed_dir, catalogue.num_rows))  # as in training
     tower(tf.constant([0], tf.int64))  # create the variables before restoring
-    tf.train.Checkpoint(item_tower=tower).read(storage.join(model_dir, CHECKPOINT_PREFIX)).expect_partial()
+    tf.train.Checkpoint(item_tower=tower).read(storage.join(model_dir, artifacts.CHECKPOINT_PREFIX)).expect_partial()
     return tower
 
 
@@ -115,7 +113,7 @@ def item_embeddings(tower: ItemTower, batch_size: int = 8192) -> np.ndarray:
 
 def target_counts(transformed_dir: str, num_rows: int) -> np.ndarray:
     """How often each product row is a training target."""
-    pattern = storage.join(transformed_dir, transform_files.TRAIN_EXAMPLES_DIR, "part*")
+    pattern = storage.join(transformed_dir, artifacts.TRAIN_EXAMPLES_DIR, "part*")
     spec = {"target_idx": tf.io.FixedLenFeature([], tf.int64)}
     counts = np.zeros(num_rows, np.float64)
     for records in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(100_000):

@@ -28,18 +28,12 @@ import pandas as pd
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from fashionrec import ingest as ingest_files
+from fashionrec import artifacts
 from fashionrec import progress
 from fashionrec import storage
 from fashionrec.config import TransformConfig
 from fashionrec.serving import ops  # the ages-in-days contract shared with serving
 
-RAW_CATALOGUE_DIR = "raw_catalogue"
-TRANSFORMED_CATALOGUE_DIR = "transformed_catalogue"
-TRANSFORM_FN_DIR = "transform_fn"
-TRAIN_EXAMPLES_DIR = "train_examples"
-EVAL_EXAMPLES_DIR = "eval_examples"
-PRODUCT_VOCAB = "product_id"
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
 NUM_SHARDS = 64
 LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner", "PrismRunner")
@@ -120,7 +114,7 @@ def make_preprocessing_fn(config: TransformConfig):
         outputs = {
             "product_id": inputs["product_id"],
             "product_idx": tft.compute_and_apply_vocabulary(
-                inputs["product_id"], num_oov_buckets=config.product_oov_buckets, vocab_filename=PRODUCT_VOCAB
+                inputs["product_id"], num_oov_buckets=config.product_oov_buckets, vocab_filename=artifacts.PRODUCT_VOCAB
             ),
             "token_ids": tft.compute_and_apply_vocabulary(
                 tokens, top_k=config.token_vocab_size, num_oov_buckets=config.vocab_oov_buckets,
@@ -173,13 +167,13 @@ def _write_raw_catalogue(ingested_dir: str, output_dir: str, config: TransformCo
     """Canonical catalogue Parquet → tf.Example TFRecords, the input TFXIO reads."""
     from tfx_bsl.public.tfxio import RecordBatchToExamplesEncoder
 
-    source = storage.join(ingested_dir, ingest_files.CATALOGUE_FILE)
+    source = storage.join(ingested_dir, artifacts.CATALOGUE_FILE)
     with beam.Pipeline(options=pipeline_options(config)) as pipeline:
         _ = (
             pipeline
             | "ReadCatalogue" >> beam.io.ReadFromParquetBatched(source, columns=[*TEXT_COLUMNS, "price"])
             | "ToExamples" >> beam.FlatMap(lambda table: RecordBatchToExamplesEncoder().encode(_as_lists(table)))
-            | "Write" >> beam.io.WriteToTFRecord(storage.join(output_dir, RAW_CATALOGUE_DIR, "part"))
+            | "Write" >> beam.io.WriteToTFRecord(storage.join(output_dir, artifacts.RAW_CATALOGUE_DIR, "part"))
         )
 
 
@@ -203,7 +197,7 @@ def _transform_catalogue(output_dir: str, config: TransformConfig, temp_dir: str
     from tfx_bsl.public import tfxio
 
     schema = schema_utils.schema_from_feature_spec(catalogue_feature_spec())
-    raw = tfxio.TFExampleRecord(file_pattern=storage.join(output_dir, RAW_CATALOGUE_DIR, "part*"), schema=schema)
+    raw = tfxio.TFExampleRecord(file_pattern=storage.join(output_dir, artifacts.RAW_CATALOGUE_DIR, "part*"), schema=schema)
     with beam.Pipeline(options=pipeline_options(config)) as pipeline:
         with tft_beam.Context(temp_dir=temp_dir):
             records = pipeline | "ReadRaw" >> raw.BeamSource()
@@ -216,10 +210,10 @@ def _transform_catalogue(output_dir: str, config: TransformConfig, temp_dir: str
             _ = (
                 transformed
                 | "ToExamples" >> beam.FlatMapTuple(_encode_record_batch)
-                | "Write" >> beam.io.WriteToTFRecord(storage.join(output_dir, TRANSFORMED_CATALOGUE_DIR, "part"))
+                | "Write" >> beam.io.WriteToTFRecord(storage.join(output_dir, artifacts.TRANSFORMED_CATALOGUE_DIR, "part"))
             )
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
-                storage.join(output_dir, TRANSFORM_FN_DIR)
+                storage.join(output_dir, artifacts.TRANSFORM_FN_DIR)
             )
 
 
@@ -233,8 +227,8 @@ def load_product_vocabulary(output_dir: str) -> list[str]:
     """Product ids in vocabulary order: index i is product_idx i; unknown ids map to OOV buckets."""
     import tensorflow_transform as tft
 
-    output = tft.TFTransformOutput(storage.join(output_dir, TRANSFORM_FN_DIR))
-    return [v.decode("utf-8") if isinstance(v, bytes) else v for v in output.vocabulary_by_name(PRODUCT_VOCAB)]
+    output = tft.TFTransformOutput(storage.join(output_dir, artifacts.TRANSFORM_FN_DIR))
+    return [v.decode("utf-8") if isinstance(v, bytes) else v for v in output.vocabulary_by_name(artifacts.PRODUCT_VOCAB)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -245,8 +239,8 @@ def _build_examples(
     ingested_dir: str, output_dir: str, vocabulary: list[str], config: TransformConfig
 ) -> dict[str, int]:
     index = {product: i for i, product in enumerate(vocabulary)}
-    train_source = storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE)
-    holdout_source = storage.join(ingested_dir, ingest_files.HOLDOUT_EVENTS_FILE)
+    train_source = storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE)
+    holdout_source = storage.join(ingested_dir, artifacts.HOLDOUT_EVENTS_FILE)
     columns = ["customer_id", "product_id", "weight", "timestamp"]
     with beam.Pipeline(options=pipeline_options(config)) as pipeline:
         product_index = pipeline | "Vocabulary" >> beam.Create([index])
@@ -263,7 +257,7 @@ def _build_examples(
         grouped = (train, holdout) | beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
         examples = grouped | "MakeExamples" >> beam.FlatMap(
             _shard_examples, config.history_length, config.target_horizon_events, _split_seconds(ingested_dir))
-        for kind, directory in (("train", TRAIN_EXAMPLES_DIR), ("eval", EVAL_EXAMPLES_DIR)):
+        for kind, directory in (("train", artifacts.TRAIN_EXAMPLES_DIR), ("eval", artifacts.EVAL_EXAMPLES_DIR)):
             _ = (
                 examples
                 | f"Select{kind}" >> beam.Filter(lambda item, k=kind: item[0] == k)
@@ -288,7 +282,7 @@ def _shard_by_customer(
 
 def _split_seconds(ingested_dir: str) -> int:
     """The ingest split time in epoch seconds: holdout histories are aged as of that moment."""
-    summary = storage.read_json(storage.join(ingested_dir, ingest_files.SUMMARY_FILE))
+    summary = storage.read_json(storage.join(ingested_dir, artifacts.INGEST_SUMMARY_FILE))
     return int(epoch_seconds(pd.Series([summary["split_time"]])).iloc[0])
 
 

@@ -18,14 +18,18 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from fashionrec import ingest, storage
+from fashionrec import artifacts
+from fashionrec import storage
 from fashionrec import transform as transform_files
 from fashionrec.config import TrainConfig, TransformConfig
-from fashionrec.export import EMBEDDINGS_FILE, export_embeddings, read_embeddings
+from fashionrec.artifacts import EMBEDDINGS_FILE
+from fashionrec.embeddings_file import read_embeddings
+from fashionrec.export import export_embeddings
 from fashionrec.features import CatalogueFeatures, load_catalogue_features
 from fashionrec.model import ItemTower
 from fashionrec.serving import content
-from fashionrec.train import CHECKPOINT_PREFIX, CONFIG_FILE, load_item_tower
+from fashionrec.train import load_item_tower
+from fashionrec.artifacts import CHECKPOINT_PREFIX, TRAIN_CONFIG_FILE as CONFIG_FILE
 
 TRANSFORM = TransformConfig(max_title_tokens=6, token_vocab_size=12, price_buckets=5)
 # No fade-in: the fixture has no training examples, so every product would count 0 events (content only).
@@ -73,11 +77,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     ingested, transformed, model, output = (str(root / name) for name in ("ingested", "transformed", "model", "out"))
     catalogue = _catalogue()
     Path(ingested).mkdir()
-    catalogue.to_parquet(Path(ingested) / ingest.CATALOGUE_FILE)
+    catalogue.to_parquet(Path(ingested) / artifacts.CATALOGUE_FILE)
     events = pd.DataFrame({"customer_id": ["C1", "C2", "C1"], "product_id": ["P001", "P002", "P003"],
                            "event_type": ["click"] * 3, "weight": [1.0] * 3,
                            "timestamp": pd.to_datetime(["2026-06-01", "2026-06-02", "2026-06-03"], utc=True)})
-    events.to_parquet(Path(ingested) / ingest.TRAIN_EVENTS_FILE)  # export derives a popularity prior from them
+    events.to_parquet(Path(ingested) / artifacts.TRAIN_EVENTS_FILE)  # export derives a popularity prior from them
     with transform_files._tft_temp_dir(TRANSFORM) as temp_dir:
         transform_files._write_raw_catalogue(ingested, transformed, TRANSFORM)
         transform_files._transform_catalogue(transformed, TRANSFORM, temp_dir)
@@ -158,7 +162,7 @@ def test_exported_embeddings_of_new_products_are_their_numpy_content_embeddings(
 def test_an_unseen_product_through_the_tft_graph_and_the_tf_tower_equals_numpy(exported: dict) -> None:
     import tensorflow_transform as tft
 
-    output = tft.TFTransformOutput(storage.join(exported["transformed"], transform_files.TRANSFORM_FN_DIR))
+    output = tft.TFTransformOutput(storage.join(exported["transformed"], artifacts.TRANSFORM_FN_DIR))
     raw = {**{name: tf.constant([getattr(UNSEEN, name)]) for name in ("title", "description", "category", "colour",
                                                                       "brand")},
            "product_id": tf.constant(["NEW"]), "price": tf.constant([UNSEEN.price], tf.float32)}

@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 
+from fashionrec import artifacts
 from fashionrec import ingest
 from fashionrec.config import IngestConfig
 
@@ -33,7 +34,7 @@ def _write(tmp_path, catalogue=CATALOGUE, events=EVENTS):
 def test_bad_rows_are_quarantined_with_reasons_and_everything_reconciles(tmp_path):
     catalogue_uri, events_uri = _write(tmp_path)
     summary = ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), LENIENT)
-    quarantine = pd.read_parquet(tmp_path / "out" / ingest.QUARANTINE_FILE)
+    quarantine = pd.read_parquet(tmp_path / "out" / artifacts.QUARANTINE_FILE)
     reasons = dict(zip(zip(quarantine["source"].str[-7:], quarantine["row_number"]), quarantine["reason"]))
     assert reasons == {
         ("gue.csv", 2): "bad_price",
@@ -51,9 +52,9 @@ def test_bad_rows_are_quarantined_with_reasons_and_everything_reconciles(tmp_pat
 def test_split_puts_events_before_the_cut_off_in_train_and_flags_new_products(tmp_path):
     catalogue_uri, events_uri = _write(tmp_path)
     ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), LENIENT)
-    train = pd.read_parquet(tmp_path / "out" / ingest.TRAIN_EVENTS_FILE)
-    holdout = pd.read_parquet(tmp_path / "out" / ingest.HOLDOUT_EVENTS_FILE)
-    catalogue = pd.read_parquet(tmp_path / "out" / ingest.CATALOGUE_FILE)
+    train = pd.read_parquet(tmp_path / "out" / artifacts.TRAIN_EVENTS_FILE)
+    holdout = pd.read_parquet(tmp_path / "out" / artifacts.HOLDOUT_EVENTS_FILE)
+    catalogue = pd.read_parquet(tmp_path / "out" / artifacts.CATALOGUE_FILE)
     assert train["product_id"].tolist() == ["P1"]
     assert sorted(holdout["product_id"]) == ["P1", "P3"]  # the epoch-seconds timestamp parsed to 2026-01-05
     assert catalogue.set_index("product_id")["is_new"].to_dict() == {"P1": False, "P3": True}
@@ -76,7 +77,7 @@ def test_too_many_bad_rows_fail_the_run_but_the_quarantine_is_written(tmp_path):
     catalogue_uri, events_uri = _write(tmp_path)
     with pytest.raises(ingest.IngestError, match=r"catalogue.csv: 3 of 5 rows \(60.0%\) are unusable.*bad_price"):
         ingest.ingest(catalogue_uri, events_uri, str(tmp_path / "out"), IngestConfig(max_bad_fraction=0.5))
-    assert len(pd.read_parquet(tmp_path / "out" / ingest.QUARANTINE_FILE)) == 7
+    assert len(pd.read_parquet(tmp_path / "out" / artifacts.QUARANTINE_FILE)) == 7
 
 
 def test_undecodable_text_is_quarantined_as_bad_encoding(tmp_path):
@@ -101,7 +102,7 @@ def test_parquet_input_with_a_stored_pandas_index_is_read_row_for_row(tmp_path):
     filtered = EVENTS.iloc[::2]  # index 0, 2, 4, 6: not 0..n-1
     filtered.to_parquet(tmp_path / "events.parquet")  # pandas stores the index in the file
     summary = ingest.ingest(catalogue_uri, str(tmp_path / "events.parquet"), str(tmp_path / "out"), LENIENT)
-    quarantine = pd.read_parquet(tmp_path / "out" / ingest.QUARANTINE_FILE)
+    quarantine = pd.read_parquet(tmp_path / "out" / artifacts.QUARANTINE_FILE)
     events = quarantine[quarantine["source"].str.endswith("events.parquet")]
     assert dict(zip(events["row_number"], events["reason"])) == {
         2: "unknown_event_type", 3: "bad_timestamp", 4: "duplicate_event"}

@@ -10,6 +10,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fashionrec import artifacts
 from fashionrec import ingest
 from fashionrec.config import EVENT_TYPES, IngestConfig
 
@@ -81,14 +82,14 @@ def test_ingest_reconciles_and_keeps_every_good_row(tmp_path, good, bad, bad_pro
 
     summary = ingest.ingest(str(folder / "catalogue.csv"), str(folder / "events.csv"), str(folder / "out"), CONFIG)
 
-    quarantine = pd.read_parquet(folder / "out" / ingest.QUARANTINE_FILE)
+    quarantine = pd.read_parquet(folder / "out" / artifacts.QUARANTINE_FILE)
     per_file = quarantine["source"].str.endswith("events.csv")
     assert summary.accepted_products + (~per_file).sum() == summary.catalogue_rows == len(catalogue)
     assert summary.train_events + summary.holdout_events + per_file.sum() == summary.event_rows == len(events)
     assert (~per_file).sum() == len(bad_products)
     assert per_file.sum() == len(bad) + duplicates
     assert sorted(quarantine.loc[per_file, "reason"]) == sorted([k for k, _ in bad] + ["duplicate_event"] * duplicates)
-    accepted = pd.concat([pd.read_parquet(folder / "out" / f) for f in (ingest.TRAIN_EVENTS_FILE,
-                                                                         ingest.HOLDOUT_EVENTS_FILE)])
+    accepted = pd.concat([pd.read_parquet(folder / "out" / f) for f in (artifacts.TRAIN_EVENTS_FILE,
+                                                                         artifacts.HOLDOUT_EVENTS_FILE)])
     kept = {(r.customer_id, r.product_id, r.event_type, r.timestamp.isoformat()) for r in accepted.itertuples()}
     assert kept == set(good)

@@ -13,8 +13,9 @@ import pytest
 from fashionrec.config import PipelineConfig, dataset_config
 from fashionrec.customers import load_events, recent_history
 from fashionrec.evaluation.evaluate import evaluate
-from fashionrec.ingest import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
-from fashionrec.export import EMBEDDINGS_FILE, read_embeddings, read_popularity_prior, write_embeddings
+from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
+from fashionrec.artifacts import EMBEDDINGS_FILE
+from fashionrec.embeddings_file import read_embeddings, read_popularity_prior, write_embeddings
 from fashionrec.publish import MANIFEST_FILE, NotBlessedError, publish_model_repository
 from fashionrec.runner import run_local
 from fashionrec.serving.client import RecommendClient

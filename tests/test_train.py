@@ -2,7 +2,8 @@ import dataclasses
 
 from fashionrec import storage
 from fashionrec.config import TrainConfig
-from fashionrec.train import CONFIG_FILE, load_saved_configs
+from fashionrec.train import load_saved_configs
+from fashionrec.artifacts import TRAIN_CONFIG_FILE as CONFIG_FILE
 
 
 def test_a_model_saved_before_the_id_fade_in_loads_with_it_off(tmp_path):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fashionrec import ingest as ingest_files
+from fashionrec import artifacts
 from fashionrec import progress
 from fashionrec import storage
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
@@ -24,15 +24,12 @@ from fashionrec.evaluation.systems import (
     popularity_scores,
     published_system,
 )
-from fashionrec.embeddings_file import EMBEDDINGS_FILE, read_exported
+from fashionrec.embeddings_file import read_exported
+from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.features import EvalExamples, load_eval_examples
-from fashionrec.transform import EVAL_EXAMPLES_DIR
+from fashionrec.artifacts import EVAL_EXAMPLES_DIR
 from fashionrec.publish import ServedCatalogue, currently_published
 
-BLESSING_FILE = "blessing.json"
-METRICS_FILE = "metrics.json"
-SLICES_FILE = "slices.json"
-REPORT_FILE = "report.html"
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,7 @@ def evaluate(
     with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
         examples = sample_customers(load_eval_examples(os.path.dirname(eval_examples)), config,  # only that folder is copied
                                     aggregation.window)
-    train_events = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
+    train_events = storage.read_table(storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE))
     popularity = popularity_scores(train_events, product_ids)
     systems = {"model": embedding_system(table, prior), **baseline_systems(train_events, product_ids, config)}
     published = currently_published(model_repository, serving) if model_repository else None
@@ -100,13 +97,13 @@ def evaluate(
     )
     blessing = gate.blessing(checks, results)
     slice_summary = _slice_summary(slice_values, config)
-    storage.write_json(storage.join(output_dir, METRICS_FILE), results)
-    storage.write_json(storage.join(output_dir, SLICES_FILE), slice_summary)
-    storage.write_json(storage.join(output_dir, BLESSING_FILE), blessing)
+    storage.write_json(storage.join(output_dir, artifacts.METRICS_FILE), results)
+    storage.write_json(storage.join(output_dir, artifacts.SLICES_FILE), slice_summary)
+    storage.write_json(storage.join(output_dir, artifacts.BLESSING_FILE), blessing)
     html = render_report(ReportInputs(results, slice_summary, blessing, _curves(ranked, examples, config),
                                       top, popularity,
                                       table, categories, config))
-    with storage.open_output(storage.join(output_dir, REPORT_FILE)) as stream:
+    with storage.open_output(storage.join(output_dir, artifacts.REPORT_FILE)) as stream:
         stream.write(html.encode("utf-8"))
     return Evaluation(metrics=results, blessing=blessing, slices=slice_summary, per_customer=per_customer)
 
@@ -171,7 +168,7 @@ def _sampled_auc(system: System, examples: EvalExamples, weights: list[np.ndarra
 
 
 def _categories(ingested_dir: str, product_ids: np.ndarray) -> np.ndarray:
-    catalogue = storage.read_table(storage.join(ingested_dir, ingest_files.CATALOGUE_FILE))
+    catalogue = storage.read_table(storage.join(ingested_dir, artifacts.CATALOGUE_FILE))
     return catalogue.set_index("product_id")["category"].reindex(product_ids).fillna("unknown").to_numpy(str)
 
 
@@ -185,9 +182,6 @@ def _summary(ranked: np.ndarray, per_customer: dict[str, np.ndarray], popularity
     return summary
 
 
-EXCLUSION_PROTOCOLS = ("all_seen", "window")
-
-
 def sample_customers(examples: EvalExamples, config: EvaluateConfig, window: int) -> EvalExamples:
     """The holdout under ``config.exclude``: customers with at least one target not already in their
     history (and with a history, when ``customers_with_history_only``), capped by a seeded sample; each
@@ -197,8 +191,6 @@ def sample_customers(examples: EvalExamples, config: EvaluateConfig, window: int
     or counted. ``window`` (the old protocol, kept to compare) cuts each history to its last ``window``
     events first (0: none is cut), so older products are neither excluded nor removed from the targets.
     """
-    if config.exclude not in EXCLUSION_PROTOCOLS:
-        raise ValueError(f"evaluate.exclude must be one of {EXCLUSION_PROTOCOLS}, got {config.exclude!r}")
     if config.exclude == "window" and window > 0:
         examples = _last_events(examples, window)
     targets = [np.setdiff1d(t, h) for t, h in zip(examples.target_idxs, examples.history_idx, strict=True)]

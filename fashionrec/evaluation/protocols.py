@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from fashionrec import artifacts
 from fashionrec import ingest as ingest_files
 from fashionrec import storage
 from fashionrec.config import ExportConfig, IngestConfig
@@ -36,7 +37,7 @@ from fashionrec.serving import ops
 def all_events(ingested_dir: str) -> pd.DataFrame:
     """Train and holdout events of an ingested dataset, together, in time order."""
     parts = [storage.read_table(storage.join(ingested_dir, name))
-             for name in (ingest_files.TRAIN_EVENTS_FILE, ingest_files.HOLDOUT_EVENTS_FILE)]
+             for name in (artifacts.TRAIN_EVENTS_FILE, artifacts.HOLDOUT_EVENTS_FILE)]
     return pd.concat(parts, ignore_index=True).sort_values("timestamp", kind="stable", ignore_index=True)
 
 
@@ -65,7 +66,7 @@ def resplit(ingested_dir: str, output_dir: str, train: pd.DataFrame, holdout: pd
     ``is_new`` marks products without training events; the recorded split time is just after the last
     training event (histories are aged from there; recency pooling is invariant to that origin).
     """
-    catalogue = storage.read_table(storage.join(ingested_dir, ingest_files.CATALOGUE_FILE))
+    catalogue = storage.read_table(storage.join(ingested_dir, artifacts.CATALOGUE_FILE))
     catalogue["is_new"] = ~catalogue["product_id"].isin(set(train["product_id"]))
     split_time = pd.Timestamp(train["timestamp"].max()) + pd.Timedelta(seconds=1)
     summary = ingest_files.IngestSummary(
@@ -73,7 +74,7 @@ def resplit(ingested_dir: str, output_dir: str, train: pd.DataFrame, holdout: pd
         accepted_products=len(catalogue), train_events=len(train), holdout_events=len(holdout),
         new_products=int(catalogue["is_new"].sum()), quarantined={},
     )
-    quarantine = storage.read_table(storage.join(ingested_dir, ingest_files.QUARANTINE_FILE))
+    quarantine = storage.read_table(storage.join(ingested_dir, artifacts.QUARANTINE_FILE))
     ingest_files.write_ingested(output_dir, catalogue, train, holdout, quarantine, summary)
 
 
@@ -82,7 +83,7 @@ def validation_split(ingested_dir: str, output_dir: str, config: IngestConfig) -
     events is the validation period), written in ingest's layout: settings are chosen there, so nothing
     of the test period is seen. A configured ``split_time`` is the test split's; the validation cut is
     always the quantile."""
-    before_test = storage.read_table(storage.join(ingested_dir, ingest_files.TRAIN_EVENTS_FILE))
+    before_test = storage.read_table(storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE))
     cut = ingest_files.choose_split_time(before_test["timestamp"], dataclasses.replace(config, split_time=None))
     train, validation = ingest_files.split_events(before_test, cut)
     resplit(ingested_dir, output_dir, train, validation)

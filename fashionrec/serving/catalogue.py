@@ -37,7 +37,8 @@ import pandas as pd
 
 from fashionrec import ingest, storage
 from fashionrec.config import ExportConfig, IngestConfig, ServingConfig
-from fashionrec.embeddings_file import EMBEDDINGS_FILE, write_embeddings
+from fashionrec.embeddings_file import write_embeddings
+from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.popularity import prior_from_events
 from fashionrec.serving import content, ops, versions
 

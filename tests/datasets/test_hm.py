@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fashionrec import artifacts
 from fashionrec import ingest
 from fashionrec.config import EventWeights, IngestConfig
 from fashionrec.datasets import prepare_dataset
@@ -88,7 +89,7 @@ def test_adapter_maps_the_kaggle_columns_and_folds_repeat_purchases(hm):
 def test_after_ingest_malformed_rows_are_quarantined_and_every_good_purchase_is_kept(hm):
     tmp_path, rows, repeats, raw = hm
     summary = ingest.ingest(raw.catalogue_uri, raw.events_uri, str(tmp_path / "ingested"), IngestConfig())
-    quarantine = pd.read_parquet(tmp_path / "ingested" / ingest.QUARANTINE_FILE)
+    quarantine = pd.read_parquet(tmp_path / "ingested" / artifacts.QUARANTINE_FILE)
     assert sorted(quarantine["reason"]) == sorted(reason for *_, reason in MALFORMED)
     accepted = summary.train_events + summary.holdout_events
     distinct = len(pd.concat([rows, repeats]).groupby(["t_dat", "customer_id", "article_id"]).size())
@@ -101,7 +102,8 @@ def test_after_ingest_malformed_rows_are_quarantined_and_every_good_purchase_is_
 @pytest.mark.e2e
 def test_kaggle_layout_runs_through_the_whole_pipeline(tmp_path):
     from fashionrec.config import PipelineConfig
-    from fashionrec.export import EMBEDDINGS_FILE, read_embeddings
+    from fashionrec.artifacts import EMBEDDINGS_FILE
+    from fashionrec.embeddings_file import read_embeddings
     from fashionrec.runner import run_local
 
     data = tmp_path / "hm"
@@ -110,7 +112,7 @@ def test_kaggle_layout_runs_through_the_whole_pipeline(tmp_path):
     config = PipelineConfig().with_overrides({"train.epochs": 2, "evaluate.min_lift_over_baseline": -1.0,
                                               "ingest.split_time": "2020-08-25"})
     run = run_local(str(tmp_path / "workspace"), config, dataset="hm", data_dir=str(data))
-    quarantine = pd.read_parquet(run.artifact("ingest-data", "ingested") / ingest.QUARANTINE_FILE)
+    quarantine = pd.read_parquet(run.artifact("ingest-data", "ingested") / artifacts.QUARANTINE_FILE)
     assert sorted(quarantine["reason"]) == sorted(reason for *_, reason in MALFORMED)
     product_ids, embeddings, _ = read_embeddings(str(run.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE))
     assert len(product_ids) == 300 and product_ids[0].startswith("0")

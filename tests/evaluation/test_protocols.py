@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fashionrec import artifacts
 from fashionrec import ingest
 from fashionrec.config import ExportConfig
 from fashionrec.evaluation import protocols
@@ -37,9 +38,9 @@ def test_resplit_writes_the_ingest_layout_and_marks_untrained_products_new(tmp_p
     ingest.write_ingested(str(source), catalogue, EVENTS[:3], EVENTS[3:], quarantine, summary)
     train, holdout = protocols.leave_last_out(protocols.all_events(str(source)))
     protocols.resplit(str(source), str(tmp_path / "out"), train, holdout)
-    written = pd.read_parquet(tmp_path / "out" / ingest.CATALOGUE_FILE).set_index("product_id")["is_new"]
+    written = pd.read_parquet(tmp_path / "out" / artifacts.CATALOGUE_FILE).set_index("product_id")["is_new"]
     assert written.to_dict() == {"p1": False, "p2": False, "p3": True, "p4": True}
-    assert len(pd.read_parquet(tmp_path / "out" / ingest.HOLDOUT_EVENTS_FILE)) == 2
+    assert len(pd.read_parquet(tmp_path / "out" / artifacts.HOLDOUT_EVENTS_FILE)) == 2
 
 
 def test_sampled_negatives_avoid_what_the_customer_saw():
@@ -105,8 +106,8 @@ def test_the_validation_split_cuts_the_period_before_the_test_split_by_the_same_
     # a configured split time is the test split's: the validation cut is the quantile all the same
     config = IngestConfig(holdout_fraction=0.4, split_time="2000-01-01")
     protocols.validation_split(str(tmp_path / "test"), str(tmp_path / "validation"), config)
-    kept = pd.read_parquet(tmp_path / "validation" / ingest.TRAIN_EVENTS_FILE)
-    validation = pd.read_parquet(tmp_path / "validation" / ingest.HOLDOUT_EVENTS_FILE)
+    kept = pd.read_parquet(tmp_path / "validation" / artifacts.TRAIN_EVENTS_FILE)
+    validation = pd.read_parquet(tmp_path / "validation" / artifacts.HOLDOUT_EVENTS_FILE)
     # the 0.6 quantile of days 1, 2, 3, 4, 5 is day 3.4: days 1-3 train, days 4-5 validation; day 5's b/p4 is test
     assert sorted(kept["timestamp"].dt.day) == [2, 3, 4]  # (unit="D" from the epoch: day 1 is Jan 2)
     assert sorted(zip(validation["customer_id"], validation["product_id"])) == [("a", "p3"), ("c", "p2")]

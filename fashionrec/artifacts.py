@@ -1,0 +1,37 @@
+"""The names of every stage's outputs: the files and folders one stage writes and later ones read.
+
+Why one module: a stage that reads another's output should not import that stage (and with it Apache
+Beam or TensorFlow) for a folder name. Each stage writes under its own output folder (a KFP artifact's
+path, or a local / ``gs://`` folder), and the names below are relative to it. The Triton version folder's
+own names are the serving contract's (:mod:`fashionrec.serving.ops`).
+"""
+
+from __future__ import annotations
+
+# ingest → the ingested folder
+CATALOGUE_FILE = "catalogue.parquet"
+TRAIN_EVENTS_FILE = "events_train.parquet"
+HOLDOUT_EVENTS_FILE = "events_holdout.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+INGEST_SUMMARY_FILE = "summary.json"
+
+# transform (Beam + tensorflow-transform) → the transformed folder
+RAW_CATALOGUE_DIR = "raw_catalogue"
+TRANSFORMED_CATALOGUE_DIR = "transformed_catalogue"
+TRANSFORM_FN_DIR = "transform_fn"
+TRAIN_EXAMPLES_DIR = "train_examples"
+EVAL_EXAMPLES_DIR = "eval_examples"
+PRODUCT_VOCAB = "product_id"  # the product-id vocabulary's name inside transform_fn
+
+# train → the model folder
+CHECKPOINT_PREFIX = "item_tower"
+TRAIN_CONFIG_FILE = "train_config.json"
+
+# export → the embeddings folder (beside it: aggregation.json, fashionrec.aggregation, and the content tower)
+EMBEDDINGS_FILE = "embeddings.parquet"
+
+# evaluate → the evaluation folder
+BLESSING_FILE = "blessing.json"
+METRICS_FILE = "metrics.json"
+SLICES_FILE = "slices.json"
+REPORT_FILE = "report.html"
