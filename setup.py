@@ -47,8 +47,9 @@ setup(
     version="0.1.0",
     description="Production recommender workflow for fashion e-commerce: KFP, Beam/TFT, TensorFlow, Triton.",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["fashionrec", "fashionrec.*", "components", "pipelines"]),
-    package_data={"fashionrec": ["serving/*.txt", "py.typed"]},
+    packages=find_packages(include=["fashionrec", "fashionrec.*", "components", "pipelines", "triton_models"]),
+    # the Triton model templates publish renders and copies (a non-editable install publishes too)
+    package_data={"fashionrec": ["serving/*.txt", "py.typed"], "triton_models": ["*/model.py", "*/config.pbtxt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "gpu": GPU_REQUIRES},

@@ -64,7 +64,7 @@ from fashionrec.export import export_embeddings
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.ingest import ingest
 from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
-from fashionrec.serving import ops
+from fashionrec.contract import ops
 from fashionrec.train import TrainSummary, load_item_tower, train
 from fashionrec.transform import load_product_vocabulary, transform
 

@@ -2,7 +2,7 @@
 
 The export stage writes it as ``aggregation.json`` beside the embeddings; evaluation reads it to score
 the candidate exactly as it will be served, and publishing copies it next to the serving models, whose
-maths (``fashionrec.serving.ops.history_weights``) it parameterises.
+maths (``fashionrec.contract.ops.history_weights``) it parameterises.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from fashionrec import storage
 from fashionrec.config import EventWeights, TrainConfig
-from fashionrec.serving import ops
+from fashionrec.contract import ops
 
 AGGREGATION_FILE = ops.AGGREGATION_FILE
 

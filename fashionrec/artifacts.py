@@ -3,7 +3,7 @@
 Why one module: a stage that reads another's output should not import that stage (and with it Apache
 Beam or TensorFlow) for a folder name. Each stage writes under its own output folder (a KFP artifact's
 path, or a local / ``gs://`` folder), and the names below are relative to it. The Triton version folder's
-own names are the serving contract's (:mod:`fashionrec.serving.ops`).
+own names are the serving contract's (:mod:`fashionrec.contract.ops`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from fashionrec.config import ServingConfig
-from fashionrec.serving.content import ProductContent
+from fashionrec.contract.content import ProductContent
 
 Protocol = Literal["grpc", "http"]
 _DEFAULTS = ServingConfig()

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fashionrec.serving.ops import POOLINGS as SERVED_POOLINGS  # the numpy serving contract (imports only numpy)
-from fashionrec.serving.scoring import TABLE_DTYPES
+from fashionrec.contract.ops import POOLINGS as SERVED_POOLINGS  # the numpy serving contract (imports only numpy)
+from fashionrec.contract.scoring import TABLE_DTYPES
 
 EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purchase")
 # Customer-vector poolings the model trains: the served ones, and "attention", which learns a query on top of

@@ -1,6 +1,6 @@
 """Export: an embedding for every catalogue product, new (never interacted) products included, and the
 content tower that embeds products launched later (``content_tower.npz`` + ``content_features.json``,
-read by :mod:`fashionrec.serving.content`: the Triton model ``embed_products`` and ``catalogue add``)."""
+read by :mod:`fashionrec.contract.content`: the Triton model ``embed_products`` and ``catalogue add``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fashionrec.features import load_price_scaling
 from fashionrec.model import ItemTower
 from fashionrec.embeddings_file import write_embeddings
 from fashionrec.popularity import prior_from_events
-from fashionrec.serving import content
+from fashionrec.contract import content
 from fashionrec.train import SavedConfigs, item_embeddings, load_item_tower, load_saved_configs
 
 
@@ -67,7 +67,7 @@ KERAS_GELU = {"gelu": "erf"}  # Keras' activation name -> the numpy twin's gelu 
 
 def content_tower_files(tower: ItemTower, transformed_dir: str, configs: SavedConfigs
                         ) -> tuple[dict[str, object], dict[str, np.ndarray]] | None:
-    """The content tower as :mod:`fashionrec.serving.content` reads it: (features, weights).
+    """The content tower as :mod:`fashionrec.contract.content` reads it: (features, weights).
 
     None when the transform predates the price columns (its quantile boundaries and z-score are
     then constants of the TFT graph that cannot be read back). Local folders only.

@@ -9,7 +9,7 @@
 * Customer vector: ``p_u`` = weighted mean of the item embeddings of the customer's history. The
   weights (``TrainConfig.pooling``) are 1 (mean), the event type's weight (weighted), or that weight
   halved every ``recency_half_life_days`` of the event's age and, optionally, every
-  ``recency_half_life_events`` newer events (recency); ``fashionrec.serving.ops``
+  ``recency_half_life_events`` newer events (recency); ``fashionrec.contract.ops``
   computes exactly the same in Triton. ``attention`` learns a query vector on top of recency weights
   (an experiment: it has no serving twin yet).
 * Score: ``sigma(p_u . q_i)``. Dividing by ``sqrt(temperature)`` on both sides bakes the softmax

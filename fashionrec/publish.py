@@ -4,11 +4,11 @@ Layout written (names from ServingConfig; every model gets the same version numb
 
     <repo>/fashionrec_manifest.json              versions (with their configs), latest, served, metadata
     <repo>/customer_vector/config.pbtxt          rendered from triton_models/customer_vector, versions pinned
-    <repo>/customer_vector/<v>/model.py          + product_embeddings.npy, product_ids.txt, fashionrec_ops.py,
-                                                   fashionrec_scoring.py, aggregation.json (history pooling)
+    <repo>/customer_vector/<v>/model.py          + product_embeddings.npy, product_ids.txt, aggregation.json
+                                                   (history pooling), fashionrec/contract/ (the serving contract)
     <repo>/rank_products/<v>/model.py            + the same catalogue files, candidate_sets.json
     <repo>/blend_hero/<v>/model.py               + the same catalogue files (`similar`'s hero blend)
-    <repo>/embed_products/<v>/model.py           + fashionrec_content.py and, when the export has one, the
+    <repo>/embed_products/<v>/model.py           + fashionrec/contract/ and, when the export has one, the
                                                    content tower (content_tower.npz, content_features.json)
     <repo>/recommend|rerank|similar/config.pbtxt the ensembles, every step pinned to the served version
     <repo>/recommend|rerank|similar/<v>/         (empty: Triton needs a version folder for ensembles)
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import importlib.resources
 import json
 import os
 import shutil
@@ -46,11 +47,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import fashionrec
+import triton_models
 from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.aggregation import Aggregation
 from fashionrec.popularity import PRIOR_COLUMN
-from fashionrec.serving import content, ops, scoring, versions
+from fashionrec.contract import content, ops
+from fashionrec.serving import versions
 from fashionrec.serving.versions import CONFIG_FILE, MANIFEST_FILE
 
 MODEL_FILE = "model.py"
@@ -101,8 +104,24 @@ def _local_path(uri: str | os.PathLike[str]) -> Path:
 
 
 def default_templates_dir() -> Path:
-    """The ``triton_models/`` folder at the root of the fashionrec source tree."""
-    return Path(fashionrec.__file__).resolve().parents[1] / "triton_models"
+    """The Triton model templates installed with fashionrec (the ``triton_models`` package's data)."""
+    return Path(str(importlib.resources.files(triton_models)))
+
+
+CONTRACT_FOLDER = Path("fashionrec") / "contract"  # inside a version folder: the contract's own import path
+
+
+def copy_contract(folder: Path) -> None:
+    """Copy :mod:`fashionrec.contract` into a version folder under its own import path, so the Triton
+    model imports ``fashionrec.contract.ops`` as the rest of the package does (the stub puts the version
+    folder on ``sys.path``; the serving environment has no fashionrec of its own). The package's
+    ``__init__`` comes along: it imports nothing."""
+    package = importlib.resources.files(fashionrec)
+    (folder / CONTRACT_FOLDER).mkdir(parents=True)
+    (folder / CONTRACT_FOLDER.parent / "__init__.py").write_bytes((package / "__init__.py").read_bytes())
+    for module in (package / CONTRACT_FOLDER.name).iterdir():
+        if module.name.endswith(".py"):
+            (folder / CONTRACT_FOLDER / module.name).write_bytes(module.read_bytes())
 
 
 def read_blessing(blessing_path: str) -> dict[str, Any]:
@@ -280,8 +299,7 @@ def _stage_python_model(folder: Path, template: Path, catalogue: Catalogue, extr
     (file name -> text: the pooling settings, the candidate sets)."""
     folder.mkdir(parents=True)
     shutil.copy2(template / MODEL_FILE, folder / MODEL_FILE)
-    shutil.copy2(ops.__file__, folder / ops.MODULE_FILE)
-    shutil.copy2(scoring.__file__, folder / ops.SCORING_FILE)
+    copy_contract(folder)
     np.save(folder / ops.EMBEDDINGS_FILE, catalogue.embeddings)
     if catalogue.prior is not None:
         np.save(folder / ops.PRIOR_FILE, catalogue.prior)
@@ -291,10 +309,10 @@ def _stage_python_model(folder: Path, template: Path, catalogue: Catalogue, extr
 
 
 def _stage_content_model(folder: Path, template: Path, tower: content.ContentTower | None) -> None:
-    """Fill an embed_products version folder: model code, the content module and (if any) the tower."""
+    """Fill an embed_products version folder: model code, the contract and (if any) the content tower."""
     folder.mkdir(parents=True)
     shutil.copy2(template / MODEL_FILE, folder / MODEL_FILE)
-    shutil.copy2(content.__file__, folder / content.MODULE_FILE)
+    copy_contract(folder)
     if tower is not None:
         tower.save(folder)
 

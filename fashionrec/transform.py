@@ -32,7 +32,7 @@ from fashionrec import artifacts
 from fashionrec import progress
 from fashionrec import storage
 from fashionrec.config import TransformConfig
-from fashionrec.serving import ops  # the ages-in-days contract shared with serving
+from fashionrec.contract import ops  # the ages-in-days contract shared with serving
 
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
 NUM_SHARDS = 64
@@ -138,7 +138,7 @@ def price_features(price, log_price, num_buckets: int) -> dict:
     ``tft.scale_to_z_score`` (population variance; a zero variance only centres), spelled out so the
     boundaries, mean and variance can also be written into every transformed row
     (``price_boundaries``, ``price_mean``, ``price_var``): TFT bakes them into the graph as constants
-    that cannot be read back, and the numpy content tower (:mod:`fashionrec.serving.content`) needs them.
+    that cannot be read back, and the numpy content tower (:mod:`fashionrec.contract.content`) needs them.
 
     Why the buckets are quantiles of the clipped price and not of ``log1p(price)``: quantile buckets do
     not change under a monotone map, and comparing raw float32 prices is bit-exact outside

@@ -29,15 +29,15 @@ RUN mkdir -p fashionrec components pipelines \
     && pip uninstall --yes fashionrec \
     && rm -rf build fashionrec.egg-info fashionrec components pipelines
 
-# 2. The code. Installed in place (-e): fashionrec/publish.py reads the Triton model templates from
-#    triton_models/ beside the package, as in the source tree.
+# 2. The code, installed like a wheel (the Triton model templates are package data), the sources removed
+#    so that nothing runs from the build folder.
 COPY fashionrec ./fashionrec
 COPY components ./components
 COPY pipelines ./pipelines
 COPY triton_models ./triton_models
-RUN pip install --no-cache-dir --no-deps -c constraints.txt -e . \
-    && python -c "import fashionrec.cli, components.stages, pipelines.training" \
-    && rm -rf build
+RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
+    && rm -rf build fashionrec.egg-info fashionrec components pipelines triton_models \
+    && python -c "import fashionrec.cli, components.stages, pipelines.training, triton_models"
 
 USER 1000:1000
 ENV HOME=/home/fashionrec

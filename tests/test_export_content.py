@@ -27,7 +27,7 @@ from fashionrec.embeddings_file import read_embeddings
 from fashionrec.export import export_embeddings
 from fashionrec.features import CatalogueFeatures, load_catalogue_features
 from fashionrec.model import ItemTower
-from fashionrec.serving import content
+from fashionrec.contract import content
 from fashionrec.train import load_item_tower
 from fashionrec.artifacts import CHECKPOINT_PREFIX, TRAIN_CONFIG_FILE as CONFIG_FILE
 

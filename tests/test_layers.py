@@ -23,7 +23,7 @@ def test_evaluation_reads_stage_outputs_without_beam_or_tensorflow_transform():
     assert "apache_beam" not in heavy and "tensorflow_transform" not in heavy and "tfx_bsl" not in heavy
 
 
-@pytest.mark.parametrize("module", ["fashionrec.config", "fashionrec.artifacts", "fashionrec.serving.ops",
-                                    "fashionrec.serving.scoring", "fashionrec.evaluation.gate"])
+@pytest.mark.parametrize("module", ["fashionrec.config", "fashionrec.artifacts", "fashionrec.contract.ops",
+                                    "fashionrec.contract.scoring", "fashionrec.evaluation.gate"])
 def test_the_lower_layers_import_no_framework(module):
     assert _imported_after(f"import {module}") == []

@@ -5,7 +5,7 @@ import tensorflow as tf
 from fashionrec.config import ConfigError, TrainConfig
 from fashionrec.features import PAD, CatalogueFeatures
 from fashionrec.model import AttentionPooling, ItemTower, TwoTowerModel, customer_vectors, pooling_weights
-from fashionrec.serving import ops
+from fashionrec.contract import ops
 
 
 EVENTS = np.full(5, 10.0)  # training events per product row of _catalogue() (4 products + the OOV row)

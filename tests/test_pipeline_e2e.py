@@ -18,7 +18,7 @@ from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.embeddings_file import read_embeddings, read_popularity_prior, write_embeddings
 from fashionrec.publish import MANIFEST_FILE, NotBlessedError, publish_model_repository
 from fashionrec.runner import run_local
-from fashionrec.serving.client import RecommendClient
+from fashionrec.client import RecommendClient
 from fashionrec.serving.server import TritonServer
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ from fashionrec.export import export_embeddings
 from fashionrec.ingest import ingest
 from fashionrec.publish import MANIFEST_FILE, publish_model_repository
 from fashionrec.runner import run_local
-from fashionrec.serving.client import RecommendClient
+from fashionrec.client import RecommendClient
 from fashionrec.serving.server import TritonServer
 from fashionrec.train import train
 from fashionrec.transform import transform

@@ -22,7 +22,8 @@ from fashionrec.publish import (
     publish_model_repository,
     render_configs,
 )
-from fashionrec.serving import content, ops, scoring, versions
+from fashionrec.contract import content, ops, scoring
+from fashionrec.serving import versions
 
 SERVING = ServingConfig()
 PYTHON_MODELS = (SERVING.customer_model_name, SERVING.ranking_model_name, SERVING.blend_model_name)
@@ -65,6 +66,16 @@ def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _assert_contract_copied(folder: Path) -> None:
+    """The version folder holds the serving contract under its own import path, byte for byte."""
+    copied = sorted(p.relative_to(folder).as_posix() for p in (folder / "fashionrec").rglob("*.py"))
+    assert copied == ["fashionrec/__init__.py", "fashionrec/contract/__init__.py", "fashionrec/contract/content.py",
+                      "fashionrec/contract/ops.py", "fashionrec/contract/scoring.py"]
+    for module in (ops, scoring, content):
+        assert (folder / "fashionrec" / "contract" / Path(module.__file__).name).read_bytes() == \
+            Path(module.__file__).read_bytes()
+
+
 def test_layout_of_a_published_version(tmp_path: Path, inputs: tuple[str, str], embeddings: np.ndarray) -> None:
     repo = tmp_path / "repo"
     published = publish_model_repository(*inputs, str(repo), SERVING)
@@ -73,8 +84,7 @@ def test_layout_of_a_published_version(tmp_path: Path, inputs: tuple[str, str], 
     for name in PYTHON_MODELS:
         folder = repo / name / "1"
         assert (folder / "model.py").read_text() == (templates / name / "model.py").read_text()
-        assert (folder / ops.MODULE_FILE).read_text() == Path(ops.__file__).read_text()
-        assert (folder / ops.SCORING_FILE).read_text() == Path(scoring.__file__).read_text()
+        _assert_contract_copied(folder)
         np.testing.assert_array_equal(np.load(folder / ops.EMBEDDINGS_FILE), embeddings)
         assert (folder / ops.PRODUCT_IDS_FILE).read_text().splitlines() == [f"P{i:06d}" for i in range(7)]
     assert all(list((repo / name / "1").iterdir()) == [] for name in ENSEMBLES)
@@ -294,8 +304,8 @@ def test_embed_products_gets_the_content_tower_and_no_catalogue(tmp_path: Path, 
     publish_model_repository(*inputs, str(repo), SERVING)
     folder = repo / EMBED / "1"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["model.py", content.MODULE_FILE, content.FEATURES_FILE, content.WEIGHTS_FILE])
-    assert (folder / content.MODULE_FILE).read_text() == Path(content.__file__).read_text()
+        ["model.py", "fashionrec", content.FEATURES_FILE, content.WEIGHTS_FILE])
+    _assert_contract_copied(folder)
     tower = content.ContentTower.load(folder)
     product = content.ProductContent("Red DRESS", "dresses", 20.0)
     np.testing.assert_array_equal(tower.embed([product]), content.ContentTower(*content_tower(4)).embed([product]))
@@ -309,7 +319,7 @@ def test_embed_products_gets_the_content_tower_and_no_catalogue(tmp_path: Path, 
 def test_an_export_without_content_tower_still_publishes_embed_products(tmp_path: Path, inputs: tuple[str, str]) -> None:
     repo = tmp_path / "repo"
     publish_model_repository(*inputs, str(repo), SERVING)
-    assert sorted(p.name for p in (repo / EMBED / "1").iterdir()) == sorted(["model.py", content.MODULE_FILE])
+    assert sorted(p.name for p in (repo / EMBED / "1").iterdir()) == sorted(["model.py", "fashionrec"])
     assert json.loads((repo / MANIFEST_FILE).read_text())["versions"][0]["content_tower"] is False
 
 

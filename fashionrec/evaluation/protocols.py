@@ -31,7 +31,7 @@ from fashionrec import ingest as ingest_files
 from fashionrec import storage
 from fashionrec.config import ExportConfig, IngestConfig
 from fashionrec.popularity import SECONDS_PER_DAY, popularity_prior
-from fashionrec.serving import ops
+from fashionrec.contract import ops
 
 
 def all_events(ingested_dir: str) -> pd.DataFrame:

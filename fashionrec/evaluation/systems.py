@@ -1,6 +1,6 @@
 """The recommenders an evaluation compares, each able to rank the catalogue and to score given products.
 
-The candidate and the published model rank with exactly the serving maths (``fashionrec.serving.ops``:
+The candidate and the published model rank with exactly the serving maths (``fashionrec.contract.ops``:
 weighted-mean customer vector, dot-product top-K excluding the history); the baselines are popularity
 (training interactions), recent popularity (time-decayed), iALS and EASE. Every system excludes the
 whole history it is given and the baselines use all of it. Rows are always the current catalogue's
@@ -19,7 +19,7 @@ from scipy.sparse import csr_matrix
 from fashionrec.config import EvaluateConfig
 from fashionrec.popularity import recent_popularity
 from fashionrec.publish import ServedCatalogue
-from fashionrec.serving import ops
+from fashionrec.contract import ops
 
 Histories = list[np.ndarray]
 BATCH = 1024

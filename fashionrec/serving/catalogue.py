@@ -1,7 +1,7 @@
 """Change the served catalogue without retraining or downtime: add new products, refresh the prior.
 
 :func:`add_products` takes the SERVED version ``v`` of a model repository, embeds the new products
-with that version's content tower (:mod:`fashionrec.serving.content`, the very code and files its
+with that version's content tower (:mod:`fashionrec.contract.content`, the very code and files its
 ``embed_products`` model runs in Triton), appends them to ``v``'s catalogue, adds them to the
 ``new_in`` candidate set, and publishes the result as the next version through the ordinary
 publisher (:func:`fashionrec.publish.publish_model_repository`): same aggregation, other candidate
@@ -40,7 +40,8 @@ from fashionrec.config import ExportConfig, IngestConfig, ServingConfig
 from fashionrec.embeddings_file import write_embeddings
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.popularity import prior_from_events
-from fashionrec.serving import content, ops, versions
+from fashionrec.contract import content, ops
+from fashionrec.serving import versions
 
 MAX_IDS_IN_ERROR = 5
 BLESSING_FILE = "blessing.json"

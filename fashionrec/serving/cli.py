@@ -23,7 +23,7 @@ import click
 
 from fashionrec.config import PipelineConfig, ServingConfig
 from fashionrec.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
-from fashionrec.serving.content import ProductContent
+from fashionrec.contract.content import ProductContent
 from fashionrec.serving import versions
 from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError
 

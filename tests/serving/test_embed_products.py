@@ -24,7 +24,7 @@ import tritonclient.http as httpclient
 from fashionrec.client import FashionrecClient, History, RecommendError
 from fashionrec.config import ServingConfig
 from fashionrec.publish import MANIFEST_FILE, publish_model_repository
-from fashionrec.serving import content
+from fashionrec.contract import content
 from fashionrec.serving.catalogue import add_products
 from fashionrec.serving.server import TritonServer
 

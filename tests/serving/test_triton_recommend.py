@@ -21,7 +21,7 @@ import pytest
 from fashionrec.config import ServingConfig
 from fashionrec.publish import PublishedModel
 from fashionrec.serving.cli import print_recommendations
-from fashionrec.serving.client import RecommendClient, RecommendError
+from fashionrec.client import RecommendClient, RecommendError
 from fashionrec.serving.environment import (
     ensure_serving_environment,
     pinned_version,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fashionrec_ops as ops
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+from fashionrec.contract import ops
 
 
 class TritonPythonModel:

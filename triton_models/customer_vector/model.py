@@ -3,13 +3,13 @@
 Inputs per request (rows of a batch share nothing): HISTORY_PRODUCT_IDS (required) and, optionally,
 HISTORY_EVENT_TYPES, HISTORY_TIMESTAMPS (epoch seconds), HISTORY_WEIGHTS (override the event type's
 weight) and REQUEST_TIME (epoch seconds the ages are measured from; default now). The pooling comes
-from this version's ``aggregation.json`` (see ``fashionrec_ops.history_weights``). A history may be far
+from this version's ``aggregation.json`` (see ``fashionrec.contract.ops.history_weights``). A history may be far
 longer than the pooling window the model was trained with (up to ``max_history_length``: the whole
 seen-history, which `rank_products` excludes with EXCLUDE_SEEN); only the window's events are looked up
 and pooled, the older ones weigh 0. Ids missing from the catalogue are ignored (histories outlive
 catalogue versions); an empty or too long history, an unknown event type or mismatched lengths are
 that request's error (checked over the whole history). Published copies live in
-``<repository>/customer_vector/<version>/`` beside the catalogue files and ``fashionrec_ops.py``.
+``<repository>/customer_vector/<version>/`` beside the catalogue files and the contract package (``fashionrec/contract/``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fashionrec_ops as ops
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+from fashionrec.contract import ops
 
 OPTIONAL = ("HISTORY_EVENT_TYPES", "HISTORY_TIMESTAMPS", "HISTORY_WEIGHTS", "REQUEST_TIME")
 

@@ -2,7 +2,7 @@
 
 Inputs (one row per product, any batch): TITLE, CATEGORY, PRICE, and optionally DESCRIPTION, COLOUR,
 BRAND (absent: ingest's defaults). Output EMBEDDING [D]: what the trained item tower gives a product
-it has no id embedding for, computed by this version's content tower (``fashionrec_content.py`` with
+it has no id embedding for, computed by this version's content tower (``fashionrec/contract/content.py`` with
 ``content_tower.npz`` + ``content_features.json``, written by the export stage). A bad request (a
 negative or NaN price, columns of different lengths) gets its own error; a version published
 without a content tower loads, and refuses every request saying so.
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fashionrec_content as content
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+from fashionrec.contract import content
 
 TEXT_INPUTS = {"TITLE": None, "DESCRIPTION": content.DEFAULT_DESCRIPTION, "CATEGORY": None,
                "COLOUR": content.DEFAULT_COLOUR, "BRAND": content.DEFAULT_BRAND}  # name -> default when absent

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fashionrec_ops as ops
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from fashionrec_scoring import ScoringTable
+
+from fashionrec.contract import ops
+from fashionrec.contract.scoring import ScoringTable
 
 
 class TritonPythonModel:

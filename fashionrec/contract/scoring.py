@@ -1,7 +1,6 @@
 """The served product table and its dot products, on the CPU (numpy/BLAS) or a GPU (CuPy) when there is one.
 
-Published into every ranking version folder as :data:`fashionrec.serving.ops.SCORING_FILE`; like
-``ops`` it imports only numpy and the standard library at module level (CuPy only when an instance is
+Part of :mod:`fashionrec.contract` (copied into every ranking version folder); like ``ops`` it imports only numpy and the standard library at module level (CuPy only when an instance is
 placed on a GPU, so the CPU path never needs it). Only the dot products run on the device: ranking
 (exclusions, candidates, exact deterministic top-k) stays in ``ops`` so CPU and GPU answer alike.
 """

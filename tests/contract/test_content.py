@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fashionrec import ingest
-from fashionrec.serving import content
+from fashionrec.contract import content
 
 FEATURES = {"format": 1, "max_tokens": 4, "oov_buckets": 1, "temperature": 0.25, "normalize": False, "gelu": "erf",
             "vocabularies": {"tokens": ["red", "dress", "linen"], "category": ["dresses", "coats"],

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fashionrec.serving import ops
+from fashionrec.contract import ops
 
 TABLE = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
 
@@ -134,7 +134,7 @@ def test_exclusion_equals_sorting_the_remaining_products(table: np.ndarray, vect
 
 
 def test_fp16_table_scores_stay_close_to_fp32_and_gpu_without_cupy_falls_back_to_cpu() -> None:
-    from fashionrec.serving.scoring import FP16_BLOCK_ROWS, ScoringTable
+    from fashionrec.contract.scoring import FP16_BLOCK_ROWS, ScoringTable
 
     rng = np.random.default_rng(0)
     table = rng.normal(size=(FP16_BLOCK_ROWS + 100, 16)).astype(np.float32)  # more than one fp16 block

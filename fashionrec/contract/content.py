@@ -6,9 +6,9 @@ module computes exactly that, from the raw catalogue fields, without TensorFlow:
 writes the tower's weights (:data:`WEIGHTS_FILE`) and the transform's vocabularies and price
 analysers (:data:`FEATURES_FILE`); the Triton model ``embed_products`` and
 :mod:`fashionrec.serving.catalogue` (adding products to a served catalogue) both run this code.
-:mod:`fashionrec.publish` copies this very file into every ``embed_products`` version folder (as
-:data:`MODULE_FILE`), so it imports nothing but numpy and the standard library, and works under
-numpy 1.26 (Triton's stub) as under numpy 2.
+Part of :mod:`fashionrec.contract` (copied into every ``embed_products`` version folder under the same
+import path), so it imports nothing but numpy and the standard library, and works under numpy 1.26
+(Triton's stub) as under numpy 2.
 
 The contract with ``fashionrec.transform.make_preprocessing_fn`` (a test holds the two equal, for
 catalogue products and for an unseen one with unknown tokens and category):
@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 
-MODULE_FILE = "fashionrec_content.py"  # this module's name inside a published embed_products version
 WEIGHTS_FILE = "content_tower.npz"  # the content tower's weights (see WEIGHT_NAMES)
 FEATURES_FILE = "content_features.json"  # vocabularies, price analysers, tower settings
 FORMAT_VERSION = 1

@@ -1,9 +1,8 @@
-"""Numpy-only maths of the serving path, shared by the Triton python models and in-process code.
+"""Numpy-only maths of the serving path, shared by the Triton python models and in-process code:
+history pooling, exact top-k ranking, request checks, and the version folder's file names.
 
-Why one module: the customer vector and the ranking must be computed identically in Triton, in offline
-evaluation and in tests. Triton's python backend runs an isolated interpreter that only sees the model's
-own folders, so :mod:`fashionrec.publish` copies this very file into every published model version (as
-:data:`MODULE_FILE`). It must therefore import nothing but numpy and the standard library.
+Part of :mod:`fashionrec.contract`, copied into every published model version under the same import
+path; it imports nothing but numpy and the standard library.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from pathlib import Path
 import numpy as np
 
 # File names inside a published model version folder: the contract between publish and the models.
-MODULE_FILE = "fashionrec_ops.py"
-SCORING_FILE = "fashionrec_scoring.py"  # a copy of fashionrec/serving/scoring.py (the table, CPU or GPU)
 EMBEDDINGS_FILE = "product_embeddings.npy"  # float32 [N, D], row i is product i
 PRODUCT_IDS_FILE = "product_ids.txt"  # UTF-8, one product id per line, line i is product i
 AGGREGATION_FILE = "aggregation.json"  # how histories are pooled: see history_weights
