@@ -69,10 +69,11 @@ def evaluate(
                                     aggregation.window)
     train_events = storage.read_table(storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE))
     popularity = popularity_scores(train_events, product_ids)
-    systems = {"model": embedding_system(table, prior), **baseline_systems(train_events, product_ids, config)}
+    systems = {"model": embedding_system(table, prior, serving.table_dtype),
+               **baseline_systems(train_events, product_ids, config)}
     published = currently_published(model_repository, serving) if model_repository else None
     if published is not None:
-        systems["published"] = published_system(published, product_ids)
+        systems["published"] = published_system(published, product_ids, serving.table_dtype)
     weights = {name: examples.history_weight for name in systems}  # popularity and iALS: raw event weights
     weights["model"] = _pooled(aggregation, examples)
     if published is not None:

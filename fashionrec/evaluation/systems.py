@@ -1,7 +1,8 @@
 """The recommenders an evaluation compares, each able to rank the catalogue and to score given products.
 
-The candidate and the published model rank with exactly the serving maths (``fashionrec.contract.ops``:
-weighted-mean customer vector, dot-product top-K excluding the history); the baselines are popularity
+The candidate and the published model rank with exactly the serving path (``fashionrec.contract``:
+weighted-mean customer vector, the served table's dot products in its dtype, exact top-K excluding the
+history); the baselines are popularity
 (training interactions), recent popularity (time-decayed), iALS and EASE. Every system excludes the
 whole history it is given and the baselines use all of it. Rows are always the current catalogue's
 product rows.
@@ -20,6 +21,7 @@ from fashionrec.config import EvaluateConfig
 from fashionrec.popularity import recent_popularity
 from fashionrec.publish import ServedCatalogue
 from fashionrec.contract import ops
+from fashionrec.contract.scoring import ScoringTable
 
 Histories = list[np.ndarray]
 BATCH = 1024
@@ -33,22 +35,26 @@ class System:
     score: Callable[[Histories, Histories, Histories], Histories]
 
 
-def embedding_system(table: np.ndarray, prior: np.ndarray | None = None) -> System:
-    """Rank by ``p_u . q_i + prior_i`` (``prior``: the popularity prior, default none). A customer
-    without a history has the zero vector, so the prior alone ranks for them: recent popularity."""
+def embedding_system(table: np.ndarray, prior: np.ndarray | None = None, dtype: str = "float32") -> System:
+    """Rank by ``p_u . q_i + prior_i`` (``prior``: the popularity prior, default none) exactly as
+    ``rank_products`` serves it: the same ScoringTable, held as ``dtype`` (``serving.table_dtype``: fp16
+    rounds the table as the server does), and the same exact top-k with exclusions. A customer without a
+    history has the zero vector, so the prior alone ranks for them: recent popularity."""
+    served = ScoringTable(table, dtype=dtype, prior=prior)
+
     def vectors(history: Histories, weights: Histories) -> np.ndarray:
         return np.stack([ops.customer_vector(table, h, w) for h, w in zip(history, weights, strict=True)])
 
     def rank(history: Histories, weights: Histories, k: int) -> np.ndarray:
         customers = vectors(history, weights)
-        parts = [ops.rank_candidates(customers[s : s + BATCH], table, k, padded(history[s : s + BATCH]), prior)[0]
-                 for s in range(0, len(customers), BATCH)]
-        return np.concatenate(parts)
+        ranked = [ops.rank_positions(dots, None, seen, k)
+                  for s in range(0, len(customers), BATCH)
+                  for dots, seen in zip(served.scores(customers[s : s + BATCH]), history[s : s + BATCH], strict=True)]
+        width = min(len(rows) for rows in ranked)  # fewer than k only when a history covers the catalogue
+        return np.stack([rows[:width] for rows in ranked])
 
     def score(history: Histories, weights: Histories, rows: Histories) -> Histories:
-        customers = vectors(history, weights)
-        bias = np.zeros(len(table), np.float32) if prior is None else prior
-        return [table[r] @ v + bias[r] for v, r in zip(customers, rows, strict=True)]
+        return [served.scores_of(v, r) for v, r in zip(vectors(history, weights), rows, strict=True)]
 
     return System(rank, score)
 
@@ -200,7 +206,7 @@ def _factor_system(customer_factors: Callable[[Histories, Histories], np.ndarray
     return System(rank, score)
 
 
-def published_system(published: ServedCatalogue, product_ids: np.ndarray) -> System:
+def published_system(published: ServedCatalogue, product_ids: np.ndarray, dtype: str = "float32") -> System:
     """The published version's embeddings, translating product rows by product id both ways.
 
     Products it does not know count neither in its customer vectors nor among its results (they score
@@ -208,7 +214,7 @@ def published_system(published: ServedCatalogue, product_ids: np.ndarray) -> Sys
     """
     to_published = ops.lookup_rows({pid: row for row, pid in enumerate(published.product_ids)}, product_ids)
     to_current = ops.lookup_rows({pid: row for row, pid in enumerate(product_ids)}, published.product_ids)
-    inner = embedding_system(published.embeddings, published.prior)
+    inner = embedding_system(published.embeddings, published.prior, dtype)
 
     def translate(history: Histories, weights: Histories) -> tuple[Histories, Histories]:
         kept = [to_published[h] >= 0 for h in history]

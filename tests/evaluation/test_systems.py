@@ -45,6 +45,17 @@ def test_embedding_system_adds_the_popularity_prior_and_ranks_an_empty_history_b
     assert system.rank([np.array([], np.int64)], [np.ones(0)], 3).tolist() == [[1, 2, 0]]  # zero vector: prior
 
 
+def test_embedding_system_ranks_with_the_served_tables_precision():
+    # fp16 keeps 10 bits of mantissa: 1.0004 rounds to 1.0, so in a half-precision table products 0 and 1 tie
+    # (the lower row wins), while float32 puts product 1 first. History [2] -> customer vector [1, 0].
+    table = np.array([[1.0, 0.0], [1.0004, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+    history, weights = [np.array([2])], [np.ones(1)]
+    assert embedding_system(table).rank(history, weights, 2).tolist() == [[1, 0]]
+    assert embedding_system(table, dtype="float16").rank(history, weights, 2).tolist() == [[0, 1]]
+    half = embedding_system(table, dtype="float16").score(history, weights, [np.array([0, 1])])[0]
+    assert half[0] == half[1] == 1.0
+
+
 def test_published_model_ranks_with_its_own_popularity_prior():
     table = np.random.default_rng(2).normal(size=(10, 4)).astype(np.float32)
     prior = np.linspace(0.0, 3.0, 10).astype(np.float32)  # strong enough to reorder
