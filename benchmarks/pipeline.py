@@ -22,7 +22,7 @@ from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.export import export_embeddings
 from fashionrec.ingest import ingest
-from fashionrec.publish import publish_model_repository
+from fashionrec.repository.publish import publish_model_repository
 from fashionrec.storage import read_table
 from fashionrec.train import train
 from fashionrec.transform import transform

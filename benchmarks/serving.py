@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.client import FashionrecClient, History
 from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, TrainConfig, TransformConfig
-from fashionrec.publish import publish_model_repository
+from fashionrec.repository.publish import publish_model_repository
 from fashionrec.serving.server import TritonServer
 
 K = 10

@@ -121,7 +121,7 @@ def publish_model(
 
     from fashionrec.config import ServingConfig
     from fashionrec.artifacts import BLESSING_FILE, EMBEDDINGS_FILE, METRICS_FILE
-    from fashionrec.publish import publish_model_repository
+    from fashionrec.repository.publish import publish_model_repository
     from fashionrec.storage import read_json
 
     published = publish_model_repository(

@@ -29,7 +29,7 @@ from fashionrec.features import CatalogueFeatures, load_catalogue_features
 from fashionrec.model import ItemTower
 from fashionrec.contract import content
 from fashionrec.train import load_item_tower
-from fashionrec.artifacts import CHECKPOINT_PREFIX, TRAIN_CONFIG_FILE as CONFIG_FILE
+from fashionrec.artifacts import CHECKPOINT_PREFIX, TRAIN_CONFIG_FILE
 
 TRANSFORM = TransformConfig(max_title_tokens=6, token_vocab_size=12, price_buckets=5)
 # No fade-in: the fixture has no training examples, so every product would count 0 events (content only).
@@ -91,7 +91,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     new_rows = np.flatnonzero(np.isin(features.product_ids, catalogue.loc[catalogue["is_new"], "product_id"]))
     _randomise(tower, new_rows)
     tf.train.Checkpoint(item_tower=tower).write(storage.join(model, CHECKPOINT_PREFIX))
-    storage.write_json(storage.join(model, CONFIG_FILE),
+    storage.write_json(storage.join(model, TRAIN_CONFIG_FILE),
                        {"train": dataclasses.asdict(TRAIN), "transform": dataclasses.asdict(TRANSFORM)})
     summary = export_embeddings(ingested, transformed, model, output)
     return {"catalogue": catalogue, "features": features, "transformed": transformed, "model": model,

@@ -316,7 +316,7 @@ def test_dockerignore_keeps_environments_data_and_workspaces_out(path):
     assert DockerIgnore.read().excludes(path)
 
 
-@pytest.mark.parametrize("path", ["setup.py", "constraints.txt", "fashionrec/cli.py", "fashionrec/data/synthetic.py",
+@pytest.mark.parametrize("path", ["setup.py", "constraints.txt", "fashionrec/cli.py", "fashionrec/datasets/synthetic.py",
                                   SERVING_REQUIREMENTS, "triton_models/recommend/config.pbtxt",
                                   "components/stages.py", "pipelines/training.py", "images/constraints-gpu.txt"])
 def test_dockerignore_lets_the_sources_in(path):

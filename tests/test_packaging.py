@@ -24,7 +24,7 @@ import numpy as np
 import fashionrec, triton_models
 from fashionrec.embeddings_file import write_embeddings
 from fashionrec.config import ServingConfig
-from fashionrec.publish import publish_model_repository
+from fashionrec.repository.publish import publish_model_repository
 
 embeddings = np.eye(6, 4, dtype=np.float32) + 0.1
 write_embeddings("embeddings.parquet", np.array([f"P{i}" for i in range(6)]), embeddings, np.zeros(6, bool))
@@ -79,3 +79,12 @@ def test_a_plain_install_publishes_a_repository_triton_serves(installed_python: 
             recommended = client.recommend(["P0", "P1"], 3)
     # P0 and P1 are in the history and not excluded; each is nearest itself, so both lead the ranking
     assert sorted(r.product_id for r in recommended[:2]) == ["P0", "P1"] and len(recommended) == 3
+
+
+def test_every_folder_of_python_code_is_an_installed_package(pytestconfig: pytest.Config) -> None:
+    """A folder without ``__init__.py`` is left out of the wheel by find_packages (an editable install
+    hides it): every folder holding Python code under the installed top-level packages must be one."""
+    root = pytestconfig.rootpath
+    for top in ("fashionrec", "components", "pipelines"):
+        for folder in {path.parent for path in (root / top).rglob("*.py") if "__pycache__" not in path.parts}:
+            assert (folder / "__init__.py").is_file(), f"{folder.relative_to(root)} is not a package"

@@ -16,7 +16,8 @@ from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.embeddings_file import read_embeddings, read_popularity_prior, write_embeddings
-from fashionrec.publish import MANIFEST_FILE, NotBlessedError, publish_model_repository
+from fashionrec.repository.manifest import MANIFEST_FILE
+from fashionrec.repository.publish import NotBlessedError, publish_model_repository
 from fashionrec.runner import run_local
 from fashionrec.client import RecommendClient
 from fashionrec.serving.server import TritonServer

@@ -8,14 +8,15 @@ import pytest
 
 from fashionrec import storage
 from fashionrec.config import PipelineConfig
-from fashionrec.data.synthetic import generate_shop, write_shop
+from fashionrec.datasets.synthetic import generate_shop, write_shop
 from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.artifacts import BLESSING_FILE
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.embeddings_file import read_embeddings, read_popularity_prior
 from fashionrec.export import export_embeddings
 from fashionrec.ingest import ingest
-from fashionrec.publish import MANIFEST_FILE, publish_model_repository
+from fashionrec.repository.manifest import MANIFEST_FILE
+from fashionrec.repository.publish import publish_model_repository
 from fashionrec.runner import run_local
 from fashionrec.client import RecommendClient
 from fashionrec.serving.server import TritonServer

@@ -3,7 +3,7 @@
 Why a package of its own: the customer vector, the ranking and the content tower must be computed
 identically in Triton, in offline evaluation and in tests. Triton's python backend runs an isolated
 interpreter that sees only the model's version folder, so publishing copies this package there under
-the same import path (``<version>/fashionrec/contract/``, :func:`fashionrec.publish.copy_contract`):
+the same import path (``<version>/fashionrec/contract/``, :func:`fashionrec.repository.publish.copy_contract`):
 the Triton models import ``fashionrec.contract.ops`` exactly as the rest of the package does. Its
 modules therefore import nothing but numpy, the standard library and each other.
 

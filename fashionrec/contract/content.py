@@ -5,7 +5,7 @@ Why: a product launched after training has no id embedding, so the model places 
 module computes exactly that, from the raw catalogue fields, without TensorFlow: the export stage
 writes the tower's weights (:data:`WEIGHTS_FILE`) and the transform's vocabularies and price
 analysers (:data:`FEATURES_FILE`); the Triton model ``embed_products`` and
-:mod:`fashionrec.serving.catalogue` (adding products to a served catalogue) both run this code.
+:mod:`fashionrec.repository.catalogue` (adding products to a served catalogue) both run this code.
 Part of :mod:`fashionrec.contract` (copied into every ``embed_products`` version folder under the same
 import path), so it imports nothing but numpy and the standard library, and works under numpy 1.26
 (Triton's stub) as under numpy 2.

@@ -35,7 +35,7 @@ def prepare_dataset(name: str, data_dir: str | None, output_dir: str, shop: Shop
 
 
 def _synthetic(output_dir: str, shop: ShopConfig) -> RawData:
-    from fashionrec.data.synthetic import generate_shop, write_shop
+    from fashionrec.datasets.synthetic import generate_shop, write_shop
 
     paths = write_shop(generate_shop(shop), output_dir)
     return RawData(paths["catalogue"], paths["events"])

@@ -28,7 +28,7 @@ from fashionrec.embeddings_file import read_exported
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.features import EvalExamples, load_eval_examples
 from fashionrec.artifacts import EVAL_EXAMPLES_DIR
-from fashionrec.publish import ServedCatalogue, currently_published
+from fashionrec.repository.served import ServedCatalogue, currently_published
 
 
 

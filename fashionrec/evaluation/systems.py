@@ -19,7 +19,7 @@ from scipy.sparse import csr_matrix
 
 from fashionrec.config import EvaluateConfig
 from fashionrec.popularity import recent_popularity
-from fashionrec.publish import ServedCatalogue
+from fashionrec.repository.served import ServedCatalogue
 from fashionrec.contract import ops
 from fashionrec.contract.scoring import ScoringTable
 

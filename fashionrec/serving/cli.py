@@ -24,7 +24,7 @@ import click
 from fashionrec.config import PipelineConfig, ServingConfig
 from fashionrec.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
 from fashionrec.contract.content import ProductContent
-from fashionrec.serving import versions
+from fashionrec.repository import versions
 from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ def catalogue_group() -> None:
 def catalogue_add_command(ctx: click.Context, model_repository: str, products: str, url: str | None,
                           protocol: Protocol) -> None:
     """Embed new products with the served content tower and serve them as the next version (rollback-able)."""
-    from fashionrec.serving.catalogue import add_products
+    from fashionrec.repository.catalogue import add_products
 
     with _user_errors():
         update = add_products(model_repository, products, _serving_config(ctx), url, protocol)
@@ -240,7 +240,7 @@ def catalogue_refresh_prior_command(ctx: click.Context, model_repository: str, e
     """Recompute the served popularity prior from recent events and serve it as the next version."""
     import pandas as pd
 
-    from fashionrec.serving.catalogue import refresh_prior
+    from fashionrec.repository.catalogue import refresh_prior
 
     config = _pipeline_config(ctx)
     with _user_errors():

@@ -3,7 +3,7 @@ import pandas as pd
 
 from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation.systems import embedding_system, ials_system, popularity_system, published_system
-from fashionrec.publish import ServedCatalogue
+from fashionrec.repository.served import ServedCatalogue
 
 PRODUCTS = np.array([f"P{i}" for i in range(10)])
 

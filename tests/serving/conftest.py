@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fashionrec.config import ServingConfig
-from fashionrec.publish import PublishedModel, publish_model_repository
+from fashionrec.repository.publish import PublishedModel, publish_model_repository
 from fashionrec.client import FashionrecClient, RecommendClient
 from fashionrec.serving.server import TritonServer
 

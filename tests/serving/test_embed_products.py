@@ -23,9 +23,10 @@ import tritonclient.http as httpclient
 
 from fashionrec.client import FashionrecClient, History, RecommendError
 from fashionrec.config import ServingConfig
-from fashionrec.publish import MANIFEST_FILE, publish_model_repository
+from fashionrec.repository.manifest import MANIFEST_FILE
+from fashionrec.repository.publish import publish_model_repository
 from fashionrec.contract import content
-from fashionrec.serving.catalogue import add_products
+from fashionrec.repository.catalogue import add_products
 from fashionrec.serving.server import TritonServer
 
 DIM = 16

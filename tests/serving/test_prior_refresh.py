@@ -17,8 +17,9 @@ import pytest
 
 from fashionrec.client import FashionrecClient, RecommendError
 from fashionrec.config import ExportConfig, ServingConfig
-from fashionrec.publish import MANIFEST_FILE, publish_model_repository
-from fashionrec.serving.catalogue import refresh_prior
+from fashionrec.repository.manifest import MANIFEST_FILE
+from fashionrec.repository.publish import publish_model_repository
+from fashionrec.repository.catalogue import refresh_prior
 from fashionrec.serving.server import TritonServer
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fashionrec.config import ServingConfig
-from fashionrec.publish import PublishedModel
+from fashionrec.repository.publish import PublishedModel
 from fashionrec.serving.cli import print_recommendations
 from fashionrec.client import RecommendClient, RecommendError
 from fashionrec.serving.environment import (

@@ -20,8 +20,9 @@ import pytest
 
 from fashionrec.client import FashionrecClient, History, RecommendError
 from fashionrec.config import ServingConfig
-from fashionrec.publish import MANIFEST_FILE, publish_model_repository
-from fashionrec.serving import versions
+from fashionrec.repository.manifest import MANIFEST_FILE
+from fashionrec.repository.publish import publish_model_repository
+from fashionrec.repository import versions
 from fashionrec.serving.server import TritonServer
 
 if TYPE_CHECKING:

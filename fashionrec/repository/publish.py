@@ -16,7 +16,7 @@ Layout written (names from ServingConfig; every model gets the same version numb
 Why each version folder holds everything: Triton's python stub only puts the model folder and the
 version folder on ``sys.path``, so a version that carries its own code and data keeps working when a
 later version changes them (safe rollbacks). Which version is served is decided by the pinned configs
-(:mod:`fashionrec.serving.versions`); given a running server's URL, publish also loads the new version
+(:mod:`fashionrec.repository.versions`); given a running server's URL, publish also loads the new version
 into it (explicit model control) without dropping requests. Versions are staged under a non-numeric name (which Triton
 ignores) and renamed into place, so a polling server never sees half a version. The gate is enforced
 here: a model whose blessing says not blessed is never published. Local paths only for now; all file
@@ -42,22 +42,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import fashionrec
 import triton_models
 from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.aggregation import Aggregation
-from fashionrec.popularity import PRIOR_COLUMN
+from fashionrec.embeddings_file import ExportedEmbeddings, read_exported
 from fashionrec.contract import content, ops
-from fashionrec.serving import versions
-from fashionrec.serving.versions import CONFIG_FILE, MANIFEST_FILE
+from fashionrec.repository import versions
+from fashionrec.repository.manifest import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    STAGING_PREFIX,
+    read_manifest,
+    write_manifest,
+)
 
 MODEL_FILE = "model.py"
-STAGING_PREFIX = ".staging-"  # not a number, so Triton skips it as a version folder
 LOCK_FILE = ".fashionrec-publish.lock"  # a plain file: Triton ignores files at the repository root
 # Template folder under triton_models/ -> the ServingConfig field naming the published model.
 PYTHON_MODELS = {"customer_vector": "customer_model_name", "rank_products": "ranking_model_name",
@@ -83,16 +85,6 @@ class PublishedModel:
     path: str
     num_products: int
     embedding_dim: int
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """Product embeddings as served: row i of ``embeddings`` belongs to ``product_ids[i]``."""
-
-    product_ids: list[str]
-    embeddings: np.ndarray  # float32 [N, D]
-    is_new: np.ndarray  # bool [N]: never seen in training (content-only embedding)
-    prior: np.ndarray | None = None  # float32 [N]: popularity prior added to each product's logit (None: 0)
 
 
 def _local_path(uri: str | os.PathLike[str]) -> Path:
@@ -132,66 +124,10 @@ def read_blessing(blessing_path: str) -> dict[str, Any]:
     return blessing
 
 
-def read_catalogue(embeddings_path: str) -> Catalogue:
-    """Read and check the export stage's Parquet: product_id, embedding (lists of length D), is_new."""
-    with storage.open_input(str(embeddings_path)) as stream:
-        table = pq.read_table(stream)
-    missing = {"product_id", "embedding"} - set(table.column_names)
-    if missing:
-        raise ValueError(f"{embeddings_path} lacks columns {sorted(missing)}")
-    ids = _product_ids(table.column("product_id"))
-    embeddings = _embedding_matrix(table.column("embedding"))
-    is_new = (np.asarray(table.column("is_new").fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-              if "is_new" in table.column_names else np.zeros(len(ids), dtype=bool))
-    return Catalogue(ids, embeddings, is_new, _prior(table, embeddings_path))
-
-
-def _prior(table: pa.Table, embeddings_path: str) -> np.ndarray | None:
-    """The ``popularity_prior`` column (finite floats) if the export wrote one."""
-    if PRIOR_COLUMN not in table.column_names:
-        return None
-    column = table.column(PRIOR_COLUMN)
-    prior = np.asarray(column.to_numpy(), dtype=np.float32) if column.null_count == 0 else None
-    if prior is None or not np.all(np.isfinite(prior)):
-        raise ValueError(f"{embeddings_path}: {PRIOR_COLUMN} must be finite numbers, one per product")
-    return prior
-
-
-def _product_ids(column: pa.ChunkedArray) -> list[str]:
-    """Product ids as strings: non-null, non-empty, unique, one line each (stored one per line)."""
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise ValueError(f"product_id must be strings, got {column.type}")
-    ids = column.to_pylist()
-    if column.null_count or any(not pid or "\n" in pid or "\r" in pid for pid in ids):
-        raise ValueError("product_id must be non-empty single-line strings without nulls")
-    if len(set(ids)) != len(ids):
-        raise ValueError("product_id values must be unique")
-    if not ids:
-        raise ValueError("the catalogue is empty")
-    return ids
-
-
-def _embedding_matrix(column: pa.ChunkedArray) -> np.ndarray:
-    """[N, D] float32 from a list / large_list / fixed_size_list column, every row of the same D."""
-    kind = column.type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
-        raise ValueError(f"embedding must be a list column, got {kind}")
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-    if column.null_count or lengths.size == 0 or lengths.min() != lengths.max() or lengths[0] == 0:
-        raise ValueError("embedding rows must be non-null lists of one common, positive length")
-    values = pc.list_flatten(column)
-    if values.null_count:
-        raise ValueError("embedding values must not be null")
-    matrix = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(lengths), int(lengths[0]))
-    if not np.all(np.isfinite(matrix)):
-        raise ValueError("embedding values must be finite")
-    return matrix
-
-
 def render_configs(serving: ServingConfig, embedding_dim: int, templates: Path) -> dict[str, str]:
     """config.pbtxt text per published model name, from the templates, checked by Triton's schema.
 
-    Versions are not pinned yet (:func:`fashionrec.serving.versions.pin` does that when serving)."""
+    Versions are not pinned yet (:func:`fashionrec.repository.versions.pin` does that when serving)."""
     values = {
         **{field_name: getattr(serving, field_name)
            for field_name in (*PYTHON_MODELS.values(), *CONTENT_MODELS.values(), *ENSEMBLES.values())},
@@ -229,7 +165,7 @@ def check_model_config(text: str, expected_name: str) -> None:
 
 def existing_versions(repository: Path) -> set[int]:
     """Every version number already used by a model folder or recorded in the manifest."""
-    versions = {int(entry["version"]) for entry in _read_manifest(repository).get("versions", [])}
+    versions = {int(entry["version"]) for entry in read_manifest(str(repository)).get("versions", [])}
     for model in (p for p in repository.iterdir() if p.is_dir()) if repository.is_dir() else ():
         versions.update(int(v.name) for v in model.iterdir() if v.is_dir() and v.name.isdigit())
     return versions
@@ -256,45 +192,7 @@ def _publishing_lock(repository: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@dataclass(frozen=True)
-class ServedCatalogue:
-    """What the currently published version serves: its number, product ids, embeddings, popularity
-    prior and history pooling, so that it can be scored exactly as it serves."""
-
-    version: int
-    product_ids: list[str]
-    embeddings: np.ndarray
-    prior: np.ndarray | None = None
-    aggregation: Aggregation = Aggregation()
-
-
-def currently_published(model_repository: str, serving: ServingConfig) -> ServedCatalogue | None:
-    """The served version's catalogue (after a rollback: the version rolled back to), as the ranking
-    model loads it; None before the first publish."""
-    version = versions.serving_version(versions.read_manifest(str(model_repository)))
-    if version is None:
-        return None
-    with storage.local_copy(storage.join(str(model_repository), serving.ranking_model_name, str(version))) as folder:
-        embeddings, ids = ops.load_catalogue(Path(folder))
-        prior = ops.load_prior(Path(folder), len(ids))
-    aggregation = Aggregation.read(storage.join(str(model_repository), serving.customer_model_name, str(version),
-                                                ops.AGGREGATION_FILE))
-    return ServedCatalogue(int(version), [pid.decode("utf-8") for pid in ids], embeddings, prior, aggregation)
-
-
-def _read_manifest(repository: Path) -> dict[str, Any]:
-    path = repository / MANIFEST_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write a whole file or nothing (temp file + rename), so readers never see a partial one."""
-    temporary = path.with_name(f"{STAGING_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _stage_python_model(folder: Path, template: Path, catalogue: Catalogue, extras: dict[str, str]) -> None:
+def _stage_python_model(folder: Path, template: Path, catalogue: ExportedEmbeddings, extras: dict[str, str]) -> None:
     """Fill one version folder: model code, the shared numpy modules, the catalogue and ``extras``
     (file name -> text: the pooling settings, the candidate sets)."""
     folder.mkdir(parents=True)
@@ -317,7 +215,7 @@ def _stage_content_model(folder: Path, template: Path, tower: content.ContentTow
         tower.save(folder)
 
 
-def _stage_versions(repository: Path, serving: ServingConfig, catalogue: Catalogue, templates: Path,
+def _stage_versions(repository: Path, serving: ServingConfig, catalogue: ExportedEmbeddings, templates: Path,
                     extras: dict[str, dict[str, str]], tower: content.ContentTower | None = None) -> dict[Path, Path]:
     """Write every model's new version under a staging name; return staging -> final folder names."""
     staged: dict[Path, Path] = {}
@@ -367,7 +265,7 @@ def publish_model_repository(
     explicit model control to load the new version into (steps first, then the ensembles).
     Raises NotBlessedError (repository untouched) when the gate failed, ValueError on a bad catalogue,
     aggregation or candidate set, or a version already used. ``metadata`` (JSON-serialisable, e.g.
-    metrics) is kept in the manifest. ``catalogue_update`` (from :mod:`fashionrec.serving.catalogue`:
+    metrics) is kept in the manifest. ``catalogue_update`` (from :mod:`fashionrec.repository.catalogue`:
     base_version, added_product_ids, products, embeddings_path of the trained export) marks the version
     as products added to ``base_version`` without retraining; its ``embeddings_path`` is recorded in
     place of the (temporary) one given.
@@ -376,7 +274,7 @@ def publish_model_repository(
         return _publish_to_gcs(embeddings_path, blessing_path, str(model_repository), serving, version, metadata,
                                templates_dir, candidate_sets, server_url, protocol, catalogue_update)
     blessing = read_blessing(blessing_path)
-    catalogue = read_catalogue(embeddings_path)
+    catalogue = read_exported(embeddings_path)
     tower = read_content_tower(embeddings_path, catalogue.embeddings.shape[1])
     extras = {"customer_vector": {ops.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2)},
               "rank_products": {ops.CANDIDATE_SETS_FILE: json.dumps(
@@ -434,7 +332,7 @@ def read_aggregation(embeddings_path: str) -> dict[str, Any]:
     return aggregation
 
 
-def resolve_candidate_sets(catalogue: Catalogue, embeddings_path: str,
+def resolve_candidate_sets(catalogue: ExportedEmbeddings, embeddings_path: str,
                            candidate_sets: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
     """Named candidate sets to publish: the given ones (else ``candidate_sets.json`` beside the
     embeddings), plus ``new_in``. Every id must be in the catalogue: a typo fails the publish, not
@@ -454,12 +352,12 @@ def resolve_candidate_sets(catalogue: Catalogue, embeddings_path: str,
     return sets
 
 
-def _record_version(repository: Path, version: int, catalogue: Catalogue, blessing: dict[str, Any],
+def _record_version(repository: Path, version: int, catalogue: ExportedEmbeddings, blessing: dict[str, Any],
                     embeddings_path: str, metadata: dict, configs: dict[str, str],
                     content_tower: bool = False, catalogue_update: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Append the version (with its unpinned configs, for rollbacks) to the manifest and point
     ``latest_version`` at the highest one; return the manifest."""
-    manifest = _read_manifest(repository)
+    manifest = read_manifest(str(repository))
     update = dict(catalogue_update or {})
     if update:
         embeddings_path = update.pop("embeddings_path", None) or embeddings_path
@@ -478,7 +376,7 @@ def _record_version(repository: Path, version: int, catalogue: Catalogue, blessi
     }]
     entries.sort(key=lambda entry: entry["version"])
     manifest.update(versions=entries, latest_version=entries[-1]["version"])
-    _write_atomically(repository / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_manifest(str(repository), manifest)
     return manifest
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from fashionrec.config import EVENT_TYPES, ShopConfig
-from fashionrec.data.synthetic import generate_shop
+from fashionrec.datasets.synthetic import generate_shop
 
 SMALL = ShopConfig(num_customers=400, num_products=300, num_weeks=6)
 
@@ -53,7 +53,7 @@ def test_customers_stick_to_styles_that_their_content_reveals(shop):
 
 
 def test_written_shop_reads_back_through_ingest_unchanged(shop, tmp_path):
-    from fashionrec.data.synthetic import write_shop
+    from fashionrec.datasets.synthetic import write_shop
     from fashionrec.storage import read_table
 
     paths = write_shop(shop, str(tmp_path / "raw"))

@@ -20,19 +20,14 @@ Triton finds the same files itself. Works on local and ``gs://`` repositories (t
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from fashionrec import storage
 from fashionrec.config import ServingConfig
+from fashionrec.repository.manifest import CONFIG_FILE, read_manifest, serving_version, write_manifest, write_text
 
-MANIFEST_FILE = "fashionrec_manifest.json"
-CONFIG_FILE = "config.pbtxt"
-HEADER = ("# Rendered by fashionrec.publish from triton_models/; versions pinned by fashionrec.serving.versions "
+HEADER = ("# Rendered by fashionrec.repository.publish from triton_models/; versions pinned by fashionrec.repository.versions "
           "(serving version {version}).\n")
 
 
@@ -72,30 +67,6 @@ def pin(config_text: str, versions: Sequence[int]) -> str:
     return HEADER.format(version=served) + text_format.MessageToString(config)
 
 
-def read_manifest(repository: str) -> dict[str, Any]:
-    uri = storage.join(repository, MANIFEST_FILE)
-    return storage.read_json(uri) if storage.exists(uri) else {}
-
-
-def serving_version(manifest: Mapping[str, Any]) -> int | None:
-    """The version the ensembles are pinned to (older manifests: the latest published)."""
-    version = manifest.get("serving_version", manifest.get("latest_version"))
-    return None if version is None else int(version)
-
-
-def write_text(uri: str, text: str) -> None:
-    """Replace a file whole: a local temp file + rename (a polling Triton never reads half a config);
-    a GCS object appears whole when its upload completes."""
-    if storage.is_gcs(uri):
-        with storage.open_output(uri) as stream:
-            stream.write(text.encode("utf-8"))
-        return
-    path = Path(uri.removeprefix("file://"))
-    temporary = path.with_name(f".staging-{uuid.uuid4().hex}-{path.name}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def write_serving_configs(repository: str, manifest: dict[str, Any], target: int, serving: ServingConfig) -> dict:
     """Pin every model to ``target`` (python models also keep the previously served version) and
     record it in the manifest; return the updated manifest. No server is contacted."""
@@ -120,7 +91,7 @@ def write_serving_configs(repository: str, manifest: dict[str, Any], target: int
         write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], [target]))
     manifest = dict(manifest, serving_version=target,
                     serving_history=[*manifest.get("serving_history", []), target])
-    write_text(storage.join(repository, MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_manifest(repository, manifest)
     return manifest
 
 

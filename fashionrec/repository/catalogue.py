@@ -4,10 +4,10 @@
 with that version's content tower (:mod:`fashionrec.contract.content`, the very code and files its
 ``embed_products`` model runs in Triton), appends them to ``v``'s catalogue, adds them to the
 ``new_in`` candidate set, and publishes the result as the next version through the ordinary
-publisher (:func:`fashionrec.publish.publish_model_repository`): same aggregation, other candidate
+publisher (:func:`fashionrec.repository.publish.publish_model_repository`): same aggregation, other candidate
 sets, content tower and blessing as ``v``; the manifest entry records it as
 ``catalogue_update: {"base_version": v, ...}``. Given a server URL, the new version is loaded into the
-running Triton with explicit model control (the switch :mod:`fashionrec.serving.versions` makes
+running Triton with explicit model control (the switch :mod:`fashionrec.repository.versions` makes
 without dropping requests), and ``model rollback`` returns to ``v``'s catalogue.
 
 :func:`refresh_prior` republishes the served version the same way with its popularity prior
@@ -41,7 +41,7 @@ from fashionrec.embeddings_file import write_embeddings
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.popularity import prior_from_events
 from fashionrec.contract import content, ops
-from fashionrec.serving import versions
+from fashionrec.repository.manifest import read_manifest, serving_version
 
 MAX_IDS_IN_ERROR = 5
 BLESSING_FILE = "blessing.json"
@@ -98,8 +98,8 @@ def read_products(products: str | pd.DataFrame) -> pd.DataFrame:
 
 def served_version(model_repository: str, serving: ServingConfig) -> ServedVersion:
     """The served version's catalogue, prior, candidate sets, pooling and content tower (if any)."""
-    manifest = versions.read_manifest(model_repository)
-    version = versions.serving_version(manifest)
+    manifest = read_manifest(model_repository)
+    version = serving_version(manifest)
     if version is None:
         raise ValueError(f"nothing is published in {model_repository}: publish a trained model first")
     entry = next(e for e in manifest["versions"] if int(e["version"]) == version)
@@ -191,7 +191,7 @@ def _republish(model_repository: str, serving: ServingConfig, base: ServedVersio
                server_url: str | None, protocol: str) -> tuple[int, int]:
     """Publish a changed copy of ``base`` as the next version (loaded into ``server_url`` if given);
     (version, number of products)."""
-    from fashionrec.publish import publish_model_repository
+    from fashionrec.repository.publish import publish_model_repository
 
     new_in = set(sets.get(NEW_IN_SET, []))
     with tempfile.TemporaryDirectory(prefix="fashionrec-catalogue-") as staging:

@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from fashionrec.config import EventWeights, ServingConfig
-from fashionrec.publish import (
+from fashionrec.repository.publish import (
     MANIFEST_FILE,
     NotBlessedError,
     default_templates_dir,
@@ -23,7 +23,7 @@ from fashionrec.publish import (
     render_configs,
 )
 from fashionrec.contract import content, ops, scoring
-from fashionrec.serving import versions
+from fashionrec.repository import versions
 
 SERVING = ServingConfig()
 PYTHON_MODELS = (SERVING.customer_model_name, SERVING.ranking_model_name, SERVING.blend_model_name)
@@ -250,7 +250,7 @@ def test_publishing_to_gcs_uploads_versions_then_the_manifest(
     tmp_path: Path, inputs: tuple[str, str], embeddings: np.ndarray, gcs_emulator: str
 ) -> None:
     from fashionrec import storage
-    from fashionrec.publish import currently_published
+    from fashionrec.repository.served import currently_published
 
     repository = f"{gcs_emulator}/publish-test/repo"
     assert currently_published(repository, SERVING) is None
