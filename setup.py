@@ -53,5 +53,5 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "gpu": GPU_REQUIRES},
-    entry_points={"console_scripts": ["fashionrec=fashionrec.cli:main"]},
+    entry_points={"console_scripts": ["fashionrec=fashionrec.app.cli:main"]},
 )

@@ -15,17 +15,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fashionrec.cli import SIZES
+from fashionrec.app.cli import SIZES
 from fashionrec.config import PipelineConfig, parse_assignments
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.artifacts import EMBEDDINGS_FILE
-from fashionrec.export import export_embeddings
-from fashionrec.ingest import ingest
+from fashionrec.stages.export import export_embeddings
+from fashionrec.stages.ingest import ingest
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.storage import read_table
-from fashionrec.train import train
-from fashionrec.transform import transform
+from fashionrec.stages.train import train
+from fashionrec.stages.transform import transform
 
 
 Row = tuple[str, float, tuple[int, str]]

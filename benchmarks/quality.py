@@ -9,7 +9,7 @@
    customers (those with a training history); the paired bootstrap interval of the model minus the best
    baseline on recall@20, NDCG@10 and MRR; then the same under the old window protocol.
    Also: how popular the recommended products are (mean popularity percentile of the top 10). The
-   model's score adds the popularity prior (``fashionrec.popularity``); "recent_popularity" ranks by
+   model's score adds the popularity prior (``fashionrec.model.popularity``); "recent_popularity" ranks by
    that prior alone.
 2. **ablations**: the model again with each other history pooling, without the logQ correction, and
    without the popularity prior (the same trained model, exported again).
@@ -50,23 +50,23 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EvaluateConfig, ExportConfig, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import bootstrap, protocols
 from fashionrec.evaluation.evaluate import Evaluation, evaluate, sample_customers
 from fashionrec.evaluation.systems import BASELINES, baseline_systems, embedding_system
 from fashionrec.evaluation.tuning import TunedBaselines, ranking_metrics, tune_baselines
-from fashionrec.popularity import prior_from_events
+from fashionrec.model.popularity import prior_from_events
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.embeddings_file import read_embeddings, read_popularity_prior
-from fashionrec.export import export_embeddings
-from fashionrec.features import EvalExamples, load_eval_examples
-from fashionrec.ingest import ingest
+from fashionrec.stages.export import export_embeddings
+from fashionrec.model.features import EvalExamples, load_eval_examples
+from fashionrec.stages.ingest import ingest
 from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
 from fashionrec.contract import ops
-from fashionrec.train import TrainSummary, load_item_tower, train
-from fashionrec.transform import load_product_vocabulary, transform
+from fashionrec.stages.train import TrainSummary, load_item_tower, train
+from fashionrec.stages.transform import load_product_vocabulary, transform
 
 SECTIONS = ("time", "ablations", "ncf", "cold")
 PAIRED_METRICS = ("recall@20", "ndcg@10", "mrr")

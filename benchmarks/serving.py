@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
-from fashionrec.client import FashionrecClient, History
+from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.app.client import FashionrecClient, History
 from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, TrainConfig, TransformConfig
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.serving.server import TritonServer

@@ -24,7 +24,7 @@ from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import protocols
 from fashionrec.evaluation.systems import embedding_system
 from fashionrec.evaluation.tuning import ranking_metrics
-from fashionrec.ingest import ingest
+from fashionrec.stages.ingest import ingest
 from quality import (  # the sibling benchmark script
     TUNING_COLUMNS as COLUMNS,
     Trained,

@@ -27,7 +27,7 @@ def prepare_dataset(shop_config: str, dataset: str, data_dir: str, raw_data: Out
 def ingest_data(ingest_config: str, raw_data: Input[Dataset], ingested: Output[Dataset]):
     """Validate, quarantine bad rows and split by time."""
     from fashionrec.config import IngestConfig
-    from fashionrec.ingest import ingest
+    from fashionrec.stages.ingest import ingest
 
     summary = ingest(
         raw_data.metadata["catalogue_uri"],
@@ -45,7 +45,7 @@ def transform_data(transform_config: str, ingested: Input[Dataset], transformed:
     from dataclasses import asdict
 
     from fashionrec.config import TransformConfig
-    from fashionrec.transform import transform
+    from fashionrec.stages.transform import transform
 
     summary = transform(ingested.path, transformed.path, TransformConfig.from_json(transform_config))
     transformed.metadata.update(asdict(summary))
@@ -57,7 +57,7 @@ def train_model(train_config: str, transform_config: str, transformed: Input[Dat
     from dataclasses import asdict
 
     from fashionrec.config import TrainConfig, TransformConfig
-    from fashionrec.train import train
+    from fashionrec.stages.train import train
 
     summary = train(transformed.path, model.path, TrainConfig.from_json(train_config),
                     TransformConfig.from_json(transform_config))
@@ -74,7 +74,7 @@ def export_embeddings(
     from dataclasses import asdict
 
     from fashionrec.config import ExportConfig, IngestConfig
-    from fashionrec.export import export_embeddings as export
+    from fashionrec.stages.export import export_embeddings as export
 
     event_weights = IngestConfig.from_json(ingest_config).event_weights
     embeddings.metadata.update(asdict(export(ingested.path, transformed.path, model.path, embeddings.path,

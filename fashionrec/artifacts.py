@@ -27,8 +27,9 @@ PRODUCT_VOCAB = "product_id"  # the product-id vocabulary's name inside transfor
 CHECKPOINT_PREFIX = "item_tower"
 TRAIN_CONFIG_FILE = "train_config.json"
 
-# export → the embeddings folder (beside it: aggregation.json, fashionrec.aggregation, and the content tower)
+# export → the embeddings folder (beside it: aggregation.json, fashionrec.model.aggregation, and the content tower)
 EMBEDDINGS_FILE = "embeddings.parquet"
+PRIOR_COLUMN = "popularity_prior"  # its column of each product's popularity prior (fashionrec.model.popularity)
 
 # evaluate → the evaluation folder
 BLESSING_FILE = "blessing.json"

@@ -26,7 +26,7 @@ from fashionrec.contract.scoring import TABLE_DTYPES
 
 EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purchase")
 # Customer-vector poolings the model trains: the served ones, and "attention", which learns a query on top of
-# the recency weights and is served as recency (fashionrec.aggregation).
+# the recency weights and is served as recency (fashionrec.model.aggregation).
 POOLINGS: tuple[str, ...] = (*SERVED_POOLINGS, "attention")
 NONE_TEXTS = ("none", "null")  # a --set text that means "unset" for a field that may be None
 
@@ -296,7 +296,7 @@ class TrainConfig(Section):
 
 @dataclass(frozen=True)
 class ExportConfig(Section):
-    """What the export stage publishes beside the embeddings (``fashionrec.popularity``)."""
+    """What the export stage publishes beside the embeddings (``fashionrec.model.popularity``)."""
 
     # score = p_u . q_i + weight * log1p(recent_i / mean recent); 0 turns the prior off.
     # It depends on the data: how much of the next period is what is in demand now. On the embedded shop
@@ -483,7 +483,7 @@ def _unknown(name: str, cls: type, section: str) -> str:
 
 
 # Where a bundled dataset's own validation period chose other settings than the defaults (which were chosen on
-# MovieLens-1M's), they are here; the CLI applies them under the user's --set overrides (fashionrec.cli.build_config).
+# MovieLens-1M's), they are here; the CLI applies them under the user's --set overrides (fashionrec.app.cli.build_config).
 DATASET_SETTINGS: dict[str, dict[str, Any]] = {
     # The embedded shop's tastes do not drift, so a long memory: on its validation period (benchmarks/tune.py
     # --dataset synthetic) no decay by newer events and a 60-day half-life reach recall@20 / NDCG@10 / MRR

@@ -1,6 +1,6 @@
 """The export stage's ``embeddings.parquet``: one row per product (``product_id``, ``embedding``,
 ``is_new``, ``popularity_prior``), written by the export stage and by catalogue updates, read by
-evaluation and publishing. Apart from TensorFlow (``fashionrec.export``), so serving code can use it.
+evaluation and publishing. Apart from TensorFlow (``fashionrec.stages.export``), so serving code can use it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fashionrec import storage
-from fashionrec.popularity import PRIOR_COLUMN
+from fashionrec.artifacts import PRIOR_COLUMN
 
 
 

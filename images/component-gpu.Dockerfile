@@ -48,7 +48,7 @@ COPY pipelines ./pipelines
 COPY triton_models ./triton_models
 RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
     && rm -rf build fashionrec.egg-info fashionrec components pipelines triton_models \
-    && python -c "import fashionrec.cli, components.stages, pipelines.training, triton_models"
+    && python -c "import fashionrec.app.cli, components.stages, pipelines.training, triton_models"
 
 USER 1000:1000
 ENV HOME=/home/fashionrec

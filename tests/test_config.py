@@ -104,7 +104,7 @@ def test_assignments_need_a_key_and_an_equals_sign():
 CHECK_TYPO = """
 import sys
 from click.testing import CliRunner
-from fashionrec.cli import main
+from fashionrec.app.cli import main
 result = CliRunner().invoke(main, ["pipeline", "run", "--local", "--set", "train.poolng=mean"])
 heavy = sorted(m for m in ("tensorflow", "apache_beam", "tensorflow_transform", "kfp") if m in sys.modules)
 print(result.exit_code, heavy)

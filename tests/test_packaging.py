@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fashionrec.client import FashionrecClient
+from fashionrec.app.client import FashionrecClient
 from fashionrec.config import ServingConfig
 from fashionrec.serving.server import TritonServer
 

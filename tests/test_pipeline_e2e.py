@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 
 from fashionrec.config import PipelineConfig, dataset_config
-from fashionrec.customers import load_events, recent_history
+from fashionrec.app.customers import load_events, recent_history
 from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.embeddings_file import read_embeddings, read_popularity_prior, write_embeddings
 from fashionrec.repository.manifest import MANIFEST_FILE
 from fashionrec.repository.publish import NotBlessedError, publish_model_repository
-from fashionrec.runner import run_local
-from fashionrec.client import RecommendClient
+from fashionrec.app.runner import run_local
+from fashionrec.app.client import RecommendClient
 from fashionrec.serving.server import TritonServer
 
 pytestmark = pytest.mark.e2e

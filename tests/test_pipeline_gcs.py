@@ -13,15 +13,15 @@ from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.artifacts import BLESSING_FILE
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.embeddings_file import read_embeddings, read_popularity_prior
-from fashionrec.export import export_embeddings
-from fashionrec.ingest import ingest
+from fashionrec.stages.export import export_embeddings
+from fashionrec.stages.ingest import ingest
 from fashionrec.repository.manifest import MANIFEST_FILE
 from fashionrec.repository.publish import publish_model_repository
-from fashionrec.runner import run_local
-from fashionrec.client import RecommendClient
+from fashionrec.app.runner import run_local
+from fashionrec.app.client import RecommendClient
 from fashionrec.serving.server import TritonServer
-from fashionrec.train import train
-from fashionrec.transform import transform
+from fashionrec.stages.train import train
+from fashionrec.stages.transform import transform
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ Part of :mod:`fashionrec.contract` (copied into every ``embed_products`` version
 import path), so it imports nothing but numpy and the standard library, and works under numpy 1.26
 (Triton's stub) as under numpy 2.
 
-The contract with ``fashionrec.transform.make_preprocessing_fn`` (a test holds the two equal, for
+The contract with ``fashionrec.stages.transform.make_preprocessing_fn`` (a test holds the two equal, for
 catalogue products and for an unseen one with unknown tokens and category):
 
 * text: ``title + " " + description``; ASCII letters lower-cased and nothing else (like
@@ -47,7 +47,7 @@ CATEGORICAL = ("category", "colour", "brand")  # looked up in vocabularies, in I
 WEIGHT_NAMES = ("tokens", "category", "colour", "brand", "price_bucket",
                 "hidden_kernel", "hidden_bias", "output_kernel", "output_bias")
 GELU_VARIANTS = ("erf", "tanh")  # Keras gelu(approximate=False) / gelu(approximate=True)
-# ingest's defaults for missing optional fields (fashionrec.ingest.CATALOGUE_OPTIONAL; a test checks)
+# ingest's defaults for missing optional fields (fashionrec.stages.ingest.CATALOGUE_OPTIONAL; a test checks)
 DEFAULT_DESCRIPTION, DEFAULT_COLOUR, DEFAULT_BRAND = "", "unknown", "unknown"
 L2_EPSILON = 1e-12  # tf.math.l2_normalize's floor on the squared norm
 

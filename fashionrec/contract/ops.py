@@ -66,7 +66,7 @@ def history_weights(
     ages, given as NaN or as ``ages_days=None``, count as 0). Recency also halves an event's weight for
     every ``half_life_events`` newer events when that is positive: the history is oldest first, so the
     last event keeps its weight and the one before it is multiplied by ``2 ** (-1 / half_life_events)``.
-    :mod:`fashionrec.model` computes the same in TensorFlow; a test holds the two equal.
+    :mod:`fashionrec.model.two_tower` computes the same in TensorFlow; a test holds the two equal.
     """
     event_weights = np.asarray(event_weights, dtype=np.float64).reshape(-1)
     pooled = _pooling_weights(event_weights, ages_days, pooling, half_life_days, half_life_events)
@@ -139,7 +139,7 @@ def rank_candidates(
     """Exact top-k products for each customer by dot product: (rows [B, k'], scores [B, k']).
 
     Scores are sigmoid(p_u . q_i + prior_i); ``prior`` ([N], default 0) is the published popularity
-    prior (``fashionrec.popularity``), i.e. the dot product of ``[p_u, 1]`` and ``[q_i, prior_i]``.
+    prior (``fashionrec.model.popularity``), i.e. the dot product of ``[p_u, 1]`` and ``[q_i, prior_i]``.
     Each row is ordered by that logit descending (so by score descending), ties broken by the lower
     catalogue row, so results are deterministic. ``exclude_rows`` ([B, H] ints, negatives are padding)
     removes products, e.g. the history. k' = min(k, products left after the largest exclusion), so

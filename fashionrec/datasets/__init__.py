@@ -1,4 +1,4 @@
-"""Named datasets → canonical input files (see ``fashionrec.ingest`` for the schema).
+"""Named datasets → canonical input files (see ``fashionrec.stages.ingest`` for the schema).
 
 Adapters only reshape; validation and quarantine stay in ``ingest``, so every dataset gets the same
 checks. Each adapter module is imported only when its dataset is asked for.

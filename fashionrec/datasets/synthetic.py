@@ -11,7 +11,7 @@ is actually there:
 * events are drawn by softmax over affinity + popularity + novelty among products already launched,
   so cold-start products are learnable from content alone and popularity is a real (weaker) signal.
 
-Output follows the canonical input schema that ``fashionrec.ingest`` validates.
+Output follows the canonical input schema that ``fashionrec.stages.ingest`` validates.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import numpy as np
 from fashionrec import artifacts
 from fashionrec import progress
 from fashionrec import storage
-from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EvaluateConfig, ServingConfig
 from fashionrec.evaluation import gate, metrics
 from fashionrec.evaluation.bootstrap import paired_difference
@@ -26,7 +26,7 @@ from fashionrec.evaluation.systems import (
 )
 from fashionrec.embeddings_file import read_exported
 from fashionrec.artifacts import EMBEDDINGS_FILE
-from fashionrec.features import EvalExamples, load_eval_examples
+from fashionrec.model.features import EvalExamples, load_eval_examples
 from fashionrec.artifacts import EVAL_EXAMPLES_DIR
 from fashionrec.repository.served import ServedCatalogue, currently_published
 

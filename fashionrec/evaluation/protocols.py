@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from fashionrec import artifacts
-from fashionrec import ingest as ingest_files
+from fashionrec.stages import ingest as ingest_files
 from fashionrec import storage
 from fashionrec.config import ExportConfig, IngestConfig
-from fashionrec.popularity import SECONDS_PER_DAY, popularity_prior
+from fashionrec.model.popularity import SECONDS_PER_DAY, popularity_prior
 from fashionrec.contract import ops
 
 
@@ -103,7 +103,7 @@ def daily_priors(events: pd.DataFrame, product_ids: np.ndarray, config: ExportCo
                  times: pd.Series) -> np.ndarray:
     """[len(times), products] float32: at each time, the popularity prior a daily refresh would serve.
 
-    That is ``fashionrec.popularity.prior_from_events`` over the events before the start (UTC) of the
+    That is ``fashionrec.model.popularity.prior_from_events`` over the events before the start (UTC) of the
     time's day, aged at that day start, as ``fashionrec catalogue refresh-prior`` run at midnight
     publishes it. One pass over the days carries the decayed sums forward, so this costs one
     ``[products]`` vector per day instead of a pass over all events per time.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fashionrec.config import EvaluateConfig
-from fashionrec.features import EvalExamples
+from fashionrec.model.features import EvalExamples
 
 POPULARITY_BUCKETS = {"head": (0.9, 1.01), "torso": (0.5, 0.9), "tail": (0.0, 0.5)}  # popularity percentile
 

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 
 from fashionrec.config import EvaluateConfig
-from fashionrec.popularity import recent_popularity
+from fashionrec.model.popularity import recent_popularity
 from fashionrec.repository.served import ServedCatalogue
 from fashionrec.contract import ops
 from fashionrec.contract.scoring import ScoringTable

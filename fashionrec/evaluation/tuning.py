@@ -20,7 +20,7 @@ import pandas as pd
 from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation import metrics
 from fashionrec.evaluation.systems import System, available_baselines, baseline_system
-from fashionrec.features import EvalExamples
+from fashionrec.model.features import EvalExamples
 
 SCORED_K = (10, 20)
 

@@ -35,11 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashionrec import ingest, storage
+from fashionrec.stages import ingest
+from fashionrec import storage
 from fashionrec.config import ExportConfig, IngestConfig, ServingConfig
 from fashionrec.embeddings_file import write_embeddings
 from fashionrec.artifacts import EMBEDDINGS_FILE
-from fashionrec.popularity import prior_from_events
+from fashionrec.model.popularity import prior_from_events
 from fashionrec.contract import content, ops
 from fashionrec.repository.manifest import read_manifest, serving_version
 

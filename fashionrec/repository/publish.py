@@ -47,7 +47,7 @@ import fashionrec
 import triton_models
 from fashionrec import storage
 from fashionrec.config import ServingConfig
-from fashionrec.aggregation import Aggregation
+from fashionrec.model.aggregation import Aggregation
 from fashionrec.embeddings_file import ExportedEmbeddings, read_exported
 from fashionrec.contract import content, ops
 from fashionrec.repository import versions

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fashionrec import storage
-from fashionrec.aggregation import Aggregation
+from fashionrec.model.aggregation import Aggregation
 from fashionrec.config import ServingConfig
 from fashionrec.contract import ops
 from fashionrec.repository.manifest import read_manifest, serving_version

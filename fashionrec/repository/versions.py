@@ -116,7 +116,7 @@ def load_models(url: str, serving: ServingConfig, protocol: str = "grpc") -> Non
     """Make a server started with ``--model-control-mode=explicit`` (re)load the repository's configs:
     python models first, then the ensembles. Triton swaps each model in when its new version is
     ready and lets in-flight requests finish on the old one."""
-    from fashionrec.client import connect_raw
+    from fashionrec.serving.connection import connect_raw
 
     with connect_raw(url, protocol, serving.client_timeout_s) as client:
         present = _repository_models(client, protocol)

@@ -8,6 +8,6 @@ nothing here imports TensorFlow):
 - :mod:`fashionrec.serving.environment`: the pinned venv Triton's python backend runs in.
 - :mod:`fashionrec.serving.server`: ``TritonServer``, a real tritonserver process as a context manager.
 - :mod:`fashionrec.repository.versions`: pinned versions, hot loading into a running server, rollback.
-- :mod:`fashionrec.serving.cli`: the ``serve``, ``model rollback``, ``catalogue add|refresh-prior`` and
+- :mod:`fashionrec.app.serving_commands`: the ``serve``, ``model rollback``, ``catalogue add|refresh-prior`` and
   ``embed-products`` commands and the result tables.
 """

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fashionrec import ingest
+from fashionrec.stages import ingest
 from fashionrec.contract import content
 
 FEATURES = {"format": 1, "max_tokens": 4, "oov_buckets": 1, "temperature": 0.25, "normalize": False, "gelu": "erf",

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from fashionrec import artifacts
-from fashionrec import ingest
+from fashionrec.stages import ingest
 from fashionrec.config import EventWeights, IngestConfig
 from fashionrec.datasets import prepare_dataset
 from fashionrec.datasets.hm import article_ids
@@ -104,7 +104,7 @@ def test_kaggle_layout_runs_through_the_whole_pipeline(tmp_path):
     from fashionrec.config import PipelineConfig
     from fashionrec.artifacts import EMBEDDINGS_FILE
     from fashionrec.embeddings_file import read_embeddings
-    from fashionrec.runner import run_local
+    from fashionrec.app.runner import run_local
 
     data = tmp_path / "hm"
     data.mkdir()

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from fashionrec import ingest
+from fashionrec.stages import ingest
 from fashionrec.config import IngestConfig
 from fashionrec.datasets import prepare_dataset
 from fashionrec.datasets.movielens import RATING_TO_EVENT

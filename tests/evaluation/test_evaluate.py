@@ -7,7 +7,7 @@ from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation import metrics
 from fashionrec.evaluation.evaluate import sample_customers
 from fashionrec.evaluation.systems import popularity_system
-from fashionrec.features import EvalExamples
+from fashionrec.model.features import EvalExamples
 
 # Customer A interacted with products 0-5 in training (oldest first); the model's window is the last 2 (4, 5).
 # In the test period A came back to product 1 (outside the window) and to product 6. Customer B came back

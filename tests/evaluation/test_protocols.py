@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 
 from fashionrec import artifacts
-from fashionrec import ingest
+from fashionrec.stages import ingest
 from fashionrec.config import ExportConfig
 from fashionrec.evaluation import protocols
-from fashionrec.popularity import prior_from_events
+from fashionrec.model.popularity import prior_from_events
 
 EVENTS = pd.DataFrame({
     "customer_id": ["a", "a", "b", "a", "c", "b"],

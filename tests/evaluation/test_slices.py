@@ -2,7 +2,7 @@ import numpy as np
 
 from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation.slices import holdout_slices
-from fashionrec.features import EvalExamples
+from fashionrec.model.features import EvalExamples
 
 EXAMPLES = EvalExamples(
     customer_ids=np.array(["a", "b", "c"]),

@@ -126,7 +126,7 @@ def test_ials_confidence_ignores_event_weights_when_told_to():
 
 def test_baseline_tuning_keeps_each_baselines_best_setting_on_the_validation_customers():
     from fashionrec.evaluation.tuning import BaselineGrid, tune_baselines
-    from fashionrec.features import EvalExamples
+    from fashionrec.model.features import EvalExamples
 
     day = pd.Timedelta(days=1)
     end = pd.Timestamp("2026-01-30", tz="UTC")

@@ -17,7 +17,7 @@ import pytest
 
 from fashionrec.config import ServingConfig
 from fashionrec.repository.publish import PublishedModel, publish_model_repository
-from fashionrec.client import FashionrecClient, RecommendClient
+from fashionrec.app.client import FashionrecClient, RecommendClient
 from fashionrec.serving.server import TritonServer
 
 NUM_PRODUCTS = 300

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import tritonclient.http as httpclient
 
-from fashionrec.client import FashionrecClient, History, RecommendError
+from fashionrec.app.client import FashionrecClient, History, RecommendError
 from fashionrec.config import ServingConfig
 from fashionrec.repository.manifest import MANIFEST_FILE
 from fashionrec.repository.publish import publish_model_repository
@@ -232,7 +232,7 @@ def test_added_products_are_served_without_downtime_then_rolled_back(
     with pytest.raises(ValueError, match="2 products are already in the served catalogue: P0003, N001"):
         add_products(str(repository), pd.concat([old_frame.iloc[[3]], added.iloc[[1]]]), serving_config)
 
-    command = [sys.executable, "-m", "fashionrec.cli", "model", "rollback", "--model-repository", str(repository),
+    command = [sys.executable, "-m", "fashionrec.app.cli", "model", "rollback", "--model-repository", str(repository),
                "--url", server.grpc_url]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
@@ -248,7 +248,7 @@ def test_catalogue_add_command_reports_the_new_version(served: tuple[Path, Trito
     products(["Z1", "Z2"], seed=12).to_parquet(added_file)
     bad_file = tmp_path / "bad.csv"
     products(["Z3"], seed=13).assign(price=-5).to_csv(bad_file, index=False)
-    base = [sys.executable, "-m", "fashionrec.cli", "catalogue", "add", "--model-repository", str(repository)]
+    base = [sys.executable, "-m", "fashionrec.app.cli", "catalogue", "add", "--model-repository", str(repository)]
     bad = subprocess.run([*base, "--products", str(bad_file)], capture_output=True, text=True, check=False)
     assert bad.returncode != 0 and "bad_price" in bad.stderr
     good = subprocess.run([*base, "--products", str(added_file), "--url", server.grpc_url, "--protocol", "grpc"],

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionrec.client import FashionrecClient, RecommendError
+from fashionrec.app.client import FashionrecClient, RecommendError
 from fashionrec.config import ExportConfig, ServingConfig
 from fashionrec.repository.manifest import MANIFEST_FILE
 from fashionrec.repository.publish import publish_model_repository
@@ -90,7 +90,7 @@ def test_a_refreshed_prior_is_served_without_downtime_then_rolled_back(
     entry = json.loads((repository / MANIFEST_FILE).read_text())["versions"][-1]
     assert entry["catalogue_update"]["popularity_prior"]["events_used"] == 9
 
-    command = [sys.executable, "-m", "fashionrec.cli", "model", "rollback", "--model-repository", str(repository),
+    command = [sys.executable, "-m", "fashionrec.app.cli", "model", "rollback", "--model-repository", str(repository),
                "--url", server.grpc_url]
     assert subprocess.run(command, capture_output=True, text=True, check=False).returncode == 0
     with FashionrecClient(server.grpc_url, "grpc", serving_config) as client:
@@ -111,7 +111,7 @@ def test_the_cli_refreshes_the_prior_as_of_a_given_time(served: tuple[Path, Trit
     repository, server = served
     events_file = tmp_path / "recent.parquet"
     recent_events().to_parquet(events_file)
-    command = [sys.executable, "-m", "fashionrec.cli", "catalogue", "refresh-prior", "--model-repository",
+    command = [sys.executable, "-m", "fashionrec.app.cli", "catalogue", "refresh-prior", "--model-repository",
                str(repository), "--events", str(events_file), "--as-of", "2026-12-03T12:00:00", "--url", server.grpc_url]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr

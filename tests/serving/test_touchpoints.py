@@ -12,8 +12,8 @@ import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 from tritonclient.utils import InferenceServerException
 
-from fashionrec.cli import main
-from fashionrec.client import FashionrecClient, History, Recommendation, RecommendError
+from fashionrec.app.cli import main
+from fashionrec.app.client import FashionrecClient, History, Recommendation, RecommendError
 from fashionrec.config import ServingConfig
 from fashionrec.serving.server import TritonServer
 

@@ -20,8 +20,8 @@ import pytest
 
 from fashionrec.config import ServingConfig
 from fashionrec.repository.publish import PublishedModel
-from fashionrec.serving.cli import print_recommendations
-from fashionrec.client import RecommendClient, RecommendError
+from fashionrec.app.serving_commands import print_recommendations
+from fashionrec.app.client import RecommendClient, RecommendError
 from fashionrec.serving.environment import (
     ensure_serving_environment,
     pinned_version,
@@ -181,7 +181,7 @@ def test_a_server_that_never_gets_ready_times_out_with_the_reason(tmp_path: Path
 
 def test_serve_command_prints_the_urls_and_stops_on_ctrl_c(published: PublishedModel, catalogue: Catalogue,
                                                            serving_config: ServingConfig) -> None:
-    command = [sys.executable, "-m", "fashionrec.serving.cli", "--model-repository", published.path,
+    command = [sys.executable, "-m", "fashionrec.app.serving_commands", "--model-repository", published.path,
                "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
     # Started with SIGINT ignored, as a background job is: Ctrl-C must still stop it.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from fashionrec.client import FashionrecClient, History, RecommendError
+from fashionrec.app.client import FashionrecClient, History, RecommendError
 from fashionrec.config import ServingConfig
 from fashionrec.repository.manifest import MANIFEST_FILE
 from fashionrec.repository.publish import publish_model_repository
@@ -115,7 +115,7 @@ def test_publishing_v2_switches_a_running_server_with_zero_failures_then_rollbac
         assert {client.served_version(name) for name in versions.ensembles(serving_config)} == {2}
 
     rolling_back = Stream(server.grpc_url, serving_config)
-    command = [sys.executable, "-m", "fashionrec.cli", "model", "rollback", "--model-repository", str(repository),
+    command = [sys.executable, "-m", "fashionrec.app.cli", "model", "rollback", "--model-repository", str(repository),
                "--url", server.grpc_url]
     result: list[subprocess.CompletedProcess[str]] = []
     tail = rolling_back.around(lambda: result.append(subprocess.run(command, capture_output=True, text=True)))

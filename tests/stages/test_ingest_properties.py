@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fashionrec import artifacts
-from fashionrec import ingest
+from fashionrec.stages import ingest
 from fashionrec.config import EVENT_TYPES, IngestConfig
 
 PRODUCTS = [f"P{i}" for i in range(8)]

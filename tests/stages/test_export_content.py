@@ -20,15 +20,15 @@ import tensorflow as tf
 
 from fashionrec import artifacts
 from fashionrec import storage
-from fashionrec import transform as transform_files
+from fashionrec.stages import transform as transform_files
 from fashionrec.config import TrainConfig, TransformConfig
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.embeddings_file import read_embeddings
-from fashionrec.export import export_embeddings
-from fashionrec.features import CatalogueFeatures, load_catalogue_features
-from fashionrec.model import ItemTower
+from fashionrec.stages.export import export_embeddings
+from fashionrec.model.features import CatalogueFeatures, load_catalogue_features
+from fashionrec.model.two_tower import ItemTower
 from fashionrec.contract import content
-from fashionrec.train import load_item_tower
+from fashionrec.stages.train import load_item_tower
 from fashionrec.artifacts import CHECKPOINT_PREFIX, TRAIN_CONFIG_FILE
 
 TRANSFORM = TransformConfig(max_title_tokens=6, token_vocab_size=12, price_buckets=5)

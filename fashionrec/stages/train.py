@@ -12,8 +12,8 @@ import tf_keras
 from fashionrec import artifacts
 from fashionrec import storage
 from fashionrec.config import TrainConfig, TransformConfig
-from fashionrec.features import CatalogueFeatures, load_catalogue_features, train_dataset
-from fashionrec.model import ItemTower, TwoTowerModel
+from fashionrec.model.features import CatalogueFeatures, load_catalogue_features, train_dataset
+from fashionrec.model.two_tower import ItemTower, TwoTowerModel
 
 
 

@@ -26,10 +26,10 @@ from click.testing import CliRunner
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from fashionrec import submit as submit_module
-from fashionrec.cli import main
+from fashionrec.app import submit as submit_module
+from fashionrec.app.cli import main
 from fashionrec.config import PipelineConfig, TrainConfig
-from fashionrec.submit import (
+from fashionrec.app.submit import (
     KfpTarget,
     PipelineArguments,
     ScheduleConfig,

@@ -18,7 +18,6 @@ import pandas as pd
 from fashionrec.config import ExportConfig
 
 SECONDS_PER_DAY = 86_400.0
-PRIOR_COLUMN = "popularity_prior"  # its column in the export's embeddings.parquet
 
 
 def recent_popularity(events: pd.DataFrame, product_ids: np.ndarray, half_life_days: float,

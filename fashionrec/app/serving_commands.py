@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import click
 
 from fashionrec.config import PipelineConfig, ServingConfig
-from fashionrec.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
+from fashionrec.app.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
 from fashionrec.contract.content import ProductContent
 from fashionrec.repository import versions
 from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError

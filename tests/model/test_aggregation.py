@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fashionrec.aggregation import Aggregation
+from fashionrec.model.aggregation import Aggregation
 from fashionrec.config import EventWeights, TrainConfig
 
 

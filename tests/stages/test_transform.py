@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from fashionrec.transform import holdout_examples, next_item_examples
+from fashionrec.stages.transform import holdout_examples, next_item_examples
 
 TRAIN = pd.DataFrame(
     {  # sorted by customer, then time
@@ -38,7 +38,7 @@ def test_holdout_examples_pair_the_whole_train_history_with_distinct_later_produ
 
 def test_tft_scratch_space_follows_the_runner_temp_location():
     from fashionrec.config import TransformConfig
-    from fashionrec.transform import _tft_temp_dir
+    from fashionrec.stages.transform import _tft_temp_dir
 
     remote = TransformConfig(beam_runner="DataflowRunner", beam_options=("--temp_location=gs://bucket/tmp",))
     with _tft_temp_dir(remote) as temp_dir:

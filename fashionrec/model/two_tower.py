@@ -14,7 +14,7 @@
   (an experiment: it has no serving twin yet).
 * Score: ``sigma(p_u . q_i)``. Dividing by ``sqrt(temperature)`` on both sides bakes the softmax
   temperature into the embeddings, so the exported dot product is the trained logit. (Served scores
-  also add the export stage's popularity prior, :mod:`fashionrec.popularity`.)
+  also add the export stage's popularity prior, :mod:`fashionrec.model.popularity`.)
 * Loss: in-batch softmax with logQ popularity correction (tensorflow-recommenders' Retrieval task),
   optionally with ``extra_negatives`` uniformly sampled products appended to the in-batch candidates
   (mixed negative sampling; their sampling probability enters the logQ correction too). Each step
@@ -29,7 +29,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras
 
 from fashionrec.config import POOLINGS, TrainConfig
-from fashionrec.features import PAD, CatalogueFeatures
+from fashionrec.model.features import PAD, CatalogueFeatures
 
 
 class ItemTower(tf_keras.Model):

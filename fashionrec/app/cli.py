@@ -9,10 +9,10 @@ import click
 
 from fashionrec.config import COMPONENT_IMAGE, ConfigError, PipelineConfig, dataset_config, parse_assignments
 from fashionrec.datasets import DATASET_NAMES
-from fashionrec.serving.cli import catalogue_group, embed_products_command, rollback_command, serve_command
+from fashionrec.app.serving_commands import catalogue_group, embed_products_command, rollback_command, serve_command
 
 if TYPE_CHECKING:  # the submission code (kfp.Client, Vertex SDK) loads only when a command needs it
-    from fashionrec.submit import PipelineArguments, SubmitConfig, Submission, Target
+    from fashionrec.app.submit import PipelineArguments, SubmitConfig, Submission, Target
 
 DEFAULT_WORKSPACE = "fashionrec-run"
 SIZES = {  # named data sizes for quick runs; "default" is the embedded shop as configured
@@ -49,7 +49,7 @@ _image_option = click.option("--image", default=COMPONENT_IMAGE, show_default=Tr
 @_image_option
 def compile_command(output: str, image: str) -> None:
     """Compile the pipeline to KFP v2 YAML (for Kubeflow Pipelines or Vertex AI Pipelines)."""
-    from fashionrec.runner import compile_pipeline, validate_image_reference
+    from fashionrec.app.runner import compile_pipeline, validate_image_reference
 
     try:
         validate_image_reference(image)
@@ -93,8 +93,8 @@ _workspace_option = click.option("--workspace", default=DEFAULT_WORKSPACE, show_
 def run_command(local_run: bool, workspace: str, size: str, overrides: tuple[str, ...], dataset: str,
                 data_dir: str | None, split_time: str | None, verbose: bool) -> None:
     """Run the whole pipeline locally, with the same definition that is compiled for the cluster."""
-    from fashionrec.demo import print_run_summary
-    from fashionrec.runner import run_local
+    from fashionrec.app.demo import print_run_summary
+    from fashionrec.app.runner import run_local
 
     config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
     print_run_summary(run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir))
@@ -142,7 +142,7 @@ def _remote_inputs(kfp_host: str | None, experiment: str | None, namespace: str 
                    ) -> tuple[Target, PipelineArguments, SubmitConfig]:
     """Command-line options → (target, pipeline arguments, submit config), checked: a usage error, not a
     traceback, for anything wrong before a request is sent."""
-    from fashionrec.submit import PipelineArguments, SubmitConfig, parse_labels, resolve_target, validate_submission
+    from fashionrec.app.submit import PipelineArguments, SubmitConfig, parse_labels, resolve_target, validate_submission
 
     config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
     try:
@@ -168,7 +168,7 @@ def _echo_submission(submission: Submission) -> None:
 @click.option("--no-cache", is_flag=True, help="Run every task again instead of reusing cached results.")
 def submit_command(no_cache: bool, **options) -> None:
     """Start one run of the pipeline on Kubeflow Pipelines (--kfp-host) or Vertex AI (--vertex)."""
-    from fashionrec.submit import submit
+    from fashionrec.app.submit import submit
 
     target, arguments, config = _remote_inputs(**options, enable_caching=False if no_cache else None)
     _echo_submission(submit(target, arguments, config))
@@ -186,7 +186,7 @@ def submit_command(no_cache: bool, **options) -> None:
 def schedule_command(cron: str | None, time_zone: str | None, max_concurrent_runs: int, schedule_name: str | None,
                      cache: bool, **options) -> None:
     """Retrain on a schedule: a KFP recurring run or a Vertex AI pipeline job schedule."""
-    from fashionrec.submit import WEEKLY_CRON, ScheduleConfig, schedule, validate_schedule
+    from fashionrec.app.submit import WEEKLY_CRON, ScheduleConfig, schedule, validate_schedule
 
     target, arguments, config = _remote_inputs(**options, enable_caching=cache)
     when = ScheduleConfig(cron=cron or WEEKLY_CRON, time_zone=time_zone, max_concurrent_runs=max_concurrent_runs,
@@ -220,9 +220,9 @@ def _client(function):
 
 def _history(customer: str | None, history_ids: tuple[str, ...], workspace: str, required: bool = True):
     """The request history: --customer's events from the last run, or the --history ids."""
-    from fashionrec.client import History
+    from fashionrec.app.client import History
     from fashionrec.config import ServingConfig
-    from fashionrec.demo import customer_history
+    from fashionrec.app.demo import customer_history
 
     if customer and history_ids:
         raise click.UsageError("give --customer or --history, not both")
@@ -244,7 +244,7 @@ def recommend_command(customer: str | None, history_ids: tuple[str, ...], worksp
                       protocol: str, k: int | None, candidate_set: str | None, candidates: tuple[str, ...],
                       exclude_purchased: bool, exclude_seen: bool) -> None:
     """Top-k products for a customer (or a history), from a running Triton server."""
-    from fashionrec.serving.cli import ask_and_print
+    from fashionrec.app.serving_commands import ask_and_print
 
     history = _history(customer, history_ids, workspace)
     ask_and_print(lambda client: client.recommend(history, k, candidates=list(candidates) or None,
@@ -259,7 +259,7 @@ def recommend_command(customer: str | None, history_ids: tuple[str, ...], worksp
 def rerank_command(customer: str | None, history_ids: tuple[str, ...], workspace: str, url: str | None,
                    protocol: str, products: tuple[str, ...]) -> None:
     """Order products (a category page, search results) by relevance to a customer."""
-    from fashionrec.serving.cli import ask_and_print
+    from fashionrec.app.serving_commands import ask_and_print
 
     history = _history(customer, history_ids, workspace)
     ask_and_print(lambda client: client.rerank(history, list(products)), url, protocol)
@@ -274,7 +274,7 @@ def rerank_command(customer: str | None, history_ids: tuple[str, ...], workspace
 def similar_command(customer: str | None, history_ids: tuple[str, ...], workspace: str, url: str | None,
                     protocol: str, hero: str, k: int | None, alpha: float | None, exclude_seen: bool) -> None:
     """Products like --hero, personalised by the customer's history when one is given."""
-    from fashionrec.serving.cli import ask_and_print
+    from fashionrec.app.serving_commands import ask_and_print
 
     history = _history(customer, history_ids, workspace, required=False)
     ask_and_print(lambda client: client.similar(hero, history, k, alpha=alpha, exclude_seen=exclude_seen),
@@ -295,7 +295,7 @@ def model_group() -> None:
 def demo_command(workspace: str, size: str, overrides: tuple[str, ...], dataset: str, data_dir: str | None,
                  split_time: str | None, verbose: bool, customers: int) -> None:
     """The whole system: pipeline locally → Triton serves the published model → sample recommendations."""
-    from fashionrec.demo import run_demo
+    from fashionrec.app.demo import run_demo
 
     config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
     run_demo(workspace, config, customers, dataset=dataset, data_dir=data_dir, verbose=verbose)

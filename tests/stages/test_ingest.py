@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from fashionrec import artifacts
-from fashionrec import ingest
+from fashionrec.stages import ingest
 from fashionrec.config import IngestConfig
 
 LENIENT = IngestConfig(split_time="2026-01-02", max_bad_fraction=1.0)  # the fixtures are mostly bad rows

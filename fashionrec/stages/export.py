@@ -12,14 +12,14 @@ import numpy as np
 
 from fashionrec import artifacts
 from fashionrec import storage
-from fashionrec.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EventWeights, ExportConfig
-from fashionrec.features import load_price_scaling
-from fashionrec.model import ItemTower
+from fashionrec.model.features import load_price_scaling
+from fashionrec.model.two_tower import ItemTower
 from fashionrec.embeddings_file import write_embeddings
-from fashionrec.popularity import prior_from_events
+from fashionrec.model.popularity import prior_from_events
 from fashionrec.contract import content
-from fashionrec.train import SavedConfigs, item_embeddings, load_item_tower, load_saved_configs
+from fashionrec.stages.train import SavedConfigs, item_embeddings, load_item_tower, load_saved_configs
 
 
 
@@ -36,7 +36,7 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
                       export_config: ExportConfig = ExportConfig()) -> ExportSummary:
     """Write ``embeddings.parquet`` (``product_id``, ``embedding``, ``is_new``, ``popularity_prior``) in
     product-index order, and ``aggregation.json``: how serving must pool a history (the model's pooling,
-    these event weights). The prior (:mod:`fashionrec.popularity`) comes from the training events only,
+    these event weights). The prior (:mod:`fashionrec.model.popularity`) comes from the training events only,
     so the holdout evaluation of it is honest.
 
     A new product has no trained id embedding (it was zero-initialised and never updated, or it is

@@ -225,7 +225,7 @@ def validate_submission(target: Target, arguments: PipelineArguments, options: S
     component image carries no data: MovieLens' licence forbids shipping it).
     """
     from fashionrec.datasets import DATASET_NAMES
-    from fashionrec.runner import validate_image_reference
+    from fashionrec.app.runner import validate_image_reference
 
     validate_image_reference(options.image)
     _require_gcs(arguments.model_repository, "--model-repository")
@@ -297,7 +297,7 @@ def compiled_pipeline_spec(options: SubmitConfig) -> dict[str, Any]:
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-    from fashionrec.runner import compile_pipeline
+    from fashionrec.app.runner import compile_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.yaml"

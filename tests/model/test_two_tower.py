@@ -3,8 +3,8 @@ import pytest
 import tensorflow as tf
 
 from fashionrec.config import ConfigError, TrainConfig
-from fashionrec.features import PAD, CatalogueFeatures
-from fashionrec.model import AttentionPooling, ItemTower, TwoTowerModel, customer_vectors, pooling_weights
+from fashionrec.model.features import PAD, CatalogueFeatures
+from fashionrec.model.two_tower import AttentionPooling, ItemTower, TwoTowerModel, customer_vectors, pooling_weights
 from fashionrec.contract import ops
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from fashionrec.config import ExportConfig
-from fashionrec.popularity import popularity_prior, prior_from_events, recent_popularity
+from fashionrec.model.popularity import popularity_prior, prior_from_events, recent_popularity
 
 NOW = pd.Timestamp("2026-05-10 12:00", tz="UTC")
 

@@ -11,9 +11,9 @@ import pandas as pd
 from fashionrec import artifacts
 from fashionrec import storage
 from fashionrec.config import PipelineConfig, ServingConfig
-from fashionrec.customers import load_events, recent_history, sample_customers
-from fashionrec.runner import LocalRun, latest_local_run, run_local
-from fashionrec.client import FashionrecClient, History, Protocol, RecommendError
+from fashionrec.app.customers import load_events, recent_history, sample_customers
+from fashionrec.app.runner import LocalRun, latest_local_run, run_local
+from fashionrec.app.client import FashionrecClient, History, Protocol, RecommendError
 from fashionrec.serving.server import TritonServer
 
 SHOWN_HISTORY = 3  # most recent history items printed above each customer's recommendations

@@ -2,7 +2,7 @@ import dataclasses
 
 from fashionrec import storage
 from fashionrec.config import TrainConfig
-from fashionrec.train import load_saved_configs
+from fashionrec.stages.train import load_saved_configs
 from fashionrec.artifacts import TRAIN_CONFIG_FILE
 
 

@@ -1,7 +1,7 @@
 import yaml
 from click.testing import CliRunner
 
-from fashionrec.cli import build_config, main
+from fashionrec.app.cli import build_config, main
 from fashionrec.config import COMPONENT_IMAGE, PipelineConfig
 
 

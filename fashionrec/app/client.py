@@ -10,19 +10,18 @@ one-call interface (history ids + weights -> recommend) for existing callers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from fashionrec.config import ServingConfig
 from fashionrec.contract.content import ProductContent
+from fashionrec.serving.connection import Protocol, raw_client, tritonclient_module
 
-Protocol = Literal["grpc", "http"]
 _DEFAULTS = ServingConfig()
 OUTPUTS = ("PRODUCT_IDS", "SCORES")
 
@@ -55,33 +54,6 @@ class History:
     request_time: int | None = None
 
 
-def _tritonclient(protocol: Protocol) -> Any:
-    """The tritonclient module for a protocol (imported lazily: each pulls in its own stack)."""
-    if protocol == "grpc":
-        import tritonclient.grpc as module
-    elif protocol == "http":
-        import tritonclient.http as module
-    else:
-        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
-    return module
-
-
-def _raw_client(module: Any, url: str, protocol: Protocol, timeout_s: float) -> Any:
-    if protocol == "http":
-        return module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
-    return module.InferenceServerClient(url)
-
-
-@contextmanager
-def connect_raw(url: str, protocol: Protocol = "grpc", timeout_s: float = _DEFAULTS.client_timeout_s) -> Iterator[Any]:
-    """A plain tritonclient InferenceServerClient (repository API: load/unload), closed afterwards."""
-    client = _raw_client(_tritonclient(protocol), url.split("://", 1)[-1], protocol, timeout_s)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 def _as_history(history: History | Sequence[str]) -> History:
     return history if isinstance(history, History) else History(list(history))
 
@@ -104,8 +76,8 @@ class FashionrecClient:
         self.protocol = protocol
         self.serving = serving
         self.timeout_s = serving.client_timeout_s if timeout_s is None else timeout_s
-        self._module = _tritonclient(protocol)
-        self._client = _raw_client(self._module, self.url, protocol, self.timeout_s)
+        self._module = tritonclient_module(protocol)
+        self._client = raw_client(self._module, self.url, protocol, self.timeout_s)
 
     def __enter__(self) -> FashionrecClient:
         return self

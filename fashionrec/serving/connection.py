@@ -1,0 +1,42 @@
+"""Connections to a running Triton server over gRPC or HTTP (tritonclient), for the typed client
+(:mod:`fashionrec.app.client`) and for loading versions through the repository API
+(:mod:`fashionrec.repository.versions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from fashionrec.config import ServingConfig
+
+Protocol = Literal["grpc", "http"]
+
+
+def tritonclient_module(protocol: Protocol) -> Any:
+    """The tritonclient module for a protocol (imported lazily: each pulls in its own stack)."""
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    elif protocol == "http":
+        import tritonclient.http as module
+    else:
+        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+    return module
+
+
+def raw_client(module: Any, url: str, protocol: Protocol, timeout_s: float) -> Any:
+    """An InferenceServerClient of ``module`` (HTTP takes the timeout at connection; gRPC per call)."""
+    if protocol == "http":
+        return module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+    return module.InferenceServerClient(url)
+
+
+@contextmanager
+def connect_raw(url: str, protocol: Protocol = "grpc",
+                timeout_s: float = ServingConfig().client_timeout_s) -> Iterator[Any]:
+    """A plain tritonclient InferenceServerClient (repository API: load/unload), closed afterwards."""
+    client = raw_client(tritonclient_module(protocol), url.split("://", 1)[-1], protocol, timeout_s)
+    try:
+        yield client
+    finally:
+        client.close()
