@@ -28,7 +28,7 @@ from fashionrec.embeddings_file import read_exported
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.model.features import EvalExamples, load_eval_examples
 from fashionrec.artifacts import EVAL_EXAMPLES_DIR
-from fashionrec.repository.served import ServedCatalogue, currently_published
+from fashionrec.repository.served import ServedVersion, served_version
 
 
 
@@ -71,7 +71,7 @@ def evaluate(
     popularity = popularity_scores(train_events, product_ids)
     systems = {"model": embedding_system(table, prior, serving.table_dtype),
                **baseline_systems(train_events, product_ids, config)}
-    published = currently_published(model_repository, serving) if model_repository else None
+    published = served_version(model_repository, serving) if model_repository else None
     if published is not None:
         systems["published"] = published_system(published, product_ids, serving.table_dtype)
     weights = {name: examples.history_weight for name in systems}  # popularity and iALS: raw event weights
@@ -114,7 +114,7 @@ def _pooled(aggregation: Aggregation, examples: EvalExamples) -> list[np.ndarray
     return [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days, strict=True)]
 
 
-def _version(published: ServedCatalogue | None) -> int | None:
+def _version(published: ServedVersion | None) -> int | None:
     return published.version if published else None
 
 

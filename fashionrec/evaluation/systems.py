@@ -19,7 +19,7 @@ from scipy.sparse import csr_matrix
 
 from fashionrec.config import EvaluateConfig
 from fashionrec.model.popularity import recent_popularity
-from fashionrec.repository.served import ServedCatalogue
+from fashionrec.repository.served import ServedVersion
 from fashionrec.contract import ops
 from fashionrec.contract.scoring import ScoringTable
 
@@ -206,7 +206,7 @@ def _factor_system(customer_factors: Callable[[Histories, Histories], np.ndarray
     return System(rank, score)
 
 
-def published_system(published: ServedCatalogue, product_ids: np.ndarray, dtype: str = "float32") -> System:
+def published_system(published: ServedVersion, product_ids: np.ndarray, dtype: str = "float32") -> System:
     """The published version's embeddings, translating product rows by product id both ways.
 
     Products it does not know count neither in its customer vectors nor among its results (they score

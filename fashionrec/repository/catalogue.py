@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from fashionrec.embeddings_file import write_embeddings
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.model.popularity import prior_from_events
 from fashionrec.contract import content, ops
-from fashionrec.repository.manifest import read_manifest, serving_version
+from fashionrec.repository.served import ServedVersion, served_version
 
 MAX_IDS_IN_ERROR = 5
 BLESSING_FILE = "blessing.json"
@@ -70,20 +69,6 @@ class CatalogueUpdate:
     num_products: int  # catalogue size after the addition
 
 
-@dataclass(frozen=True)
-class ServedVersion:
-    """Everything of the served version that an addition reuses."""
-
-    version: int
-    product_ids: list[str]
-    embeddings: np.ndarray
-    prior: np.ndarray  # float32 [N]: the popularity prior (zeros if published without one)
-    candidate_sets: dict[str, list[str]]
-    aggregation: dict[str, Any]
-    tower: content.ContentTower | None  # None: published before embed_products existed
-    entry: dict[str, Any]  # its manifest entry (blessing, embeddings_path)
-
-
 def read_products(products: str | pd.DataFrame) -> pd.DataFrame:
     """New products from a CSV/Parquet file (local or gs://) or a frame, validated as ingest does."""
     source = products if isinstance(products, str) else "products"
@@ -97,35 +82,12 @@ def read_products(products: str | pd.DataFrame) -> pd.DataFrame:
     return valid
 
 
-def served_version(model_repository: str, serving: ServingConfig) -> ServedVersion:
-    """The served version's catalogue, prior, candidate sets, pooling and content tower (if any)."""
-    manifest = read_manifest(model_repository)
-    version = serving_version(manifest)
-    if version is None:
+def _served(model_repository: str, serving: ServingConfig) -> ServedVersion:
+    """The served version an update extends; ValueError when nothing is published yet."""
+    base = served_version(model_repository, serving)
+    if base is None:
         raise ValueError(f"nothing is published in {model_repository}: publish a trained model first")
-    entry = next(e for e in manifest["versions"] if int(e["version"]) == version)
-    with _version_folder(model_repository, serving.embed_model_name, version) as folder:
-        tower = content.ContentTower.load(folder) if folder is not None and content.exists(folder) else None
-    with _version_folder(model_repository, serving.ranking_model_name, version) as folder:
-        embeddings, ids = ops.load_catalogue(Path(folder))
-        prior = ops.load_prior(Path(folder), len(ids))
-        sets_file = Path(folder) / ops.CANDIDATE_SETS_FILE
-        sets = ops.load_json(sets_file) if sets_file.exists() else {}
-    with _version_folder(model_repository, serving.customer_model_name, version) as folder:
-        aggregation = ops.load_json(Path(folder) / ops.AGGREGATION_FILE)
-    return ServedVersion(version, [pid.decode("utf-8") for pid in ids], embeddings, prior, sets, aggregation, tower,
-                         entry)
-
-
-@contextmanager
-def _version_folder(repository: str, model: str, version: int) -> Iterator[str | None]:
-    """A model's version folder as a local path (downloaded from gs://), or None when it is absent."""
-    uri = storage.join(repository, model, str(version))
-    if not storage.exists(uri):
-        yield None
-        return
-    with storage.local_copy(uri) as local:
-        yield local
+    return base
 
 
 def embed(tower: content.ContentTower, products: pd.DataFrame) -> np.ndarray:
@@ -142,7 +104,7 @@ def add_products(model_repository: str, products: str | pd.DataFrame, serving: S
     content tower, a product is invalid or already in the catalogue.
     """
     new = read_products(products)
-    base = served_version(model_repository, serving)
+    base = _served(model_repository, serving)
     if base.tower is None:
         raise ValueError(f"version {base.version} of {model_repository} has no content tower (exported before "
                          f"embed_products existed): re-export and publish before adding products")
@@ -170,7 +132,7 @@ def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: Se
     weekly should not freeze it for a week. Raises ValueError (repository untouched) when nothing is
     published or no event is usable.
     """
-    base = served_version(model_repository, serving)
+    base = _served(model_repository, serving)
     source = events if isinstance(events, str) else "events"
     raw = storage.read_table(events) if isinstance(events, str) else events.reset_index(drop=True)
     valid, quarantined = ingest.validate_events(raw, source, set(base.product_ids), ingest_config)
@@ -218,7 +180,7 @@ def _write_export(folder: Path, ids: list[str], embeddings: np.ndarray, prior: n
                   base: ServedVersion) -> None:
     """The files publish reads, as the export stage would write them, plus the base's blessing."""
     write_embeddings(str(folder / EMBEDDINGS_FILE), np.asarray(ids), embeddings, is_new, prior)
-    (folder / ops.AGGREGATION_FILE).write_text(json.dumps(base.aggregation), encoding="utf-8")
+    base.aggregation.write(str(folder / ops.AGGREGATION_FILE))
     (folder / BLESSING_FILE).write_text(json.dumps(base.entry["blessing"]), encoding="utf-8")
     if base.tower is not None:
         base.tower.save(folder)

@@ -1,41 +1,66 @@
-"""The version a repository serves, read back as the ranking model loads it: so that evaluation can
-score the published model exactly as it serves (the gate's change checks), without publishing code."""
+"""The version a repository serves, read back as its Triton models load it: so that evaluation scores
+the published model exactly as it serves (the gate's change checks) and catalogue updates extend it,
+neither with publishing code of its own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fashionrec import storage
-from fashionrec.model.aggregation import Aggregation
 from fashionrec.config import ServingConfig
-from fashionrec.contract import ops
+from fashionrec.contract import content, ops
+from fashionrec.model.aggregation import Aggregation
 from fashionrec.repository.manifest import read_manifest, serving_version
 
 
 @dataclass(frozen=True)
-class ServedCatalogue:
-    """What the currently published version serves: its number, product ids, embeddings, popularity
-    prior and history pooling, so that it can be scored exactly as it serves."""
+class ServedVersion:
+    """The served version: its catalogue (row i of ``embeddings`` is ``product_ids[i]``), popularity
+    prior, history pooling, candidate sets, content tower and manifest entry."""
 
     version: int
     product_ids: list[str]
-    embeddings: np.ndarray
-    prior: np.ndarray | None = None
+    embeddings: np.ndarray  # float32 [N, D]
+    prior: np.ndarray | None = None  # float32 [N] added to each logit (read back: zeros if published without one)
     aggregation: Aggregation = Aggregation()
+    candidate_sets: dict[str, list[str]] = field(default_factory=dict)
+    tower: content.ContentTower | None = None  # None: published before embed_products existed
+    entry: dict[str, Any] = field(default_factory=dict)  # its manifest entry (blessing, embeddings_path, ...)
 
 
-def currently_published(model_repository: str, serving: ServingConfig) -> ServedCatalogue | None:
-    """The served version's catalogue (after a rollback: the version rolled back to), as the ranking
-    model loads it; None before the first publish."""
-    version = serving_version(read_manifest(str(model_repository)))
+def served_version(model_repository: str, serving: ServingConfig) -> ServedVersion | None:
+    """The version the ensembles are pinned to (after a rollback: the one rolled back to); None before
+    the first publish."""
+    manifest = read_manifest(str(model_repository))
+    version = serving_version(manifest)
     if version is None:
         return None
-    with storage.local_copy(storage.join(str(model_repository), serving.ranking_model_name, str(version))) as folder:
+    entry = next((e for e in manifest.get("versions", []) if int(e["version"]) == version), {})
+    with _version_folder(model_repository, serving.embed_model_name, version) as folder:
+        tower = content.ContentTower.load(folder) if folder is not None and content.exists(folder) else None
+    with _version_folder(model_repository, serving.ranking_model_name, version) as folder:
         embeddings, ids = ops.load_catalogue(Path(folder))
         prior = ops.load_prior(Path(folder), len(ids))
+        sets_file = Path(folder) / ops.CANDIDATE_SETS_FILE
+        sets = ops.load_json(sets_file) if sets_file.exists() else {}
     aggregation = Aggregation.read(storage.join(str(model_repository), serving.customer_model_name, str(version),
                                                 ops.AGGREGATION_FILE))
-    return ServedCatalogue(int(version), [pid.decode("utf-8") for pid in ids], embeddings, prior, aggregation)
+    return ServedVersion(int(version), [pid.decode("utf-8") for pid in ids], embeddings, prior, aggregation, sets,
+                         tower, entry)
+
+
+@contextmanager
+def _version_folder(repository: str, model: str, version: int) -> Iterator[str | None]:
+    """A model's version folder as a local path (downloaded from gs://), or None when it is absent."""
+    uri = storage.join(str(repository), model, str(version))
+    if not storage.exists(uri):
+        yield None
+        return
+    with storage.local_copy(uri) as local:
+        yield local

@@ -3,7 +3,7 @@ import pandas as pd
 
 from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation.systems import embedding_system, ials_system, popularity_system, published_system
-from fashionrec.repository.served import ServedCatalogue
+from fashionrec.repository.served import ServedVersion
 
 PRODUCTS = np.array([f"P{i}" for i in range(10)])
 
@@ -28,7 +28,7 @@ def test_ials_learns_which_products_go_together():
 def test_published_model_ranks_by_product_id_whatever_its_row_order():
     table = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
     order = np.array([3, 0, 9, 1, 2, 8, 7, 5, 4])  # the published version lacks P6 and stores rows shuffled
-    published = ServedCatalogue(1, list(PRODUCTS[order]), table[order])
+    published = ServedVersion(1, list(PRODUCTS[order]), table[order])
     history, weights = [np.array([2, 6])], [np.ones(2)]  # P6 is unknown to it and ignored
     got = published_system(published, PRODUCTS).rank(history, weights, 4)
     known = np.setdiff1d(np.arange(10), [6])
@@ -59,7 +59,7 @@ def test_embedding_system_ranks_with_the_served_tables_precision():
 def test_published_model_ranks_with_its_own_popularity_prior():
     table = np.random.default_rng(2).normal(size=(10, 4)).astype(np.float32)
     prior = np.linspace(0.0, 3.0, 10).astype(np.float32)  # strong enough to reorder
-    published = ServedCatalogue(1, list(PRODUCTS), table, prior)
+    published = ServedVersion(1, list(PRODUCTS), table, prior)
     history, weights = [np.array([0, 1])], [np.ones(2)]
     expected = embedding_system(table, prior).rank(history, weights, 5)
     assert published_system(published, PRODUCTS).rank(history, weights, 5).tolist() == expected.tolist()

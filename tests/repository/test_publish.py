@@ -250,10 +250,10 @@ def test_publishing_to_gcs_uploads_versions_then_the_manifest(
     tmp_path: Path, inputs: tuple[str, str], embeddings: np.ndarray, gcs_emulator: str
 ) -> None:
     from fashionrec import storage
-    from fashionrec.repository.served import currently_published
+    from fashionrec.repository.served import served_version
 
     repository = f"{gcs_emulator}/publish-test/repo"
-    assert currently_published(repository, SERVING) is None
+    assert served_version(repository, SERVING) is None
     first = publish_model_repository(*inputs, repository, SERVING)
     second = publish_model_repository(*inputs, repository, SERVING)
     assert (first.version, second.version) == (1, 2)
@@ -263,7 +263,7 @@ def test_publishing_to_gcs_uploads_versions_then_the_manifest(
         assert {"1", "2", "config.pbtxt"} <= set(p.name for p in (Path(local) / model).iterdir())
     np.testing.assert_array_equal(
         np.load(Path(local) / SERVING.ranking_model_name / "2" / ops.EMBEDDINGS_FILE), embeddings)
-    served = currently_published(repository, SERVING)
+    served = served_version(repository, SERVING)
     assert served is not None and served.version == 2
     np.testing.assert_array_equal(served.embeddings, embeddings)
 
