@@ -7,8 +7,10 @@ the same import path (``<version>/fashionrec/contract/``, :func:`fashionrec.repo
 the Triton models import ``fashionrec.contract.ops`` exactly as the rest of the package does. Its
 modules therefore import nothing but numpy, the standard library and each other.
 
-- :mod:`~fashionrec.contract.ops`: history pooling, exact top-k ranking, request checks, the version
-  folder's file names.
+- :mod:`~fashionrec.contract.ops`: history pooling and exact top-k ranking.
+- :mod:`~fashionrec.contract.validation`: checks of a Triton request's inputs (each failure is that
+  request's error).
+- :mod:`~fashionrec.contract.layout`: the version folder's file names and their loaders.
 - :mod:`~fashionrec.contract.scoring`: the served table's dot products (numpy/BLAS, or CuPy on a GPU).
 - :mod:`~fashionrec.contract.content`: the item tower's content path in numpy (``embed_products``).
 """

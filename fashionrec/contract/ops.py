@@ -1,49 +1,18 @@
 """Numpy-only maths of the serving path, shared by the Triton python models and in-process code:
-history pooling, exact top-k ranking, request checks, and the version folder's file names.
+history pooling and exact top-k ranking (with exclusions and candidates).
 
 Part of :mod:`fashionrec.contract`, copied into every published model version under the same import
-path; it imports nothing but numpy and the standard library.
+path; it imports nothing but numpy, the standard library and the contract.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-# File names inside a published model version folder: the contract between publish and the models.
-EMBEDDINGS_FILE = "product_embeddings.npy"  # float32 [N, D], row i is product i
-PRODUCT_IDS_FILE = "product_ids.txt"  # UTF-8, one product id per line, line i is product i
-AGGREGATION_FILE = "aggregation.json"  # how histories are pooled: see history_weights
-PRIOR_FILE = "popularity_prior.npy"  # float32 [N]: each product's popularity prior, added to its logit
 SECONDS_PER_DAY = 86_400.0
 POOLINGS = ("mean", "weighted", "recency")  # how history_weights weighs events (aggregation.json "pooling")
-
-
-def load_catalogue(folder: Path) -> tuple[np.ndarray, list[bytes]]:
-    """A published version folder's embeddings [N, D] and product ids (UTF-8 bytes, in row order)."""
-    embeddings = np.load(folder / EMBEDDINGS_FILE)
-    ids = (folder / PRODUCT_IDS_FILE).read_text(encoding="utf-8").splitlines()
-    return embeddings, [pid.encode("utf-8") for pid in ids]
-
-
-def load_prior(folder: Path, num_products: int) -> np.ndarray:
-    """A version folder's popularity prior [N]; zeros for a version published without one."""
-    path = folder / PRIOR_FILE
-    if not path.exists():
-        return np.zeros(num_products, np.float32)
-    prior = np.load(path).astype(np.float32)
-    if prior.shape != (num_products,) or not np.all(np.isfinite(prior)):
-        raise ValueError(f"{path}: expected {num_products} finite values, got shape {prior.shape}")
-    return prior
-
-
-def config_parameter(model_config: dict, key: str) -> str:
-    """A string parameter of a model's config.pbtxt (the publisher renders them from ServingConfig)."""
-    return model_config["parameters"][key]["string_value"]
 
 
 def lookup_rows(index: Mapping[object, int], product_ids: Iterable[object]) -> np.ndarray:
@@ -195,151 +164,6 @@ def top_k_positions(values: np.ndarray, k: int) -> np.ndarray:
     return candidates[order].astype(np.int64)
 
 
-def top_k_error(k: int, max_top_k: int) -> str | None:
-    """Why a requested k cannot be served, or None when it can."""
-    if not 1 <= k <= max_top_k:
-        return f"TOP_K must be between 1 and {max_top_k}, got {k}"
-    return None
-
-
-def history_error(num_ids: int, weights: np.ndarray, max_history_length: int) -> str | None:
-    """Why a history (ids + weights) cannot be served, or None when it can."""
-    if weights.size != num_ids:
-        return f"HISTORY_WEIGHTS has {weights.size} values but HISTORY_PRODUCT_IDS has {num_ids}"
-    if num_ids > max_history_length:
-        return f"history has {num_ids} products, more than max_history_length={max_history_length}"
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        return "HISTORY_WEIGHTS must be finite and non-negative"
-    return None
-
-
-# ---- request handling shared by the Triton python models (each error is one request's, not the server's) ----
-
-CANDIDATE_SETS_FILE = "candidate_sets.json"  # {"sale": [product ids], ...}: named candidate restrictions
-BYTES_PREVIEW = 5  # unknown names quoted in an error message before "..."
-
-
-class RequestError(ValueError):
-    """A request the server refuses; the message goes back to that request's client unchanged."""
-
-
-def load_json(path: Path) -> dict:
-    """A JSON file of a published version folder (aggregation, candidate sets)."""
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def decode(values: Iterable[object]) -> list[str]:
-    """Triton BYTES tensor entries as str (they arrive as bytes; numpy str arrays are accepted too)."""
-    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
-
-
-def _preview(names: Sequence[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:BYTES_PREVIEW])
-    return shown + (", ..." if len(names) > BYTES_PREVIEW else "")
-
-
-def event_type_weights(event_types: Sequence[object], weights_by_type: Mapping[str, float]) -> np.ndarray:
-    """The weight of each event type (str, or UTF-8 bytes as Triton sends them); RequestError naming the
-    unknown types and the known ones."""
-    weight_of = _weight_by_value(event_types, weights_by_type)
-    return np.fromiter((weight_of[t] for t in event_types), dtype=np.float64, count=len(event_types))
-
-
-def _weight_by_value(event_types: Sequence[object], weights_by_type: Mapping[str, float]) -> dict[object, float]:
-    """{each distinct value of ``event_types``: its weight}, every value checked; RequestError naming the
-    unknown ones. Only the distinct values are decoded: a history of thousands of events has a handful."""
-    distinct = list(set(event_types))
-    names = dict(zip(distinct, decode(distinct), strict=True))
-    unknown = sorted({name for name in names.values() if name not in weights_by_type})
-    if unknown:
-        raise RequestError(f"unknown HISTORY_EVENT_TYPES {_preview(unknown)}; known: {', '.join(weights_by_type)}")
-    return {value: float(weights_by_type[name]) for value, name in names.items()}
-
-
-def check_history(num_ids: int, max_history_length: int) -> None:
-    """An empty or too long history is refused: there is nothing (or too much) to pool."""
-    if num_ids == 0:
-        raise RequestError("HISTORY_PRODUCT_IDS is empty: a customer vector needs at least one product")
-    if num_ids > max_history_length:
-        raise RequestError(f"history has {num_ids} products, more than max_history_length={max_history_length}")
-
-
-def request_weights(
-    num_ids: int,
-    aggregation: Mapping[str, object],
-    event_types: Sequence[object] | None = None,  # str, or bytes as Triton sends them
-    timestamps: np.ndarray | None = None,
-    explicit_weights: np.ndarray | None = None,
-    request_time: float | None = None,
-) -> np.ndarray:
-    """Pooling weight of each history event of one request, by :func:`history_weights`.
-
-    The event weight is the explicit weight when given, else the event type's weight from
-    ``aggregation["event_weights"]``, else 1. Ages are (request_time - timestamp) in days when
-    timestamps are given (request_time defaults to now). Every optional array must match the ids and is
-    checked whole; events before the pooling window (``aggregation["window"]``) weigh 0 and their
-    event types are only checked, not weighted.
-    """
-    for name, values in (("HISTORY_EVENT_TYPES", event_types), ("HISTORY_TIMESTAMPS", timestamps),
-                         ("HISTORY_WEIGHTS", explicit_weights)):
-        if values is not None and len(values) != num_ids:
-            raise RequestError(f"{name} has {len(values)} values but HISTORY_PRODUCT_IDS has {num_ids}")
-    window = int(aggregation.get("window", 0))  # type: ignore[call-overload]
-    if explicit_weights is not None:
-        event_weights = np.asarray(explicit_weights, dtype=np.float64)
-        if not np.all(np.isfinite(event_weights)) or np.any(event_weights < 0):
-            raise RequestError("HISTORY_WEIGHTS must be finite and non-negative")
-    elif event_types is not None:
-        weight_of = _weight_by_value(event_types, aggregation["event_weights"])  # type: ignore[arg-type]
-        event_weights = np.zeros(num_ids)
-        pooled = pooling_window(num_ids, window)
-        event_weights[pooled] = [weight_of[t] for t in event_types[pooled]]
-    else:
-        event_weights = np.ones(num_ids)
-    ages = None
-    if timestamps is not None:
-        now = time.time() if request_time is None else float(request_time)
-        ages = (now - np.asarray(timestamps, dtype=np.float64)) / SECONDS_PER_DAY
-    return history_weights(event_weights, ages, str(aggregation["pooling"]),
-                           float(aggregation["half_life_days"]),  # type: ignore[arg-type]
-                           float(aggregation.get("half_life_events", 0.0)),  # type: ignore[arg-type]
-                           window)
-
-
-def known_rows(index: Mapping[object, int], product_ids: Sequence[object], what: str) -> np.ndarray:
-    """Rows of product ids that must all be in the catalogue (candidates, hero); RequestError otherwise."""
-    rows = lookup_rows(index, product_ids)
-    if np.any(rows < 0):
-        unknown = decode([pid for pid, row in zip(product_ids, rows, strict=True) if row < 0])
-        raise RequestError(f"unknown product ids in {what}: {_preview(unknown)}")
-    return rows
-
-
-def candidate_rows(
-    index: Mapping[object, int],
-    named_sets: Mapping[str, np.ndarray],
-    candidate_ids: Sequence[object] | None,
-    candidate_set: str | None,
-    max_candidates: int,
-) -> np.ndarray | None:
-    """Catalogue rows a request may return, in the request's order; None = the whole catalogue."""
-    if candidate_ids is not None and candidate_set is not None:
-        raise RequestError("give CANDIDATE_PRODUCT_IDS or CANDIDATE_SET, not both")
-    if candidate_set is not None:
-        if candidate_set not in named_sets:
-            raise RequestError(f"unknown CANDIDATE_SET {candidate_set!r}; published sets: "
-                               f"{_preview(sorted(named_sets)) or 'none'}")
-        return named_sets[candidate_set]
-    if candidate_ids is None:
-        return None
-    if not 1 <= len(candidate_ids) <= max_candidates:
-        raise RequestError(f"CANDIDATE_PRODUCT_IDS must hold 1 to {max_candidates} ids, got {len(candidate_ids)}")
-    rows = known_rows(index, candidate_ids, "CANDIDATE_PRODUCT_IDS")
-    if np.unique(rows).size != rows.size:
-        raise RequestError("CANDIDATE_PRODUCT_IDS has duplicate product ids")
-    return rows
-
-
 def rank_positions(dots: np.ndarray, candidates: np.ndarray | None, excluded: np.ndarray, k: int) -> np.ndarray:
     """Positions in ``dots`` of one customer's best k products, never an ``excluded`` catalogue row.
 
@@ -373,5 +197,5 @@ def blocked_positions(excluded: np.ndarray, candidates: np.ndarray | None, num_p
 def blend(hero: np.ndarray, customer: np.ndarray, alpha: float) -> np.ndarray:
     """``alpha * hero + (1 - alpha) * customer``, float32: the vector `similar` ranks with."""
     if not 0.0 <= alpha <= 1.0:
-        raise RequestError(f"ALPHA must be between 0 and 1, got {alpha}")
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     return (alpha * np.asarray(hero, np.float64) + (1.0 - alpha) * np.asarray(customer, np.float64)).astype(np.float32)

@@ -14,9 +14,9 @@ import numpy as np
 
 from fashionrec import storage
 from fashionrec.config import EventWeights, TrainConfig
-from fashionrec.contract import ops
+from fashionrec.contract import layout, ops
 
-AGGREGATION_FILE = ops.AGGREGATION_FILE
+AGGREGATION_FILE = layout.AGGREGATION_FILE
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from fashionrec.config import ExportConfig, IngestConfig, ServingConfig
 from fashionrec.embeddings_file import write_embeddings
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.model.popularity import prior_from_events
-from fashionrec.contract import content, ops
+from fashionrec.contract import content, layout
 from fashionrec.repository.served import ServedVersion, served_version
 
 MAX_IDS_IN_ERROR = 5
@@ -180,7 +180,7 @@ def _write_export(folder: Path, ids: list[str], embeddings: np.ndarray, prior: n
                   base: ServedVersion) -> None:
     """The files publish reads, as the export stage would write them, plus the base's blessing."""
     write_embeddings(str(folder / EMBEDDINGS_FILE), np.asarray(ids), embeddings, is_new, prior)
-    base.aggregation.write(str(folder / ops.AGGREGATION_FILE))
+    base.aggregation.write(str(folder / layout.AGGREGATION_FILE))
     (folder / BLESSING_FILE).write_text(json.dumps(base.entry["blessing"]), encoding="utf-8")
     if base.tower is not None:
         base.tower.save(folder)

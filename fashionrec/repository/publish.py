@@ -49,7 +49,7 @@ from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.model.aggregation import Aggregation
 from fashionrec.embeddings_file import ExportedEmbeddings, read_exported
-from fashionrec.contract import content, ops
+from fashionrec.contract import content, layout, ops
 from fashionrec.repository import versions
 from fashionrec.repository.manifest import (
     CONFIG_FILE,
@@ -198,10 +198,10 @@ def _stage_python_model(folder: Path, template: Path, catalogue: ExportedEmbeddi
     folder.mkdir(parents=True)
     shutil.copy2(template / MODEL_FILE, folder / MODEL_FILE)
     copy_contract(folder)
-    np.save(folder / ops.EMBEDDINGS_FILE, catalogue.embeddings)
+    np.save(folder / layout.EMBEDDINGS_FILE, catalogue.embeddings)
     if catalogue.prior is not None:
-        np.save(folder / ops.PRIOR_FILE, catalogue.prior)
-    (folder / ops.PRODUCT_IDS_FILE).write_text("\n".join(catalogue.product_ids) + "\n", encoding="utf-8")
+        np.save(folder / layout.PRIOR_FILE, catalogue.prior)
+    (folder / layout.PRODUCT_IDS_FILE).write_text("\n".join(catalogue.product_ids) + "\n", encoding="utf-8")
     for name, text in extras.items():
         (folder / name).write_text(text, encoding="utf-8")
 
@@ -276,8 +276,8 @@ def publish_model_repository(
     blessing = read_blessing(blessing_path)
     catalogue = read_exported(embeddings_path)
     tower = read_content_tower(embeddings_path, catalogue.embeddings.shape[1])
-    extras = {"customer_vector": {ops.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2)},
-              "rank_products": {ops.CANDIDATE_SETS_FILE: json.dumps(
+    extras = {"customer_vector": {layout.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2)},
+              "rank_products": {layout.CANDIDATE_SETS_FILE: json.dumps(
                   resolve_candidate_sets(catalogue, embeddings_path, candidate_sets))}}
     templates = _local_path(templates_dir) if templates_dir else default_templates_dir()
     repository = _local_path(model_repository)
@@ -316,7 +316,7 @@ def read_content_tower(embeddings_path: str, embedding_dim: int) -> content.Cont
 
 def read_aggregation(embeddings_path: str) -> dict[str, Any]:
     """The export stage's ``aggregation.json`` beside the embeddings, checked; the default without one."""
-    uri = storage.join(os.path.dirname(str(embeddings_path)), ops.AGGREGATION_FILE)
+    uri = storage.join(os.path.dirname(str(embeddings_path)), layout.AGGREGATION_FILE)
     aggregation = dataclasses.asdict(Aggregation.read(uri))
     if aggregation["pooling"] not in ops.POOLINGS:
         raise ValueError(f"{uri}: pooling must be one of {ops.POOLINGS}, got {aggregation['pooling']!r}")
@@ -337,7 +337,7 @@ def resolve_candidate_sets(catalogue: ExportedEmbeddings, embeddings_path: str,
     """Named candidate sets to publish: the given ones (else ``candidate_sets.json`` beside the
     embeddings), plus ``new_in``. Every id must be in the catalogue: a typo fails the publish, not
     every request that names the set."""
-    uri = storage.join(os.path.dirname(str(embeddings_path)), ops.CANDIDATE_SETS_FILE)
+    uri = storage.join(os.path.dirname(str(embeddings_path)), layout.CANDIDATE_SETS_FILE)
     if candidate_sets is None:
         candidate_sets = storage.read_json(uri) if storage.exists(uri) else {}
     sets = {str(name): [str(pid) for pid in members] for name, members in candidate_sets.items()}

@@ -14,7 +14,7 @@ import numpy as np
 
 from fashionrec import storage
 from fashionrec.config import ServingConfig
-from fashionrec.contract import content, ops
+from fashionrec.contract import content, layout
 from fashionrec.model.aggregation import Aggregation
 from fashionrec.repository.manifest import read_manifest, serving_version
 
@@ -45,12 +45,12 @@ def served_version(model_repository: str, serving: ServingConfig) -> ServedVersi
     with _version_folder(model_repository, serving.embed_model_name, version) as folder:
         tower = content.ContentTower.load(folder) if folder is not None and content.exists(folder) else None
     with _version_folder(model_repository, serving.ranking_model_name, version) as folder:
-        embeddings, ids = ops.load_catalogue(Path(folder))
-        prior = ops.load_prior(Path(folder), len(ids))
-        sets_file = Path(folder) / ops.CANDIDATE_SETS_FILE
-        sets = ops.load_json(sets_file) if sets_file.exists() else {}
+        embeddings, ids = layout.load_catalogue(Path(folder))
+        prior = layout.load_prior(Path(folder), len(ids))
+        sets_file = Path(folder) / layout.CANDIDATE_SETS_FILE
+        sets = layout.load_json(sets_file) if sets_file.exists() else {}
     aggregation = Aggregation.read(storage.join(str(model_repository), serving.customer_model_name, str(version),
-                                                ops.AGGREGATION_FILE))
+                                                layout.AGGREGATION_FILE))
     return ServedVersion(int(version), [pid.decode("utf-8") for pid in ids], embeddings, prior, aggregation, sets,
                          tower, entry)
 

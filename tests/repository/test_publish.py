@@ -22,7 +22,7 @@ from fashionrec.repository.publish import (
     publish_model_repository,
     render_configs,
 )
-from fashionrec.contract import content, ops, scoring
+from fashionrec.contract import content, layout, ops, scoring, validation
 from fashionrec.repository import versions
 
 SERVING = ServingConfig()
@@ -70,8 +70,9 @@ def _assert_contract_copied(folder: Path) -> None:
     """The version folder holds the serving contract under its own import path, byte for byte."""
     copied = sorted(p.relative_to(folder).as_posix() for p in (folder / "fashionrec").rglob("*.py"))
     assert copied == ["fashionrec/__init__.py", "fashionrec/contract/__init__.py", "fashionrec/contract/content.py",
-                      "fashionrec/contract/ops.py", "fashionrec/contract/scoring.py"]
-    for module in (ops, scoring, content):
+                      "fashionrec/contract/layout.py", "fashionrec/contract/ops.py", "fashionrec/contract/scoring.py",
+                      "fashionrec/contract/validation.py"]
+    for module in (ops, scoring, content, layout, validation):
         assert (folder / "fashionrec" / "contract" / Path(module.__file__).name).read_bytes() == \
             Path(module.__file__).read_bytes()
 
@@ -85,13 +86,13 @@ def test_layout_of_a_published_version(tmp_path: Path, inputs: tuple[str, str], 
         folder = repo / name / "1"
         assert (folder / "model.py").read_text() == (templates / name / "model.py").read_text()
         _assert_contract_copied(folder)
-        np.testing.assert_array_equal(np.load(folder / ops.EMBEDDINGS_FILE), embeddings)
-        assert (folder / ops.PRODUCT_IDS_FILE).read_text().splitlines() == [f"P{i:06d}" for i in range(7)]
+        np.testing.assert_array_equal(np.load(folder / layout.EMBEDDINGS_FILE), embeddings)
+        assert (folder / layout.PRODUCT_IDS_FILE).read_text().splitlines() == [f"P{i:06d}" for i in range(7)]
     assert all(list((repo / name / "1").iterdir()) == [] for name in ENSEMBLES)
-    aggregation = json.loads((repo / SERVING.customer_model_name / "1" / ops.AGGREGATION_FILE).read_text())
+    aggregation = json.loads((repo / SERVING.customer_model_name / "1" / layout.AGGREGATION_FILE).read_text())
     assert aggregation == {"pooling": "weighted", "half_life_days": 30.0, "half_life_events": 0.0,
                            "event_weights": EventWeights().as_dict(), "window": 0}
-    sets = json.loads((repo / SERVING.ranking_model_name / "1" / ops.CANDIDATE_SETS_FILE).read_text())
+    sets = json.loads((repo / SERVING.ranking_model_name / "1" / layout.CANDIDATE_SETS_FILE).read_text())
     assert sets == {"new_in": ["P000000", "P000003", "P000006"]}
     assert not [p for p in repo.rglob("*") if p.name.startswith(".staging-")]
 
@@ -156,11 +157,11 @@ def test_versions_are_pinned_and_python_models_keep_the_previous_one(tmp_path: P
 def test_candidate_sets_and_aggregation_are_checked_before_writing(tmp_path: Path, inputs: tuple[str, str]) -> None:
     with pytest.raises(ValueError, match="unknown: \\['NOPE'\\]"):
         publish_model_repository(*inputs, str(tmp_path / "repo"), SERVING, candidate_sets={"sale": ["P000001", "NOPE"]})
-    (Path(inputs[0]).parent / ops.AGGREGATION_FILE).write_text(json.dumps({"pooling": "max"}))
+    (Path(inputs[0]).parent / layout.AGGREGATION_FILE).write_text(json.dumps({"pooling": "max"}))
     with pytest.raises(ValueError, match="pooling must be one of"):
         publish_model_repository(*inputs, str(tmp_path / "repo"), SERVING)
     for window in (-1, 2.5):
-        (Path(inputs[0]).parent / ops.AGGREGATION_FILE).write_text(json.dumps({"pooling": "mean", "window": window}))
+        (Path(inputs[0]).parent / layout.AGGREGATION_FILE).write_text(json.dumps({"pooling": "mean", "window": window}))
         with pytest.raises(ValueError, match="window must be 0"):
             publish_model_repository(*inputs, str(tmp_path / "repo"), SERVING)
     assert not (tmp_path / "repo").exists()
@@ -224,7 +225,7 @@ def test_fixed_size_list_embeddings_are_accepted(tmp_path: Path, embeddings: np.
     path = write_embeddings(tmp_path / "e.parquet", embeddings, list_type=pa.list_(pa.float32(), 4))
     repo = tmp_path / "repo"
     publish_model_repository(path, write_blessing(tmp_path / "b.json", True), str(repo), SERVING)
-    np.testing.assert_array_equal(np.load(repo / SERVING.ranking_model_name / "1" / ops.EMBEDDINGS_FILE), embeddings)
+    np.testing.assert_array_equal(np.load(repo / SERVING.ranking_model_name / "1" / layout.EMBEDDINGS_FILE), embeddings)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +263,7 @@ def test_publishing_to_gcs_uploads_versions_then_the_manifest(
     for model in ALL_MODELS:
         assert {"1", "2", "config.pbtxt"} <= set(p.name for p in (Path(local) / model).iterdir())
     np.testing.assert_array_equal(
-        np.load(Path(local) / SERVING.ranking_model_name / "2" / ops.EMBEDDINGS_FILE), embeddings)
+        np.load(Path(local) / SERVING.ranking_model_name / "2" / layout.EMBEDDINGS_FILE), embeddings)
     served = served_version(repository, SERVING)
     assert served is not None and served.version == 2
     np.testing.assert_array_equal(served.embeddings, embeddings)

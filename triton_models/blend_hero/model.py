@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fashionrec.contract import ops
+from fashionrec.contract import layout, ops, validation
 
 
 class TritonPythonModel:
@@ -24,8 +24,8 @@ class TritonPythonModel:
         """Load this version's catalogue and the default alpha."""
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
-        self.default_alpha = float(ops.config_parameter(config, "default_alpha"))
-        self.embeddings, ids = ops.load_catalogue(folder)
+        self.default_alpha = float(layout.config_parameter(config, "default_alpha"))
+        self.embeddings, ids = layout.load_catalogue(folder)
         self.index = {pid: row for row, pid in enumerate(ids)}
 
     def execute(self, requests: list) -> list:
@@ -39,9 +39,10 @@ class TritonPythonModel:
                   else alpha_input.as_numpy().reshape(-1).astype(np.float64))
         try:
             if hero.size != len(customer) or alphas.size != len(customer):
-                raise ops.RequestError("HERO_PRODUCT_ID and ALPHA need one value per history")
-            heroes = self.embeddings[ops.known_rows(self.index, list(hero), "HERO_PRODUCT_ID")]
+                raise validation.RequestError("HERO_PRODUCT_ID and ALPHA need one value per history")
+            validation.check_alphas(alphas)
+            heroes = self.embeddings[validation.known_rows(self.index, list(hero), "HERO_PRODUCT_ID")]
             blended = np.stack([ops.blend(h, c, a) for h, c, a in zip(heroes, customer, alphas, strict=True)])
-        except ops.RequestError as error:
+        except validation.RequestError as error:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
         return pb_utils.InferenceResponse([pb_utils.Tensor("BLENDED_VECTOR", blended)])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fashionrec.contract import ops
+from fashionrec.contract import layout, ops, validation
 
 OPTIONAL = ("HISTORY_EVENT_TYPES", "HISTORY_TIMESTAMPS", "HISTORY_WEIGHTS", "REQUEST_TIME")
 
@@ -32,10 +32,10 @@ class TritonPythonModel:
         """Load this version's catalogue (embeddings, id -> row) and pooling settings."""
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
-        self.max_history_length = int(ops.config_parameter(config, "max_history_length"))
-        self.embeddings, ids = ops.load_catalogue(folder)
+        self.max_history_length = int(layout.config_parameter(config, "max_history_length"))
+        self.embeddings, ids = layout.load_catalogue(folder)
         self.index = {pid: row for row, pid in enumerate(ids)}
-        self.aggregation = ops.load_json(folder / ops.AGGREGATION_FILE)
+        self.aggregation = layout.load_json(folder / layout.AGGREGATION_FILE)
         self.window = int(self.aggregation.get("window", 0))
 
     def execute(self, requests: list) -> list:
@@ -48,16 +48,16 @@ class TritonPythonModel:
         try:
             extra = {name: _optional(request, name, ids.shape[0]) for name in OPTIONAL}
             vectors = np.stack([self._vector(row, ids[row], extra) for row in range(ids.shape[0])])
-        except ops.RequestError as error:
+        except validation.RequestError as error:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
         return pb_utils.InferenceResponse([pb_utils.Tensor("CUSTOMER_VECTOR", vectors)])
 
     def _vector(self, row: int, ids: np.ndarray, extra: dict) -> np.ndarray:
         """One history's customer vector: the whole request is checked, only the pooling window is
         looked up and pooled (the same vector as a request of just those events)."""
-        ops.check_history(ids.size, self.max_history_length)
+        validation.check_history(ids.size, self.max_history_length)
         types, stamps, weights, now = (None if extra[name] is None else extra[name][row] for name in OPTIONAL)
-        pooled = ops.request_weights(ids.size, self.aggregation, types, stamps, weights,
+        pooled = validation.request_weights(ids.size, self.aggregation, types, stamps, weights,
                                      None if now is None else float(now[0]))
         window = ops.pooling_window(ids.size, self.window)
         return ops.customer_vector(self.embeddings, ops.lookup_rows(self.index, ids[window]), pooled[window])
@@ -70,5 +70,5 @@ def _optional(request, name: str, rows: int) -> np.ndarray | None:
         return None
     values = tensor.as_numpy()
     if values.shape[0] != rows:
-        raise ops.RequestError(f"{name} has {values.shape[0]} rows but HISTORY_PRODUCT_IDS has {rows}")
+        raise validation.RequestError(f"{name} has {values.shape[0]} rows but HISTORY_PRODUCT_IDS has {rows}")
     return values

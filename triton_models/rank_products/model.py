@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fashionrec.contract import ops
+from fashionrec.contract import layout, ops, validation
 from fashionrec.contract.scoring import ScoringTable
 
 
@@ -29,18 +29,18 @@ class TritonPythonModel:
         """Load this version's catalogue, candidate sets and limits; put the table on the instance's device."""
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
-        self.max_top_k = int(ops.config_parameter(config, "max_top_k"))
-        self.max_candidates = int(ops.config_parameter(config, "max_candidates"))
-        self.purchase = ops.config_parameter(config, "purchase_event_type").encode("utf-8")
-        embeddings, ids = ops.load_catalogue(folder)
-        self.table = ScoringTable(embeddings, ops.config_parameter(config, "table_dtype"),
+        self.max_top_k = int(layout.config_parameter(config, "max_top_k"))
+        self.max_candidates = int(layout.config_parameter(config, "max_candidates"))
+        self.purchase = layout.config_parameter(config, "purchase_event_type").encode("utf-8")
+        embeddings, ids = layout.load_catalogue(folder)
+        self.table = ScoringTable(embeddings, layout.config_parameter(config, "table_dtype"),
                                   args.get("model_instance_kind", "CPU"), int(args.get("model_instance_device_id", 0)),
-                                  prior=ops.load_prior(folder, len(ids)))
+                                  prior=layout.load_prior(folder, len(ids)))
         self.product_ids = np.array(ids, dtype=np.object_)
         self.index = {pid: row for row, pid in enumerate(ids)}
-        sets_file = folder / ops.CANDIDATE_SETS_FILE
-        named = ops.load_json(sets_file) if sets_file.exists() else {}
-        self.named_sets = {name: ops.known_rows(self.index, [p.encode("utf-8") for p in members], name)
+        sets_file = folder / layout.CANDIDATE_SETS_FILE
+        named = layout.load_json(sets_file) if sets_file.exists() else {}
+        self.named_sets = {name: validation.known_rows(self.index, [p.encode("utf-8") for p in members], name)
                            for name, members in named.items()}
 
     def execute(self, requests: list) -> list:
@@ -49,7 +49,7 @@ class TritonPythonModel:
         for request in requests:
             try:
                 parsed.append(self._parse(request))
-            except ops.RequestError as error:
+            except validation.RequestError as error:
                 parsed.append(error)
         open_rows = [row for job in parsed if not isinstance(job, Exception) for row in job["rows"]
                      if row["candidates"] is None]
@@ -79,15 +79,15 @@ class TritonPythonModel:
         """{"k": k or None (= all candidates), "rows": [{vector, candidates, excluded}]}; RequestError if bad."""
         vectors = _input(request, "CUSTOMER_VECTOR")
         if not np.all(np.isfinite(vectors)):
-            raise ops.RequestError("CUSTOMER_VECTOR must be finite")
+            raise validation.RequestError("CUSTOMER_VECTOR must be finite")
         candidate_ids, candidate_set = _input(request, "CANDIDATE_PRODUCT_IDS"), _input(request, "CANDIDATE_SET")
         k = self._top_k(_input(request, "TOP_K"), has_candidates=candidate_ids is not None or candidate_set is not None)
         excluded = self._excluded(request, len(vectors))
         rows = []
         for b, vector in enumerate(vectors):
-            candidates = ops.candidate_rows(
+            candidates = validation.candidate_rows(
                 self.index, self.named_sets, None if candidate_ids is None else list(candidate_ids[b]),
-                None if candidate_set is None else ops.decode(candidate_set[b])[0], self.max_candidates)
+                None if candidate_set is None else validation.decode(candidate_set[b])[0], self.max_candidates)
             rows.append({"vector": vector, "candidates": candidates, "excluded": excluded[b]})
         return {"k": k, "rows": rows}
 
@@ -95,14 +95,14 @@ class TritonPythonModel:
         """The request's k; None (every candidate) only when it restricts the candidates."""
         if top_k is None:
             if not has_candidates:
-                raise ops.RequestError("TOP_K is required unless the request gives candidates to rerank")
+                raise validation.RequestError("TOP_K is required unless the request gives candidates to rerank")
             return None
         values = top_k.reshape(-1)
         if np.unique(values).size != 1:
-            raise ops.RequestError(f"TOP_K must be the same for every row of a request, got {values.tolist()}")
-        error = ops.top_k_error(int(values[0]), self.max_top_k)
+            raise validation.RequestError(f"TOP_K must be the same for every row of a request, got {values.tolist()}")
+        error = validation.top_k_error(int(values[0]), self.max_top_k)
         if error:
-            raise ops.RequestError(error)
+            raise validation.RequestError(error)
         return int(values[0])
 
     def _excluded(self, request, num_rows: int) -> list[np.ndarray]:
@@ -112,10 +112,10 @@ class TritonPythonModel:
         purchased, seen = _flags(request, "EXCLUDE_PURCHASED", num_rows), _flags(request, "EXCLUDE_SEEN", num_rows)
         history = _input(request, "HISTORY_PRODUCT_IDS") if purchased.any() or seen.any() else None
         if seen.any() and history is None:
-            raise ops.RequestError("EXCLUDE_SEEN needs HISTORY_PRODUCT_IDS")
+            raise validation.RequestError("EXCLUDE_SEEN needs HISTORY_PRODUCT_IDS")
         types = _input(request, "HISTORY_EVENT_TYPES") if purchased.any() else None
         if purchased.any() and (history is None or types is None or types.shape != history.shape):
-            raise ops.RequestError("EXCLUDE_PURCHASED needs HISTORY_EVENT_TYPES, one per history product")
+            raise validation.RequestError("EXCLUDE_PURCHASED needs HISTORY_EVENT_TYPES, one per history product")
         rows = []
         for b in range(num_rows):
             ids = [] if explicit is None else [explicit[b]]
