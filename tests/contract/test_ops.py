@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fashionrec.contract import ops, validation
+from fashionrec.contract import ops
 
 TABLE = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
 
@@ -102,17 +102,6 @@ def test_rank_candidates_equals_a_full_sort(table: np.ndarray, vectors: np.ndarr
     np.testing.assert_array_equal(rows, expected)
 
 
-def test_request_validation_messages() -> None:
-    assert validation.top_k_error(1, 5) is None and validation.top_k_error(5, 5) is None
-    assert validation.top_k_error(0, 5) == "TOP_K must be between 1 and 5, got 0"
-    assert validation.top_k_error(6, 5) == "TOP_K must be between 1 and 5, got 6"
-    assert validation.history_error(2, np.array([1.0, 2.0]), 2) is None
-    assert "3 values" in validation.history_error(2, np.ones(3), 5)
-    assert "max_history_length=2" in validation.history_error(3, np.ones(3), 2)
-    assert "non-negative" in validation.history_error(1, np.array([-1.0]), 2)
-    assert "finite" in validation.history_error(1, np.array([np.nan]), 2)
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     table=arrays(np.float32, st.tuples(st.integers(2, 12), st.just(2)), elements=st.integers(-2, 2)),
@@ -168,25 +157,6 @@ def test_pooling_window_is_the_last_window_events(num_events: int, window: int, 
     assert (ops.pooling_window(num_events, window).start, ops.pooling_window(num_events, window).stop) == pooled
     with pytest.raises(ValueError, match="window"):
         ops.pooling_window(3, -1)
-
-
-def test_request_weights_weigh_only_the_window_but_check_the_whole_history() -> None:
-    aggregation = {"pooling": "weighted", "half_life_days": 1.0, "event_weights": {"click": 1.0, "purchase": 5.0},
-                   "window": 2}
-    # Triton sends event types as bytes; the first two events fall before the window
-    types = np.array([b"purchase", b"click", b"purchase", b"click"], dtype=np.object_)
-    np.testing.assert_array_equal(validation.request_weights(4, aggregation, types), [0.0, 0.0, 5.0, 1.0])
-    with pytest.raises(validation.RequestError, match="unknown HISTORY_EVENT_TYPES 'view'"):
-        validation.request_weights(3, aggregation, [b"view", b"click", b"click"])  # outside the window, still refused
-    with pytest.raises(validation.RequestError, match="non-negative"):
-        validation.request_weights(3, aggregation, explicit_weights=np.array([-1.0, 1.0, 1.0]))
-
-
-def test_event_type_weights_take_bytes_or_str() -> None:
-    weights = {"click": 1.0, "add_to_bag": 3.0}
-    np.testing.assert_array_equal(validation.event_type_weights([b"add_to_bag", "click", b"click"], weights), [3.0, 1.0, 1.0])
-    with pytest.raises(validation.RequestError, match="unknown HISTORY_EVENT_TYPES 'view', 'zoom'; known: click, add_to_bag"):
-        validation.event_type_weights([b"zoom", b"click", b"view", b"zoom"], weights)
 
 
 def test_pooling_only_the_window_gives_the_whole_historys_vector() -> None:
