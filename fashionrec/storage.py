@@ -26,7 +26,9 @@ GCS semantics callers must know (there are no folders, only object names contain
   it, so ``exists`` of a folder that was made but not yet written to is ``False`` there. Empty local
   folders are uploaded as zero-byte ``name/`` marker objects (the convention of the Cloud console,
   gcsfuse and Triton) and come back as empty folders from :func:`download_tree`.
-- There are no file locks: two writers to one object race and the last close wins.
+- There are no file locks: two writers to one object race and the last close wins, unless the writer
+  states which generation it expects (:func:`write_if_generation`: 0 = the object must not exist yet),
+  which GCS enforces; a writer that lost the race gets :class:`ConcurrentWriteError`.
 """
 
 from __future__ import annotations
@@ -176,6 +178,34 @@ def open_output(uri: str) -> IO[bytes]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return open(path, "wb")
     return _blob(uri).open("wb", ignore_flush=True)  # pyarrow/pandas call flush() mid-write
+
+
+class ConcurrentWriteError(RuntimeError):
+    """A conditional GCS write found another generation of the object than the one it expected."""
+
+
+def read_json_generation(uri: str) -> tuple[Any, int]:
+    """A GCS JSON object and the generation it was read at; (None, 0) when it does not exist (0 is the
+    generation a conditional write expects of an object that must not exist yet)."""
+    blob = _blob(uri)
+    current = blob.bucket.get_blob(blob.name)
+    if current is None:
+        return None, 0
+    generation = int(current.generation)  # before the download, which refreshes the properties from its headers
+    return json.loads(current.download_as_bytes(if_generation_match=generation).decode("utf-8")), generation
+
+
+def write_if_generation(uri: str, data: bytes, generation: int) -> None:
+    """Write a GCS object only if its generation is still ``generation`` (0: only if it does not exist);
+    ConcurrentWriteError otherwise, leaving the object as the other writer left it."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    if not is_gcs(uri):
+        raise ValueError(f"conditional writes are for gs:// objects (local folders use a file lock): {uri}")
+    try:
+        _blob(uri).upload_from_string(data, if_generation_match=generation)
+    except PreconditionFailed as error:
+        raise ConcurrentWriteError(f"{uri} changed since generation {generation} was read") from error
 
 
 def read_json(uri: str) -> Any:

@@ -19,6 +19,7 @@ from fashionrec import storage
 MANIFEST_FILE = "fashionrec_manifest.json"
 CONFIG_FILE = "config.pbtxt"
 STAGING_PREFIX = ".staging-"  # not a number, so Triton skips it as a version folder
+CLAIM_PREFIX = ".fashionrec-claim-"  # + a version number: a gs:// publisher's create-only claim of that number
 
 
 def read_manifest(repository: str) -> dict[str, Any]:

@@ -16,11 +16,14 @@ Layout written (names from ServingConfig; every model gets the same version numb
 Why each version folder holds everything: Triton's python stub only puts the model folder and the
 version folder on ``sys.path``, so a version that carries its own code and data keeps working when a
 later version changes them (safe rollbacks). Which version is served is decided by the pinned configs
-(:mod:`fashionrec.repository.versions`); given a running server's URL, publish also loads the new version
-into it (explicit model control) without dropping requests. Versions are staged under a non-numeric name (which Triton
-ignores) and renamed into place, so a polling server never sees half a version. The gate is enforced
-here: a model whose blessing says not blessed is never published. Local paths only for now; all file
-access goes through :func:`_local_path` so gs:// can be added in one place.
+(:mod:`fashionrec.repository.versions`); given a running server's URL, publish also loads the new
+version into it (explicit model control) without dropping requests. The gate is enforced here: a model
+whose blessing says not blessed is never published.
+
+Concurrent publishers never take the same version number. Locally, versions are staged under a
+non-numeric name (which Triton ignores) and renamed into place under a file lock, so a polling server
+never sees half a version. On ``gs://`` (no rename, no lock) each number is claimed with a create-only
+object and the manifest is replaced only over the generation that was read (:func:`_publish_to_gcs`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from fashionrec.embeddings_file import ExportedEmbeddings, read_exported
 from fashionrec.contract import content, layout, ops
 from fashionrec.repository import versions
 from fashionrec.repository.manifest import (
+    CLAIM_PREFIX,
     CONFIG_FILE,
     MANIFEST_FILE,
     STAGING_PREFIX,
@@ -66,7 +70,12 @@ PYTHON_MODELS = {"customer_vector": "customer_model_name", "rank_products": "ran
                  "blend_hero": "blend_model_name"}  # each version folder holds the catalogue
 CONTENT_MODELS = {"embed_products": "embed_model_name"}  # each version folder holds the content tower
 ENSEMBLES = {"recommend": "model_name", "rerank": "rerank_model_name", "similar": "similar_model_name"}
+CLAIM_ATTEMPTS = 10  # numbers tried when other publishers keep claiming the next one
 NEW_IN_SET = "new_in"  # candidate set published automatically: the products flagged is_new
+
+
+class ConcurrentPublishError(RuntimeError):
+    """Another publisher took the version number or changed the manifest while this one published."""
 
 
 class NotBlessedError(RuntimeError):
@@ -386,31 +395,65 @@ def _publish_to_gcs(embeddings_path: str, blessing_path: str, model_repository: 
                     protocol: str, catalogue_update: Mapping[str, Any] | None = None) -> PublishedModel:
     """Publish into a local copy of the repository's metadata, then upload in a reader-safe order.
 
-    GCS has no rename and no multi-object atomicity: every file of the new version folders is uploaded
-    first, then the ``config.pbtxt`` files, then the manifest, which is what names the new version.
-    There is no lock either: run one publisher per repository at a time (the pipeline does).
+    GCS has no rename, no lock and no multi-object atomicity, so: the version number is claimed first
+    with a create-only object (:func:`_claim_version`: two publishers never take the same number); every
+    file of the new version folders is uploaded; then the manifest, only if it is still the generation
+    read at the start (another publisher in between: :class:`ConcurrentPublishError`, and nothing names
+    or serves the uploaded version); then the ``config.pbtxt`` files that switch serving to it.
     """
     read_blessing(blessing_path)  # refuse before touching anything remote
     with tempfile.TemporaryDirectory(prefix="fashionrec-publish-") as staging:
         local = Path(staging)
         manifest_uri = storage.join(model_repository, MANIFEST_FILE)
-        if storage.exists(manifest_uri):
-            (local / MANIFEST_FILE).write_text(json.dumps(storage.read_json(manifest_uri)), encoding="utf-8")
-        remote = _remote_versions(model_repository)
-        chosen = version if version is not None else max(remote | existing_versions(local), default=0) + 1
-        if chosen in remote:
-            raise ValueError(f"version {chosen} already exists in {model_repository}")
+        manifest, generation = storage.read_json_generation(manifest_uri)
+        if manifest is not None:
+            (local / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+        chosen = _claim_version(model_repository, version, existing_versions(local))
         published = publish_model_repository(embeddings_path, blessing_path, staging, serving, chosen, metadata,
                                               templates_dir, candidate_sets, catalogue_update=catalogue_update)
         models = [p.name for p in local.iterdir() if p.is_dir()]
         for model in models:
             storage.copy_tree(str(local / model / str(chosen)), storage.join(model_repository, model, str(chosen)))
+        try:
+            storage.write_if_generation(manifest_uri, (local / MANIFEST_FILE).read_bytes(), generation)
+        except storage.ConcurrentWriteError as error:
+            raise ConcurrentPublishError(
+                f"{manifest_uri} changed while version {chosen} was being uploaded (another publisher?): nothing "
+                f"names or serves version {chosen}; publish again") from error
         for model in models:
             storage.upload_file(str(local / model / CONFIG_FILE), storage.join(model_repository, model, CONFIG_FILE))
-        storage.upload_file(str(local / MANIFEST_FILE), manifest_uri)
     if server_url:
         versions.load_models(server_url, serving, protocol)
     return PublishedModel(published.version, model_repository, published.num_products, published.embedding_dim)
+
+
+def _claim_version(model_repository: str, requested: int | None, known: set[int]) -> int:
+    """A version number no other publisher can take: a create-only claim object per number at the
+    repository root (files there are ignored by Triton). The next free number, or ``requested``."""
+    used = _remote_versions(model_repository) | known | _claimed_versions(model_repository)
+    if requested is not None and (requested < 1 or requested in used):
+        raise ValueError(f"version {requested} is not a new positive version of {model_repository} "
+                         f"(used: {sorted(used)})")
+    candidate = requested if requested is not None else max(used, default=0) + 1
+    for _ in range(CLAIM_ATTEMPTS):
+        claim = {"claimed_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        try:
+            storage.write_if_generation(storage.join(model_repository, f"{CLAIM_PREFIX}{candidate}"),
+                                        json.dumps(claim).encode("utf-8"), 0)
+            return candidate
+        except storage.ConcurrentWriteError:
+            if requested is not None:
+                raise ConcurrentPublishError(f"version {requested} is being published by another run") from None
+            candidate += 1
+    raise ConcurrentPublishError(f"{CLAIM_ATTEMPTS} version numbers in a row were claimed by other publishers")
+
+
+def _claimed_versions(model_repository: str) -> set[int]:
+    """The numbers claimed at the root of a remote repository, published or not."""
+    if not storage.exists(model_repository):
+        return set()
+    return {int(name.removeprefix(CLAIM_PREFIX)) for name in storage.list_dir(model_repository)
+            if name.startswith(CLAIM_PREFIX) and name.removeprefix(CLAIM_PREFIX).isdigit()}
 
 
 def _remote_versions(model_repository: str) -> set[int]:
