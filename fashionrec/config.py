@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import os
 import types
@@ -85,7 +86,9 @@ class Section:
         return _from_dict(cls, json.loads(text) if text else {})
 
 
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
+    """A section's field types, resolved once per class (the annotations are strings)."""
     return typing.get_type_hints(cls)
 
 
