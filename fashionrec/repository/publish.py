@@ -60,6 +60,7 @@ from fashionrec.repository.manifest import (
     MANIFEST_FILE,
     STAGING_PREFIX,
     read_manifest,
+    serving_version,
     write_manifest,
 )
 
@@ -297,11 +298,12 @@ def publish_model_repository(
         chosen = _choose_version(repository, version)
         for staging, model_dir in _stage_versions(repository, serving, catalogue, templates, extras, tower).items():
             staging.rename(model_dir / str(chosen))
+        previous = serving_version(read_manifest(str(repository)))
         manifest = _record_version(repository, chosen, catalogue, blessing, embeddings_path, metadata or {}, configs,
                                    content_tower=tower is not None, catalogue_update=catalogue_update)
-        versions.write_serving_configs(str(repository), manifest, chosen, serving)
+        manifest = versions.write_serving_configs(str(repository), manifest, chosen, serving)
     if server_url:
-        versions.load_models(server_url, serving, protocol)
+        versions.load_or_revert(server_url, str(repository), manifest, chosen, previous, serving, protocol)
     return PublishedModel(chosen, str(repository), len(catalogue.product_ids), catalogue.embeddings.shape[1])
 
 
@@ -423,7 +425,8 @@ def _publish_to_gcs(embeddings_path: str, blessing_path: str, model_repository: 
         for model in models:
             storage.upload_file(str(local / model / CONFIG_FILE), storage.join(model_repository, model, CONFIG_FILE))
     if server_url:
-        versions.load_models(server_url, serving, protocol)
+        versions.load_or_revert(server_url, model_repository, read_manifest(model_repository), chosen,
+                                serving_version(manifest or {}), serving, protocol)
     return PublishedModel(published.version, model_repository, published.num_products, published.embedding_dim)
 
 

@@ -25,10 +25,14 @@ from typing import Any
 
 from fashionrec import storage
 from fashionrec.config import ServingConfig
+from fashionrec.repository.check import check_version
 from fashionrec.repository.manifest import CONFIG_FILE, read_manifest, serving_version, write_manifest, write_text
 
-HEADER = ("# Rendered by fashionrec.repository.publish from triton_models/; versions pinned by fashionrec.repository.versions "
-          "(serving version {version}).\n")
+HEADER = ("# Rendered by fashionrec.repository.publish from triton_models/; versions pinned by "
+          "fashionrec.repository.versions (serving version {version}).\n")
+
+
+MAX_REASON_CHARS = 300  # of a server's error quoted in a VersionError
 
 
 class VersionError(RuntimeError):
@@ -67,12 +71,15 @@ def pin(config_text: str, versions: Sequence[int]) -> str:
     return HEADER.format(version=served) + text_format.MessageToString(config)
 
 
-def write_serving_configs(repository: str, manifest: dict[str, Any], target: int, serving: ServingConfig) -> dict:
-    """Pin every model to ``target`` (python models also keep the previously served version) and
-    record it in the manifest; return the updated manifest. No server is contacted."""
+def write_serving_configs(repository: str, manifest: dict[str, Any], target: int, serving: ServingConfig,
+                          keep_previous: bool = True) -> dict:
+    """Pin every model to ``target`` (python models also keep the previously served version, unless
+    ``keep_previous`` is false: a version that failed to load is not kept) and record it in the manifest;
+    return the updated manifest. No server is contacted."""
     entries = {int(entry["version"]): entry for entry in manifest.get("versions", [])}
     if target not in entries:
         raise VersionError(f"version {target} is not published in {repository} (published: {sorted(entries)})")
+    check_version(repository, target, serving)  # before any config names it
     previous = manifest.get("serving_version")
     if previous is None:  # first activation, or a repository published before versions were pinned
         previous = max((v for v in entries if v != target), default=None)
@@ -84,7 +91,8 @@ def write_serving_configs(repository: str, manifest: dict[str, Any], target: int
     for name in python_models(serving):
         if name not in configs or not storage.exists(storage.join(repository, name, str(target))):
             continue  # an optional model the target version does not have keeps its current pin
-        keep = previous is not None and previous != target and old_configs.get(name) == configs[name]
+        keep = (keep_previous and previous is not None and previous != target
+                and old_configs.get(name) == configs[name])
         write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], [previous, target] if keep
                                                                       else [target]))
     for name in ensembles(serving):
@@ -135,11 +143,39 @@ def _repository_models(client: Any, protocol: str) -> set[str]:
 
 def activate(repository: str, version: int, serving: ServingConfig, url: str | None = None,
              protocol: str = "grpc") -> dict:
-    """Serve ``version``: write the pinned configs and, given a server ``url``, load them into it."""
-    manifest = write_serving_configs(repository, read_manifest(repository), int(version), serving)
-    if url:
+    """Serve ``version``: check it, write the pinned configs and, given a server ``url``, load them into
+    it (:func:`load_or_revert`: a version Triton refuses is never left pinned)."""
+    manifest = read_manifest(repository)
+    previous = serving_version(manifest)
+    manifest = write_serving_configs(repository, manifest, int(version), serving)
+    return load_or_revert(url, repository, manifest, int(version), previous, serving, protocol) if url else manifest
+
+
+def load_or_revert(url: str, repository: str, manifest: dict, target: int, previous: int | None,
+                   serving: ServingConfig, protocol: str = "grpc") -> dict:
+    """Load the configs pinned to ``target`` into a running server (explicit model control). When Triton
+    refuses to load it, pin ``previous`` again, load that and raise VersionError with Triton's reason:
+    a failed load never leaves the repository pinned to a version that did not load (the next restart
+    would fail) nor the server's readiness pointing at it. Returns the manifest."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
         load_models(url, serving, protocol)
-    return manifest
+        return manifest
+    except InferenceServerException as error:
+        reason = _short(str(error))
+        if previous is None or previous == target:
+            raise VersionError(f"version {target} failed to load: {reason}") from None
+        write_serving_configs(repository, manifest, previous, serving, keep_previous=False)
+        load_models(url, serving, protocol)
+        raise VersionError(f"version {target} failed to load, so serving stays on version {previous}: "
+                           f"{reason}") from None
+
+
+def _short(message: str, limit: int = MAX_REASON_CHARS) -> str:
+    """A server's message on one line, cut to ``limit`` characters."""
+    line = " ".join(message.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def rollback(repository: str, serving: ServingConfig, to_version: int | None = None, url: str | None = None,

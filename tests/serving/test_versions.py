@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from fashionrec.config import ServingConfig
 from fashionrec.repository.manifest import MANIFEST_FILE
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.repository import versions
+from fashionrec.repository.check import InvalidVersion
 from fashionrec.serving.server import TritonServer
 
 if TYPE_CHECKING:
@@ -136,3 +138,98 @@ def test_rollback_without_an_earlier_version_is_refused(tmp_path: Path, catalogu
         versions.rollback(repository, serving_config)
     with pytest.raises(versions.VersionError, match="version 7 is not published"):
         versions.rollback(repository, serving_config, to_version=7)
+
+
+def _pins(repository: Path) -> dict[str, str]:
+    return {path.parent.name: path.read_text() for path in repository.glob("*/config.pbtxt")}
+
+
+def _ready(server: TritonServer, within_s: float = 60.0) -> bool:
+    """Whether Triton reports ready within ``within_s`` (its readiness is false while a replaced python
+    model's stubs are still unloading, a few seconds after a switch)."""
+    import tritonclient.http as triton_http
+
+    client = triton_http.InferenceServerClient(server.http_url)
+    deadline = time.monotonic() + within_s
+    try:
+        while not client.is_server_ready():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+    finally:
+        client.close()
+
+
+def _model_ready(server: TritonServer, name: str, version: str) -> bool:
+    import tritonclient.http as triton_http
+
+    client = triton_http.InferenceServerClient(server.http_url)
+    try:
+        return bool(client.is_model_ready(name, version))
+    finally:
+        client.close()
+
+
+def _serve_v1_with_v2_published(repository: Path, serving_config: ServingConfig, url: str) -> None:
+    """The drills' starting point: versions 1 and 2 published (by the test above), version 1 served."""
+    versions.activate(str(repository), 1, serving_config, url)
+    assert json.loads((repository / MANIFEST_FILE).read_text())["serving_version"] == 1
+
+
+def test_drill_a_corrupt_version_is_refused_under_load_and_nothing_switches(
+        versioned: tuple[Path, TritonServer], catalogue: Catalogue, serving_config: ServingConfig) -> None:
+    repository, server = versioned
+    _serve_v1_with_v2_published(repository, serving_config, server.grpc_url)
+    v1 = expected_ids(catalogue.product_ids, catalogue.embeddings, catalogue.aggregation["half_life_events"])
+    table = repository / serving_config.ranking_model_name / "2" / "product_embeddings.npy"
+    pristine, pins = table.read_bytes(), _pins(repository)
+    table.write_bytes(pristine[: len(pristine) // 2])  # a truncated upload
+    refused: list[Exception] = []
+
+    def switch() -> None:
+        try:
+            versions.activate(str(repository), 2, serving_config, server.grpc_url)
+        except InvalidVersion as error:
+            refused.append(error)
+
+    try:
+        drill = Stream(server.grpc_url, serving_config)
+        tail = drill.around(switch)
+    finally:
+        table.write_bytes(pristine)
+    assert len(refused) == 1 and "rank_products: " in str(refused[0]) and "unreadable" in str(refused[0])
+    assert drill.failures == [] and all(answer == v1 for answer in drill.answers) and tail == [v1] * STREAM_CLIENTS
+    assert _pins(repository) == pins and _ready(server)
+
+
+def test_drill_a_version_triton_cannot_load_is_reverted_and_readiness_recovers(
+        versioned: tuple[Path, TritonServer], catalogue: Catalogue, serving_config: ServingConfig) -> None:
+    repository, server = versioned
+    _serve_v1_with_v2_published(repository, serving_config, server.grpc_url)
+    v1 = expected_ids(catalogue.product_ids, catalogue.embeddings, catalogue.aggregation["half_life_events"])
+    code = repository / serving_config.ranking_model_name / "2" / "model.py"
+    pristine = code.read_text()
+    code.write_text(pristine + '\nraise RuntimeError("drill: this version cannot load")\n')  # passes the file checks
+    failed: list[Exception] = []
+
+    def switch() -> None:
+        try:
+            versions.activate(str(repository), 2, serving_config, server.grpc_url)
+        except versions.VersionError as error:
+            failed.append(error)
+
+    try:
+        drill = Stream(server.grpc_url, serving_config)
+        tail = drill.around(switch)
+    finally:
+        code.write_text(pristine)
+    assert len(failed) == 1
+    assert "version 2 failed to load, so serving stays on version 1" in str(failed[0])
+    assert "drill: this version cannot load" in str(failed[0])
+    assert drill.failures == [] and all(answer == v1 for answer in drill.answers) and tail == [v1] * STREAM_CLIENTS
+    assert json.loads((repository / MANIFEST_FILE).read_text())["serving_version"] == 1
+    assert all(text.count("versions:") == 1 and "versions: 1\n" in text for text in _pins(repository).values())
+    # Every touchpoint is ready at version 1. (Triton's server-wide readiness stays false after a failed
+    # load: it keeps the failed version's state until the next successful load of that model.)
+    assert all(_model_ready(server, name, "1") for name in versions.ensembles(serving_config))
