@@ -30,6 +30,13 @@ class RecommendError(RuntimeError):
     """The server refused or failed a request (the message is the server's), or was unreachable."""
 
 
+class RequestRejected(RecommendError):
+    """The server refused the request itself (HTTP 400, gRPC INVALID_ARGUMENT): fix it, do not retry."""
+
+
+CLIENT_ERROR_STATUSES = ("400", "StatusCode.INVALID_ARGUMENT")  # tritonclient's status() of a refused request
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """One ranked product; ``score`` is sigmoid(query vector . product embedding)."""
@@ -206,7 +213,8 @@ class FashionrecClient:
         try:
             return self._client.infer(model, inputs, outputs=requested, **timeout)
         except InferenceServerException as error:
-            raise RecommendError(f"{model} at {self.url} ({self.protocol}): {error.message()}") from error
+            kind = RequestRejected if str(error.status()) in CLIENT_ERROR_STATUSES else RecommendError
+            raise kind(f"{model} at {self.url} ({self.protocol}): {error.message()}") from error
         except OSError as error:
             raise RecommendError(f"cannot reach Triton at {self.url} ({self.protocol}): {error}") from error
 

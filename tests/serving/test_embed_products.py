@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import tritonclient.http as httpclient
 
-from fashionrec.app.client import FashionrecClient, History, RecommendError
+from fashionrec.app.client import FashionrecClient, History, RecommendError, RequestRejected
 from fashionrec.config import ServingConfig
 from fashionrec.repository.manifest import MANIFEST_FILE
 from fashionrec.repository.publish import publish_model_repository
@@ -128,7 +128,7 @@ def test_bad_embed_requests_fail_alone_and_the_server_stays_up(
     good = content.ProductContent("blue coat", "coats", 60.0)
     with FashionrecClient(server.grpc_url, "grpc", serving_config) as client:
         for price in (-1.0, float("nan")):
-            with pytest.raises(RecommendError, match="PRICE must be finite and non-negative"):
+            with pytest.raises(RequestRejected, match="PRICE must be finite and non-negative"):  # 4xx, not 500
                 client.embed_products([good, content.ProductContent("x", "coats", price)])
         np.testing.assert_allclose(client.embed_products([good]), tower.embed([good]), atol=1e-6)
     raw = httpclient.InferenceServerClient(server.http_url)

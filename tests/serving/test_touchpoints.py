@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tritonclient.utils import InferenceServerException
 
 from fashionrec.app.cli import main
-from fashionrec.app.client import FashionrecClient, History, Recommendation, RecommendError
+from fashionrec.app.client import FashionrecClient, History, Recommendation, RecommendError, RequestRejected
 from fashionrec.config import ServingConfig
 from fashionrec.serving.server import TritonServer
 
@@ -319,8 +319,9 @@ BAD_CASES = sorted(_bad_calls(ServingConfig()))
 def test_a_bad_request_gets_its_own_clear_error(fashion: FashionrecClient, catalogue: Catalogue,
                                                 serving_config: ServingConfig, case: str) -> None:
     call, message = _bad_calls(serving_config)[case]
-    with pytest.raises(RecommendError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(RequestRejected, match=message.replace("(", r"\(").replace(")", r"\)")) as raised:
         call(fashion)
+    assert str(raised.value.__cause__.status()) in ("400", "StatusCode.INVALID_ARGUMENT")  # a client error, not a 500
     assert fashion.is_ready()
     history = History(["P000001"])
     assert_same(fashion.recommend(history, 5), ranked(catalogue, customer_vector(catalogue, history),

@@ -44,5 +44,5 @@ class TritonPythonModel:
             heroes = self.embeddings[validation.known_rows(self.index, list(hero), "HERO_PRODUCT_ID")]
             blended = np.stack([ops.blend(h, c, a) for h, c, a in zip(heroes, customer, alphas, strict=True)])
         except validation.RequestError as error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
         return pb_utils.InferenceResponse([pb_utils.Tensor("BLENDED_VECTOR", blended)])

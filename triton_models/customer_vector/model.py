@@ -49,7 +49,7 @@ class TritonPythonModel:
             extra = {name: _optional(request, name, ids.shape[0]) for name in OPTIONAL}
             vectors = np.stack([self._vector(row, ids[row], extra) for row in range(ids.shape[0])])
         except validation.RequestError as error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
         return pb_utils.InferenceResponse([pb_utils.Tensor("CUSTOMER_VECTOR", vectors)])
 
     def _vector(self, row: int, ids: np.ndarray, extra: dict) -> np.ndarray:

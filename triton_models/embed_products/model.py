@@ -43,7 +43,7 @@ class TritonPythonModel:
             embeddings = self.tower.embed_columns(columns["TITLE"], columns["DESCRIPTION"], columns["CATEGORY"],
                                                   columns["COLOUR"], columns["BRAND"], prices)
         except content.ProductError as error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
         return pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDING", embeddings.astype(np.float32))])
 
 

@@ -62,7 +62,7 @@ class TritonPythonModel:
     def _respond(self, job) -> pb_utils.InferenceResponse:
         """PRODUCT_IDS [b, k'] and SCORES [b, k'] (k' = the fewest any row of the request kept)."""
         if isinstance(job, Exception):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(job)))
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(job), pb_utils.TritonError.INVALID_ARG))
         ranked = []
         for row in job["rows"]:
             dots = row["dots"] if row["candidates"] is None else self.table.scores_of(row["vector"], row["candidates"])
