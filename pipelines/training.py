@@ -6,6 +6,8 @@ each task gets only the sections its stage reads, so KFP's cache skips a stage w
 change. :func:`config_arguments` turns a PipelineConfig into those parameters.
 """
 
+from dataclasses import dataclass
+
 from kfp import dsl
 
 from components.stages import (
@@ -32,6 +34,36 @@ PIPELINE_NAME = "fashionrec-training"
 CONFIG_PARAMETER_SUFFIX = "_config"  # pipeline parameter of a config section: "train" -> "train_config"
 
 
+@dataclass(frozen=True)
+class TaskResources:
+    """What a task asks its node for (Kubernetes quantities). Sized for the embedded shop and ML-1M on
+    one node; raise them for a 1M-product catalogue (transform and train hold the catalogue in memory)."""
+
+    cpu: str
+    memory: str
+
+
+TASK_RESOURCES = {  # by task; the limits equal the requests, so a task's resources are guaranteed
+    "prepare-dataset": TaskResources("1", "2Gi"),
+    "ingest-data": TaskResources("1", "4Gi"),
+    "transform-data": TaskResources("2", "8Gi"),
+    "train-model": TaskResources("4", "16Gi"),
+    "export-embeddings": TaskResources("2", "8Gi"),
+    "evaluate-model": TaskResources("2", "8Gi"),
+    "publish-model": TaskResources("1", "4Gi"),
+}
+RETRIES = 2  # a task that fails (a preempted node, a storage hiccup) runs again this many times ...
+RETRY_BACKOFF = "60s"  # ... after this long, doubling each time
+
+
+def _placed(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The task with its resources and retry policy (TASK_RESOURCES, RETRIES)."""
+    resources = TASK_RESOURCES[task.name]
+    return (task.set_cpu_request(resources.cpu).set_cpu_limit(resources.cpu)
+            .set_memory_request(resources.memory).set_memory_limit(resources.memory)
+            .set_retry(num_retries=RETRIES, backoff_duration=RETRY_BACKOFF, backoff_factor=2.0))
+
+
 def config_arguments(config: PipelineConfig) -> dict[str, str]:
     """The pipeline's config parameters for ``config``: each section's JSON by its parameter name."""
     return {f"{name}{CONFIG_PARAMETER_SUFFIX}": section.to_json() for name, section in config.sections().items()}
@@ -51,35 +83,36 @@ def training_pipeline(
     serving_config: str = ServingConfig().to_json(),
 ):
     """``dataset``: one of fashionrec.datasets.DATASET_NAMES; ``data_dir``: where its files are, if needed."""
-    raw = prepare_dataset(shop_config=shop_config, dataset=dataset, data_dir=data_dir).set_display_name(
-        "prepare dataset"
-    )
-    ingested = ingest_data(ingest_config=ingest_config, raw_data=raw.outputs["raw_data"]).set_display_name("ingest")
-    transformed = transform_data(
-        transform_config=transform_config, ingested=ingested.outputs["ingested"]
-    ).set_display_name("transform (Beam + TFT)")
-    trained = train_model(
-        train_config=train_config, transform_config=transform_config, transformed=transformed.outputs["transformed"]
-    ).set_display_name("train two-tower")
-    exported = export_embeddings(
+    raw = _placed(prepare_dataset(shop_config=shop_config, dataset=dataset, data_dir=data_dir))
+    ingested = _placed(ingest_data(ingest_config=ingest_config, raw_data=raw.outputs["raw_data"]))
+    transformed = _placed(transform_data(transform_config=transform_config, ingested=ingested.outputs["ingested"]))
+    trained = _placed(train_model(train_config=train_config, transform_config=transform_config,
+                                  transformed=transformed.outputs["transformed"]))
+    exported = _placed(export_embeddings(
         ingest_config=ingest_config,
         export_config=export_config,
         ingested=ingested.outputs["ingested"],
         transformed=transformed.outputs["transformed"],
         model=trained.outputs["model"],
-    ).set_display_name("export embeddings")
-    evaluated = evaluate_model(
+    ))
+    evaluated = _placed(evaluate_model(
         evaluate_config=evaluate_config,
         serving_config=serving_config,
         ingested=ingested.outputs["ingested"],
         transformed=transformed.outputs["transformed"],
         embeddings=exported.outputs["embeddings"],
         model_repository=model_repository,
-    ).set_display_name("evaluate + gate")
+    ))
+    raw.set_display_name("prepare dataset")
+    ingested.set_display_name("ingest")
+    transformed.set_display_name("transform (Beam + TFT)")
+    trained.set_display_name("train two-tower")
+    exported.set_display_name("export embeddings")
+    evaluated.set_display_name("evaluate + gate")
     with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
-        publish_model(
+        _placed(publish_model(
             serving_config=serving_config,
             embeddings=exported.outputs["embeddings"],
             evaluation=evaluated.outputs["evaluation"],
             model_repository=model_repository,
-        ).set_display_name("publish to Triton repository")
+        )).set_display_name("publish to Triton repository")

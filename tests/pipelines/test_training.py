@@ -12,7 +12,7 @@ import yaml
 from kfp import compiler
 
 from fashionrec.config import PipelineConfig
-from pipelines.training import config_arguments, training_pipeline
+from pipelines.training import RETRIES, TASK_RESOURCES, config_arguments, training_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,23 @@ def test_a_setting_re_runs_only_the_stages_that_read_it_and_those_after(compiled
 def test_evaluation_settings_leave_ingest_transform_and_train_cached(compiled):
     changed = PipelineConfig().with_overrides({"evaluate.seed": 4, "evaluate.bootstrap_resamples": 200})
     assert not rerun_tasks(compiled, PipelineConfig(), changed) & {"ingest-data", "transform-data", "train-model"}
+
+
+def _all_tasks(compiled: dict) -> dict[str, dict]:
+    """Every task of the pipeline, the ones inside conditions included."""
+    tasks = dict(compiled["root"]["dag"]["tasks"])
+    for component in compiled["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return {name: task for name, task in tasks.items() if "componentRef" in task and "condition" not in name}
+
+
+def test_every_task_asks_for_its_resources_and_retries_transient_failures(compiled):
+    tasks = _all_tasks(compiled)
+    assert set(tasks) == set(TASK_RESOURCES)
+    executors = compiled["deploymentSpec"]["executors"]
+    for name, task in tasks.items():
+        resources = executors[f"exec-{name}"]["container"]["resources"]
+        wanted = TASK_RESOURCES[name]
+        assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == (wanted.cpu, wanted.memory)
+        assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == (wanted.cpu, wanted.memory)
+        assert task["retryPolicy"]["maxRetryCount"] == RETRIES and task["retryPolicy"]["backoffDuration"] == "60s"
