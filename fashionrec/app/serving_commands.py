@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fashionrec.config import PipelineConfig, ServingConfig
+from fashionrec.config import MODEL_CONTROL_MODES, PipelineConfig, ServingConfig
 from fashionrec.app.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
 from fashionrec.contract.content import ProductContent
 from fashionrec.repository import versions
-from fashionrec.serving.server import CONTROL_MODES, TritonServer, TritonStartError
+from fashionrec.serving.server import TritonServer, TritonStartError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,7 +87,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 @click.option("--metrics-port", type=int, default=None,
               help="Prometheus metrics port (default ServingConfig.metrics_port; 0 = free).")
 @click.option("--host", default=None, help="Address to bind (default ServingConfig.host).")
-@click.option("--model-control-mode", type=click.Choice(CONTROL_MODES), default=None,
+@click.option("--model-control-mode", type=click.Choice(MODEL_CONTROL_MODES), default=None,
               help="Triton model control (default ServingConfig.model_control_mode).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Write the server log here (default: a temporary file removed at exit).")

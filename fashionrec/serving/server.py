@@ -10,6 +10,8 @@ the stub's interpreter imports the venv's numpy).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import glob
 import json
 import os
@@ -26,16 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from fashionrec.config import ServingConfig
+from fashionrec.config import MODEL_CONTROL_MODES, ServingConfig
 from fashionrec.serving.environment import Progress, ensure_serving_environment, print_progress, venv_python
 
 _DEFAULTS = ServingConfig()
-CONTROL_MODES = ("none", "poll", "explicit")
 LOG_TAIL_LINES = 15  # lines of the server log quoted in errors (after its error lines)
 # Error lines Triton always prints on a machine without a GPU; they do not explain a failure.
 CPU_ONLY_NOISE = ("CudaDriverHelper", "CUDA driver version is insufficient", "unable to create stream")
 READY_POLL_INTERVAL_S = 0.2
 SHM_DIR = Path("/dev/shm")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when its parent dies
 _LAYOUT_SCRIPT = (
     "import json, sys, sysconfig; print(json.dumps({'purelib': sysconfig.get_paths()['purelib'], "
     "'libdir': sysconfig.get_config_var('LIBDIR'), 'minor': f'{sys.version_info[0]}.{sys.version_info[1]}'}))"
@@ -131,8 +133,8 @@ class TritonServer:
         self.model_repository = Path(model_repository).absolute()
         self.serving = serving
         self.model_control_mode = model_control_mode or serving.model_control_mode
-        if self.model_control_mode not in CONTROL_MODES:
-            raise ValueError(f"model_control_mode must be one of {CONTROL_MODES}, got {self.model_control_mode!r}")
+        if self.model_control_mode not in MODEL_CONTROL_MODES:
+            raise ValueError(f"model_control_mode must be one of {MODEL_CONTROL_MODES}, got {self.model_control_mode!r}")
         self._requested_ports = (
             serving.http_port if http_port is None else http_port,
             serving.grpc_port if grpc_port is None else grpc_port,
@@ -176,6 +178,7 @@ class TritonServer:
             raise FileNotFoundError(f"model repository {self.model_repository} does not exist")
         install = TritonInstall.of(
             ensure_serving_environment(self._venv_dir, self.serving.pytriton_version, self._progress))
+        remove_orphaned_shm()  # of servers whose wrapper was killed before it could clean up
         self._workdir = Path(tempfile.mkdtemp(prefix="fashionrec-triton-"))
         self.log_path = self._log_path or self._workdir / "tritonserver.log"
         http, grpc, metrics = (port or free_port(self.serving.host) for port in self._requested_ports)
@@ -184,7 +187,8 @@ class TritonServer:
         self._progress(f"Starting tritonserver on {self.model_repository} (log: {self.log_path}) ...")
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                             env=self._environment(install), start_new_session=True)
+                                             env=self._environment(install), start_new_session=True,
+                                             preexec_fn=_die_with_parent)
         try:
             self._wait_ready()
         except BaseException:
@@ -204,11 +208,17 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 returncode = process.wait()
+            _kill_group(process.pid)  # python stubs that outlived tritonserver (its group: start_new_session)
             self._remove_shm_leftovers()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return returncode
+
+    @property
+    def pid(self) -> int | None:
+        """tritonserver's process id (also its process group's, which its python stubs share); None if stopped."""
+        return None if self._process is None else self._process.pid
 
     @property
     def returncode(self) -> int | None:
@@ -278,9 +288,54 @@ class TritonServer:
         return f"{reason} (repository {self.model_repository}).\nFrom its log {self.log_path}:\n{self.log_tail()}"
 
     def _remove_shm_leftovers(self) -> None:
-        """A killed server leaves its python-backend shm regions; ours have a unique prefix."""
+        """A killed server leaves its python-backend shm regions; ours have a unique prefix. Regions of
+        servers whose wrapper process is gone (killed before it could clean up) go too."""
         for leftover in glob.glob(str(SHM_DIR / f"{self.shm_prefix}*")):
             Path(leftover).unlink(missing_ok=True)
+        remove_orphaned_shm()
+
+
+def remove_orphaned_shm() -> list[str]:
+    """Remove the python-backend shm regions of fashionrec servers whose wrapper process no longer runs
+    (their names carry its pid: ``fashionrec_<pid>_<id>_...``); return their names."""
+    removed = []
+    for region in glob.glob(str(SHM_DIR / "fashionrec_*_*")):
+        owner = Path(region).name.split("_")[1]
+        if owner.isdigit() and not _alive(int(owner)):
+            Path(region).unlink(missing_ok=True)
+            removed.append(Path(region).name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGKILL to tritonserver when the wrapper dies, however it
+    dies (kill -9 included), so no server is left holding the ports; its python stubs notice their
+    parent's death and exit. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing. (The signal follows
+    the thread that started the server: start it from a thread that lives as long as the server, e.g.
+    the main one.)"""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group (the stubs of a stopped tritonserver); gone already: fine."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
 
 
 def _is_error_line(line: str) -> bool:
