@@ -428,6 +428,11 @@ class ServingConfig(Section):
     startup_timeout_s: float = at_least(120.0, 0.0, strictly=True)  # until the server reports ready
     shutdown_timeout_s: float = at_least(30.0, 0.0, strictly=True)  # after SIGTERM, before the server is killed
     client_timeout_s: float = at_least(30.0, 0.0, strictly=True)  # per recommend request
+    # The client asks an unreachable or unavailable server again (a restart: ~3 s here, stop and start) this
+    # many times, waiting this long first, doubling up to the cap: 0.2 + 0.4 + 0.8 + 9 x 1 s, ~10 s in all.
+    client_retries: int = at_least(12, 0)
+    client_retry_backoff_s: float = at_least(0.2, 0.0)
+    client_max_backoff_s: float = at_least(1.0, 0.0)
 
     def check(self) -> None:
         if self.default_top_k > self.max_top_k:

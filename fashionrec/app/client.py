@@ -10,6 +10,7 @@ one-call interface (history ids + weights -> recommend) for existing callers.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,6 +36,9 @@ class RequestRejected(RecommendError):
 
 
 CLIENT_ERROR_STATUSES = ("400", "StatusCode.INVALID_ARGUMENT")  # tritonclient's status() of a refused request
+# ... of a server that is not there yet: down, or up but still loading its models (a model without a loaded
+# version is "not found" then; a misspelt model name is too, and fails after the retries)
+TRANSIENT_STATUSES = ("StatusCode.UNAVAILABLE", "503", "StatusCode.NOT_FOUND", "404")
 
 
 @dataclass(frozen=True)
@@ -207,16 +211,25 @@ class FashionrecClient:
         return [Recommendation(pid.decode("utf-8"), float(score)) for pid, score in zip(ids, scores, strict=True)]
 
     def infer(self, model: str, inputs: list[Any], outputs: Sequence[str]) -> Any:
-        """One raw inference; server errors and connection failures become RecommendError."""
+        """One raw inference; server errors and connection failures become RecommendError. A server that
+        is unreachable or unavailable (restarting, say) is asked again ``serving.client_retries`` times,
+        after ``client_retry_backoff_s`` doubling up to ``client_max_backoff_s``; a refused request
+        (RequestRejected) never."""
         requested = [self._module.InferRequestedOutput(name) for name in outputs]
         timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-        try:
-            return self._client.infer(model, inputs, outputs=requested, **timeout)
-        except InferenceServerException as error:
-            kind = RequestRejected if str(error.status()) in CLIENT_ERROR_STATUSES else RecommendError
-            raise kind(f"{model} at {self.url} ({self.protocol}): {error.message()}") from error
-        except OSError as error:
-            raise RecommendError(f"cannot reach Triton at {self.url} ({self.protocol}): {error}") from error
+        for attempt in range(self.serving.client_retries + 1):
+            try:
+                return self._client.infer(model, inputs, outputs=requested, **timeout)
+            except InferenceServerException as error:
+                status = str(error.status())
+                if status not in TRANSIENT_STATUSES or attempt == self.serving.client_retries:
+                    kind = RequestRejected if status in CLIENT_ERROR_STATUSES else RecommendError
+                    raise kind(f"{model} at {self.url} ({self.protocol}): {error.message()}") from error
+            except OSError as error:
+                if attempt == self.serving.client_retries:
+                    raise RecommendError(f"cannot reach Triton at {self.url} ({self.protocol}): {error}") from error
+            time.sleep(min(self.serving.client_retry_backoff_s * 2 ** attempt, self.serving.client_max_backoff_s))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class RecommendClient(FashionrecClient):

@@ -11,6 +11,11 @@ from typing import Any, Literal
 from fashionrec.config import ServingConfig
 
 Protocol = Literal["grpc", "http"]
+# A gRPC channel whose server went away waits before connecting again, by default up to 120 s and growing
+# with each failure, and fails every call meanwhile: a restarted server (back within seconds) would stay
+# unreachable. Reconnect within a second instead.
+GRPC_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                  ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 def tritonclient_module(protocol: Protocol) -> Any:
@@ -28,7 +33,7 @@ def raw_client(module: Any, url: str, protocol: Protocol, timeout_s: float) -> A
     """An InferenceServerClient of ``module`` (HTTP takes the timeout at connection; gRPC per call)."""
     if protocol == "http":
         return module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
-    return module.InferenceServerClient(url)
+    return module.InferenceServerClient(url, channel_args=GRPC_RECONNECT)
 
 
 @contextmanager

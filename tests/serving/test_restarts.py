@@ -9,9 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
-from fashionrec.app.client import FashionrecClient, History
+from fashionrec.app.client import FashionrecClient, History, RecommendError
 from fashionrec.repository.publish import PublishedModel
 from fashionrec.serving.server import SHM_DIR, TritonServer, free_port
 
@@ -61,3 +62,47 @@ def test_kill_9_of_the_wrapper_leaves_no_server_no_stub_and_no_shm(published: Pu
         with FashionrecClient(server.grpc_url, "grpc") as client:
             assert len(client.recommend(History(["P000001", "P000002"]), 5)) == 5
     assert shutil.disk_usage(SHM_DIR).used <= shm_before + 1_000_000  # nothing mapped by an orphan
+
+
+def test_clients_that_retry_lose_no_request_when_a_killed_server_is_restarted(published: PublishedModel) -> None:
+    """A crash as a pod's supervisor sees it: tritonserver is killed (-9) under load and started again on
+    its ports while gRPC clients keep asking; each unavailable moment is retried (serving.client_retries),
+    so no request fails. (An HTTP request in flight at the kill can wait out client_timeout_s first.)"""
+    ports = [free_port("127.0.0.1") for _ in range(3)]
+    history = History(["P000001", "P000002"])
+    answers: dict[str, list[int]] = {"grpc": [], "grpc, second client": []}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def ask(name: str, url: str) -> None:
+        with FashionrecClient(url, "grpc") as client:
+            while not stop.is_set():
+                try:
+                    answers[name].append(len(client.recommend(history, 5)))
+                except RecommendError as error:
+                    failures.append(f"{name}: {error}")
+
+    def answered(count: int) -> None:
+        deadline = time.monotonic() + GONE_WITHIN_S
+        while min(len(a) for a in answers.values()) < count:
+            assert time.monotonic() < deadline, f"answers stalled at {[len(a) for a in answers.values()]}: {failures}"
+            time.sleep(0.01)
+
+    first = TritonServer(published.path, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]).start()
+    threads = [threading.Thread(target=ask, args=(name, first.grpc_url)) for name in answers]
+    for thread in threads:
+        thread.start()
+    try:
+        answered(10)
+        os.kill(first.pid, signal.SIGKILL)
+        first.stop()  # reaps it, kills its stubs, sweeps its shm
+        with TritonServer(published.path, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]):
+            answered(min(len(a) for a in answers.values()) + 20)  # both clients answered by the new server
+            stop.set()
+            for thread in threads:
+                thread.join()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == [] and {n for a in answers.values() for n in a} == {5}
