@@ -16,6 +16,8 @@ Protocol = Literal["grpc", "http"]
 # unreachable. Reconnect within a second instead.
 GRPC_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                   ("grpc.max_reconnect_backoff_ms", 1000)]
+# Given channel options, tritonclient drops its own: keep its unlimited message sizes (a 10,000-id history).
+GRPC_MESSAGE_LIMITS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
 
 
 def tritonclient_module(protocol: Protocol) -> Any:
@@ -33,7 +35,7 @@ def raw_client(module: Any, url: str, protocol: Protocol, timeout_s: float) -> A
     """An InferenceServerClient of ``module`` (HTTP takes the timeout at connection; gRPC per call)."""
     if protocol == "http":
         return module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
-    return module.InferenceServerClient(url, channel_args=GRPC_RECONNECT)
+    return module.InferenceServerClient(url, channel_args=GRPC_MESSAGE_LIMITS + GRPC_RECONNECT)
 
 
 @contextmanager
