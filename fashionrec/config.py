@@ -427,6 +427,11 @@ class ServingConfig(Section):
     repository_poll_secs: int = at_least(5, 1)  # with model_control_mode="poll"
     startup_timeout_s: float = at_least(120.0, 0.0, strictly=True)  # until the server reports ready
     shutdown_timeout_s: float = at_least(30.0, 0.0, strictly=True)  # after SIGTERM, before the server is killed
+    # Triton's admin APIs (model repository: load/unload; shared memory; logging; trace) answer only requests
+    # carrying this header with the key found in this environment variable, when it is set (the key itself
+    # is a secret: never in the config, which travels through KFP). gRPC sends it as triton-grpc-protocol-<header>.
+    admin_key_header: str = "admin-key"
+    admin_key_env: str = "FASHIONREC_ADMIN_KEY"
     client_timeout_s: float = at_least(30.0, 0.0, strictly=True)  # per recommend request
     # The client asks an unreachable or unavailable server again (a restart: ~3 s here, stop and start) this
     # many times, waiting this long first, doubling up to the cap: 0.2 + 0.4 + 0.8 + 9 x 1 s, ~10 s in all.

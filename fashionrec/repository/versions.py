@@ -124,18 +124,19 @@ def load_models(url: str, serving: ServingConfig, protocol: str = "grpc") -> Non
     """Make a server started with ``--model-control-mode=explicit`` (re)load the repository's configs:
     python models first, then the ensembles. Triton swaps each model in when its new version is
     ready and lets in-flight requests finish on the old one."""
-    from fashionrec.serving.connection import connect_raw
+    from fashionrec.serving.connection import admin_headers, connect_raw
 
+    headers = admin_headers(serving, protocol)  # the repository API may be restricted to a key
     with connect_raw(url, protocol, serving.client_timeout_s) as client:
-        present = _repository_models(client, protocol)
+        present = _repository_models(client, protocol, headers)
         for name in [*python_models(serving), *ensembles(serving)]:
             if name in present or name not in optional_models(serving):
-                client.load_model(name)
+                client.load_model(name, headers=headers)
 
 
-def _repository_models(client: Any, protocol: str) -> set[str]:
+def _repository_models(client: Any, protocol: str, headers: dict[str, str] | None) -> set[str]:
     """Names of the models in the server's repository (loaded or not)."""
-    index = client.get_model_repository_index()
+    index = client.get_model_repository_index(headers=headers)
     if protocol == "grpc":
         return {model.name for model in index.models}
     return {model["name"] for model in index}

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -47,3 +48,30 @@ def connect_raw(url: str, protocol: Protocol = "grpc",
         yield client
     finally:
         client.close()
+
+
+RESTRICTED_APIS = ("model-repository", "shared-memory", "logging", "trace")  # Triton's names for its admin APIs
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"  # Triton expects a restricted gRPC protocol's header so named
+
+
+def admin_key(serving: ServingConfig) -> str | None:
+    """The admin APIs' key from ``serving.admin_key_env``; None when the APIs are not restricted."""
+    return os.environ.get(serving.admin_key_env) or None
+
+
+def admin_headers(serving: ServingConfig, protocol: Protocol) -> dict[str, str] | None:
+    """The header a request to a restricted admin API carries (None: no key configured)."""
+    key = admin_key(serving)
+    if key is None:
+        return None
+    prefix = GRPC_RESTRICTED_PREFIX if protocol == "grpc" else ""
+    return {f"{prefix}{serving.admin_key_header}": key}
+
+
+def restriction_flags(serving: ServingConfig) -> list[str]:
+    """tritonserver arguments that restrict the admin APIs to requests with the key (none without one)."""
+    key = admin_key(serving)
+    if key is None:
+        return []
+    rule = f"{','.join(RESTRICTED_APIS)}:{serving.admin_key_header}={key}"
+    return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]

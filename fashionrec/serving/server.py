@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fashionrec.config import MODEL_CONTROL_MODES, ServingConfig
+from fashionrec.serving.connection import restriction_flags
 from fashionrec.serving.environment import Progress, ensure_serving_environment, print_progress, venv_python
 
 _DEFAULTS = ServingConfig()
@@ -258,6 +259,7 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={int(self.serving.shutdown_timeout_s)}",
         ]
+        command += restriction_flags(self.serving)  # the admin APIs answer only with the key, when one is set
         if self.model_control_mode == "explicit":
             command.append("--load-model=*")
         if self.model_control_mode == "poll":

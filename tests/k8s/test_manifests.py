@@ -67,6 +67,8 @@ TRITON_ARGS = [
     "--repository-poll-secs=30",
     "--strict-readiness=true",
     "--metrics-config=summary_latencies=true",
+    *(f"--{flag}=model-repository,shared-memory,logging,trace:admin-key=$(FASHIONREC_ADMIN_KEY)"
+      for flag in ("http-restricted-api", "grpc-restricted-protocol")),
 ]
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
@@ -344,6 +346,19 @@ def test_triton_image_and_arguments(objects):
     assert container["image"] == TRITON_IMAGE
     assert container.get("command") is None, "keep the image's entrypoint; put tritonserver in args"
     assert container["args"] == TRITON_ARGS
+
+
+def test_the_admin_key_comes_from_a_secret_and_matches_what_fashionrec_sends(objects):
+    from fashionrec.config import ServingConfig
+    from fashionrec.serving.connection import RESTRICTED_APIS
+
+    serving = ServingConfig()
+    env = {item["name"]: item for item in triton_container(objects)["env"]}
+    ref = env[serving.admin_key_env]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("fashionrec-triton-admin", "admin-key") and not ref.get("optional")
+    rule = f"{','.join(RESTRICTED_APIS)}:{serving.admin_key_header}=$({serving.admin_key_env})"
+    assert {f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"} <= set(
+        triton_container(objects)["args"])
 
 
 def test_model_repository_comes_from_the_configmap(objects):
