@@ -6,6 +6,7 @@ stay loaded, and every answer equals the numpy reference of exactly one version 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -233,3 +234,56 @@ def test_drill_a_version_triton_cannot_load_is_reverted_and_readiness_recovers(
     # Every touchpoint is ready at version 1. (Triton's server-wide readiness stays false after a failed
     # load: it keeps the failed version's state until the next successful load of that model.)
     assert all(_model_ready(server, name, "1") for name in versions.ensembles(serving_config))
+
+
+def test_drill_poll_mode_switches_to_a_good_version_and_never_sees_a_corrupt_one(
+        tmp_path: Path, catalogue: Catalogue, serving_config: ServingConfig, export_writer: Callable) -> None:
+    """The Kubernetes setup: Triton polls the repository. A good version published under load is picked
+    up with 0 failed requests; a corrupt one is refused before any pin names it, so the polling server
+    never tries to load it and keeps serving, ready."""
+    polling = dataclasses.replace(serving_config, repository_poll_secs=1)
+    half_life = catalogue.aggregation["half_life_events"]
+    v1 = expected_ids(catalogue.product_ids, catalogue.embeddings, half_life)
+    flipped = catalogue.embeddings[np.random.default_rng(9).permutation(len(catalogue.embeddings))]
+    v2 = expected_ids(catalogue.product_ids, flipped, half_life)
+    repository = publish_model_repository(*export_writer(tmp_path / "v1", catalogue.product_ids, catalogue.embeddings,
+                                                         catalogue.is_new), str(tmp_path / "repo"), polling).path
+    second = export_writer(tmp_path / "v2", catalogue.product_ids, flipped, catalogue.is_new)
+    with TritonServer(repository, polling, http_port=0, grpc_port=0, metrics_port=0,
+                      model_control_mode="poll") as server:
+        publishing = Stream(server.grpc_url, polling)
+        tail = publishing.around(lambda: (publish_model_repository(*second, repository, polling),
+                                          _wait_for(server, polling, 2)))
+        assert publishing.failures == [] and all(answer in (v1, v2) for answer in publishing.answers)
+        assert tail == [v2] * STREAM_CLIENTS
+
+        publish_model_repository(*second, repository, polling)  # version 3, served at once ...
+        _wait_for(server, polling, 3)
+        versions.activate(repository, 2, polling)  # ... and back to 2, so 3 can be switched to again
+        _wait_for(server, polling, 2)
+        table = Path(repository) / polling.ranking_model_name / "3" / "product_embeddings.npy"
+        table.write_bytes(table.read_bytes()[:100])  # version 3 is corrupted in the bucket
+        refused: list[Exception] = []
+
+        def switch() -> None:
+            try:
+                versions.activate(repository, 3, polling)
+            except InvalidVersion as error:
+                refused.append(error)
+            time.sleep(3 * polling.repository_poll_secs)  # polls that would have picked it up
+
+        corrupt = Stream(server.grpc_url, polling)
+        tail = corrupt.around(switch)
+        assert len(refused) == 1 and "unreadable" in str(refused[0])
+        assert corrupt.failures == [] and all(answer == v2 for answer in corrupt.answers)
+        assert tail == [v2] * STREAM_CLIENTS
+        assert _ready(server)
+
+
+def _wait_for(server: TritonServer, serving: ServingConfig, version: int, within_s: float = 60.0) -> None:
+    """Until every ensemble of a polling server answers with ``version``."""
+    deadline = time.monotonic() + within_s
+    with FashionrecClient(server.grpc_url, "grpc", serving) as client:
+        while {client.served_version(name) for name in versions.ensembles(serving)} != {version}:
+            assert time.monotonic() < deadline, f"the server did not pick up version {version}"
+            time.sleep(0.2)
