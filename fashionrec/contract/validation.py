@@ -155,3 +155,30 @@ def check_alphas(alphas: np.ndarray) -> None:
     bad = np.flatnonzero(~((alphas >= 0.0) & (alphas <= 1.0)))
     if bad.size:
         raise RequestError(f"ALPHA must be between 0 and 1, got {alphas[bad[0]]}")
+
+
+REFUSED_METRIC = "fashionrec_requests_refused_total"  # Prometheus counter, labelled by model and version
+
+
+class Refusals:
+    """What a Triton python model does with a request it refuses as malformed: answer INVALID_ARG (HTTP
+    400, gRPC INVALID_ARGUMENT: the caller must fix it, not retry) and count it in
+    :data:`REFUSED_METRIC`. Why the count: Triton counts such an answer as a success of the python model
+    and as a failure (reason OTHER) of its ensemble, like a real fault; alerts subtract the refusals.
+
+    ``pb_utils`` is Triton's ``triton_python_backend_utils``, passed in: the contract imports only numpy.
+    """
+
+    def __init__(self, pb_utils: object, model_name: str, model_version: str) -> None:
+        # the family must outlive its metric (Triton refuses to count into a deleted family): both kept
+        self._family = pb_utils.MetricFamily(  # type: ignore[attr-defined]
+            name=REFUSED_METRIC, description="requests refused as malformed (answered 400 / INVALID_ARGUMENT)",
+            kind=pb_utils.MetricFamily.COUNTER)  # type: ignore[attr-defined]
+        self._metric = self._family.Metric(labels={"model": model_name, "version": str(model_version)})
+        self._pb_utils = pb_utils
+
+    def response(self, error: Exception) -> object:
+        """The refused request's response, counted."""
+        self._metric.increment(1)
+        pb = self._pb_utils
+        return pb.InferenceResponse(error=pb.TritonError(str(error), pb.TritonError.INVALID_ARG))  # type: ignore[attr-defined]

@@ -187,7 +187,9 @@ class TritonServer:
         command = self._command(install, assemble_backends(install, self._workdir / "backends"))
         self._progress(f"Starting tritonserver on {self.model_repository} (log: {self.log_path}) ...")
         with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+            # cwd: the python stubs put theirs first on sys.path; started from a fashionrec checkout they
+            # would import its fashionrec.contract instead of the copy in each version folder
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self._workdir,
                                              env=self._environment(install), start_new_session=True,
                                              preexec_fn=_die_with_parent)
         try:

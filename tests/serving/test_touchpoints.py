@@ -364,3 +364,28 @@ def test_wrong_dtype_or_shape_is_refused_by_triton_with_the_input_named(
         client.infer("recommend", [ids, top_k])
     assert client.is_model_ready("recommend")
     client.close()
+
+
+def _metric_total(metrics_url: str, name: str, label: str) -> float:
+    """Sum of a Prometheus metric's samples whose labels contain ``label`` (e.g. model="recommend")."""
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode("utf-8")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and label in line)
+
+
+def test_refused_requests_are_counted_apart_from_failures(triton: TritonServer, serving_config: ServingConfig) -> None:
+    """Triton counts a refusal as a success of the python model and a failure (reason OTHER) of its ensemble,
+    like a real fault; fashionrec_requests_refused_total lets alerts tell the two apart."""
+    refused_metric, failures_metric = "fashionrec_requests_refused_total", "nv_inference_request_failure"
+    ranking = f'model="{serving_config.ranking_model_name}"'
+    ensemble = f'model="{serving_config.model_name}"'
+    refused_before = _metric_total(triton.metrics_url, refused_metric, ranking)
+    failed_before = _metric_total(triton.metrics_url, failures_metric, ensemble)
+    with FashionrecClient(triton.grpc_url, "grpc", serving_config) as client:
+        for _ in range(3):
+            with pytest.raises(RequestRejected):
+                client.recommend(History(["P000001"]), 5, candidate_set="black-friday")
+    assert _metric_total(triton.metrics_url, refused_metric, ranking) == refused_before + 3
+    assert _metric_total(triton.metrics_url, failures_metric, ensemble) > failed_before  # Triton's own view

@@ -22,6 +22,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         """Load this version's catalogue and the default alpha."""
+        self.refusals = validation.Refusals(pb_utils, args["model_name"], args["model_version"])
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
         self.default_alpha = float(layout.config_parameter(config, "default_alpha"))
@@ -44,5 +45,5 @@ class TritonPythonModel:
             heroes = self.embeddings[validation.known_rows(self.index, list(hero), "HERO_PRODUCT_ID")]
             blended = np.stack([ops.blend(h, c, a) for h, c, a in zip(heroes, customer, alphas, strict=True)])
         except validation.RequestError as error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
+            return self.refusals.response(error)
         return pb_utils.InferenceResponse([pb_utils.Tensor("BLENDED_VECTOR", blended)])

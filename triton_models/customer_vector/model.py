@@ -30,6 +30,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         """Load this version's catalogue (embeddings, id -> row) and pooling settings."""
+        self.refusals = validation.Refusals(pb_utils, args["model_name"], args["model_version"])
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
         self.max_history_length = int(layout.config_parameter(config, "max_history_length"))
@@ -49,7 +50,7 @@ class TritonPythonModel:
             extra = {name: _optional(request, name, ids.shape[0]) for name in OPTIONAL}
             vectors = np.stack([self._vector(row, ids[row], extra) for row in range(ids.shape[0])])
         except validation.RequestError as error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
+            return self.refusals.response(error)
         return pb_utils.InferenceResponse([pb_utils.Tensor("CUSTOMER_VECTOR", vectors)])
 
     def _vector(self, row: int, ids: np.ndarray, extra: dict) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fashionrec.contract import content
+from fashionrec.contract import content, validation
 
 TEXT_INPUTS = {"TITLE": None, "DESCRIPTION": content.DEFAULT_DESCRIPTION, "CATEGORY": None,
                "COLOUR": content.DEFAULT_COLOUR, "BRAND": content.DEFAULT_BRAND}  # name -> default when absent
@@ -26,6 +26,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         """Load this version's content tower, if it was exported with one."""
+        self.refusals = validation.Refusals(pb_utils, args["model_name"], args["model_version"])
         folder = Path(__file__).resolve().parent
         self.tower = content.ContentTower.load(folder) if content.exists(folder) else None
         self.missing = (f"version {folder.name} of {args['model_name']} has no content tower (published from an "
@@ -43,7 +44,7 @@ class TritonPythonModel:
             embeddings = self.tower.embed_columns(columns["TITLE"], columns["DESCRIPTION"], columns["CATEGORY"],
                                                   columns["COLOUR"], columns["BRAND"], prices)
         except content.ProductError as error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
+            return self.refusals.response(error)
         return pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDING", embeddings.astype(np.float32))])
 
 

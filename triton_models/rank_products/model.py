@@ -27,6 +27,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         """Load this version's catalogue, candidate sets and limits; put the table on the instance's device."""
+        self.refusals = validation.Refusals(pb_utils, args["model_name"], args["model_version"])
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
         self.max_top_k = int(layout.config_parameter(config, "max_top_k"))
@@ -62,7 +63,7 @@ class TritonPythonModel:
     def _respond(self, job) -> pb_utils.InferenceResponse:
         """PRODUCT_IDS [b, k'] and SCORES [b, k'] (k' = the fewest any row of the request kept)."""
         if isinstance(job, Exception):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(job), pb_utils.TritonError.INVALID_ARG))
+            return self.refusals.response(job)
         ranked = []
         for row in job["rows"]:
             dots = row["dots"] if row["candidates"] is None else self.table.scores_of(row["vector"], row["candidates"])
