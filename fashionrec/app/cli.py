@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import click
@@ -171,7 +173,8 @@ def submit_command(no_cache: bool, **options) -> None:
     from fashionrec.app.submit import submit
 
     target, arguments, config = _remote_inputs(**options, enable_caching=False if no_cache else None)
-    _echo_submission(submit(target, arguments, config))
+    with _remote_errors(target):
+        _echo_submission(submit(target, arguments, config))
 
 
 @pipeline.command("schedule")
@@ -195,7 +198,46 @@ def schedule_command(cron: str | None, time_zone: str | None, max_concurrent_run
         validate_schedule(target, when)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
-    _echo_submission(schedule(target, arguments, config, when))
+    with _remote_errors(target):
+        _echo_submission(schedule(target, arguments, config, when))
+
+
+@contextmanager
+def _remote_errors(target: Target) -> Iterator[None]:
+    """A Kubeflow or Vertex AI endpoint that cannot be reached, or refuses the credentials, as one line
+    naming the target and the cause (the clients' own tracebacks run to 60-120 lines)."""
+    import urllib3.exceptions
+    from google.api_core import exceptions as google_api
+    from google.auth import exceptions as google_auth
+    from kfp_server_api.exceptions import ApiException
+
+    try:
+        yield
+    except urllib3.exceptions.HTTPError as error:
+        cause = getattr(error, "reason", None) or error
+        raise click.ClickException(f"cannot reach {target}: {_one_line(cause)}") from error
+    except (google_auth.GoogleAuthError, google_api.Unauthenticated, google_api.PermissionDenied) as error:
+        raise click.ClickException(f"{target} refused the credentials: {_one_line(error)}") from error
+    except ApiException as error:  # Kubeflow's REST API: the status and the message of its JSON body
+        raise click.ClickException(f"{target} answered {error.status} {error.reason}: "
+                                   f"{_one_line(_api_message(error.body))}") from error
+    except google_api.GoogleAPICallError as error:
+        raise click.ClickException(f"{target} answered an error: {_one_line(error)}") from error
+
+
+def _api_message(body: object) -> str:
+    """The ``message`` of a JSON error body, else the body as it is."""
+    import json
+
+    try:
+        return str(json.loads(body).get("message") or body)  # type: ignore[arg-type, union-attr]
+    except (TypeError, ValueError, AttributeError):
+        return str(body)
+
+
+def _one_line(error: object, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _client_options = [

@@ -81,6 +81,9 @@ class KfpTarget:
     namespace: str | None = None  # multi-user Kubeflow: the profile namespace
     pipeline_root: str | None = None  # None = the deployment's default artifact root
 
+    def __str__(self) -> str:
+        return f"Kubeflow Pipelines at {self.host}"
+
 
 @dataclass(frozen=True)
 class VertexTarget:
@@ -89,6 +92,9 @@ class VertexTarget:
     project: str
     region: str
     pipeline_root: str  # gs://...: runtime_config.gcs_output_directory
+
+    def __str__(self) -> str:
+        return f"Vertex AI Pipelines in {self.project}/{self.region}"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ tripwire on the Resource Manager project lookup proves no request leaves the mac
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ class FakeKfp:
     requests: list[Recorded] = field(default_factory=list)
     experiments: list[dict[str, str]] = field(default_factory=list)
     multi_user: bool = False
+    refuse_runs: int | None = None  # an HTTP status to answer POST /runs with (e.g. 403: not allowed)
 
     def paths(self) -> list[tuple[str, str]]:
         return [(request.method, request.path) for request in self.requests]
@@ -117,6 +119,8 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
                 experiment = {"experiment_id": f"exp-{len(state.experiments) + 1}", **body}
                 state.experiments.append(experiment)
                 return self._answer(200, experiment)
+            if request.path == f"{API}/runs" and state.refuse_runs:
+                return self._answer(state.refuse_runs, {"code": 7, "message": "user is not allowed to create runs"})
             if request.path == f"{API}/runs":
                 return self._answer(200, {**body, "run_id": "run-42", "state": "PENDING"})
             if request.path == f"{API}/recurringruns":
@@ -435,6 +439,24 @@ def test_argument_errors_are_usage_errors_with_the_reason(args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_unreachable_kfp_host_is_one_line_naming_it():
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    result = _invoke("submit", "--kfp-host", host, "--model-repository", MODEL_REPOSITORY)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot reach Kubeflow Pipelines at {host}: ")
+    assert "Connection refused" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_refused_run_is_one_line_with_the_servers_reason(kfp_server):
+    kfp_server.refuse_runs = 403
+    result = _invoke("submit", "--kfp-host", kfp_server.url, "--model-repository", MODEL_REPOSITORY)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert error == f"Error: Kubeflow Pipelines at {kfp_server.url} answered 403 Forbidden: user is not allowed to create runs"
 
 
 def test_missing_model_repository_is_reported_by_name():
