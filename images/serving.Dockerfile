@@ -25,5 +25,6 @@ EXPOSE 8000 8001 8002
 USER 1000:1000
 
 # The base image's ENTRYPOINT (/opt/nvidia/nvidia_entrypoint.sh) stays: it runs this CMD, or the
-# Deployment's `args` (the same tritonserver flags; tests/test_images.py keeps the two equal).
-CMD ["sh", "-c", "exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=poll --repository-poll-secs=30 --strict-readiness=true --metrics-config=summary_latencies=true"]
+# Deployment's `args` (the same tritonserver flags; tests/test_images.py keeps the two equal). The admin
+# APIs answer only requests with the key: run with -e FASHIONREC_ADMIN_KEY=<a secret> (k8s: a Secret).
+CMD ["sh", "-c", "exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=poll --repository-poll-secs=30 --strict-readiness=true --metrics-config=summary_latencies=true \"--http-restricted-api=model-repository,shared-memory,logging,trace:admin-key=$FASHIONREC_ADMIN_KEY\" \"--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:admin-key=$FASHIONREC_ADMIN_KEY\""]

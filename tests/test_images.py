@@ -246,7 +246,7 @@ def test_serving_image_starts_tritonserver_as_the_deployment_does(name):
     shell, flag, script = json.loads(cmd)
     assert (shell, flag) == ("sh", "-c") and script.startswith("exec tritonserver ")
     image_args = shlex.split(script.removeprefix("exec "))
-    deployment_args = [arg.replace("$(MODEL_REPOSITORY)", "$MODEL_REPOSITORY") for arg in container["args"]]
+    deployment_args = [re.sub(r"\$\((\w+)\)", r"$\1", arg) for arg in container["args"]]  # $(VAR): k8s; $VAR: sh
     assert image_args == deployment_args
     assert any(env["name"] == "MODEL_REPOSITORY" for env in container["env"])
     assert "MODEL_REPOSITORY=" in " ".join(_values(name, "ENV"))
