@@ -298,8 +298,9 @@ def publish_model_repository(
         chosen = _choose_version(repository, version)
         for staging, model_dir in _stage_versions(repository, serving, catalogue, templates, extras, tower).items():
             staging.rename(model_dir / str(chosen))
-        previous = serving_version(read_manifest(str(repository)))
-        manifest = _record_version(repository, chosen, catalogue, blessing, embeddings_path, metadata or {}, configs,
+        manifest = read_manifest(str(repository))
+        previous = serving_version(manifest)
+        manifest = _record_version(repository, manifest, chosen, catalogue, blessing, embeddings_path, metadata or {}, configs,
                                    content_tower=tower is not None, catalogue_update=catalogue_update)
         manifest = versions.write_serving_configs(str(repository), manifest, chosen, serving)
     if server_url:
@@ -363,12 +364,11 @@ def resolve_candidate_sets(catalogue: ExportedEmbeddings, embeddings_path: str,
     return sets
 
 
-def _record_version(repository: Path, version: int, catalogue: ExportedEmbeddings, blessing: dict[str, Any],
-                    embeddings_path: str, metadata: dict, configs: dict[str, str],
+def _record_version(repository: Path, manifest: dict[str, Any], version: int, catalogue: ExportedEmbeddings,
+                    blessing: dict[str, Any], embeddings_path: str, metadata: dict, configs: dict[str, str],
                     content_tower: bool = False, catalogue_update: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Append the version (with its unpinned configs, for rollbacks) to the manifest and point
-    ``latest_version`` at the highest one; return the manifest."""
-    manifest = read_manifest(str(repository))
+    """Append the version (with its unpinned configs, for rollbacks) to ``manifest`` (the repository's, read
+    under the publishing lock), point ``latest_version`` at the highest one, write it; return it."""
     update = dict(catalogue_update or {})
     if update:
         embeddings_path = update.pop("embeddings_path", None) or embeddings_path

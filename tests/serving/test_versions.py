@@ -172,6 +172,24 @@ def _model_ready(server: TritonServer, name: str, version: str) -> bool:
         client.close()
 
 
+def _switch_under_load(url: str, serving: ServingConfig, switch: Callable[[], object],
+                       refusal: type[Exception], settle_s: float = 0.0) -> tuple[list[Exception], Stream, list]:
+    """Run ``switch`` while a request stream flows (then ``settle_s`` more): the ``refusal`` errors it
+    raised, the stream, and the stream's last answers."""
+    raised: list[Exception] = []
+
+    def attempt() -> None:
+        try:
+            switch()
+        except refusal as error:
+            raised.append(error)
+        time.sleep(settle_s)
+
+    stream = Stream(url, serving)
+    tail = stream.around(attempt)
+    return raised, stream, tail
+
+
 def _serve_v1_with_v2_published(repository: Path, serving_config: ServingConfig, url: str) -> None:
     """The drills' starting point: versions 1 and 2 published (by the test above), version 1 served."""
     versions.activate(str(repository), 1, serving_config, url)
@@ -186,17 +204,10 @@ def test_drill_a_corrupt_version_is_refused_under_load_and_nothing_switches(
     table = repository / serving_config.ranking_model_name / "2" / "product_embeddings.npy"
     pristine, pins = table.read_bytes(), _pins(repository)
     table.write_bytes(pristine[: len(pristine) // 2])  # a truncated upload
-    refused: list[Exception] = []
-
-    def switch() -> None:
-        try:
-            versions.activate(str(repository), 2, serving_config, server.grpc_url)
-        except InvalidVersion as error:
-            refused.append(error)
-
     try:
-        drill = Stream(server.grpc_url, serving_config)
-        tail = drill.around(switch)
+        refused, drill, tail = _switch_under_load(
+            server.grpc_url, serving_config, lambda: versions.activate(str(repository), 2, serving_config,
+                                                                       server.grpc_url), InvalidVersion)
     finally:
         table.write_bytes(pristine)
     assert len(refused) == 1 and "rank_products: " in str(refused[0]) and "unreadable" in str(refused[0])
@@ -212,17 +223,10 @@ def test_drill_a_version_triton_cannot_load_is_reverted_and_readiness_recovers(
     code = repository / serving_config.ranking_model_name / "2" / "model.py"
     pristine = code.read_text()
     code.write_text(pristine + '\nraise RuntimeError("drill: this version cannot load")\n')  # passes the file checks
-    failed: list[Exception] = []
-
-    def switch() -> None:
-        try:
-            versions.activate(str(repository), 2, serving_config, server.grpc_url)
-        except versions.VersionError as error:
-            failed.append(error)
-
     try:
-        drill = Stream(server.grpc_url, serving_config)
-        tail = drill.around(switch)
+        failed, drill, tail = _switch_under_load(
+            server.grpc_url, serving_config, lambda: versions.activate(str(repository), 2, serving_config,
+                                                                       server.grpc_url), versions.VersionError)
     finally:
         code.write_text(pristine)
     assert len(failed) == 1
@@ -263,17 +267,9 @@ def test_drill_poll_mode_switches_to_a_good_version_and_never_sees_a_corrupt_one
         _wait_for(server, polling, 2)
         table = Path(repository) / polling.ranking_model_name / "3" / "product_embeddings.npy"
         table.write_bytes(table.read_bytes()[:100])  # version 3 is corrupted in the bucket
-        refused: list[Exception] = []
-
-        def switch() -> None:
-            try:
-                versions.activate(repository, 3, polling)
-            except InvalidVersion as error:
-                refused.append(error)
-            time.sleep(3 * polling.repository_poll_secs)  # polls that would have picked it up
-
-        corrupt = Stream(server.grpc_url, polling)
-        tail = corrupt.around(switch)
+        refused, corrupt, tail = _switch_under_load(  # streaming on through polls that would have picked it up
+            server.grpc_url, polling, lambda: versions.activate(repository, 3, polling), InvalidVersion,
+            settle_s=3 * polling.repository_poll_secs)
         assert len(refused) == 1 and "unreadable" in str(refused[0])
         assert corrupt.failures == [] and all(answer == v2 for answer in corrupt.answers)
         assert tail == [v2] * STREAM_CLIENTS
