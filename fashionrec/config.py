@@ -444,6 +444,51 @@ class ServingConfig(Section):
             raise ConfigError("default_top_k", f"must be at most max_top_k ({self.max_top_k}), got {self.default_top_k}")
 
 
+STORES = ("sqlite", "redis")
+
+
+@dataclass(frozen=True)
+class OnlineConfig(Section):
+    """The shop's front door (``fashionrec shop serve``, :mod:`fashionrec.online`): live customer state, the
+    event API and log, and the pages it composes from Triton's touchpoints."""
+
+    host: str = "127.0.0.1"  # "0.0.0.0" inside a container
+    port: int = port(8080)
+    triton_url: str = "127.0.0.1:8001"  # Triton's gRPC endpoint
+    # Per Triton call; past it the page is served from the trending list (the served prior), marked fallback.
+    triton_timeout_s: float = at_least(0.5, 0.0, strictly=True)
+    store: str = one_of("sqlite", STORES)  # sqlite: one replica, no server; redis: several replicas share state
+    sqlite_path: str = "fashionrec-shop/customers.sqlite3"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "fashionrec:"
+    redis_max_connections: int = at_least(64, 1)  # per replica; requests beyond it wait for a free connection
+    # Events kept per customer (newest): all of them are excluded from recommendations (everything seen), the
+    # last transform.history_length are pooled. 5,000 at 100k products is the design point of issue #14.
+    max_history_events: int = at_least(5_000, 1)
+    anonymous_ttl_days: float = at_least(30.0, 0.0, strictly=True)  # a session id's events expire after this
+    event_log_dir: str = "fashionrec-shop/log"  # local or gs://: events/ and impressions/, date-partitioned Parquet
+    journal_dir: str = "fashionrec-shop/journal"  # local disk: every acknowledged record is fsynced here first
+    log_roll_records: int = at_least(5_000, 1)  # the journal becomes a Parquet part at this many records ...
+    log_roll_seconds: float = at_least(60.0, 0.0, strictly=True)  # ... or after this long, whichever is first
+    max_body_bytes: int = at_least(1_000_000, 1)  # larger request bodies get 413 before they are read
+    max_events_per_batch: int = at_least(500, 1)
+    max_id_length: int = at_least(128, 1)  # customer, session and product ids
+    carousel_size: int = at_least(12, 1)
+    category_carousels: int = at_least(2, 0)  # one carousel for each of the customer's favourite categories
+    page_size: int = at_least(24, 1)
+    max_page_size: int = at_least(100, 1)
+    max_query_length: int = at_least(200, 1)  # search text
+    readiness_cache_s: float = at_least(2.0, 0.0)  # a canary result answers readiness probes this long
+    served_refresh_s: float = at_least(10.0, 0.0, strictly=True)  # how often the manifest is read for a new version
+
+    def check(self) -> None:
+        if self.page_size > self.max_page_size:
+            raise ConfigError("page_size", f"must be at most max_page_size ({self.max_page_size}), got {self.page_size}")
+
+
+SERVICE_SECTIONS = ("online",)  # settings of the running shop service, not of a pipeline run
+
+
 @dataclass(frozen=True)
 class PipelineConfig(Section):
     """Everything one pipeline run needs."""
@@ -455,10 +500,13 @@ class PipelineConfig(Section):
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     def sections(self) -> dict[str, Section]:
-        """Each stage's section by name (``train`` → TrainConfig): a KFP task receives only the ones it uses."""
-        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
+        """Each pipeline section by name (``train`` → TrainConfig): a KFP task receives only the ones it uses.
+        The shop service's section (``online``) is not the pipeline's: it is no pipeline parameter."""
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)
+                if spec.name not in SERVICE_SECTIONS}
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> PipelineConfig:
         """A copy with dotted-key overrides applied, e.g. ``{"train.epochs": 1}`` or, from ``--set``

@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:  # imported lazily: ~0.7 s that local-only runs need not pay
@@ -219,11 +220,24 @@ def write_json(uri: str, payload: Any) -> None:
 
 
 def read_table(uri: str) -> pd.DataFrame:
-    """Read a CSV (every column as text, so validation sees the raw values) or Parquet file.
+    """Read a CSV (every column as text, so validation sees the raw values) or Parquet file, or a folder
+    of Parquet parts (:func:`parquet_parts`) as one table.
 
     Rows always come back numbered 0..n-1: a pandas index stored in the Parquet file (e.g. of a filtered
-    frame) is not data and would misalign row-wise checks.
+    frame) is not data and would misalign row-wise checks. A folder's parts are concatenated in sorted
+    path order (e.g. ``date=2026-01-01/part-...``); hive partition folders (``date=...``) add no column.
     """
+    if _is_local_folder(uri):
+        return _read_parts(uri)
+    try:
+        return _read_file(uri)
+    except FileNotFoundError:
+        if is_gcs(uri) and _has_objects_under(uri):  # no object by that name, but a "folder" of them
+            return _read_parts(uri)
+        raise
+
+
+def _read_file(uri: str) -> pd.DataFrame:
     if uri.endswith(".parquet"):
         if not is_gcs(uri):
             return pq.read_table(_local_path(uri)).to_pandas().reset_index(drop=True)
@@ -231,6 +245,61 @@ def read_table(uri: str) -> pd.DataFrame:
             return pq.read_table(stream).to_pandas().reset_index(drop=True)
     with open_input(uri) as stream:
         return pd.read_csv(stream, dtype=str, keep_default_na=False, na_values=[""], encoding_errors="replace")
+
+
+def _is_local_folder(uri: str) -> bool:
+    return not is_gcs(uri) and os.path.isdir(_local_path(uri))
+
+
+def _has_objects_under(uri: str) -> bool:
+    bucket, key = _split_gcs(uri)
+    return any(True for _ in _client().list_blobs(bucket, prefix=_folder_prefix(key), max_results=1))
+
+
+def list_files(uri: str) -> list[str]:
+    """Sorted ``/``-separated paths, relative to folder ``uri``, of every file under it (recursively).
+
+    FileNotFoundError when there is no such folder (on GCS: when no object name starts with it).
+    GCS folder markers (``name/`` objects) are not files and are left out.
+    """
+    if not is_gcs(uri):
+        root = _local_path(uri)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"no such folder: {uri}")
+        return [rel for rel in _relative_files(root) if not rel.endswith("/")]
+    bucket, key = _split_gcs(uri)
+    prefix = _folder_prefix(key)
+    names = [blob.name[len(prefix):] for blob in _client().list_blobs(bucket, prefix=prefix)]
+    if not names:
+        raise FileNotFoundError(f"no such folder: {uri}")
+    return sorted(name for name in names if name and not name.endswith("/"))
+
+
+def parquet_parts(uri: str) -> list[str]:
+    """The URIs of the Parquet parts under folder ``uri`` (recursively), in sorted path order.
+
+    A part is a ``*.parquet`` file; names with a component starting with ``.`` or ``_`` are not parts
+    (temporary files being written, ``_SUCCESS`` markers, ``_temporary/`` folders). FileNotFoundError,
+    saying so, when the folder is absent or holds no parts.
+    """
+    parts = [join(uri, rel) for rel in list_files(uri)
+             if rel.endswith(".parquet") and not any(piece.startswith((".", "_")) for piece in rel.split("/"))]
+    if not parts:
+        raise FileNotFoundError(f"{uri} holds no Parquet parts (*.parquet files, searched recursively)")
+    return parts
+
+
+def _read_parts(uri: str) -> pd.DataFrame:
+    """Every part of folder ``uri`` as one table, each part read as a single file (no partition columns)."""
+    tables = []
+    for part in parquet_parts(uri):
+        if is_gcs(part):
+            with open_input(part) as stream:
+                tables.append(pq.read_table(stream))
+        else:
+            tables.append(pq.read_table(_local_path(part), partitioning=None))
+    table = pa.concat_tables(tables, promote_options="default")  # pandas metadata: the first part's
+    return table.to_pandas().reset_index(drop=True)
 
 
 def write_parquet(frame: pd.DataFrame, uri: str) -> None:

@@ -42,6 +42,7 @@ LAYERS = (
     ("repository", ("fashionrec.repository",)),
     ("evaluation", ("fashionrec.evaluation",)),
     ("kfp", ("components", "pipelines")),
+    ("online", ("fashionrec.online",)),  # the shop's front door: an ASGI service in front of Triton
     ("app", ("fashionrec.app",)),
 )
 CONTRACT_MAY_IMPORT = {"numpy", "cupy", "__future__"}  # besides the standard library and itself

@@ -101,6 +101,35 @@ def test_csv_is_read_as_text(root: str) -> None:
     assert frame["note"].iloc[1] == "caf\ufffd"  # undecodable byte replaced, not fatal
 
 
+def test_a_folder_of_parquet_parts_reads_as_one_table(root: str) -> None:
+    folder = storage.join(root, "log", "events")
+    parts = {"date=2026-01-02/part-b.parquet": ["c3"], "date=2026-01-01/part-b.parquet": ["c2"],
+             "date=2026-01-01/part-a.parquet": ["c1"], "date=2026-01-03/_tmp/part-x.parquet": ["hidden"],
+             "date=2026-01-03/.part-y.parquet.tmp": ["temporary"], "date=2026-01-03/part-z.parquet": ["c4"]}
+    for rel, ids in parts.items():
+        storage.write_parquet(pd.DataFrame({"customer_id": ids, "weight": [1.0] * len(ids)}), storage.join(folder, rel))
+    storage.write_json(storage.join(folder, "_SUCCESS"), {})
+    assert storage.parquet_parts(folder) == [storage.join(folder, rel) for rel in (
+        "date=2026-01-01/part-a.parquet", "date=2026-01-01/part-b.parquet", "date=2026-01-02/part-b.parquet",
+        "date=2026-01-03/part-z.parquet")]  # sorted by path; "." and "_" names are not parts
+    frame = storage.read_table(folder)
+    assert list(frame.columns) == ["customer_id", "weight"]  # no hive `date` column
+    assert frame["customer_id"].tolist() == ["c1", "c2", "c3", "c4"]
+    assert frame.index.tolist() == [0, 1, 2, 3]
+    assert storage.list_files(storage.join(folder, "date=2026-01-02")) == ["part-b.parquet"]
+
+
+def test_a_folder_without_parts_is_a_clear_error(root: str) -> None:
+    folder = storage.join(root, "events")
+    storage.write_json(storage.join(folder, "notes.json"), {})
+    with pytest.raises(FileNotFoundError, match="holds no Parquet parts"):
+        storage.read_table(folder)
+    with pytest.raises(FileNotFoundError):
+        storage.read_table(storage.join(root, "absent"))
+    with pytest.raises(FileNotFoundError):
+        storage.list_files(storage.join(root, "absent"))
+
+
 def test_makedirs_then_write(root: str) -> None:
     folder = storage.join(root, "a", "b")
     storage.makedirs(folder)

@@ -12,6 +12,7 @@ import click
 from fashionrec.config import COMPONENT_IMAGE, ConfigError, PipelineConfig, dataset_config, parse_assignments
 from fashionrec.datasets import DATASET_NAMES
 from fashionrec.app.serving_commands import catalogue_group, embed_products_command, rollback_command, serve_command
+from fashionrec.app.shop_commands import shop_group
 
 if TYPE_CHECKING:  # the submission code (kfp.Client, Vertex SDK) loads only when a command needs it
     from fashionrec.app.submit import PipelineArguments, SubmitConfig, Submission, Target
@@ -334,18 +335,23 @@ def model_group() -> None:
 @_set_option
 @_dataset
 @click.option("--customers", default=3, show_default=True, help="How many customers to show.")
+@click.option("--shop-seconds", type=float, default=None,
+              help="Serve the shop's storefront this long at the end (default: until Ctrl-C; 0: skip it).")
 def demo_command(workspace: str, size: str, overrides: tuple[str, ...], dataset: str, data_dir: str | None,
-                 split_time: str | None, verbose: bool, customers: int) -> None:
-    """The whole system: pipeline locally → Triton serves the published model → sample recommendations."""
+                 split_time: str | None, verbose: bool, customers: int, shop_seconds: float | None) -> None:
+    """The whole system: pipeline locally → Triton serves the published model → sample recommendations → the
+    shop service and storefront in front of Triton."""
     from fashionrec.app.demo import run_demo
 
     config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
-    run_demo(workspace, config, customers, dataset=dataset, data_dir=data_dir, verbose=verbose)
+    run_demo(workspace, config, customers, dataset=dataset, data_dir=data_dir, verbose=verbose,
+             shop_seconds=shop_seconds)
 
 
 main.add_command(serve_command)
 main.add_command(catalogue_group)
 main.add_command(embed_products_command)
+main.add_command(shop_group)
 model_group.add_command(rollback_command)
 
 if __name__ == "__main__":

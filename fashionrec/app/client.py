@@ -21,10 +21,11 @@ from tritonclient.utils import InferenceServerException
 
 from fashionrec.config import ServingConfig
 from fashionrec.contract.content import ProductContent
+from fashionrec.serving import requests
 from fashionrec.serving.connection import Protocol, raw_client, tritonclient_module
+from fashionrec.serving.requests import History, as_history
 
 _DEFAULTS = ServingConfig()
-OUTPUTS = ("PRODUCT_IDS", "SCORES")
 
 
 class RecommendError(RuntimeError):
@@ -47,30 +48,6 @@ class Recommendation:
 
     product_id: str
     score: float
-
-
-@dataclass(frozen=True)
-class History:
-    """What a storefront knows of a customer, oldest first. Only ``product_ids`` is required.
-
-    ``event_types`` (click, add_to_bag, save_for_later, purchase) weight events as published; explicit
-    ``weights`` replace those; ``timestamps`` (epoch seconds) let recency pooling age events, measured
-    from ``request_time`` (epoch seconds; default: the server's clock).
-    """
-
-    product_ids: Sequence[str]
-    event_types: Sequence[str] | None = None
-    timestamps: Sequence[int] | None = None
-    weights: Sequence[float] | None = None
-    request_time: int | None = None
-
-
-def _as_history(history: History | Sequence[str]) -> History:
-    return history if isinstance(history, History) else History(list(history))
-
-
-def _bytes(values: Sequence[object]) -> np.ndarray:
-    return np.array([str(v).encode("utf-8") for v in values], dtype=np.object_).reshape(1, -1)
 
 
 class FashionrecClient:
@@ -125,19 +102,15 @@ class FashionrecClient:
         ``exclude_purchased``, the history's purchases (needs ``event_types``) nor, with
         ``exclude_seen``, any product of the history. For ``exclude_seen`` send the customer's whole
         seen-history (up to ``max_history_length`` events): only its last events are pooled."""
-        inputs = self._history_inputs(_as_history(history)) + self._top_k(k)
-        inputs += self._candidate_inputs(candidates, candidate_set)
-        if exclude is not None:
-            inputs.append(self._input("EXCLUDE_PRODUCT_IDS", _bytes(exclude), "BYTES"))
-        inputs += self._flag("EXCLUDE_PURCHASED", exclude_purchased) + self._flag("EXCLUDE_SEEN", exclude_seen)
-        return self._ranked(self.serving.model_name, inputs)
+        tensors = requests.recommend_tensors(
+            as_history(history), k, self.serving, candidates=candidates, candidate_set=candidate_set, exclude=exclude,
+            exclude_purchased=exclude_purchased, exclude_seen=exclude_seen)
+        return self._ranked(self.serving.model_name, tensors)
 
     def rerank(self, history: History | Sequence[str], product_ids: Sequence[str]) -> list[Recommendation]:
         """``product_ids`` (a category page, search results) ordered by relevance to the history, with
         scores; ties keep the given order. Unknown or duplicate ids are refused."""
-        inputs = self._history_inputs(_as_history(history))
-        inputs.append(self._input("CANDIDATE_PRODUCT_IDS", _bytes(product_ids), "BYTES"))
-        return self._ranked(self.serving.rerank_model_name, inputs)
+        return self._ranked(self.serving.rerank_model_name, requests.rerank_tensors(as_history(history), product_ids))
 
     def similar(self, hero: str, history: History | Sequence[str] = (), k: int | None = None, *,
                 alpha: float | None = None, candidates: Sequence[str] | None = None,
@@ -146,15 +119,10 @@ class FashionrecClient:
         the hero itself nor, with ``exclude_seen``, any product of the history. Without a history (an
         anonymous visitor) the hero alone is the query: the hero is sent as the one-product history,
         so the blend is the hero's own vector."""
-        history = _as_history(history)
-        if not history.product_ids:
-            history = History([hero])
-        inputs = self._history_inputs(history) + self._top_k(k)
-        inputs.append(self._input("HERO_PRODUCT_ID", _bytes([hero]), "BYTES"))
-        if alpha is not None:
-            inputs.append(self._input("ALPHA", np.array([[alpha]], dtype=np.float32), "FP32"))
-        inputs += self._candidate_inputs(candidates, candidate_set) + self._flag("EXCLUDE_SEEN", exclude_seen)
-        return self._ranked(self.serving.similar_model_name, inputs)
+        tensors = requests.similar_tensors(hero, as_history(history), k, self.serving, alpha=alpha,
+                                           candidates=candidates, candidate_set=candidate_set,
+                                           exclude_seen=exclude_seen)
+        return self._ranked(self.serving.similar_model_name, tensors)
 
     def embed_products(self, products: Sequence[ProductContent]) -> np.ndarray:
         """float32 [len(products), D]: the served content tower's embedding of each product (what the
@@ -163,49 +131,20 @@ class FashionrecClient:
         columns = {"TITLE": [p.title for p in products], "DESCRIPTION": [p.description for p in products],
                    "CATEGORY": [p.category for p in products], "COLOUR": [p.colour for p in products],
                    "BRAND": [p.brand for p in products]}
-        inputs = [self._input(name, _bytes(values).reshape(-1, 1), "BYTES") for name, values in columns.items()]
+        inputs = [self._input(name, requests.text(values).reshape(-1, 1), "BYTES") for name, values in columns.items()]
         prices = np.array([p.price for p in products], dtype=np.float32).reshape(-1, 1)
         inputs.append(self._input("PRICE", prices, "FP32"))
         result = self.infer(self.serving.embed_model_name, inputs, ["EMBEDDING"])
         return result.as_numpy("EMBEDDING").astype(np.float32)
 
     # -- plumbing -----------------------------------------------------------------------------------
-    def _history_inputs(self, history: History) -> list[Any]:
-        inputs = [self._input("HISTORY_PRODUCT_IDS", _bytes(history.product_ids), "BYTES")]
-        if history.event_types is not None:
-            inputs.append(self._input("HISTORY_EVENT_TYPES", _bytes(history.event_types), "BYTES"))
-        if history.timestamps is not None:
-            inputs.append(self._input("HISTORY_TIMESTAMPS", np.array(history.timestamps, np.int64).reshape(1, -1),
-                                      "INT64"))
-        if history.weights is not None:
-            inputs.append(self._input("HISTORY_WEIGHTS", np.array(history.weights, np.float32).reshape(1, -1), "FP32"))
-        if history.request_time is not None:
-            inputs.append(self._input("REQUEST_TIME", np.array([[history.request_time]], np.int64), "INT64"))
-        return inputs
-
-    def _top_k(self, k: int | None) -> list[Any]:
-        value = self.serving.default_top_k if k is None else k
-        return [self._input("TOP_K", np.array([[value]], dtype=np.int32), "INT32")]
-
-    def _flag(self, name: str, value: bool) -> list[Any]:
-        """An optional TYPE_BOOL input, sent only when true (absent means false on the server)."""
-        return [self._input(name, np.array([[True]]), "BOOL")] if value else []
-
-    def _candidate_inputs(self, candidates: Sequence[str] | None, candidate_set: str | None) -> list[Any]:
-        inputs = []
-        if candidates is not None:
-            inputs.append(self._input("CANDIDATE_PRODUCT_IDS", _bytes(candidates), "BYTES"))
-        if candidate_set is not None:
-            inputs.append(self._input("CANDIDATE_SET", _bytes([candidate_set]), "BYTES"))
-        return inputs
-
     def _input(self, name: str, data: np.ndarray, datatype: str) -> Any:
         tensor = self._module.InferInput(name, list(data.shape), datatype)
         tensor.set_data_from_numpy(data)
         return tensor
 
-    def _ranked(self, model: str, inputs: list[Any]) -> list[Recommendation]:
-        result = self.infer(model, inputs, OUTPUTS)
+    def _ranked(self, model: str, tensors: list[requests.Tensor]) -> list[Recommendation]:
+        result = self.infer(model, [self._input(*tensor) for tensor in tensors], requests.RANKED_OUTPUTS)
         ids = result.as_numpy("PRODUCT_IDS").reshape(-1)
         scores = result.as_numpy("SCORES").reshape(-1)
         return [Recommendation(pid.decode("utf-8"), float(score)) for pid, score in zip(ids, scores, strict=True)]

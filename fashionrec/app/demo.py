@@ -17,25 +17,68 @@ from fashionrec.app.client import FashionrecClient, History, Protocol, Recommend
 from fashionrec.serving.server import TritonServer
 
 SHOWN_HISTORY = 3  # most recent history items printed above each customer's recommendations
+STARTED_POLL_S = 0.1  # how often the demo looks whether the shop service has started
 
 
 def run_demo(workspace: str, config: PipelineConfig, num_customers: int, dataset: str = "synthetic",
-             data_dir: str | None = None, verbose: bool = False) -> None:
-    """Pipeline locally → Triton on the published repository → recommendations for a few customers."""
-    click.echo("[1/3] Running the training pipeline locally with kfp.local ...", err=True)
+             data_dir: str | None = None, verbose: bool = False, shop_seconds: float | None = None) -> None:
+    """Pipeline locally → Triton on the published repository → recommendations for a few customers → the
+    shop service and its storefront, until Ctrl-C (``shop_seconds``: that long; 0: not at all)."""
+    click.echo("[1/4] Running the training pipeline locally with kfp.local ...", err=True)
     run = run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir)
     print_run_summary(run)
     if not Path(run.model_repository).exists():  # the gate refused the first model: there is nothing to serve
         raise click.ClickException(
             "the gate did not bless the model and no earlier version is published, so there is nothing to "
             f"serve; its reasons are above and in {run.artifact('evaluate-model', 'evaluation') / 'blessing.json'}")
-    click.echo("[2/3] Starting Triton on the published model repository ...", err=True)
+    click.echo("[2/4] Starting Triton on the published model repository ...", err=True)
     with TritonServer(run.model_repository, config.serving, http_port=0, grpc_port=0, metrics_port=0) as server:
         click.echo(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}", err=True)
-        click.echo("[3/3] Recommendations from Triton (gRPC):", err=True)
+        click.echo("[3/4] Recommendations from Triton (gRPC):", err=True)
         events = load_events(_ingested(run))
         customers = sample_customers(events, num_customers, seed=config.shop.seed)
         _show(run, customers, None, server.grpc_url, "grpc", config.serving)
+        if shop_seconds != 0:
+            serve_shop(run, config, server.grpc_url, events, shop_seconds, Path(workspace) / "shop")
+
+
+def serve_shop(run: LocalRun, config: PipelineConfig, triton_url: str, events: pd.DataFrame,
+               seconds: float | None, folder: Path) -> None:
+    """The shop service over the running Triton, its state, journal and event log under ``folder``, the
+    run's events seeding its customers; serves until Ctrl-C, or for ``seconds``."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from fashionrec.online.service import build_app
+
+    config = config.with_overrides({"online.triton_url": triton_url,
+                                    "online.sqlite_path": str(folder / "customers.sqlite3"),
+                                    "online.event_log_dir": str(folder / "log"),
+                                    "online.journal_dir": str(folder / "journal")})
+    online = config.online
+    examples = sample_customers(events, 8, seed=config.shop.seed)
+    app = build_app(config, str(Path(_ingested(run)) / artifacts.CATALOGUE_FILE), run.model_repository, examples,
+                    events)
+    click.echo("[4/4] Starting the shop service (importing the customers' histories first) ...", err=True)
+    server = uvicorn.Server(uvicorn.Config(app, host=online.host, port=online.port, log_level="warning",
+                                           access_log=False))
+    url = f"http://{online.host}:{online.port}"
+
+    def announce_then_stop() -> None:
+        """Print the storefront's address once it answers; stop the server ``seconds`` later, if given."""
+        while not server.started and not server.should_exit:
+            time.sleep(STARTED_POLL_S)
+        click.echo(f"Storefront: {url}/   (pick a customer, click, add to bag)   API: {url}/docs")
+        click.echo(f"Event log (a canonical dataset for the next run): {online.event_log_dir}", err=True)
+        click.echo("Press Ctrl-C to stop." if seconds is None else f"Stopping in {seconds:g} s.", err=True)
+        if seconds is not None:
+            time.sleep(seconds)
+            server.should_exit = True
+
+    threading.Thread(target=announce_then_stop, daemon=True).start()
+    server.run()
 
 
 def print_run_summary(run: LocalRun) -> None:

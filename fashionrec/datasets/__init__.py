@@ -42,14 +42,26 @@ def _synthetic(output_dir: str, shop: ShopConfig) -> RawData:
 
 
 def canonical_files(data_dir: str) -> RawData:
-    """A retailer's own files: ``catalogue`` and ``events``, each ``.parquet`` or ``.csv``, used in place."""
+    """A retailer's own files: ``catalogue`` and ``events``, each ``.parquet`` or ``.csv``, used in place.
+
+    Without an events file, an ``events/`` folder of Parquet parts (searched recursively, e.g. the shop
+    service's log: ``events/date=YYYY-MM-DD/part-*.parquet``, :mod:`fashionrec.online.event_log`) is the
+    events table; ingest reads all its parts as one. A folder without parts is a FileNotFoundError.
+    """
     found = {}
     for role in ("catalogue", "events"):
         candidates = [storage.join(data_dir, f"{role}.{ext}") for ext in ("parquet", "csv")]
         present = [uri for uri in candidates if storage.exists(uri)]
-        if not present:
-            raise FileNotFoundError(f"{data_dir} has neither {role}.parquet nor {role}.csv")
-        found[role] = present[0]
+        if present:
+            found[role] = present[0]
+            continue
+        folder = storage.join(data_dir, role)
+        if role == "events" and storage.exists(folder):
+            storage.parquet_parts(folder)  # the clear error now, not a puzzling one in ingest
+            found[role] = folder
+            continue
+        also = f", nor an {role}/ folder of Parquet parts" if role == "events" else ""
+        raise FileNotFoundError(f"{data_dir} has neither {role}.parquet nor {role}.csv{also}")
     return RawData(found["catalogue"], found["events"])
 
 

@@ -1,0 +1,253 @@
+"""Shop service overhead: the service's one-carousel endpoint beside the direct Triton call it makes.
+
+A catalogue of --products products (random unit embeddings, a popularity prior) is published and served
+by a real ``tritonserver``; ``fashionrec shop serve`` (uvicorn, one worker) runs in front of it with
+--customers customers of --history past events each, seeded into its state store. Closed-loop clients
+at --concurrency (asyncio) then measure, side by side in one run:
+
+* ``triton direct``: ``recommend`` over gRPC with the customer's whole history and EXCLUDE_SEEN, as the
+  service sends it (the service's own asynchronous client);
+* ``shop /v1/recommendations``: the same answer through the service (read the history from the store,
+  ask Triton, build the JSON, log the impression);
+* ``shop /v1/homepage``: a whole homepage (for you, new in, trending, sale, favourite categories), for scale.
+
+The overhead is the shop's latency minus the direct call's, at each percentile. On a shared 2-core box
+the clients, the service and Triton compete for the same cores: read the figures as relative.
+
+    .venv/bin/python benchmarks/shop.py [--products 20000] [--history 200] [--concurrency 8] [--seconds 5]
+                                        [--store sqlite|redis] [--set online.carousel_size=20 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fashionrec.config import EVENT_TYPES, EventWeights, PipelineConfig, ServingConfig
+from fashionrec.online.triton import Touchpoints
+from fashionrec.repository.publish import publish_model_repository
+from fashionrec.serving.requests import History
+from fashionrec.serving.server import TritonServer
+
+DIM = 64
+K = 12
+CATEGORIES = ("dress", "jeans", "t-shirt", "shirt", "jumper", "jacket", "coat", "skirt", "trousers", "bag")
+START_S = 120.0  # the service seeds its store before it answers
+WINDOW = 50
+
+
+def make_shop(folder: Path, products: int, customers: int, history: int, seed: int = 0) -> dict[str, str]:
+    """Catalogue, past events and a published repository; returns their paths."""
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i:07d}" for i in range(products)]
+    categories = rng.choice(CATEGORIES, products)
+    catalogue = pd.DataFrame({"product_id": ids, "title": [f"{c} {i}" for i, c in enumerate(categories)],
+                              "category": categories, "price": rng.uniform(5, 150, products).round(2)})
+    embeddings = rng.normal(size=(products, DIM)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    prior = rng.exponential(0.3, products).astype(np.float32)
+    pq.write_table(pa.table({"product_id": ids, "embedding": pa.array(list(embeddings), pa.list_(pa.float32())),
+                             "is_new": np.zeros(products, bool), "popularity_prior": prior}),
+                   folder / "embeddings.parquet")
+    weights = EventWeights().as_dict()
+    (folder / "aggregation.json").write_text(json.dumps({"pooling": "recency", "half_life_days": 7.0,
+                                                         "half_life_events": 5.0, "event_weights": weights,
+                                                         "window": WINDOW}))
+    (folder / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
+    repository = publish_model_repository(str(folder / "embeddings.parquet"), str(folder / "blessing.json"),
+                                          str(folder / "model_repository"), ServingConfig(),
+                                          candidate_sets={"sale": ids[::9]}).path
+    types = rng.choice(EVENT_TYPES, customers * history)
+    events = pd.DataFrame({
+        "customer_id": np.repeat([f"C{c:05d}" for c in range(customers)], history),
+        "product_id": rng.choice(ids, customers * history), "event_type": types,
+        "timestamp": pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(
+            np.tile(np.arange(history) * 600, customers), unit="s"),
+        "weight": pd.Series(types).map(weights).astype("float32")})
+    catalogue.to_parquet(folder / "catalogue.parquet", index=False)
+    events.to_parquet(folder / "events.parquet", index=False)
+    return {"catalogue": str(folder / "catalogue.parquet"), "events": str(folder / "events.parquet"),
+            "model_repository": repository}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_shop(paths: dict[str, str], folder: Path, triton_url: str, settings: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    arguments = [sys.executable, "-m", "fashionrec.app.cli", "shop", "serve", "--catalogue", paths["catalogue"],
+                 "--model-repository", paths["model_repository"], "--history", paths["events"],
+                 "--set", f"online.port={port}", "--set", f"online.triton_url={triton_url}",
+                 "--set", f"online.sqlite_path={folder / 'state.sqlite3'}",
+                 "--set", f"online.event_log_dir={folder / 'log'}", "--set", f"online.journal_dir={folder / 'journal'}"]
+    for setting in settings:
+        arguments += ["--set", setting]
+    process = subprocess.Popen(arguments, stderr=open(folder / "shop.log", "wb"), stdout=subprocess.DEVNULL)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the shop service exited: {(folder / 'shop.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("the shop service did not start in time")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in a process group (Triton and its python stubs)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ..., utime (12), stime (13)
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def closed_loop(call: Callable[[int], Awaitable[object]], concurrency: int, seconds: float) -> np.ndarray:
+    """Latencies (seconds) of ``call(worker)`` repeated by ``concurrency`` workers for ``seconds``."""
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def worker(index: int) -> None:
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            await call(index)
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return np.array(latencies)
+
+
+def row(name: str, latencies: np.ndarray, seconds: float, cpu: dict[str, float]) -> dict[str, object]:
+    """One table row; ``cpu``: each process's CPU seconds during the phase, reported per request."""
+    p50, p95, p99 = np.percentile(latencies * 1000, [50, 95, 99])
+    return {"path": name, "requests": len(latencies), "req/s": len(latencies) / seconds,
+            "p50 ms": p50, "p95 ms": p95, "p99 ms": p99,
+            **{f"{who} CPU ms/req": 1000 * used / len(latencies) for who, used in cpu.items()}}
+
+
+async def measured(call: Callable[[int], Awaitable[object]], concurrency: int, seconds: float,
+                   processes: dict[str, Callable[[], float]]) -> tuple[np.ndarray, dict[str, float]]:
+    """``closed_loop`` and the CPU each process used meanwhile."""
+    before = {who: read() for who, read in processes.items()}
+    latencies = await closed_loop(call, concurrency, seconds)
+    return latencies, {who: read() - before[who] for who, read in processes.items()}
+
+
+async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace, config: PipelineConfig,
+                  processes: dict[str, Callable[[], float]]) -> list[dict[str, object]]:
+    events = pd.read_parquet(paths["events"])
+    customers = sorted(events["customer_id"].unique())
+    histories = {}
+    for customer, rows in events.groupby("customer_id"):
+        seconds = (rows["timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        histories[customer] = History(rows["product_id"].tolist(), rows["event_type"].tolist(), seconds.tolist(),
+                                      request_time=int(time.time()))
+    touchpoints = Touchpoints(config.online, config.serving)
+    rows_out = []
+    async with httpx.AsyncClient(base_url=shop_url, timeout=10.0,
+                                 limits=httpx.Limits(max_connections=args.concurrency)) as http:
+        def customer(i: int) -> str:
+            return customers[(i * 7919 + int(time.perf_counter() * 1e6)) % len(customers)]
+
+        async def direct(i: int) -> None:
+            await touchpoints.recommend(histories[customer(i)], K, exclude_seen=True)
+
+        async def shop(i: int) -> None:
+            response = await http.get("/v1/recommendations", params={"customer_id": customer(i), "k": K})
+            response.raise_for_status()
+
+        async def homepage(i: int) -> None:
+            (await http.get("/v1/homepage", params={"customer_id": customer(i)})).raise_for_status()
+
+        for name, call in (("triton direct (recommend)", direct), ("shop /v1/recommendations", shop),
+                           ("shop /v1/homepage", homepage)):
+            await closed_loop(call, args.concurrency, 1.0)  # warm-up
+            latencies, cpu = await measured(call, args.concurrency, args.seconds, processes)
+            rows_out.append(row(name, latencies, args.seconds, cpu))
+    await touchpoints.close()
+    return rows_out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=20_000)
+    parser.add_argument("--customers", type=int, default=64)
+    parser.add_argument("--history", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="fashionrec-shop-bench-"))
+    settings = list(args.overrides)
+    redis_process = None
+    if args.store == "redis":
+        port = free_port()
+        redis_process = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port),
+                                          "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        settings += ["online.store=redis", f"online.redis_url=redis://127.0.0.1:{port}/0"]
+    config = PipelineConfig().with_settings(settings)
+    try:
+        paths = make_shop(folder, args.products, args.customers, args.history)
+        with TritonServer(paths["model_repository"], ServingConfig(), http_port=0, grpc_port=0,
+                          metrics_port=0) as server:
+            config = config.with_overrides({"online.triton_url": server.grpc_url})
+            process, url = start_shop(paths, folder, server.grpc_url, settings)
+            try:
+                processes = {"shop": lambda: process_cpu_seconds(process.pid),
+                             "triton": lambda: group_cpu_seconds(os.getpgid(server.pid)),
+                             "client": lambda: sum(os.times()[:2])}
+                rows = asyncio.run(measure(paths, url, args, config, processes))
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    finally:
+        if redis_process is not None:
+            redis_process.terminate()
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"\n{args.products} products, {args.customers} customers x {args.history} past events, "
+          f"concurrency {args.concurrency}, {args.seconds:g} s each, store {args.store}")
+    columns = [c for c in rows[0] if c != "path"]
+    print(f"{'path':<28} " + " ".join(f"{c:>16}" for c in columns))
+    for entry in rows:
+        print(f"{entry['path']:<28} " + " ".join(
+            f"{entry[c]:>16.2f}" if isinstance(entry[c], float) else f"{entry[c]:>16}" for c in columns))
+    direct, shop = rows[0], rows[1]
+    print(f"shop overhead p50 {shop['p50 ms'] - direct['p50 ms']:.2f} ms p99 {shop['p99 ms'] - direct['p99 ms']:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

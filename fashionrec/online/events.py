@@ -1,0 +1,85 @@
+"""Shop events as the service takes them: checked with ingest's own rules, so the log trains as it is.
+
+A batch posted to the event API is split into accepted :class:`ShopEvent` s and rejections, each with
+ingest's reason code (``unknown_event_type``, ``bad_timestamp``, ``unknown_product``, ...) and the
+event's position in the batch. What the service accepts, ingest will accept when it reads the log.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from fashionrec.config import IngestConfig, OnlineConfig
+from fashionrec.stages.ingest import EVENTS_REQUIRED, validate_events
+
+ID_TOO_LONG = "id_too_long"  # the service's own reason, besides ingest's: an id longer than online.max_id_length
+
+
+@dataclass(frozen=True)
+class ShopEvent:
+    """One accepted event, in the canonical events schema (``timestamp``: epoch seconds, UTC)."""
+
+    customer_id: str
+    product_id: str
+    event_type: str
+    timestamp: float
+    weight: float
+
+    def as_record(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> ShopEvent:
+        return cls(str(record["customer_id"]), str(record["product_id"]), str(record["event_type"]),
+                   float(record["timestamp"]), float(record["weight"]))
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An event the service refused: its position in the posted batch and ingest's reason code."""
+
+    index: int
+    reason: str
+
+
+def check_events(raw: Sequence[Mapping[str, object]], product_ids: set[str], ingest: IngestConfig,
+                 online: OnlineConfig, now: float | None = None) -> tuple[list[ShopEvent], list[Rejection]]:
+    """Split a posted batch into accepted events and rejections (ingest's rules, plus the id length).
+
+    A missing ``timestamp`` means now (``now``, default the clock); the weight defaults to the event
+    type's, as in ingest. Duplicates within the batch are rejected as ``duplicate_event``.
+    """
+    now = time.time() if now is None else now
+    rows = [{**_defaults(event, now)} for event in raw]
+    too_long = [i for i, row in enumerate(rows) if _longest_id(row) > online.max_id_length]
+    frame = pd.DataFrame(rows, columns=[*EVENTS_REQUIRED, "weight"]).astype(object)
+    frame.loc[too_long, "customer_id"] = None  # checked below as id_too_long, before ingest's reasons
+    accepted, quarantined = validate_events(frame, "event-api", product_ids, ingest)
+    reasons = dict(zip(quarantined["row_number"] - 1, quarantined["reason"], strict=True))
+    reasons.update({i: ID_TOO_LONG for i in too_long})
+    rejections = [Rejection(int(i), str(reason)) for i, reason in sorted(reasons.items())]
+    events = [ShopEvent(row.customer_id, row.product_id, row.event_type, row.timestamp.timestamp(), float(row.weight))
+              for row in accepted.itertuples(index=False)]
+    return events, rejections
+
+
+def _defaults(event: Mapping[str, object], now: float) -> dict[str, object]:
+    row = {key: event.get(key) for key in (*EVENTS_REQUIRED, "weight")}
+    if row["timestamp"] is None:
+        row["timestamp"] = str(int(now)) if math.isfinite(now) else None
+    return row
+
+
+def _longest_id(row: Mapping[str, object]) -> int:
+    return max((len(str(row[key])) for key in ("customer_id", "product_id") if row[key] is not None), default=0)
+
+
+def history_inputs(events: Iterable[ShopEvent]) -> tuple[list[str], list[str], list[int]]:
+    """A history's product ids, event types and timestamps (epoch seconds), oldest first, as Triton takes them."""
+    ordered = list(events)
+    return ([e.product_id for e in ordered], [e.event_type for e in ordered], [int(e.timestamp) for e in ordered])

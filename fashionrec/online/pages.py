@@ -1,0 +1,297 @@
+"""The pages of the shop, composed from Triton's touchpoints and the customer's live state.
+
+* Homepage: carousels (*for you*, *new in*, *trending*, *sale*, one per favourite category), asked of
+  Triton in parallel and de-duplicated in page order, so no product shows twice. Everything the visitor
+  interacted with is excluded (their whole stored history goes with ``EXCLUDE_SEEN``; the server pools
+  only its window). A visitor without history gets each carousel in trending order: nothing to personalise.
+* Category and search pages: the products personally ordered by ``rerank`` (the first
+  ``serving.max_candidates`` by trend), then paged.
+* Product page: the product and *similar items* (``similar``: hero blended with the customer vector).
+* Events: checked with ingest's rules, made durable in the event log, then added to the live state, so
+  the next page reflects them.
+
+When Triton is down, slow or refuses, a carousel or page falls back to the trending list (the served
+popularity prior, in memory), marked ``fallback``, and counted. Every carousel shown is logged as an
+impression (request id, customer, touchpoint, model version, products, positions, scores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from fashionrec.config import PipelineConfig
+from fashionrec.online.catalogue import ShopCatalogue
+from fashionrec.online.event_log import EventLog
+from fashionrec.online.events import ShopEvent, check_events
+from fashionrec.online.metrics import ShopMetrics
+from fashionrec.online.served import ServedView
+from fashionrec.online.store import CustomerStore
+from fashionrec.online.triton import Ranked, Touchpoints, TritonRefused, TritonUnavailable
+from fashionrec.online.views import (BadInput, Carousel, EventReceipt, Homepage, NotFound, ProductList, ProductPage,
+                                     TooLarge, Visitor)
+from fashionrec.repository.publish import NEW_IN_SET
+from fashionrec.serving.requests import History
+
+SALE_SET = "sale"
+SESSION_PREFIX = "session:"  # a session's events are logged under customer id "session:<id>"
+SECONDS_PER_DAY = 86_400.0
+FIXED_CAROUSELS = ((NEW_IN_SET, "New in"), (SALE_SET, "On sale"))  # shown when the served version has the set
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One carousel to fill: ``ask`` calls Triton for ``k`` products; ``allowed`` limits its fallback."""
+
+    name: str
+    title: str
+    ask: Callable[[int], Awaitable[Ranked]] | None  # None: trending order, no Triton call
+    allowed: frozenset[str] | None = None
+
+
+def store_key(customer_id: str) -> str:
+    """The live-state key of a logged customer id (a session's is ``session:<id>`` already)."""
+    return customer_id if customer_id.startswith(SESSION_PREFIX) else f"customer:{customer_id}"
+
+
+class ShopService:
+    """The :class:`fashionrec.online.views.Shop` of a running service."""
+
+    def __init__(self, catalogue: ShopCatalogue, touchpoints: Touchpoints, store: CustomerStore, log: EventLog,
+                 served: ServedView, config: PipelineConfig, metrics: ShopMetrics,
+                 examples: Sequence[str] = (), clock: Callable[[], float] = time.time) -> None:
+        self.catalogue, self.touchpoints, self.store, self.log = catalogue, touchpoints, store, log
+        self.served, self.config, self.metrics = served, config, metrics
+        self._online, self._examples, self._clock = config.online, list(examples), clock
+        self._impressions: list[dict[str, object]] = []  # shown, not yet in the log (flush_impressions)
+
+    def categories(self) -> list[str]:
+        return self.catalogue.categories()
+
+    def example_customers(self, count: int) -> list[str]:
+        return self._examples[:count]
+
+    # -- pages ----------------------------------------------------------------------------------------
+    async def homepage(self, visitor: Visitor) -> Homepage:
+        events = await self.store.history(visitor.key)
+        history, seen = self._history(events), {e.product_id for e in events}
+        plans = self._plans(events, history)
+        size, request_id = self._online.carousel_size, uuid.uuid4().hex
+        answers = await asyncio.gather(*(self._ask(plan, size * (i + 1)) for i, plan in enumerate(plans)))
+        shown: set[str] = set()
+        carousels = []
+        for plan, answer in zip(plans, answers, strict=True):
+            ranked, fallback = answer if answer is not None else (None, True)
+            if ranked is None:
+                ids = self.served.trending_among(plan.allowed, seen | shown, size)
+                scores = None
+            else:
+                kept = [(p, s) for p, s in zip(ranked.product_ids, ranked.scores, strict=True) if p not in shown][:size]
+                ids, scores = [p for p, _ in kept], [s for _, s in kept]
+            shown.update(ids)
+            carousels.append(Carousel(plan.name, plan.title, self.catalogue.cards_of(ids, scores),
+                                      fallback and plan.ask is not None))
+        self._log_impressions(request_id, visitor, carousels, answers)
+        return Homepage(visitor, tuple(c for c in carousels if c.products), request_id, self.served.version)
+
+    async def recommendations(self, visitor: Visitor, k: int, candidate_set: str | None = None) -> Carousel:
+        """One carousel, *for you* (or among a published candidate set): a single Triton call, for sites that
+        compose their own pages (emails, apps)."""
+        if candidate_set is not None and candidate_set not in self.served.candidate_sets:
+            raise NotFound(f"unknown candidate set {candidate_set[:64]!r}; published: "
+                           f"{sorted(self.served.candidate_sets)}")
+        if not 1 <= k <= self.config.serving.max_top_k:
+            raise BadInput(f"k must be within 1..{self.config.serving.max_top_k}, got {k}")
+        events = await self.store.history(visitor.key)
+        history = self._history(events)
+        options = {"candidate_set": candidate_set} if candidate_set else {}
+        allowed = self.served.candidate_sets.get(candidate_set) if candidate_set else None
+        ask = (lambda n: self.touchpoints.recommend(history, n, exclude_seen=True, **options)) if history else None
+        name = candidate_set or "for_you"
+        answer = await self._ask(_Plan(name, name, ask, allowed), k)
+        ranked = answer[0] if answer else None
+        ids = list(ranked.product_ids) if ranked else self.served.trending_among(
+            allowed, {e.product_id for e in events}, k)
+        carousel = Carousel(name, "For you" if not candidate_set else candidate_set,
+                            self.catalogue.cards_of(ids, ranked.scores if ranked else None),
+                            answer is None and ask is not None)
+        self._log_impressions(uuid.uuid4().hex, visitor, [carousel], [answer])
+        return carousel
+
+    async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int) -> ProductList:
+        products = self.catalogue.in_category(category)
+        return await self._ordered(visitor, f"category:{category}", category.title(), [list(products)], page,
+                                   page_size)
+
+    async def search(self, visitor: Visitor, query: str, page: int, page_size: int) -> ProductList:
+        query = query.strip()
+        if not query:
+            raise BadInput("the search query is empty")
+        if len(query) > self._online.max_query_length:
+            raise BadInput(f"the search query has {len(query)} characters; at most {self._online.max_query_length}")
+        return await self._ordered(visitor, "search", f"Results for “{query}”", self.catalogue.search_tiers(query),
+                                   page, page_size)
+
+    async def product_page(self, visitor: Visitor, product_id: str, alpha: float | None = None) -> ProductPage:
+        card = self.catalogue.card(product_id)
+        events = await self.store.history(visitor.key)
+        size, request_id = self._online.carousel_size, uuid.uuid4().hex
+        same_category = frozenset(self.catalogue.in_category(card.category))
+        plan = _Plan("similar", "You may also like", None, same_category)
+        if product_id in self.served.product_ids:
+            history = self._history(events) or History([])
+            plan = _Plan("similar", "You may also like",
+                         lambda k: self.touchpoints.similar(product_id, history, k, alpha=alpha, exclude_seen=True),
+                         same_category)
+        answer = await self._ask(plan, size)
+        ranked, fallback = answer if answer is not None else (None, True)
+        excluded = {e.product_id for e in events} | {product_id}
+        ids = list(ranked.product_ids) if ranked else self.served.trending_among(same_category, excluded, size)
+        carousel = Carousel("similar", plan.title, self.catalogue.cards_of(ids, ranked.scores if ranked else None),
+                            fallback and plan.ask is not None)
+        self._log_impressions(request_id, visitor, [carousel], [answer])
+        return ProductPage(card, carousel, request_id)
+
+    # -- events ---------------------------------------------------------------------------------------
+    async def post_events(self, visitor: Visitor | None, events: list[dict[str, object]]) -> EventReceipt:
+        if len(events) > self._online.max_events_per_batch:
+            raise TooLarge(f"{len(events)} events in one batch; at most {self._online.max_events_per_batch}")
+        rows = [self._owned(event, visitor) for event in events]
+        accepted, rejected = check_events(rows, set(self.catalogue.cards), self.config.ingest, self._online,
+                                          self._clock())
+        if accepted:
+            await asyncio.to_thread(self.log.append, "events", [e.as_record() for e in accepted])
+            await self._remember(accepted)
+        self.metrics.events.labels("accepted").inc(len(accepted))
+        for rejection in rejected:
+            self.metrics.events.labels(rejection.reason).inc()
+        return EventReceipt(len(accepted), tuple(rejected))
+
+    async def flush_impressions(self) -> int:
+        """Write the impressions shown since the last flush to the log, in one append (the service flushes
+        every second and at shutdown: impressions are not acknowledged to anyone, so one fsync serves many
+        pages instead of one each). Returns how many were written."""
+        pending, self._impressions = self._impressions, []
+        if pending:
+            await asyncio.to_thread(self.log.append, "impressions", pending)
+        return len(pending)
+
+    async def close(self) -> None:
+        await self.flush_impressions()
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _history(self, events: Sequence[ShopEvent]) -> History | None:
+        """The stored events Triton knows, as a request history (None: nothing to personalise with)."""
+        known = [e for e in events if e.product_id in self.served.product_ids]
+        if not known:
+            return None
+        return History([e.product_id for e in known], [e.event_type for e in known],
+                       [int(e.timestamp) for e in known], request_time=int(self._clock()))
+
+    def _plans(self, events: Sequence[ShopEvent], history: History | None) -> list[_Plan]:
+        """The homepage's carousels, in page order."""
+        def recommend(**options: object) -> Callable[[int], Awaitable[Ranked]] | None:
+            if history is None:
+                return None
+            return lambda k: self.touchpoints.recommend(history, k, exclude_seen=True, **options)
+
+        plans = [_Plan("for_you", "For you", recommend())] if history is not None else []
+        sets = self.served.candidate_sets
+        plans += [_Plan(name, title, recommend(candidate_set=name), sets[name])
+                  for name, title in FIXED_CAROUSELS[:1] if sets.get(name)]
+        plans.append(_Plan("trending", "Trending now", None))
+        plans += [_Plan(name, title, recommend(candidate_set=name), sets[name])
+                  for name, title in FIXED_CAROUSELS[1:] if sets.get(name)]
+        for category in self.catalogue.favourite_categories([e.product_id for e in events],
+                                                            [e.weight for e in events], self._online.category_carousels):
+            members = frozenset(p for p in self.catalogue.in_category(category) if p in self.served.product_ids)
+            candidates = self.served.trending_among(members, set(), self.config.serving.max_candidates)
+            if candidates:
+                plans.append(_Plan(f"category:{category}", f"More {category}", recommend(candidates=candidates),
+                                   members))
+        return plans
+
+    async def _ask(self, plan: _Plan, k: int) -> tuple[Ranked | None, bool] | None:
+        """Triton's answer for a plan: (ranked, False), or None when the fallback must stand in."""
+        if plan.ask is None:
+            return None, False
+        try:
+            return await plan.ask(min(k, self.config.serving.max_top_k)), False
+        except (TritonUnavailable, TritonRefused) as error:
+            kind = "refused" if isinstance(error, TritonRefused) else "unavailable"
+            self.metrics.triton_errors.labels(plan.name.split(":")[0], kind).inc()
+            self.metrics.fallbacks.labels(plan.name.split(":")[0]).inc()
+            return None
+
+    async def _ordered(self, visitor: Visitor, touchpoint: str, title: str, tiers: list[list[str]], page: int,
+                       page_size: int) -> ProductList:
+        """Products (in tiers of relevance) personally ordered within the first tier, then paged."""
+        if page < 1 or not 1 <= page_size <= self._online.max_page_size:
+            raise BadInput(f"page must be >= 1 and page_size within 1..{self._online.max_page_size}")
+        head = tiers[0] if tiers else []
+        rest = [p for tier in tiers[1:] for p in tier]
+        events = await self.store.history(visitor.key)
+        ordered, ranked, fallback = await self._personal_order(head, self._history(events), touchpoint)
+        products = ordered + rest
+        start = (page - 1) * page_size
+        chosen = products[start: start + page_size]
+        scores = dict(zip(ranked.product_ids, ranked.scores, strict=True)) if ranked else {}
+        cards = tuple(self.catalogue.cards_of(chosen, [scores.get(p, math.nan) for p in chosen]))
+        request_id = uuid.uuid4().hex
+        carousel = Carousel(touchpoint, title, cards, fallback)
+        self._log_impressions(request_id, visitor, [carousel], [(ranked, fallback)])
+        return ProductList(title, cards, page, page_size, len(products), request_id, fallback)
+
+    async def _personal_order(self, products: list[str], history: History | None,
+                              touchpoint: str) -> tuple[list[str], Ranked | None, bool]:
+        """``products`` reranked for the history (the served ones, up to max_candidates by trend; the others
+        after them in trending order), or in trending order without a history or when Triton fails."""
+        rank = {pid: i for i, pid in enumerate(self.served.trending)}
+        by_trend = sorted(products, key=lambda p: rank.get(p, len(rank)))
+        served = [p for p in by_trend if p in self.served.product_ids][: self.config.serving.max_candidates]
+        if history is None or not served:
+            return by_trend, None, False
+        answer = await self._ask(_Plan(touchpoint, touchpoint, lambda _: self.touchpoints.rerank(history, served)), 0)
+        if answer is None:
+            return by_trend, None, True
+        ranked = answer[0]
+        placed = set(ranked.product_ids)
+        return list(ranked.product_ids) + [p for p in by_trend if p not in placed], ranked, False
+
+    @staticmethod
+    def _owned(event: dict[str, object], visitor: Visitor | None) -> dict[str, object]:
+        """The event as logged: a visitor's events carry its id; an API event names a customer or session."""
+        row = dict(event)
+        if visitor is not None:
+            row["customer_id"] = visitor.events_customer_id
+        elif row.get("customer_id") is None and row.get("session_id") is not None:
+            row["customer_id"] = f"{SESSION_PREFIX}{row['session_id']}"
+        row.pop("session_id", None)
+        return row
+
+    async def _remember(self, events: Sequence[ShopEvent]) -> None:
+        """Add accepted events to each one's live state (sessions expire ``anonymous_ttl_days`` after)."""
+        by_key: dict[str, list[ShopEvent]] = {}
+        for event in events:
+            by_key.setdefault(store_key(event.customer_id), []).append(event)
+        ttl = self._online.anonymous_ttl_days * SECONDS_PER_DAY
+        await asyncio.gather(*(self.store.append(key, batch, ttl if key.startswith(SESSION_PREFIX) else None)
+                               for key, batch in by_key.items()))
+
+    def _log_impressions(self, request_id: str, visitor: Visitor, carousels: Sequence[Carousel],
+                         answers: Sequence[tuple[Ranked | None, bool] | None]) -> None:
+        """One impression record per carousel shown, written by the next :meth:`flush_impressions`."""
+        now = self._clock()
+        records = [{"request_id": request_id, "timestamp": now, "customer_id": visitor.events_customer_id,
+                    "touchpoint": carousel.name,
+                    "model_version": answer[0].model_version if answer and answer[0] else self.served.version,
+                    "product_ids": [c.product_id for c in carousel.products],
+                    "positions": list(range(1, len(carousel.products) + 1)),
+                    "scores": [c.score if c.score is not None else math.nan for c in carousel.products],
+                    "fallback": carousel.fallback}
+                   for carousel, answer in zip(carousels, answers, strict=True) if carousel.products]
+        self._impressions.extend(records)

@@ -1,0 +1,53 @@
+"""What the service needs of the served model version: its product ids, candidate sets and trending list.
+
+The trending list (products by the served popularity prior) is the fallback of every page: when Triton is
+down or slow the service still answers, from memory, with what is in demand now, and says so. The view
+follows the repository's manifest: :meth:`ServedView.refreshed` reloads it only when the serving version
+changes (a publish or a rollback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fashionrec.config import ServingConfig
+from fashionrec.repository.manifest import read_manifest, serving_version
+from fashionrec.repository.served import served_version
+
+
+@dataclass(frozen=True)
+class ServedView:
+    """The served version's products, its trending order and its candidate sets (empty before a publish)."""
+
+    version: int | None = None
+    product_ids: frozenset[str] = frozenset()
+    trending: tuple[str, ...] = ()  # every served product, highest prior first (ties: catalogue order)
+    candidate_sets: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, model_repository: str, serving: ServingConfig) -> ServedView:
+        served = served_version(model_repository, serving)
+        if served is None:
+            return cls()
+        prior = served.prior if served.prior is not None else np.zeros(len(served.product_ids), np.float32)
+        order = np.argsort(-prior, kind="stable")
+        return cls(served.version, frozenset(served.product_ids), tuple(served.product_ids[i] for i in order),
+                   {name: frozenset(ids) for name, ids in served.candidate_sets.items()})
+
+    def refreshed(self, model_repository: str, serving: ServingConfig) -> ServedView:
+        """This view, or the served version's when the manifest now names another one."""
+        if serving_version(read_manifest(model_repository)) == self.version:
+            return self
+        return ServedView.read(model_repository, serving)
+
+    def trending_among(self, allowed: frozenset[str] | set[str] | None, excluded: set[str], count: int) -> list[str]:
+        """The ``count`` most trending products in ``allowed`` (None: any) and not in ``excluded``."""
+        chosen: list[str] = []
+        for pid in self.trending:
+            if len(chosen) == count:
+                break
+            if pid not in excluded and (allowed is None or pid in allowed):
+                chosen.append(pid)
+        return chosen

@@ -1,0 +1,92 @@
+"""Builds the running service from its inputs: the catalogue, the model repository and the configuration.
+
+The catalogue the shop shows is also written into the event log folder as ``catalogue.parquet``, so the
+log is a canonical dataset: ``fashionrec pipeline run --dataset canonical --data-dir <event_log_dir>``
+trains on what the shop saw. A past event log (e.g. the pipeline's ingested events) may seed the live
+state of customers the store does not know yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pandas as pd
+from fastapi import FastAPI
+
+from fashionrec import storage
+from fashionrec.config import PipelineConfig
+from fashionrec.online.app import Lifecycle, create_app
+from fashionrec.online.catalogue import ShopCatalogue
+from fashionrec.online.event_log import EventLog
+from fashionrec.online.events import ShopEvent
+from fashionrec.online.metrics import ShopMetrics
+from fashionrec.online.pages import ShopService, store_key
+from fashionrec.online.readiness import Readiness
+from fashionrec.online.served import ServedView
+from fashionrec.online.store import CustomerStore, open_store
+from fashionrec.online.triton import Touchpoints
+from fashionrec.stages.ingest import validate_catalogue
+
+LOG_CATALOGUE_FILE = "catalogue.parquet"  # what the canonical dataset reader looks for beside events/
+IMPORT_BATCH = 256  # customers imported concurrently
+
+
+def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
+              examples: Sequence[str] = (), history: pd.DataFrame | None = None) -> FastAPI:
+    """The app over a new service: catalogue loaded, log recovered, served version read; ``history`` (past
+    events) seeds the customers the store does not know before the first request."""
+    online = config.online
+    frame, _ = validate_catalogue(storage.read_table(catalogue_uri), catalogue_uri)
+    storage.write_parquet(frame, storage.join(online.event_log_dir, LOG_CATALOGUE_FILE))
+    log = EventLog(online.event_log_dir, online.journal_dir, online.log_roll_records, online.log_roll_seconds)
+    touchpoints = Touchpoints(online, config.serving)
+    shop = ShopService(ShopCatalogue.from_frame(frame), touchpoints, open_store(online), log,
+                       ServedView.read(model_repository, config.serving), config, ShopMetrics(), examples)
+
+    async def background() -> None:
+        """Roll the event log when due and follow the served version, for the app's life."""
+        refreshed = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(1.0)
+            await shop.flush_impressions()
+            await asyncio.to_thread(log.roll_if_due)
+            if asyncio.get_running_loop().time() - refreshed >= online.served_refresh_s:
+                shop.served = await asyncio.to_thread(shop.served.refreshed, model_repository, config.serving)
+                refreshed = asyncio.get_running_loop().time()
+
+    async def shutdown() -> None:
+        await shop.close()
+        await touchpoints.close()
+        await shop.store.close()
+        await asyncio.to_thread(log.close)
+
+    async def startup() -> None:
+        if history is not None:
+            await import_histories(shop.store, history, online.max_history_events)
+
+    return create_app(shop, Readiness(shop, online.readiness_cache_s), online, Lifecycle(startup, background, shutdown))
+
+
+async def import_histories(store: CustomerStore, events: pd.DataFrame, max_events: int) -> int:
+    """Seed the live state from past events (canonical columns): each customer the store does not know gets
+    their last ``max_events``; customers it knows are left alone, so a restart never doubles a history.
+    Returns how many customers were imported."""
+    ordered = events.sort_values("timestamp", kind="stable")
+    groups = [(str(customer), rows.tail(max_events)) for customer, rows in ordered.groupby("customer_id", sort=True)]
+    imported = 0
+    for start in range(0, len(groups), IMPORT_BATCH):
+        done = await asyncio.gather(*(_import_one(store, customer, rows) for customer, rows in
+                                      groups[start: start + IMPORT_BATCH]))
+        imported += sum(done)
+    return imported
+
+
+async def _import_one(store: CustomerStore, customer: str, rows: pd.DataFrame) -> bool:
+    key = store_key(customer)
+    if await store.history(key):
+        return False
+    seconds = rows["timestamp"].map(pd.Timestamp.timestamp)
+    await store.append(key, [ShopEvent(customer, str(p), str(t), float(s), float(w)) for p, t, s, w in
+                             zip(rows["product_id"], rows["event_type"], seconds, rows["weight"], strict=True)])
+    return True
