@@ -64,55 +64,91 @@ def _placed(task: dsl.PipelineTask) -> dsl.PipelineTask:
             .set_retry(num_retries=RETRIES, backoff_duration=RETRY_BACKOFF, backoff_factor=2.0))
 
 
+TRAIN_TASK = "train-model"
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """GPUs for the train task: Kubeflow takes a Kubernetes resource name (``nvidia.com/gpu``), Vertex AI an
+    accelerator type (``NVIDIA_TESLA_T4``, ``NVIDIA_L4``, ...). The task then runs the GPU image
+    (``images/component-gpu.Dockerfile``), which the compiler sets on the train executor."""
+
+    type: str
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.type or self.count < 1:
+            raise ValueError(f"an accelerator needs a type and a count of at least 1, got {self.type!r} x {self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Accelerator":
+        """``TYPE`` or ``TYPE:COUNT`` (``nvidia.com/gpu:2``, ``NVIDIA_L4``)."""
+        kind, _, count = text.partition(":")
+        if count and not count.isdigit():
+            raise ValueError(f"expected TYPE or TYPE:COUNT for the train accelerator, got {text!r}")
+        return cls(kind, int(count) if count else 1)
+
+
 def config_arguments(config: PipelineConfig) -> dict[str, str]:
     """The pipeline's config parameters for ``config``: each section's JSON by its parameter name."""
     return {f"{name}{CONFIG_PARAMETER_SUFFIX}": section.to_json() for name, section in config.sections().items()}
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Two-tower recommender for fashion retail, published to Triton.")
-def training_pipeline(
-    model_repository: str,
-    dataset: str = "synthetic",
-    data_dir: str = "",
-    shop_config: str = ShopConfig().to_json(),
-    ingest_config: str = IngestConfig().to_json(),
-    transform_config: str = TransformConfig().to_json(),
-    train_config: str = TrainConfig().to_json(),
-    export_config: str = ExportConfig().to_json(),
-    evaluate_config: str = EvaluateConfig().to_json(),
-    serving_config: str = ServingConfig().to_json(),
-):
-    """``dataset``: one of fashionrec.datasets.DATASET_NAMES; ``data_dir``: where its files are, if needed."""
-    raw = _placed(prepare_dataset(shop_config=shop_config, dataset=dataset, data_dir=data_dir))
-    ingested = _placed(ingest_data(ingest_config=ingest_config, raw_data=raw.outputs["raw_data"]))
-    transformed = _placed(transform_data(transform_config=transform_config, ingested=ingested.outputs["ingested"]))
-    trained = _placed(train_model(train_config=train_config, transform_config=transform_config,
-                                  transformed=transformed.outputs["transformed"]))
-    exported = _placed(export_embeddings(
-        ingest_config=ingest_config,
-        export_config=export_config,
-        ingested=ingested.outputs["ingested"],
-        transformed=transformed.outputs["transformed"],
-        model=trained.outputs["model"],
-    ))
-    evaluated = _placed(evaluate_model(
-        evaluate_config=evaluate_config,
-        serving_config=serving_config,
-        ingested=ingested.outputs["ingested"],
-        transformed=transformed.outputs["transformed"],
-        embeddings=exported.outputs["embeddings"],
-        model_repository=model_repository,
-    ))
-    raw.set_display_name("prepare dataset")
-    ingested.set_display_name("ingest")
-    transformed.set_display_name("transform (Beam + TFT)")
-    trained.set_display_name("train two-tower")
-    exported.set_display_name("export embeddings")
-    evaluated.set_display_name("evaluate + gate")
-    with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
-        _placed(publish_model(
+def build_training_pipeline(train_accelerator: "Accelerator | None" = None):
+    """The pipeline, its train task on ``train_accelerator`` when given (a compile-time choice: KFP fixes a
+    task's resources in the compiled spec)."""
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Two-tower recommender for fashion retail, published to Triton.")
+    def training_pipeline(
+        model_repository: str,
+        dataset: str = "synthetic",
+        data_dir: str = "",
+        shop_config: str = ShopConfig().to_json(),
+        ingest_config: str = IngestConfig().to_json(),
+        transform_config: str = TransformConfig().to_json(),
+        train_config: str = TrainConfig().to_json(),
+        export_config: str = ExportConfig().to_json(),
+        evaluate_config: str = EvaluateConfig().to_json(),
+        serving_config: str = ServingConfig().to_json(),
+    ):
+        """``dataset``: one of fashionrec.datasets.DATASET_NAMES; ``data_dir``: where its files are, if needed."""
+        raw = _placed(prepare_dataset(shop_config=shop_config, dataset=dataset, data_dir=data_dir))
+        ingested = _placed(ingest_data(ingest_config=ingest_config, raw_data=raw.outputs["raw_data"]))
+        transformed = _placed(transform_data(transform_config=transform_config, ingested=ingested.outputs["ingested"]))
+        trained = _placed(train_model(train_config=train_config, transform_config=transform_config,
+                                      transformed=transformed.outputs["transformed"]))
+        if train_accelerator is not None:
+            trained.set_accelerator_type(train_accelerator.type).set_accelerator_limit(train_accelerator.count)
+        exported = _placed(export_embeddings(
+            ingest_config=ingest_config,
+            export_config=export_config,
+            ingested=ingested.outputs["ingested"],
+            transformed=transformed.outputs["transformed"],
+            model=trained.outputs["model"],
+        ))
+        evaluated = _placed(evaluate_model(
+            evaluate_config=evaluate_config,
             serving_config=serving_config,
+            ingested=ingested.outputs["ingested"],
+            transformed=transformed.outputs["transformed"],
             embeddings=exported.outputs["embeddings"],
-            evaluation=evaluated.outputs["evaluation"],
             model_repository=model_repository,
-        )).set_display_name("publish to Triton repository")
+        ))
+        raw.set_display_name("prepare dataset")
+        ingested.set_display_name("ingest")
+        transformed.set_display_name("transform (Beam + TFT)")
+        trained.set_display_name("train two-tower")
+        exported.set_display_name("export embeddings")
+        evaluated.set_display_name("evaluate + gate")
+        with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
+            _placed(publish_model(
+                serving_config=serving_config,
+                embeddings=exported.outputs["embeddings"],
+                evaluation=evaluated.outputs["evaluation"],
+                model_repository=model_repository,
+            )).set_display_name("publish to Triton repository")
+
+    return training_pipeline
+
+
+training_pipeline = build_training_pipeline()  # CPU only: local runs and the default compile

@@ -3,7 +3,8 @@
 The Dockerfiles are read with ``dockerfile-parse`` and checked for what a build cannot be trusted to
 catch late: base images pinned by tag, a numeric non-root user, pinned installs (``-c constraints.txt``,
 ``requirements-serving.txt``), no caches or data in the image, every ``COPY`` source present and inside
-the build context, and a serving image whose start command is the one ``k8s/base/deployment.yaml`` runs.
+the build context, a serving image whose start command is the one ``k8s/base/deployment.yaml`` runs, and a
+shop image whose start command is the one ``k8s/shop/statefulset.yaml`` runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKER_DIR = REPO_ROOT / "images"
 COMPONENT_IMAGES = ("component.Dockerfile", "component-gpu.Dockerfile")
 SERVING_IMAGES = ("serving.Dockerfile", "serving-gpu.Dockerfile")
+SHOP_IMAGES = ("shop.Dockerfile",)
+# Images that install the fashionrec package itself (with constraints.txt) on Python 3.11.
+PACKAGE_IMAGES = COMPONENT_IMAGES + SHOP_IMAGES
 DEPLOYMENT = REPO_ROOT / "k8s" / "base" / "deployment.yaml"
+SHOP_STATEFULSET = REPO_ROOT / "k8s" / "shop" / "statefulset.yaml"
 SERVING_REQUIREMENTS = "fashionrec/serving/requirements-serving.txt"
 TRITON_IMAGE = re.compile(r"^nvcr\.io/nvidia/tritonserver:(?P<year>\d\d)\.(?P<month>\d\d)-py3$")
 OLDEST_TRITON_RELEASE = (24, 10)  # Triton 2.51, the version the serving tests run
@@ -78,7 +83,7 @@ def _copy_sources(name: str) -> list[str]:
     return sources
 
 
-ALL_IMAGES = COMPONENT_IMAGES + SERVING_IMAGES
+ALL_IMAGES = COMPONENT_IMAGES + SERVING_IMAGES + SHOP_IMAGES
 
 
 def test_every_dockerfile_is_checked_here():
@@ -160,8 +165,8 @@ def test_every_copy_source_exists_and_is_in_the_build_context(name):
 # ---------------------------------------------------------------------------------------- components
 
 
-@pytest.mark.parametrize("name", COMPONENT_IMAGES)
-def test_component_images_install_fashionrec_with_the_pinned_constraints(name):
+@pytest.mark.parametrize("name", PACKAGE_IMAGES)
+def test_component_and_shop_images_install_fashionrec_with_the_pinned_constraints(name):
     installs = re.findall(r"pip install[^&\n]*", _run_text(name))
     assert installs and all("-c constraints.txt" in command for command in installs), installs
     assert any(command.rstrip().endswith((" .", '".[gpu]"')) for command in installs), installs  # the package
@@ -169,15 +174,15 @@ def test_component_images_install_fashionrec_with_the_pinned_constraints(name):
     assert {"fashionrec", "components", "pipelines", "triton_models"} <= set(_copy_sources(name))
 
 
-@pytest.mark.parametrize("name", COMPONENT_IMAGES)
-def test_component_images_run_the_python_setup_py_declares(name):
+@pytest.mark.parametrize("name", PACKAGE_IMAGES)
+def test_component_and_shop_images_run_the_python_setup_py_declares(name):
     python_requires = re.search(r'python_requires="([^"]+)"', (REPO_ROOT / "setup.py").read_text())[1]
     assert python_requires == ">=3.11,<3.12"
     text = " ".join(_base_images(name)) + " " + _run_text(name)
     assert re.search(r"python:3\.11\.\d+-slim|uv python install 3\.11\.\d+", text), name
 
 
-@pytest.mark.parametrize("name", COMPONENT_IMAGES)
+@pytest.mark.parametrize("name", PACKAGE_IMAGES)
 def test_no_movielens_or_other_data_is_baked_in(name):
     text = (DOCKER_DIR / name).read_text()
     instructions = "\n".join(f"{i.name} {i.value}" for i in _instructions(name) if i.name != "COMMENT")
@@ -255,6 +260,53 @@ def test_serving_image_starts_tritonserver_as_the_deployment_does(name):
     # The user the image switches to is the one the pod is forced to run as.
     pod = container["pod_security"]
     assert _values(name, "USER")[-1] == f"{pod['runAsUser']}:{pod['runAsGroup']}"
+
+
+# ---------------------------------------------------------------------------------------------- shop
+
+
+def _shop_container() -> dict:
+    statefulset = yaml.safe_load(SHOP_STATEFULSET.read_text())
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return {**container, "pod_security": statefulset["spec"]["template"]["spec"]["securityContext"]}
+
+
+def test_the_shop_image_shares_the_component_images_base():
+    assert _base_images("shop.Dockerfile") == _base_images("component.Dockerfile")
+    assert "fashionrec.online.service" in _run_text("shop.Dockerfile")  # the service imports in the image
+
+
+@pytest.mark.parametrize("name", SHOP_IMAGES)
+def test_shop_image_starts_the_shop_as_the_statefulset_does(name):
+    container = _shop_container()
+    # The StatefulSet gives only `args`, which replace the CMD: the image has no ENTRYPOINT to prepend.
+    assert "command" not in container
+    assert _values(name, "ENTRYPOINT") == []
+    (cmd,) = _values(name, "CMD")
+    shell, flag, script = json.loads(cmd)
+    assert (shell, flag) == ("sh", "-c") and script.startswith("exec fashionrec shop serve ")
+    image_args = shlex.split(script.removeprefix("exec "))
+    manifest_args = [re.sub(r"\$\((\w+)\)", r"$\1", arg) for arg in container["args"]]  # $(VAR): k8s; $VAR: sh
+    assert image_args == manifest_args
+    assert "online.host=0.0.0.0" in image_args
+    # Every variable the CMD reads is given by the StatefulSet; those that are not inputs have a default in the image.
+    variables = set(re.findall(r"\$(\w+)", script))
+    assert variables <= {env["name"] for env in container["env"]}, variables
+    image_env = " ".join(_values(name, "ENV"))
+    assert {v for v in variables if f"{v}=" not in image_env} == {"CATALOGUE", "MODEL_REPOSITORY"}
+    exposed = {int(port) for value in _values(name, "EXPOSE") for port in value.split()}
+    assert exposed == {port["containerPort"] for port in container["ports"]} == {8080}
+    # The user the image switches to is the one the pod is forced to run as.
+    pod = container["pod_security"]
+    assert _values(name, "USER")[-1] == f"{pod['runAsUser']}:{pod['runAsGroup']}"
+
+
+def test_the_shop_image_owns_the_journal_folder_the_statefulset_mounts():
+    container = _shop_container()
+    journal = next(arg.partition("=")[2] for arg in container["args"] if arg.startswith("online.journal_dir="))
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if journal.startswith(m["mountPath"] + "/"))
+    runs = _run_text("shop.Dockerfile")
+    assert f"mkdir -p {journal}" in runs and f"chown -R 1000:1000 {mount}" in runs
 
 
 # ------------------------------------------------------------------------------------- .dockerignore

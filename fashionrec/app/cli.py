@@ -47,10 +47,38 @@ _image_option = click.option("--image", default=COMPONENT_IMAGE, show_default=Tr
                                   "images/component.Dockerfile).")
 
 
+_train_gpu_options = [
+    click.option("--train-gpu", default=None, metavar="TYPE[:COUNT]",
+                 help="Train on GPUs: nvidia.com/gpu (Kubeflow) or an accelerator type such as NVIDIA_L4 (Vertex AI), "
+                      "with --train-image."),
+    click.option("--train-image", default=None, help="The train task's GPU image (images/component-gpu.Dockerfile; "
+                                                     "pinned), with --train-gpu."),
+]
+
+
+def _train_gpu(function):
+    for option in reversed(_train_gpu_options):
+        function = option(function)
+    return function
+
+
+def _accelerator(train_gpu: str | None):
+    """The ``--train-gpu`` text as an Accelerator (None when not given); a usage error when malformed."""
+    if train_gpu is None:
+        return None
+    from pipelines.training import Accelerator
+
+    try:
+        return Accelerator.parse(train_gpu)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--train-gpu") from error
+
+
 @pipeline.command("compile")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pipeline YAML.")
 @_image_option
-def compile_command(output: str, image: str) -> None:
+@_train_gpu
+def compile_command(output: str, image: str, train_gpu: str | None, train_image: str | None) -> None:
     """Compile the pipeline to KFP v2 YAML (for Kubeflow Pipelines or Vertex AI Pipelines)."""
     from fashionrec.app.runner import compile_pipeline, validate_image_reference
 
@@ -58,7 +86,10 @@ def compile_command(output: str, image: str) -> None:
         validate_image_reference(image)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--image") from error
-    compile_pipeline(output, image=image)
+    try:
+        compile_pipeline(output, image=image, train_accelerator=_accelerator(train_gpu), train_image=train_image)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
     click.echo(f"Wrote {output} (tasks run {image})")
 
 
@@ -108,6 +139,10 @@ _remote_options = [
                  help="Kubeflow Pipelines API, e.g. http://localhost:8080 (a port-forward to ml-pipeline-ui)."),
     click.option("--experiment", default=None, help="KFP experiment, created if missing (default: fashionrec)."),
     click.option("--namespace", default=None, help="KFP multi-user: the profile namespace."),
+    click.option("--kfp-sa-token", default=None, metavar="PATH",
+                 help="KFP inside the cluster: the pod's projected service-account token file (e.g. "
+                      "/var/run/secrets/kubeflow/pipelines/token). Outside, set $KFP_TOKEN (a bearer token, e.g. "
+                      "`gcloud auth print-identity-token` behind IAP) or $KFP_COOKIES (a login's session cookies)."),
     click.option("--vertex", is_flag=True, help="Submit to Vertex AI Pipelines (needs --project, --region, "
                                                 "--pipeline-root)."),
     click.option("--project", default=None, help="Vertex AI: the Google Cloud project."),
@@ -120,6 +155,7 @@ _remote_options = [
                                                             "publishes to (what serving reads)."),
     click.option("--run-name", default=None, help="Display name (default: fashionrec-training-<UTC time>)."),
     _image_option,
+    *_train_gpu_options,
     click.option("--label", "--labels", "labels", multiple=True, metavar="KEY=VALUE",
                  help="Label for the run (repeatable; lower-case). Vertex: resource labels; KFP: description."),
     click.option("--dataset", type=click.Choice(DATASET_NAMES), default="synthetic", show_default=True,
@@ -137,23 +173,28 @@ def _remote(function):
     return function
 
 
-def _remote_inputs(kfp_host: str | None, experiment: str | None, namespace: str | None, vertex: bool,
+def _remote_inputs(kfp_host: str | None, experiment: str | None, namespace: str | None, kfp_sa_token: str | None,
+                   vertex: bool,
                    project: str | None, region: str | None, pipeline_root: str | None,
                    service_account: str | None, model_repository: str, run_name: str | None, image: str,
-                   labels: tuple[str, ...], dataset: str, data_dir: str | None, split_time: str | None, size: str,
+                   train_gpu: str | None, train_image: str | None, labels: tuple[str, ...], dataset: str, data_dir: str | None, split_time: str | None, size: str,
                    overrides: tuple[str, ...], enable_caching: bool | None
                    ) -> tuple[Target, PipelineArguments, SubmitConfig]:
     """Command-line options → (target, pipeline arguments, submit config), checked: a usage error, not a
     traceback, for anything wrong before a request is sent."""
-    from fashionrec.app.submit import PipelineArguments, SubmitConfig, parse_labels, resolve_target, validate_submission
+    from fashionrec.app.submit import (KfpCredentials, PipelineArguments, SubmitConfig, parse_labels, resolve_target,
+                                       validate_submission)
 
     config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
     try:
-        target = resolve_target(kfp_host, vertex, project, region, pipeline_root, experiment, namespace)
+        credentials = KfpCredentials.from_environment(kfp_sa_token) if kfp_host else KfpCredentials(
+            service_account_token=kfp_sa_token)
+        target = resolve_target(kfp_host, vertex, project, region, pipeline_root, experiment, namespace, credentials)
         arguments = PipelineArguments(model_repository=model_repository, dataset=dataset, data_dir=data_dir or "",
                                       config=config)
         options = SubmitConfig(image=image, run_name=run_name, enable_caching=enable_caching,
-                               labels=parse_labels(labels), service_account=service_account)
+                               labels=parse_labels(labels), service_account=service_account,
+                               train_accelerator=_accelerator(train_gpu), train_image=train_image)
         validate_submission(target, arguments, options)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
@@ -203,6 +244,10 @@ def schedule_command(cron: str | None, time_zone: str | None, max_concurrent_run
         _echo_submission(schedule(target, arguments, config, when))
 
 
+AUTH_HINT = (" (credentials: set $KFP_TOKEN to a bearer token or $KFP_COOKIES to a login's session cookies, "
+             "or pass --kfp-sa-token inside the cluster)")
+
+
 @contextmanager
 def _remote_errors(target: Target) -> Iterator[None]:
     """A Kubeflow or Vertex AI endpoint that cannot be reached, or refuses the credentials, as one line
@@ -212,16 +257,21 @@ def _remote_errors(target: Target) -> Iterator[None]:
     from google.auth import exceptions as google_auth
     from kfp_server_api.exceptions import ApiException
 
+    from fashionrec.app.submit import KfpAccessRefused
+
     try:
         yield
+    except KfpAccessRefused as error:
+        raise click.ClickException(_one_line(error) + AUTH_HINT) from error
     except urllib3.exceptions.HTTPError as error:
         cause = getattr(error, "reason", None) or error
         raise click.ClickException(f"cannot reach {target}: {_one_line(cause)}") from error
     except (google_auth.GoogleAuthError, google_api.Unauthenticated, google_api.PermissionDenied) as error:
         raise click.ClickException(f"{target} refused the credentials: {_one_line(error)}") from error
     except ApiException as error:  # Kubeflow's REST API: the status and the message of its JSON body
+        hint = AUTH_HINT if error.status == 401 else ""  # 403: authenticated, but not allowed
         raise click.ClickException(f"{target} answered {error.status} {error.reason}: "
-                                   f"{_one_line(_api_message(error.body))}") from error
+                                   f"{_one_line(_api_message(error.body))}{hint}") from error
     except google_api.GoogleAPICallError as error:
         raise click.ClickException(f"{target} answered an error: {_one_line(error)}") from error
 

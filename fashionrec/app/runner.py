@@ -17,10 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from fashionrec import storage
 from fashionrec.config import PipelineConfig
+
+if TYPE_CHECKING:  # the KFP definitions load only when a command compiles or runs them
+    from pipelines.training import Accelerator
 
 PIPELINE_ROOT = "pipeline_root"
 MODEL_REPOSITORY = "model_repository"
@@ -38,8 +41,10 @@ class LocalRun:
         return self.run_dir / task / output
 
 
-def compile_pipeline(output: str, image: str | None = None) -> None:
-    """Compile the training pipeline to KFP v2 YAML at ``output``; every task runs ``image``.
+def compile_pipeline(output: str, image: str | None = None, train_accelerator: Accelerator | None = None,
+                     train_image: str | None = None) -> None:
+    """Compile the training pipeline to KFP v2 YAML at ``output``; every task runs ``image``, the train task
+    ``train_image`` on ``train_accelerator`` when given (both or neither: a GPU task needs the GPU image).
 
     ``image`` defaults to ``fashionrec.config.COMPONENT_IMAGE`` (the components' ``base_image``, fixed
     when ``components.stages`` is imported). Choosing it here, after compilation, lets one process
@@ -48,14 +53,20 @@ def compile_pipeline(output: str, image: str | None = None) -> None:
     import yaml
     from kfp import compiler
 
-    from pipelines.training import training_pipeline
+    from pipelines.training import TRAIN_TASK, build_training_pipeline
 
-    compiler.Compiler().compile(training_pipeline, package_path=output)
-    if image is None:
+    if (train_accelerator is None) != (train_image is None):
+        raise ValueError("a train accelerator needs the GPU image (--train-image) and the GPU image an accelerator "
+                         "(--train-gpu)")
+    compiler.Compiler().compile(build_training_pipeline(train_accelerator), package_path=output)
+    if image is None and train_image is None:
         return
     text = Path(output).read_text(encoding="utf-8")
     spec = yaml.safe_load(text)
-    set_component_image(spec, image)
+    if image is not None:
+        set_component_image(spec, image)
+    if train_image is not None:
+        set_task_image(spec, TRAIN_TASK, train_image)
     header = "".join(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
     Path(output).write_text(header + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
 
@@ -92,6 +103,15 @@ def set_component_image(spec: dict, image: str) -> int:
     for container in containers:
         container["image"] = image
     return len(containers)
+
+
+def set_task_image(spec: dict, task: str, image: str) -> None:
+    """Point one task's executor (``exec-<task>``) of a compiled pipeline spec at ``image``, in place."""
+    validate_image_reference(image)
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    if f"exec-{task}" not in executors:
+        raise ValueError(f"the pipeline spec has no executor for task {task!r}")
+    executors[f"exec-{task}"]["container"]["image"] = image
 
 
 def run_local(

@@ -15,6 +15,7 @@ the Vertex SDK load only when used.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import warnings
@@ -27,8 +28,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fashionrec.config import COMPONENT_IMAGE, PipelineConfig
 
-if TYPE_CHECKING:  # only for annotations: the SDKs load lazily
+if TYPE_CHECKING:  # only for annotations: the SDKs and the KFP definitions load lazily
     from google.auth.credentials import Credentials
+
+    from pipelines.training import Accelerator
 
 PIPELINE_NAME = "fashionrec-training"  # pipelines.training.PIPELINE_NAME (checked by the tests)
 WEEKLY_CRON = "0 3 * * 1"  # Mondays 03:00: a week of new events per retraining
@@ -70,6 +73,52 @@ class SubmitConfig:
     labels: Mapping[str, str] = field(default_factory=dict)  # added to (and overriding) the defaults
     default_labels: Mapping[str, str] = field(default_factory=lambda: {"app": "fashionrec"})
     service_account: str | None = None  # KFP: a Kubernetes service account; Vertex: a Google one
+    train_accelerator: Accelerator | None = None  # GPUs for the train task, which then runs train_image
+    train_image: str | None = None  # the GPU image (images/component-gpu.Dockerfile)
+
+
+KFP_PROBE_TIMEOUT_S = 10.0  # the access check before kfp.Client
+KFP_TOKEN_ENV = "KFP_TOKEN"  # a bearer token for the KFP API (IAP: `gcloud auth print-identity-token`; OIDC)
+KFP_COOKIES_ENV = "KFP_COOKIES"  # session cookies of multi-user Kubeflow's login (e.g. "authservice_session=...")
+
+
+@dataclass(frozen=True)
+class KfpCredentials:
+    """How to authenticate to a Kubeflow Pipelines API, as ``kfp.Client`` takes it (none: an open endpoint,
+    e.g. a port-forward). Secrets come from the environment, never from the command line, where any
+    user of the machine could read them in the process list; they are left out of ``repr``."""
+
+    token: str | None = field(default=None, repr=False)  # Authorization: Bearer <token>
+    cookies: str | None = field(default=None, repr=False)  # Cookie: <cookies>
+    service_account_token: str | None = None  # a file: the pod's projected token (in-cluster submission)
+
+    @classmethod
+    def from_environment(cls, service_account_token: str | None = None) -> KfpCredentials:
+        """``$KFP_TOKEN`` and ``$KFP_COOKIES`` (unset or empty: not sent), and the token file, if given."""
+        return cls(os.environ.get(KFP_TOKEN_ENV) or None, os.environ.get(KFP_COOKIES_ENV) or None,
+                   service_account_token)
+
+    def headers(self) -> dict[str, str]:
+        """The HTTP headers these credentials add to a request."""
+        headers = {"Cookie": self.cookies} if self.cookies else {}
+        token = self.token or (Path(self.service_account_token).read_text().strip() if self.service_account_token
+                               else None)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def client_arguments(self) -> dict[str, Any]:
+        """The ``kfp.Client`` keyword arguments for these credentials."""
+        arguments: dict[str, Any] = {}
+        if self.token:
+            arguments["existing_token"] = self.token
+        if self.cookies:
+            arguments["cookies"] = self.cookies
+        if self.service_account_token:
+            from kfp.client import ServiceAccountTokenVolumeCredentials
+
+            arguments["credentials"] = ServiceAccountTokenVolumeCredentials(self.service_account_token)
+        return arguments
 
 
 @dataclass(frozen=True)
@@ -80,6 +129,7 @@ class KfpTarget:
     experiment: str = "fashionrec"
     namespace: str | None = None  # multi-user Kubeflow: the profile namespace
     pipeline_root: str | None = None  # None = the deployment's default artifact root
+    credentials: KfpCredentials = field(default_factory=KfpCredentials)
 
     def __str__(self) -> str:
         return f"Kubeflow Pipelines at {self.host}"
@@ -204,7 +254,7 @@ def _cron_value(token: str, spec: _CronField, expression: str) -> int:
 
 def resolve_target(kfp_host: str | None = None, vertex: bool = False, project: str | None = None,
                    region: str | None = None, pipeline_root: str | None = None, experiment: str | None = None,
-                   namespace: str | None = None) -> Target:
+                   namespace: str | None = None, credentials: KfpCredentials | None = None) -> Target:
     """The one target the command-line options name; ValueError when they name none, both, or mix the
     options of one target into the other (a silently ignored ``--project`` would submit somewhere else)."""
     if vertex == bool(kfp_host):
@@ -214,12 +264,14 @@ def resolve_target(kfp_host: str | None = None, vertex: bool = False, project: s
                                                 ("--pipeline-root", pipeline_root)) if not value]
         if missing:
             raise ValueError(f"--vertex needs {', '.join(missing)}")
-        if experiment or namespace:
-            raise ValueError("--experiment and --namespace are Kubeflow Pipelines options (--kfp-host)")
+        if experiment or namespace or (credentials and credentials.service_account_token):
+            raise ValueError("--experiment, --namespace and --kfp-sa-token are Kubeflow Pipelines options "
+                             "(--kfp-host)")
         return VertexTarget(project=str(project), region=str(region), pipeline_root=str(pipeline_root))
     if project or region:
         raise ValueError("--project and --region are Vertex AI options (--vertex)")
-    optional = {"experiment": experiment, "namespace": namespace, "pipeline_root": pipeline_root}
+    optional = {"experiment": experiment, "namespace": namespace, "pipeline_root": pipeline_root,
+                "credentials": credentials}
     return KfpTarget(host=str(kfp_host), **{key: value for key, value in optional.items() if value})
 
 
@@ -234,6 +286,10 @@ def validate_submission(target: Target, arguments: PipelineArguments, options: S
     from fashionrec.app.runner import validate_image_reference
 
     validate_image_reference(options.image)
+    if (options.train_accelerator is None) != (options.train_image is None):
+        raise ValueError("--train-gpu and --train-image go together: a GPU task runs the GPU image")
+    if options.train_image is not None:
+        validate_image_reference(options.train_image)
     _require_gcs(arguments.model_repository, "--model-repository")
     if arguments.dataset not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {arguments.dataset!r}; choose one of {DATASET_NAMES}")
@@ -307,7 +363,8 @@ def compiled_pipeline_spec(options: SubmitConfig) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.yaml"
-        compile_pipeline(str(path), image=options.image)
+        compile_pipeline(str(path), image=options.image, train_accelerator=options.train_accelerator,
+                         train_image=options.train_image)
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     if options.enable_caching is not None:
         set_caching(spec, options.enable_caching)
@@ -353,13 +410,32 @@ def schedule(target: Target, arguments: PipelineArguments, options: SubmitConfig
     return _vertex_schedule(target, arguments, options, when, cron, name, spec, labels, credentials)
 
 
+class KfpAccessRefused(RuntimeError):
+    """The Kubeflow Pipelines API refused the credentials (401): the message names the target and its reason."""
+
+
+def check_kfp_access(target: KfpTarget) -> None:
+    """One health request with the credentials, failing fast on a refusal: ``kfp.Client`` itself retries a
+    refused health check five times, 25 s in all, then says only that it timed out."""
+    import urllib3
+
+    response = urllib3.request("GET", f"{target.host.rstrip('/')}/apis/v2beta1/healthz",
+                               headers=target.credentials.headers(), timeout=KFP_PROBE_TIMEOUT_S, retries=False)
+    if response.status == 401:
+        raise KfpAccessRefused(f"{target} answered 401 Unauthorized: {response.data.decode('utf-8', 'replace')[:200]}")
+
+
 def _kfp_client_and_experiment(target: KfpTarget) -> tuple[Any, str]:
     """A ``kfp.Client`` for the host and the id of the target experiment (created when missing)."""
     import kfp
 
+    if target.namespace is None:  # multi-user clients skip kfp's own health check
+        check_kfp_access(target)
+
     with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": v2beta1 is all we use
         warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
-        client = kfp.Client(host=target.host, namespace=target.namespace or "kubeflow")
+        client = kfp.Client(host=target.host, namespace=target.namespace or "kubeflow",
+                            **target.credentials.client_arguments())
     experiment = client.create_experiment(name=target.experiment, namespace=target.namespace)
     return client, experiment.experiment_id
 

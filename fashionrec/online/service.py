@@ -9,7 +9,9 @@ state of customers the store does not know yet.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import pandas as pd
 from fastapi import FastAPI
@@ -30,6 +32,9 @@ from fashionrec.stages.ingest import validate_catalogue
 
 LOG_CATALOGUE_FILE = "catalogue.parquet"  # what the canonical dataset reader looks for beside events/
 IMPORT_BATCH = 256  # customers imported concurrently
+BACKGROUND_PERIOD_S = 1.0  # how often impressions are flushed and the log's roll checked
+LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
@@ -45,15 +50,20 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
                        ServedView.read(model_repository, config.serving), config, ShopMetrics(), examples)
 
     async def background() -> None:
-        """Roll the event log when due and follow the served version, for the app's life."""
-        refreshed = asyncio.get_running_loop().time()
+        """Flush impressions, roll the event log when due and follow the served version, for the app's life.
+        A step that fails (the bucket unreachable, a manifest mid-write) is logged and tried again next
+        second: the journal keeps every acknowledged event meanwhile."""
+        loop = asyncio.get_running_loop()
+        refreshed = loop.time()
         while True:
-            await asyncio.sleep(1.0)
-            await shop.flush_impressions()
-            await asyncio.to_thread(log.roll_if_due)
-            if asyncio.get_running_loop().time() - refreshed >= online.served_refresh_s:
-                shop.served = await asyncio.to_thread(shop.served.refreshed, model_repository, config.serving)
-                refreshed = asyncio.get_running_loop().time()
+            await asyncio.sleep(BACKGROUND_PERIOD_S)
+            await _logged("flushing impressions", shop.flush_impressions())
+            await _logged("rolling the event log", asyncio.to_thread(log.roll_if_due))
+            if loop.time() - refreshed >= online.served_refresh_s:
+                served = await _logged("reading the served version", asyncio.to_thread(
+                    shop.served.refreshed, model_repository, config.serving))
+                shop.served = served or shop.served
+                refreshed = loop.time()
 
     async def shutdown() -> None:
         await shop.close()
@@ -66,6 +76,15 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
             await import_histories(shop.store, history, online.max_history_events)
 
     return create_app(shop, Readiness(shop, online.readiness_cache_s), online, Lifecycle(startup, background, shutdown))
+
+
+async def _logged(what: str, step: Awaitable[T]) -> T | None:
+    """The step's result, or None (logged with its traceback) when it failed."""
+    try:
+        return await step
+    except Exception:  # noqa: BLE001 - a background step must never end the loop that retries it
+        LOGGER.exception("fashionrec shop: %s failed; trying again in %s s", what, BACKGROUND_PERIOD_S)
+        return None
 
 
 async def import_histories(store: CustomerStore, events: pd.DataFrame, max_events: int) -> int:

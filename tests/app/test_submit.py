@@ -31,6 +31,7 @@ from fashionrec.app import submit as submit_module
 from fashionrec.app.cli import main
 from fashionrec.config import PipelineConfig, TrainConfig
 from fashionrec.app.submit import (
+    KfpCredentials,
     KfpTarget,
     PipelineArguments,
     ScheduleConfig,
@@ -61,6 +62,7 @@ class Recorded:
     path: str
     query: dict[str, list[str]]
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class FakeKfp:
     experiments: list[dict[str, str]] = field(default_factory=list)
     multi_user: bool = False
     refuse_runs: int | None = None  # an HTTP status to answer POST /runs with (e.g. 403: not allowed)
+    required_token: str | None = None  # when set, any request without "Authorization: Bearer <it>" gets 401
 
     def paths(self) -> list[tuple[str, str]]:
         return [(request.method, request.path) for request in self.requests]
@@ -98,12 +101,21 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            request = Recorded(self.command, parts.path, parse_qs(parts.query), json.loads(raw) if raw else None)
+            request = Recorded(self.command, parts.path, parse_qs(parts.query), json.loads(raw) if raw else None,
+                               {name.lower(): value for name, value in self.headers.items()})
             state.requests.append(request)
             return request
 
+        def _unauthorised(self, request: Recorded) -> bool:
+            if state.required_token and request.headers.get("authorization") != f"Bearer {state.required_token}":
+                self._answer(401, {"code": 16, "message": "Request had invalid authentication credentials"})
+                return True
+            return False
+
         def do_GET(self) -> None:
             request = self._record()
+            if self._unauthorised(request):
+                return
             if request.path == f"{API}/healthz":
                 return self._answer(200, {"multi_user": state.multi_user})
             if request.path == f"{API}/experiments":
@@ -114,6 +126,8 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             request = self._record()
+            if self._unauthorised(request):
+                return
             body = request.body or {}
             if request.path == f"{API}/experiments":
                 experiment = {"experiment_id": f"exp-{len(state.experiments) + 1}", **body}
@@ -179,7 +193,8 @@ def test_kfp_submit_creates_the_experiment_and_a_run_with_spec_parameters_labels
     assert result.exit_code == 0, result.output
     assert "run-42" in result.output and f"{kfp_server.url}/#/runs/details/run-42" in result.output
 
-    assert kfp_server.paths() == [("GET", f"{API}/healthz"), ("GET", f"{API}/experiments"),
+    assert kfp_server.paths() == [("GET", f"{API}/healthz"),  # the access check, then kfp.Client's own
+                                  ("GET", f"{API}/healthz"), ("GET", f"{API}/experiments"),
                                   ("POST", f"{API}/experiments"), ("POST", f"{API}/runs")]
     lookup = kfp_server.one("GET", "/experiments")
     assert json.loads(lookup.query["filter"][0])["predicates"] == [
@@ -410,7 +425,9 @@ def _invoke(*args: str):
     (["submit"], "choose exactly one target"),
     (["submit", "--kfp-host", "http://kfp:8080", "--project", "p"], "--project and --region are Vertex AI options"),
     (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r",
-      "--experiment", "x"], "--experiment and --namespace are Kubeflow Pipelines options"),
+      "--experiment", "x"], "--experiment, --namespace and --kfp-sa-token are Kubeflow Pipelines options"),
+    (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r",
+      "--kfp-sa-token", "/var/run/token"], "--kfp-sa-token are Kubeflow Pipelines options"),
     (["submit", "--kfp-host", "kfp:8080"], "expected http(s)://HOST"),
     (["submit", "--kfp-host", "http://kfp:8080", "--model-repository", "/tmp/repo"],
      "--model-repository must be a gs:// URI"),
@@ -484,3 +501,69 @@ def test_invalid_cron_expressions_say_which_field(expression, message):
 
 def test_submit_module_names_the_pipeline_it_compiles():
     assert submit_module.PIPELINE_NAME == PIPELINE_NAME
+
+
+# ------------------------------------------------------------------------------- authenticated Kubeflow
+
+
+def test_kfp_token_from_the_environment_goes_with_every_request(kfp_server, monkeypatch):
+    kfp_server.required_token = "secret-token"
+    monkeypatch.setenv("KFP_TOKEN", "secret-token")
+    result = CliRunner().invoke(main, ["pipeline", "submit", "--kfp-host", kfp_server.url, "--image", IMAGE,
+                                       "--model-repository", MODEL_REPOSITORY])
+    assert result.exit_code == 0, result.output
+    assert kfp_server.requests and all(r.headers["authorization"] == "Bearer secret-token"
+                                       for r in kfp_server.requests)
+    assert "secret-token" not in result.output
+
+
+def test_kfp_login_cookies_from_the_environment_go_with_every_request(kfp_server, monkeypatch):
+    monkeypatch.setenv("KFP_COOKIES", "authservice_session=abc123")
+    submit(KfpTarget(host=kfp_server.url, namespace="team-recsys", credentials=KfpCredentials.from_environment()),
+           PipelineArguments(model_repository=MODEL_REPOSITORY), SubmitConfig(image=IMAGE))
+    assert all(r.headers["cookie"] == "authservice_session=abc123" for r in kfp_server.requests)
+
+
+def test_kfp_in_cluster_service_account_token_file_is_the_bearer(kfp_server, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("projected-sa-token")
+    kfp_server.required_token = "projected-sa-token"
+    result = CliRunner().invoke(main, ["pipeline", "submit", "--kfp-host", kfp_server.url, "--image", IMAGE,
+                                       "--model-repository", MODEL_REPOSITORY, "--kfp-sa-token", str(token)])
+    assert result.exit_code == 0, result.output
+    assert all(r.headers["authorization"] == "Bearer projected-sa-token" for r in kfp_server.requests)
+
+
+def test_refused_kfp_credentials_are_one_line_saying_how_to_authenticate(kfp_server, monkeypatch):
+    kfp_server.required_token = "the-right-one"
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    result = CliRunner().invoke(main, ["pipeline", "submit", "--kfp-host", kfp_server.url, "--image", IMAGE,
+                                       "--model-repository", MODEL_REPOSITORY])
+    assert result.exit_code == 1
+    message = result.output.strip().splitlines()
+    assert len(message) == 1 and "answered 401" in message[0] and "$KFP_TOKEN" in message[0]
+
+
+def test_kfp_credentials_never_show_in_repr():
+    shown = repr(KfpTarget(host="https://kfp.example", credentials=KfpCredentials("tok-123", "session=xyz")))
+    assert "tok-123" not in shown and "xyz" not in shown
+
+
+def test_kfp_submit_with_a_train_gpu_sends_the_train_task_on_the_gpu_image(kfp_server):
+    gpu_image = "ghcr.io/fashionrec/fashionrec-gpu:0.1.0"
+    result = CliRunner().invoke(main, ["pipeline", "submit", "--kfp-host", kfp_server.url, "--image", IMAGE,
+                                       "--model-repository", MODEL_REPOSITORY, "--train-gpu", "nvidia.com/gpu:1",
+                                       "--train-image", gpu_image])
+    assert result.exit_code == 0, result.output
+    executors = kfp_server.one("POST", "/runs").body["pipeline_spec"]["deploymentSpec"]["executors"]
+    train = executors["exec-train-model"]["container"]
+    assert train["image"] == gpu_image
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert {e["container"]["image"] for name, e in executors.items() if name != "exec-train-model"} == {IMAGE}
+
+
+def test_a_train_gpu_without_its_image_is_a_usage_error():
+    result = _invoke("submit", "--kfp-host", "http://kfp:8080", "--model-repository", MODEL_REPOSITORY,
+                     "--train-gpu", "NVIDIA_L4")
+    assert result.exit_code == 2 and "--train-gpu and --train-image go together" in result.output

@@ -6,20 +6,26 @@ fixture runs against all three. Every rendered built-in object is validated stri
 fields are errors) against the Kubernetes 1.30 JSON schemas shipped in the ``kubernetes-validate``
 package, and the settings that must never silently regress (hardened security context, health
 probes, service ports) are asserted on every pod and container, the pods of the prior-refresh
-CronJob (``k8s/prior-refresh``, in both overlays) included. No selector of Triton (Deployment, hence
-HPA, Service, PDB, NetworkPolicy) may select the job's pods.
+CronJob (``k8s/prior-refresh``), the shop service (``k8s/shop``) and its Redis (``k8s/shop/redis``), all
+three in both overlays, included. No selector of one workload (Deployment/StatefulSet, hence HPA, Service,
+PDB, NetworkPolicy) may select another's pods. The shop's arguments are parsed by its own CLI and every
+``--set online.X=...`` checked against ``OnlineConfig``, with the ``$(VAR)``s resolved from the rendered
+objects; its alerts may reference only the metrics the service really exposes
+(``fashionrec.online.metrics.ShopMetrics().exposition()``).
 
 The Prometheus Operator objects (ServiceMonitor, PrometheusRule) have no schema in
 ``kubernetes-validate`` and no offline JSON schema is available from the project's dependencies,
 so they are checked structurally: required fields, unknown top-level fields, selectors against the
 Service, every alert's expr/for/labels.severity/annotations.summary, PromQL bracket/quote balance
-and that every metric referenced is a real Triton 2.51 metric (or a rule recorded in the file).
+and that every metric referenced is a real Triton 2.51 metric, or a shop metric in the shop's rule (or a
+rule recorded in the file).
 
 Nothing here is skipped: a missing tool fails the test with the command that installs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -27,6 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -35,6 +42,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "k8s"
 BASE_DIR = K8S_DIR / "base"
 PRIOR_REFRESH_DIR = K8S_DIR / "prior-refresh"
+SHOP_DIR = K8S_DIR / "shop"
+REDIS_DIR = SHOP_DIR / "redis"
 OVERLAYS_DIR = K8S_DIR / "overlays"
 OVERLAYS = ("cpu", "gpu")
 # Every kustomization that is rendered and checked: the base and each overlay.
@@ -59,6 +68,27 @@ JOB_COMMAND = [
 # images/README.md's component image; the overlays point the logical name at a registry.
 COMPONENT_IMAGE_NAME = "fashionrec-component"
 RECENT_EVENTS_PLACEHOLDER = "gs://YOUR_BUCKET/fashionrec/events/recent.parquet"
+
+# The shop service (k8s/shop) and its Redis (k8s/shop/redis), in every overlay.
+SHOP_NAME = "fashionrec-shop"
+SHOP_LABELS = {"app.kubernetes.io/name": SHOP_NAME, **PART_OF, "app.kubernetes.io/component": "shop"}
+SHOP_CONFIG = f"{SHOP_NAME}-config"
+SHOP_IMAGE_NAME = "fashionrec-shop"  # images/shop.Dockerfile; the overlays point it at a registry
+SHOP_PORT = 8080
+SHOP_COMMAND = ["fashionrec", "shop", "serve"]
+# The journal's disk (volumeClaimTemplates) and the folder below it the shop journals to.
+SHOP_JOURNAL_CLAIM = "journal"
+REDIS_NAME = "fashionrec-shop-redis"
+REDIS_LABELS = {"app.kubernetes.io/name": REDIS_NAME, **PART_OF, "app.kubernetes.io/component": "shop-store"}
+REDIS_IMAGE = re.compile(r"^redis:7\.0\.\d+-alpine$")
+REDIS_PORT = 6379
+REDIS_SECRET = (REDIS_NAME, "password")  # created by hand before the first apply (k8s/README.md)
+CATALOGUE_PLACEHOLDER = "gs://YOUR_BUCKET/fashionrec/catalogue.parquet"
+EVENT_LOG_PLACEHOLDER = "gs://YOUR_BUCKET/fashionrec/shop/log"
+# Kubernetes refuses `apply` changes to a StatefulSet's spec outside these fields.
+STATEFULSET_MUTABLE = {"replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                       "minReadySeconds"}
+
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51.0
 TRITON_ARGS = [
     "tritonserver",
@@ -94,11 +124,17 @@ TRITON_KINDS = [
     "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
     "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
 ]
+SHOP_KINDS = [
+    "ConfigMap", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget", "PrometheusRule", "Service",
+    "ServiceAccount", "ServiceMonitor", "StatefulSet",
+]
+REDIS_KINDS = ["NetworkPolicy", "Service", "ServiceAccount", "StatefulSet"]
 # The base serves; every overlay also runs the prior-refresh CronJob (its NetworkPolicy and its own
-# ServiceAccount).
+# ServiceAccount), the shop service and its Redis.
 EXPECTED_KINDS = {
     "base": sorted(TRITON_KINDS),
-    **{overlay: sorted([*TRITON_KINDS, "CronJob", "NetworkPolicy", "ServiceAccount"]) for overlay in OVERLAYS},
+    **{overlay: sorted([*TRITON_KINDS, "CronJob", "NetworkPolicy", "ServiceAccount", *SHOP_KINDS, *REDIS_KINDS])
+       for overlay in OVERLAYS},
 }
 # GKE Workload Identity: each Kubernetes ServiceAccount acts as its own Google service account.
 WORKLOAD_IDENTITY = "iam.gke.io/gcp-service-account"
@@ -209,6 +245,15 @@ def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]
     return found[0]
 
 
+def triton(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """Triton's object of ``kind`` (the overlays also render the shop's Service, HPA, PDB, ...)."""
+    if kind == "ConfigMap":  # generated: the name carries a content hash
+        found = [obj for obj in by_kind(objects, kind) if obj["metadata"]["name"].startswith(f"{APP_NAME}-config-")]
+        assert len(found) == 1, f"expected exactly one {APP_NAME}-config ConfigMap, rendered {len(found)}"
+        return found[0]
+    return named(objects, kind, APP_NAME)
+
+
 def triton_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return named(objects, "NetworkPolicy", APP_NAME)
 
@@ -227,7 +272,7 @@ def job_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def triton_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    deployment = one(objects, "Deployment")
+    deployment = triton(objects, "Deployment")
     matches = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["image"] == TRITON_IMAGE]
     assert len(matches) == 1, f"expected one container running {TRITON_IMAGE}"
     return matches[0]
@@ -287,14 +332,15 @@ def test_every_overlay_on_disk_is_rendered_and_checked():
 
 def test_every_object_is_valid_against_kubernetes_1_30_strict_schemas(objects):
     builtin = [obj for obj in objects if obj["kind"] not in CRD_API_VERSIONS]
-    assert len(builtin) == len(objects) - len(CRD_API_VERSIONS)
+    assert len(builtin) == len(objects) - sum(len(by_kind(objects, kind)) for kind in CRD_API_VERSIONS)
+    assert len(builtin) < len(objects)
     errors = [error for error in map(schema_errors, builtin) if error]
     assert not errors, "objects invalid against Kubernetes %s:\n%s" % (KUBERNETES_VERSION, "\n".join(errors))
 
 
 def test_strict_validation_really_rejects_unknown_fields(objects):
     """Guards the guard: a misspelled security field must fail validation, not be ignored."""
-    deployment = yaml.safe_load(yaml.safe_dump(one(objects, "Deployment")))
+    deployment = yaml.safe_load(yaml.safe_dump(triton(objects, "Deployment")))
     context = deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     context["readOnlyRootFileSystem"] = True  # typo'd casing of readOnlyRootFilesystem
     error = schema_errors(deployment)
@@ -321,23 +367,35 @@ def test_strict_validation_reaches_into_the_cronjob_pod_template(overlay):
 # --------------------------------------------------------------------------------------------------
 
 
+def expected_labels(obj: dict[str, Any]) -> dict[str, str]:
+    """The labels of the kustomization an object comes from: the job's, the shop's, Redis' or Triton's."""
+    name = obj["metadata"]["name"]
+    if name == JOB_NAME:
+        return JOB_LABELS
+    if name == REDIS_NAME:
+        return REDIS_LABELS
+    if name == SHOP_NAME or name.startswith(f"{SHOP_CONFIG}-"):
+        return SHOP_LABELS
+    return {**COMMON_LABELS, **TRITON_COMPONENT}
+
+
 def test_common_labels_on_every_object(objects):
-    """part-of everywhere; Triton's labels on Triton's objects, the job's own on the job's."""
+    """part-of everywhere; Triton's labels on Triton's objects, the job's, the shop's and Redis' own on theirs."""
     for obj in objects:
         labels = obj["metadata"].get("labels", {})
         where = f"{obj['kind']}/{obj['metadata']['name']}"
-        expected = JOB_LABELS if obj["metadata"]["name"] == JOB_NAME else {**COMMON_LABELS, **TRITON_COMPONENT}
+        expected = expected_labels(obj)
         for key, value in expected.items():
             assert labels.get(key) == value, f"{where} lacks label {key}={value}"
 
 
 def test_deployment_selects_its_own_pods_and_service_selects_them(objects):
-    deployment = one(objects, "Deployment")
+    deployment = triton(objects, "Deployment")
     template_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= template_labels.items()
     assert COMMON_LABELS.items() <= selector.items()
-    service_selector = one(objects, "Service")["spec"]["selector"]
+    service_selector = triton(objects, "Service")["spec"]["selector"]
     assert service_selector and service_selector.items() <= template_labels.items()
 
 
@@ -363,7 +421,7 @@ def test_the_admin_key_comes_from_a_secret_and_matches_what_fashionrec_sends(obj
 
 def test_model_repository_comes_from_the_configmap(objects):
     container = triton_container(objects)
-    configmap = one(objects, "ConfigMap")
+    configmap = triton(objects, "ConfigMap")
     env = {item["name"]: item for item in container["env"]}
     ref = env["MODEL_REPOSITORY"]["valueFrom"]["configMapKeyRef"]
     assert ref["name"] == configmap["metadata"]["name"], "env must point at the rendered (hashed) ConfigMap"
@@ -376,10 +434,12 @@ def test_service_account_is_used_and_annotated_for_workload_identity(objects):
     account = named(objects, "ServiceAccount", APP_NAME)
     annotation = account["metadata"].get("annotations", {}).get(WORKLOAD_IDENTITY, "")
     assert annotation == f"{APP_NAME}@YOUR_PROJECT.iam.gserviceaccount.com"
-    pod_spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod_spec = triton(objects, "Deployment")["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == account["metadata"]["name"] == APP_NAME
-    # Every ServiceAccount rendered is annotated for Workload Identity, each with its own Google account.
-    annotations = [sa["metadata"].get("annotations", {}).get(WORKLOAD_IDENTITY, "") for sa in by_kind(objects, "ServiceAccount")]
+    # Every ServiceAccount rendered that hands out a token is annotated for Workload Identity, each with its own
+    # Google account (Redis' has no token and talks to no Google API).
+    annotations = [sa["metadata"].get("annotations", {}).get(WORKLOAD_IDENTITY, "") for sa in by_kind(objects, "ServiceAccount")
+                   if sa.get("automountServiceAccountToken", True)]
     assert all(a.endswith(".iam.gserviceaccount.com") for a in annotations), annotations
     assert len(set(annotations)) == len(annotations), annotations
 
@@ -389,7 +449,7 @@ def test_the_cronjob_and_triton_run_as_different_accounts(overlay):
     """Least privilege: the job writes the bucket as its own account; Triton's pods only read."""
     objects = rendered(overlay)
     job_account = pod_template(named(objects, "CronJob", JOB_NAME))["spec"]["serviceAccountName"]
-    triton_account = pod_template(one(objects, "Deployment"))["spec"]["serviceAccountName"]
+    triton_account = pod_template(triton(objects, "Deployment"))["spec"]["serviceAccountName"]
     assert job_account == JOB_NAME and triton_account == APP_NAME
     assert job_account != triton_account
     job_google = named(objects, "ServiceAccount", job_account)["metadata"]["annotations"][WORKLOAD_IDENTITY]
@@ -431,6 +491,13 @@ def test_the_cronjob_pod_and_container_are_among_those_checked():
         wheres = [where for where, _, _ in all_containers(rendered(overlay))]
         assert f"CronJob/{JOB_NAME} container refresh-prior" in wheres, (overlay, wheres)
         assert f"CronJob/{JOB_NAME}" in [where for where, _ in pod_specs(rendered(overlay))]
+
+
+def test_the_shop_and_redis_pods_and_containers_are_among_those_checked():
+    for overlay in OVERLAYS:
+        wheres = [where for where, _, _ in all_containers(rendered(overlay))]
+        assert f"StatefulSet/{SHOP_NAME} container shop" in wheres, (overlay, wheres)
+        assert f"StatefulSet/{REDIS_NAME} container redis" in wheres, (overlay, wheres)
 
 
 def _expect(where: str, context: dict[str, Any], field: str, expected: Any, default: Any = None) -> list[str]:
@@ -492,14 +559,21 @@ def test_every_container_security_context_is_hardened(objects):
     assert not problems, "\n".join(problems)
 
 
-def test_the_cronjob_has_the_same_hardened_settings_as_triton():
+# Every workload of the overlays besides Triton's Deployment: (kind, name).
+OTHER_WORKLOADS = [("CronJob", JOB_NAME), ("StatefulSet", SHOP_NAME), ("StatefulSet", REDIS_NAME)]
+
+
+@pytest.mark.parametrize("kind, name", OTHER_WORKLOADS)
+def test_every_other_workload_has_the_same_hardened_settings_as_triton(kind, name):
     """Same pod and container securityContext as the Triton Deployment, field for field."""
     for overlay in OVERLAYS:
         objects = rendered(overlay)
-        triton_pod = pod_template(one(objects, "Deployment"))["spec"]
-        job_pod = pod_template(named(objects, "CronJob", JOB_NAME))["spec"]
-        assert job_pod["securityContext"] == triton_pod["securityContext"], overlay
-        assert job_container(objects)["securityContext"] == triton_container(objects)["securityContext"], overlay
+        triton_pod = pod_template(triton(objects, "Deployment"))["spec"]
+        pod = pod_template(named(objects, kind, name))["spec"]
+        assert pod["securityContext"] == triton_pod["securityContext"], overlay
+        for container in containers(pod):
+            expected = triton_container(objects)["securityContext"]
+            assert container["securityContext"] == expected, (overlay, container["name"])
 
 
 _SECURITY_REGRESSIONS = {
@@ -518,22 +592,24 @@ _SECURITY_REGRESSIONS = {
 }
 
 
+@pytest.mark.parametrize("kind, name", OTHER_WORKLOADS)
 @pytest.mark.parametrize("regression", sorted(_SECURITY_REGRESSIONS))
-def test_a_security_regression_in_the_cronjob_fails_the_checks(regression):
-    """Guards the guard: weakening the CronJob's nested pod template must be caught."""
+def test_a_security_regression_in_another_workload_fails_the_checks(regression, kind, name):
+    """Guards the guard: weakening the CronJob's nested pod template, or the shop's or Redis' StatefulSet's, must
+    be caught."""
     for overlay in OVERLAYS:
         objects = rendered(overlay)
-        template = pod_template(named(objects, "CronJob", JOB_NAME))
+        template = pod_template(named(objects, kind, name))
         _SECURITY_REGRESSIONS[regression](template["spec"], template["spec"]["containers"][0])
         problems = pod_security_problems(objects) + container_security_problems(objects)
-        assert problems and all(f"CronJob/{JOB_NAME}" in problem for problem in problems), (overlay, problems)
+        assert problems and all(f"{kind}/{name}" in problem for problem in problems), (overlay, problems)
         expected = regression.removeprefix("pod ")
         assert any(expected in problem for problem in problems), (overlay, regression, problems)
 
 
 def test_triton_mounts_a_memory_backed_shm(objects):
     container = triton_container(objects)
-    volumes = {v["name"]: v for v in pod_template(one(objects, "Deployment"))["spec"]["volumes"]}
+    volumes = {v["name"]: v for v in pod_template(triton(objects, "Deployment"))["spec"]["volumes"]}
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
     assert "/dev/shm" in mounts, "Triton's python backend needs /dev/shm"
     shm = volumes[mounts["/dev/shm"]["name"]]
@@ -552,7 +628,7 @@ def test_every_container_has_resource_requests_and_limits(objects):
             )
     # The memory-backed /dev/shm counts against the container's memory limit.
     container = triton_container(objects)
-    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    volumes = {v["name"]: v for v in triton(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
     shm_volume = next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm")
     shm_limit = quantity(volumes[shm_volume]["emptyDir"]["sizeLimit"])
     assert shm_limit < quantity(container["resources"]["limits"]["memory"])
@@ -589,7 +665,7 @@ def test_probes_hit_triton_health_endpoints(objects):
 
 
 def test_service_is_cluster_ip_and_exposes_the_three_ports(objects):
-    service = one(objects, "Service")
+    service = triton(objects, "Service")
     container = triton_container(objects)
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
     ports = {p["name"]: p for p in service["spec"]["ports"]}
@@ -627,13 +703,13 @@ def test_an_overlay_can_point_the_base_at_another_model_repository(tmp_path):
         )
     )
     output = render(overlay)
-    configmap = one(output, "ConfigMap")
+    configmap = triton(output, "ConfigMap")
     assert configmap["data"]["MODEL_REPOSITORY"] == "gs://my-bucket/recs/model_repository"
     env = {item["name"]: item for item in triton_container(output)["env"]}
     ref = env["MODEL_REPOSITORY"]["valueFrom"]["configMapKeyRef"]
     assert ref["name"] == configmap["metadata"]["name"]
     # A new content hash, so applying the overlay rolls the pods onto the new repository.
-    assert ref["name"] != one(objects, "ConfigMap")["metadata"]["name"]
+    assert ref["name"] != triton(objects, "ConfigMap")["metadata"]["name"]
     builtin = [obj for obj in output if obj["kind"] not in CRD_API_VERSIONS]
     assert not [error for error in map(schema_errors, builtin) if error]
 
@@ -655,7 +731,7 @@ def test_gpu_overlay_requests_one_gpu_on_gpu_nodes():
     # Extended resources cannot be overcommitted: a request, if set, must equal the limit.
     requests = container["resources"].get("requests") or {}
     assert requests.get(GPU_RESOURCE, 1) == container["resources"]["limits"][GPU_RESOURCE]
-    pod_spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod_spec = triton(objects, "Deployment")["spec"]["template"]["spec"]
     assert pod_spec.get("nodeSelector", {}).get("cloud.google.com/gke-accelerator"), "schedule onto GPU nodes"
     tolerations = pod_spec.get("tolerations") or []
     assert any(
@@ -677,9 +753,9 @@ def test_overlays_keep_the_selectors_of_the_base():
     """Selectors are immutable: switching overlay must not change them (labels without includeSelectors)."""
     def selectors(objects):
         return {
-            "deployment": one(objects, "Deployment")["spec"]["selector"],
-            "service": one(objects, "Service")["spec"]["selector"],
-            "pdb": one(objects, "PodDisruptionBudget")["spec"]["selector"],
+            "deployment": triton(objects, "Deployment")["spec"]["selector"],
+            "service": triton(objects, "Service")["spec"]["selector"],
+            "pdb": triton(objects, "PodDisruptionBudget")["spec"]["selector"],
             "networkpolicy": triton_policy(objects)["spec"]["podSelector"],
         }
     base = selectors(rendered("base"))
@@ -689,7 +765,7 @@ def test_overlays_keep_the_selectors_of_the_base():
 
 def test_cpu_overlay_serves_a_gs_model_repository_with_polling():
     objects = rendered("cpu")
-    assert one(objects, "ConfigMap")["data"]["MODEL_REPOSITORY"].startswith("gs://")
+    assert triton(objects, "ConfigMap")["data"]["MODEL_REPOSITORY"].startswith("gs://")
     assert "--model-control-mode=poll" in triton_container(objects)["args"]
 
 
@@ -699,8 +775,8 @@ def test_cpu_overlay_serves_a_gs_model_repository_with_polling():
 
 
 def test_hpa_scales_the_deployment_on_cpu_and_queue_time(objects):
-    hpa = one(objects, "HorizontalPodAutoscaler")
-    deployment = one(objects, "Deployment")
+    hpa = triton(objects, "HorizontalPodAutoscaler")
+    deployment = triton(objects, "Deployment")
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == (
@@ -730,16 +806,16 @@ def test_readme_documents_the_adapter_rule_for_the_hpa_metric():
 
 
 def test_pdb_keeps_one_triton_pod(objects):
-    pdb = one(objects, "PodDisruptionBudget")
+    pdb = triton(objects, "PodDisruptionBudget")
     assert pdb["apiVersion"] == "policy/v1"
     spec = pdb["spec"]
     assert spec.get("minAvailable") == 1 or spec.get("maxUnavailable") == 1
-    template_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    template_labels = triton(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     selector = spec["selector"]["matchLabels"]
     assert selector and selector.items() <= template_labels.items()
     # With minAvailable: 1, a single replica could never be evicted: the HPA keeps at least two.
     if spec.get("minAvailable") == 1:
-        assert one(objects, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
+        assert triton(objects, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
 
 
 def _ports(rule: dict[str, Any]) -> set[int]:
@@ -749,7 +825,7 @@ def _ports(rule: dict[str, Any]) -> set[int]:
 def test_networkpolicy_allows_only_serving_metrics_dns_and_https(objects):
     policy = triton_policy(objects)
     spec = policy["spec"]
-    template_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    template_labels = triton(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     selector = spec["podSelector"]["matchLabels"]
     assert selector and selector.items() <= template_labels.items()
     assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
@@ -870,7 +946,8 @@ def promql_problems(expr: str, known_series: set[str]) -> list[str]:
     return problems
 
 
-def prometheus_rule_problems(rule_object: dict[str, Any]) -> list[str]:
+def prometheus_rule_problems(rule_object: dict[str, Any], metrics: set[str] = TRITON_METRICS) -> list[str]:
+    """Structural problems of a PrometheusRule whose expressions may reference ``metrics`` (and its own records)."""
     problems = []
     if rule_object.get("apiVersion") != CRD_API_VERSIONS["PrometheusRule"]:
         problems.append(f"apiVersion {rule_object.get('apiVersion')!r}")
@@ -880,7 +957,7 @@ def prometheus_rule_problems(rule_object: dict[str, Any]) -> list[str]:
     if not groups:
         problems.append("spec.groups is empty")
     recorded = {r["record"] for g in groups for r in g.get("rules") or [] if "record" in r}
-    known = TRITON_METRICS | recorded
+    known = metrics | recorded
     names = [g.get("name") for g in groups]
     if None in names or len(set(names)) != len(names):
         problems.append(f"group names must be set and unique: {names}")
@@ -910,7 +987,7 @@ def prometheus_rule_problems(rule_object: dict[str, Any]) -> list[str]:
 
 
 def test_prometheus_rule_alerts_on_latency_errors_and_queue_time(objects):
-    rule_object = one(objects, "PrometheusRule")
+    rule_object = triton(objects, "PrometheusRule")
     assert not prometheus_rule_problems(rule_object), "\n".join(prometheus_rule_problems(rule_object))
     alerts = [r for g in rule_object["spec"]["groups"] for r in g["rules"] if "alert" in r]
     recorded = {r["record"]: r["expr"] for g in rule_object["spec"]["groups"] for r in g["rules"] if "record" in r}
@@ -932,7 +1009,7 @@ def test_prometheus_rule_alerts_on_latency_errors_and_queue_time(objects):
 
 def test_structural_rule_check_really_rejects_broken_rules(objects):
     """Guards the guard: the structural checks must catch what a schema would."""
-    broken = yaml.safe_load(yaml.safe_dump(one(objects, "PrometheusRule")))
+    broken = yaml.safe_load(yaml.safe_dump(triton(objects, "PrometheusRule")))
     alert = next(r for g in broken["spec"]["groups"] for r in g["rules"] if "alert" in r)
     alert["expr"] = alert["expr"] + ")"
     alert["expr"] = alert["expr"].replace("nv_inference", "nv_infrence", 1)
@@ -947,8 +1024,8 @@ def test_structural_rule_check_really_rejects_broken_rules(objects):
 
 
 def test_service_monitor_scrapes_the_metrics_port_of_the_service(objects):
-    monitor = one(objects, "ServiceMonitor")
-    service = one(objects, "Service")
+    monitor = triton(objects, "ServiceMonitor")
+    service = triton(objects, "Service")
     assert monitor["apiVersion"] == CRD_API_VERSIONS["ServiceMonitor"]
     assert set(monitor) <= {"apiVersion", "kind", "metadata", "spec"}
     spec = monitor["spec"]
@@ -972,7 +1049,7 @@ def test_service_monitor_scrapes_the_metrics_port_of_the_service(objects):
 def test_metrics_port_is_reachable_by_the_monitoring_namespace_only(objects):
     """The ServiceMonitor's port must be the one the NetworkPolicy opens to `monitoring`."""
     policy = triton_policy(objects)["spec"]
-    scrape_port = TRITON_PORTS[one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"]]
+    scrape_port = TRITON_PORTS[triton(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"]]
     rules = [r for r in policy["ingress"] if scrape_port in _ports(r)]
     assert len(rules) == 1
     assert all("namespaceSelector" in peer and "monitoring" in yaml.safe_dump(peer) for peer in rules[0]["from"])
@@ -1007,7 +1084,7 @@ def test_cronjob_runs_daily_early_utc_one_writer_at_a_time(overlay):
     # token mounted.
     assert pod["serviceAccountName"] == JOB_NAME
     assert named(rendered(overlay), "ServiceAccount", JOB_NAME)
-    assert pod_template(one(rendered(overlay), "Deployment"))["spec"]["serviceAccountName"] == APP_NAME
+    assert pod_template(triton(rendered(overlay), "Deployment"))["spec"]["serviceAccountName"] == APP_NAME
     assert pod.get("automountServiceAccountToken", True) is True
     # The emptyDir at /tmp counts against the ephemeral-storage limit.
     container = job_container(rendered(overlay))
@@ -1026,7 +1103,7 @@ def test_cronjob_refreshes_the_prior_of_the_repository_triton_serves(overlay):
     assert not any(part.startswith("--url") for part in command)
     assert "--model-control-mode=poll" in triton_container(objects)["args"]
 
-    configmap = one(objects, "ConfigMap")
+    configmap = triton(objects, "ConfigMap")
     env = {item["name"]: item for item in container["env"]}
     triton_env = {item["name"]: item for item in triton_container(objects)["env"]}
     for key in ("MODEL_REPOSITORY", "RECENT_EVENTS"):
@@ -1051,7 +1128,7 @@ def test_cronjob_refreshes_the_prior_of_the_repository_triton_serves(overlay):
 
 
 def test_base_configmap_documents_recent_events():
-    configmap = one(rendered("base"), "ConfigMap")
+    configmap = triton(rendered("base"), "ConfigMap")
     assert configmap["data"]["RECENT_EVENTS"] == RECENT_EVENTS_PLACEHOLDER
     text = (BASE_DIR / "kustomization.yaml").read_text()
     assert "RECENT_EVENTS" in text and "refresh-prior" in text
@@ -1081,7 +1158,7 @@ def test_an_overlay_can_point_the_cronjob_at_other_events_and_image(tmp_path):
         )
     )
     output = render(overlay)
-    configmap = one(output, "ConfigMap")
+    configmap = triton(output, "ConfigMap")
     assert configmap["data"]["RECENT_EVENTS"] == "gs://my-bucket/events/last-30-days.parquet"
     container = job_container(output)
     assert container["image"] == "registry.example/recs/fashionrec-component:1.2.3"
@@ -1115,20 +1192,32 @@ def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 def selector_isolation_problems(objects: list[dict[str, Any]]) -> list[str]:
     """Each selector must select exactly the pods of its own workload."""
-    deployment = one(objects, "Deployment")
-    service_selector = one(objects, "Service")["spec"].get("selector") or {}
+    deployment = triton(objects, "Deployment")
+    service_selector = triton(objects, "Service")["spec"].get("selector") or {}
     owners = {  # selector -> (the selector, the workload whose pods it must select)
         # The HPA scales and measures the pods the Deployment's selector matches.
         "Deployment/HPA selector": (deployment["spec"]["selector"], deployment),
         # A Service without selector selects no pods (no endpoints managed).
         "Service selector": ({"matchLabels": service_selector} if service_selector else None, deployment),
-        "PodDisruptionBudget selector": (one(objects, "PodDisruptionBudget")["spec"]["selector"], deployment),
+        "PodDisruptionBudget selector": (triton(objects, "PodDisruptionBudget")["spec"]["selector"], deployment),
         f"NetworkPolicy/{APP_NAME} podSelector": (triton_policy(objects)["spec"]["podSelector"], deployment),
     }
     cronjobs = by_kind(objects, "CronJob")
     for cronjob in cronjobs:
         policy = named(objects, "NetworkPolicy", cronjob["metadata"]["name"])
         owners[f"NetworkPolicy/{cronjob['metadata']['name']} podSelector"] = (policy["spec"]["podSelector"], cronjob)
+    # The shop and its Redis: the StatefulSet's selector (the HPA's too, for the shop), and the Service, PDB and
+    # NetworkPolicy of the same name.
+    for statefulset in by_kind(objects, "StatefulSet"):
+        name = statefulset["metadata"]["name"]
+        owners[f"StatefulSet/{name} selector"] = (statefulset["spec"]["selector"], statefulset)
+        selector = named(objects, "Service", name)["spec"].get("selector") or {}
+        owners[f"Service/{name} selector"] = ({"matchLabels": selector} if selector else None, statefulset)
+        for pdb in by_kind(objects, "PodDisruptionBudget"):
+            if pdb["metadata"]["name"] == name:
+                owners[f"PodDisruptionBudget/{name} selector"] = (pdb["spec"]["selector"], statefulset)
+        policy = named(objects, "NetworkPolicy", name)
+        owners[f"NetworkPolicy/{name} podSelector"] = (policy["spec"]["podSelector"], statefulset)
     problems = []
     workloads = [obj for obj in objects if obj["kind"] in WORKLOAD_KINDS]
     for name, (selector, owner) in owners.items():
@@ -1145,7 +1234,8 @@ def selector_isolation_problems(objects: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def test_triton_selectors_never_select_the_cronjob_pods(objects):
+def test_no_selector_selects_the_pods_of_another_workload(objects):
+    """Triton's selectors never select the job's, the shop's or Redis' pods, nor theirs another's."""
     problems = selector_isolation_problems(objects)
     assert not problems, "\n".join(problems)
 
@@ -1154,7 +1244,7 @@ def test_triton_selectors_never_select_the_cronjob_pods(objects):
 def test_the_cronjob_pods_carry_a_distinct_name_and_component(overlay):
     objects = rendered(overlay)
     job_labels = pod_template(named(objects, "CronJob", JOB_NAME))["metadata"]["labels"]
-    triton_labels = pod_template(one(objects, "Deployment"))["metadata"]["labels"]
+    triton_labels = pod_template(triton(objects, "Deployment"))["metadata"]["labels"]
     assert JOB_LABELS.items() <= job_labels.items()
     for key in ("app.kubernetes.io/name", "app.kubernetes.io/component"):
         assert job_labels[key] != triton_labels[key], key
@@ -1221,3 +1311,508 @@ def test_readme_documents_the_cronjob():
     assert "RECENT_EVENTS" in text and JOB_BUCKET_ROLE in text and TRITON_BUCKET_ROLE in text
     assert "prior-refresh/serviceaccount.yaml" in text
     assert "prior-refresh/cronjob.yaml" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# The shop service (k8s/shop) and its Redis (k8s/shop/redis), in every overlay
+# --------------------------------------------------------------------------------------------------
+
+SECRET_PLACEHOLDER = "0123456789abcdef"  # stands in for a Secret's value (`openssl rand -hex`, URL-safe)
+# Labels the Prometheus Operator gives every series scraped through a ServiceMonitor (target labels).
+TARGET_LABELS = {"job", "namespace", "service", "pod", "container", "endpoint", "instance"}
+
+
+def shop_statefulset(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return named(objects, "StatefulSet", SHOP_NAME)
+
+
+def shop_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    spec = pod_template(shop_statefulset(objects))["spec"]
+    assert len(spec["containers"]) == 1 and not spec.get("initContainers")
+    return spec["containers"][0]
+
+
+def redis_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    spec = pod_template(named(objects, "StatefulSet", REDIS_NAME))["spec"]
+    assert len(spec["containers"]) == 1 and not spec.get("initContainers")
+    return spec["containers"][0]
+
+
+def shop_configmap(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    found = [obj for obj in by_kind(objects, "ConfigMap") if obj["metadata"]["name"].startswith(f"{SHOP_CONFIG}-")]
+    assert len(found) == 1, f"expected exactly one {SHOP_CONFIG} ConfigMap, rendered {len(found)}"
+    return found[0]
+
+
+def _expand(text: str, env: dict[str, str], where: str) -> str:
+    """Kubernetes' $(VAR) expansion; every variable must be defined (else Kubernetes passes it verbatim)."""
+    missing = [name for name in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", text) if name not in env]
+    assert not missing, f"{where}: $({missing[0]}) is not defined (before it) in the container's env"
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda match: env[match[1]], text)
+
+
+def resolved_env(objects: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it from the rendered objects: literal values (with the
+    $(VAR)s of earlier entries expanded), ConfigMap keys of the rendered ConfigMaps, Secrets as a placeholder."""
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        source = item.get("valueFrom") or {}
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            configmap = named(objects, "ConfigMap", ref["name"])  # the rendered (hashed) name
+            assert ref["key"] in configmap["data"] and not ref.get("optional"), ref
+            env[item["name"]] = configmap["data"][ref["key"]]
+        elif "secretKeyRef" in source:
+            env[item["name"]] = SECRET_PLACEHOLDER
+        else:
+            env[item["name"]] = _expand(item["value"], env, f"env {item['name']}")
+    return env
+
+
+def _env_sources(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("valueFrom") or item.get("value") for item in container.get("env") or []}
+
+
+def shop_settings(args: list[str]) -> list[str]:
+    """The values of every `--set` in the shop's args (the only way the shop takes settings)."""
+    return [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
+
+
+def test_the_shop_and_its_redis_are_in_every_overlay_and_not_in_the_base():
+    for overlay in OVERLAYS:
+        objects = rendered(overlay)
+        shop = sorted(obj["kind"] for obj in objects if expected_labels(obj) == SHOP_LABELS)
+        redis = sorted(obj["kind"] for obj in objects if expected_labels(obj) == REDIS_LABELS)
+        assert (shop, redis) == (sorted(SHOP_KINDS), sorted(REDIS_KINDS)), overlay
+    assert not by_kind(rendered("base"), "StatefulSet")
+    for overlay in OVERLAYS:
+        text = (OVERLAYS_DIR / overlay / "kustomization.yaml").read_text()
+        assert "- ../../shop\n" in text and "- ../../shop/redis\n" in text
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_shop_runs_shop_serve_with_only_real_online_settings(overlay):
+    """Every `--set online.X=...` names a field of OnlineConfig, and the values (the env's $(VAR)s resolved from
+    the rendered objects) are what the CLI and the config accept and what the other manifests agree on."""
+    from fashionrec.app.shop_commands import shop_serve_command
+    from fashionrec.config import OnlineConfig, PipelineConfig
+
+    objects = rendered(overlay)
+    container = shop_container(objects)
+    # The image has no ENTRYPOINT: args are the command, as the image's CMD (tests/test_images.py).
+    assert container.get("command") is None
+    args = container["args"]
+    assert args[:3] == SHOP_COMMAND
+    env = resolved_env(objects, container)
+    expanded = [_expand(arg, env, "args") for arg in args]
+
+    raw = shop_settings(args)
+    fields = {spec.name for spec in dataclasses.fields(OnlineConfig)}
+    for setting in raw:
+        key, equals, _ = setting.partition("=")
+        assert equals and key.startswith("online."), f"only online.* settings, found {setting!r}"
+        assert key.removeprefix("online.") in fields, f"{key} is no field of OnlineConfig"
+    assert len({setting.partition("=")[0] for setting in raw}) == len(raw), "a setting given twice"
+
+    # The CLI takes the args (click parses them; nothing runs) and the config accepts every value.
+    params = shop_serve_command.make_context("serve", expanded[3:]).params
+    assert list(params["overrides"]) == shop_settings(expanded)
+    online = PipelineConfig().with_settings(params["overrides"]).online
+
+    assert online.host == "0.0.0.0"
+    assert online.port == resolve_container_port(container, "http") == SHOP_PORT
+    assert online.store == "redis", "several replicas share their state through Redis"
+    # Triton's gRPC endpoint through Triton's Service.
+    service = triton(objects, "Service")
+    grpc = next(port for port in service["spec"]["ports"] if port["name"] == "grpc")
+    assert resolve_container_port(triton_container(objects), grpc["targetPort"]) == TRITON_PORTS["grpc"]
+    assert online.triton_url == f"{service['metadata']['name']}:{grpc['port']}"
+    # Redis through Redis' Service, with the password of the Secret Redis requires.
+    url = urlsplit(online.redis_url)
+    redis_service = named(objects, "Service", REDIS_NAME)
+    assert (url.scheme, url.hostname, url.port) == ("redis", REDIS_NAME, redis_service["spec"]["ports"][0]["port"])
+    assert url.password == SECRET_PLACEHOLDER and not url.username
+    password = _env_sources(container)["REDIS_PASSWORD"]["secretKeyRef"]
+    assert (password["name"], password["key"]) == REDIS_SECRET and not password.get("optional")
+    assert _env_sources(redis_container(objects))["REDIS_PASSWORD"] == {"secretKeyRef": password}
+    # The inputs: the repository Triton serves (the same ConfigMap entry), the shop's catalogue and event log.
+    assert _env_sources(container)["MODEL_REPOSITORY"] == _env_sources(triton_container(objects))["MODEL_REPOSITORY"]
+    assert params["model_repository"] == triton(objects, "ConfigMap")["data"]["MODEL_REPOSITORY"]
+    assert params["catalogue"] == shop_configmap(objects)["data"]["CATALOGUE"] == CATALOGUE_PLACEHOLDER
+    assert online.event_log_dir == shop_configmap(objects)["data"]["EVENT_LOG_DIR"] == EVENT_LOG_PLACEHOLDER
+    assert params["history"] is None
+    # The read-only root filesystem: $HOME and temporary files on the writable /tmp.
+    assert env["HOME"] == env["TMPDIR"] == "/tmp"
+
+
+def test_the_settings_check_really_rejects_a_misspelled_online_field():
+    """Guards the guard: an unknown online.* field is an error, not ignored."""
+    from fashionrec.config import ConfigError, PipelineConfig
+
+    with pytest.raises(ConfigError, match="journal_dri"):
+        PipelineConfig().with_settings(["online.journal_dri=/var/lib/fashionrec-shop/journal"])
+    with pytest.raises(ConfigError):
+        PipelineConfig().with_settings(["online.store=memcached"])
+    with pytest.raises(AssertionError, match="UNDEFINED"):
+        _expand("online.triton_url=$(UNDEFINED)", {}, "args")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_shop_journals_to_a_persistent_disk_of_each_pods_own(overlay):
+    """Nothing acknowledged is lost when a pod goes: the journal is on the pod's own PersistentVolumeClaim, which
+    outlives it and comes back with its ordinal; never on an emptyDir."""
+    from fashionrec.config import PipelineConfig
+
+    objects = rendered(overlay)
+    statefulset = shop_statefulset(objects)
+    spec = statefulset["spec"]
+    assert "replicas" not in spec, "the HPA owns the replica count; `apply` would reset it"
+    container = shop_container(objects)
+    journal_dir = PipelineConfig().with_settings(shop_settings(container["args"])).online.journal_dir
+    assert journal_dir.startswith("/") and "$(" not in journal_dir
+    mount = max((m for m in container["volumeMounts"]
+                 if journal_dir == m["mountPath"] or journal_dir.startswith(m["mountPath"].rstrip("/") + "/")),
+                key=lambda m: len(m["mountPath"]))
+    assert mount["name"] == SHOP_JOURNAL_CLAIM and not mount.get("readOnly")
+    # A claim template, not a pod volume (an emptyDir goes with the pod).
+    assert mount["name"] not in {v["name"] for v in pod_template(statefulset)["spec"].get("volumes") or []}
+    claims = {claim["metadata"]["name"]: claim for claim in spec["volumeClaimTemplates"]}
+    claim = claims[SHOP_JOURNAL_CLAIM]["spec"]
+    assert claim["accessModes"] == ["ReadWriteOnce"], "one owner per journal folder"
+    assert quantity(claim["resources"]["requests"]["storage"]) >= quantity("1Gi")
+    # Disks of pods scaled away or of a deleted StatefulSet stay (their journals are rolled when the ordinal returns).
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["serviceName"] == named(objects, "Service", SHOP_NAME)["metadata"]["name"]
+    # The journal disk is writable by the pod's group.
+    assert pod_template(statefulset)["spec"]["securityContext"]["fsGroup"] == 1000
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_shop_probes_health_and_ready_and_stops_gracefully(overlay):
+    objects = rendered(overlay)
+    container = shop_container(objects)
+    for probe_name, path in (("startupProbe", "/health"), ("livenessProbe", "/health"), ("readinessProbe", "/ready")):
+        probe = container.get(probe_name)
+        assert probe and probe.get("httpGet"), f"{probe_name} must be an HTTP GET"
+        # /ready, not /ready?strict=true: without Triton the pages still come (from the fallback).
+        assert probe["httpGet"]["path"] == path, f"{probe_name} hits {probe['httpGet']['path']}"
+        assert resolve_container_port(container, probe["httpGet"]["port"]) == SHOP_PORT, probe_name
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120, "catalogue + journal recovery from gs://"
+    # SIGTERM: a preStop pause for the endpoint removal, then uvicorn drains and the app rolls its journals.
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep" and int(pre_stop[1]) > 0
+    grace = pod_template(shop_statefulset(objects))["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= int(pre_stop[1]) + 60, "leave a minute after the preStop pause for the drain and the roll"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_shop_service_hpa_and_pdb(overlay):
+    objects = rendered(overlay)
+    container = shop_container(objects)
+    service = named(objects, "Service", SHOP_NAME)
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"]) == ("http", SHOP_PORT)
+    assert resolve_container_port(container, port["targetPort"]) == SHOP_PORT
+    assert {p["containerPort"] for p in container["ports"]} == {SHOP_PORT}
+    labels = pod_template(shop_statefulset(objects))["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items() and SHOP_LABELS.items() <= labels.items()
+
+    hpa = named(objects, "HorizontalPodAutoscaler", SHOP_NAME)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "StatefulSet", SHOP_NAME)
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    cpu = [m for m in hpa["spec"]["metrics"] if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
+    assert len(cpu) == 1 and 0 < cpu[0]["resource"]["target"]["averageUtilization"] <= 100
+    assert "cpu" in container["resources"]["requests"], "CPU utilisation is relative to the request"
+
+    pdb = named(objects, "PodDisruptionBudget", SHOP_NAME)
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["minAvailable"] == 1
+    assert selector_matches(pdb["spec"]["selector"], labels)
+
+
+def _workloads_selected(objects: list[dict[str, Any]], peer: dict[str, Any]) -> list[str]:
+    """The workloads (of this namespace) whose pods a NetworkPolicy peer selects."""
+    assert "namespaceSelector" not in peer and "ipBlock" not in peer, peer
+    return [obj["metadata"]["name"] for obj in objects if obj["kind"] in WORKLOAD_KINDS
+            and selector_matches(peer["podSelector"], pod_template(obj)["metadata"].get("labels") or {})]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_shop_networkpolicy_lets_in_8080_and_out_only_to_triton_grpc_redis_dns_and_https(overlay):
+    objects = rendered(overlay)
+    spec = named(objects, "NetworkPolicy", SHOP_NAME)["spec"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    for rule in spec["ingress"]:
+        assert rule.get("from") and _ports(rule) == {SHOP_PORT}, "every ingress rule: port 8080, named peers"
+    peers = [peer for rule in spec["ingress"] for peer in rule["from"]]
+    assert {"podSelector": {}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
+
+    grpc_port = resolve_container_port(triton_container(objects), "grpc")
+    redis_port = resolve_container_port(redis_container(objects), "redis")
+    reached: dict[str, set[int]] = {}
+    for rule in spec["egress"]:
+        if not _ports(rule) - {53, 443}:
+            continue  # DNS and HTTPS, checked below
+        pod_peers = [peer for peer in rule["to"] if "podSelector" in peer]
+        if not pod_peers:
+            # Anything else to addresses: only the GKE metadata server (Workload Identity).
+            cidrs = {peer["ipBlock"]["cidr"] for peer in rule["to"]}
+            assert cidrs <= {"169.254.169.254/32", "169.254.169.252/32"} and _ports(rule) == {80, 988}, rule
+            continue
+        assert len(pod_peers) == len(rule["to"]), rule
+        for peer in pod_peers:
+            selected = _workloads_selected(objects, peer)
+            assert len(selected) == 1, f"egress peer {peer} selects {selected}"
+            reached.setdefault(selected[0], set()).update(_ports(rule))
+    # Triton's gRPC port on Triton's pods (the policy's peers survive kustomize's label writing), Redis' on Redis'.
+    assert reached == {APP_NAME: {grpc_port}, REDIS_NAME: {redis_port}}, reached
+    for port, protocol in ((443, "TCP"), (53, "UDP"), (53, "TCP")):
+        assert _egress_allows(spec, port, protocol), (port, protocol)
+    # And Triton's policy lets the shop's pods in (they are in Triton's namespace).
+    triton_ingress = [peer for rule in triton_policy(objects)["spec"]["ingress"] if grpc_port in _ports(rule)
+                      for peer in rule["from"]]
+    assert {"podSelector": {}} in triton_ingress
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_shop_reaches_redis_and_redis_reaches_nothing(overlay):
+    objects = rendered(overlay)
+    spec = named(objects, "NetworkPolicy", REDIS_NAME)["spec"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert not spec.get("egress"), "Redis connects to nothing"
+    (rule,) = spec["ingress"]
+    assert _ports(rule) == {REDIS_PORT}
+    assert [_workloads_selected(objects, peer) for peer in rule["from"]] == [[SHOP_NAME]]
+    # Redis' pods are selected by their own policy only.
+    labels = pod_template(named(objects, "StatefulSet", REDIS_NAME))["metadata"]["labels"]
+    selecting = [p["metadata"]["name"] for p in by_kind(objects, "NetworkPolicy")
+                 if selector_matches(p["spec"]["podSelector"], labels)]
+    assert selecting == [REDIS_NAME]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_redis_is_pinned_persistent_authenticated_and_never_evicts(overlay):
+    objects = rendered(overlay)
+    statefulset = named(objects, "StatefulSet", REDIS_NAME)
+    assert statefulset["spec"]["replicas"] == 1, "one Redis: a second would be a second, unsynchronised store"
+    container = redis_container(objects)
+    assert REDIS_IMAGE.match(container["image"]), container["image"]
+    assert container.get("command") is None, "keep the image's entrypoint"
+    args = container["args"]
+    assert args[0] == "redis-server" and len(args) % 2 == 1
+    options = dict(zip(args[1::2], args[2::2]))
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] in {"everysec", "always"}
+    assert options["--maxmemory-policy"] == "noeviction", "a customer's history must never be evicted"
+    assert quantity(options["--maxmemory"].replace("gb", "Gi").replace("mb", "Mi")) < quantity(
+        container["resources"]["limits"]["memory"]), "maxmemory below the memory limit (the AOF rewrite forks)"
+    assert options["--requirepass"] == "$(REDIS_PASSWORD)"
+    password = _env_sources(container)["REDIS_PASSWORD"]["secretKeyRef"]
+    assert (password["name"], password["key"]) == REDIS_SECRET
+    assert int(options["--port"]) == resolve_container_port(container, "redis") == REDIS_PORT
+    assert named(objects, "Service", REDIS_NAME)["spec"]["ports"][0]["port"] == REDIS_PORT
+    # The data folder is the pod's persistent disk.
+    data = next(m for m in container["volumeMounts"] if m["mountPath"] == options["--dir"])
+    claims = {claim["metadata"]["name"]: claim for claim in statefulset["spec"]["volumeClaimTemplates"]}
+    assert data["name"] in claims and claims[data["name"]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container.get(probe), probe
+    # No token, no Google account: Redis talks to no API.
+    pod = pod_template(statefulset)["spec"]
+    assert pod["serviceAccountName"] == REDIS_NAME and pod["automountServiceAccountToken"] is False
+    account = named(objects, "ServiceAccount", REDIS_NAME)
+    assert account["automountServiceAccountToken"] is False
+    assert WORKLOAD_IDENTITY not in (account["metadata"].get("annotations") or {})
+
+
+def test_switching_overlay_changes_no_immutable_field_of_the_statefulsets():
+    """`kubectl apply` refuses changes to a StatefulSet's spec outside a few fields (volumeClaimTemplates,
+    selector, serviceName, ...): the overlays' variant label must stay out of them."""
+    for name in (SHOP_NAME, REDIS_NAME):
+        specs = {overlay: named(rendered(overlay), "StatefulSet", name)["spec"] for overlay in OVERLAYS}
+        immutable = {overlay: {key: value for key, value in spec.items() if key not in STATEFULSET_MUTABLE}
+                     for overlay, spec in specs.items()}
+        assert all(value == immutable[OVERLAYS[0]] for value in immutable.values()), name
+        for overlay in OVERLAYS:
+            statefulset = named(rendered(overlay), "StatefulSet", name)
+            assert pod_template(statefulset)["metadata"]["labels"]["fashionrec.io/variant"] == overlay
+            for claim in statefulset["spec"]["volumeClaimTemplates"]:
+                assert "fashionrec.io/variant" not in (claim["metadata"].get("labels") or {}), (overlay, name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_shop_runs_the_shop_image_pinned_as_its_own_account(overlay):
+    objects = rendered(overlay)
+    image = shop_container(objects)["image"]
+    repository, _, tag = image.rsplit("/", 1)[-1].partition(":")
+    assert repository == SHOP_IMAGE_NAME and tag and tag != "latest", image
+    raw = yaml.safe_load((SHOP_DIR / "statefulset.yaml").read_text())
+    assert pod_template(raw)["spec"]["containers"][0]["image"].partition(":")[0] == SHOP_IMAGE_NAME
+    pod = pod_template(shop_statefulset(objects))["spec"]
+    assert pod["serviceAccountName"] == SHOP_NAME and pod.get("automountServiceAccountToken", True) is True
+    google = named(objects, "ServiceAccount", SHOP_NAME)["metadata"]["annotations"][WORKLOAD_IDENTITY]
+    assert google == f"{SHOP_NAME}@YOUR_PROJECT.iam.gserviceaccount.com"
+    text = (SHOP_DIR / "serviceaccount.yaml").read_text()
+    assert TRITON_BUCKET_ROLE in text and JOB_BUCKET_ROLE in text and f"[NAMESPACE/{SHOP_NAME}]" in text
+
+
+def test_the_shop_and_redis_need_no_gpu_even_in_the_gpu_overlay():
+    objects = rendered("gpu")
+    for container in (shop_container(objects), redis_container(objects)):
+        assert not _gpu_requested(container), container["name"]
+    for name in (SHOP_NAME, REDIS_NAME):
+        pod = pod_template(named(objects, "StatefulSet", name))["spec"]
+        assert not pod.get("nodeSelector") and not pod.get("tolerations"), name
+
+
+def shop_metric_series() -> dict[str, set[str]]:
+    """Every series the shop exposes, with its label names: read from its own exposition text (each metric given
+    one child, so that the samples appear)."""
+    from prometheus_client.metrics import MetricWrapperBase
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fashionrec.online.metrics import ShopMetrics
+
+    metrics = ShopMetrics()
+    for metric in vars(metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            child = metric.labels(*["x"] * len(metric._labelnames))
+            if hasattr(child, "observe"):
+                child.observe(0.1)
+            else:
+                child.inc()
+    series: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for sample in family.samples:
+            series.setdefault(sample.name, set()).update(sample.labels)
+    assert series and all(name.startswith("fashionrec_shop_") for name in series)
+    return series
+
+
+def promql_label_problems(expr: str, series: dict[str, set[str]]) -> list[str]:
+    """Label matchers on a series naming a label that series does not have (its own or a target label)."""
+    problems = []
+    for name, matchers in re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^{}]*)\}", _strip_promql_strings(expr)):
+        for label in re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", matchers):
+            if name in series and label not in series[name] | TARGET_LABELS:
+                problems.append(f"{name} has no label {label!r}")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_shop_alerts_reference_only_the_shops_real_metrics(overlay):
+    series = shop_metric_series()
+    assert {"fashionrec_shop_requests_total", "fashionrec_shop_request_seconds_bucket",
+            "fashionrec_shop_triton_errors_total", "fashionrec_shop_fallbacks_total",
+            "fashionrec_shop_events_total"} <= set(series)
+    rule_object = named(rendered(overlay), "PrometheusRule", SHOP_NAME)
+    problems = prometheus_rule_problems(rule_object, set(series))
+    assert not problems, "\n".join(problems)
+    alerts = [r for g in rule_object["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts and not [r for g in rule_object["spec"]["groups"] for r in g["rules"] if "record" in r]
+    label_problems = [p for alert in alerts for p in promql_label_problems(alert["expr"], series)]
+    assert not label_problems, "\n".join(label_problems)
+    exprs = [alert["expr"] for alert in alerts]
+    assert any("fashionrec_shop_requests_total" in e and 'status=~"5..' in e for e in exprs), "5xx rate alert"
+    assert any("histogram_quantile(0.99" in e and "fashionrec_shop_request_seconds_bucket" in e for e in exprs), "p99"
+    assert any("fashionrec_shop_fallbacks_total" in e for e in exprs), "fallback rate alert"
+    assert all('job="fashionrec-shop"' in e for e in exprs), "scope every alert to the shop's scrape job"
+    # Triton's rule checks its own metrics only: the two rules stay apart.
+    assert not prometheus_rule_problems(triton(rendered(overlay), "PrometheusRule"))
+
+
+def test_the_shop_alert_check_really_rejects_unknown_metrics_and_labels():
+    """Guards the guard."""
+    series = shop_metric_series()
+    assert "unknown metrics" in "\n".join(promql_problems("rate(fashionrec_shop_fallback_total[5m])", set(series)))
+    assert promql_label_problems('rate(fashionrec_shop_fallbacks_total{route="/"}[5m])', series)
+    assert not promql_label_problems('rate(fashionrec_shop_fallbacks_total{touchpoint="x", job="y"}[5m])', series)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_shop_service_monitor_scrapes_metrics_and_keeps_the_shops_labels(overlay):
+    objects = rendered(overlay)
+    monitor = named(objects, "ServiceMonitor", SHOP_NAME)
+    service = named(objects, "Service", SHOP_NAME)
+    assert monitor["apiVersion"] == CRD_API_VERSIONS["ServiceMonitor"]
+    spec = monitor["spec"]
+    assert set(spec) <= SERVICE_MONITOR_SPEC_FIELDS and not spec.get("namespaceSelector")
+    assert spec["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = spec["endpoints"]
+    assert set(endpoint) <= SERVICE_MONITOR_ENDPOINT_FIELDS, sorted(set(endpoint) - SERVICE_MONITOR_ENDPOINT_FIELDS)
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]}[endpoint["port"]] == SHOP_PORT
+    assert endpoint.get("path", "/metrics") == "/metrics"
+    for field in ("interval", "scrapeTimeout"):
+        assert _DURATION.match(endpoint[field]), field
+    # A shop label that is also a target label (endpoint) comes back as exported_<label>: the relabelings restore it.
+    assert endpoint.get("honorLabels") is False
+    clashing = {label for labels in shop_metric_series().values() for label in labels} & TARGET_LABELS
+    assert clashing == {"endpoint"}
+    for label in clashing:
+        assert {"sourceLabels": [f"exported_{label}"], "regex": "(.+)", "targetLabel": label, "replacement": "$1",
+                "action": "replace"} in endpoint["metricRelabelings"]
+        assert {"regex": f"exported_{label}", "action": "labeldrop"} in endpoint["metricRelabelings"]
+    # Prometheus (the monitoring namespace) may reach the scraped port.
+    rules = [r for r in named(objects, "NetworkPolicy", SHOP_NAME)["spec"]["ingress"] if SHOP_PORT in _ports(r)]
+    assert any({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in r["from"]
+               for r in rules)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_selector_isolation_check_really_catches_the_shop_wearing_redis_labels(overlay):
+    """Guards the guard for the StatefulSets: shop pods with Redis' labels are selected by Redis' selectors."""
+    objects = rendered(overlay)
+    pod_template(shop_statefulset(objects))["metadata"]["labels"].update(
+        {key: REDIS_LABELS[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/part-of")})
+    problems = "\n".join(selector_isolation_problems(objects))
+    for selector in (f"StatefulSet/{REDIS_NAME} selector", f"Service/{REDIS_NAME} selector",
+                     f"NetworkPolicy/{REDIS_NAME} podSelector"):
+        assert f"{selector} selects the pods of StatefulSet/{SHOP_NAME}" in problems, (selector, problems)
+    assert f"Service/{SHOP_NAME} selector does not select the pods of its own StatefulSet/{SHOP_NAME}" in problems
+
+
+def test_an_overlay_can_point_the_shop_at_another_catalogue_event_log_and_image(tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(path, overlay) for path in (BASE_DIR, SHOP_DIR, REDIS_DIR)],
+        "configMapGenerator": [{"name": SHOP_CONFIG, "behavior": "merge",
+                                "literals": ["CATALOGUE=gs://my-bucket/shop/catalogue.parquet",
+                                             "EVENT_LOG_DIR=gs://my-bucket/shop/log"]}],
+        "images": [{"name": SHOP_IMAGE_NAME, "newName": "registry.example/recs/fashionrec-shop", "newTag": "1.2.3"}],
+    }))
+    output = render(overlay)
+    env = resolved_env(output, shop_container(output))
+    assert env["CATALOGUE"] == "gs://my-bucket/shop/catalogue.parquet"
+    assert env["EVENT_LOG_DIR"] == "gs://my-bucket/shop/log"
+    assert env["MODEL_REPOSITORY"] == triton(output, "ConfigMap")["data"]["MODEL_REPOSITORY"]
+    assert shop_container(output)["image"] == "registry.example/recs/fashionrec-shop:1.2.3"
+    assert triton_container(output)["image"] == TRITON_IMAGE, "the images: entry must not touch Triton"
+    builtin = [obj for obj in output if obj["kind"] not in CRD_API_VERSIONS]
+    assert not [error for error in map(schema_errors, builtin) if error]
+
+
+def test_readme_documents_the_shop():
+    text = README.read_text()
+    section = text[text.index("## The shop service"):]
+    for expected in (
+        f"kubectl -n NAMESPACE create secret generic {REDIS_NAME}",  # before the first apply
+        "kubectl apply -k k8s/overlays/cpu",
+        f"rollout status statefulset/{SHOP_NAME}",
+        "/ready", "degraded", "strict=true",
+        "CATALOGUE", "EVENT_LOG_DIR", "events/date=",
+        "--dataset canonical --data-dir gs://",
+        "Memorystore", "noeviction", "online.redis_url", "rediss://",
+        "journal", "PersistentVolumeClaim", f"[NAMESPACE/{SHOP_NAME}]", JOB_BUCKET_ROLE,
+        "images/shop.Dockerfile",
+    ):
+        assert expected in section, expected
+    for path in ("shop/statefulset.yaml", "shop/networkpolicy.yaml", "shop/prometheusrule.yaml",
+                 "shop/redis/statefulset.yaml"):
+        assert path in text, path

@@ -90,3 +90,30 @@ def test_every_task_asks_for_its_resources_and_retries_transient_failures(compil
         assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == (wanted.cpu, wanted.memory)
         assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == (wanted.cpu, wanted.memory)
         assert task["retryPolicy"]["maxRetryCount"] == RETRIES and task["retryPolicy"]["backoffDuration"] == "60s"
+
+
+def test_a_train_accelerator_puts_the_train_task_alone_on_gpus_with_the_gpu_image(tmp_path):
+    from fashionrec.app.runner import compile_pipeline
+    from pipelines.training import Accelerator
+
+    path = tmp_path / "gpu.yaml"
+    compile_pipeline(str(path), image="registry.example/fashionrec:1.0", train_accelerator=Accelerator("nvidia.com/gpu", 2),
+                     train_image="registry.example/fashionrec-gpu:1.0")
+    executors = yaml.safe_load(path.read_text())["deploymentSpec"]["executors"]
+    train = executors["exec-train-model"]["container"]
+    assert train["image"] == "registry.example/fashionrec-gpu:1.0"
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "2"
+    others = {name: e["container"] for name, e in executors.items() if name != "exec-train-model"}
+    assert all(c["image"] == "registry.example/fashionrec:1.0" and "accelerator" not in c.get("resources", {})
+               for c in others.values())
+
+
+def test_a_train_accelerator_needs_the_gpu_image():
+    from fashionrec.app.runner import compile_pipeline
+    from pipelines.training import Accelerator
+
+    with pytest.raises(ValueError, match="needs the GPU image"):
+        compile_pipeline("unused.yaml", train_accelerator=Accelerator("NVIDIA_L4"))
+    with pytest.raises(ValueError, match="TYPE:COUNT"):
+        Accelerator.parse("nvidia.com/gpu:two")
