@@ -18,4 +18,4 @@ EXPOSE 8000 8001 8002
 
 USER 1000:1000
 
-CMD ["sh", "-c", "exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=poll --repository-poll-secs=30 --strict-readiness=true --metrics-config=summary_latencies=true \"--http-restricted-api=model-repository,shared-memory,logging,trace:admin-key=$FASHIONREC_ADMIN_KEY\" \"--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:admin-key=$FASHIONREC_ADMIN_KEY\""]
+CMD ["sh", "-c", "exec tritonserver --model-repository=\"$MODEL_REPOSITORY\" --model-control-mode=poll --repository-poll-secs=30 --strict-readiness=true --metrics-config=summary_latencies=true --grpc-max-connection-age=60000 --grpc-max-connection-age-grace=30000 \"--http-restricted-api=model-repository,shared-memory,logging,trace:admin-key=$FASHIONREC_ADMIN_KEY\" \"--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:admin-key=$FASHIONREC_ADMIN_KEY\""]

@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from fashionrec.config import ServingConfig
 from fashionrec.contract.content import ProductContent
 from fashionrec.serving import requests
-from fashionrec.serving.connection import Protocol, raw_client, tritonclient_module
+from fashionrec.serving.connection import Protocol, raw_client, server_address, tritonclient_module
 from fashionrec.serving.requests import History, as_history
 
 _DEFAULTS = ServingConfig()
@@ -51,7 +51,8 @@ class Recommendation:
 
 
 class FashionrecClient:
-    """One connection to Triton's served touchpoints; ``url`` is ``host:port`` (a scheme is dropped).
+    """One connection to Triton's served touchpoints; ``url`` is ``host:port`` (an http:// scheme is dropped)
+    or, over gRPC, any gRPC target (``dns:///host:port``: every address it resolves to, round robin).
 
     Model names and default k come from ``serving`` (ServingConfig); ``timeout_s`` defaults to its
     ``client_timeout_s``. Thread-safe as the underlying tritonclient is (one client per thread is
@@ -60,7 +61,7 @@ class FashionrecClient:
 
     def __init__(self, url: str, protocol: Protocol = "grpc", serving: ServingConfig = _DEFAULTS,
                  timeout_s: float | None = None) -> None:
-        self.url = url.split("://", 1)[-1]
+        self.url = server_address(url)
         self.protocol = protocol
         self.serving = serving
         self.timeout_s = serving.client_timeout_s if timeout_s is None else timeout_s

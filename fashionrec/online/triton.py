@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from fashionrec.config import OnlineConfig, ServingConfig
 from fashionrec.serving import requests
-from fashionrec.serving.connection import GRPC_MESSAGE_LIMITS, GRPC_RECONNECT
+from fashionrec.serving.connection import GRPC_CHANNEL_ARGS
 from fashionrec.serving.requests import History
 
 REFUSED_STATUS = "StatusCode.INVALID_ARGUMENT"
@@ -71,7 +71,7 @@ class Touchpoints:
     def _client(self) -> aio.InferenceServerClient:
         """The channel, bound to the running event loop (gRPC's asyncio channels cannot change loops)."""
         if self._channel is None:
-            self._channel = aio.InferenceServerClient(self.url, channel_args=GRPC_MESSAGE_LIMITS + GRPC_RECONNECT)
+            self._channel = aio.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
         return self._channel
 
     async def _ranked(self, model: str, tensors: list[requests.Tensor]) -> Ranked:

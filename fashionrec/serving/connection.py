@@ -17,8 +17,14 @@ Protocol = Literal["grpc", "http"]
 # unreachable. Reconnect within a second instead.
 GRPC_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                   ("grpc.max_reconnect_backoff_ms", 1000)]
+# Spread calls over every address the target resolves to (a headless Service's pod IPs: `dns:///host:port`),
+# one call at a time, instead of pinning the channel to the first; one address behaves as before.
+GRPC_ROUND_ROBIN = [("grpc.lb_policy_name", "round_robin")]
 # Given channel options, tritonclient drops its own: keep its unlimited message sizes (a 10,000-id history).
 GRPC_MESSAGE_LIMITS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
+
+
+GRPC_CHANNEL_ARGS = GRPC_MESSAGE_LIMITS + GRPC_RECONNECT + GRPC_ROUND_ROBIN  # every gRPC channel to Triton
 
 
 def tritonclient_module(protocol: Protocol) -> Any:
@@ -32,18 +38,31 @@ def tritonclient_module(protocol: Protocol) -> Any:
     return module
 
 
+WEB_SCHEMES = ("http://", "https://", "grpc://")  # dropped from a URL; gRPC's own targets (dns:///...) are kept
+
+
+def server_address(url: str) -> str:
+    """``host:port`` of ``http://host:port`` (or ``grpc://``); any other text as it is, e.g. a gRPC target
+    such as ``dns:///fashionrec-triton-grpc:8001``."""
+    for scheme in WEB_SCHEMES:
+        if url.startswith(scheme):
+            return url[len(scheme):]
+    return url
+
+
 def raw_client(module: Any, url: str, protocol: Protocol, timeout_s: float) -> Any:
-    """An InferenceServerClient of ``module`` (HTTP takes the timeout at connection; gRPC per call)."""
+    """An InferenceServerClient of ``module`` (HTTP takes the timeout at connection; gRPC per call). A gRPC
+    ``url`` may be any gRPC target: ``host:port``, ``dns:///host:port`` or ``ipv4:a:p,b:q``."""
     if protocol == "http":
         return module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
-    return module.InferenceServerClient(url, channel_args=GRPC_MESSAGE_LIMITS + GRPC_RECONNECT)
+    return module.InferenceServerClient(url, channel_args=GRPC_CHANNEL_ARGS)
 
 
 @contextmanager
 def connect_raw(url: str, protocol: Protocol = "grpc",
                 timeout_s: float = ServingConfig().client_timeout_s) -> Iterator[Any]:
     """A plain tritonclient InferenceServerClient (repository API: load/unload), closed afterwards."""
-    client = raw_client(tritonclient_module(protocol), url.split("://", 1)[-1], protocol, timeout_s)
+    client = raw_client(tritonclient_module(protocol), server_address(url), protocol, timeout_s)
     try:
         yield client
     finally:

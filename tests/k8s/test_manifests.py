@@ -97,6 +97,8 @@ TRITON_ARGS = [
     "--repository-poll-secs=30",
     "--strict-readiness=true",
     "--metrics-config=summary_latencies=true",
+    "--grpc-max-connection-age=60000",
+    "--grpc-max-connection-age-grace=30000",
     *(f"--{flag}=model-repository,shared-memory,logging,trace:admin-key=$(FASHIONREC_ADMIN_KEY)"
       for flag in ("http-restricted-api", "grpc-restricted-protocol")),
 ]
@@ -122,8 +124,9 @@ CRD_API_VERSIONS = {
 }
 TRITON_KINDS = [
     "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
-    "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
+    "PrometheusRule", "Service", "Service", "ServiceAccount", "ServiceMonitor",  # ClusterIP + headless gRPC
 ]
+GRPC_SERVICE = "fashionrec-triton-grpc"  # headless: every Triton pod's address, for round-robin gRPC clients
 SHOP_KINDS = [
     "ConfigMap", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget", "PrometheusRule", "Service",
     "ServiceAccount", "ServiceMonitor", "StatefulSet",
@@ -1422,11 +1425,11 @@ def test_the_shop_runs_shop_serve_with_only_real_online_settings(overlay):
     assert online.host == "0.0.0.0"
     assert online.port == resolve_container_port(container, "http") == SHOP_PORT
     assert online.store == "redis", "several replicas share their state through Redis"
-    # Triton's gRPC endpoint through Triton's Service.
-    service = triton(objects, "Service")
+    # Triton's gRPC endpoint on every Triton pod: the headless Service, balanced round robin.
+    service = named(objects, "Service", GRPC_SERVICE)
     grpc = next(port for port in service["spec"]["ports"] if port["name"] == "grpc")
     assert resolve_container_port(triton_container(objects), grpc["targetPort"]) == TRITON_PORTS["grpc"]
-    assert online.triton_url == f"{service['metadata']['name']}:{grpc['port']}"
+    assert online.triton_url == f"dns:///{service['metadata']['name']}:{grpc['port']}"
     # Redis through Redis' Service, with the password of the Secret Redis requires.
     url = urlsplit(online.redis_url)
     redis_service = named(objects, "Service", REDIS_NAME)
@@ -1816,3 +1819,16 @@ def test_readme_documents_the_shop():
     for path in ("shop/statefulset.yaml", "shop/networkpolicy.yaml", "shop/prometheusrule.yaml",
                  "shop/redis/statefulset.yaml"):
         assert path in text, path
+
+
+def test_triton_grpc_has_a_headless_service_and_the_shop_balances_over_it(objects):
+    headless = named(objects, "Service", GRPC_SERVICE)
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == triton(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert [(p["port"], p["targetPort"]) for p in headless["spec"]["ports"]] == [(8001, "grpc")]
+    args = triton(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert any(a.startswith("--grpc-max-connection-age=") for a in args)  # clients resolve again: new pods
+    shops = by_kind(objects, "StatefulSet")
+    for shop in [s for s in shops if s["metadata"]["name"] == "fashionrec-shop"]:
+        env = {e["name"]: e.get("value") for e in shop["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["TRITON_URL"] == f"dns:///{GRPC_SERVICE}:8001"
