@@ -875,6 +875,8 @@ TRITON_METRICS = {
     "nv_inference_compute_output_summary_us",
     "nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes",
     "nv_gpu_power_usage", "nv_cpu_utilization", "nv_cpu_memory_used_bytes",
+    # exported through Triton's metrics port by fashionrec's python models (contract/validation.py)
+    "fashionrec_requests_refused_total",
 }
 PROMQL_FUNCTIONS_AND_KEYWORDS = {
     "sum", "max", "min", "avg", "count", "rate", "irate", "increase", "clamp_min", "clamp_max",

@@ -246,3 +246,26 @@ def test_every_carousel_shown_is_logged_as_an_impression(start_shop, shop_files,
         assert list(row["positions"]) == list(range(1, len(carousel["products"]) + 1))
         assert row["customer_id"] == _active_customer(shop_files) and row["model_version"] == 1
         assert not row["fallback"]
+
+
+def _resident_kib(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def test_a_50_mb_body_is_refused_before_it_is_read_and_memory_stays_put(shop):
+    """100 malformed batches answered 4xx, then a 50 MB body refused by its Content-Length: the service's
+    resident memory stays within 10 % of where it was."""
+    for i in range(100):
+        assert _post_events(shop, [{"customer_id": "C-bad", "product_id": "NOPE", "event_type": "bad"}]
+                            ).json()["accepted"] == 0
+    before = _resident_kib(shop.process.pid)
+    body = b"x" * 50_000_000
+    try:
+        response = httpx.post(f"{shop.url}/v1/events", content=body, timeout=30.0,
+                              headers={"content-type": "application/json"})
+        assert response.status_code == 413
+    except httpx.TransportError:
+        pass  # the service answered 413 and closed the connection while the client was still sending
+    assert httpx.get(f"{shop.url}/health", timeout=5.0).status_code == 200
+    assert _resident_kib(shop.process.pid) <= before * 1.10
