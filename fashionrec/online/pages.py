@@ -96,7 +96,8 @@ class ShopService:
             carousels.append(Carousel(plan.name, plan.title, self.catalogue.cards_of(ids, scores),
                                       fallback and plan.ask is not None))
         self._log_impressions(request_id, visitor, carousels, answers)
-        return Homepage(visitor, tuple(c for c in carousels if c.products), request_id, self.served.version)
+        return Homepage(visitor, tuple(c for c in carousels if c.products), request_id, self.served.version,
+                        personalised=history is not None, history_events=len(events))
 
     async def recommendations(self, visitor: Visitor, k: int, candidate_set: str | None = None) -> Carousel:
         """One carousel, *for you* (or among a published candidate set): a single Triton call, for sites that

@@ -73,10 +73,17 @@ class Carousel:
 
 @dataclass(frozen=True)
 class Homepage:
+    """``personalised`` is false when the visitor has no event the served model knows (a new customer or
+    session, or only products newer than the model): every carousel is then in trending order, and the
+    page says so rather than passing a popularity list off as personal. ``history_events``: the events
+    the service holds for the visitor."""
+
     visitor: Visitor
     carousels: tuple[Carousel, ...]
     request_id: str
     model_version: int | None = None
+    personalised: bool = False
+    history_events: int = 0
 
 
 @dataclass(frozen=True)

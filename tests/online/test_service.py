@@ -72,10 +72,12 @@ def test_a_purchase_posted_now_is_never_recommended_next(shop, shop_files):
 def test_an_anonymous_session_is_personalised_by_its_own_events(shop, shop_files):
     cold = _page(shop, "/v1/homepage", session_id="s-new")
     assert "for_you" not in [c["name"] for c in cold["carousels"]]  # nothing to personalise with yet
+    assert (cold["personalised"], cold["history_events"]) == (False, 0)  # said, not passed off as personal
     dresses = shop_files.frame.loc[shop_files.frame["category"] == "dress", "product_id"].tolist()[:3]
     assert _post_events(shop, [{"session_id": "s-new", "product_id": p, "event_type": "click"} for p in dresses]
                         ).json()["accepted"] == 3
     warm = _page(shop, "/v1/homepage", session_id="s-new")
+    assert (warm["personalised"], warm["history_events"]) == (True, 3)
     for_you = next(c for c in warm["carousels"] if c["name"] == "for_you")["products"]
     assert sum(p["category"] == "dress" for p in for_you) > len(for_you) // 2
     assert _page(shop, "/v1/homepage", session_id="another")["carousels"][0]["name"] != "for_you"
