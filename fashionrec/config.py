@@ -438,6 +438,13 @@ class ServingConfig(Section):
     client_retries: int = at_least(12, 0)
     client_retry_backoff_s: float = at_least(0.2, 0.0)
     client_max_backoff_s: float = at_least(1.0, 0.0)
+    # The readiness canary beside Triton (`fashionrec serve-canary`, fashionrec.serving.canary): GET /ready asks
+    # every touchpoint one question; a pod's readiness probe hits it instead of Triton's /v2/health/ready.
+    canary_host: str = "127.0.0.1"  # address it binds; "0.0.0.0" in a pod (the kubelet probes the pod's IP)
+    canary_port: int = port(8003)
+    canary_cache_s: float = at_least(2.0, 0.0)  # a round of questions answers probes this long
+    # Per call to Triton (two per touchpoint, the touchpoints in parallel): keep 2x this under the probe's timeout.
+    canary_timeout_s: float = at_least(1.0, 0.0, strictly=True)
 
     def check(self) -> None:
         if self.default_top_k > self.max_top_k:

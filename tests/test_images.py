@@ -3,8 +3,9 @@
 The Dockerfiles are read with ``dockerfile-parse`` and checked for what a build cannot be trusted to
 catch late: base images pinned by tag, a numeric non-root user, pinned installs (``-c constraints.txt``,
 ``requirements-serving.txt``), no caches or data in the image, every ``COPY`` source present and inside
-the build context, a serving image whose start command is the one ``k8s/base/deployment.yaml`` runs, and a
-shop image whose start command is the one ``k8s/shop/statefulset.yaml`` runs.
+the build context, a serving image whose start command is the one ``k8s/base/deployment.yaml`` runs, a
+shop image whose start command is the one ``k8s/shop/statefulset.yaml`` runs and which has the command of the
+readiness canary beside Triton.
 """
 
 from __future__ import annotations
@@ -215,9 +216,10 @@ def test_gpu_component_image_pins_every_cuda_library_tensorflow_asks_for():
 # ------------------------------------------------------------------------------------------- serving
 
 
-def _deployment_container() -> dict:
+def _deployment_container(name: str = "tritonserver") -> dict:
+    """A container of Triton's pod: Triton itself, or the readiness canary beside it."""
     deployment = yaml.safe_load(DEPLOYMENT.read_text())
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
     return {**container, "pod_security": deployment["spec"]["template"]["spec"]["securityContext"]}
 
 
@@ -299,6 +301,21 @@ def test_shop_image_starts_the_shop_as_the_statefulset_does(name):
     # The user the image switches to is the one the pod is forced to run as.
     pod = container["pod_security"]
     assert _values(name, "USER")[-1] == f"{pod['runAsUser']}:{pod['runAsGroup']}"
+
+
+def test_the_readiness_canary_beside_triton_runs_a_command_the_shop_image_has():
+    """Triton's pod runs `fashionrec serve-canary` in the shop image (which installs the whole package), named and
+    pinned as the shop's StatefulSet names it."""
+    from fashionrec.app.cli import main
+
+    canary = _deployment_container("canary")
+    assert canary["image"] == _shop_container()["image"]
+    # No ENTRYPOINT in the image: the args replace its CMD and are the command.
+    assert "command" not in canary and _values("shop.Dockerfile", "ENTRYPOINT") == []
+    assert canary["args"][:2] == ["fashionrec", "serve-canary"] and "serve-canary" in main.commands
+    assert "fashionrec.app.cli" in _run_text("shop.Dockerfile")  # the CLI imports in the image
+    pod = canary["pod_security"]
+    assert _values("shop.Dockerfile", "USER")[-1] == f"{pod['runAsUser']}:{pod['runAsGroup']}"
 
 
 def test_the_shop_image_owns_the_journal_folder_the_statefulset_mounts():

@@ -11,7 +11,8 @@ import click
 
 from fashionrec.config import COMPONENT_IMAGE, ConfigError, PipelineConfig, dataset_config, parse_assignments
 from fashionrec.datasets import DATASET_NAMES
-from fashionrec.app.serving_commands import catalogue_group, embed_products_command, rollback_command, serve_command
+from fashionrec.app.serving_commands import (catalogue_group, embed_products_command, rollback_command,
+                                             serve_canary_command, serve_command)
 from fashionrec.app.shop_commands import shop_group
 
 if TYPE_CHECKING:  # the submission code (kfp.Client, Vertex SDK) loads only when a command needs it
@@ -399,6 +400,7 @@ def demo_command(workspace: str, size: str, overrides: tuple[str, ...], dataset:
 
 
 main.add_command(serve_command)
+main.add_command(serve_canary_command)
 main.add_command(catalogue_group)
 main.add_command(embed_products_command)
 main.add_command(shop_group)

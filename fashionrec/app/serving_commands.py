@@ -1,7 +1,7 @@
-"""Command-line pieces of the serving half: ``serve``, ``model rollback``, ``catalogue add`` and
-``refresh-prior``, ``embed-products`` and the printing behind ``recommend``, ``rerank`` and ``similar``.
+"""Command-line pieces of the serving half: ``serve``, ``serve-canary``, ``model rollback``, ``catalogue add``
+and ``refresh-prior``, ``embed-products`` and the printing behind ``recommend``, ``rerank`` and ``similar``.
 
-``fashionrec/cli.py`` registers :data:`serve_command`, :data:`rollback_command`,
+``fashionrec/cli.py`` registers :data:`serve_command`, :data:`serve_canary_command`, :data:`rollback_command`,
 :data:`catalogue_group` and :data:`embed_products_command` and calls
 :func:`print_recommendations` / :func:`ask_and_print`.
 Settings come from a ServingConfig: the one the parent command put in ``ctx.obj`` (a PipelineConfig or
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fashionrec.config import MODEL_CONTROL_MODES, PipelineConfig, ServingConfig
+from fashionrec.config import MODEL_CONTROL_MODES, ConfigError, PipelineConfig, ServingConfig
 from fashionrec.app.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
 from fashionrec.contract.content import ProductContent
 from fashionrec.repository import versions
@@ -116,6 +116,47 @@ def serve_command(ctx: click.Context, model_repository: str, http_port: int | No
         click.echo("Stopped tritonserver.", err=True)
         return
     raise click.ClickException(f"tritonserver exited unexpectedly with status {status}")
+
+
+@click.command("serve-canary")
+@click.option("--model-repository", required=True,
+              help="The model repository Triton serves (local or gs://): the canary asks about the first products "
+                   "of the version Triton answers with.")
+@click.option("--triton-url", required=True, help="Triton's gRPC endpoint, host:port (in a pod: 127.0.0.1:8001).")
+@click.option("--port", type=click.IntRange(0, 65_535), default=None,
+              help="Port of GET /ready and GET /live (default ServingConfig.canary_port; 0 = free).")
+@click.option("--host", default=None, help="Address to bind (default ServingConfig.canary_host; 0.0.0.0 in a pod).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a serving setting, e.g. --set serving.canary_cache_s=5 (repeatable).")
+@click.pass_context
+def serve_canary_command(ctx: click.Context, model_repository: str, triton_url: str, port: int | None,
+                         host: str | None, overrides: tuple[str, ...]) -> None:
+    """Answer readiness probes for a Triton: GET /ready is 200 when every touchpoint (recommend, rerank,
+    similar) answers a real question, else 503 naming the failures; until Ctrl-C (or SIGTERM)."""
+    from fashionrec.serving.canary import Canary, CanaryServer
+
+    try:
+        serving = _pipeline_config(ctx).with_settings(overrides).serving
+    except ConfigError as error:
+        raise click.BadParameter(str(error), param_hint="--set") from error
+    host = serving.canary_host if host is None else host
+    port = serving.canary_port if port is None else port
+    canary = Canary(model_repository, triton_url, serving, log=_progress)
+    try:
+        server = CanaryServer(canary, host, port)
+    except OSError as error:
+        canary.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from error
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    click.echo(f"Readiness canary of Triton at {triton_url}: {server.url}/ready", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("Stopped the canary.", err=True)
+    finally:
+        server.server_close()
+        canary.close()
 
 
 def _announce(server: TritonServer) -> None:

@@ -5,7 +5,8 @@ The base and both overlays (``k8s/overlays/cpu``, ``k8s/overlays/gpu``) are each
 fixture runs against all three. Every rendered built-in object is validated strictly (unknown
 fields are errors) against the Kubernetes 1.30 JSON schemas shipped in the ``kubernetes-validate``
 package, and the settings that must never silently regress (hardened security context, health
-probes, service ports) are asserted on every pod and container, the pods of the prior-refresh
+probes, service ports) are asserted on every pod and container (the readiness canary beside Triton
+included: its arguments are parsed by its own CLI), the pods of the prior-refresh
 CronJob (``k8s/prior-refresh``), the shop service (``k8s/shop``) and its Redis (``k8s/shop/redis``), all
 three in both overlays, included. No selector of one workload (Deployment/StatefulSet, hence HPA, Service,
 PDB, NetworkPolicy) may select another's pods. The shop's arguments are parsed by its own CLI and every
@@ -103,6 +104,11 @@ TRITON_ARGS = [
       for flag in ("http-restricted-api", "grpc-restricted-protocol")),
 ]
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# The readiness canary beside Triton in its pod (`fashionrec serve-canary`, fashionrec/serving/canary.py), in the
+# shop image; its /ready is the pod's readiness, not Triton's /v2/health/ready.
+CANARY_CONTAINER = "canary"
+CANARY_COMMAND = ["fashionrec", "serve-canary"]
+CANARY_PORT = "canary"  # the named port its probes hit
 
 INSTALL_KUSTOMIZE = (
     "No kustomize found: no `kubectl` in this virtualenv or on PATH, and no `kustomize` on PATH. "
@@ -278,6 +284,14 @@ def triton_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     deployment = triton(objects, "Deployment")
     matches = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["image"] == TRITON_IMAGE]
     assert len(matches) == 1, f"expected one container running {TRITON_IMAGE}"
+    return matches[0]
+
+
+def canary_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The readiness canary's container in Triton's pod."""
+    pod = pod_template(triton(objects, "Deployment"))["spec"]
+    matches = [c for c in containers(pod) if c["name"] == CANARY_CONTAINER]
+    assert len(matches) == 1, f"expected one container {CANARY_CONTAINER!r} in Triton's pod"
     return matches[0]
 
 
@@ -647,24 +661,93 @@ def test_container_exposes_http_grpc_and_metrics(objects):
     assert ports == TRITON_PORTS
 
 
-def test_probes_hit_triton_health_endpoints(objects):
+def test_triton_is_probed_for_liveness_and_the_pods_readiness_is_the_canarys(objects):
+    from fashionrec.serving.canary import LIVE_PATH, READY_PATH
+
     container = triton_container(objects)
-    expected = {
-        "startupProbe": ("/v2/health/live", "/v2/health/ready"),
-        "livenessProbe": ("/v2/health/live",),
-        "readinessProbe": ("/v2/health/ready",),
-    }
-    for probe_name, allowed_paths in expected.items():
+    for probe_name in ("startupProbe", "livenessProbe"):
         probe = container.get(probe_name)
         assert probe, f"missing {probe_name}"
         http_get = probe.get("httpGet")
         assert http_get, f"{probe_name} must be an HTTP GET"
-        assert http_get["path"] in allowed_paths, f"{probe_name} hits {http_get['path']}"
-        assert http_get["path"].startswith("/v2/health/")
+        assert http_get["path"] == "/v2/health/live", f"{probe_name} hits {http_get['path']}"
         assert resolve_container_port(container, http_get["port"]) == TRITON_PORTS["http"], probe_name
     startup = container["startupProbe"]
     budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
     assert budget >= 300, "give Triton at least 5 minutes to download and load the model repository"
+    # Not Triton's /v2/health/ready (false after any failed load, true while an ensemble is unloaded): a pod is
+    # ready when every container is, and only the canary has a readiness probe.
+    pod = pod_template(triton(objects, "Deployment"))["spec"]
+    readiness = {c["name"]: c["readinessProbe"] for c in containers(pod) if c.get("readinessProbe")}
+    assert list(readiness) == [CANARY_CONTAINER], list(readiness)
+    canary = canary_container(objects)
+    for probe_name, path in (("startupProbe", LIVE_PATH), ("livenessProbe", LIVE_PATH), ("readinessProbe", READY_PATH)):
+        http_get = canary[probe_name]["httpGet"]
+        assert (http_get["path"], http_get["port"]) == (path, CANARY_PORT), probe_name
+        assert resolve_container_port(canary, http_get["port"]) == canary_settings(objects)[1], probe_name
+
+
+def canary_settings(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], int, Any]:
+    """The canary's args as its own CLI parses them (the env's $(VAR)s resolved from the rendered objects), the
+    port it listens on and its ServingConfig."""
+    from fashionrec.app.serving_commands import serve_canary_command
+    from fashionrec.config import PipelineConfig
+
+    container = canary_container(objects)
+    # The shop image has no ENTRYPOINT: args are the command.
+    assert container.get("command") is None
+    assert container["args"][:2] == CANARY_COMMAND
+    env = resolved_env(objects, container)
+    expanded = [_expand(arg, env, "args") for arg in container["args"][2:]]
+    params = serve_canary_command.make_context("serve-canary", expanded).params
+    serving = PipelineConfig().with_settings(params["overrides"]).serving
+    return params, serving.canary_port if params["port"] is None else params["port"], serving
+
+
+def test_the_canary_asks_this_pods_triton_about_the_repository_it_serves(objects):
+    from fashionrec.config import ServingConfig
+
+    params, port, serving = canary_settings(objects)
+    canary = canary_container(objects)
+    # This pod's Triton over loopback (not the Service: that would answer for another pod), its gRPC port.
+    host, _, grpc_port = params["triton_url"].rpartition(":")
+    assert host == "127.0.0.1" and int(grpc_port) == TRITON_PORTS["grpc"]
+    # Every address of the pod, as the kubelet probes the pod's IP; the declared port is the one it listens on.
+    assert params["host"] == "0.0.0.0"
+    assert port == resolve_container_port(canary, CANARY_PORT) == ServingConfig().canary_port
+    assert port not in TRITON_PORTS.values()
+    # The repository Triton serves: the same ConfigMap entry.
+    assert _env_sources(canary)["MODEL_REPOSITORY"] == _env_sources(triton_container(objects))["MODEL_REPOSITORY"]
+    assert params["model_repository"] == triton(objects, "ConfigMap")["data"]["MODEL_REPOSITORY"]
+    env = resolved_env(objects, canary)
+    assert env["HOME"] == env["TMPDIR"] == "/tmp"
+    # Inference only: no admin key for the canary.
+    assert serving.admin_key_env not in env
+    # Each probe finds a fresh round (the cache is shorter than the period), and a round (two calls per touchpoint,
+    # the touchpoints in parallel) ends within the probe's timeout.
+    probe = canary["readinessProbe"]
+    assert serving.canary_cache_s < probe["periodSeconds"]
+    assert 2 * serving.canary_timeout_s < probe["timeoutSeconds"]
+    assert not _gpu_requested(canary)
+
+
+def test_readme_documents_what_readiness_means():
+    text = README.read_text()
+    section = text[text.index("## Readiness: every touchpoint answers"):text.index("## Roll forward and back")]
+    for expected in ("/v2/health/ready", "--strict-readiness=true", "fashionrec serve-canary", "GET /ready", "503",
+                     "canary_cache_s", "canary_timeout_s", "port-forward deployment/fashionrec-triton 8003:8003",
+                     "-c canary"):
+        assert expected in section, expected
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_the_canary_runs_the_shop_image_pinned_as_the_shop_is(target):
+    objects = rendered(target)
+    image = canary_container(objects)["image"]
+    repository, _, tag = image.rsplit("/", 1)[-1].partition(":")
+    assert repository == SHOP_IMAGE_NAME and tag and tag != "latest", image
+    if target in OVERLAYS:
+        assert image == shop_container(objects)["image"], "one images: entry pins the shop and the canary"
 
 
 def test_service_is_cluster_ip_and_exposes_the_three_ports(objects):
@@ -1798,6 +1881,7 @@ def test_an_overlay_can_point_the_shop_at_another_catalogue_event_log_and_image(
     assert env["EVENT_LOG_DIR"] == "gs://my-bucket/shop/log"
     assert env["MODEL_REPOSITORY"] == triton(output, "ConfigMap")["data"]["MODEL_REPOSITORY"]
     assert shop_container(output)["image"] == "registry.example/recs/fashionrec-shop:1.2.3"
+    assert canary_container(output)["image"] == "registry.example/recs/fashionrec-shop:1.2.3"
     assert triton_container(output)["image"] == TRITON_IMAGE, "the images: entry must not touch Triton"
     builtin = [obj for obj in output if obj["kind"] not in CRD_API_VERSIONS]
     assert not [error for error in map(schema_errors, builtin) if error]
