@@ -482,6 +482,11 @@ class OnlineConfig(Section):
     max_id_length: int = at_least(128, 1)  # customer, session and product ids
     carousel_size: int = at_least(12, 1)
     category_carousels: int = at_least(2, 0)  # one carousel for each of the customer's favourite categories
+    # A category carousel ranks personally this many of the category's most trending products (or names its
+    # published "category:<name>" candidate set, when there is one): every id listed is sent on every request.
+    category_carousel_candidates: int = at_least(500, 1)
+    # A category or search page reranks this many of its most trending products; the rest follow in trend order.
+    rerank_candidates: int = at_least(1_000, 1)
     page_size: int = at_least(24, 1)
     max_page_size: int = at_least(100, 1)
     max_query_length: int = at_least(200, 1)  # search text

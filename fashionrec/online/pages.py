@@ -5,7 +5,7 @@
   interacted with is excluded (their whole stored history goes with ``EXCLUDE_SEEN``; the server pools
   only its window). A visitor without history gets each carousel in trending order: nothing to personalise.
 * Category and search pages: the products personally ordered by ``rerank`` (the first
-  ``serving.max_candidates`` by trend), then paged.
+  ``online.rerank_candidates`` by trend), then paged.
 * Product page: the product and *similar items* (``similar``: hero blended with the customer vector).
 * Events: checked with ingest's rules, made durable in the event log, then added to the live state, so
   the next page reflects them.
@@ -209,11 +209,15 @@ class ShopService:
                   for name, title in FIXED_CAROUSELS[1:] if sets.get(name)]
         for category in self.catalogue.favourite_categories([e.product_id for e in events],
                                                             [e.weight for e in events], self._online.category_carousels):
+            name = f"category:{category}"
             members = frozenset(p for p in self.catalogue.in_category(category) if p in self.served.product_ids)
-            candidates = self.served.trending_among(members, set(), self.config.serving.max_candidates)
+            if name in sets:  # published with the version: the request names the set instead of listing ids
+                plans.append(_Plan(name, f"More {category}", recommend(candidate_set=name), members))
+                continue
+            candidates = self.served.trending_among(members, set(), min(self._online.category_carousel_candidates,
+                                                                        self.config.serving.max_candidates))
             if candidates:
-                plans.append(_Plan(f"category:{category}", f"More {category}", recommend(candidates=candidates),
-                                   members))
+                plans.append(_Plan(name, f"More {category}", recommend(candidates=candidates), members))
         return plans
 
     async def _ask(self, plan: _Plan, k: int) -> tuple[Ranked | None, bool] | None:
@@ -249,11 +253,12 @@ class ShopService:
 
     async def _personal_order(self, products: list[str], history: History | None,
                               touchpoint: str) -> tuple[list[str], Ranked | None, bool]:
-        """``products`` reranked for the history (the served ones, up to max_candidates by trend; the others
-        after them in trending order), or in trending order without a history or when Triton fails."""
+        """``products`` reranked for the history (the served ones, the ``online.rerank_candidates`` most trending;
+        the others after them in trending order), or in trending order without a history or when Triton fails."""
         rank = {pid: i for i, pid in enumerate(self.served.trending)}
         by_trend = sorted(products, key=lambda p: rank.get(p, len(rank)))
-        served = [p for p in by_trend if p in self.served.product_ids][: self.config.serving.max_candidates]
+        limit = min(self._online.rerank_candidates, self.config.serving.max_candidates)
+        served = [p for p in by_trend if p in self.served.product_ids][:limit]
         if history is None or not served:
             return by_trend, None, False
         answer = await self._ask(_Plan(touchpoint, touchpoint, lambda _: self.touchpoints.rerank(history, served)), 0)
