@@ -44,6 +44,19 @@ FIXED_CAROUSELS = ((NEW_IN_SET, "New in"), (SALE_SET, "On sale"))  # shown when 
 
 
 @dataclass(frozen=True)
+class _Answer:
+    """What a plan got: Triton's ranking, or None when trending order stands in; ``fallback`` when Triton was
+    asked and did not answer (down, slow or refusing)."""
+
+    ranked: Ranked | None = None
+    fallback: bool = False
+
+    @property
+    def scores(self) -> tuple[float, ...] | None:
+        return self.ranked.scores if self.ranked else None
+
+
+@dataclass(frozen=True)
 class _Plan:
     """One carousel to fill: ``ask`` calls Triton for ``k`` products; ``allowed`` limits its fallback."""
 
@@ -85,16 +98,14 @@ class ShopService:
         shown: set[str] = set()
         carousels = []
         for plan, answer in zip(plans, answers, strict=True):
-            ranked, fallback = answer if answer is not None else (None, True)
-            if ranked is None:
-                ids = self.served.trending_among(plan.allowed, seen | shown, size)
-                scores = None
+            if answer.ranked is None:
+                ids, scores = self.served.trending_among(plan.allowed, seen | shown, size), None
             else:
-                kept = [(p, s) for p, s in zip(ranked.product_ids, ranked.scores, strict=True) if p not in shown][:size]
+                kept = [(p, s) for p, s in zip(answer.ranked.product_ids, answer.ranked.scores, strict=True)
+                        if p not in shown][:size]
                 ids, scores = [p for p, _ in kept], [s for _, s in kept]
             shown.update(ids)
-            carousels.append(Carousel(plan.name, plan.title, self.catalogue.cards_of(ids, scores),
-                                      fallback and plan.ask is not None))
+            carousels.append(Carousel(plan.name, plan.title, self.catalogue.cards_of(ids, scores), answer.fallback))
         self._log_impressions(request_id, visitor, carousels, answers)
         return Homepage(visitor, tuple(c for c in carousels if c.products), request_id, self.served.version,
                         personalised=history is not None, history_events=len(events))
@@ -114,12 +125,10 @@ class ShopService:
         ask = (lambda n: self.touchpoints.recommend(history, n, exclude_seen=True, **options)) if history else None
         name = candidate_set or "for_you"
         answer = await self._ask(_Plan(name, name, ask, allowed), k)
-        ranked = answer[0] if answer else None
-        ids = list(ranked.product_ids) if ranked else self.served.trending_among(
+        ids = list(answer.ranked.product_ids) if answer.ranked else self.served.trending_among(
             allowed, {e.product_id for e in events}, k)
         carousel = Carousel(name, "For you" if not candidate_set else candidate_set,
-                            self.catalogue.cards_of(ids, ranked.scores if ranked else None),
-                            answer is None and ask is not None)
+                            self.catalogue.cards_of(ids, answer.scores), answer.fallback)
         self._log_impressions(uuid.uuid4().hex, visitor, [carousel], [answer])
         return carousel
 
@@ -149,11 +158,10 @@ class ShopService:
                          lambda k: self.touchpoints.similar(product_id, history, k, alpha=alpha, exclude_seen=True),
                          same_category)
         answer = await self._ask(plan, size)
-        ranked, fallback = answer if answer is not None else (None, True)
         excluded = {e.product_id for e in events} | {product_id}
-        ids = list(ranked.product_ids) if ranked else self.served.trending_among(same_category, excluded, size)
-        carousel = Carousel("similar", plan.title, self.catalogue.cards_of(ids, ranked.scores if ranked else None),
-                            fallback and plan.ask is not None)
+        ids = (list(answer.ranked.product_ids) if answer.ranked
+               else self.served.trending_among(same_category, excluded, size))
+        carousel = Carousel("similar", plan.title, self.catalogue.cards_of(ids, answer.scores), answer.fallback)
         self._log_impressions(request_id, visitor, [carousel], [answer])
         return ProductPage(card, carousel, request_id)
 
@@ -220,17 +228,17 @@ class ShopService:
                 plans.append(_Plan(name, f"More {category}", recommend(candidates=candidates), members))
         return plans
 
-    async def _ask(self, plan: _Plan, k: int) -> tuple[Ranked | None, bool] | None:
-        """Triton's answer for a plan: (ranked, False), or None when the fallback must stand in."""
+    async def _ask(self, plan: _Plan, k: int) -> _Answer:
+        """Triton's ranking for a plan of ``k`` products; a failure is counted and answered with the fallback."""
         if plan.ask is None:
-            return None, False
+            return _Answer()
         try:
-            return await plan.ask(min(k, self.config.serving.max_top_k)), False
+            return _Answer(await plan.ask(min(k, self.config.serving.max_top_k)))
         except (TritonUnavailable, TritonRefused) as error:
             kind = "refused" if isinstance(error, TritonRefused) else "unavailable"
             self.metrics.triton_errors.labels(plan.name.split(":")[0], kind).inc()
             self.metrics.fallbacks.labels(plan.name.split(":")[0]).inc()
-            return None
+            return _Answer(fallback=True)
 
     async def _ordered(self, visitor: Visitor, touchpoint: str, title: str, tiers: list[list[str]], page: int,
                        page_size: int) -> ProductList:
@@ -248,7 +256,7 @@ class ShopService:
         cards = tuple(self.catalogue.cards_of(chosen, [scores.get(p, math.nan) for p in chosen]))
         request_id = uuid.uuid4().hex
         carousel = Carousel(touchpoint, title, cards, fallback)
-        self._log_impressions(request_id, visitor, [carousel], [(ranked, fallback)])
+        self._log_impressions(request_id, visitor, [carousel], [_Answer(ranked, fallback)])
         return ProductList(title, cards, page, page_size, len(products), request_id, fallback)
 
     async def _personal_order(self, products: list[str], history: History | None,
@@ -262,11 +270,10 @@ class ShopService:
         if history is None or not served:
             return by_trend, None, False
         answer = await self._ask(_Plan(touchpoint, touchpoint, lambda _: self.touchpoints.rerank(history, served)), 0)
-        if answer is None:
-            return by_trend, None, True
-        ranked = answer[0]
-        placed = set(ranked.product_ids)
-        return list(ranked.product_ids) + [p for p in by_trend if p not in placed], ranked, False
+        if answer.ranked is None:
+            return by_trend, None, answer.fallback
+        placed = set(answer.ranked.product_ids)
+        return list(answer.ranked.product_ids) + [p for p in by_trend if p not in placed], answer.ranked, False
 
     @staticmethod
     def _owned(event: dict[str, object], visitor: Visitor | None) -> dict[str, object]:
@@ -289,12 +296,12 @@ class ShopService:
                                for key, batch in by_key.items()))
 
     def _log_impressions(self, request_id: str, visitor: Visitor, carousels: Sequence[Carousel],
-                         answers: Sequence[tuple[Ranked | None, bool] | None]) -> None:
+                         answers: Sequence[_Answer]) -> None:
         """One impression record per carousel shown, written by the next :meth:`flush_impressions`."""
         now = self._clock()
         records = [{"request_id": request_id, "timestamp": now, "customer_id": visitor.events_customer_id,
                     "touchpoint": carousel.name,
-                    "model_version": answer[0].model_version if answer and answer[0] else self.served.version,
+                    "model_version": answer.ranked.model_version if answer.ranked else self.served.version,
                     "product_ids": [c.product_id for c in carousel.products],
                     "positions": list(range(1, len(carousel.products) + 1)),
                     "scores": [c.score if c.score is not None else math.nan for c in carousel.products],
