@@ -5,10 +5,12 @@ read by :mod:`fashionrec.contract.content`: the Triton model ``embed_products`` 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from fashionrec import artifacts
 from fashionrec import storage
@@ -18,7 +20,7 @@ from fashionrec.model.features import load_price_scaling
 from fashionrec.model.two_tower import ItemTower
 from fashionrec.embeddings_file import write_embeddings
 from fashionrec.model.popularity import prior_from_events
-from fashionrec.contract import content
+from fashionrec.contract import content, layout
 from fashionrec.stages.train import SavedConfigs, item_embeddings, load_item_tower, load_saved_configs
 
 
@@ -35,8 +37,8 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
                       event_weights: EventWeights = EventWeights(),
                       export_config: ExportConfig = ExportConfig()) -> ExportSummary:
     """Write ``embeddings.parquet`` (``product_id``, ``embedding``, ``is_new``, ``popularity_prior``) in
-    product-index order, and ``aggregation.json``: how serving must pool a history (the model's pooling,
-    these event weights). The prior (:mod:`fashionrec.model.popularity`) comes from the training events only,
+    product-index order, ``aggregation.json``: how serving must pool a history (the model's pooling,
+    these event weights), and ``candidate_sets.json``: one set per category, which publishing serves. The prior (:mod:`fashionrec.model.popularity`) comes from the training events only,
     so the holdout evaluation of it is honest.
 
     A new product has no trained id embedding (it was zero-initialised and never updated, or it is
@@ -56,10 +58,27 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     train_events = storage.read_table(storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE))
     prior = prior_from_events(train_events, product_ids, export_config)
     write_embeddings(storage.join(output_dir, artifacts.EMBEDDINGS_FILE), product_ids, embeddings, is_new, prior)
+    storage.write_json(storage.join(output_dir, layout.CANDIDATE_SETS_FILE), category_candidate_sets(catalogue,
+                                                                                                    product_ids))
     Aggregation.from_training(configs.train, event_weights, configs.transform.history_length).write(
         storage.join(output_dir, AGGREGATION_FILE))
     return ExportSummary(products=len(product_ids), new_products=int(is_new.sum()), dimension=embeddings.shape[1],
                          content_tower=tower_files is not None)
+
+
+CATEGORY_SET_PREFIX = "category:"  # candidate set of a category's products: "category:<name>"
+
+
+def category_candidate_sets(catalogue: pd.DataFrame, product_ids: Sequence[str]) -> dict[str, list[str]]:
+    """One candidate set per catalogue category (``category:<name>``: its products among ``product_ids``, in
+    their order), published with the version (``candidate_sets.json`` beside the embeddings), so a request
+    for a category's carousel names the set instead of listing up to thousands of ids."""
+    category = dict(zip(catalogue["product_id"], catalogue["category"], strict=True))
+    sets: dict[str, list[str]] = {}
+    for pid in product_ids:
+        if pid in category:
+            sets.setdefault(f"{CATEGORY_SET_PREFIX}{category[pid]}", []).append(str(pid))
+    return sets
 
 
 KERAS_GELU = {"gelu": "erf"}  # Keras' activation name -> the numpy twin's gelu variant (approximate=False)

@@ -26,6 +26,7 @@ from fashionrec.config import EventWeights, ServingConfig, ShopConfig
 from fashionrec.datasets.synthetic import generate_shop
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.serving.server import TritonServer
+from fashionrec.stages.export import category_candidate_sets
 
 REDIS_START_TIMEOUT_S = 10.0
 REDIS_STOP_TIMEOUT_S = 10.0
@@ -131,7 +132,8 @@ class ShopFiles:
 @pytest.fixture(scope="session")
 def shop_files(tmp_path_factory: pytest.TempPathFactory) -> ShopFiles:
     """A synthetic shop whose embeddings are its categories (plus noise), so that similar items and favourite
-    categories have a right answer; published as version 1 with a sale set and new_in."""
+    categories have a right answer; published as version 1 with a sale set, new_in and, as the export stage
+    writes them, one candidate set per category."""
     folder = tmp_path_factory.mktemp("shop")
     shop = generate_shop(SHOP_SIZE)
     catalogue, events = shop.catalogue, shop.events.copy()
@@ -153,7 +155,8 @@ def shop_files(tmp_path_factory: pytest.TempPathFactory) -> ShopFiles:
     (folder / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
     published = publish_model_repository(str(folder / "embeddings.parquet"), str(folder / "blessing.json"),
                                          str(folder / "model_repository"), ServingConfig(),
-                                         candidate_sets={"sale": ids[::SALE_EVERY]})
+                                         candidate_sets={"sale": ids[::SALE_EVERY],
+                                                         **category_candidate_sets(catalogue, ids)})
     catalogue.to_parquet(folder / "catalogue.parquet", index=False)
     events.to_parquet(folder / "events.parquet", index=False)
     return ShopFiles(str(folder / "catalogue.parquet"), str(folder / "events.parquet"), published.path, catalogue,

@@ -58,6 +58,14 @@ def test_favourite_category_carousel_holds_that_category(shop, shop_files):
     assert carousel["products"] and {p["category"] for p in carousel["products"]} == {favourite}
 
 
+def test_one_carousel_among_a_published_category_set(shop, shop_files):
+    carousel = _page(shop, "/v1/recommendations", customer_id=_active_customer(shop_files), k=8,
+                     candidate_set="category:dress")
+    assert len(carousel["products"]) == 8 and {p["category"] for p in carousel["products"]} == {"dress"}
+    unknown = httpx.get(f"{shop.url}/v1/recommendations", params={"customer_id": "C1", "candidate_set": "nope"})
+    assert unknown.status_code == 404 and "unknown candidate set" in unknown.text
+
+
 def test_a_purchase_posted_now_is_never_recommended_next(shop, shop_files):
     customer = _active_customer(shop_files)
     before = _page(shop, "/v1/homepage", customer_id=customer)
