@@ -76,6 +76,7 @@ def config_parameter(model_config: dict, key: str) -> str:
 
 
 CANDIDATE_SETS_FILE = "candidate_sets.json"  # {"sale": [product ids], ...}: named candidate restrictions
+CATEGORY_SET_PREFIX = "category:"  # the set of a category's products, as the export stage writes it
 
 
 def load_json(path: Path) -> dict:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from fashionrec.config import PipelineConfig
+from fashionrec.contract.layout import CATEGORY_SET_PREFIX
 from fashionrec.online.catalogue import ShopCatalogue
 from fashionrec.online.event_log import EventLog
 from fashionrec.online.events import ShopEvent, check_events
@@ -217,7 +218,7 @@ class ShopService:
                   for name, title in FIXED_CAROUSELS[1:] if sets.get(name)]
         for category in self.catalogue.favourite_categories([e.product_id for e in events],
                                                             [e.weight for e in events], self._online.category_carousels):
-            name = f"category:{category}"
+            name = f"{CATEGORY_SET_PREFIX}{category}"
             members = frozenset(p for p in self.catalogue.in_category(category) if p in self.served.product_ids)
             if name in sets:  # published with the version: the request names the set instead of listing ids
                 plans.append(_Plan(name, f"More {category}", recommend(candidate_set=name), members))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,14 +112,26 @@ def add_products(model_repository: str, products: str | pd.DataFrame, serving: S
     added = list(new["product_id"])
     embeddings = np.concatenate([base.embeddings, embed(base.tower, new)]).astype(np.float32)
     prior = np.concatenate([base.prior, np.zeros(len(added), np.float32)])  # no interactions yet: no popularity
-    sets = {name: list(members) for name, members in base.candidate_sets.items()}
-    sets[NEW_IN_SET] = [*sets.get(NEW_IN_SET, []), *added]
+    sets = sets_with_new_products(base.candidate_sets, added, list(new["category"]))
     update = {"base_version": base.version, "added_product_ids": added,
               "products": products if isinstance(products, str) else "DataFrame",
               "embeddings_path": base.entry.get("embeddings_path")}
     version, size = _republish(model_repository, serving, base, [*base.product_ids, *added], embeddings, prior, sets,
                                update, server_url, protocol)
     return CatalogueUpdate(version, base.version, added, size)
+
+
+def sets_with_new_products(sets: Mapping[str, Sequence[str]], added: Sequence[str],
+                           categories: Sequence[str]) -> dict[str, list[str]]:
+    """The served candidate sets with new products added: all of them to ``new_in``, and each to its
+    category's set (``category:<name>``, created if need be) when the version was published with category
+    sets (an export since they exist), so a category carousel finds a product added without retraining."""
+    updated = {name: list(members) for name, members in sets.items()}
+    updated[NEW_IN_SET] = [*updated.get(NEW_IN_SET, []), *added]
+    if any(name.startswith(layout.CATEGORY_SET_PREFIX) for name in sets):
+        for pid, category in zip(added, categories, strict=True):
+            updated.setdefault(f"{layout.CATEGORY_SET_PREFIX}{category}", []).append(pid)
+    return updated
 
 
 def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: ServingConfig, export: ExportConfig,

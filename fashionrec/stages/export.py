@@ -66,9 +66,6 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
                          content_tower=tower_files is not None)
 
 
-CATEGORY_SET_PREFIX = "category:"  # candidate set of a category's products: "category:<name>"
-
-
 def category_candidate_sets(catalogue: pd.DataFrame, product_ids: Sequence[str]) -> dict[str, list[str]]:
     """One candidate set per catalogue category (``category:<name>``: its products among ``product_ids``, in
     their order), published with the version (``candidate_sets.json`` beside the embeddings), so a request
@@ -77,7 +74,7 @@ def category_candidate_sets(catalogue: pd.DataFrame, product_ids: Sequence[str])
     sets: dict[str, list[str]] = {}
     for pid in product_ids:
         if pid in category:
-            sets.setdefault(f"{CATEGORY_SET_PREFIX}{category[pid]}", []).append(str(pid))
+            sets.setdefault(f"{layout.CATEGORY_SET_PREFIX}{category[pid]}", []).append(str(pid))
     return sets
 
 
