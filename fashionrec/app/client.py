@@ -132,20 +132,15 @@ class FashionrecClient:
         columns = {"TITLE": [p.title for p in products], "DESCRIPTION": [p.description for p in products],
                    "CATEGORY": [p.category for p in products], "COLOUR": [p.colour for p in products],
                    "BRAND": [p.brand for p in products]}
-        inputs = [self._input(name, requests.text(values).reshape(-1, 1), "BYTES") for name, values in columns.items()]
-        prices = np.array([p.price for p in products], dtype=np.float32).reshape(-1, 1)
-        inputs.append(self._input("PRICE", prices, "FP32"))
-        result = self.infer(self.serving.embed_model_name, inputs, ["EMBEDDING"])
+        tensors = [(name, requests.text(values).reshape(-1, 1), "BYTES") for name, values in columns.items()]
+        tensors.append(("PRICE", np.array([p.price for p in products], dtype=np.float32).reshape(-1, 1), "FP32"))
+        result = self.infer(self.serving.embed_model_name, requests.infer_inputs(self._module, tensors),
+                            ["EMBEDDING"])
         return result.as_numpy("EMBEDDING").astype(np.float32)
 
     # -- plumbing -----------------------------------------------------------------------------------
-    def _input(self, name: str, data: np.ndarray, datatype: str) -> Any:
-        tensor = self._module.InferInput(name, list(data.shape), datatype)
-        tensor.set_data_from_numpy(data)
-        return tensor
-
     def _ranked(self, model: str, tensors: list[requests.Tensor]) -> list[Recommendation]:
-        result = self.infer(model, [self._input(*tensor) for tensor in tensors], requests.RANKED_OUTPUTS)
+        result = self.infer(model, requests.infer_inputs(self._module, tensors), requests.RANKED_OUTPUTS)
         ids = result.as_numpy("PRODUCT_IDS").reshape(-1)
         scores = result.as_numpy("SCORES").reshape(-1)
         return [Recommendation(pid.decode("utf-8"), float(score)) for pid, score in zip(ids, scores, strict=True)]

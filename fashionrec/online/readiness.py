@@ -14,11 +14,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from fashionrec.online.pages import ShopService
 from fashionrec.online.store import StoreUnavailable
 from fashionrec.online.triton import TritonRefused, TritonUnavailable
-from fashionrec.serving.requests import History
+from fashionrec.serving import requests
 
 OK = "ok"
 
@@ -57,14 +58,13 @@ class Readiness:
                                checks)
 
     def _canaries(self) -> dict[str, Callable[[], Awaitable[object]]]:
-        """One question per touchpoint, about the most trending served products."""
+        """One question per touchpoint (the same the Triton pods' canary asks), about the most trending
+        served products; by touchpoint model name."""
         trending, touchpoints = self._shop.served.trending, self._shop.touchpoints
         if not trending:
             return {}
-        history = History([trending[0]])
-        return {"recommend": lambda: touchpoints.recommend(history, 1),
-                "rerank": lambda: touchpoints.rerank(history, list(trending[:2])),
-                "similar": lambda: touchpoints.similar(trending[0], history, 1)}
+        questions = requests.canary_questions(trending[:2], self._shop.config.serving)
+        return {model: partial(touchpoints.ask, model, tensors) for model, tensors in questions.items()}
 
     async def _store(self) -> str:
         try:

@@ -53,15 +53,15 @@ class Touchpoints:
 
     async def recommend(self, history: History, k: int, **options: object) -> Ranked:
         """``recommend`` (options as :func:`fashionrec.serving.requests.recommend_tensors` takes them)."""
-        return await self._ranked(self._serving.model_name,
-                                  requests.recommend_tensors(history, k, self._serving, **options))
+        return await self.ask(self._serving.model_name,
+                              requests.recommend_tensors(history, k, self._serving, **options))
 
     async def rerank(self, history: History, product_ids: Sequence[str]) -> Ranked:
-        return await self._ranked(self._serving.rerank_model_name, requests.rerank_tensors(history, product_ids))
+        return await self.ask(self._serving.rerank_model_name, requests.rerank_tensors(history, product_ids))
 
     async def similar(self, hero: str, history: History, k: int, **options: object) -> Ranked:
-        return await self._ranked(self._serving.similar_model_name,
-                                  requests.similar_tensors(hero, history, k, self._serving, **options))
+        return await self.ask(self._serving.similar_model_name,
+                              requests.similar_tensors(hero, history, k, self._serving, **options))
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -74,11 +74,12 @@ class Touchpoints:
             self._channel = aio.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
         return self._channel
 
-    async def _ranked(self, model: str, tensors: list[requests.Tensor]) -> Ranked:
+    async def ask(self, model: str, tensors: list[requests.Tensor]) -> Ranked:
+        """One ranking touchpoint's answer to ``tensors`` (as :mod:`fashionrec.serving.requests` builds them)."""
         started = time.perf_counter()
         try:
             result = await self._client.infer(
-                model, [_input(*tensor) for tensor in tensors],
+                model, requests.infer_inputs(aio, tensors),
                 outputs=[aio.InferRequestedOutput(name) for name in requests.RANKED_OUTPUTS],
                 client_timeout=self._timeout_s)
         except InferenceServerException as error:
@@ -90,9 +91,3 @@ class Touchpoints:
         version = result.get_response().model_version
         return Ranked(tuple(pid.decode("utf-8") for pid in ids), tuple(float(s) for s in scores),
                       int(version) if version else None, time.perf_counter() - started)
-
-
-def _input(name: str, value: object, datatype: str) -> aio.InferInput:
-    tensor = aio.InferInput(name, list(value.shape), datatype)  # type: ignore[attr-defined]
-    tensor.set_data_from_numpy(value)
-    return tensor

@@ -40,7 +40,6 @@ from fashionrec.config import ServingConfig
 from fashionrec.contract.layout import PRODUCT_IDS_FILE
 from fashionrec.serving import requests
 from fashionrec.serving.connection import raw_client, server_address, tritonclient_module
-from fashionrec.serving.requests import History
 
 OK = "ok"
 READY_PATH = "/ready"
@@ -137,7 +136,7 @@ class Canary:
             version = self._served_version(model)
             products = self._product_ids(version)
             result = self._client.infer(
-                model, [self._input(*tensor) for tensor in self._question(model, products)],
+                model, requests.infer_inputs(self._grpc, requests.canary_questions(products, self.serving)[model]),
                 outputs=[self._grpc.InferRequestedOutput(name) for name in requests.RANKED_OUTPUTS],
                 client_timeout=self.serving.canary_timeout_s)
         except InferenceServerException as error:  # down, unloaded, failing, too slow or refused
@@ -169,19 +168,6 @@ class Canary:
                     self._products.pop(min(self._products))
                 self._products[version] = ids
             return self._products[version]
-
-    def _question(self, model: str, products: tuple[str, ...]) -> list[requests.Tensor]:
-        history = History([products[0]])
-        if model == self.serving.model_name:
-            return requests.recommend_tensors(history, 1, self.serving)
-        if model == self.serving.rerank_model_name:
-            return requests.rerank_tensors(history, list(products))
-        return requests.similar_tensors(products[0], history, 1, self.serving)
-
-    def _input(self, name: str, value: Any, datatype: str) -> Any:
-        tensor = self._grpc.InferInput(name, list(value.shape), datatype)
-        tensor.set_data_from_numpy(value)
-        return tensor
 
     def _announce(self, previous: CanaryReport | None, fresh: CanaryReport) -> None:
         """Log a change of readiness or of a check's outcome (not every probe)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,16 @@ class History:
 def as_history(history: History | Sequence[str]) -> History:
     """A History, given one or a plain list of product ids."""
     return history if isinstance(history, History) else History(list(history))
+
+
+def infer_inputs(module: Any, tensors: Sequence[Tensor]) -> list[Any]:
+    """The tensors as ``module``'s InferInputs (``tritonclient.grpc``, its ``aio`` or ``tritonclient.http``)."""
+    inputs = []
+    for name, value, datatype in tensors:
+        tensor = module.InferInput(name, list(value.shape), datatype)
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    return inputs
 
 
 def text(values: Sequence[object]) -> np.ndarray:
@@ -105,3 +116,13 @@ def similar_tensors(hero: str, history: History, k: int | None, serving: Serving
     if alpha is not None:
         tensors.append(("ALPHA", np.array([[alpha]], dtype=np.float32), "FP32"))
     return tensors + candidate_tensors(candidates, candidate_set) + flag("EXCLUDE_SEEN", exclude_seen)
+
+
+def canary_questions(products: Sequence[str], serving: ServingConfig) -> dict[str, list[Tensor]]:
+    """One real question per touchpoint about served products, by model name: ``recommend`` (a one-product
+    history, k=1), ``rerank`` (the first two products) and ``similar`` (the first as the hero, k=1). What the
+    readiness checks of Triton's pods (:mod:`fashionrec.serving.canary`) and of the shop service ask."""
+    history = History([products[0]])
+    return {serving.model_name: recommend_tensors(history, 1, serving),
+            serving.rerank_model_name: rerank_tensors(history, list(products[:2])),
+            serving.similar_model_name: similar_tensors(products[0], history, 1, serving)}
