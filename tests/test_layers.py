@@ -35,7 +35,7 @@ def test_the_lower_layers_import_no_framework(module):
 LAYERS = (
     ("contract", ("fashionrec.contract",)),  # runs inside Triton: numpy and the standard library only
     ("foundation", ("fashionrec.config", "fashionrec.artifacts", "fashionrec.storage", "fashionrec.progress",
-                    "fashionrec.embeddings_file")),
+                    "fashionrec.messages", "fashionrec.embeddings_file")),
     ("model", ("fashionrec.model",)),
     ("stages", ("fashionrec.stages", "fashionrec.datasets")),
     ("serving", ("fashionrec.serving",)),  # a tritonserver process and connections to it

@@ -11,6 +11,7 @@ import click
 
 from fashionrec.config import COMPONENT_IMAGE, ConfigError, PipelineConfig, dataset_config, parse_assignments
 from fashionrec.datasets import DATASET_NAMES
+from fashionrec.messages import one_line
 from fashionrec.app.serving_commands import (catalogue_group, embed_products_command, rollback_command,
                                              serve_canary_command, serve_command)
 from fashionrec.app.shop_commands import shop_group
@@ -245,6 +246,9 @@ def schedule_command(cron: str | None, time_zone: str | None, max_concurrent_run
         _echo_submission(schedule(target, arguments, config, when))
 
 
+REMOTE_ERROR_CHARS = 300  # of a remote API's message quoted in a one-line error
+
+
 AUTH_HINT = (" (credentials: set $KFP_TOKEN to a bearer token or $KFP_COOKIES to a login's session cookies, "
              "or pass --kfp-sa-token inside the cluster)")
 
@@ -263,18 +267,20 @@ def _remote_errors(target: Target) -> Iterator[None]:
     try:
         yield
     except KfpAccessRefused as error:
-        raise click.ClickException(_one_line(error) + AUTH_HINT) from error
+        raise click.ClickException(one_line(error, REMOTE_ERROR_CHARS) + AUTH_HINT) from error
     except urllib3.exceptions.HTTPError as error:
         cause = getattr(error, "reason", None) or error
-        raise click.ClickException(f"cannot reach {target}: {_one_line(cause)}") from error
+        raise click.ClickException(f"cannot reach {target}: {one_line(cause, REMOTE_ERROR_CHARS)}") from error
     except (google_auth.GoogleAuthError, google_api.Unauthenticated, google_api.PermissionDenied) as error:
-        raise click.ClickException(f"{target} refused the credentials: {_one_line(error)}") from error
+        raise click.ClickException(
+            f"{target} refused the credentials: {one_line(error, REMOTE_ERROR_CHARS)}") from error
     except ApiException as error:  # Kubeflow's REST API: the status and the message of its JSON body
         hint = AUTH_HINT if error.status == 401 else ""  # 403: authenticated, but not allowed
         raise click.ClickException(f"{target} answered {error.status} {error.reason}: "
-                                   f"{_one_line(_api_message(error.body))}{hint}") from error
+                                   f"{one_line(_api_message(error.body), REMOTE_ERROR_CHARS)}{hint}") from error
     except google_api.GoogleAPICallError as error:
-        raise click.ClickException(f"{target} answered an error: {_one_line(error)}") from error
+        raise click.ClickException(
+            f"{target} answered an error: {one_line(error, REMOTE_ERROR_CHARS)}") from error
 
 
 def _api_message(body: object) -> str:
@@ -285,11 +291,6 @@ def _api_message(body: object) -> str:
         return str(json.loads(body).get("message") or body)  # type: ignore[arg-type, union-attr]
     except (TypeError, ValueError, AttributeError):
         return str(body)
-
-
-def _one_line(error: object, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _client_options = [

@@ -25,6 +25,7 @@ from typing import Any
 
 from fashionrec import storage
 from fashionrec.config import ServingConfig
+from fashionrec.messages import one_line
 from fashionrec.repository.check import check_version
 from fashionrec.repository.manifest import CONFIG_FILE, read_manifest, serving_version, write_manifest, write_text
 
@@ -164,19 +165,13 @@ def load_or_revert(url: str, repository: str, manifest: dict, target: int, previ
         load_models(url, serving, protocol)
         return manifest
     except InferenceServerException as error:
-        reason = _short(str(error))
+        reason = one_line(error, MAX_REASON_CHARS)
         if previous is None or previous == target:
             raise VersionError(f"version {target} failed to load: {reason}") from None
         write_serving_configs(repository, manifest, previous, serving, keep_previous=False)
         load_models(url, serving, protocol)
         raise VersionError(f"version {target} failed to load, so serving stays on version {previous}: "
                            f"{reason}") from None
-
-
-def _short(message: str, limit: int = MAX_REASON_CHARS) -> str:
-    """A server's message on one line, cut to ``limit`` characters."""
-    line = " ".join(message.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def rollback(repository: str, serving: ServingConfig, to_version: int | None = None, url: str | None = None,

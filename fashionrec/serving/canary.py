@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.contract.layout import PRODUCT_IDS_FILE
+from fashionrec.messages import one_line
 from fashionrec.serving import requests
 from fashionrec.serving.connection import raw_client, server_address, tritonclient_module
 
@@ -140,11 +141,11 @@ class Canary:
                 outputs=[self._grpc.InferRequestedOutput(name) for name in requests.RANKED_OUTPUTS],
                 client_timeout=self.serving.canary_timeout_s)
         except InferenceServerException as error:  # down, unloaded, failing, too slow or refused
-            return _short(f"{error.status() or 'failed'}: {error.message()}"), None
+            return one_line(f"{error.status() or 'failed'}: {error.message()}", MAX_REASON_CHARS), None
         except (OSError, ValueError) as error:  # no ready version, or its product ids could not be read
-            return _short(str(error)), None
+            return one_line(error, MAX_REASON_CHARS), None
         except Exception as error:  # noqa: BLE001 (e.g. the bucket's 403): a failed check, never a failed probe
-            return _short(f"{type(error).__name__}: {error}"), None
+            return one_line(f"{type(error).__name__}: {error}", MAX_REASON_CHARS), None
         if result.as_numpy("PRODUCT_IDS").size == 0:
             return f"{model} answered with no products", None
         answered = result.get_response().model_version
@@ -178,12 +179,6 @@ class Canary:
         failed = "; ".join(f"{name}: {reason}" for name, reason in fresh.checks.items() if reason != OK)
         self._log(f"canary: Triton at {self.triton_url} {state} (version {fresh.version})"
                   + (f": {failed}" if failed else ""))
-
-
-def _short(reason: str, limit: int = MAX_REASON_CHARS) -> str:
-    """A reason on one line, cut to ``limit`` characters."""
-    line = " ".join(reason.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class CanaryServer(ThreadingHTTPServer):
