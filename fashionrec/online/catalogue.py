@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 
@@ -74,6 +75,15 @@ class ShopCatalogue:
     def categories(self) -> list[str]:
         """Every category, largest first (ties by name)."""
         return sorted(self.by_category, key=lambda name: (-len(self.by_category[name]), name))
+
+    @cached_property
+    def category_sets(self) -> dict[str, frozenset[str]]:
+        """Each category's products as a set, made once (pages ask "is it in the category?" per request)."""
+        return {category: frozenset(ids) for category, ids in self.by_category.items()}
+
+    def category_set(self, category: str) -> frozenset[str]:
+        self.in_category(category)  # NotFound for an unknown category
+        return self.category_sets[category]
 
     def in_category(self, category: str) -> tuple[str, ...]:
         if category not in self.by_category:

@@ -151,7 +151,7 @@ class ShopService:
         card = self.catalogue.card(product_id)
         events = await self.store.history(visitor.key)
         size, request_id = self._online.carousel_size, uuid.uuid4().hex
-        same_category = frozenset(self.catalogue.in_category(card.category))
+        same_category = self.catalogue.category_set(card.category)
         plan = _Plan("similar", "You may also like", None, same_category)
         if product_id in self.served.product_ids:
             history = self._history(events) or History([])
@@ -171,8 +171,9 @@ class ShopService:
         if len(events) > self._online.max_events_per_batch:
             raise TooLarge(f"{len(events)} events in one batch; at most {self._online.max_events_per_batch}")
         rows = [self._owned(event, visitor) for event in events]
-        accepted, rejected = check_events(rows, set(self.catalogue.cards), self.config.ingest, self._online,
-                                          self._clock())
+        # the batch's catalogue products: ingest's check needs no set of the whole catalogue per request
+        known = {row["product_id"] for row in rows if row.get("product_id") in self.catalogue.cards}
+        accepted, rejected = check_events(rows, known, self.config.ingest, self._online, self._clock())
         if accepted:
             await asyncio.to_thread(self.log.append, "events", [e.as_record() for e in accepted])
             await self._remember(accepted)
@@ -219,7 +220,7 @@ class ShopService:
         for category in self.catalogue.favourite_categories([e.product_id for e in events],
                                                             [e.weight for e in events], self._online.category_carousels):
             name = f"{CATEGORY_SET_PREFIX}{category}"
-            members = frozenset(p for p in self.catalogue.in_category(category) if p in self.served.product_ids)
+            members = self.catalogue.category_set(category)  # only served products trend: none other is chosen
             if name in sets:  # published with the version: the request names the set instead of listing ids
                 plans.append(_Plan(name, f"More {category}", recommend(candidate_set=name), members))
                 continue
@@ -264,7 +265,7 @@ class ShopService:
                               touchpoint: str) -> tuple[list[str], Ranked | None, bool]:
         """``products`` reranked for the history (the served ones, the ``online.rerank_candidates`` most trending;
         the others after them in trending order), or in trending order without a history or when Triton fails."""
-        rank = {pid: i for i, pid in enumerate(self.served.trending)}
+        rank = self.served.trend_rank
         by_trend = sorted(products, key=lambda p: rank.get(p, len(rank)))
         limit = min(self._online.rerank_candidates, self.config.serving.max_candidates)
         served = [p for p in by_trend if p in self.served.product_ids][:limit]

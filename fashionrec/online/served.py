@@ -9,6 +9,7 @@ changes (a publish or a rollback).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -41,6 +42,11 @@ class ServedView:
         if serving_version(read_manifest(model_repository)) == self.version:
             return self
         return ServedView.read(model_repository, serving)
+
+    @cached_property
+    def trend_rank(self) -> dict[str, int]:
+        """Each served product's place in :attr:`trending` (0: most trending), once per view."""
+        return {pid: rank for rank, pid in enumerate(self.trending)}
 
     def trending_among(self, allowed: frozenset[str] | set[str] | None, excluded: set[str], count: int) -> list[str]:
         """The ``count`` most trending products in ``allowed`` (None: any) and not in ``excluded``."""
