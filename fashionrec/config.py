@@ -498,7 +498,42 @@ class OnlineConfig(Section):
             raise ConfigError("page_size", f"must be at most max_page_size ({self.max_page_size}), got {self.page_size}")
 
 
-SERVICE_SECTIONS = ("online",)  # settings of the running shop service, not of a pipeline run
+@dataclass(frozen=True)
+class ExperimentConfig(Section):
+    """Online experiments between served versions: the shop's routing (``fashionrec experiment``) and the
+    online report computed from the event log."""
+
+    # An event on a product counts for the latest impression that showed the product to the same visitor
+    # at most this long before it (an event with the impression's request_id counts for that one).
+    attribution_window_s: float = at_least(86_400.0, 0.0, strictly=True)
+    confidence: float = fraction(0.95)  # of each metric's interval of (arm - control)
+    srm_p_value: float = fraction(0.001)  # a sample-ratio chi-square below this flags a broken split
+    refresh_s: float = at_least(5.0, 0.0, strictly=True)  # how often the shop re-reads the experiment file
+    max_arms: int = at_least(8, 2)
+
+
+@dataclass(frozen=True)
+class SimulationConfig(Section):
+    """The shop simulator (``fashionrec simulate``): the embedded shop's customers, with their true tastes,
+    visiting a running shop service over HTTP."""
+
+    days: int = at_least(7, 1)
+    visitors_per_day: int = at_least(200, 1)
+    # A visitor looks at slot p (1-based) of a carousel or list with probability examination_decay ** (p - 1).
+    examination_decay: float = fraction(0.85)
+    # P(click | looked) = sigmoid(click_sharpness * (affinity - click_threshold)), affinity the true taste match.
+    click_sharpness: float = at_least(6.0, 0.0, strictly=True)
+    click_threshold: float = 0.6
+    # P(add to bag | click) and P(purchase | bag) grow with affinity and fall with price (per 100 currency).
+    bag_base: float = fraction(0.35)
+    purchase_base: float = fraction(0.5)
+    price_sensitivity: float = at_least(0.5, 0.0)
+    new_products_per_day: int = at_least(0, 0)
+    concurrency: int = at_least(4, 1)  # visitors in flight at once
+    seed: int = 0
+
+
+SERVICE_SECTIONS = ("online", "experiment", "simulation")  # settings of the running shop and its tools, not of a pipeline run
 
 
 @dataclass(frozen=True)
@@ -513,6 +548,8 @@ class PipelineConfig(Section):
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
     def sections(self) -> dict[str, Section]:
         """Each pipeline section by name (``train`` → TrainConfig): a KFP task receives only the ones it uses.

@@ -328,6 +328,24 @@ def rename(source: str, target: str) -> None:
 # Folder trees
 
 
+def remove(uri: str) -> None:
+    """Delete a file or a whole folder; nothing there is no error. On GCS: every object under the name."""
+    if not is_gcs(uri):
+        path = _local_path(uri)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+        return
+    bucket_name, key = _split_gcs(uri)
+    bucket = _client().bucket(bucket_name)
+    blobs = list(_client().list_blobs(bucket_name, prefix=_folder_prefix(key)))
+    if bucket.blob(key).exists():
+        blobs.append(bucket.blob(key))
+    for blob in blobs:
+        blob.delete()
+
+
 def copy_tree(local_dir: str, uri: str) -> list[str]:
     """Copy local folder ``local_dir`` (recursively) into ``uri``; return the URIs written, in order.
 

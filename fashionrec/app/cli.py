@@ -14,6 +14,7 @@ from fashionrec.datasets import DATASET_NAMES
 from fashionrec.messages import one_line
 from fashionrec.app.serving_commands import (catalogue_group, embed_products_command, rollback_command,
                                              serve_canary_command, serve_command)
+from fashionrec.app.experiment_commands import experiment_group
 from fashionrec.app.shop_commands import shop_group
 
 if TYPE_CHECKING:  # the submission code (kfp.Client, Vertex SDK) loads only when a command needs it
@@ -405,6 +406,7 @@ main.add_command(serve_canary_command)
 main.add_command(catalogue_group)
 main.add_command(embed_products_command)
 main.add_command(shop_group)
+main.add_command(experiment_group)
 model_group.add_command(rollback_command)
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from fashionrec.online.views import (BadInput, Carousel, EventReceipt, Homepage,
                                      Visitor)
 
 API_VERSION = "v1"
+REQUEST_ID_MAX_LENGTH = 64  # the service's own request ids are 32 hex digits
 MESSAGE_LIMIT = 300  # characters of an error message: enough to say what is wrong, never a whole input
 
 
@@ -42,6 +43,8 @@ class EventIn(BaseModel):
     event_type: str | None = None
     timestamp: str | float | None = Field(None, description="ISO 8601 or epoch seconds; default: now")
     weight: float | None = Field(None, description="default: the event type's weight")
+    request_id: str | None = Field(None, max_length=REQUEST_ID_MAX_LENGTH,
+                                   description="the request_id of the page that showed the product (attribution)")
 
 
 class EventBatch(BaseModel):

@@ -66,6 +66,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("event_type", pa.string(), nullable=False),
         pa.field("timestamp", UTC, nullable=False),
         pa.field("weight", pa.float32(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=True),  # the page that showed the product, when known
+        pa.field("experiment", pa.string(), nullable=True),  # the visitor's experiment and arm, when in one
+        pa.field("arm", pa.string(), nullable=True),
     ]),
     IMPRESSIONS: pa.schema([
         pa.field("request_id", pa.string(), nullable=False),
@@ -77,6 +80,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("positions", pa.list_(pa.int32()), nullable=False),
         pa.field("scores", pa.list_(pa.float32()), nullable=False),  # NaN where there is no score
         pa.field("fallback", pa.bool_(), nullable=False),
+        pa.field("experiment", pa.string(), nullable=True),
+        pa.field("arm", pa.string(), nullable=True),
     ]),
 }
 KINDS = tuple(SCHEMAS)
@@ -350,6 +355,10 @@ def _flag(value: object, name: str) -> bool:
     return value
 
 
+def _optional_text(value: object, name: str) -> str | None:
+    return None if value is None else _text(value, name)
+
+
 def _optional_int64(value: object, name: str) -> int | None:
     return None if value is None else _integer(value, name, INT64)
 
@@ -368,11 +377,15 @@ def _int32(value: object, name: str) -> int:
 
 FIELD_CHECKS: dict[str, dict[str, Callable[[object, str], object]]] = {
     EVENTS: {"customer_id": _text, "product_id": _text, "event_type": _text, "timestamp": _seconds,
-             "weight": _number},
+             "weight": _number, "request_id": _optional_text, "experiment": _optional_text, "arm": _optional_text},
     IMPRESSIONS: {"request_id": _text, "timestamp": _seconds, "customer_id": _text, "touchpoint": _text,
                   "model_version": _optional_int64, "product_ids": _list_of(_text),
-                  "positions": _list_of(_int32), "scores": _list_of(_number), "fallback": _flag},
+                  "positions": _list_of(_int32), "scores": _list_of(_number), "fallback": _flag,
+                  "experiment": _optional_text, "arm": _optional_text},
 }
+# Fields added after logs were first written: a record without them (e.g. in a journal written by an older
+# version, replayed after a crash) is read as null there.
+OPTIONAL_FIELDS = {EVENTS: {"request_id", "experiment", "arm"}, IMPRESSIONS: {"experiment", "arm"}}
 
 
 def _normalise(kind: str, record: Mapping[str, object]) -> dict[str, object]:
@@ -382,11 +395,11 @@ def _normalise(kind: str, record: Mapping[str, object]) -> dict[str, object]:
         raise ValueError(f"unknown record kind {kind!r}; choose one of {KINDS}")
     if not isinstance(record, Mapping):
         raise TypeError(f"a {kind} record must be a mapping, got {type(record).__name__}")
-    missing = [name for name in checks if name not in record]
+    missing = [name for name in checks if name not in record and name not in OPTIONAL_FIELDS[kind]]
     extra = [name for name in record if name not in checks]
     if missing or extra:
         raise ValueError(f"{kind} record: missing fields {missing}, unknown fields {extra}")
-    return {name: check(record[name], f"{kind}.{name}") for name, check in checks.items()}
+    return {name: check(record.get(name), f"{kind}.{name}") for name, check in checks.items()}
 
 
 def _micros(seconds: float) -> int:

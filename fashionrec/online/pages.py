@@ -28,6 +28,7 @@ from fashionrec.config import PipelineConfig
 from fashionrec.contract.layout import CATEGORY_SET_PREFIX
 from fashionrec.online.catalogue import ShopCatalogue
 from fashionrec.online.event_log import EventLog
+from fashionrec.online.experiments import ExperimentRouter, Route
 from fashionrec.online.events import ShopEvent, check_events
 from fashionrec.online.metrics import ShopMetrics
 from fashionrec.online.served import ServedView
@@ -77,9 +78,10 @@ class ShopService:
 
     def __init__(self, catalogue: ShopCatalogue, touchpoints: Touchpoints, store: CustomerStore, log: EventLog,
                  served: ServedView, config: PipelineConfig, metrics: ShopMetrics,
-                 examples: Sequence[str] = (), clock: Callable[[], float] = time.time) -> None:
+                 examples: Sequence[str] = (), clock: Callable[[], float] = time.time,
+                 router: ExperimentRouter | None = None) -> None:
         self.catalogue, self.touchpoints, self.store, self.log = catalogue, touchpoints, store, log
-        self.served, self.config, self.metrics = served, config, metrics
+        self.served, self.config, self.metrics, self.router = served, config, metrics, router
         self._online, self._examples, self._clock = config.online, list(examples), clock
         self._impressions: list[dict[str, object]] = []  # shown, not yet in the log (flush_impressions)
 
@@ -91,46 +93,48 @@ class ShopService:
 
     # -- pages ----------------------------------------------------------------------------------------
     async def homepage(self, visitor: Visitor) -> Homepage:
-        events = await self.store.history(visitor.key)
-        history, seen = self._history(events), {e.product_id for e in events}
-        plans = self._plans(events, history)
+        events, route = await self.store.history(visitor.key), self.route(visitor.events_customer_id)
+        history, seen = self._history(events, route.view), {e.product_id for e in events}
+        plans = self._plans(events, history, route)
         size, request_id = self._online.carousel_size, uuid.uuid4().hex
         answers = await asyncio.gather(*(self._ask(plan, size * (i + 1)) for i, plan in enumerate(plans)))
         shown: set[str] = set()
         carousels = []
         for plan, answer in zip(plans, answers, strict=True):
             if answer.ranked is None:
-                ids, scores = self.served.trending_among(plan.allowed, seen | shown, size), None
+                ids, scores = route.view.trending_among(plan.allowed, seen | shown, size), None
             else:
                 kept = [(p, s) for p, s in zip(answer.ranked.product_ids, answer.ranked.scores, strict=True)
                         if p not in shown][:size]
                 ids, scores = [p for p, _ in kept], [s for _, s in kept]
             shown.update(ids)
             carousels.append(Carousel(plan.name, plan.title, self.catalogue.cards_of(ids, scores), answer.fallback))
-        self._log_impressions(request_id, visitor, carousels, answers)
-        return Homepage(visitor, tuple(c for c in carousels if c.products), request_id, self.served.version,
+        self._log_impressions(request_id, visitor, carousels, answers, route)
+        return Homepage(visitor, tuple(c for c in carousels if c.products), request_id, route.view.version,
                         personalised=history is not None, history_events=len(events))
 
     async def recommendations(self, visitor: Visitor, k: int, candidate_set: str | None = None) -> Carousel:
         """One carousel, *for you* (or among a published candidate set): a single Triton call, for sites that
         compose their own pages (emails, apps)."""
-        if candidate_set is not None and candidate_set not in self.served.candidate_sets:
+        route = self.route(visitor.events_customer_id)
+        if candidate_set is not None and candidate_set not in route.view.candidate_sets:
             raise NotFound(f"unknown candidate set {candidate_set[:64]!r}; published: "
-                           f"{sorted(self.served.candidate_sets)}")
+                           f"{sorted(route.view.candidate_sets)}")
         if not 1 <= k <= self.config.serving.max_top_k:
             raise BadInput(f"k must be within 1..{self.config.serving.max_top_k}, got {k}")
         events = await self.store.history(visitor.key)
-        history = self._history(events)
+        history = self._history(events, route.view)
         options = {"candidate_set": candidate_set} if candidate_set else {}
-        allowed = self.served.candidate_sets.get(candidate_set) if candidate_set else None
-        ask = (lambda n: self.touchpoints.recommend(history, n, exclude_seen=True, **options)) if history else None
+        allowed = route.view.candidate_sets.get(candidate_set) if candidate_set else None
+        ask = (lambda n: self.touchpoints.recommend(history, n, route.version, exclude_seen=True, **options)
+               ) if history else None
         name = candidate_set or "for_you"
         answer = await self._ask(_Plan(name, name, ask, allowed), k)
-        ids = list(answer.ranked.product_ids) if answer.ranked else self.served.trending_among(
+        ids = list(answer.ranked.product_ids) if answer.ranked else route.view.trending_among(
             allowed, {e.product_id for e in events}, k)
         carousel = Carousel(name, "For you" if not candidate_set else candidate_set,
                             self.catalogue.cards_of(ids, answer.scores), answer.fallback)
-        self._log_impressions(uuid.uuid4().hex, visitor, [carousel], [answer])
+        self._log_impressions(uuid.uuid4().hex, visitor, [carousel], [answer], route)
         return carousel
 
     async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int) -> ProductList:
@@ -149,21 +153,23 @@ class ShopService:
 
     async def product_page(self, visitor: Visitor, product_id: str, alpha: float | None = None) -> ProductPage:
         card = self.catalogue.card(product_id)
-        events = await self.store.history(visitor.key)
+        events, route = await self.store.history(visitor.key), self.route(visitor.events_customer_id)
         size, request_id = self._online.carousel_size, uuid.uuid4().hex
         same_category = self.catalogue.category_set(card.category)
         plan = _Plan("similar", "You may also like", None, same_category)
-        if product_id in self.served.product_ids:
-            history = self._history(events) or History([])
+        alpha = route.similar_alpha if alpha is None else alpha  # an arm may test another blend
+        if product_id in route.view.product_ids:
+            history = self._history(events, route.view) or History([])
             plan = _Plan("similar", "You may also like",
-                         lambda k: self.touchpoints.similar(product_id, history, k, alpha=alpha, exclude_seen=True),
+                         lambda k: self.touchpoints.similar(product_id, history, k, route.version, alpha=alpha,
+                                                            exclude_seen=True),
                          same_category)
         answer = await self._ask(plan, size)
         excluded = {e.product_id for e in events} | {product_id}
         ids = (list(answer.ranked.product_ids) if answer.ranked
-               else self.served.trending_among(same_category, excluded, size))
+               else route.view.trending_among(same_category, excluded, size))
         carousel = Carousel("similar", plan.title, self.catalogue.cards_of(ids, answer.scores), answer.fallback)
-        self._log_impressions(request_id, visitor, [carousel], [answer])
+        self._log_impressions(request_id, visitor, [carousel], [answer], route)
         return ProductPage(card, carousel, request_id)
 
     # -- events ---------------------------------------------------------------------------------------
@@ -175,7 +181,11 @@ class ShopService:
         known = {row["product_id"] for row in rows if row.get("product_id") in self.catalogue.cards}
         accepted, rejected = check_events(rows, known, self.config.ingest, self._online, self._clock())
         if accepted:
-            await asyncio.to_thread(self.log.append, "events", [e.as_record() for e in accepted])
+            refused = {rejection.index for rejection in rejected}
+            request_ids = [row.get("request_id") for i, row in enumerate(rows) if i not in refused]
+            records = [self._logged_event(event, request_id) for event, request_id in
+                       zip(accepted, request_ids, strict=True)]
+            await asyncio.to_thread(self.log.append, "events", records)
             await self._remember(accepted)
         self.metrics.events.labels("accepted").inc(len(accepted))
         for rejection in rejected:
@@ -195,23 +205,34 @@ class ShopService:
         await self.flush_impressions()
 
     # -- plumbing -------------------------------------------------------------------------------------
-    def _history(self, events: Sequence[ShopEvent]) -> History | None:
-        """The stored events Triton knows, as a request history (None: nothing to personalise with)."""
-        known = [e for e in events if e.product_id in self.served.product_ids]
+    def route(self, unit: str) -> Route:
+        """The version that answers visitor ``unit`` (customer id or ``session:<id>``) now: their experiment
+        arm's, or the served one."""
+        return self.router.route(unit, self.served) if self.router else Route(self.served)
+
+    def _logged_event(self, event: ShopEvent, request_id: object) -> dict[str, object]:
+        """An accepted event as logged: tagged with the page it came from and the visitor's arm, if any."""
+        route = self.route(event.customer_id)
+        return {**event.as_record(), "request_id": str(request_id) if request_id else None,
+                "experiment": route.experiment, "arm": route.arm_name}
+
+    def _history(self, events: Sequence[ShopEvent], view: ServedView) -> History | None:
+        """The stored events ``view``'s version knows, as a request history (None: nothing to personalise with)."""
+        known = [e for e in events if e.product_id in view.product_ids]
         if not known:
             return None
         return History([e.product_id for e in known], [e.event_type for e in known],
                        [int(e.timestamp) for e in known], request_time=int(self._clock()))
 
-    def _plans(self, events: Sequence[ShopEvent], history: History | None) -> list[_Plan]:
+    def _plans(self, events: Sequence[ShopEvent], history: History | None, route: Route) -> list[_Plan]:
         """The homepage's carousels, in page order."""
         def recommend(**options: object) -> Callable[[int], Awaitable[Ranked]] | None:
             if history is None:
                 return None
-            return lambda k: self.touchpoints.recommend(history, k, exclude_seen=True, **options)
+            return lambda k: self.touchpoints.recommend(history, k, route.version, exclude_seen=True, **options)
 
         plans = [_Plan("for_you", "For you", recommend())] if history is not None else []
-        sets = self.served.candidate_sets
+        sets = route.view.candidate_sets
         plans += [_Plan(name, title, recommend(candidate_set=name), sets[name])
                   for name, title in FIXED_CAROUSELS[:1] if sets.get(name)]
         plans.append(_Plan("trending", "Trending now", None))
@@ -224,8 +245,8 @@ class ShopService:
             if name in sets:  # published with the version: the request names the set instead of listing ids
                 plans.append(_Plan(name, f"More {category}", recommend(candidate_set=name), members))
                 continue
-            candidates = self.served.trending_among(members, set(), min(self._online.category_carousel_candidates,
-                                                                        self.config.serving.max_candidates))
+            candidates = route.view.trending_among(members, set(), min(self._online.category_carousel_candidates,
+                                                                       self.config.serving.max_candidates))
             if candidates:
                 plans.append(_Plan(name, f"More {category}", recommend(candidates=candidates), members))
         return plans
@@ -249,8 +270,9 @@ class ShopService:
             raise BadInput(f"page must be >= 1 and page_size within 1..{self._online.max_page_size}")
         head = tiers[0] if tiers else []
         rest = [p for tier in tiers[1:] for p in tier]
-        events = await self.store.history(visitor.key)
-        ordered, ranked, fallback = await self._personal_order(head, self._history(events), touchpoint)
+        events, route = await self.store.history(visitor.key), self.route(visitor.events_customer_id)
+        ordered, ranked, fallback = await self._personal_order(head, self._history(events, route.view), touchpoint,
+                                                               route)
         products = ordered + rest
         start = (page - 1) * page_size
         chosen = products[start: start + page_size]
@@ -258,20 +280,21 @@ class ShopService:
         cards = tuple(self.catalogue.cards_of(chosen, [scores.get(p, math.nan) for p in chosen]))
         request_id = uuid.uuid4().hex
         carousel = Carousel(touchpoint, title, cards, fallback)
-        self._log_impressions(request_id, visitor, [carousel], [_Answer(ranked, fallback)])
+        self._log_impressions(request_id, visitor, [carousel], [_Answer(ranked, fallback)], route)
         return ProductList(title, cards, page, page_size, len(products), request_id, fallback)
 
-    async def _personal_order(self, products: list[str], history: History | None,
-                              touchpoint: str) -> tuple[list[str], Ranked | None, bool]:
+    async def _personal_order(self, products: list[str], history: History | None, touchpoint: str,
+                              route: Route) -> tuple[list[str], Ranked | None, bool]:
         """``products`` reranked for the history (the served ones, the ``online.rerank_candidates`` most trending;
         the others after them in trending order), or in trending order without a history or when Triton fails."""
-        rank = self.served.trend_rank
+        rank = route.view.trend_rank
         by_trend = sorted(products, key=lambda p: rank.get(p, len(rank)))
         limit = min(self._online.rerank_candidates, self.config.serving.max_candidates)
-        served = [p for p in by_trend if p in self.served.product_ids][:limit]
+        served = [p for p in by_trend if p in route.view.product_ids][:limit]
         if history is None or not served:
             return by_trend, None, False
-        answer = await self._ask(_Plan(touchpoint, touchpoint, lambda _: self.touchpoints.rerank(history, served)), 0)
+        answer = await self._ask(_Plan(touchpoint, touchpoint,
+                                       lambda _: self.touchpoints.rerank(history, served, route.version)), 0)
         if answer.ranked is None:
             return by_trend, None, answer.fallback
         placed = set(answer.ranked.product_ids)
@@ -298,15 +321,16 @@ class ShopService:
                                for key, batch in by_key.items()))
 
     def _log_impressions(self, request_id: str, visitor: Visitor, carousels: Sequence[Carousel],
-                         answers: Sequence[_Answer]) -> None:
-        """One impression record per carousel shown, written by the next :meth:`flush_impressions`."""
+                         answers: Sequence[_Answer], route: Route) -> None:
+        """One impression record per carousel shown (tagged with the visitor's experiment arm, if any), written by
+        the next :meth:`flush_impressions`."""
         now = self._clock()
         records = [{"request_id": request_id, "timestamp": now, "customer_id": visitor.events_customer_id,
                     "touchpoint": carousel.name,
-                    "model_version": answer.ranked.model_version if answer.ranked else self.served.version,
+                    "model_version": answer.ranked.model_version if answer.ranked else route.view.version,
                     "product_ids": [c.product_id for c in carousel.products],
                     "positions": list(range(1, len(carousel.products) + 1)),
                     "scores": [c.score if c.score is not None else math.nan for c in carousel.products],
-                    "fallback": carousel.fallback}
+                    "fallback": carousel.fallback, "experiment": route.experiment, "arm": route.arm_name}
                    for carousel, answer in zip(carousels, answers, strict=True) if carousel.products]
         self._impressions.extend(records)

@@ -22,6 +22,7 @@ from fashionrec.online.app import Lifecycle, create_app
 from fashionrec.online.catalogue import ShopCatalogue
 from fashionrec.online.event_log import EventLog
 from fashionrec.online.events import ShopEvent
+from fashionrec.online.experiments import ExperimentRouter
 from fashionrec.online.metrics import ShopMetrics
 from fashionrec.online.pages import ShopService, store_key
 from fashionrec.online.readiness import Readiness
@@ -46,15 +47,18 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
     storage.write_parquet(frame, storage.join(online.event_log_dir, LOG_CATALOGUE_FILE))
     log = EventLog(online.event_log_dir, online.journal_dir, online.log_roll_records, online.log_roll_seconds)
     touchpoints = Touchpoints(online, config.serving)
+    router = ExperimentRouter(model_repository, config.serving, config.experiment)
+    router.refresh()  # a broken experiment file stops the start, with its reason; later it is logged and kept
     shop = ShopService(ShopCatalogue.from_frame(frame), touchpoints, open_store(online), log,
-                       ServedView.read(model_repository, config.serving), config, ShopMetrics(), examples)
+                       ServedView.read(model_repository, config.serving), config, ShopMetrics(), examples,
+                       router=router)
 
     async def background() -> None:
-        """Flush impressions, roll the event log when due and follow the served version, for the app's life.
-        A step that fails (the bucket unreachable, a manifest mid-write) is logged and tried again next
-        second: the journal keeps every acknowledged event meanwhile."""
+        """Flush impressions, roll the event log when due and follow the served version and the experiment, for
+        the app's life. A step that fails (the bucket unreachable, a manifest mid-write) is logged and tried
+        again next second: the journal keeps every acknowledged event meanwhile."""
         loop = asyncio.get_running_loop()
-        refreshed = loop.time()
+        refreshed = experiment_read = loop.time()
         while True:
             await asyncio.sleep(BACKGROUND_PERIOD_S)
             await _logged("flushing impressions", shop.flush_impressions())
@@ -64,6 +68,9 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
                     shop.served.refreshed, model_repository, config.serving))
                 shop.served = served or shop.served
                 refreshed = loop.time()
+            if loop.time() - experiment_read >= config.experiment.refresh_s:
+                await _logged("reading the experiment", asyncio.to_thread(router.refresh))
+                experiment_read = loop.time()
 
     async def shutdown() -> None:
         await shop.close()

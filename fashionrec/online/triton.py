@@ -17,11 +17,17 @@ import tritonclient.grpc.aio as aio
 from tritonclient.utils import InferenceServerException
 
 from fashionrec.config import OnlineConfig, ServingConfig
+from fashionrec.repository.experiments import arm_ensemble
 from fashionrec.serving import requests
 from fashionrec.serving.connection import GRPC_CHANNEL_ARGS
 from fashionrec.serving.requests import History
 
 REFUSED_STATUS = "StatusCode.INVALID_ARGUMENT"
+
+
+def _model(ensemble: str, version: int | None) -> str:
+    """The ensemble to ask: the plain one (the served version) or an experiment arm's copy."""
+    return ensemble if version is None else arm_ensemble(ensemble, version)
 
 
 class TritonUnavailable(RuntimeError):
@@ -51,16 +57,19 @@ class Touchpoints:
         self._serving = serving
         self._channel: aio.InferenceServerClient | None = None  # made in the serving event loop, on first use
 
-    async def recommend(self, history: History, k: int, **options: object) -> Ranked:
-        """``recommend`` (options as :func:`fashionrec.serving.requests.recommend_tensors` takes them)."""
-        return await self.ask(self._serving.model_name,
+    async def recommend(self, history: History, k: int, version: int | None = None, **options: object) -> Ranked:
+        """``recommend`` (options as :func:`fashionrec.serving.requests.recommend_tensors` takes them); ``version``:
+        an experiment arm's version, asked of its own ensemble (None: the served version)."""
+        return await self.ask(_model(self._serving.model_name, version),
                               requests.recommend_tensors(history, k, self._serving, **options))
 
-    async def rerank(self, history: History, product_ids: Sequence[str]) -> Ranked:
-        return await self.ask(self._serving.rerank_model_name, requests.rerank_tensors(history, product_ids))
+    async def rerank(self, history: History, product_ids: Sequence[str], version: int | None = None) -> Ranked:
+        return await self.ask(_model(self._serving.rerank_model_name, version),
+                              requests.rerank_tensors(history, product_ids))
 
-    async def similar(self, hero: str, history: History, k: int, **options: object) -> Ranked:
-        return await self.ask(self._serving.similar_model_name,
+    async def similar(self, hero: str, history: History, k: int, version: int | None = None,
+                      **options: object) -> Ranked:
+        return await self.ask(_model(self._serving.similar_model_name, version),
                               requests.similar_tensors(hero, history, k, self._serving, **options))
 
     async def close(self) -> None:

@@ -34,11 +34,11 @@ class ServedVersion:
     entry: dict[str, Any] = field(default_factory=dict)  # its manifest entry (blessing, embeddings_path, ...)
 
 
-def served_version(model_repository: str, serving: ServingConfig) -> ServedVersion | None:
-    """The version the ensembles are pinned to (after a rollback: the one rolled back to); None before
-    the first publish."""
+def served_version(model_repository: str, serving: ServingConfig, version: int | None = None) -> ServedVersion | None:
+    """The version the ensembles are pinned to (after a rollback: the one rolled back to), or the published
+    ``version`` asked for (an experiment's arm); None before the first publish."""
     manifest = read_manifest(str(model_repository))
-    version = serving_version(manifest)
+    version = serving_version(manifest) if version is None else int(version)
     if version is None:
         return None
     entry = next((e for e in manifest.get("versions", []) if int(e["version"]) == version), {})

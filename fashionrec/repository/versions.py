@@ -20,13 +20,20 @@ Triton finds the same files itself. Works on local and ``gs://`` repositories (t
 
 from __future__ import annotations
 
+import re
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.messages import one_line
 from fashionrec.repository.check import check_version
+from fashionrec.repository.experiments import (Experiment, ExperimentError, arm_ensemble, arm_models, arm_versions,
+                                               read_experiment, remove_experiment, write_experiment)
 from fashionrec.repository.manifest import CONFIG_FILE, read_manifest, serving_version, write_manifest, write_text
 
 HEADER = ("# Rendered by fashionrec.repository.publish from triton_models/; versions pinned by "
@@ -73,10 +80,12 @@ def pin(config_text: str, versions: Sequence[int]) -> str:
 
 
 def write_serving_configs(repository: str, manifest: dict[str, Any], target: int, serving: ServingConfig,
-                          keep_previous: bool = True) -> dict:
+                          keep_previous: bool = True, also_load: Sequence[int] | None = None,
+                          record: bool = True) -> dict:
     """Pin every model to ``target`` (python models also keep the previously served version, unless
-    ``keep_previous`` is false: a version that failed to load is not kept) and record it in the manifest;
-    return the updated manifest. No server is contacted."""
+    ``keep_previous`` is false: a version that failed to load is not kept, and every version of
+    ``also_load``, by default the running experiment's arms) and, when ``record``, record it in the
+    manifest; return the updated manifest. No server is contacted."""
     entries = {int(entry["version"]): entry for entry in manifest.get("versions", [])}
     if target not in entries:
         raise VersionError(f"version {target} is not published in {repository} (published: {sorted(entries)})")
@@ -89,19 +98,43 @@ def write_serving_configs(repository: str, manifest: dict[str, Any], target: int
         old_configs = _configs_of(repository, entries[previous], serving) if previous in entries else {}
     except FileNotFoundError:  # an old version whose configs are neither recorded nor at hand
         old_configs = {}
+    arms = _arm_configs(repository, entries, target, configs, serving, also_load)
     for name in python_models(serving):
         if name not in configs or not storage.exists(storage.join(repository, name, str(target))):
             continue  # an optional model the target version does not have keeps its current pin
         keep = (keep_previous and previous is not None and previous != target
                 and old_configs.get(name) == configs[name])
-        write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], [previous, target] if keep
-                                                                      else [target]))
+        loaded = [previous, target] if keep else [target]
+        loaded += [v for v, arm in arms.items() if storage.exists(storage.join(repository, name, str(v)))]
+        write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], loaded))
     for name in ensembles(serving):
         write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], [target]))
+    if not record:
+        return manifest
     manifest = dict(manifest, serving_version=target,
                     serving_history=[*manifest.get("serving_history", []), target])
     write_manifest(repository, manifest)
     return manifest
+
+
+def _arm_configs(repository: str, entries: Mapping[int, Mapping[str, Any]], target: int,
+                 configs: Mapping[str, str], serving: ServingConfig,
+                 also_load: Sequence[int] | None) -> dict[int, dict[str, str]]:
+    """The configs of each experiment version the python models load beside ``target``. A model has one
+    config for all its versions, so an arm whose python configs differ from the target's (e.g. another
+    embedding size) cannot be loaded beside it: VersionError, before anything is written."""
+    wanted = arm_versions(repository) if also_load is None else list(also_load)
+    arms = {}
+    for version in sorted({int(v) for v in wanted} - {target}):
+        if version not in entries:
+            raise VersionError(f"experiment version {version} is not published in {repository}")
+        arm = _configs_of(repository, entries[version], serving)
+        differing = [name for name in python_models(serving) if name in arm and arm[name] != configs.get(name)]
+        if differing:
+            raise VersionError(f"version {version} cannot serve beside version {target}: their {', '.join(differing)} "
+                               "configs differ (one config per Triton model); stop the experiment first")
+        arms[version] = arm
+    return arms
 
 
 def _configs_of(repository: str, entry: Mapping[str, Any], serving: ServingConfig) -> dict[str, str]:
@@ -121,16 +154,16 @@ def _configs_of(repository: str, entry: Mapping[str, Any], serving: ServingConfi
     return configs
 
 
-def load_models(url: str, serving: ServingConfig, protocol: str = "grpc") -> None:
+def load_models(url: str, serving: ServingConfig, protocol: str = "grpc", arm_ensembles: Sequence[str] = ()) -> None:
     """Make a server started with ``--model-control-mode=explicit`` (re)load the repository's configs:
-    python models first, then the ensembles. Triton swaps each model in when its new version is
-    ready and lets in-flight requests finish on the old one."""
+    python models first, then the ensembles, then ``arm_ensembles`` (an experiment's). Triton swaps each
+    model in when its new version is ready and lets in-flight requests finish on the old one."""
     from fashionrec.serving.connection import admin_headers, connect_raw
 
     headers = admin_headers(serving, protocol)  # the repository API may be restricted to a key
     with connect_raw(url, protocol, serving.client_timeout_s) as client:
         present = _repository_models(client, protocol, headers)
-        for name in [*python_models(serving), *ensembles(serving)]:
+        for name in [*python_models(serving), *ensembles(serving), *arm_ensembles]:
             if name in present or name not in optional_models(serving):
                 client.load_model(name, headers=headers)
 
@@ -161,15 +194,16 @@ def load_or_revert(url: str, repository: str, manifest: dict, target: int, previ
     would fail) nor the server's readiness pointing at it. Returns the manifest."""
     from tritonclient.utils import InferenceServerException
 
+    arms = arm_models(read_experiment(repository), serving)
     try:
-        load_models(url, serving, protocol)
+        load_models(url, serving, protocol, arms)
         return manifest
     except InferenceServerException as error:
         reason = one_line(error, MAX_REASON_CHARS)
         if previous is None or previous == target:
             raise VersionError(f"version {target} failed to load: {reason}") from None
         write_serving_configs(repository, manifest, previous, serving, keep_previous=False)
-        load_models(url, serving, protocol)
+        load_models(url, serving, protocol, arms)
         raise VersionError(f"version {target} failed to load, so serving stays on version {previous}: "
                            f"{reason}") from None
 
@@ -187,3 +221,111 @@ def rollback(repository: str, serving: ServingConfig, to_version: int | None = N
         to_version = earlier[-1]
     activate(repository, to_version, serving, url, protocol)
     return int(to_version)
+
+
+# -- experiments: every arm's version served at once --------------------------------------------------------------
+def start_experiment(repository: str, experiment: Experiment, serving: ServingConfig, url: str | None = None,
+                     protocol: str = "grpc") -> None:
+    """Serve every arm of ``experiment`` beside the served version, then write the experiment file that
+    shops route by. Order: the python models load the arms' versions, the arm ensembles appear and (given a
+    ``url``) load, and only then the file: no shop routes to an ensemble that is not there. When Triton
+    refuses to load them, everything is undone and VersionError says why."""
+    running = read_experiment(repository)
+    if running is not None:
+        raise ExperimentError(f"experiment {running.name!r} is running in {repository}; stop it first "
+                              "(fashionrec experiment stop)")
+    manifest = read_manifest(repository)
+    served = serving_version(manifest)
+    if served is None:
+        raise VersionError(f"nothing is published in {repository} yet")
+    entries = {int(entry["version"]): entry for entry in manifest.get("versions", [])}
+    for version in experiment.versions():
+        if version not in entries:
+            raise VersionError(f"arm version {version} is not published in {repository} (published: {sorted(entries)})")
+        check_version(repository, version, serving)
+    _repin_python_models(repository, manifest, served, serving, experiment.versions())
+    names = write_arm_ensembles(repository, experiment, {v: _configs_of(repository, entries[v], serving)
+                                                         for v in experiment.versions()}, serving)
+    if url:
+        try:
+            load_models(url, serving, protocol, names)
+        except Exception as error:  # noqa: BLE001 - undone whatever failed, then reported with its reason
+            # the versions that failed are not kept loaded, even the previously served one (as a failed activation)
+            _end_arms(repository, manifest, served, serving, names, url, protocol, keep_previous=False)
+            raise VersionError(f"experiment {experiment.name!r} could not start: {one_line(error, MAX_REASON_CHARS)}"
+                               ) from None
+    write_experiment(repository, experiment)
+
+
+def stop_experiment(repository: str, serving: ServingConfig, url: str | None = None, protocol: str = "grpc",
+                    drain_s: float = 0.0) -> Experiment:
+    """End the running experiment: remove its file (shops stop routing at their next re-read), wait
+    ``drain_s`` for that, then unload and remove the arm ensembles and the arms' python versions. The
+    experiment is recorded in the manifest's ``experiments``; returns it."""
+    experiment = read_experiment(repository)
+    if experiment is None:
+        raise ExperimentError(f"no experiment is running in {repository}")
+    remove_experiment(repository)
+    time.sleep(drain_s)
+    manifest = read_manifest(repository)
+    _end_arms(repository, manifest, serving_version(manifest), serving, arm_models(experiment, serving), url, protocol)
+    record = dict(experiment.to_dict(), stopped=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    write_manifest(repository, dict(read_manifest(repository),
+                                    experiments=[*read_manifest(repository).get("experiments", []), record]))
+    return experiment
+
+
+def write_arm_ensembles(repository: str, experiment: Experiment, configs: Mapping[int, Mapping[str, str]],
+                        serving: ServingConfig) -> list[str]:
+    """Write each arm version's copies of the ensembles (``configs[version][ensemble]``: that version's
+    unpinned config), each pinned to its version, with the empty version folder Triton needs; return
+    their names. Staged locally and copied, so it works on ``gs://`` too."""
+    names = []
+    with tempfile.TemporaryDirectory() as staging:
+        for version in experiment.versions():
+            for base in ensembles(serving):
+                name = arm_ensemble(base, version)
+                text = re.sub(r'^name: ".*"$', f'name: "{name}"', pin(configs[version][base], [version]), count=1,
+                              flags=re.MULTILINE)
+                folder = Path(staging) / name
+                (folder / str(version)).mkdir(parents=True)
+                (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
+                names.append(name)
+        storage.copy_tree(staging, str(repository))
+    return names
+
+
+def _repin_python_models(repository: str, manifest: dict[str, Any], served: int, serving: ServingConfig,
+                         arms: Sequence[int], keep_previous: bool = True) -> None:
+    """Pin the python models again to the served version, the one served before it and ``arms``."""
+    history = [int(v) for v in manifest.get("serving_history", []) if int(v) != served]
+    previous = history[-1] if history else None
+    pinned = dict(manifest, serving_version=previous) if previous is not None else manifest
+    write_serving_configs(repository, pinned, served, serving, keep_previous, also_load=arms, record=False)
+
+
+def _end_arms(repository: str, manifest: dict[str, Any], served: int | None, serving: ServingConfig,
+              names: Sequence[str], url: str | None, protocol: str, keep_previous: bool = True) -> None:
+    """Unload (given a ``url``) and remove arm ensembles, then pin and load the python models without the arms."""
+    if url:
+        _unload(url, serving, protocol, names)
+    for name in names:
+        storage.remove(storage.join(repository, name))
+    if served is not None:
+        _repin_python_models(repository, manifest, served, serving, [], keep_previous)
+        if url:
+            load_models(url, serving, protocol)
+
+
+def _unload(url: str, serving: ServingConfig, protocol: str, names: Sequence[str]) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    from fashionrec.serving.connection import admin_headers, connect_raw
+
+    headers = admin_headers(serving, protocol)
+    with connect_raw(url, protocol, serving.client_timeout_s) as client:
+        for name in names:
+            try:
+                client.unload_model(name, headers=headers)
+            except InferenceServerException:  # never loaded (a start that failed half-way): nothing to unload
+                continue

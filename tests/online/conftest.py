@@ -225,12 +225,13 @@ def shop(tmp_path_factory: pytest.TempPathFactory, shop_files: ShopFiles, shop_t
 
 @pytest.fixture
 def start_shop(tmp_path_factory: pytest.TempPathFactory, shop_files: ShopFiles):
-    """``start_shop(triton_url, folder=None, *settings)``: a started shop service of the test's own (a new
-    folder unless given: a restart reuses one); all are stopped after the test."""
+    """``start_shop(triton_url, folder=None, *settings, files=None)``: a started shop service of the test's own (a
+    new folder unless given: a restart reuses one; other ``files`` than the shared shop's if given); all are
+    stopped after the test."""
     started: list[ShopProcess] = []
 
-    def start(triton_url: str, folder: Path | None = None, *settings: str) -> ShopProcess:
-        running = shop_process(folder or tmp_path_factory.mktemp("service"), shop_files, triton_url, *settings)
+    def start(triton_url: str, folder: Path | None = None, *settings: str, files: ShopFiles | None = None) -> ShopProcess:
+        running = shop_process(folder or tmp_path_factory.mktemp("service"), files or shop_files, triton_url, *settings)
         started.append(running.start())
         return running
 
