@@ -28,8 +28,9 @@ class ServedView:
     candidate_sets: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, model_repository: str, serving: ServingConfig) -> ServedView:
-        served = served_version(model_repository, serving)
+    def read(cls, model_repository: str, serving: ServingConfig, version: int | None = None) -> ServedView:
+        """The served version's view, or published ``version``'s (an experiment arm's)."""
+        served = served_version(model_repository, serving, version)
         if served is None:
             return cls()
         prior = served.prior if served.prior is not None else np.zeros(len(served.product_ids), np.float32)
