@@ -36,6 +36,7 @@ SHOP_NAME = "fashionrec"
 CUSTOMER_COOKIE = "fr_customer"
 SESSION_COOKIE = "fr_session"
 SESSION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: anything else in the cookie is replaced, not trusted
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # a page's request id (uuid4().hex), carried by a card's ?ref=
 SECONDS_PER_DAY = 86_400
 EXAMPLE_CUSTOMERS = 8  # customers offered on the start page
 NAV_CATEGORIES = 10  # the header lists the largest categories, up to this many
@@ -166,11 +167,14 @@ class Storefront:
             return self._listing(request, browser, listing, "/search", {"q": query}, query=query)
         return await self._serve(request, build)
 
-    async def product(self, request: Request, product_id: str, added: str = "") -> Response:
-        """A product's page; opening it is the visitor's click, recorded before the similar items are asked
-        for, so they already reflect it."""
+    async def product(self, request: Request, product_id: str, added: str = "", ref: str = "") -> Response:
+        """A product's page; opening it is the visitor's click (attributed to the page it came from, ``ref``),
+        recorded before the similar items are asked for, so they already reflect it."""
         async def build(browser: Browser) -> Response:
-            await self.shop.post_events(browser.visitor, [{"product_id": product_id, "event_type": "click"}])
+            click = {"product_id": product_id, "event_type": "click"}
+            if REQUEST_ID.fullmatch(ref):  # anything else is not a page of ours: the click stays unattributed
+                click["request_id"] = ref
+            await self.shop.post_events(browser.visitor, [click])
             page = await self.shop.product_page(browser.visitor, product_id)
             return self._page(request, browser, "product.html", page=page, confirmation=CONFIRMATIONS.get(added))
         return await self._serve(request, build)

@@ -38,6 +38,8 @@ PRODUCTS = (
 CUSTOMERS = ["C1", "C2", "C3"]
 EVENT_TYPES = {"click", "add_to_bag", "purchase"}
 
+HOME_REQUEST, PRODUCT_REQUEST, LIST_REQUEST = ("a" * 32, "b" * 32, "c" * 32)  # request ids as the service makes them
+
 
 @dataclass
 class MemoryShop:
@@ -59,7 +61,7 @@ class MemoryShop:
         shown = self._unbought(visitor)
         carousels = (Carousel("for_you", "For you", shown, fallback=self.fail_triton),
                      Carousel("new_in", "New in", shown[::-1], fallback=self.fail_triton))
-        return Homepage(visitor, carousels, request_id="r-home", model_version=7)
+        return Homepage(visitor, carousels, request_id=HOME_REQUEST, model_version=7)
 
     async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int) -> ProductList:
         matches = tuple(p for p in self._unbought(visitor) if p.category == category)
@@ -74,7 +76,7 @@ class MemoryShop:
     async def product_page(self, visitor: Visitor, product_id: str) -> ProductPage:
         product = self._product(product_id)
         similar = tuple(p for p in self._unbought(visitor) if p.product_id != product_id)
-        return ProductPage(product, Carousel("similar", "You may also like", similar), request_id="r-product")
+        return ProductPage(product, Carousel("similar", "You may also like", similar), request_id=PRODUCT_REQUEST)
 
     async def post_events(self, visitor: Visitor | None, events: list[dict[str, object]]) -> EventReceipt:
         accepted, rejected = 0, []
@@ -106,7 +108,7 @@ class MemoryShop:
         if page < 1:
             raise BadInput("page counts from 1")
         start = (page - 1) * page_size
-        return ProductList(title, matches[start:start + page_size], page, page_size, len(matches), "r-list")
+        return ProductList(title, matches[start:start + page_size], page, page_size, len(matches), LIST_REQUEST)
 
 
 CONFIG = OnlineConfig(page_size=2)
@@ -186,6 +188,18 @@ def test_viewing_a_product_posts_a_click_for_the_customer(client: TestClient, sh
     assert 'id="confirmation"' not in page.text
 
 
+def test_a_click_from_a_page_carries_that_pages_request_id_for_attribution(client: TestClient, shop: MemoryShop) -> None:
+    as_customer(client)
+    home = client.get("/home").text
+    assert f'href="/product/P1?ref={HOME_REQUEST}"' in home
+    assert f"?ref={LIST_REQUEST}" in client.get("/category/dress").text
+    assert client.get("/product/P1", params={"ref": HOME_REQUEST}).status_code == 200
+    assert f"?ref={PRODUCT_REQUEST}" in client.get("/product/P2").text  # similar items link back to their page
+    client.get("/product/P3", params={"ref": "not-ours<script>"})  # not a request id of ours: unattributed
+    clicks = [event for _, event in shop.events if event["event_type"] == "click"]
+    assert [c.get("request_id") for c in clicks] == [HOME_REQUEST, None, None]
+
+
 def test_add_to_bag_posts_the_event_and_confirms_on_the_product_page(client: TestClient, shop: MemoryShop) -> None:
     as_customer(client)
     response = client.post("/bag", data={"product_id": "P2"}, follow_redirects=False)
@@ -252,7 +266,7 @@ def test_product_ids_with_any_characters_round_trip_through_links_and_forms() ->
     app = FastAPI()
     mount_storefront(app, shop, CONFIG)
     client = TestClient(app)
-    assert 'href="/product/SKU%207%2F%C3%A4%3F%26"' in client.get("/category/bag").text
+    assert f'href="/product/SKU%207%2F%C3%A4%3F%26?ref={LIST_REQUEST}"' in client.get("/category/bag").text
     page = client.post("/bag", data={"product_id": odd.product_id})
     assert page.status_code == 200 and "Odd one" in page.text and "Added to your bag." in page.text
     assert [product for _, product in shop.posted("add_to_bag")] == [odd.product_id]

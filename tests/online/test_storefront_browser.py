@@ -8,6 +8,7 @@ has changed and the product is not recommended again. Screenshots of each step a
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,8 @@ def test_add_to_bag_changes_the_homepage_and_the_product_is_not_recommended_agai
     first = page.locator('[data-carousel="for_you"] [data-product-id]').first
     chosen = first.get_attribute("data-product-id")
     first.click()
-    assert page.url.endswith(f"/product/{chosen}")
+    path, _, query = page.url.partition("?")
+    assert path.endswith(f"/product/{chosen}") and re.fullmatch(r"ref=[0-9a-f]{32}", query)  # the click's page
     page.screenshot(path=str(ARTIFACTS / "3-product.png"), full_page=True)
     page.locator("#add-to-bag").click()
     assert page.locator("#confirmation").is_visible()
