@@ -497,6 +497,8 @@ class OnlineConfig(Section):
         if self.page_size > self.max_page_size:
             raise ConfigError("page_size", f"must be at most max_page_size ({self.max_page_size}), got {self.page_size}")
 
+EXPERIMENT_METRICS = ("ctr", "add_to_bag_rate", "conversion", "revenue_per_visitor", "average_order_value")
+
 
 @dataclass(frozen=True)
 class ExperimentConfig(Section):
@@ -510,6 +512,7 @@ class ExperimentConfig(Section):
     srm_p_value: float = fraction(0.001)  # a sample-ratio chi-square below this flags a broken split
     refresh_s: float = at_least(5.0, 0.0, strictly=True)  # how often the shop re-reads the experiment file
     max_arms: int = at_least(8, 2)
+    primary_metric: str = one_of("conversion", EXPERIMENT_METRICS)  # the report's verdict is this metric's
 
 
 @dataclass(frozen=True)

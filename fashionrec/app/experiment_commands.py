@@ -18,6 +18,7 @@ from fashionrec import storage
 from fashionrec.config import ConfigError, PipelineConfig, parse_assignments
 from fashionrec.repository import versions
 from fashionrec.repository.experiments import Experiment, ExperimentError, read_experiment
+from fashionrec.repository.manifest import read_manifest
 
 _repository_option = click.option("--model-repository", required=True, help="The model repository (local or gs://).")
 _url_option = click.option("--url", default=None,
@@ -121,3 +122,61 @@ def status_command(model_repository: str) -> None:
         return
     click.echo(json.dumps({**experiment.to_dict(), "assigning": experiment.active(datetime.now(timezone.utc))},
                           indent=2))
+
+
+@experiment_group.command("report")
+@click.option("--log-dir", required=True, help="The shop's event log (online.event_log_dir; local or gs://).")
+@click.option("--model-repository", default=None, help="Where the experiment is defined: the running one, or "
+              "with --name one that was stopped (the manifest keeps them).")
+@click.option("--name", default=None, help="Which experiment of --model-repository (default: the running one).")
+@click.option("--file", "definition", default=None, help="The experiment's JSON definition, instead of a repository.")
+@click.option("--catalogue", default=None, help="Prices (canonical catalogue; default: the catalogue the shop wrote "
+              "beside its log).")
+@click.option("--output", default="experiment-report", show_default=True,
+              help="Folder for report.json and report.html (local or gs://).")
+@_set_option
+def report_command(log_dir: str, model_repository: str | None, name: str | None, definition: str | None,
+                   catalogue: str | None, output: str, overrides: tuple[str, ...]) -> None:
+    """The online report of an experiment from the shop's event log: per-arm CTR, add-to-bag rate,
+    conversion, revenue per visitor and order value, differences to control with intervals, the
+    sample-ratio check and a verdict."""
+    from fashionrec.evaluation.experiment_report import (read_experiment_log, experiment_report,
+                                                         write_experiment_report)
+    from fashionrec.online.service import LOG_CATALOGUE_FILE
+
+    config = _config(overrides)
+    with _user_errors():
+        experiment = _reported_experiment(model_repository, name, definition, config)
+        prices = storage.read_table(catalogue or storage.join(log_dir, LOG_CATALOGUE_FILE))
+        events, impressions = read_experiment_log(log_dir)
+        report = experiment_report(experiment, events, impressions,
+                                   dict(zip(prices["product_id"], prices["price"].astype(float))), config.experiment)
+        paths = write_experiment_report(report, output)
+    for arm in report.arms:
+        click.echo(f"{arm.name:>12} v{arm.version}: {arm.visitors} visitors, {arm.impressions} impressions, "
+                   + ", ".join(f"{metric} {_figure(value)}" for metric, value in arm.metrics.items()))
+    click.echo(f"sample ratio p = {report.sample_ratio.p_value:.3g}; verdict ({report.primary_metric}): "
+               f"{report.verdict}")
+    click.echo(f"Report: {paths['html']} and {paths['json']}")
+
+
+def _reported_experiment(model_repository: str | None, name: str | None, definition: str | None,
+                         config: PipelineConfig) -> Experiment:
+    """The experiment a report is about: a definition file, the running one, or a stopped one by name."""
+    if definition:
+        return Experiment.from_dict(storage.read_json(definition), config.experiment)
+    if not model_repository:
+        raise ExperimentError("give --model-repository (and --name for a stopped experiment) or --file")
+    running = read_experiment(model_repository, config.experiment)
+    if running is not None and name in (None, running.name):
+        return running
+    stopped = [e for e in read_manifest(model_repository).get("experiments", []) if e.get("name") == name]
+    if not stopped:
+        raise ExperimentError(f"no experiment {name!r} in {model_repository}" if name else
+                              f"no experiment is running in {model_repository}; name a stopped one with --name")
+    record = {k: v for k, v in stopped[-1].items() if k != "stopped"}
+    return Experiment.from_dict(record, config.experiment)
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

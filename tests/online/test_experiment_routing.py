@@ -5,7 +5,10 @@ sends everyone back to the served version without a restart."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +112,20 @@ def test_visitors_get_their_arms_version_and_every_record_carries_the_arm(
     event = events[events["customer_id"] == shuffled].iloc[-1]
     assert (event["product_id"], event["request_id"], event["experiment"], event["arm"]) == (
         clicked, pages[shuffled]["request_id"], "shuffle-ab", "shuffled")
+    _check_report(tmp_path, repository, by_arm, pages[shuffled]["request_id"])
+
+
+def _check_report(folder: Path, repository: str, by_arm: dict, clicked_request: str) -> None:
+    """`fashionrec experiment report` over the service's real log: the stopped experiment found by name, each
+    arm's visitors as assigned, the click attributed to the page that showed the product."""
+    command = [sys.executable, "-m", "fashionrec.app.cli", "experiment", "report", "--log-dir", str(folder / "log"),
+               "--model-repository", repository, "--name", "shuffle-ab", "--output", str(folder / "report")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "verdict (conversion):" in done.stdout
+    report = json.loads((folder / "report" / "report.json").read_text())
+    arms = {arm["name"]: arm for arm in report["arms"]}
+    for name in ("control", "shuffled"):
+        assert arms[name]["visitors"] == sum(arm.name == name for arm in by_arm.values())
+    assert arms["shuffled"]["attributed"]["click"] == 1 and arms["control"]["attributed"]["click"] == 0
+    assert "shuffle-ab" in (folder / "report" / "report.html").read_text()
