@@ -16,6 +16,7 @@ from fashionrec.app.serving_commands import (catalogue_group, embed_products_com
                                              serve_canary_command, serve_command)
 from fashionrec.app.experiment_commands import experiment_group
 from fashionrec.app.shop_commands import shop_group
+from fashionrec.app.simulate_commands import simulate_command
 
 if TYPE_CHECKING:  # the submission code (kfp.Client, Vertex SDK) loads only when a command needs it
     from fashionrec.app.submit import PipelineArguments, SubmitConfig, Submission, Target
@@ -407,6 +408,7 @@ main.add_command(catalogue_group)
 main.add_command(embed_products_command)
 main.add_command(shop_group)
 main.add_command(experiment_group)
+main.add_command(simulate_command)
 model_group.add_command(rollback_command)
 
 if __name__ == "__main__":

@@ -59,21 +59,42 @@ _BRAND_SYLLABLES: tuple[str, ...] = ("nor", "vel", "ari", "ko", "sten", "lum", "
 
 @dataclass(frozen=True)
 class SyntheticShop:
-    """A generated shop: catalogue and event log in the canonical schema, plus ground truth."""
+    """A generated shop: catalogue and event log in the canonical schema, plus ground truth.
+
+    The ground truth (never shown to the pipeline) is what the events were drawn from, so that diagnostics
+    and the shop simulator (:mod:`fashionrec.app.simulate`) can behave, and judge, by the same tastes.
+    Product arrays follow the catalogue's rows (row i is ``P{i:06d}``), customer arrays the customer ids
+    (row i is ``C{i:06d}``); affinity = ``customer_tastes @ product_latent.T``.
+    """
 
     catalogue: pd.DataFrame
     events: pd.DataFrame
-    product_styles: np.ndarray  # ground truth, for diagnostics only
+    product_styles: np.ndarray  # each product's style (index into style_words)
+    product_latent: np.ndarray  # (products, latent_dim) float32: style + colour + category + own part
+    log_popularity: np.ndarray  # (products,) the popularity that biased the events (popularity_strength x it)
+    customer_tastes: np.ndarray  # (customers, latent_dim) float32, unit length
+    customer_styles: np.ndarray  # (customers,) each customer's dominant style (index into style_words)
+    style_words: tuple[tuple[str, ...], ...]  # each style's words, the ones its products' texts use
 
 
-def generate_shop(config: ShopConfig) -> SyntheticShop:
-    """Generate the catalogue and event log for ``config``; identical output for identical config."""
+def generate_shop(config: ShopConfig, with_events: bool = True) -> SyntheticShop:
+    """Generate the catalogue and event log for ``config``; identical output for identical config.
+
+    ``with_events=False`` leaves the event log empty (its columns only): the catalogue and the ground truth
+    are drawn first, so they are the same, and skipping the log (most of the time, at the default size)
+    serves the simulator, which needs only the tastes."""
     rng = np.random.default_rng(config.seed)
     styles = list(_STYLES)[: config.num_styles]
     world = _latent_world(rng, config, len(styles))
     catalogue, product_latent, product_styles, log_popularity = _catalogue(rng, config, styles, world)
-    events = _events(rng, config, world, catalogue, product_latent, log_popularity)
-    return SyntheticShop(catalogue=catalogue, events=events, product_styles=product_styles)
+    taste, customer_styles = _customer_tastes(rng, config, world)  # the next draws after the catalogue's
+    events = (_events(rng, config, taste, catalogue, product_latent, log_popularity) if with_events
+              else pd.DataFrame({"customer_id": pd.Series(dtype=object), "product_id": pd.Series(dtype=object),
+                                 "event_type": pd.Series(dtype=object),
+                                 "timestamp": pd.Series(dtype="datetime64[ns, UTC]")}))
+    return SyntheticShop(catalogue=catalogue, events=events, product_styles=product_styles,
+                         product_latent=product_latent, log_popularity=log_popularity, customer_tastes=taste,
+                         customer_styles=customer_styles, style_words=tuple(_STYLES[name] for name in styles))
 
 
 def _latent_world(rng: np.random.Generator, config: ShopConfig, num_styles: int) -> dict[str, np.ndarray]:
@@ -181,7 +202,9 @@ def _sample_rows(rng: np.random.Generator, probabilities: np.ndarray) -> np.ndar
     return (draws > cumulative).sum(axis=1)
 
 
-def _customer_tastes(rng: np.random.Generator, config: ShopConfig, world: dict[str, np.ndarray]) -> np.ndarray:
+def _customer_tastes(rng: np.random.Generator, config: ShopConfig,
+                     world: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit taste vectors, and each customer's dominant style (``first``: its mix weight is at least 0.5)."""
     m = config.num_customers
     num_styles = len(world["style"])
     first = rng.integers(0, num_styles, size=m)
@@ -191,18 +214,17 @@ def _customer_tastes(rng: np.random.Generator, config: ShopConfig, world: dict[s
     taste += 0.4 * world["colour"][rng.integers(0, len(_COLOURS), size=m)]
     taste += 0.4 * world["category"][rng.integers(0, len(_CATEGORIES), size=m)]
     taste += 0.3 * rng.normal(size=taste.shape) / np.sqrt(config.latent_dim)
-    return (taste / np.linalg.norm(taste, axis=1, keepdims=True)).astype(np.float32)
+    return (taste / np.linalg.norm(taste, axis=1, keepdims=True)).astype(np.float32), first
 
 
 def _events(
     rng: np.random.Generator,
     config: ShopConfig,
-    world: dict[str, np.ndarray],
+    taste: np.ndarray,
     catalogue: pd.DataFrame,
     product_latent: np.ndarray,
     log_popularity: np.ndarray,
 ) -> pd.DataFrame:
-    taste = _customer_tastes(rng, config, world)
     start = pd.Timestamp(config.start_date, tz="UTC")
     seconds_total = config.num_weeks * 7 * 86_400
     per_customer = rng.poisson(rng.lognormal(np.log(config.events_per_customer) - 0.32, 0.8, config.num_customers))

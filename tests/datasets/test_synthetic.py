@@ -60,3 +60,34 @@ def test_written_shop_reads_back_through_ingest_unchanged(shop, tmp_path):
     events = read_table(paths["events"])
     assert len(events) == len(shop.events)
     assert events["timestamp"].iloc[0] == shop.events["timestamp"].iloc[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_ground_truth_is_shaped_like_the_shop(shop):
+    products, customers = SMALL.num_products, SMALL.num_customers
+    assert shop.product_latent.shape == (products, SMALL.latent_dim) and shop.log_popularity.shape == (products,)
+    assert shop.customer_tastes.shape == (customers, SMALL.latent_dim)
+    assert np.allclose(np.linalg.norm(shop.customer_tastes, axis=1), 1.0, atol=1e-5)
+    assert len(shop.style_words) == SMALL.num_styles and shop.customer_styles.max() < SMALL.num_styles
+    assert set(shop.events["customer_id"]) <= {f"C{i:06d}" for i in range(customers)}
+
+
+def test_events_follow_the_exposed_tastes(shop):
+    """The exposed tastes and latents are the ones the events were drawn from: the logged (customer, product)
+    pairs have a far higher affinity than random pairs, and products' titles use their style's words."""
+    customers = shop.events["customer_id"].str[1:].astype(int).to_numpy()
+    products = shop.events["product_id"].str[1:].astype(int).to_numpy()
+    logged = np.einsum("ij,ij->i", shop.customer_tastes[customers], shop.product_latent[products]).mean()
+    everything = (shop.customer_tastes @ shop.product_latent.T).mean()
+    assert logged > everything + 0.3
+    words = [set(shop.style_words[s]) for s in shop.product_styles]
+    titles = shop.catalogue["title"].str.lower().str.split()
+    uses_own = [bool(own & set(title)) for own, title in zip(words, titles, strict=True)]
+    assert np.mean(uses_own) > 0.7
+
+
+def test_ground_truth_without_the_event_log_is_the_same(shop):
+    light = generate_shop(SMALL, with_events=False)
+    pd.testing.assert_frame_equal(light.catalogue, shop.catalogue)
+    assert light.events.empty and list(light.events.columns) == list(shop.events.columns)
+    for name in ("product_styles", "product_latent", "log_popularity", "customer_tastes", "customer_styles"):
+        np.testing.assert_array_equal(getattr(light, name), getattr(shop, name))

@@ -1,0 +1,58 @@
+"""``fashionrec simulate``: the embedded shop's customers, with their true tastes, visit a running shop service
+(:mod:`fashionrec.app.simulate`)."""
+
+from __future__ import annotations
+
+import click
+
+
+class _Size(click.ParamType):
+    """A named shop size of ``fashionrec.app.cli.SIZES``, looked up when the command runs: the CLI imports this
+    module, so this module cannot import the CLI's names when it loads."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from fashionrec.app.cli import SIZES
+
+        if value not in SIZES:
+            self.fail(f"{value!r} is not one of {', '.join(sorted(SIZES))}", param, ctx)
+        return str(value)
+
+
+@click.command("simulate")
+@click.option("--shop-url", default=None, metavar="URL",
+              help="The running shop service (`fashionrec shop serve`); default: http://<online.host>:<online.port>.")
+@click.option("--size", type=_Size(), default="default", show_default=True,
+              help="Size of the embedded synthetic shop the service's catalogue and history came from (as given "
+                   "to `fashionrec pipeline run` / `demo`: default or small).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field: the shop's (the same --set shop.* the service's data was made with) "
+                   "and the simulation's, e.g. --set simulation.days=3 --set simulation.visitors_per_day=50 "
+                   "(repeatable).")
+def simulate_command(shop_url: str | None, size: str, overrides: tuple[str, ...]) -> None:
+    """Simulated customers of the embedded shop visit a running shop service for simulation.days days: pages,
+    clicks, bags and purchases, all through its API and into its event log. One line per day, then totals."""
+    import httpx
+
+    from fashionrec.app.cli import build_config
+    from fashionrec.app.simulate import NewProductsUnsupported, ShopMismatch, run_simulation
+
+    config = build_config(size, overrides)
+    url = shop_url or f"http://{config.online.host}:{config.online.port}"
+    click.echo(f"Simulating {config.simulation.days} days x {config.simulation.visitors_per_day} visitors "
+               f"against {url} ...", err=True)
+    try:
+        summary = run_simulation(url, config.shop, config.simulation, echo=click.echo)
+    except NewProductsUnsupported as error:
+        raise click.BadParameter(str(error), param_hint="--set simulation.new_products_per_day") from error
+    except ShopMismatch as error:
+        raise click.ClickException(str(error)) from error
+    except httpx.HTTPError as error:  # the catalogue check, before any visit: nothing answers at the URL
+        raise click.ClickException(f"cannot reach the shop service at {url}: {error}") from error
+    events = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.events.items())) or "no events"
+    errors = f"; errors {dict(sorted(summary.errors.items()))}" if summary.errors else "; no errors"
+    click.echo(f"total: {summary.visits} visits, {summary.page_requests} page requests, {events}; "
+               f"CTR {summary.click_through_rate:.2%}; {summary.visits_per_second:.1f} visits/s, "
+               f"{summary.requests_per_second:.1f} requests/s over {summary.seconds:.1f} s{errors}")
+

@@ -1,0 +1,224 @@
+"""The shop simulator (``fashionrec simulate``): its behaviour model by hand, then simulated customers visiting a
+REAL shop service (`fashionrec shop serve`, uvicorn) over a REAL tritonserver, read back from the event log.
+
+The service's shop is tests/online/conftest.py's: the synthetic shop of ``SHOP_SIZE``, so the simulator
+regenerates its customers' true tastes from that config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fashionrec.app.simulate import (GroundTruth, NewProductsUnsupported, ShopMismatch, SimulationSummary,
+                                     bag_chance, check_catalogue, click_chances, draw_clicks, keenness,
+                                     purchase_chance, run_simulation, simulate, visitors)
+from fashionrec.app.simulate_commands import simulate_command
+from fashionrec.config import ShopConfig, SimulationConfig
+from tests.online.conftest import SHOP_SIZE
+
+# Enough traffic for clicks, bags and purchases on the small shop (whose served "model" is its categories plus
+# noise: weaker than a trained one, hence the lower threshold), within seconds on two cores.
+E2E = SimulationConfig(days=2, visitors_per_day=20, click_threshold=0.8, concurrency=4, seed=3)
+
+
+# -- the behaviour model, by hand --------------------------------------------------------------------------
+
+def test_click_chance_is_examination_times_the_sigmoid_of_affinity():
+    simulation = SimulationConfig(examination_decay=0.5, click_sharpness=2.0, click_threshold=1.0)
+    # slot 1: looked at surely, sigmoid(0) = 0.5; slot 2: 0.5 x sigmoid(2) = 0.5 x 0.880797;
+    # slot 3: 0.25 x sigmoid(-2) = 0.25 x 0.119203; slot 4: an unknown product is never clicked
+    expected = [0.5, 0.5 * 0.8807970779778823, 0.25 * 0.11920292202211755, 0.0]
+    assert click_chances([1.0, 2.0, 0.0, math.nan], simulation) == pytest.approx(expected, abs=1e-12)
+
+
+def test_bag_and_purchase_follow_keenness_and_price():
+    simulation = SimulationConfig(bag_base=0.4, purchase_base=0.5, price_sensitivity=math.log(2))
+    assert keenness(0.5) == pytest.approx(0.5)
+    assert keenness(1.0) == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert bag_chance(0.5, simulation) == pytest.approx(0.2)  # 0.4 x 0.5
+    assert purchase_chance(0.5, 100.0, simulation) == pytest.approx(0.125)  # 0.5 x 0.5 x exp(-ln 2)
+    assert purchase_chance(0.5, 0.0, simulation) == pytest.approx(0.25)
+
+
+def test_drawn_clicks_have_the_modelled_frequencies():
+    simulation = SimulationConfig(examination_decay=0.8, click_sharpness=4.0, click_threshold=0.5)
+    affinity = np.array([0.9, 0.5, 0.2, 1.2])
+    rng = np.random.default_rng(0)
+    counts = np.zeros(len(affinity))
+    trials = 20_000
+    for _ in range(trials):
+        counts[draw_clicks(rng, affinity, simulation)] += 1
+    assert counts / trials == pytest.approx(click_chances(affinity, simulation), abs=0.01)
+
+
+def test_visitors_are_seeded_distinct_customers_of_the_shop():
+    truth = GroundTruth.generate(SHOP_SIZE)
+    day = visitors(truth, E2E, 1)
+    assert day == visitors(truth, E2E, 1) and day != visitors(truth, E2E, 2)
+    assert len(set(day)) == E2E.visitors_per_day and all(0 <= c < SHOP_SIZE.num_customers for c in day)
+    crowd = visitors(truth, dataclasses.replace(E2E, visitors_per_day=SHOP_SIZE.num_customers + 5), 1)
+    assert len(crowd) == SHOP_SIZE.num_customers + 5  # more visitors than customers: some come twice
+
+
+def test_a_service_built_from_another_shop_is_refused_before_any_visit():
+    truth = GroundTruth.generate(SHOP_SIZE)
+    other = GroundTruth.generate(dataclasses.replace(SHOP_SIZE, seed=SHOP_SIZE.seed + 1))
+    sizes = [{"name": name, "products": count} for name, count in other.category_sizes().items()]
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"categories": sizes}))
+
+    async def check() -> None:
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            await check_catalogue(client, truth)
+
+    with pytest.raises(ShopMismatch, match="not the one this shop config generates"):
+        asyncio.run(check())
+
+
+def test_answers_other_than_2xx_are_counted_not_fatal():
+    """A stand-in service (httpx's MockTransport): every second homepage is a 503, events are refused as
+    unknown products; the run goes on and says so."""
+    truth = GroundTruth.generate(SHOP_SIZE)
+    sizes = [{"name": name, "products": count} for name, count in truth.category_sizes().items()]
+    liked = truth.shop.catalogue["product_id"].iloc[int(np.argmax(truth.affinities(0)))]
+    cards = [{"product_id": liked, "price": 10.0}]
+    homepages = iter(range(1_000))
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/categories":
+            return httpx.Response(200, json={"categories": sizes})
+        if path == "/v1/homepage":
+            if next(homepages) % 2:
+                return httpx.Response(503, json={"detail": "store unavailable"})
+            return httpx.Response(200, json={"request_id": "r1", "carousels": [{"products": cards}]})
+        if path == "/v1/events":
+            count = len(json.loads(request.content)["events"])
+            return httpx.Response(200, json={"accepted": 0, "rejected": [{"index": i, "reason": "unknown_product"}
+                                                                         for i in range(count)]})
+        return httpx.Response(404, json={"detail": "not here"})
+
+    simulation = SimulationConfig(days=1, visitors_per_day=10, click_threshold=-10.0, bag_base=0.0, concurrency=1)
+    summary = asyncio.run(simulate("http://shop", SHOP_SIZE, simulation, echo=lambda line: None,
+                                   transport=httpx.MockTransport(answer)))
+    assert summary.visits == 10 and summary.pages["homepage"] == 5 and summary.errors["503"] == 5
+    assert summary.events == {} and summary.rejected["unknown_product"] == 5  # one click a page, refused
+    assert summary.errors["404"] >= 5  # product, category and search pages of the stand-in
+
+
+def test_new_products_are_refused_with_the_reason():
+    with pytest.raises(NewProductsUnsupported, match="restarts"):
+        run_simulation("http://127.0.0.1:9", SHOP_SIZE, SimulationConfig(new_products_per_day=3))
+
+
+# -- customers visiting the real service -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Simulated:
+    summary: SimulationSummary
+    lines: list[str]
+    seconds: float
+    events: pd.DataFrame  # the service's event log
+    impressions: pd.DataFrame  # what it showed, as logged
+
+
+@pytest.fixture(scope="module")
+def simulated(shop_triton, shop_files, tmp_path_factory) -> Simulated:
+    """Two days of 20 visitors against a shop service of the module's own, whose log is read back once the
+    service has stopped (SIGTERM: it flushes its impressions and rolls its journal into the log)."""
+    from tests.online.conftest import shop_process
+
+    shop = shop_process(tmp_path_factory.mktemp("simulated"), shop_files, shop_triton.grpc_url).start()
+    try:
+        lines: list[str] = []
+        started = time.perf_counter()
+        summary = run_simulation(shop.url, SHOP_SIZE, E2E, echo=lines.append)
+        seconds = time.perf_counter() - started
+    finally:
+        shop.stop()
+    log = shop.folder / "log"
+    return Simulated(summary, lines, seconds, pd.read_parquet(log / "events"), pd.read_parquet(log / "impressions"))
+
+
+def test_every_visit_is_answered_and_every_event_accepted(simulated):
+    summary = simulated.summary
+    print("\n" + "\n".join(simulated.lines), f"\n{summary}", f"\n{simulated.seconds:.1f} s")
+    assert len(simulated.lines) == E2E.days and simulated.lines[0].startswith(f"day 1/{E2E.days}: 20 visits")
+    assert summary.visits == summary.pages["homepage"] == E2E.days * E2E.visitors_per_day
+    assert summary.errors == {} and summary.rejected == {} and summary.fallbacks == 0
+    assert summary.page_requests == sum(summary.pages.values()) and summary.pages["product"] >= 1
+    assert summary.unknown_products == 0 and summary.shown > 0
+    assert summary.events["click"] >= 10 and summary.events.get("purchase", 0) >= 1
+    assert summary.requests_per_second > 0
+
+
+def test_the_event_log_holds_exactly_what_was_posted(simulated):
+    logged = simulated.events["event_type"].value_counts().to_dict()
+    assert logged == simulated.summary.events
+    assert simulated.events["customer_id"].str.fullmatch(r"C\d{6}").all()  # the shop's own customers
+
+
+def test_clicks_are_only_on_products_shown_to_that_customer(simulated):
+    shown = simulated.impressions.explode("product_ids")
+    clicks = simulated.events[simulated.events["event_type"] == "click"]
+    by_customer = set(zip(shown["customer_id"], shown["product_ids"], strict=True))
+    assert set(zip(clicks["customer_id"], clicks["product_id"], strict=True)) <= by_customer
+    # every event names the page that showed its product: an impression of that request holds the product
+    by_page = set(zip(shown["request_id"], shown["product_ids"], strict=True))
+    events = simulated.events
+    assert events["request_id"].notna().all()
+    assert set(zip(events["request_id"], events["product_id"], strict=True)) <= by_page
+
+
+def test_purchases_only_after_a_click_and_a_bag_of_the_same_product(simulated):
+    events = simulated.events
+    first = events.groupby(["customer_id", "product_id", "event_type"])["timestamp"].min().unstack()
+    bought = first[first["purchase"].notna()]
+    assert len(bought) >= 1
+    assert (bought["click"] <= bought["add_to_bag"]).all() and (bought["add_to_bag"] <= bought["purchase"]).all()
+    bagged = first[first["add_to_bag"].notna()]
+    assert (bagged["click"] <= bagged["add_to_bag"]).all()  # no bag without its click (NaT would compare False)
+
+
+def test_customers_click_what_their_true_taste_likes(simulated):
+    """The behaviour model uses taste: per customer, the clicked products' mean true affinity exceeds that of
+    all the products shown to them."""
+    truth = GroundTruth.generate(SHOP_SIZE)
+    tastes, latent, row = truth.shop.customer_tastes, truth.shop.product_latent, truth.product_row
+
+    def mean_affinity(frame: pd.DataFrame, product_column: str) -> pd.Series:
+        customers = frame["customer_id"].str[1:].astype(int).to_numpy()
+        products = frame[product_column].map(row).to_numpy(dtype=int)
+        affinity = np.einsum("ij,ij->i", tastes[customers], latent[products])
+        return pd.Series(affinity, index=frame.index).groupby(frame["customer_id"]).mean()
+
+    shown = simulated.impressions[["customer_id", "product_ids"]].explode("product_ids")
+    clicks = simulated.events[simulated.events["event_type"] == "click"]
+    gap = (mean_affinity(clicks, "product_id") - mean_affinity(shown, "product_ids")).dropna()
+    print(f"\nclicked minus shown mean affinity per customer: mean {gap.mean():.3f}, "
+          f"{(gap > 0).mean():.0%} of {len(gap)} customers above")
+    assert len(gap) >= 10 and gap.mean() > 0.2 and (gap > 0).mean() > 0.8
+
+
+# -- the command -----------------------------------------------------------------------------------------------
+
+def test_the_command_simulates_and_refuses_another_shop(start_shop, shop_triton):
+    shop = start_shop(shop_triton.grpc_url)
+    size = [f"--set=shop.{f.name}={getattr(SHOP_SIZE, f.name)}" for f in dataclasses.fields(ShopConfig)]
+    simulation = ["--set=simulation.days=1", "--set=simulation.visitors_per_day=3"]
+    result = CliRunner().invoke(simulate_command, ["--shop-url", shop.url, *size, *simulation])
+    assert result.exit_code == 0, result.output
+    assert "day 1/1: 3 visits" in result.output and "total: 3 visits" in result.output and "no errors" in result.output
+    other = CliRunner().invoke(simulate_command, ["--shop-url", shop.url, "--size", "small", *simulation])
+    assert other.exit_code == 1 and "not the one this shop config generates" in other.output
+    unknown = CliRunner().invoke(simulate_command, ["--size", "huge"])
+    assert unknown.exit_code == 2 and "'huge' is not one of default, small" in unknown.output
