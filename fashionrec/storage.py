@@ -298,7 +298,8 @@ def _read_parts(uri: str) -> pd.DataFrame:
                 tables.append(pq.read_table(stream))
         else:
             tables.append(pq.read_table(_local_path(part), partitioning=None))
-    table = pa.concat_tables(tables, promote_options="default")  # pandas metadata: the first part's
+    # "permissive": parts written by different tools may differ in width (string / large_string) or miss columns
+    table = pa.concat_tables(tables, promote_options="permissive")  # pandas metadata: the first part's
     return table.to_pandas().reset_index(drop=True)
 
 

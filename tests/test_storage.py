@@ -119,6 +119,24 @@ def test_a_folder_of_parquet_parts_reads_as_one_table(root: str) -> None:
     assert storage.list_files(storage.join(folder, "date=2026-01-02")) == ["part-b.parquet"]
 
 
+def test_parts_written_by_different_tools_read_as_one_table(root: str) -> None:
+    """A shop's log parts (pyarrow: string, with attribution columns) beside a pandas-written seed part
+    (large_string, without them): one table, the missing columns null."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = storage.join(root, "events")
+    storage.makedirs(folder)
+    log_part = pa.table({"customer_id": pa.array(["c1"], pa.string()), "arm": pa.array(["b"], pa.string())})
+    seed_part = pa.table({"customer_id": pa.array(["c0"], pa.large_string())})
+    for name, table in (("log.parquet", log_part), ("seed.parquet", seed_part)):
+        with storage.open_output(storage.join(folder, name)) as stream:
+            pq.write_table(table, stream)
+    frame = storage.read_table(folder)
+    assert frame["customer_id"].tolist() == ["c1", "c0"] and frame["arm"].tolist()[0] == "b"
+    assert pd.isna(frame["arm"].tolist()[1])
+
+
 def test_a_folder_without_parts_is_a_clear_error(root: str) -> None:
     folder = storage.join(root, "events")
     storage.write_json(storage.join(folder, "notes.json"), {})
