@@ -78,17 +78,20 @@ def experiment_from_options(definition: str | None, name: str | None, arms: Sequ
               help="An arm (repeatable, the first is the control; shares default to equal).")
 @click.option("--salt", default=None, help="The assignment salt (default: the name).")
 @click.option("--end", default=None, help="When assignment stops (ISO 8601; default: when stopped).")
+@click.option("--settle-s", type=float, default=0.0, show_default=True,
+              help="Seconds between writing the arm models and routing to them: with polling Tritons (k8s: "
+                   "--repository-poll-secs=30) give more than the poll interval, e.g. 45.")
 @_url_option
 @_protocol_option
 @_set_option
 def start_command(model_repository: str, definition: str | None, name: str | None, arms: tuple[str, ...],
-                  salt: str | None, end: str | None, url: str | None, protocol: str,
+                  salt: str | None, end: str | None, settle_s: float, url: str | None, protocol: str,
                   overrides: tuple[str, ...]) -> None:
     """Serve every arm's version beside the served one and start routing visitors to their arms."""
     config = _config(overrides)
     with _user_errors():
         experiment = experiment_from_options(definition, name, arms, salt, end, config)
-        versions.start_experiment(model_repository, experiment, config.serving, url, protocol)
+        versions.start_experiment(model_repository, experiment, config.serving, url, protocol, settle_s)
     shares = ", ".join(f"{arm.name}: v{arm.version} {arm.share:.0%}" for arm in experiment.arms)
     click.echo(f"Experiment {experiment.name} started ({shares}); shops route by it within "
                f"{config.experiment.refresh_s:g} s.")
@@ -97,7 +100,8 @@ def start_command(model_repository: str, definition: str | None, name: str | Non
 @experiment_group.command("stop")
 @_repository_option
 @click.option("--drain-s", type=float, default=None,
-              help="Seconds to wait for shops to stop routing before the arm models go (default: experiment.refresh_s + 1).")
+              help="Seconds to wait for shops to stop routing before the arm models go (default: experiment.refresh_s "
+                   "+ 1; polling Tritons unload them at their next poll).")
 @_url_option
 @_protocol_option
 @_set_option

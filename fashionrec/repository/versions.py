@@ -225,11 +225,12 @@ def rollback(repository: str, serving: ServingConfig, to_version: int | None = N
 
 # -- experiments: every arm's version served at once --------------------------------------------------------------
 def start_experiment(repository: str, experiment: Experiment, serving: ServingConfig, url: str | None = None,
-                     protocol: str = "grpc") -> None:
+                     protocol: str = "grpc", settle_s: float = 0.0) -> None:
     """Serve every arm of ``experiment`` beside the served version, then write the experiment file that
     shops route by. Order: the python models load the arms' versions, the arm ensembles appear and (given a
-    ``url``) load, and only then the file: no shop routes to an ensemble that is not there. When Triton
-    refuses to load them, everything is undone and VersionError says why."""
+    ``url``) load, ``settle_s`` pass (polling servers: their next poll loads them), and only then the file:
+    no shop routes to an ensemble that is not there. When Triton refuses to load them, everything is undone
+    and VersionError says why."""
     running = read_experiment(repository)
     if running is not None:
         raise ExperimentError(f"experiment {running.name!r} is running in {repository}; stop it first "
@@ -254,6 +255,7 @@ def start_experiment(repository: str, experiment: Experiment, serving: ServingCo
             _end_arms(repository, manifest, served, serving, names, url, protocol, keep_previous=False)
             raise VersionError(f"experiment {experiment.name!r} could not start: {one_line(error, MAX_REASON_CHARS)}"
                                ) from None
+    time.sleep(settle_s)
     write_experiment(repository, experiment)
 
 
