@@ -45,7 +45,7 @@ from scipy import stats
 from fashionrec import storage
 from fashionrec.config import EVENT_TYPES, ExperimentConfig
 from fashionrec.evaluation.bootstrap import Interval
-from fashionrec.evaluation.report import _png
+from fashionrec.evaluation.report import png_base64
 from fashionrec.repository.experiments import Arm, Experiment
 
 # The log's columns (fashionrec.online.event_log.SCHEMAS, which this layer may not import), with the
@@ -596,7 +596,7 @@ def _lift_figure(report: ExperimentReport) -> str:
     axis.invert_yaxis()
     axis.set_xlabel(f"lift against {report.arms[0].name} (%)")
     axis.legend()
-    return _png(figure)
+    return png_base64(figure)
 
 
 def _daily_figure(report: ExperimentReport) -> str:
@@ -618,7 +618,7 @@ def _daily_figure(report: ExperimentReport) -> str:
         axis.xaxis.set_major_locator(dates.DayLocator(interval=max(1, math.ceil(len(days) / MAX_DATE_TICKS))))
         axis.xaxis.set_major_formatter(dates.DateFormatter("%b %d"))
         axis.tick_params(axis="x", labelrotation=30)
-    return _png(figure)
+    return png_base64(figure)
 
 
 TEMPLATE = """<!doctype html>

@@ -58,7 +58,8 @@ def render_report(inputs: ReportInputs) -> str:
     )
 
 
-def _png(figure) -> str:
+def png_base64(figure) -> str:
+    """The figure as base64 PNG text, to embed in a self-contained HTML page; closes the figure."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -79,7 +80,7 @@ def _curves_figure(inputs: ReportInputs) -> str:
         axis.set_xlabel("K")
         axis.set_title(f"{kind}@K")
         axis.legend()
-    return _png(figure)
+    return png_base64(figure)
 
 
 def _slices_figure(inputs: ReportInputs) -> str:
@@ -101,7 +102,7 @@ def _slices_figure(inputs: ReportInputs) -> str:
     axis.invert_yaxis()
     axis.set_xlabel(metric)
     axis.legend()
-    return _png(figure)
+    return png_base64(figure)
 
 
 def _popularity_figure(inputs: ReportInputs) -> str:
@@ -120,7 +121,7 @@ def _popularity_figure(inputs: ReportInputs) -> str:
     axis.set_xlabel(f"popularity percentile of products in the top {k}")
     axis.set_ylabel("density")
     axis.legend()
-    return _png(figure)
+    return png_base64(figure)
 
 
 def _projection_figure(inputs: ReportInputs) -> str:
@@ -143,7 +144,7 @@ def _projection_figure(inputs: ReportInputs) -> str:
     axis.legend(markerscale=3, fontsize=8, ncol=2)
     axis.set_xlabel("PC 1")
     axis.set_ylabel("PC 2")
-    return _png(figure)
+    return png_base64(figure)
 
 
 def _checks_table(blessing: dict[str, object]) -> str:
