@@ -19,6 +19,16 @@ with ``purchase_base * keenness(affinity) * exp(-price_sensitivity * price / 100
 
 The simulated days group the visits (one line is printed per day); the clock is the service's own: events
 carry no timestamp and are stamped "now" by the service.
+
+Launches. With ``new_products_per_day`` = N > 0 and a :class:`Launcher` (the service's model repository, and
+the Triton to load versions into), each day after the first starts with N new products of the same shop
+(:func:`fashionrec.datasets.synthetic.launch_products`: the shop's latent world, so their content predicts
+their latent) added to the served version (:func:`fashionrec.repository.catalogue.add_products`); their
+latents join the ground truth, so visitors react to them like to any product, and the day's visits wait
+until the service shows them (it follows the served version every ``online.served_refresh_s``; the wait is
+``Launcher.wait_s``). Launch batches are numbered after those already in the served version, so a
+restarted run launches new products and knows the earlier ones (regenerated from their ids); the catalogue
+check allows, per category, the products added to the served version on top of the shop's own.
 """
 
 from __future__ import annotations
@@ -33,11 +43,15 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
+import pandas as pd
 
-from fashionrec.config import ShopConfig, SimulationConfig
-from fashionrec.datasets.synthetic import SyntheticShop, generate_shop
+from fashionrec.config import ServingConfig, ShopConfig, SimulationConfig
+from fashionrec.datasets.synthetic import SyntheticShop, generate_shop, launch_batch, launch_products
 
 REQUEST_TIMEOUT_S = 30.0  # per request: a page slower than this counts as an error ("timeout"), not a hang
+LAUNCH_WAIT_S = 60.0  # default wait for the service to show launched products: 6 of its default refreshes (10 s)
+LAUNCH_POLL_S = 0.25
+LAUNCH_SESSION = "fashionrec-simulator-launch"  # the session that asks for a launched product's page
 KEENNESS_SLOPE, KEENNESS_MIDPOINT = 4.0, 0.5  # the synthetic log's own keenness curve (datasets.synthetic)
 
 
@@ -46,7 +60,46 @@ class ShopMismatch(ValueError):
 
 
 class NewProductsUnsupported(ValueError):
-    """``new_products_per_day`` > 0: the running service cannot take new products without a restart."""
+    """``new_products_per_day`` > 0 without a model repository to add them to (no :class:`Launcher`)."""
+
+
+class LaunchFailed(RuntimeError):
+    """The model repository refused launched products (nothing published, no content tower, ...)."""
+
+
+class LaunchNotShown(RuntimeError):
+    """Launched products were served by the model but the shop service did not show them in time."""
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """Where launched products go: the model repository the service follows, and the Triton (explicit model
+    control, gRPC ``host:port``) to load each new version into (None: a polling Triton finds it itself).
+    ``wait_s``: how long the service may take to show them (a few of its ``online.served_refresh_s``)."""
+
+    model_repository: str
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    triton_url: str | None = None
+    wait_s: float = LAUNCH_WAIT_S
+
+    def added(self) -> pd.DataFrame:
+        """Every product added to the served version without retraining (empty before a publish)."""
+        from fashionrec.repository.catalogue import added_products
+        from fashionrec.repository.manifest import read_manifest, serving_version
+
+        version = serving_version(read_manifest(self.model_repository))
+        return added_products(self.model_repository, version) if version is not None else pd.DataFrame(
+            {"product_id": pd.Series(dtype=object), "category": pd.Series(dtype=object)})
+
+    def launch(self, products: pd.DataFrame) -> int:
+        """Add ``products`` to the served version; the version now served."""
+        from fashionrec.repository.catalogue import add_products
+
+        try:
+            return add_products(self.model_repository, products, self.serving, self.triton_url).version
+        except ValueError as error:  # add_products' refusals: the repository is untouched
+            raise LaunchFailed(f"launching {len(products)} products into {self.model_repository} failed: {error}"
+                               ) from error
 
 
 # -- the behaviour model: pure functions, unit-tested with hand-computed probabilities ------------------------
@@ -92,12 +145,14 @@ def draw_clicks(rng: np.random.Generator, affinity: Sequence[float] | np.ndarray
 @dataclass(frozen=True)
 class GroundTruth:
     """What the simulated customers know of themselves and of the products: the synthetic shop's latent
-    world, looked up by the ids the service shows."""
+    world, looked up by the ids the service shows. The shop's products come first (``shop.catalogue``'s
+    rows), then the launched ones (:meth:`with_products`)."""
 
     shop: SyntheticShop
     product_row: dict[str, int]  # product id -> row of product_latent
     category_codes: np.ndarray  # each product's category, as an index into categories
     categories: tuple[str, ...]
+    product_latent: np.ndarray  # (products, latent_dim): the shop's, then the launched ones'
 
     @classmethod
     def generate(cls, shop_config: ShopConfig) -> GroundTruth:
@@ -105,7 +160,18 @@ class GroundTruth:
         shop = generate_shop(shop_config, with_events=False)
         categories, codes = np.unique(shop.catalogue["category"].to_numpy(dtype=str), return_inverse=True)
         return cls(shop, {pid: row for row, pid in enumerate(shop.catalogue["product_id"])}, codes,
-                   tuple(categories.tolist()))
+                   tuple(categories.tolist()), shop.product_latent)
+
+    def with_products(self, catalogue: pd.DataFrame, latent: np.ndarray) -> GroundTruth:
+        """This truth and launched products (their catalogue rows and latents); ids it knows are skipped."""
+        keep = np.array([pid not in self.product_row for pid in catalogue["product_id"]], dtype=bool)
+        catalogue, latent = catalogue[keep], latent[keep]
+        categories = self.categories + tuple(sorted(set(catalogue["category"]) - set(self.categories)))
+        code = {name: i for i, name in enumerate(categories)}
+        rows = {pid: len(self.product_latent) + i for i, pid in enumerate(catalogue["product_id"])}
+        return GroundTruth(self.shop, {**self.product_row, **rows},
+                           np.concatenate([self.category_codes, [code[c] for c in catalogue["category"]]]).astype(int),
+                           categories, np.concatenate([self.product_latent, latent.astype(np.float32)]))
 
     @property
     def num_customers(self) -> int:
@@ -115,8 +181,8 @@ class GroundTruth:
         return f"C{customer:06d}"  # datasets.synthetic's ids
 
     def affinities(self, customer: int) -> np.ndarray:
-        """The customer's true affinity to every product, in catalogue order."""
-        return self.shop.product_latent @ self.shop.customer_tastes[customer]
+        """The customer's true affinity to every product (the shop's, then the launched ones)."""
+        return self.product_latent @ self.shop.customer_tastes[customer]
 
     def favourite_category(self, affinity: np.ndarray) -> str:
         """The category whose products the customer likes best on average (their taste, not their history)."""
@@ -128,7 +194,9 @@ class GroundTruth:
         return self.shop.style_words[int(self.shop.customer_styles[customer])]
 
     def category_sizes(self) -> dict[str, int]:
-        return dict(zip(self.categories, np.bincount(self.category_codes).tolist(), strict=True))
+        """The shop's own products per category (launched ones not counted)."""
+        own = np.bincount(self.category_codes[: len(self.shop.catalogue)], minlength=len(self.categories))
+        return {name: count for name, count in zip(self.categories, own.tolist(), strict=True) if count}
 
 
 # -- what happened ------------------------------------------------------------------------------------------
@@ -140,7 +208,9 @@ class SimulationSummary:
     events by the service's reason; ``errors``: requests (pages and posts) without a 2xx answer, by status code
     or transport error ("timeout", "ConnectError");
     ``fallbacks``: carousels and lists the service marked as the trending fallback; ``shown``: product slots
-    shown on carousels and lists; ``unknown_products``: shown products the ground truth does not know."""
+    shown on carousels and lists; ``unknown_products``: shown products the ground truth does not know;
+    ``launched``: products launched (added to the served version); ``shown_launched``: slots that showed one
+    of the products launched in this run."""
 
     days: int
     visits: int
@@ -154,6 +224,8 @@ class SimulationSummary:
     shown: int
     unknown_products: int
     seconds: float
+    launched: int = 0
+    shown_launched: int = 0
 
     @property
     def requests(self) -> int:
@@ -188,9 +260,13 @@ class _Tally:
     fallbacks: int = 0
     shown: int = 0
     unknown_products: int = 0
+    launched: int = 0
+    shown_launched: int = 0
 
     def add(self, other: _Tally) -> None:
         self.visits += other.visits
+        self.launched += other.launched
+        self.shown_launched += other.shown_launched
         self.page_requests += other.page_requests
         self.event_requests += other.event_requests
         self.fallbacks += other.fallbacks
@@ -202,13 +278,15 @@ class _Tally:
     def summary(self, days: int, seconds: float) -> SimulationSummary:
         return SimulationSummary(days, self.visits, self.page_requests, dict(self.pages), self.event_requests,
                                  dict(self.events), dict(self.rejected), dict(self.errors), self.fallbacks, self.shown,
-                                 self.unknown_products, seconds)
+                                 self.unknown_products, seconds, self.launched, self.shown_launched)
 
 
 def day_line(day: int, days: int, summary: SimulationSummary) -> str:
     """One printed line per simulated day: traffic, events, CTR, throughput and anything that went wrong."""
     events = ", ".join(f"{summary.events.get(kind, 0)} {kind}" for kind in ("click", "add_to_bag", "purchase"))
-    problems = [f"errors {dict(sorted(summary.errors.items()))}" if summary.errors else "",
+    problems = [f"{summary.launched} products launched, shown {summary.shown_launched} times" if summary.launched
+                else "",
+                f"errors {dict(sorted(summary.errors.items()))}" if summary.errors else "",
                 f"rejected {dict(sorted(summary.rejected.items()))}" if summary.rejected else "",
                 f"{summary.fallbacks} fallbacks" if summary.fallbacks else "",
                 f"{summary.unknown_products} unknown products shown" if summary.unknown_products else ""]
@@ -233,8 +311,10 @@ class _Visit:
     event, its product page, that page's similar items, the bag and the purchase), depth first."""
 
     def __init__(self, client: httpx.AsyncClient, truth: GroundTruth, simulation: SimulationConfig,
-                 customer: int, rng: np.random.Generator, tally: _Tally) -> None:
+                 customer: int, rng: np.random.Generator, tally: _Tally,
+                 launched: frozenset[str] = frozenset()) -> None:
         self.client, self.truth, self.simulation, self.rng, self.tally = client, truth, simulation, rng, tally
+        self.launched = launched  # the products launched in this run (counted when shown)
         self.customer, self.customer_id = customer, truth.customer_id(customer)
         self.affinity = truth.affinities(customer)
         self.clicked: set[str] = set()  # once per session: a second click would be a duplicate event
@@ -264,6 +344,7 @@ class _Visit:
         self.tally.fallbacks += bool(fallback)
         rows = [self.truth.product_row.get(p["product_id"]) for p in products]
         self.tally.unknown_products += sum(row is None for row in rows)
+        self.tally.shown_launched += sum(p["product_id"] in self.launched for p in products)
         affinity = [np.nan if row is None else float(self.affinity[row]) for row in rows]
         for slot in draw_clicks(self.rng, affinity, self.simulation):
             product = products[slot]
@@ -337,7 +418,8 @@ def visitors(truth: GroundTruth, simulation: SimulationConfig, day: int) -> list
     return rng.choice(population, size=count, replace=count > population).tolist()
 
 
-async def _day(client: httpx.AsyncClient, truth: GroundTruth, simulation: SimulationConfig, day: int) -> _Tally:
+async def _day(client: httpx.AsyncClient, truth: GroundTruth, simulation: SimulationConfig, day: int,
+               launched: frozenset[str] = frozenset()) -> _Tally:
     """Every visit of one day, ``concurrency`` in flight; each visit draws from its own seeded generator, so
     the choices do not depend on which visit's answer came first."""
     tally = _Tally()
@@ -346,52 +428,122 @@ async def _day(client: httpx.AsyncClient, truth: GroundTruth, simulation: Simula
     async def worker() -> None:
         for index, customer in todo:  # shared: each worker takes the next visit when it is free
             rng = np.random.default_rng((simulation.seed, day, index))
-            await _Visit(client, truth, simulation, customer, rng, tally).run()
+            await _Visit(client, truth, simulation, customer, rng, tally, launched).run()
 
     await asyncio.gather(*(worker() for _ in range(simulation.concurrency)))
     return tally
 
 
-async def check_catalogue(client: httpx.AsyncClient, truth: GroundTruth) -> None:
+async def check_catalogue(client: httpx.AsyncClient, truth: GroundTruth,
+                          added: Mapping[str, int] | None = None) -> None:
     """Refuse to simulate against a service whose catalogue another ShopConfig made: every affinity would be
-    wrong. Categories and their sizes are compared (``/v1/categories``: no Triton call, no impression)."""
+    wrong. Categories and their sizes are compared (``/v1/categories``: no Triton call, no impression): each
+    must hold the shop's own products, plus up to ``added[category]`` products added to the served version
+    without retraining (launched by an earlier run, say: the service may not have learnt them yet)."""
     response = await client.get("/v1/categories")
     response.raise_for_status()
     served = {c["name"]: int(c["products"]) for c in response.json()["categories"]}
-    expected = truth.category_sizes()
-    if served != expected:
-        differing = sorted(name for name in served.keys() | expected.keys() if served.get(name) != expected.get(name))
+    expected, added = truth.category_sizes(), dict(added or {})
+    differing = sorted(name for name in served.keys() | expected.keys()
+                       if not expected.get(name, 0) <= served.get(name, 0) <= expected.get(name, 0) + added.get(name, 0))
+    if differing:
         raise ShopMismatch(f"the service's catalogue is not the one this shop config generates (products per "
                            f"category differ in {', '.join(differing[:5])}): give the --size / --set shop.* the "
-                           "service's catalogue was made with")
+                           "service's catalogue was made with" + ("" if added else " (and, if products were added to "
+                                                                  "it, --model-repository)"))
+
+
+def known_launches(truth: GroundTruth, shop_config: ShopConfig, added: pd.DataFrame) -> tuple[GroundTruth, int]:
+    """The truth with the products earlier runs launched into the served version (regenerated from their ids'
+    batches), and the next free batch number. ShopMismatch when such a product is not what this shop config
+    launches (another config's run launched it)."""
+    batches = pd.to_numeric(added["product_id"].map(launch_batch), errors="coerce")  # NaN: not a launched id
+    for batch, ids in added["product_id"].groupby(batches):
+        catalogue, latent = launch_products(shop_config, len(ids), int(batch))
+        stored = added.set_index("product_id").reindex(catalogue["product_id"])
+        if stored["title"].isna().any() or list(stored["title"]) != list(catalogue["title"]):
+            raise ShopMismatch(f"the products of launch {int(batch)} in the served version are not the ones this shop "
+                               "config launches: give the --size / --set shop.* of the run that launched them")
+        truth = truth.with_products(catalogue, latent)
+    return truth, int(batches.max()) + 1 if batches.notna().any() else 1
+
+
+async def wait_until_shown(client: httpx.AsyncClient, product_id: str, wait_s: float) -> float:
+    """Seconds until the service's product page of ``product_id`` answers (polled, as session
+    ``LAUNCH_SESSION``); LaunchNotShown after ``wait_s``."""
+    started = time.monotonic()
+    last = "no answer"
+    while True:
+        try:
+            response = await client.get(f"/v1/products/{quote(product_id, safe='')}",
+                                        params={"session_id": LAUNCH_SESSION})
+            if response.is_success:
+                return time.monotonic() - started
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as error:
+            last = type(error).__name__
+        if time.monotonic() - started >= wait_s:
+            raise LaunchNotShown(
+                f"the shop service did not show launched product {product_id} within {wait_s:g} s (last answer: "
+                f"{last}); it is served by the model repository, so is the service following that repository, "
+                "and does it refresh (online.served_refresh_s) within the wait? Raise the wait (--launch-wait-s) "
+                "for a slower refresh")
+        await asyncio.sleep(LAUNCH_POLL_S)
+
+
+async def _launch(client: httpx.AsyncClient, launcher: Launcher, truth: GroundTruth, shop_config: ShopConfig,
+                  count: int, batch: int) -> tuple[GroundTruth, pd.DataFrame, int, float]:
+    """Launch batch ``batch``: added to the served version, known to the truth, shown by the service. Returns the
+    truth, the products, the version now served and the seconds until the service showed them."""
+    catalogue, latent = launch_products(shop_config, count, batch)
+    version = await asyncio.to_thread(launcher.launch, catalogue)
+    waited = await wait_until_shown(client, str(catalogue["product_id"].iloc[-1]), launcher.wait_s)
+    return truth.with_products(catalogue, latent), catalogue, version, waited
 
 
 async def simulate(base_url: str, shop_config: ShopConfig, simulation: SimulationConfig,
                    echo: Callable[[str], None] = print,
-                   transport: httpx.AsyncBaseTransport | None = None) -> SimulationSummary:
+                   transport: httpx.AsyncBaseTransport | None = None,
+                   launcher: Launcher | None = None) -> SimulationSummary:
     """The async core: ``simulation.days`` days of visits to the service at ``base_url``, a line per day.
-    ``transport``: httpx's (default: the network), e.g. ``httpx.ASGITransport`` for a service in this process."""
-    if simulation.new_products_per_day:
+    ``transport``: httpx's (default: the network), e.g. ``httpx.ASGITransport`` for a service in this process.
+    ``launcher``: where ``simulation.new_products_per_day`` products go each day after the first (required when
+    that is > 0; it also lets the catalogue check allow products added to the served version)."""
+    if simulation.new_products_per_day and launcher is None:
         raise NewProductsUnsupported(
-            "simulation.new_products_per_day must be 0: the shop service loads its catalogue once at start, so "
-            "products added to the served model (`fashionrec catalogue add`) cannot be shown or logged until it "
-            "restarts")
+            "simulation.new_products_per_day > 0 needs the model repository the shop service follows "
+            "(--model-repository, and --triton-url for a Triton with explicit model control): launched products "
+            "are added to its served version, which the service picks up")
     truth = GroundTruth.generate(shop_config)
+    added = await asyncio.to_thread(launcher.added) if launcher else None
+    batch = 1
+    if added is not None:
+        truth, batch = known_launches(truth, shop_config, added)
     limits = httpx.Limits(max_connections=simulation.concurrency, max_keepalive_connections=simulation.concurrency)
     total = _Tally()
+    launched: set[str] = set()
     async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits,
                                  transport=transport) as client:
-        await check_catalogue(client, truth)
+        await check_catalogue(client, truth, added["category"].value_counts().to_dict() if added is not None else None)
         started = time.perf_counter()
         for day in range(1, simulation.days + 1):
+            count = simulation.new_products_per_day if day > 1 and launcher is not None else 0
+            if count:  # before the day's visits (and its clock: the day line's rates are the visits')
+                truth, products, version, waited = await _launch(client, launcher, truth, shop_config, count, batch)
+                launched.update(products["product_id"])
+                echo(f"day {day}/{simulation.days}: launched {count} products ({products['product_id'].iloc[0]} .. "
+                     f"{products['product_id'].iloc[-1]}) as version {version}; the shop showed them after "
+                     f"{waited:.1f} s")
+                batch += 1
             day_started = time.perf_counter()
-            tally = await _day(client, truth, simulation, day)
+            tally = await _day(client, truth, simulation, day, frozenset(launched))
+            tally.launched = count
             echo(day_line(day, simulation.days, tally.summary(1, time.perf_counter() - day_started)))
             total.add(tally)
         return total.summary(simulation.days, time.perf_counter() - started)
 
 
 def run_simulation(base_url: str, shop_config: ShopConfig, simulation: SimulationConfig,
-                   echo: Callable[[str], None] = print) -> SimulationSummary:
+                   echo: Callable[[str], None] = print, launcher: Launcher | None = None) -> SimulationSummary:
     """:func:`simulate`, for callers without an event loop (the CLI, benchmarks, tests)."""
-    return asyncio.run(simulate(base_url.rstrip("/"), shop_config, simulation, echo))
+    return asyncio.run(simulate(base_url.rstrip("/"), shop_config, simulation, echo, launcher=launcher))

@@ -30,23 +30,38 @@ class _Size(click.ParamType):
               help="Override a config field: the shop's (the same --set shop.* the service's data was made with) "
                    "and the simulation's, e.g. --set simulation.days=3 --set simulation.visitors_per_day=50 "
                    "(repeatable).")
-def simulate_command(shop_url: str | None, size: str, overrides: tuple[str, ...]) -> None:
+@click.option("--model-repository", default=None, metavar="REPO",
+              help="The model repository the shop service follows (local or gs://): products launched with "
+                   "--set simulation.new_products_per_day=N are added to its served version (needed for N > 0).")
+@click.option("--triton-url", default=None, metavar="HOST:PORT",
+              help="A Triton with explicit model control (gRPC) to load each launch's version into; leave out for a "
+                   "Triton that polls the repository.")
+@click.option("--launch-wait-s", type=click.FloatRange(min=0.0), default=None,
+              help="How long the shop service may take to show launched products (it picks up the served version "
+                   "every online.served_refresh_s); default: 60 s, six of its default refreshes.")
+def simulate_command(shop_url: str | None, size: str, overrides: tuple[str, ...], model_repository: str | None,
+                     triton_url: str | None, launch_wait_s: float | None) -> None:
     """Simulated customers of the embedded shop visit a running shop service for simulation.days days: pages,
-    clicks, bags and purchases, all through its API and into its event log. One line per day, then totals."""
+    clicks, bags and purchases, all through its API and into its event log. One line per day, then totals.
+    With simulation.new_products_per_day > 0 and --model-repository, each day after the first launches new
+    products of the same shop into the served model, and the customers meet them in the shop."""
     import httpx
 
     from fashionrec.app.cli import build_config
-    from fashionrec.app.simulate import NewProductsUnsupported, ShopMismatch, run_simulation
+    from fashionrec.app.simulate import (LAUNCH_WAIT_S, LaunchFailed, Launcher, LaunchNotShown, NewProductsUnsupported,
+                                         ShopMismatch, run_simulation)
 
     config = build_config(size, overrides)
     url = shop_url or f"http://{config.online.host}:{config.online.port}"
+    wait_s = LAUNCH_WAIT_S if launch_wait_s is None else launch_wait_s
+    launcher = Launcher(model_repository, config.serving, triton_url, wait_s) if model_repository else None
     click.echo(f"Simulating {config.simulation.days} days x {config.simulation.visitors_per_day} visitors "
                f"against {url} ...", err=True)
     try:
-        summary = run_simulation(url, config.shop, config.simulation, echo=click.echo)
+        summary = run_simulation(url, config.shop, config.simulation, echo=click.echo, launcher=launcher)
     except NewProductsUnsupported as error:
         raise click.BadParameter(str(error), param_hint="--set simulation.new_products_per_day") from error
-    except ShopMismatch as error:
+    except (ShopMismatch, LaunchFailed, LaunchNotShown) as error:
         raise click.ClickException(str(error)) from error
     except httpx.HTTPError as error:  # the catalogue check, before any visit: nothing answers at the URL
         raise click.ClickException(f"cannot reach the shop service at {url}: {error}") from error

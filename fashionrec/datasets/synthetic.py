@@ -9,13 +9,16 @@ is actually there:
   only co-interaction reveals;
 * every customer has a taste vector mixed from one or two styles plus colour and category leanings;
 * events are drawn by softmax over affinity + popularity + novelty among products already launched,
-  so cold-start products are learnable from content alone and popularity is a real (weaker) signal.
+  so cold-start products are learnable from content alone and popularity is a real (weaker) signal;
+* after the log, :func:`launch_products` draws new products in the same latent world (the shop
+  simulator launches them into a running shop, :mod:`fashionrec.app.simulate`).
 
 Output follows the canonical input schema that ``fashionrec.stages.ingest`` validates.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +58,10 @@ _GENERIC_WORDS: tuple[str, ...] = (
     "comfortable", "quality", "wardrobe", "staple", "with", "pockets", "button", "zip", "collar",
 )
 _BRAND_SYLLABLES: tuple[str, ...] = ("nor", "vel", "ari", "ko", "sten", "lum", "ora", "tis", "mar", "bel")
+BRANDS_PER_STYLE = 4
+LAUNCHED_PREFIX = "N"  # launched products' ids: N<batch>-<index>; the generated shop's are P<row>
+_LAUNCHED_ID = re.compile(rf"{LAUNCHED_PREFIX}(\d{{5,}})-(\d{{5,}})")
+LAUNCH_STREAM = 1_000_003  # separates the launches' seeds, (seed, LAUNCH_STREAM, batch), from any other draw
 
 
 @dataclass(frozen=True)
@@ -115,40 +122,115 @@ def _catalogue(
     rng: np.random.Generator, config: ShopConfig, styles: list[str], world: dict[str, np.ndarray]
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     n = config.num_products
-    style = rng.integers(0, len(styles), size=n)
-    colour = _sample_rows(rng, world["style_colours"][style])
-    category = _sample_rows(rng, world["style_categories"][style])
-    brands_per_style = 4
-    brand_names = _brand_names(rng, len(styles) * brands_per_style)
-    brand = style * brands_per_style + rng.integers(0, brands_per_style, size=n)
-    brand_price_level = rng.lognormal(mean=3.4, sigma=0.5, size=len(brand_names))
-    price = np.round(brand_price_level[brand] * rng.lognormal(0.0, 0.3, size=n), 2)
-    latent = (
-        1.0 * world["style"][style]
-        + 0.5 * world["colour"][colour]
-        + 0.5 * world["category"][category]
-        + 0.6 * rng.normal(size=(n, config.latent_dim)) / np.sqrt(config.latent_dim)
-    )
+    style, colour, category, brand, brands = _lines(rng, n, styles, world)
+    price = _prices(rng, brands, brand)
+    latent = _latent(rng, config, world, style, colour, category)
     launch = _launch_dates(rng, config)
     order = np.argsort(launch, kind="stable")  # product ids follow launch order, like a real catalogue
     style, colour, category, brand, price, latent, launch = (
         a[order] for a in (style, colour, category, brand, price, latent, launch)
     )
-    titles, descriptions = _texts(rng, styles, style, colour, category, brand_names, brand)
-    catalogue = pd.DataFrame(
+    titles, descriptions = _texts(rng, styles, style, colour, category, brands.names, brand)
+    catalogue = _frame([f"P{i:06d}" for i in range(n)], titles, descriptions, category, colour, brands.names[brand],
+                       price, launch)
+    log_popularity = rng.normal(0.0, 1.0, size=n)
+    return catalogue, latent.astype(np.float32), style, log_popularity
+
+
+@dataclass(frozen=True)
+class _Brands:
+    """The shop's brands (``BRANDS_PER_STYLE`` a style: brand b belongs to style b // BRANDS_PER_STYLE) and
+    each one's price level."""
+
+    names: np.ndarray
+    price_level: np.ndarray
+
+
+def _lines(rng: np.random.Generator, n: int, styles: list[str], world: dict[str, np.ndarray]
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, _Brands]:
+    """The shop's brands, and ``n`` products' style, colour, category and brand, in the draw order that
+    :func:`generate_shop` has always used (so that its output stays the same, and
+    :func:`launch_products` can replay it to find the same brands)."""
+    style = rng.integers(0, len(styles), size=n)
+    colour = _sample_rows(rng, world["style_colours"][style])
+    category = _sample_rows(rng, world["style_categories"][style])
+    names = _brand_names(rng, len(styles) * BRANDS_PER_STYLE)
+    brand = style * BRANDS_PER_STYLE + rng.integers(0, BRANDS_PER_STYLE, size=n)
+    price_level = rng.lognormal(mean=3.4, sigma=0.5, size=len(names))
+    return style, colour, category, brand, _Brands(np.asarray(names), price_level)
+
+
+def _prices(rng: np.random.Generator, brands: _Brands, brand: np.ndarray) -> np.ndarray:
+    return np.round(brands.price_level[brand] * rng.lognormal(0.0, 0.3, size=len(brand)), 2)
+
+
+def _latent(rng: np.random.Generator, config: ShopConfig, world: dict[str, np.ndarray], style: np.ndarray,
+            colour: np.ndarray, category: np.ndarray) -> np.ndarray:
+    """Products' latent vectors: style + colour + category (all visible in their content) + an own part."""
+    return (
+        1.0 * world["style"][style]
+        + 0.5 * world["colour"][colour]
+        + 0.5 * world["category"][category]
+        + 0.6 * rng.normal(size=(len(style), config.latent_dim)) / np.sqrt(config.latent_dim)
+    )
+
+
+def _frame(ids: list[str], titles: list[str], descriptions: list[str], category: np.ndarray, colour: np.ndarray,
+           brand_names: np.ndarray, price: np.ndarray, launch: pd.DatetimeIndex) -> pd.DataFrame:
+    """Catalogue rows in the canonical schema."""
+    return pd.DataFrame(
         {
-            "product_id": [f"P{i:06d}" for i in range(n)],
+            "product_id": ids,
             "title": titles,
             "description": descriptions,
             "category": np.asarray(_CATEGORIES)[category],
             "colour": np.asarray(_COLOURS)[colour],
-            "brand": np.asarray(brand_names)[brand],
+            "brand": brand_names,
             "price": price,
             "launch_date": launch,
         }
     )
-    log_popularity = rng.normal(0.0, 1.0, size=n)
-    return catalogue, latent.astype(np.float32), style, log_popularity
+
+
+def launch_products(config: ShopConfig, count: int, batch: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """``count`` new products of the shop ``config`` generates, launched as ``batch`` (1, 2, ...): their catalogue
+    rows (the canonical schema, ids :func:`launched_product_id`, which no generated shop uses) and their latent
+    vectors (float32 ``(count, latent_dim)``, comparable with :attr:`SyntheticShop.product_latent`).
+
+    They live in the shop's own latent world and are drawn as its products are: a style, then a colour and a
+    category by that style's leanings, a brand of the style at its price level, the latent from all of these
+    plus an own part, and texts from the style's words; so their content predicts their latent, as it does
+    for the shop's products. Identical for identical (``config``, ``count``, ``batch``); launched on the
+    ``batch``-th day after the generated log ends (``launch_date``)."""
+    if count < 0 or batch < 1:
+        raise ValueError(f"count must be >= 0 and batch >= 1, got count={count}, batch={batch}")
+    rng = np.random.default_rng(config.seed)  # the shop's world and brands, drawn again as generate_shop draws them
+    styles = list(_STYLES)[: config.num_styles]
+    world = _latent_world(rng, config, len(styles))
+    *_, brands = _lines(rng, config.num_products, styles, world)
+    rng = np.random.default_rng((config.seed, LAUNCH_STREAM, batch))  # the launch's own draws
+    style = rng.integers(0, len(styles), size=count)
+    colour = _sample_rows(rng, world["style_colours"][style])
+    category = _sample_rows(rng, world["style_categories"][style])
+    brand = style * BRANDS_PER_STYLE + rng.integers(0, BRANDS_PER_STYLE, size=count)
+    price = _prices(rng, brands, brand)
+    latent = _latent(rng, config, world, style, colour, category)
+    titles, descriptions = _texts(rng, styles, style, colour, category, brands.names, brand)
+    day = pd.Timestamp(config.start_date, tz="UTC") + pd.Timedelta(days=config.num_weeks * 7 + batch - 1)
+    catalogue = _frame([launched_product_id(batch, i) for i in range(count)], titles, descriptions, category, colour,
+                       brands.names[brand], price, pd.DatetimeIndex([day] * count))
+    return catalogue, latent.astype(np.float32)
+
+
+def launched_product_id(batch: int, index: int) -> str:
+    """The id of launch ``batch``'s product ``index`` (``N00001-00000``: no generated shop's ``P`` id)."""
+    return f"{LAUNCHED_PREFIX}{batch:05d}-{index:05d}"
+
+
+def launch_batch(product_id: str) -> int | None:
+    """The launch batch of a :func:`launched_product_id`, None for any other id."""
+    match = _LAUNCHED_ID.fullmatch(product_id)
+    return int(match.group(1)) if match else None
 
 
 def _launch_dates(rng: np.random.Generator, config: ShopConfig) -> pd.DatetimeIndex:

@@ -47,9 +47,10 @@ class ShopCatalogue:
     @classmethod
     def from_frame(cls, catalogue: pd.DataFrame) -> ShopCatalogue:
         """From ingest's validated catalogue columns."""
+        shown = catalogue[["product_id", "title", "category", "colour", "brand", "price", "description"]]
         cards = {row.product_id: ProductCard(row.product_id, row.title, row.category, row.colour, row.brand,
                                              float(row.price), row.description)
-                 for row in catalogue.itertuples(index=False)}
+                 for row in shown.itertuples(index=False)}
         by_category: dict[str, list[str]] = {}
         index: dict[str, set[str]] = {}
         for card in cards.values():
@@ -58,6 +59,26 @@ class ShopCatalogue:
                 index.setdefault(word, set()).add(card.product_id)
         return cls(cards, {c: tuple(ids) for c, ids in by_category.items()},
                    {word: frozenset(ids) for word, ids in index.items()}, {pid: row for row, pid in enumerate(cards)})
+
+    def extended(self, products: pd.DataFrame) -> ShopCatalogue:
+        """A new catalogue: this one's products, then those of ``products`` (ingest's validated catalogue columns)
+        it does not hold yet, in their order (ids it holds are left as they are). This one is left unchanged
+        (a page being built keeps reading it, caches included); the new one shares its unchanged parts and
+        builds its own caches. Cost: a copy of the id maps, and a new word set for each word the new products
+        use (a common word's set is as large as its products), not a rebuild of the index."""
+        new = products[[pid not in self.cards for pid in products["product_id"]]].drop_duplicates("product_id")
+        if new.empty:
+            return self
+        added = ShopCatalogue.from_frame(new)
+        by_category = dict(self.by_category)
+        for category, ids in added.by_category.items():
+            by_category[category] = by_category.get(category, ()) + ids
+        index = dict(self.index)
+        for word, ids in added.index.items():
+            index[word] = index[word] | ids if word in index else ids
+        offset = len(self.cards)
+        return ShopCatalogue({**self.cards, **added.cards}, by_category, index,
+                             {**self.position, **{pid: offset + row for pid, row in added.position.items()}})
 
     def card(self, product_id: str) -> ProductCard:
         try:

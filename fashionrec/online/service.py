@@ -4,12 +4,24 @@ The catalogue the shop shows is also written into the event log folder as ``cata
 log is a canonical dataset: ``fashionrec pipeline run --dataset canonical --data-dir <event_log_dir>``
 trains on what the shop saw. A past event log (e.g. the pipeline's ingested events) may seed the live
 state of customers the store does not know yet.
+
+Products added without retraining (``fashionrec catalogue add``) join the shop's catalogue without a restart
+(:class:`CatalogueFollower`): at start, and whenever the background loop sees a new served version, the
+products the catalogue updates leading to it added (:func:`fashionrec.repository.catalogue.added_products`)
+that the shop does not know yet are appended, ``catalogue.parquet`` is rewritten with them, and only then
+is the extended catalogue swapped in (one attribute assignment on the event loop: a page being built keeps
+the catalogue it started with, a superset of which the next one gets), so the log's catalogue always
+holds every product an accepted event can name. A step that fails is logged and tried again at the next
+refresh. Products are never removed (after a rollback the shop keeps showing them; Triton no longer ranks
+them, so they come after the ranked ones, in trending order); an experiment arm's own additions are not
+followed (only the served version's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
@@ -29,6 +41,7 @@ from fashionrec.online.readiness import Readiness
 from fashionrec.online.served import ServedView
 from fashionrec.online.store import CustomerStore, open_store
 from fashionrec.online.triton import Touchpoints
+from fashionrec.repository.catalogue import added_products
 from fashionrec.stages.ingest import validate_catalogue
 
 LOG_CATALOGUE_FILE = "catalogue.parquet"  # what the canonical dataset reader looks for beside events/
@@ -44,13 +57,14 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
     events) seeds the customers the store does not know before the first request."""
     online = config.online
     frame, _ = validate_catalogue(storage.read_table(catalogue_uri), catalogue_uri)
-    storage.write_parquet(frame, storage.join(online.event_log_dir, LOG_CATALOGUE_FILE))
+    served = ServedView.read(model_repository, config.serving)
+    follower = CatalogueFollower(model_repository, storage.join(online.event_log_dir, LOG_CATALOGUE_FILE), frame)
+    catalogue = follower.start(ShopCatalogue.from_frame(frame), served.version)
     log = EventLog(online.event_log_dir, online.journal_dir, online.log_roll_records, online.log_roll_seconds)
     touchpoints = Touchpoints(online, config.serving)
     router = ExperimentRouter(model_repository, config.serving, config.experiment)
     router.refresh()  # a broken experiment file stops the start, with its reason; later it is logged and kept
-    shop = ShopService(ShopCatalogue.from_frame(frame), touchpoints, open_store(online), log,
-                       ServedView.read(model_repository, config.serving), config, ShopMetrics(), examples,
+    shop = ShopService(catalogue, touchpoints, open_store(online), log, served, config, ShopMetrics(), examples,
                        router=router)
 
     async def background() -> None:
@@ -67,6 +81,9 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
                 served = await _logged("reading the served version", asyncio.to_thread(
                     shop.served.refreshed, model_repository, config.serving))
                 shop.served = served or shop.served
+                if shop.served.version != follower.version:  # a new version, or its products not learnt yet
+                    await _logged("adding the served version's new products to the catalogue",
+                                  follower.follow(shop, shop.served.version))
                 refreshed = loop.time()
             if loop.time() - experiment_read >= config.experiment.refresh_s:
                 await _logged("reading the experiment", asyncio.to_thread(router.refresh))
@@ -83,6 +100,67 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
             await import_histories(shop.store, history, online.max_history_events)
 
     return create_app(shop, Readiness(shop, online.readiness_cache_s), online, Lifecycle(startup, background, shutdown))
+
+
+class CatalogueFollower:
+    """Keeps the shop's catalogue (and the log's ``catalogue.parquet``) abreast of the products added to the
+    served version without retraining. ``version``: the served version whose added products the catalogue
+    holds (None: none learnt yet)."""
+
+    def __init__(self, model_repository: str, log_catalogue: str, frame: pd.DataFrame) -> None:
+        self.model_repository, self.log_catalogue, self.frame = model_repository, log_catalogue, frame
+        self.version: int | None = None
+
+    def start(self, catalogue: ShopCatalogue, version: int | None) -> ShopCatalogue:
+        """At start (no event loop yet): the catalogue with ``version``'s added products, the log's catalogue
+        written. Reading them may fail (logged): the shop starts with ``catalogue`` and the loop tries again."""
+        try:
+            extended, frame = self._extended(catalogue, version)
+        except Exception:  # noqa: BLE001 - the loop retries; the shop must still start
+            LOGGER.exception("fashionrec shop: reading the products added to version %s failed; trying again at "
+                             "the next refresh", version)
+            write_catalogue(self.frame, self.log_catalogue)
+            return catalogue
+        write_catalogue(frame, self.log_catalogue)
+        self.frame, self.version = frame, version
+        return extended
+
+    async def follow(self, shop: ShopService, version: int | None) -> None:
+        """Learn ``version``'s added products: read, and the log's catalogue rewritten, off the event loop; then
+        the extended catalogue swapped in (on the loop, the one place that assigns ``shop.catalogue``). A failure
+        changes nothing (the next refresh tries again)."""
+        current = shop.catalogue
+        extended, frame = await asyncio.to_thread(self._extended, current, version)
+        if extended is not current:
+            await asyncio.to_thread(write_catalogue, frame, self.log_catalogue)
+            shop.catalogue = extended
+            LOGGER.info("fashionrec shop: %d products added to version %s are in the catalogue now",
+                        len(extended.cards) - len(current.cards), version)
+        self.frame, self.version = frame, version
+
+    def _extended(self, catalogue: ShopCatalogue, version: int | None) -> tuple[ShopCatalogue, pd.DataFrame]:
+        """``catalogue`` with ``version``'s added products it does not know (itself when there are none), and the
+        log's catalogue frame extended likewise."""
+        if version is None:
+            return catalogue, self.frame
+        added = added_products(self.model_repository, version)
+        new, _ = validate_catalogue(added, f"the products added to version {version}")  # as ingest reads them
+        new = new[[pid not in catalogue.cards for pid in new["product_id"]]]  # not isin: it copies the catalogue
+        if new.empty:
+            return catalogue, self.frame
+        return catalogue.extended(new), pd.concat([self.frame, new], ignore_index=True)
+
+
+def write_catalogue(frame: pd.DataFrame, uri: str) -> None:
+    """The log's catalogue replaced whole: a reader (a training run) never sees half a file (locally: a temporary
+    file renamed over it; on GCS an object appears whole)."""
+    if storage.is_gcs(uri):
+        storage.write_parquet(frame, uri)
+        return
+    folder, name = uri.rsplit("/", 1) if "/" in uri else (".", uri)
+    temporary = storage.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    storage.write_parquet(frame, temporary)
+    storage.rename(temporary, uri)
 
 
 async def _logged(what: str, step: Awaitable[T]) -> T | None:

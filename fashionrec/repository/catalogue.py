@@ -8,7 +8,12 @@ publisher (:func:`fashionrec.repository.publish.publish_model_repository`): same
 sets, content tower and blessing as ``v``; the manifest entry records it as
 ``catalogue_update: {"base_version": v, ...}``. Given a server URL, the new version is loaded into the
 running Triton with explicit model control (the switch :mod:`fashionrec.repository.versions` makes
-without dropping requests), and ``model rollback`` returns to ``v``'s catalogue.
+without dropping requests), and ``model rollback`` returns to ``v``'s catalogue. The new products
+themselves (their validated catalogue rows) are kept in the repository, written before the version is
+published, as ``catalogue-addition-<uuid>.parquet`` at its root (a file: Triton ignores files there, while
+it would take any folder for a model), named by ``catalogue_update.products_file`` relative to the
+repository; :func:`added_products` reads back every product the catalogue updates leading to a version
+added, so a shop that shows the served version's catalogue learns them (:mod:`fashionrec.online.service`).
 
 :func:`refresh_prior` republishes the served version the same way with its popularity prior
 recomputed from recent events (``fashionrec catalogue refresh-prior``, e.g. daily between weekly
@@ -19,13 +24,17 @@ Contract: products are validated as ingest validates a catalogue (required ``pro
 its reasons). Ids already in the served catalogue are refused (ValueError naming them): changing an
 existing product's embedding is a retraining matter, not a catalogue addition. Run one writer per
 repository at a time (like the pipeline's publish step): two concurrent additions would both build
-on ``v``.
+on ``v``. A publish that fails after the products file is written leaves that file behind, unnamed by any
+version (harmless). The chain :func:`added_products` follows runs through prior refreshes and ends at a
+retrained version (its catalogue is the training data's: the shop is started with that catalogue), or
+at an addition published before products files existed (its products' content was not kept).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +50,14 @@ from fashionrec.embeddings_file import write_embeddings
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.model.popularity import prior_from_events
 from fashionrec.contract import content, layout
+from fashionrec.repository.manifest import read_manifest
 from fashionrec.repository.served import ServedVersion, served_version
 
 MAX_IDS_IN_ERROR = 5
 BLESSING_FILE = "blessing.json"
 NEW_IN_SET = "new_in"
+ADDITIONS_PREFIX = "catalogue-addition-"  # + uuid + .parquet, at the repository root: one file per addition
+PRODUCT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand", "price", "launch_date")
 
 
 @dataclass(frozen=True)
@@ -113,12 +125,49 @@ def add_products(model_repository: str, products: str | pd.DataFrame, serving: S
     embeddings = np.concatenate([base.embeddings, embed(base.tower, new)]).astype(np.float32)
     prior = np.concatenate([base.prior, np.zeros(len(added), np.float32)])  # no interactions yet: no popularity
     sets = sets_with_new_products(base.candidate_sets, added, list(new["category"]))
+    products_file = f"{ADDITIONS_PREFIX}{uuid.uuid4().hex}.parquet"  # before publishing: a version names it
+    storage.write_parquet(new, storage.join(str(model_repository), products_file))
     update = {"base_version": base.version, "added_product_ids": added,
-              "products": products if isinstance(products, str) else "DataFrame",
+              "products": products if isinstance(products, str) else "DataFrame", "products_file": products_file,
               "embeddings_path": base.entry.get("embeddings_path")}
     version, size = _republish(model_repository, serving, base, [*base.product_ids, *added], embeddings, prior, sets,
                                update, server_url, protocol)
     return CatalogueUpdate(version, base.version, added, size)
+
+
+def added_products(model_repository: str, version: int) -> pd.DataFrame:
+    """Every product the catalogue updates leading to published ``version`` added (the canonical catalogue
+    columns, as :func:`read_products` returns them), oldest first; an empty frame when there are none.
+
+    The chain is followed through ``catalogue_update.base_version`` from ``version`` while a version is a
+    catalogue update (an addition or a prior refresh); it ends at a retrained version, an unknown one, or
+    an addition without a products file (published before they were kept).
+    """
+    entries = {int(e["version"]): e for e in read_manifest(str(model_repository)).get("versions", [])}
+    files: list[str] = []
+    current: int | None = int(version)
+    seen: set[int] = set()
+    while current is not None and current in entries and current not in seen:
+        seen.add(current)
+        update = entries[current].get("catalogue_update") or {}
+        if not update:
+            break  # a retrained version: its catalogue is its training data's
+        if "added_product_ids" in update and not update.get("products_file"):
+            break  # an addition from before products files were kept
+        if update.get("products_file"):
+            files.append(str(update["products_file"]))
+        current = None if update.get("base_version") is None else int(update["base_version"])
+    frames = [storage.read_table(storage.join(str(model_repository), name)) for name in reversed(files)]
+    if not frames:
+        return _no_products()
+    products = pd.concat([frame[list(PRODUCT_COLUMNS)] for frame in frames], ignore_index=True)
+    return products.drop_duplicates("product_id", keep="first").reset_index(drop=True)
+
+
+def _no_products() -> pd.DataFrame:
+    """An empty frame of the canonical catalogue columns and types."""
+    return pd.DataFrame({column: pd.Series(dtype="float64" if column == "price" else "datetime64[ns, UTC]"
+                                           if column == "launch_date" else object) for column in PRODUCT_COLUMNS})
 
 
 def sets_with_new_products(sets: Mapping[str, Sequence[str]], added: Sequence[str],

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from fashionrec.config import EVENT_TYPES, ShopConfig
-from fashionrec.datasets.synthetic import generate_shop
+from fashionrec.datasets.synthetic import generate_shop, launch_batch, launch_products, launched_product_id
+from fashionrec.stages.ingest import validate_catalogue
 
 SMALL = ShopConfig(num_customers=400, num_products=300, num_weeks=6)
 
@@ -91,3 +92,41 @@ def test_ground_truth_without_the_event_log_is_the_same(shop):
     assert light.events.empty and list(light.events.columns) == list(shop.events.columns)
     for name in ("product_styles", "product_latent", "log_popularity", "customer_tastes", "customer_styles"):
         np.testing.assert_array_equal(getattr(light, name), getattr(shop, name))
+
+
+def test_launched_products_are_deterministic_fresh_and_canonical(shop):
+    catalogue, latent = launch_products(SMALL, 40, batch=2)
+    again, again_latent = launch_products(SMALL, 40, batch=2)
+    pd.testing.assert_frame_equal(catalogue, again)
+    np.testing.assert_array_equal(latent, again_latent)
+    other, _ = launch_products(SMALL, 40, batch=3)
+    assert not set(other["product_id"]) & set(catalogue["product_id"])  # another batch, other ids
+    assert not (other["title"].to_numpy() == catalogue["title"].to_numpy()).all()  # and other products
+    assert not set(catalogue["product_id"]) & set(shop.catalogue["product_id"]) and catalogue["product_id"].is_unique
+    assert [launch_batch(pid) for pid in catalogue["product_id"]] == [2] * 40
+    assert launch_batch("P000001") is None and launch_batch(launched_product_id(12, 7)) == 12
+    assert list(catalogue.columns) == list(shop.catalogue.columns) and latent.shape == (40, SMALL.latent_dim)
+    valid, quarantined = validate_catalogue(catalogue, "launched")
+    assert quarantined.empty and len(valid) == 40
+    assert set(catalogue["brand"]) <= set(shop.catalogue["brand"])  # the shop's own brands
+    assert set(catalogue["category"]) | set(catalogue["colour"]) <= (set(shop.catalogue["category"])
+                                                                      | set(shop.catalogue["colour"]))
+    start = pd.Timestamp(SMALL.start_date, tz="UTC")
+    assert (catalogue["launch_date"] == start + pd.Timedelta(days=SMALL.num_weeks * 7 + 1)).all()  # after the log
+
+
+def test_launched_products_content_agrees_with_their_latent(shop):
+    """Launched into the shop's own latent world: each one's latent is nearest the centroid of the shop's products
+    of some style, and its texts use that style's words (as the shop's products do, 20 % with some borrowed)."""
+    catalogue, latent = launch_products(SMALL, 200, batch=1)
+    centroids = np.stack([shop.product_latent[shop.product_styles == s].mean(axis=0)
+                          for s in range(len(shop.style_words))])
+    nearest = np.argmax(latent @ centroids.T - 0.5 * (centroids ** 2).sum(axis=1), axis=1)
+    texts = (catalogue["title"] + " " + catalogue["description"]).str.lower().str.replace(".", " ").str.split()
+    own = [len(set(shop.style_words[s]) & set(words)) >= 2 for s, words in zip(nearest, texts, strict=True)]
+    shifted = [len(set(shop.style_words[(s + 1) % len(shop.style_words)]) & set(words)) >= 2
+               for s, words in zip(nearest, texts, strict=True)]
+    assert np.mean(own) > 0.9 and np.mean(shifted) < 0.2
+    # and the brand is one of that style's (the shop's brands belong to one style each)
+    style_of_brand = dict(zip(shop.catalogue["brand"], shop.product_styles, strict=True))
+    assert np.mean(catalogue["brand"].map(style_of_brand).to_numpy() == nearest) > 0.9

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import re
 import time
 
 import httpx
@@ -19,11 +20,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from fashionrec.app.simulate import (GroundTruth, NewProductsUnsupported, ShopMismatch, SimulationSummary,
+from fashionrec.app.simulate import (GroundTruth, Launcher, NewProductsUnsupported, ShopMismatch, SimulationSummary,
                                      bag_chance, check_catalogue, click_chances, draw_clicks, keenness,
                                      purchase_chance, run_simulation, simulate, visitors)
 from fashionrec.app.simulate_commands import simulate_command
-from fashionrec.config import ShopConfig, SimulationConfig
+from fashionrec.config import ServingConfig, ShopConfig, SimulationConfig
+from fashionrec.datasets.synthetic import launched_product_id
 from tests.online.conftest import SHOP_SIZE
 
 # Enough traffic for clicks, bags and purchases on the small shop (whose served "model" is its categories plus
@@ -115,9 +117,37 @@ def test_answers_other_than_2xx_are_counted_not_fatal():
     assert summary.errors["404"] >= 5  # product, category and search pages of the stand-in
 
 
-def test_new_products_are_refused_with_the_reason():
-    with pytest.raises(NewProductsUnsupported, match="restarts"):
+def test_launching_products_without_a_model_repository_is_refused_with_the_reason():
+    with pytest.raises(NewProductsUnsupported, match="needs the model repository the shop service follows"):
         run_simulation("http://127.0.0.1:9", SHOP_SIZE, SimulationConfig(new_products_per_day=3))
+
+
+def test_the_catalogue_check_allows_products_added_to_the_served_version():
+    """Per category: the shop's own products, plus up to the number added to the served version (the service may
+    not have learnt them yet); more than that, or fewer than its own, is another shop."""
+    truth = GroundTruth.generate(SHOP_SIZE)
+    own = truth.category_sizes()
+    first, second = sorted(own)[:2]
+
+    def check(served: dict[str, int], added: dict[str, int] | None) -> None:
+        sizes = [{"name": name, "products": count} for name, count in served.items()]
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"categories": sizes}))
+
+        async def run() -> None:
+            async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+                await check_catalogue(client, truth, added)
+
+        asyncio.run(run())
+
+    check(own, {first: 2})  # not learnt yet
+    check({**own, first: own[first] + 2}, {first: 2})  # learnt
+    check({**own, "hats": 1}, {"hats": 1})  # a category only added products have
+    for served, added, differing in (({**own, first: own[first] + 3}, {first: 2}, first),  # more than were added
+                                     ({**own, second: own[second] + 1}, {first: 2}, second),  # added elsewhere
+                                     ({**own, first: own[first] + 1}, None, first),  # none may be added
+                                     ({**own, first: own[first] - 1}, {first: 2}, first)):  # fewer than its own
+        with pytest.raises(ShopMismatch, match=rf"differ in {re.escape(differing)}\)"):
+            check(served, added)
 
 
 # -- customers visiting the real service -------------------------------------------------------------------
@@ -222,3 +252,77 @@ def test_the_command_simulates_and_refuses_another_shop(start_shop, shop_triton)
     assert other.exit_code == 1 and "not the one this shop config generates" in other.output
     unknown = CliRunner().invoke(simulate_command, ["--size", "huge"])
     assert unknown.exit_code == 2 and "'huge' is not one of default, small" in unknown.output
+    launches = CliRunner().invoke(simulate_command, ["--shop-url", shop.url, *size, "--set=simulation.new_products_per_day=2"])
+    assert launches.exit_code == 2 and "needs the model repository the shop service follows" in launches.output
+
+
+# -- products launched while customers visit ---------------------------------------------------------------------
+
+LAUNCH_REFRESH_S = 0.5
+LAUNCHES = dataclasses.replace(E2E, new_products_per_day=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Launched:
+    first: SimulationSummary
+    restarted: SimulationSummary
+    lines: list[str]
+    events: pd.DataFrame
+    impressions: pd.DataFrame
+    catalogue: pd.DataFrame  # the log's catalogue.parquet
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def launched(shop_files, tmp_path_factory) -> Launched:
+    """Two days with 3 products launched on day 2, against a shop service over a COPY of the shop's repository
+    (with a content tower, to embed them) served by a Triton with explicit model control; then a restarted
+    simulator run of two days, which must know the first run's launch and launch the next batch."""
+    from fashionrec.serving.server import TritonServer
+    from tests.online.conftest import shop_process
+    from tests.online.test_new_products import copy_with_content_tower
+
+    files = copy_with_content_tower(shop_files, tmp_path_factory.mktemp("launch-repository"))
+    with TritonServer(files.model_repository, ServingConfig(), http_port=0, grpc_port=0, metrics_port=0,
+                      model_control_mode="explicit") as triton:
+        shop = shop_process(tmp_path_factory.mktemp("launch-shop"), files, triton.grpc_url,
+                            f"online.served_refresh_s={LAUNCH_REFRESH_S}").start()
+        launcher = Launcher(files.model_repository, ServingConfig(), triton.grpc_url, wait_s=10 * LAUNCH_REFRESH_S + 10)
+        try:
+            lines: list[str] = []
+            started = time.perf_counter()
+            first = run_simulation(shop.url, SHOP_SIZE, LAUNCHES, echo=lines.append, launcher=launcher)
+            seconds = time.perf_counter() - started
+            restarted = run_simulation(shop.url, SHOP_SIZE, dataclasses.replace(LAUNCHES, visitors_per_day=5, seed=4),
+                                       echo=lines.append, launcher=launcher)
+        finally:
+            shop.stop()
+    log = shop.folder / "log"
+    return Launched(first, restarted, lines, pd.read_parquet(log / "events"), pd.read_parquet(log / "impressions"),
+                    pd.read_parquet(log / "catalogue.parquet"), seconds)
+
+
+def test_products_launched_on_day_two_are_shown_and_met(launched):
+    print("\n" + "\n".join(launched.lines), f"\n{launched.first}", f"\n{launched.seconds:.1f} s")
+    first, batch = launched.first, [launched_product_id(1, i) for i in range(3)]
+    assert launched.lines[0].startswith("day 1/2: 20 visits") and "launched" not in launched.lines[0]
+    assert launched.lines[1].startswith(f"day 2/2: launched 3 products ({batch[0]} .. {batch[-1]}) as version 3")
+    assert first.launched == 3 and first.shown_launched >= 1
+    assert first.errors == {} and first.rejected == {} and first.unknown_products == 0
+    customers = launched.impressions[~launched.impressions["customer_id"].str.startswith("session:")]
+    shown = set(customers.explode("product_ids")["product_ids"])
+    assert set(batch) & shown  # shown to the simulated customers, not only to the launch's check
+    # met: at least one event names a launched product (clicked from a page that showed it, with its request id)
+    met = launched.events[launched.events["product_id"].isin(batch)]
+    print(f"launched products: shown {first.shown_launched} times, {len(met)} events")
+    assert len(met) >= 1 and met["request_id"].notna().all()
+
+
+def test_a_restarted_run_knows_earlier_launches_and_launches_the_next_batch(launched):
+    restarted = launched.restarted
+    assert any(line.startswith(f"day 2/2: launched 3 products ({launched_product_id(2, 0)} .. ") for line in launched.lines)
+    assert restarted.launched == 3 and restarted.errors == {} and restarted.rejected == {}
+    assert restarted.unknown_products == 0  # the first run's launch is in the ground truth too
+    ids = set(launched.catalogue["product_id"])
+    assert {launched_product_id(b, i) for b in (1, 2) for i in range(3)} <= ids
+    assert len(ids) == SHOP_SIZE.num_products + 6 == len(launched.catalogue)
