@@ -132,3 +132,28 @@ def publish_model(
         metadata={"metrics": read_json(os.path.join(evaluation.path, METRICS_FILE))},
     )
     return published.version
+
+
+@dsl.component(base_image=COMPONENT_IMAGE)
+def report_experiment(
+    experiment_config: str, experiment: str, log_dir: str, summary: Output[Artifact], metrics: Output[Metrics],
+    report: Output[HTML],
+) -> str:
+    """The online report of an A/B experiment from a shop's event log; returns its verdict."""
+    import json
+    import os
+
+    from fashionrec.config import ExperimentConfig
+    from fashionrec.evaluation.experiment_report import HTML_FILE, report_from_log
+    from fashionrec.repository.experiments import Experiment
+
+    config = ExperimentConfig.from_json(experiment_config)
+    result = report_from_log(Experiment.from_dict(json.loads(experiment), config), log_dir, summary.path, config)
+    for arm in result.arms:
+        for name, value in arm.metrics.items():
+            if value is not None:
+                metrics.log_metric(f"{arm.name}/{name}", value)
+    summary.metadata.update({"verdict": result.verdict, "srm_p_value": result.sample_ratio.p_value})
+    with open(os.path.join(summary.path, HTML_FILE), "rb") as source, open(report.path, "wb") as target:
+        target.write(source.read())  # the same page, as an HTML artifact the Kubeflow / Vertex UI renders
+    return result.verdict

@@ -144,24 +144,18 @@ def report_command(log_dir: str, model_repository: str | None, name: str | None,
     """The online report of an experiment from the shop's event log: per-arm CTR, add-to-bag rate,
     conversion, revenue per visitor and order value, differences to control with intervals, the
     sample-ratio check and a verdict."""
-    from fashionrec.evaluation.experiment_report import (read_experiment_log, experiment_report,
-                                                         write_experiment_report)
-    from fashionrec.online.service import LOG_CATALOGUE_FILE
+    from fashionrec.evaluation.experiment_report import HTML_FILE, JSON_FILE, report_from_log
 
     config = _config(overrides)
     with _user_errors():
         experiment = _reported_experiment(model_repository, name, definition, config)
-        prices = storage.read_table(catalogue or storage.join(log_dir, LOG_CATALOGUE_FILE))
-        events, impressions = read_experiment_log(log_dir)
-        report = experiment_report(experiment, events, impressions,
-                                   dict(zip(prices["product_id"], prices["price"].astype(float))), config.experiment)
-        paths = write_experiment_report(report, output)
+        report = report_from_log(experiment, log_dir, output, config.experiment, catalogue)
     for arm in report.arms:
         click.echo(f"{arm.name:>12} v{arm.version}: {arm.visitors} visitors, {arm.impressions} impressions, "
                    + ", ".join(f"{metric} {_figure(value)}" for metric, value in arm.metrics.items()))
     click.echo(f"sample ratio p = {report.sample_ratio.p_value:.3g}; verdict ({report.primary_metric}): "
                f"{report.verdict}")
-    click.echo(f"Report: {paths['html']} and {paths['json']}")
+    click.echo(f"Report: {storage.join(output, HTML_FILE)} and {storage.join(output, JSON_FILE)}")
 
 
 def _reported_experiment(model_repository: str | None, name: str | None, definition: str | None,
@@ -184,3 +178,18 @@ def _reported_experiment(model_repository: str | None, name: str | None, definit
 
 def _figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+@experiment_group.command("compile")
+@click.option("--output", default="fashionrec-experiment-report.yaml", show_default=True)
+@click.option("--image", default=None, help="The component image its task runs (a pinned tag or digest).")
+def compile_command(output: str, image: str | None) -> None:
+    """Compile the experiment report as a one-step KFP v2 pipeline (Kubeflow, Vertex AI): parameters
+    ``experiment`` (the JSON definition), ``log_dir`` and ``experiment_config``; its HTML shows in their UI."""
+    from fashionrec.app.runner import compile_experiment_report
+
+    try:
+        compile_experiment_report(output, image)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--image") from error
+    click.echo(f"Wrote {output}")

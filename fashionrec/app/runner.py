@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from fashionrec import storage
-from fashionrec.config import PipelineConfig
+from fashionrec.config import ExperimentConfig, PipelineConfig
 
 if TYPE_CHECKING:  # the KFP definitions load only when a command compiles or runs them
     from pipelines.training import Accelerator
@@ -69,6 +69,39 @@ def compile_pipeline(output: str, image: str | None = None, train_accelerator: A
         set_task_image(spec, TRAIN_TASK, train_image)
     header = "".join(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
     Path(output).write_text(header + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+
+def compile_experiment_report(output: str, image: str | None = None) -> None:
+    """Compile the experiment-report pipeline (:mod:`pipelines.experiment_report`) to KFP v2 YAML at
+    ``output``, its task running ``image`` when given (as :func:`compile_pipeline`)."""
+    import yaml
+    from kfp import compiler
+
+    from pipelines.experiment_report import experiment_report_pipeline
+
+    compiler.Compiler().compile(experiment_report_pipeline, package_path=output)
+    if image is None:
+        return
+    text = Path(output).read_text(encoding="utf-8")
+    spec = yaml.safe_load(text)
+    set_component_image(spec, image)
+    header = "".join(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
+    Path(output).write_text(header + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+
+def run_experiment_report_local(workspace: str, experiment: str, log_dir: str, config: ExperimentConfig) -> Path:
+    """Run the experiment-report pipeline with ``kfp.local`` (``experiment``: its JSON definition); returns the
+    run's folder (``report-experiment/report`` is the HTML artifact)."""
+    from kfp import local
+
+    from pipelines.experiment_report import PIPELINE_NAME, experiment_report_pipeline
+
+    root = Path(workspace).resolve() / PIPELINE_ROOT
+    before = set(root.glob(f"{PIPELINE_NAME}-*")) if root.exists() else set()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    experiment_report_pipeline(experiment=experiment, log_dir=log_dir, experiment_config=config.to_json())
+    (run_dir,) = set(root.glob(f"{PIPELINE_NAME}-*")) - before
+    return run_dir
 
 
 def validate_image_reference(image: str) -> str:

@@ -43,6 +43,7 @@ import pandas as pd
 from scipy import stats
 
 from fashionrec import storage
+from fashionrec.artifacts import CATALOGUE_FILE
 from fashionrec.config import EVENT_TYPES, ExperimentConfig
 from fashionrec.evaluation.bootstrap import Interval
 from fashionrec.evaluation.report import png_base64
@@ -54,6 +55,7 @@ EVENT_COLUMNS = ("customer_id", "product_id", "event_type", "timestamp", "weight
 IMPRESSION_COLUMNS = ("request_id", "timestamp", "customer_id", "touchpoint", "model_version", "product_ids",
                       "positions", "scores", "fallback", "experiment", "arm")
 EVENTS, IMPRESSIONS = "events", "impressions"  # the log's folders under log_dir
+JSON_FILE, HTML_FILE = "report.json", "report.html"  # what write_experiment_report writes
 CLICK, ADD_TO_BAG, PURCHASE = "click", "add_to_bag", "purchase"
 
 # metric -> (numerator, denominator): per-visitor columns whose sums over an arm's visitors give the metric.
@@ -511,10 +513,23 @@ def _daily(experiment: Experiment, visitors: pd.DataFrame, last: int) -> tuple[D
 # Writing it
 
 
+def report_from_log(experiment: Experiment, log_dir: str, output_dir: str, config: ExperimentConfig,
+                    catalogue: str | None = None) -> ExperimentReport:
+    """Read a shop's log, report ``experiment`` and write ``report.json`` and ``report.html`` to ``output_dir``:
+    what ``fashionrec experiment report`` and the KFP component run. Prices come from ``catalogue`` (default: the
+    ``catalogue.parquet`` the shop keeps beside its log)."""
+    prices = storage.read_table(catalogue or storage.join(log_dir, CATALOGUE_FILE))
+    events, impressions = read_experiment_log(log_dir)
+    report = experiment_report(experiment, events, impressions,
+                               dict(zip(prices["product_id"], prices["price"].astype(float))), config)
+    write_experiment_report(report, output_dir)
+    return report
+
+
 def write_experiment_report(report: ExperimentReport, output_dir: str) -> dict[str, str]:
     """Write ``report.json`` (:meth:`ExperimentReport.to_dict`) and a self-contained ``report.html`` into
     ``output_dir`` (local or gs://); return their URIs by kind ("json", "html")."""
-    uris = {"json": storage.join(output_dir, "report.json"), "html": storage.join(output_dir, "report.html")}
+    uris = {"json": storage.join(output_dir, JSON_FILE), "html": storage.join(output_dir, HTML_FILE)}
     storage.write_json(uris["json"], report.to_dict())
     with storage.open_output(uris["html"]) as stream:
         stream.write(render_experiment_report(report).encode("utf-8"))

@@ -29,6 +29,7 @@ import pandas as pd
 from fastapi import FastAPI
 
 from fashionrec import storage
+from fashionrec.artifacts import CATALOGUE_FILE
 from fashionrec.config import PipelineConfig
 from fashionrec.online.app import Lifecycle, create_app
 from fashionrec.online.catalogue import ShopCatalogue
@@ -44,7 +45,7 @@ from fashionrec.online.triton import Touchpoints
 from fashionrec.repository.catalogue import added_products
 from fashionrec.stages.ingest import validate_catalogue
 
-LOG_CATALOGUE_FILE = "catalogue.parquet"  # what the canonical dataset reader looks for beside events/
+LOG_CATALOGUE_FILE = CATALOGUE_FILE  # what the canonical dataset reader (and the experiment report) reads beside events/
 IMPORT_BATCH = 256  # customers imported concurrently
 BACKGROUND_PERIOD_S = 1.0  # how often impressions are flushed and the log's roll checked
 LOGGER = logging.getLogger(__name__)
