@@ -68,6 +68,7 @@ def main() -> None:
         if arguments.variants:
             arms = {name: version for name, (version, _) in variants.items()}
             online = lab.run(_experiment("variants", arms), config.simulation).report
+            _print_report(online)
             _print_offline_online(variants, online)
     print(f"\nA/A: {aa_equal} of {arguments.aa_salts} salts 'equal within noise' "
           f"({aa_equal / arguments.aa_salts:.0%}); broken split 60/40 declared 50/50: SRM p {srm_p:.2g}")
