@@ -490,6 +490,12 @@ class OnlineConfig(Section):
     page_size: int = at_least(24, 1)
     max_page_size: int = at_least(100, 1)
     max_query_length: int = at_least(200, 1)  # search text
+    # Exploration (fashionrec.online.exploration): this share of model-ranked carousels shows, in one slot drawn
+    # uniformly from exploration_positions, a product drawn from the exploration_pool ranked just beyond the
+    # carousel; every impression logs each product's propensity. 0: off (an experiment arm may turn it on).
+    exploration_share: float = fraction(0.0)
+    exploration_positions: tuple[int, ...] = at_least((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 1)
+    exploration_pool: int = at_least(50, 1)
     readiness_cache_s: float = at_least(2.0, 0.0)  # a canary result answers readiness probes this long
     served_refresh_s: float = at_least(10.0, 0.0, strictly=True)  # how often the manifest is read for a new version
 

@@ -53,7 +53,7 @@ from fashionrec.repository.experiments import Arm, Experiment
 # experiment columns later parts carry; missing ones read as all-null.
 EVENT_COLUMNS = ("customer_id", "product_id", "event_type", "timestamp", "weight", "request_id", "experiment", "arm")
 IMPRESSION_COLUMNS = ("request_id", "timestamp", "customer_id", "touchpoint", "model_version", "product_ids",
-                      "positions", "scores", "fallback", "experiment", "arm")
+                      "positions", "scores", "fallback", "experiment", "arm", "propensities", "explored_slot")
 EVENTS, IMPRESSIONS = "events", "impressions"  # the log's folders under log_dir
 JSON_FILE, HTML_FILE = "report.json", "report.html"  # what write_experiment_report writes
 CLICK, ADD_TO_BAG, PURCHASE = "click", "add_to_bag", "purchase"

@@ -82,6 +82,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("fallback", pa.bool_(), nullable=False),
         pa.field("experiment", pa.string(), nullable=True),
         pa.field("arm", pa.string(), nullable=True),
+        # fashionrec.online.exploration: each product's probability of being shown there (None: not model-ranked)
+        pa.field("propensities", pa.list_(pa.float32()), nullable=True),
+        pa.field("explored_slot", pa.int32(), nullable=True),  # the randomised slot (1-based), if any
     ]),
 }
 KINDS = tuple(SCHEMAS)
@@ -359,6 +362,11 @@ def _optional_text(value: object, name: str) -> str | None:
     return None if value is None else _text(value, name)
 
 
+def _optional(check: Callable[[object, str], object]) -> Callable[[object, str], object]:
+    """``check``, or None for a None value."""
+    return lambda value, name: None if value is None else check(value, name)
+
+
 def _optional_int64(value: object, name: str) -> int | None:
     return None if value is None else _integer(value, name, INT64)
 
@@ -381,11 +389,13 @@ FIELD_CHECKS: dict[str, dict[str, Callable[[object, str], object]]] = {
     IMPRESSIONS: {"request_id": _text, "timestamp": _seconds, "customer_id": _text, "touchpoint": _text,
                   "model_version": _optional_int64, "product_ids": _list_of(_text),
                   "positions": _list_of(_int32), "scores": _list_of(_number), "fallback": _flag,
-                  "experiment": _optional_text, "arm": _optional_text},
+                  "experiment": _optional_text, "arm": _optional_text,
+                  "propensities": _optional(_list_of(_number)), "explored_slot": _optional(_int32)},
 }
 # Fields added after logs were first written: a record without them (e.g. in a journal written by an older
 # version, replayed after a crash) is read as null there.
-OPTIONAL_FIELDS = {EVENTS: {"request_id", "experiment", "arm"}, IMPRESSIONS: {"experiment", "arm"}}
+OPTIONAL_FIELDS = {EVENTS: {"request_id", "experiment", "arm"},
+                   IMPRESSIONS: {"experiment", "arm", "propensities", "explored_slot"}}
 
 
 def _normalise(kind: str, record: Mapping[str, object]) -> dict[str, object]:

@@ -35,6 +35,11 @@ class Route:
     def similar_alpha(self) -> float | None:
         return self.arm.similar_alpha if self.arm else None
 
+    @property
+    def exploration_share(self) -> float | None:
+        """The arm's exploration share (None: the service's ``online.exploration_share``)."""
+        return self.arm.exploration_share if self.arm else None
+
 
 class ExperimentRouter:
     """The repository's experiment and its arms' views, re-read by :meth:`refresh`."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +30,7 @@ from fashionrec.contract.layout import CATEGORY_SET_PREFIX
 from fashionrec.online.catalogue import ShopCatalogue
 from fashionrec.online.event_log import EventLog
 from fashionrec.online.experiments import ExperimentRouter, Route
+from fashionrec.online.exploration import ExplorationPolicy, Shown
 from fashionrec.online.events import ShopEvent, check_events
 from fashionrec.online.metrics import ShopMetrics
 from fashionrec.online.served import ServedView
@@ -79,11 +81,12 @@ class ShopService:
     def __init__(self, catalogue: ShopCatalogue, touchpoints: Touchpoints, store: CustomerStore, log: EventLog,
                  served: ServedView, config: PipelineConfig, metrics: ShopMetrics,
                  examples: Sequence[str] = (), clock: Callable[[], float] = time.time,
-                 router: ExperimentRouter | None = None) -> None:
+                 router: ExperimentRouter | None = None, rng: random.Random | None = None) -> None:
         self.catalogue, self.touchpoints, self.store, self.log = catalogue, touchpoints, store, log
         self.served, self.config, self.metrics, self.router = served, config, metrics, router
         self._online, self._examples, self._clock = config.online, list(examples), clock
         self._impressions: list[dict[str, object]] = []  # shown, not yet in the log (flush_impressions)
+        self._rng = rng or random.Random()  # exploration's draws
 
     def categories(self) -> list[str]:
         return self.catalogue.categories()
@@ -96,20 +99,21 @@ class ShopService:
         events, route = await self.store.history(visitor.key), self.route(visitor.events_customer_id)
         history, seen = self._history(events, route.view), {e.product_id for e in events}
         plans = self._plans(events, history, route)
-        size, request_id = self._online.carousel_size, uuid.uuid4().hex
-        answers = await asyncio.gather(*(self._ask(plan, size * (i + 1)) for i, plan in enumerate(plans)))
+        size, request_id, policy = self._online.carousel_size, uuid.uuid4().hex, self._policy(route)
+        beyond = policy.pool if policy.share else 0  # exploration draws from the products ranked past the carousel
+        answers = await asyncio.gather(*(self._ask(plan, size * (i + 1) + beyond) for i, plan in enumerate(plans)))
         shown: set[str] = set()
-        carousels = []
+        carousels, shows = [], []
         for plan, answer in zip(plans, answers, strict=True):
             if answer.ranked is None:
-                ids, scores = route.view.trending_among(plan.allowed, seen | shown, size), None
+                ids, scores, show = route.view.trending_among(plan.allowed, seen | shown, size), None, None
             else:
-                kept = [(p, s) for p, s in zip(answer.ranked.product_ids, answer.ranked.scores, strict=True)
-                        if p not in shown][:size]
-                ids, scores = [p for p, _ in kept], [s for _, s in kept]
+                show = self._shown(answer.ranked, size, policy, shown)
+                ids, scores = list(show.product_ids), _scores_of(answer.ranked, show.product_ids)
             shown.update(ids)
+            shows.append(show)
             carousels.append(Carousel(plan.name, plan.title, self.catalogue.cards_of(ids, scores), answer.fallback))
-        self._log_impressions(request_id, visitor, carousels, answers, route)
+        self._log_impressions(request_id, visitor, carousels, answers, route, shows)
         return Homepage(visitor, tuple(c for c in carousels if c.products), request_id, route.view.version,
                         personalised=history is not None, history_events=len(events))
 
@@ -128,13 +132,14 @@ class ShopService:
         allowed = route.view.candidate_sets.get(candidate_set) if candidate_set else None
         ask = (lambda n: self.touchpoints.recommend(history, n, route.version, exclude_seen=True, **options)
                ) if history else None
-        name = candidate_set or "for_you"
-        answer = await self._ask(_Plan(name, name, ask, allowed), k)
-        ids = list(answer.ranked.product_ids) if answer.ranked else route.view.trending_among(
-            allowed, {e.product_id for e in events}, k)
+        name, policy = candidate_set or "for_you", self._policy(route)
+        answer = await self._ask(_Plan(name, name, ask, allowed), k + (policy.pool if policy.share else 0))
+        show = self._shown(answer.ranked, k, policy) if answer.ranked else None
+        ids = list(show.product_ids) if show else route.view.trending_among(allowed, {e.product_id for e in events}, k)
+        scores = _scores_of(answer.ranked, ids) if answer.ranked else None
         carousel = Carousel(name, "For you" if not candidate_set else candidate_set,
-                            self.catalogue.cards_of(ids, answer.scores), answer.fallback)
-        self._log_impressions(uuid.uuid4().hex, visitor, [carousel], [answer], route)
+                            self.catalogue.cards_of(ids, scores), answer.fallback)
+        self._log_impressions(uuid.uuid4().hex, visitor, [carousel], [answer], route, [show])
         return carousel
 
     async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int) -> ProductList:
@@ -164,12 +169,14 @@ class ShopService:
                          lambda k: self.touchpoints.similar(product_id, history, k, route.version, alpha=alpha,
                                                             exclude_seen=True),
                          same_category)
-        answer = await self._ask(plan, size)
+        policy = self._policy(route)
+        answer = await self._ask(plan, size + (policy.pool if policy.share else 0))
         excluded = {e.product_id for e in events} | {product_id}
-        ids = (list(answer.ranked.product_ids) if answer.ranked
-               else route.view.trending_among(same_category, excluded, size))
-        carousel = Carousel("similar", plan.title, self.catalogue.cards_of(ids, answer.scores), answer.fallback)
-        self._log_impressions(request_id, visitor, [carousel], [answer], route)
+        show = self._shown(answer.ranked, size, policy) if answer.ranked else None
+        ids = list(show.product_ids) if show else route.view.trending_among(same_category, excluded, size)
+        scores = _scores_of(answer.ranked, ids) if answer.ranked else None
+        carousel = Carousel("similar", plan.title, self.catalogue.cards_of(ids, scores), answer.fallback)
+        self._log_impressions(request_id, visitor, [carousel], [answer], route, [show])
         return ProductPage(card, carousel, request_id)
 
     # -- events ---------------------------------------------------------------------------------------
@@ -280,7 +287,7 @@ class ShopService:
         cards = tuple(self.catalogue.cards_of(chosen, [scores.get(p, math.nan) for p in chosen]))
         request_id = uuid.uuid4().hex
         carousel = Carousel(touchpoint, title, cards, fallback)
-        self._log_impressions(request_id, visitor, [carousel], [_Answer(ranked, fallback)], route)
+        self._log_impressions(request_id, visitor, [carousel], [_Answer(ranked, fallback)], route, [None])
         return ProductList(title, cards, page, page_size, len(products), request_id, fallback)
 
     async def _personal_order(self, products: list[str], history: History | None, touchpoint: str,
@@ -320,10 +327,23 @@ class ShopService:
         await asyncio.gather(*(self.store.append(key, batch, ttl if key.startswith(SESSION_PREFIX) else None)
                                for key, batch in by_key.items()))
 
+    def _policy(self, route: Route) -> ExplorationPolicy:
+        """The exploration policy of a route: the service's, with its arm's share when the arm sets one."""
+        share = route.exploration_share
+        return ExplorationPolicy(self._online.exploration_share if share is None else share,
+                                 self._online.exploration_positions, self._online.exploration_pool)
+
+    def _shown(self, ranked: Ranked, size: int, policy: ExplorationPolicy,
+               shown: set[str] | frozenset[str] = frozenset()) -> Shown:
+        """A model-ranked carousel of ``size`` as the exploration policy shows it (products already on the page
+        left out first)."""
+        return policy.show([p for p in ranked.product_ids if p not in shown], size, self._rng)
+
     def _log_impressions(self, request_id: str, visitor: Visitor, carousels: Sequence[Carousel],
-                         answers: Sequence[_Answer], route: Route) -> None:
-        """One impression record per carousel shown (tagged with the visitor's experiment arm, if any), written by
-        the next :meth:`flush_impressions`."""
+                         answers: Sequence[_Answer], route: Route, shows: Sequence[Shown | None]) -> None:
+        """One impression record per carousel shown (tagged with the visitor's experiment arm, if any; with each
+        product's propensity and the explored slot when the model ranked it), written by the next
+        :meth:`flush_impressions`."""
         now = self._clock()
         records = [{"request_id": request_id, "timestamp": now, "customer_id": visitor.events_customer_id,
                     "touchpoint": carousel.name,
@@ -331,6 +351,20 @@ class ShopService:
                     "product_ids": [c.product_id for c in carousel.products],
                     "positions": list(range(1, len(carousel.products) + 1)),
                     "scores": [c.score if c.score is not None else math.nan for c in carousel.products],
-                    "fallback": carousel.fallback, "experiment": route.experiment, "arm": route.arm_name}
-                   for carousel, answer in zip(carousels, answers, strict=True) if carousel.products]
+                    "fallback": carousel.fallback, "experiment": route.experiment, "arm": route.arm_name,
+                    "propensities": _propensities(carousel, show), "explored_slot": show.explored_slot if show else None}
+                   for carousel, answer, show in zip(carousels, answers, shows, strict=True) if carousel.products]
         self._impressions.extend(records)
+
+
+def _scores_of(ranked: Ranked, product_ids: Sequence[str]) -> list[float]:
+    scores = dict(zip(ranked.product_ids, ranked.scores, strict=True))
+    return [scores[p] for p in product_ids]
+
+
+def _propensities(carousel: Carousel, show: Shown | None) -> list[float] | None:
+    """Each shown card's propensity (None: not ranked by the model, so no policy to weigh by)."""
+    if show is None:
+        return None
+    of = dict(zip(show.product_ids, show.propensities, strict=True))
+    return [of[card.product_id] for card in carousel.products]

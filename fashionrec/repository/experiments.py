@@ -36,7 +36,7 @@ from fashionrec.repository.manifest import write_text
 EXPERIMENT_FILE = "fashionrec_experiment.json"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SHARE_TOLERANCE = 1e-6  # shares must add up to 1 within this
-SETTINGS = ("similar_alpha",)  # the serving settings an arm may change
+SETTINGS = ("similar_alpha", "exploration_share")  # the serving settings an arm may change
 
 
 class ExperimentError(ValueError):
@@ -51,6 +51,7 @@ class Arm:
     version: int
     share: float
     similar_alpha: float | None = None  # the hero's weight in ``similar`` (None: the version's default)
+    exploration_share: float | None = None  # carousels with an explored slot (None: online.exploration_share)
 
     def ensemble(self, base: str) -> str:
         """The name of this arm's copy of ensemble ``base`` (``recommend`` → ``recommend_v4``)."""
@@ -144,19 +145,17 @@ def _arms(raw: Any, config: ExperimentConfig) -> tuple[Arm, ...]:
         if unknown:
             raise ExperimentError(f"{where} has unknown field(s) {sorted(unknown)}; an arm has name, version, share "
                                   f"and optionally {', '.join(SETTINGS)}")
-        version, share, alpha = item.get("version"), item.get("share"), item.get("similar_alpha")
+        version, share = item.get("version"), item.get("share")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ExperimentError(f"{where}.version must be a published version number, got {version!r:.40}")
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
             raise ExperimentError(f"{where}.share must be in (0, 1], got {share!r:.40}")
-        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
-            raise ExperimentError(f"{where}.similar_alpha must be in [0, 1], got {alpha!r:.40}")
-        arms.append(Arm(_name(item.get("name"), f"{where}.name"), version, float(share),
-                        None if alpha is None else float(alpha)))
+        settings = {name: _fraction(item.get(name), f"{where}.{name}") for name in SETTINGS}
+        arms.append(Arm(_name(item.get("name"), f"{where}.name"), version, float(share), **settings))
     names = [arm.name for arm in arms]
     if len(set(names)) != len(names):
         raise ExperimentError(f"arm names must be distinct, got {names}")
-    variants = [(arm.version, arm.similar_alpha) for arm in arms]
+    variants = [(arm.version, arm.similar_alpha, arm.exploration_share) for arm in arms]
     if len(set(variants)) != len(variants) and len({arm.version for arm in arms}) > 1:
         raise ExperimentError("two arms serve the same version with the same settings; only an A/A test (every arm "
                               "the same) may repeat one")
@@ -164,6 +163,15 @@ def _arms(raw: Any, config: ExperimentConfig) -> tuple[Arm, ...]:
     if abs(total - 1.0) > SHARE_TOLERANCE:
         raise ExperimentError(f"arm shares must add up to 1, got {total:.6f}")
     return tuple(arms)
+
+
+def _fraction(value: Any, field: str) -> float | None:
+    """An optional setting in [0, 1]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ExperimentError(f"{field} must be in [0, 1], got {value!r:.40}")
+    return float(value)
 
 
 def _time(value: Any, field: str) -> datetime:

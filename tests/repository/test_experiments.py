@@ -65,6 +65,8 @@ def test_active_between_start_and_end() -> None:
     ({"arms": [ARMS[0], {**ARMS[1], "version": 0}, ARMS[2]]}, r"arms\[1\].version must be a published version"),
     ({"arms": [ARMS[0], {**ARMS[1], "colour": "red"}, ARMS[2]]}, r"arms\[1\] has unknown field\(s\) \['colour'\]"),
     ({"arms": [ARMS[0], ARMS[1], {**ARMS[2], "similar_alpha": 2}]}, r"arms\[2\].similar_alpha must be in \[0, 1\]"),
+    ({"arms": [ARMS[0], ARMS[1], {**ARMS[2], "exploration_share": -0.1}]},
+     r"arms\[2\].exploration_share must be in \[0, 1\]"),
     ({"arms": [ARMS[0], {**ARMS[1], "version": 3}, ARMS[2]]}, "two arms serve the same version"),
     ({"end": "2026-11-01T00:00:00Z"}, "end .* must be after start"),
     ({"start": "yesterday"}, "start must be an ISO 8601 time"),
