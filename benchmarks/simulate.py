@@ -15,6 +15,11 @@
 The last line reads ``A/B default vs shuffled: CTR lift X [LO, HI]; conversion lift Y [LO, HI]; SRM p Z``:
 the trained model's lift over the shuffled one (the experiment's control arm), with its 95 % interval.
 
+``--study exploration`` instead runs the trained model in two arms, one exploring
+(``--exploration-share``, ``--set online.exploration_pool=...``): exploration's cost in CTR and conversion,
+and the examination curve estimated from the explored slots (:mod:`fashionrec.evaluation.position_bias`)
+beside the simulator's true one, ending with ``examination curve max relative error X (positions 1-10)``.
+
     .venv/bin/python benchmarks/simulate.py [--size default|small] [--days 7] [--visitors-per-day 200]
                                             [--variants] [--aa-salts 40] [--workdir DIR] [--set KEY=VALUE ...]
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -33,6 +39,7 @@ from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, publish_va
 from fashionrec.app.runner import LocalRun, run_local
 from fashionrec.config import PipelineConfig
 from fashionrec.evaluation.experiment_report import ExperimentReport, read_experiment_log
+from fashionrec.evaluation.position_bias import examination_curve
 from fashionrec.repository.experiments import Experiment
 
 VARIANTS = {  # name -> the settings that make it (beside the defaults); "default" is the A/B's trained model
@@ -43,6 +50,7 @@ VARIANTS = {  # name -> the settings that make it (beside the defaults); "defaul
 OFFLINE = ("recall@20", "ndcg@10", "mrr")
 ONLINE = ("ctr", "conversion")
 BROKEN_SHARE = 0.6  # the broken split's real share of the first arm (declared: 0.5)
+MAX_SLOT = 10  # the examination curve's error is reported over slots 1..MAX_SLOT
 
 
 def main() -> None:
@@ -54,6 +62,9 @@ def main() -> None:
           f"{config.simulation.days} days x {config.simulation.visitors_per_day} visitors", flush=True)
     run = run_local(str(workdir / "default"), config)
     inputs = ShopInputs.of_run(run)
+    if arguments.study == "exploration":
+        _exploration_study(inputs, config, workdir, arguments.exploration_share)
+        return
     shuffled = publish_shuffled(inputs.model_repository, config.serving)
     variants = {"default": (1, _offline(run))}
     if arguments.variants:
@@ -84,9 +95,37 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--visitors-per-day", type=int, default=200)
     parser.add_argument("--aa-salts", type=int, default=40)
     parser.add_argument("--variants", action="store_true", help="also train variants: offline vs online")
+    parser.add_argument("--study", default="ab", choices=("ab", "exploration"))
+    parser.add_argument("--exploration-share", type=float, default=0.1)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return parser.parse_args()
+
+
+def _exploration_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share: float) -> None:
+    """The trained model with and without exploration, 50/50; the curve from the exploring arm's log."""
+    experiment = Experiment.from_dict({"name": "exploration", "salt": "exploration", "arms": [
+        {"name": "exploit", "version": 1, "share": 0.5},
+        {"name": "explore", "version": 1, "share": 0.5, "exploration_share": share}]})
+    with ShopLab(inputs, config, workdir / "lab", echo=lambda line: print(line, flush=True)) as lab:
+        run = lab.run(experiment, config.simulation)
+    _print_report(run.report)
+    events, impressions = read_experiment_log(run.log_dir)
+    explored = impressions[impressions["arm"] == "explore"]
+    curve = examination_curve(events, explored, config.experiment.attribution_window_s)
+    decay = config.simulation.examination_decay
+    print(f"\n{'slot':>4} {'explored':>8} {'clicks':>6} {'estimate':>9} {'95 % interval':>17} {'true':>6} {'error':>7}")
+    errors = []
+    for estimate in curve:
+        true = decay ** (estimate.slot - 1)
+        errors.append(abs(estimate.examination / true - 1) if estimate.slot <= MAX_SLOT else 0.0)
+        print(f"{estimate.slot:>4} {estimate.explored:>8} {estimate.clicks:>6} {estimate.examination:>9.3f} "
+              f"[{estimate.low:>6.3f}, {estimate.high:>6.3f}] {true:>6.3f} {errors[-1]:>+7.1%}")
+    ctr = run.report.comparison("explore", "ctr").lift
+    print(f"\nexploration share {share:.0%}: CTR lift {_lift(ctr)} (its cost), "
+          f"{sum(e.explored for e in curve)} explored carousels")
+    worst = max(errors) if errors and all(math.isfinite(e) for e in errors) else math.nan  # NaN: a slot not estimable
+    print(f"examination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
 
 
 def _experiment(name: str, arms: dict[str, int]) -> Experiment:

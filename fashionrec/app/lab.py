@@ -121,9 +121,13 @@ class ShopService:
     def __init__(self, inputs: ShopInputs, config: PipelineConfig, triton_url: str, folder: Path) -> None:
         self.folder, self.port = Path(folder), _free_port()
         self.folder.mkdir(parents=True, exist_ok=True)
+        online = config.online
         settings = {"online.port": self.port, "online.triton_url": triton_url,
                     "online.sqlite_path": self.folder / "state.sqlite3", "online.event_log_dir": self.folder / "log",
-                    "online.journal_dir": self.folder / "journal", "experiment.refresh_s": config.experiment.refresh_s}
+                    "online.journal_dir": self.folder / "journal", "experiment.refresh_s": config.experiment.refresh_s,
+                    "online.exploration_share": online.exploration_share,
+                    "online.exploration_positions": json.dumps(list(online.exploration_positions)),
+                    "online.exploration_pool": online.exploration_pool}
         self.arguments = [sys.executable, "-m", "fashionrec.app.cli", "shop", "serve", "--catalogue", inputs.catalogue,
                           "--model-repository", inputs.model_repository, "--history", inputs.history]
         for key, value in settings.items():
