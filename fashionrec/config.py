@@ -244,6 +244,10 @@ class IngestConfig(Section):
     earliest_timestamp: str = "1990-01-01"  # events outside [earliest, latest] are quarantined
     latest_timestamp: str | None = None  # None = one day from now
     event_weights: EventWeights = field(default_factory=EventWeights)
+    # Optional context columns of events (absent or blank: unknown); other values are quarantined.
+    devices: tuple[str, ...] = ("mobile", "desktop", "tablet")
+    channels: tuple[str, ...] = ("online", "store", "app")
+    max_region_length: int = at_least(64, 1)  # a region code or name, e.g. "GB-LND" or "SE"
 
     def check(self) -> None:
         for name in ("split_time", "earliest_timestamp", "latest_timestamp"):

@@ -7,7 +7,8 @@ purchases, not duplicates: they become one event whose ``weight`` is the count t
 weight. Article ids are zero-padded to Kaggle's 10 digits (they lose the leading 0 when a CSV is read
 as numbers). Catalogue: title = ``prod_name``, description = ``detail_desc``, category =
 ``product_type_name``, colour = ``colour_group_name``, brand = ``department_name`` (H&M has no
-brands), price = the article's median transaction price. Files are read as text so that malformed
+brands), price = the article's median transaction price. ``sales_channel_id`` becomes the event's
+``channel`` context (1 store, 2 online). Files are read as text so that malformed
 rows reach ``ingest``'s quarantine instead of failing here.
 """
 
@@ -22,6 +23,7 @@ from fashionrec.datasets import RawData
 TRANSACTIONS_FILE = "transactions_train.csv"
 ARTICLES_FILE = "articles.csv"
 ARTICLE_ID_DIGITS = 10
+SALES_CHANNELS = {"1": "store", "2": "online"}  # sales_channel_id -> the canonical channel
 
 
 def prepare(data_dir: str, output_dir: str, weights: EventWeights = EventWeights()) -> RawData:
@@ -60,7 +62,7 @@ def catalogue(articles: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFram
 
 
 def events(transactions: pd.DataFrame, weights: EventWeights = EventWeights()) -> pd.DataFrame:
-    """One purchase event per (customer, article, day); repeats add up in the weight."""
+    """One purchase event per (customer, article, day, channel); repeats add up in the weight."""
     frame = pd.DataFrame(
         {
             "customer_id": transactions["customer_id"],
@@ -68,7 +70,19 @@ def events(transactions: pd.DataFrame, weights: EventWeights = EventWeights()) -
             "timestamp": transactions["t_dat"],
         }
     )
+    columns = ["customer_id", "product_id", "event_type", "timestamp", "weight"]
+    if "sales_channel_id" in transactions:
+        frame["channel"] = channels(transactions["sales_channel_id"])
+        columns.append("channel")
     counted = frame.groupby(list(frame.columns), dropna=False, sort=False).size().rename("count").reset_index()
     counted["event_type"] = "purchase"
     counted["weight"] = (counted.pop("count") * weights.purchase).astype("float64")
-    return counted[["customer_id", "product_id", "event_type", "timestamp", "weight"]]
+    return counted[columns]
+
+
+def channels(sales_channel_ids: pd.Series) -> pd.Series:
+    """Kaggle's ``sales_channel_id`` as the canonical ``channel``: 1 a store, 2 online (the competition's
+    data description leaves them unnamed; this is the reading its forum settled on). Blank stays unknown;
+    any other value passes through unchanged, so ingest quarantines it as ``bad_channel``."""
+    text = sales_channel_ids.astype("string").str.strip().astype(object)
+    return text.map(lambda value: SALES_CHANNELS.get(value, value) if isinstance(value, str) and value else None)

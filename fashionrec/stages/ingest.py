@@ -11,7 +11,12 @@ Canonical input schema (CSV or Parquet):
   ``colour``, ``brand``, ``launch_date`` (optional).
 * events: ``customer_id``, ``product_id``, ``event_type`` (one of ``click``, ``add_to_bag``,
   ``save_for_later``, ``purchase``), ``timestamp`` (ISO 8601 or epoch seconds) (required);
-  ``weight`` (optional, positive; defaults to the event type's weight).
+  ``weight`` (optional, positive; defaults to the event type's weight); the context of the event,
+  each optional: ``device`` (one of ``ingest.devices``), ``channel`` (one of ``ingest.channels``),
+  ``region`` (a code or name of at most ``ingest.max_region_length`` printable characters) and
+  ``local_time`` (the customer's wall-clock time, ISO 8601; it must lie a whole quarter-hour within
+  UTC-12..UTC+14 of ``timestamp``). Context columns that are present in the input are kept (blank:
+  unknown); absent ones are not added.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from fashionrec.config import EVENT_TYPES, IngestConfig
 CATALOGUE_REQUIRED = ("product_id", "title", "category", "price")
 CATALOGUE_OPTIONAL = {"description": "", "colour": "unknown", "brand": "unknown", "launch_date": None}
 EVENTS_REQUIRED = ("customer_id", "product_id", "event_type", "timestamp")
+EVENT_CONTEXT = ("device", "channel", "region", "local_time")  # optional columns of events, in output order
+UTC_OFFSET_RANGE_H = (-12.0, 14.0)  # the time zones in use
+OFFSET_STEP_MIN = 15  # every time zone's offset is a whole number of quarter-hours
 
 # Output file names inside the ingest artifact directory.
 REPLACEMENT_CHARACTER = "\ufffd"  # what undecodable bytes become when CSV text is read
@@ -120,6 +128,7 @@ def validate_events(
         ("bad_timestamp", timestamp.isna()),
         ("bad_weight", ~(weight > 0) | ~np.isfinite(weight.fillna(0))),
         ("unknown_product", ~frame["product_id"].isin(product_ids)),
+        *_context_checks(frame, timestamp, config),
         ("duplicate_event", frame.duplicated(keep="first")),
     ]
     reasons = _first_failure(checks, len(frame))
@@ -133,7 +142,54 @@ def validate_events(
             "timestamp": timestamp[good],
         }
     )
+    for column in EVENT_CONTEXT:
+        if column in frame:
+            values = _local_times(frame[column]) if column == "local_time" else _context_text(frame[column])
+            events[column] = values[good]
     return events.reset_index(drop=True), _quarantine(raw, reasons, source)
+
+
+def _context_checks(frame: pd.DataFrame, timestamp: pd.Series, config: IngestConfig) -> list[tuple[str, pd.Series]]:
+    """The reason codes of context values that are given but wrong (blank is unknown, not wrong)."""
+    checks = []
+    for column, allowed in (("device", config.devices), ("channel", config.channels)):
+        if column in frame:
+            given = _context_text(frame[column])
+            checks.append((f"bad_{column}", given.notna() & ~given.isin(allowed)))
+    if "region" in frame:
+        region = _context_text(frame["region"])
+        printable = region.map(lambda text: text.isprintable() if isinstance(text, str) else True)
+        checks.append(("bad_region", region.notna() & ((region.str.len() > config.max_region_length) | ~printable)))
+    if "local_time" in frame:
+        given = _context_text(frame["local_time"]).notna()
+        offset_h = (_local_times(frame["local_time"]) - timestamp.dt.tz_localize(None)).dt.total_seconds() / 3600
+        low, high = UTC_OFFSET_RANGE_H
+        whole = (offset_h * 60 / OFFSET_STEP_MIN).round(6) % 1 == 0
+        plausible = offset_h.between(low, high) & whole
+        checks.append(("bad_local_time", given & timestamp.notna() & ~plausible.fillna(False)))
+    return checks
+
+
+def _context_text(values: pd.Series) -> pd.Series:
+    """A context column as text, blank and missing as null."""
+    text = values.astype("string").str.strip()
+    return text.where(text.ne("").fillna(False)).astype(object).where(lambda column: column.notna(), None)
+
+
+def _local_times(values: pd.Series) -> pd.Series:
+    """Wall-clock times (naive): a value with an offset is read at that offset; unparseable ones are NaT."""
+    parsed = [_wall_clock(text) for text in _context_text(values)]
+    return pd.Series(pd.to_datetime(parsed), index=values.index)
+
+
+def _wall_clock(text: object) -> pd.Timestamp | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        return None
+    return moment.tz_localize(None) if moment.tzinfo is not None else moment
 
 
 def _weights(given: pd.Series, default: pd.Series) -> pd.Series:

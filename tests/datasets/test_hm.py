@@ -8,7 +8,7 @@ from fashionrec import artifacts
 from fashionrec.stages import ingest
 from fashionrec.config import EventWeights, IngestConfig
 from fashionrec.datasets import prepare_dataset
-from fashionrec.datasets.hm import article_ids
+from fashionrec.datasets.hm import article_ids, channels
 
 ARTICLE_COLUMNS = [
     "article_id", "product_code", "prod_name", "product_type_no", "product_type_name", "product_group_name",
@@ -59,6 +59,12 @@ def write_kaggle_fixture(folder, seed=0, articles=200, transactions=2000):
     return rows, repeats
 
 
+def test_sales_channels_become_the_canonical_channel():
+    ids = pd.Series(["1", "2", " 2 ", "", None, "3"])
+    mapped = [None if pd.isna(value) else value for value in channels(ids)]
+    assert mapped == ["store", "online", "online", None, None, "3"]  # 3: quarantined by ingest as bad_channel
+
+
 def test_article_ids_get_their_leading_zero_back():
     assert article_ids(pd.Series(["108775015", "0108775044", "abc"])).tolist() == ["0108775015", "0108775044", "abc"]
 
@@ -79,8 +85,12 @@ def test_adapter_maps_the_kaggle_columns_and_folds_repeat_purchases(hm):
     assert (first["product_id"], first["title"], first["category"], first["colour"], first["brand"]) == (
         "0108775015", "Item 0", "Trousers", "Black", "Jersey Basic")
     assert set(events["event_type"]) == {"purchase"}
-    keys = ["t_dat", "customer_id", "article_id"]
+    keys = ["t_dat", "customer_id", "article_id", "sales_channel_id"]  # a purchase in a store and one online differ
     counts = pd.concat([rows, repeats]).groupby(keys).size()
+    channels = pd.concat([rows, repeats]).groupby(keys).size().reset_index()["sales_channel_id"].map({1: "store",
+                                                                                                     2: "online"})
+    good = events.iloc[:len(counts)]  # the malformed rows come last
+    assert good["channel"].value_counts().to_dict() == channels.value_counts().to_dict()
     assert len(events) == len(counts) + len(MALFORMED)
     purchase = EventWeights().purchase
     assert sorted(events["weight"].unique()) == sorted({purchase * c for c in counts.unique()})
@@ -92,7 +102,7 @@ def test_after_ingest_malformed_rows_are_quarantined_and_every_good_purchase_is_
     quarantine = pd.read_parquet(tmp_path / "ingested" / artifacts.QUARANTINE_FILE)
     assert sorted(quarantine["reason"]) == sorted(reason for *_, reason in MALFORMED)
     accepted = summary.train_events + summary.holdout_events
-    distinct = len(pd.concat([rows, repeats]).groupby(["t_dat", "customer_id", "article_id"]).size())
+    distinct = len(pd.concat([rows, repeats]).groupby(["t_dat", "customer_id", "article_id", "sales_channel_id"]).size())
     folded = len(rows) + len(repeats) - distinct  # repeat purchases live on in the weights
     assert folded >= len(repeats)
     assert accepted + len(quarantine) + folded == len(rows) + len(repeats) + len(MALFORMED)

@@ -107,3 +107,35 @@ def test_parquet_input_with_a_stored_pandas_index_is_read_row_for_row(tmp_path):
     assert dict(zip(events["row_number"], events["reason"])) == {
         2: "unknown_event_type", 3: "bad_timestamp", 4: "duplicate_event"}
     assert summary.train_events + summary.holdout_events == 1
+
+
+def test_event_context_is_kept_and_wrong_context_quarantined():
+    """device, channel, region and local_time are optional: blank is unknown, a wrong value is quarantined."""
+    rows = [  # (device, channel, region, local_time) of an event at 18:30 UTC
+        ("mobile", "online", "GB", "2026-12-05T19:30:00+01:00"),  # an offset: read at it, 19:30 wall clock
+        ("", "", "", ""),  # all unknown
+        ("tablet", "store", "SE", "2026-12-05T08:30:00"),  # UTC-10 wall clock
+        ("fridge", "online", "GB", ""),
+        ("mobile", "catalogue", "GB", ""),
+        ("mobile", "online", "x" * 65, ""),
+        ("mobile", "online", "GB", "2026-12-05T18:37:00"),  # 7 minutes off UTC: no time zone
+        ("mobile", "online", "GB", "2026-12-06T12:00:00"),  # UTC+17:30: no time zone
+        ("mobile", "online", "GB", "yesterday evening"),
+    ]
+    raw = pd.DataFrame([{"customer_id": "c", "product_id": "p", "event_type": "click",
+                         "timestamp": "2026-12-05T18:30:00Z", "device": d, "channel": ch, "region": r, "local_time": t}
+                        for d, ch, r, t in rows])
+    events, quarantine = ingest.validate_events(raw, "events.csv", {"p"}, IngestConfig())
+    assert quarantine["reason"].tolist() == ["bad_device", "bad_channel", "bad_region"] + ["bad_local_time"] * 3
+    assert quarantine["row_number"].tolist() == [4, 5, 6, 7, 8, 9]
+    assert events["device"].tolist() == ["mobile", None, "tablet"]
+    assert events["channel"].tolist() == ["online", None, "store"] and events["region"].tolist() == ["GB", None, "SE"]
+    assert events["local_time"].tolist()[0] == pd.Timestamp("2026-12-05T19:30:00")
+    assert pd.isna(events["local_time"].tolist()[1]) and events["local_time"].tolist()[2] == pd.Timestamp(
+        "2026-12-05T08:30:00")
+
+
+def test_events_without_context_columns_get_none():
+    raw = pd.DataFrame([{"customer_id": "c", "product_id": "p", "event_type": "click", "timestamp": "2026-01-01"}])
+    events, _ = ingest.validate_events(raw, "events.csv", {"p"}, IngestConfig())
+    assert list(events.columns) == ["customer_id", "product_id", "event_type", "weight", "timestamp"]
