@@ -51,7 +51,8 @@ from fashionrec.repository.experiments import Arm, Experiment
 
 # The log's columns (fashionrec.online.event_log.SCHEMAS, which this layer may not import), with the
 # experiment columns later parts carry; missing ones read as all-null.
-EVENT_COLUMNS = ("customer_id", "product_id", "event_type", "timestamp", "weight", "request_id", "experiment", "arm")
+EVENT_COLUMNS = ("customer_id", "product_id", "event_type", "timestamp", "weight", "request_id", "experiment", "arm",
+                 "device", "channel", "region", "local_time")
 IMPRESSION_COLUMNS = ("request_id", "timestamp", "customer_id", "touchpoint", "model_version", "product_ids",
                       "positions", "scores", "fallback", "experiment", "arm", "propensities", "explored_slot")
 EVENTS, IMPRESSIONS = "events", "impressions"  # the log's folders under log_dir

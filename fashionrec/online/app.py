@@ -31,6 +31,7 @@ from fashionrec.online.views import (BadInput, Carousel, EventReceipt, Homepage,
 
 API_VERSION = "v1"
 REQUEST_ID_MAX_LENGTH = 64  # the service's own request ids are 32 hex digits
+CONTEXT_MAX_LENGTH = 128  # a context field's text; ingest's own limits apply after this
 MESSAGE_LIMIT = 300  # characters of an error message: enough to say what is wrong, never a whole input
 
 
@@ -45,6 +46,13 @@ class EventIn(BaseModel):
     weight: float | None = Field(None, description="default: the event type's weight")
     request_id: str | None = Field(None, max_length=REQUEST_ID_MAX_LENGTH,
                                    description="the request_id of the page that showed the product (attribution)")
+    device: str | None = Field(None, max_length=CONTEXT_MAX_LENGTH, description="mobile, desktop or tablet "
+                               "(ingest.devices)")
+    channel: str | None = Field(None, max_length=CONTEXT_MAX_LENGTH, description="online, store or app "
+                                "(ingest.channels)")
+    region: str | None = Field(None, max_length=CONTEXT_MAX_LENGTH, description="a region code or name")
+    local_time: str | None = Field(None, max_length=CONTEXT_MAX_LENGTH,
+                                   description="the customer's wall-clock time, ISO 8601")
 
 
 class EventBatch(BaseModel):

@@ -69,6 +69,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("request_id", pa.string(), nullable=True),  # the page that showed the product, when known
         pa.field("experiment", pa.string(), nullable=True),  # the visitor's experiment and arm, when in one
         pa.field("arm", pa.string(), nullable=True),
+        pa.field("device", pa.string(), nullable=True),  # the event's context, when posted (ingest's columns)
+        pa.field("channel", pa.string(), nullable=True),
+        pa.field("region", pa.string(), nullable=True),
+        pa.field("local_time", pa.string(), nullable=True),  # the customer's wall clock, ISO 8601 as posted
     ]),
     IMPRESSIONS: pa.schema([
         pa.field("request_id", pa.string(), nullable=False),
@@ -385,7 +389,9 @@ def _int32(value: object, name: str) -> int:
 
 FIELD_CHECKS: dict[str, dict[str, Callable[[object, str], object]]] = {
     EVENTS: {"customer_id": _text, "product_id": _text, "event_type": _text, "timestamp": _seconds,
-             "weight": _number, "request_id": _optional_text, "experiment": _optional_text, "arm": _optional_text},
+             "weight": _number, "request_id": _optional_text, "experiment": _optional_text, "arm": _optional_text,
+             "device": _optional_text, "channel": _optional_text, "region": _optional_text,
+             "local_time": _optional_text},
     IMPRESSIONS: {"request_id": _text, "timestamp": _seconds, "customer_id": _text, "touchpoint": _text,
                   "model_version": _optional_int64, "product_ids": _list_of(_text),
                   "positions": _list_of(_int32), "scores": _list_of(_number), "fallback": _flag,
@@ -394,7 +400,7 @@ FIELD_CHECKS: dict[str, dict[str, Callable[[object, str], object]]] = {
 }
 # Fields added after logs were first written: a record without them (e.g. in a journal written by an older
 # version, replayed after a crash) is read as null there.
-OPTIONAL_FIELDS = {EVENTS: {"request_id", "experiment", "arm"},
+OPTIONAL_FIELDS = {EVENTS: {"request_id", "experiment", "arm", "device", "channel", "region", "local_time"},
                    IMPRESSIONS: {"experiment", "arm", "propensities", "explored_slot"}}
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from fashionrec.config import IngestConfig, OnlineConfig
-from fashionrec.stages.ingest import EVENTS_REQUIRED, validate_events
+from fashionrec.stages.ingest import EVENT_CONTEXT, EVENTS_REQUIRED, validate_events
 
 ID_TOO_LONG = "id_too_long"  # the service's own reason, besides ingest's: an id longer than online.max_id_length
 
@@ -57,7 +57,9 @@ def check_events(raw: Sequence[Mapping[str, object]], product_ids: set[str], ing
     now = time.time() if now is None else now
     rows = [{**_defaults(event, now)} for event in raw]
     too_long = [i for i, row in enumerate(rows) if _longest_id(row) > online.max_id_length]
-    frame = pd.DataFrame(rows, columns=[*EVENTS_REQUIRED, "weight"]).astype(object)
+    context = [column for column in EVENT_CONTEXT if any(event.get(column) is not None for event in raw)]
+    frame = pd.DataFrame([{**row, **{c: event.get(c) for c in context}} for row, event in zip(rows, raw, strict=True)],
+                         columns=[*EVENTS_REQUIRED, "weight", *context]).astype(object)
     frame.loc[too_long, "customer_id"] = None  # checked below as id_too_long, before ingest's reasons
     accepted, quarantined = validate_events(frame, "event-api", product_ids, ingest)
     reasons = dict(zip(quarantined["row_number"] - 1, quarantined["reason"], strict=True))
@@ -83,3 +85,10 @@ def history_inputs(events: Iterable[ShopEvent]) -> tuple[list[str], list[str], l
     """A history's product ids, event types and timestamps (epoch seconds), oldest first, as Triton takes them."""
     ordered = list(events)
     return ([e.product_id for e in ordered], [e.event_type for e in ordered], [int(e.timestamp) for e in ordered])
+
+
+def context_of(event: Mapping[str, object]) -> dict[str, str | None]:
+    """An accepted event's context as logged (``device``, ``channel``, ``region``, ``local_time``): the posted
+    text, stripped; blank or absent as None (ingest's rules have checked it)."""
+    values = {column: event.get(column) for column in EVENT_CONTEXT}
+    return {column: (str(value).strip() or None) if value is not None else None for column, value in values.items()}

@@ -22,7 +22,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fashionrec.config import PipelineConfig
@@ -31,7 +31,7 @@ from fashionrec.online.catalogue import ShopCatalogue
 from fashionrec.online.event_log import EventLog
 from fashionrec.online.experiments import ExperimentRouter, Route
 from fashionrec.online.exploration import ExplorationPolicy, Shown
-from fashionrec.online.events import ShopEvent, check_events
+from fashionrec.online.events import ShopEvent, check_events, context_of
 from fashionrec.online.metrics import ShopMetrics
 from fashionrec.online.served import ServedView
 from fashionrec.online.store import CustomerStore
@@ -189,9 +189,8 @@ class ShopService:
         accepted, rejected = check_events(rows, known, self.config.ingest, self._online, self._clock())
         if accepted:
             refused = {rejection.index for rejection in rejected}
-            request_ids = [row.get("request_id") for i, row in enumerate(rows) if i not in refused]
-            records = [self._logged_event(event, request_id) for event, request_id in
-                       zip(accepted, request_ids, strict=True)]
+            kept = [row for i, row in enumerate(rows) if i not in refused]  # the accepted events' posted rows
+            records = [self._logged_event(event, row) for event, row in zip(accepted, kept, strict=True)]
             await asyncio.to_thread(self.log.append, "events", records)
             await self._remember(accepted)
         self.metrics.events.labels("accepted").inc(len(accepted))
@@ -217,11 +216,13 @@ class ShopService:
         arm's, or the served one."""
         return self.router.route(unit, self.served) if self.router else Route(self.served)
 
-    def _logged_event(self, event: ShopEvent, request_id: object) -> dict[str, object]:
-        """An accepted event as logged: tagged with the page it came from and the visitor's arm, if any."""
+    def _logged_event(self, event: ShopEvent, posted: Mapping[str, object]) -> dict[str, object]:
+        """An accepted event as logged: tagged with the page it came from, the visitor's arm, if any, and its
+        context (device, channel, region, local time) as posted."""
         route = self.route(event.customer_id)
+        request_id = posted.get("request_id")
         return {**event.as_record(), "request_id": str(request_id) if request_id else None,
-                "experiment": route.experiment, "arm": route.arm_name}
+                "experiment": route.experiment, "arm": route.arm_name, **context_of(posted)}
 
     def _history(self, events: Sequence[ShopEvent], view: ServedView) -> History | None:
         """The stored events ``view``'s version knows, as a request history (None: nothing to personalise with)."""

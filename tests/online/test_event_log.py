@@ -83,9 +83,9 @@ def test_append_and_roll_write_date_partitions_with_the_canonical_schema(dirs):
     assert first.schema.equals(SCHEMAS[EVENTS])
     assert first.column("customer_id").to_pylist() == ["C1", "C3"]  # journal order within a date
     frame = storage.read_table(storage.join(log_dir, EVENTS))
-    assert list(frame.columns) == ["customer_id", "product_id", "event_type", "timestamp", "weight", "request_id",
-                                   "experiment", "arm"]  # no `date`
-    assert frame[["request_id", "experiment", "arm"]].isna().all().all()  # records without them: null
+    optional = ["request_id", "experiment", "arm", "device", "channel", "region", "local_time"]
+    assert list(frame.columns) == ["customer_id", "product_id", "event_type", "timestamp", "weight", *optional]  # no `date`
+    assert frame[optional].isna().all().all()  # records without them: null
     assert frame["customer_id"].tolist() == ["C1", "C3", "C2"]
     assert frame["timestamp"].tolist() == [pd.Timestamp("2026-01-01T00:00:10.25Z"),
                                            pd.Timestamp("2026-01-01T01:00:00.000001Z"),

@@ -279,3 +279,19 @@ def test_a_50_mb_body_is_refused_before_it_is_read_and_memory_stays_put(shop):
         pass  # the service answered 413 and closed the connection while the client was still sending
     assert httpx.get(f"{shop.url}/health", timeout=5.0).status_code == 200
     assert _resident_kib(shop.process.pid) <= before * 1.10
+
+
+def test_event_context_is_checked_with_ingests_rules_and_logged(start_shop, shop_files, shop_triton):
+    shop = start_shop(shop_triton.grpc_url)
+    customer, product = _active_customer(shop_files), shop_files.frame["product_id"].iloc[3]
+    posted = _post_events(shop, [
+        {"customer_id": customer, "product_id": product, "event_type": "click", "device": "mobile",
+         "channel": "app", "region": "GB-LND", "local_time": "2026-12-05T19:30:00+01:00",
+         "timestamp": "2026-12-05T18:30:00Z"},
+        {"customer_id": customer, "product_id": product, "event_type": "add_to_bag", "device": "fridge"}])
+    assert posted.json() == {"accepted": 1, "rejected": [{"index": 1, "reason": "bad_device"}]}
+    shop.stop()  # SIGTERM: the journal rolled into the log
+    logged = pd.read_parquet(shop.folder / "log" / "events")
+    row = logged[(logged["customer_id"] == customer) & (logged["product_id"] == product)].iloc[-1]
+    assert (row["device"], row["channel"], row["region"], row["local_time"]) == (
+        "mobile", "app", "GB-LND", "2026-12-05T19:30:00+01:00")
