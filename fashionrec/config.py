@@ -215,6 +215,10 @@ class ShopConfig(Section):
     latent_dim: int = at_least(16, 1)
     taste_sharpness: float = at_least(3.0, 0.0)  # higher = customers stick closer to their styles
     popularity_strength: float = at_least(0.6, 0.0)  # weight of item popularity in event choice
+    # 0: no context (the log has no context columns). Above 0 every session has a device, the customer's region
+    # and a local time, and they move choices by this much of a logit: evenings favour loungewear, each region
+    # its colours; mobile sessions are shorter (fashionrec.datasets.synthetic.context_bonus).
+    context_strength: float = at_least(0.0, 0.0)
     start_date: str = "2026-06-01"
 
     def check(self) -> None:

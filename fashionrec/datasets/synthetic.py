@@ -62,6 +62,17 @@ BRANDS_PER_STYLE = 4
 LAUNCHED_PREFIX = "N"  # launched products' ids: N<batch>-<index>; the generated shop's are P<row>
 _LAUNCHED_ID = re.compile(rf"{LAUNCHED_PREFIX}(\d{{5,}})-(\d{{5,}})")
 LAUNCH_STREAM = 1_000_003  # separates the launches' seeds, (seed, LAUNCH_STREAM, batch), from any other draw
+CONTEXT_STREAM = 1_000_033  # the context's draws, (seed, CONTEXT_STREAM): the events' other draws stay as they were
+# Context (ShopConfig.context_strength > 0): the customer's region (with its UTC offset and favoured colours), the
+# session's device, and the local hour. Evenings favour loungewear; mobile sessions are one event shorter.
+REGIONS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "GB": (0, ("navy", "grey", "khaki")), "SE": (1, ("white", "beige", "cream")),
+    "US-NY": (-5, ("black", "blue", "red")), "JP": (9, ("pink", "purple", "silver")),
+}
+DEVICES: dict[str, float] = {"mobile": 0.6, "desktop": 0.3, "tablet": 0.1}  # each session's device, and its odds
+LOUNGEWEAR = ("hoodie", "jumper", "trousers")
+EVENING_HOURS = range(18, 24)  # local
+SHORTER_ON = "mobile"
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class SyntheticShop:
     customer_tastes: np.ndarray  # (customers, latent_dim) float32, unit length
     customer_styles: np.ndarray  # (customers,) each customer's dominant style (index into style_words)
     style_words: tuple[tuple[str, ...], ...]  # each style's words, the ones its products' texts use
+    customer_regions: np.ndarray | None = None  # (customers,) index into REGIONS; None: the shop has no context
 
 
 def generate_shop(config: ShopConfig, with_events: bool = True) -> SyntheticShop:
@@ -95,13 +107,25 @@ def generate_shop(config: ShopConfig, with_events: bool = True) -> SyntheticShop
     world = _latent_world(rng, config, len(styles))
     catalogue, product_latent, product_styles, log_popularity = _catalogue(rng, config, styles, world)
     taste, customer_styles = _customer_tastes(rng, config, world)  # the next draws after the catalogue's
-    events = (_events(rng, config, taste, catalogue, product_latent, log_popularity) if with_events
+    context = np.random.default_rng((config.seed, CONTEXT_STREAM))
+    regions = context.integers(0, len(REGIONS), size=config.num_customers) if config.context_strength > 0 else None
+    events = (_events(rng, config, taste, catalogue, product_latent, log_popularity, regions, context) if with_events
               else pd.DataFrame({"customer_id": pd.Series(dtype=object), "product_id": pd.Series(dtype=object),
                                  "event_type": pd.Series(dtype=object),
                                  "timestamp": pd.Series(dtype="datetime64[ns, UTC]")}))
     return SyntheticShop(catalogue=catalogue, events=events, product_styles=product_styles,
                          product_latent=product_latent, log_popularity=log_popularity, customer_tastes=taste,
-                         customer_styles=customer_styles, style_words=tuple(_STYLES[name] for name in styles))
+                         customer_styles=customer_styles, style_words=tuple(_STYLES[name] for name in styles),
+                         customer_regions=regions)
+
+
+def context_bonus(catalogue: pd.DataFrame, region: str, local_hour: int, strength: float) -> np.ndarray:
+    """The logit every product gains in a session of ``region`` at ``local_hour``: ``strength`` for each of
+    loungewear in the evening and the region's colours (0 everywhere at strength 0)."""
+    evening = local_hour in EVENING_HOURS
+    lounge = catalogue["category"].isin(LOUNGEWEAR).to_numpy() & evening
+    favoured = catalogue["colour"].isin(REGIONS[region][1]).to_numpy()
+    return (strength * (lounge.astype(np.float32) + favoured.astype(np.float32))).astype(np.float32)
 
 
 def _latent_world(rng: np.random.Generator, config: ShopConfig, num_styles: int) -> dict[str, np.ndarray]:
@@ -306,6 +330,8 @@ def _events(
     catalogue: pd.DataFrame,
     product_latent: np.ndarray,
     log_popularity: np.ndarray,
+    regions: np.ndarray | None = None,
+    context_rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
     start = pd.Timestamp(config.start_date, tz="UTC")
     seconds_total = config.num_weeks * 7 * 86_400
@@ -317,22 +343,71 @@ def _events(
     session_seconds = rng.integers(0, seconds_total, size=len(session_customer))
     launch_day = ((catalogue["launch_date"] - start).dt.total_seconds().to_numpy() // 86_400).astype(int)
     session_day = session_seconds // 86_400
+    context = _SessionContext.draw(context_rng, regions, session_customer, session_seconds, catalogue,
+                                   config.context_strength) if regions is not None else None
     frames = []
     for day in np.unique(session_day):
         todays = np.flatnonzero(session_day == day)
         available = int(np.searchsorted(launch_day, day, side="right"))  # catalogue is in launch order
         age_weeks = (day - launch_day[:available]) / 7.0
         item_bias = config.popularity_strength * log_popularity[:available] + 0.8 * np.exp(-age_weeks / 2.0)
+        bonus = context.bonus(todays, available) if context is not None else None
         frames.append(
             _session_events(rng, config, taste[session_customer[todays]], session_customer[todays],
-                            session_seconds[todays], product_latent[:available], item_bias, session_size)
+                            session_seconds[todays], product_latent[:available], item_bias, session_size, bonus,
+                            todays)
         )
     events = pd.concat(frames, ignore_index=True)
+    if context is not None:
+        events = context.annotated(events, start)
     events["timestamp"] = start + pd.to_timedelta(events.pop("second"), unit="s")
     events["customer_id"] = [f"C{i:06d}" for i in events.pop("customer")]
     events["product_id"] = catalogue["product_id"].to_numpy()[events.pop("product")]
     events = events.sort_values(["timestamp", "customer_id"], kind="stable").reset_index(drop=True)
-    return events[["customer_id", "product_id", "event_type", "timestamp"]]
+    return events[["customer_id", "product_id", "event_type", "timestamp",
+                   *(["device", "region", "local_time"] if context is not None else [])]]
+
+
+@dataclass(frozen=True)
+class _SessionContext:
+    """Each session's device, region and local hour, and the logits they add (``context_bonus``)."""
+
+    devices: np.ndarray  # (sessions,) index into DEVICES
+    regions: np.ndarray  # (sessions,) index into REGIONS
+    local_hours: np.ndarray  # (sessions,)
+    offsets_s: np.ndarray  # (sessions,) the region's UTC offset
+    lounge: np.ndarray  # (products,) bool
+    favoured: np.ndarray  # (regions, products) bool
+    strength: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, regions: np.ndarray, session_customer: np.ndarray,
+             session_seconds: np.ndarray, catalogue: pd.DataFrame, strength: float) -> _SessionContext:
+        names = list(REGIONS)
+        session_regions = regions[session_customer]
+        offsets_s = np.array([REGIONS[name][0] * 3_600 for name in names])[session_regions]
+        devices = rng.choice(len(DEVICES), size=len(session_customer), p=list(DEVICES.values()))
+        hours = ((session_seconds + offsets_s) // 3_600) % 24
+        favoured = np.stack([catalogue["colour"].isin(REGIONS[name][1]).to_numpy() for name in names])
+        return cls(devices, session_regions, hours, offsets_s, catalogue["category"].isin(LOUNGEWEAR).to_numpy(),
+                   favoured, strength)
+
+    def bonus(self, sessions: np.ndarray, available: int) -> np.ndarray:
+        evening = np.isin(self.local_hours[sessions], list(EVENING_HOURS))
+        return (self.strength * (evening[:, None] & self.lounge[None, :available])
+                + self.strength * self.favoured[self.regions[sessions], :available]).astype(np.float32)
+
+    def annotated(self, events: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
+        """The events with their session's context; a mobile session loses its last event."""
+        session = events.pop("session").to_numpy()
+        events["device"] = np.asarray(list(DEVICES))[self.devices[session]]
+        events["region"] = np.asarray(list(REGIONS))[self.regions[session]]
+        wall = start.tz_localize(None) + pd.to_timedelta(events["second"] + self.offsets_s[session], unit="s")
+        events["local_time"] = wall.dt.strftime("%Y-%m-%dT%H:%M:%S")
+        events = events.reset_index(drop=True)
+        last = events.groupby(session, sort=False)["second"].idxmax()  # each session's last event (one row)
+        dropped = last[self.devices[last.index.to_numpy()] == list(DEVICES).index(SHORTER_ON)].to_numpy()
+        return events.drop(index=dropped).reset_index(drop=True)
 
 
 def _session_events(
@@ -344,6 +419,8 @@ def _session_events(
     product_latent: np.ndarray,
     item_bias: np.ndarray,
     session_size: int,
+    bonus: np.ndarray | None = None,
+    sessions: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Each session picks ``session_size`` distinct launched products by Gumbel-top-k over logits.
 
@@ -351,12 +428,14 @@ def _session_events(
     """
     affinity = taste @ product_latent.T
     logits = config.taste_sharpness * affinity + item_bias.astype(np.float32)
+    if bonus is not None:  # the session's context (ShopConfig.context_strength)
+        logits = logits + bonus
     race = rng.standard_exponential(size=logits.shape, dtype=np.float32) * np.exp(-logits)
     picks = np.argpartition(race, session_size, axis=1)[:, :session_size]
     picked_affinity = np.take_along_axis(affinity, picks, axis=1)
     event_type = _event_types(rng, picked_affinity)
     offsets = np.sort(rng.integers(0, 1_800, size=picks.shape), axis=1)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "customer": np.repeat(customers, session_size),
             "product": picks.ravel(),
@@ -364,6 +443,9 @@ def _session_events(
             "second": (seconds[:, None] + offsets).ravel(),
         }
     )
+    if sessions is not None and bonus is not None:
+        frame["session"] = np.repeat(sessions, session_size)
+    return frame
 
 
 def _event_types(rng: np.random.Generator, affinity: np.ndarray) -> np.ndarray:

@@ -130,3 +130,30 @@ def test_launched_products_content_agrees_with_their_latent(shop):
     # and the brand is one of that style's (the shop's brands belong to one style each)
     style_of_brand = dict(zip(shop.catalogue["brand"], shop.product_styles, strict=True))
     assert np.mean(catalogue["brand"].map(style_of_brand).to_numpy() == nearest) > 0.9
+
+
+def test_context_moves_choices_and_ingest_accepts_it():
+    """With context_strength > 0 sessions carry a device, the customer's region and a local time, and the
+    effects are in the log: loungewear in the evening, each region's colours, shorter mobile sessions."""
+    from fashionrec.config import IngestConfig
+    from fashionrec.datasets.synthetic import LOUNGEWEAR, REGIONS
+    from fashionrec.stages.ingest import validate_events
+
+    config = ShopConfig(num_customers=800, num_products=300, num_weeks=3, context_strength=1.0)
+    shop = generate_shop(config)
+    events = shop.events.merge(shop.catalogue[["product_id", "category", "colour"]], on="product_id")
+    assert set(events["device"]) == {"mobile", "desktop", "tablet"} and set(events["region"]) == set(REGIONS)
+    offsets = events["region"].map({name: hours for name, (hours, _) in REGIONS.items()})
+    wall = events["timestamp"].dt.tz_localize(None) + pd.to_timedelta(offsets, unit="h")
+    assert (pd.to_datetime(events["local_time"]) == wall.dt.floor("s")).all()
+    evening = pd.to_datetime(events["local_time"]).dt.hour >= 18
+    lounge = events["category"].isin(LOUNGEWEAR)
+    assert lounge[evening].mean() > 1.5 * lounge[~evening].mean()
+    for region, (_, colours) in REGIONS.items():
+        favoured = events["colour"].isin(colours)
+        assert favoured[events["region"] == region].mean() > 1.5 * favoured[events["region"] != region].mean()
+    raw = shop.events.assign(timestamp=shop.events["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    accepted, quarantined = validate_events(raw, "events", set(shop.catalogue["product_id"]), IngestConfig())
+    assert len(quarantined) == 0 and list(accepted["device"]) == list(shop.events["device"])
+    plain = generate_shop(ShopConfig(num_customers=800, num_products=300, num_weeks=3))
+    assert "device" not in plain.events and len(shop.events) < len(plain.events)  # mobile sessions lose one event
