@@ -46,8 +46,10 @@ import numpy as np
 import pandas as pd
 
 from fashionrec.config import ServingConfig, ShopConfig, SimulationConfig
-from fashionrec.datasets.synthetic import SyntheticShop, generate_shop, launch_batch, launch_products
+from fashionrec.datasets.synthetic import (DEVICES, REGIONS, SHORTER_ON, SyntheticShop, context_bonus, generate_shop,
+                                          launch_batch, launch_products)
 
+MIN_SHARPNESS = 1e-9  # a shop with taste_sharpness 0 (tastes do not matter) still divides safely
 REQUEST_TIMEOUT_S = 30.0  # per request: a page slower than this counts as an error ("timeout"), not a hang
 LAUNCH_WAIT_S = 60.0  # default wait for the service to show launched products: 6 of its default refreshes (10 s)
 LAUNCH_POLL_S = 0.25
@@ -153,6 +155,8 @@ class GroundTruth:
     category_codes: np.ndarray  # each product's category, as an index into categories
     categories: tuple[str, ...]
     product_latent: np.ndarray  # (products, latent_dim): the shop's, then the launched ones'
+    looks: pd.DataFrame  # each product's category and colour, in the same rows (the context's effects)
+    config: ShopConfig  # the shop's config: its context strength and taste sharpness
 
     @classmethod
     def generate(cls, shop_config: ShopConfig) -> GroundTruth:
@@ -160,7 +164,7 @@ class GroundTruth:
         shop = generate_shop(shop_config, with_events=False)
         categories, codes = np.unique(shop.catalogue["category"].to_numpy(dtype=str), return_inverse=True)
         return cls(shop, {pid: row for row, pid in enumerate(shop.catalogue["product_id"])}, codes,
-                   tuple(categories.tolist()), shop.product_latent)
+                   tuple(categories.tolist()), shop.product_latent, _looks(shop.catalogue), shop_config)
 
     def with_products(self, catalogue: pd.DataFrame, latent: np.ndarray) -> GroundTruth:
         """This truth and launched products (their catalogue rows and latents); ids it knows are skipped."""
@@ -171,7 +175,8 @@ class GroundTruth:
         rows = {pid: len(self.product_latent) + i for i, pid in enumerate(catalogue["product_id"])}
         return GroundTruth(self.shop, {**self.product_row, **rows},
                            np.concatenate([self.category_codes, [code[c] for c in catalogue["category"]]]).astype(int),
-                           categories, np.concatenate([self.product_latent, latent.astype(np.float32)]))
+                           categories, np.concatenate([self.product_latent, latent.astype(np.float32)]),
+                           pd.concat([self.looks, _looks(catalogue)], ignore_index=True), self.config)
 
     @property
     def num_customers(self) -> int:
@@ -183,6 +188,22 @@ class GroundTruth:
     def affinities(self, customer: int) -> np.ndarray:
         """The customer's true affinity to every product (the shop's, then the launched ones)."""
         return self.product_latent @ self.shop.customer_tastes[customer]
+
+    def context(self, customer: int, rng: np.random.Generator, now: float) -> VisitContext | None:
+        """A visit's device, the customer's region and their local time now (None: the shop has no context)."""
+        regions = self.shop.customer_regions
+        if regions is None:
+            return None
+        device = str(rng.choice(list(DEVICES), p=list(DEVICES.values())))
+        region = list(REGIONS)[int(regions[customer])]
+        local = pd.Timestamp(now, unit="s") + pd.Timedelta(hours=REGIONS[region][0])
+        return VisitContext(device, region, local.strftime("%Y-%m-%dT%H:%M:%S"), local.hour)
+
+    def context_affinity(self, context: VisitContext) -> np.ndarray:
+        """What the context adds to every product's affinity: its logit bonus, in affinity units (the log's
+        logits are taste_sharpness x affinity + bonus)."""
+        bonus = context_bonus(self.looks, context.region, context.local_hour, self.config.context_strength)
+        return bonus / max(self.config.taste_sharpness, MIN_SHARPNESS)
 
     def favourite_category(self, affinity: np.ndarray) -> str:
         """The category whose products the customer likes best on average (their taste, not their history)."""
@@ -298,6 +319,25 @@ def day_line(day: int, days: int, summary: SimulationSummary) -> str:
 # -- one visit ------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class VisitContext:
+    """What a visit of a shop with context carries: sent with every event, and moving the customer's choices."""
+
+    device: str
+    region: str
+    local_time: str  # the customer's wall clock when the visit began, ISO 8601
+    local_hour: int
+
+    def fields(self, now: float) -> dict[str, str]:
+        """The event's context fields, its local time at ``now`` (epoch seconds)."""
+        local = pd.Timestamp(now, unit="s") + pd.Timedelta(hours=REGIONS[self.region][0])
+        return {"device": self.device, "region": self.region, "local_time": local.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def _looks(catalogue: pd.DataFrame) -> pd.DataFrame:
+    return catalogue[["category", "colour"]].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
 class _Shown:
     """A product on a page: what the customer reacts to, and the page that showed it (attribution)."""
 
@@ -316,7 +356,13 @@ class _Visit:
         self.client, self.truth, self.simulation, self.rng, self.tally = client, truth, simulation, rng, tally
         self.launched = launched  # the products launched in this run (counted when shown)
         self.customer, self.customer_id = customer, truth.customer_id(customer)
+        self.context = truth.context(customer, rng, time.time())
         self.affinity = truth.affinities(customer)
+        self.max_product_pages = simulation.max_product_pages
+        if self.context is not None:  # the shop's context moves choices, and mobile visits are shorter
+            self.affinity = self.affinity + truth.context_affinity(self.context)
+            if self.context.device == SHORTER_ON:
+                self.max_product_pages = max(1, self.max_product_pages // 2)
         self.clicked: set[str] = set()  # once per session: a second click would be a duplicate event
         self.product_pages = 0
 
@@ -348,7 +394,7 @@ class _Visit:
         affinity = [np.nan if row is None else float(self.affinity[row]) for row in rows]
         for slot in draw_clicks(self.rng, affinity, self.simulation):
             product = products[slot]
-            if product["product_id"] in self.clicked or self.product_pages >= self.simulation.max_product_pages:
+            if product["product_id"] in self.clicked or self.product_pages >= self.max_product_pages:
                 continue
             await self._follow(_Shown(product["product_id"], float(product["price"]), request_id), affinity[slot])
 
@@ -370,7 +416,7 @@ class _Visit:
 
     def _event(self, shown: _Shown, event_type: str) -> dict[str, str]:
         return {"customer_id": self.customer_id, "product_id": shown.product_id, "event_type": event_type,
-                "request_id": shown.request_id}
+                "request_id": shown.request_id, **(self.context.fields(time.time()) if self.context else {})}
 
     async def _get(self, kind: str, path: str, **params: str) -> dict[str, Any] | None:
         """A page's JSON, or None when it did not come (counted by status or error: a finding, not a crash)."""

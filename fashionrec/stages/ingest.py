@@ -14,8 +14,8 @@ Canonical input schema (CSV or Parquet):
   ``weight`` (optional, positive; defaults to the event type's weight); the context of the event,
   each optional: ``device`` (one of ``ingest.devices``), ``channel`` (one of ``ingest.channels``),
   ``region`` (a code or name of at most ``ingest.max_region_length`` printable characters) and
-  ``local_time`` (the customer's wall-clock time, ISO 8601; it must lie a whole quarter-hour within
-  UTC-12..UTC+14 of ``timestamp``). Context columns that are present in the input are kept (blank:
+  ``local_time`` (the customer's wall-clock time, ISO 8601; it must lie a whole quarter-hour, give or
+  take five minutes, within UTC-12..UTC+14 of ``timestamp``). Context columns that are present in the input are kept (blank:
   unknown); absent ones are not added.
 """
 
@@ -35,7 +35,9 @@ CATALOGUE_OPTIONAL = {"description": "", "colour": "unknown", "brand": "unknown"
 EVENTS_REQUIRED = ("customer_id", "product_id", "event_type", "timestamp")
 EVENT_CONTEXT = ("device", "channel", "region", "local_time")  # optional columns of events, in output order
 UTC_OFFSET_RANGE_H = (-12.0, 14.0)  # the time zones in use
-OFFSET_STEP_MIN = 15  # every time zone's offset is a whole number of quarter-hours
+OFFSET_STEP_MIN = 15  # every time zone's offset is a whole number of quarter-hours ...
+LOCAL_TIME_TOLERANCE_S = 300  # ... give or take this much: the client's clock, or a timestamp stamped on arrival
+TOLERANCE_H = LOCAL_TIME_TOLERANCE_S / 3600
 
 # Output file names inside the ingest artifact directory.
 REPLACEMENT_CHARACTER = "\ufffd"  # what undecodable bytes become when CSV text is read
@@ -162,10 +164,11 @@ def _context_checks(frame: pd.DataFrame, timestamp: pd.Series, config: IngestCon
         checks.append(("bad_region", region.notna() & ((region.str.len() > config.max_region_length) | ~printable)))
     if "local_time" in frame:
         given = _context_text(frame["local_time"]).notna()
-        offset_h = (_local_times(frame["local_time"]) - timestamp.dt.tz_localize(None)).dt.total_seconds() / 3600
+        offset_s = (_local_times(frame["local_time"]) - timestamp.dt.tz_localize(None)).dt.total_seconds()
         low, high = UTC_OFFSET_RANGE_H
-        whole = (offset_h * 60 / OFFSET_STEP_MIN).round(6) % 1 == 0
-        plausible = offset_h.between(low, high) & whole
+        step = OFFSET_STEP_MIN * 60
+        whole = (offset_s - (offset_s / step).round() * step).abs() <= LOCAL_TIME_TOLERANCE_S
+        plausible = (offset_s / 3600).between(low - TOLERANCE_H, high + TOLERANCE_H) & whole
         checks.append(("bad_local_time", given & timestamp.notna() & ~plausible.fillna(False)))
     return checks
 

@@ -25,7 +25,7 @@ from fashionrec.app.simulate import (GroundTruth, Launcher, NewProductsUnsupport
                                      purchase_chance, run_simulation, simulate, visitors)
 from fashionrec.app.simulate_commands import simulate_command
 from fashionrec.config import ServingConfig, ShopConfig, SimulationConfig
-from fashionrec.datasets.synthetic import launched_product_id
+from fashionrec.datasets.synthetic import LOUNGEWEAR, launched_product_id
 from tests.online.conftest import SHOP_SIZE
 
 # Enough traffic for clicks, bags and purchases on the small shop (whose served "model" is its categories plus
@@ -115,6 +115,25 @@ def test_answers_other_than_2xx_are_counted_not_fatal():
     assert summary.visits == 10 and summary.pages["homepage"] == 5 and summary.errors["503"] == 5
     assert summary.events == {} and summary.rejected["unknown_product"] == 5  # one click a page, refused
     assert summary.errors["404"] >= 5  # product, category and search pages of the stand-in
+
+
+def test_a_shop_with_context_sends_it_and_its_customers_choose_by_it():
+    """Same catalogue as the shop's, so the same service: each visit has a device, the customer's region and
+    their local time, sent with every event, and the region's colours gain affinity."""
+    from fashionrec.datasets.synthetic import DEVICES, REGIONS
+
+    truth = GroundTruth.generate(dataclasses.replace(SHOP_SIZE, context_strength=1.0))
+    assert truth.category_sizes() == GroundTruth.generate(SHOP_SIZE).category_sizes()
+    rng, now = np.random.default_rng(1), 1_796_000_000.0  # 2026-11-30 15:33 UTC
+    context = truth.context(7, rng, now)
+    region = list(REGIONS)[int(truth.shop.customer_regions[7])]
+    offset, colours = REGIONS[region]
+    assert context.device in DEVICES and context.region == region
+    assert context.local_time == (pd.Timestamp(now, unit="s") + pd.Timedelta(hours=offset)).strftime("%Y-%m-%dT%H:%M:%S")
+    gain = truth.context_affinity(context)
+    favoured = truth.looks["colour"].isin(colours).to_numpy()
+    assert np.allclose(gain[favoured & ~truth.looks["category"].isin(LOUNGEWEAR).to_numpy()], 1.0 / SHOP_SIZE.taste_sharpness)
+    assert GroundTruth.generate(SHOP_SIZE).context(7, rng, now) is None  # no context shop, no context
 
 
 def test_launching_products_without_a_model_repository_is_refused_with_the_reason():
@@ -326,3 +345,14 @@ def test_a_restarted_run_knows_earlier_launches_and_launches_the_next_batch(laun
     ids = set(launched.catalogue["product_id"])
     assert {launched_product_id(b, i) for b in (1, 2) for i in range(3)} <= ids
     assert len(ids) == SHOP_SIZE.num_products + 6 == len(launched.catalogue)
+
+
+def test_context_visits_reach_the_log_through_the_real_service(start_shop, shop_triton):
+    shop = start_shop(shop_triton.grpc_url)
+    simulation = SimulationConfig(days=1, visitors_per_day=10, click_threshold=0.0, concurrency=2, seed=5)
+    summary = run_simulation(shop.url, dataclasses.replace(SHOP_SIZE, context_strength=1.0), simulation,
+                             echo=lambda line: None)
+    assert summary.rejected == {} and summary.events.get("click", 0) > 0
+    shop.stop()  # SIGTERM: the journal rolled into the log
+    logged = pd.read_parquet(shop.folder / "log" / "events")
+    assert logged["device"].notna().all() and logged["region"].notna().all() and logged["local_time"].notna().all()

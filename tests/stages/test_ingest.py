@@ -118,7 +118,8 @@ def test_event_context_is_kept_and_wrong_context_quarantined():
         ("fridge", "online", "GB", ""),
         ("mobile", "catalogue", "GB", ""),
         ("mobile", "online", "x" * 65, ""),
-        ("mobile", "online", "GB", "2026-12-05T18:37:00"),  # 7 minutes off UTC: no time zone
+        ("mobile", "online", "GB", "2026-12-05T18:37:30"),  # 7.5 minutes off UTC: no time zone
+        ("desktop", "app", "GB", "2026-12-05T18:32:00"),  # 2 minutes off UTC: a clock, or an arrival stamp
         ("mobile", "online", "GB", "2026-12-06T12:00:00"),  # UTC+17:30: no time zone
         ("mobile", "online", "GB", "yesterday evening"),
     ]
@@ -127,9 +128,10 @@ def test_event_context_is_kept_and_wrong_context_quarantined():
                         for d, ch, r, t in rows])
     events, quarantine = ingest.validate_events(raw, "events.csv", {"p"}, IngestConfig())
     assert quarantine["reason"].tolist() == ["bad_device", "bad_channel", "bad_region"] + ["bad_local_time"] * 3
-    assert quarantine["row_number"].tolist() == [4, 5, 6, 7, 8, 9]
-    assert events["device"].tolist() == ["mobile", None, "tablet"]
-    assert events["channel"].tolist() == ["online", None, "store"] and events["region"].tolist() == ["GB", None, "SE"]
+    assert quarantine["row_number"].tolist() == [4, 5, 6, 7, 9, 10]
+    assert events["device"].tolist() == ["mobile", None, "tablet", "desktop"]
+    assert events["channel"].tolist() == ["online", None, "store", "app"]
+    assert events["region"].tolist() == ["GB", None, "SE", "GB"]
     assert events["local_time"].tolist()[0] == pd.Timestamp("2026-12-05T19:30:00")
     assert pd.isna(events["local_time"].tolist()[1]) and events["local_time"].tolist()[2] == pd.Timestamp(
         "2026-12-05T08:30:00")
