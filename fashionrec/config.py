@@ -548,7 +548,9 @@ class SimulationConfig(Section):
     price_sensitivity: float = at_least(0.5, 0.0)
     category_page_share: float = fraction(0.4)  # of visits that also open their favourite category's page
     search_share: float = fraction(0.25)  # of visits that also search for a word of their style
-    max_product_pages: int = at_least(6, 1)  # per visit: a chain of similar-item clicks ends somewhere
+    # Per visit: a chain of similar-item clicks ends somewhere. Checked between carousels only, so it never
+    # cuts the clicks along one carousel short (which would bend the examination curve at its far slots).
+    max_product_pages: int = at_least(6, 1)
     new_products_per_day: int = at_least(0, 0)
     concurrency: int = at_least(4, 1)  # visitors in flight at once
     seed: int = 0

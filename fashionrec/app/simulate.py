@@ -385,18 +385,22 @@ class _Visit:
             await self._examine(page["products"], page["request_id"], page.get("fallback", False))
 
     async def _examine(self, products: Sequence[Mapping[str, Any]], request_id: str, fallback: bool) -> None:
-        """Look along one carousel or list and follow what catches the eye."""
+        """Look along one carousel or list and follow what catches the eye. A visitor who has opened
+        ``max_product_pages`` product pages looks at no further carousel, but every click drawn in a carousel
+        looked at is followed: the cap ends a visit between carousels, never part-way along one, so the clicks
+        along a carousel keep the examination model's shape (``click_chances``) at every slot."""
         self.tally.shown += len(products)
         self.tally.fallbacks += bool(fallback)
         rows = [self.truth.product_row.get(p["product_id"]) for p in products]
         self.tally.unknown_products += sum(row is None for row in rows)
         self.tally.shown_launched += sum(p["product_id"] in self.launched for p in products)
+        if self.product_pages >= self.max_product_pages:
+            return
         affinity = [np.nan if row is None else float(self.affinity[row]) for row in rows]
         for slot in draw_clicks(self.rng, affinity, self.simulation):
             product = products[slot]
-            if product["product_id"] in self.clicked or self.product_pages >= self.max_product_pages:
-                continue
-            await self._follow(_Shown(product["product_id"], float(product["price"]), request_id), affinity[slot])
+            if product["product_id"] not in self.clicked:
+                await self._follow(_Shown(product["product_id"], float(product["price"]), request_id), affinity[slot])
 
     async def _follow(self, shown: _Shown, affinity: float) -> None:
         """A click: its event first (so the product page already knows it), the page, then bag and purchase."""

@@ -136,6 +136,39 @@ def test_a_shop_with_context_sends_it_and_its_customers_choose_by_it():
     assert GroundTruth.generate(SHOP_SIZE).context(7, rng, now) is None  # no context shop, no context
 
 
+def test_the_page_cap_ends_a_visit_between_carousels_never_along_one():
+    """Every product of the first carousel is clicked (examination 1, any affinity clicks) although the cap is
+    one product page: cutting the clicks along a carousel short would bend the examination curve. The product
+    pages' similar items, and the second carousel, are then not looked at."""
+    truth = GroundTruth.generate(SHOP_SIZE)
+    sizes = [{"name": name, "products": count} for name, count in truth.category_sizes().items()]
+    ids = truth.shop.catalogue["product_id"].tolist()
+    first, second = ([{"product_id": pid, "price": 10.0} for pid in ids[start:start + 5]] for start in (0, 5))
+    clicked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/categories":
+            return httpx.Response(200, json={"categories": sizes})
+        if path == "/v1/homepage":
+            return httpx.Response(200, json={"request_id": "r1", "carousels": [{"products": first},
+                                                                               {"products": second}]})
+        if path.startswith("/v1/products/"):
+            return httpx.Response(200, json={"request_id": "r2", "similar": {"products": second}})
+        if path == "/v1/events":
+            events = json.loads(request.content)["events"]
+            clicked.extend(e["product_id"] for e in events if e["event_type"] == "click")
+            return httpx.Response(200, json={"accepted": len(events), "rejected": []})
+        return httpx.Response(404, json={"detail": "not here"})
+
+    simulation = SimulationConfig(days=1, visitors_per_day=1, examination_decay=1.0, click_threshold=-100.0,
+                                  bag_base=0.0, max_product_pages=1, category_page_share=0.0, search_share=0.0,
+                                  concurrency=1)
+    asyncio.run(simulate("http://shop", SHOP_SIZE, simulation, echo=lambda line: None,
+                         transport=httpx.MockTransport(answer)))
+    assert sorted(clicked) == sorted(ids[:5])
+
+
 def test_launching_products_without_a_model_repository_is_refused_with_the_reason():
     with pytest.raises(NewProductsUnsupported, match="needs the model repository the shop service follows"):
         run_simulation("http://127.0.0.1:9", SHOP_SIZE, SimulationConfig(new_products_per_day=3))
