@@ -519,12 +519,16 @@ def report_from_log(experiment: Experiment, log_dir: str, output_dir: str, confi
     """Read a shop's log, report ``experiment`` and write ``report.json`` and ``report.html`` to ``output_dir``:
     what ``fashionrec experiment report`` and the KFP component run. Prices come from ``catalogue`` (default: the
     ``catalogue.parquet`` the shop keeps beside its log)."""
-    prices = storage.read_table(catalogue or storage.join(log_dir, CATALOGUE_FILE))
     events, impressions = read_experiment_log(log_dir)
-    report = experiment_report(experiment, events, impressions,
-                               dict(zip(prices["product_id"], prices["price"].astype(float))), config)
+    report = experiment_report(experiment, events, impressions, log_prices(log_dir, catalogue), config)
     write_experiment_report(report, output_dir)
     return report
+
+
+def log_prices(log_dir: str, catalogue: str | None = None) -> dict[str, float]:
+    """Each product's price: from ``catalogue``, or the ``catalogue.parquet`` the shop keeps beside its log."""
+    frame = storage.read_table(catalogue or storage.join(log_dir, CATALOGUE_FILE))
+    return dict(zip(frame["product_id"], frame["price"].astype(float)))
 
 
 def write_experiment_report(report: ExperimentReport, output_dir: str) -> dict[str, str]:

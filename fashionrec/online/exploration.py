@@ -51,6 +51,10 @@ class ExplorationPolicy:
         if self.pool < 1:
             raise ValueError(f"the exploration pool must hold at least one product, got {self.pool}")
 
+    def ranked_needed(self, size: int) -> int:
+        """How many ranked products a carousel of ``size`` needs: the pool beyond it too, when exploring."""
+        return size + self.pool if self.share else size
+
     def show(self, ranked: Sequence[str], size: int, rng: random.Random) -> Shown:
         """The carousel of ``size`` slots from ``ranked`` (best first; the products beyond ``size`` are the pool)."""
         top, beyond = list(ranked[:size]), list(ranked[size:size + self.pool])

@@ -55,10 +55,6 @@ class _Answer:
     ranked: Ranked | None = None
     fallback: bool = False
 
-    @property
-    def scores(self) -> tuple[float, ...] | None:
-        return self.ranked.scores if self.ranked else None
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -100,8 +96,9 @@ class ShopService:
         history, seen = self._history(events, route.view), {e.product_id for e in events}
         plans = self._plans(events, history, route)
         size, request_id, policy = self._online.carousel_size, uuid.uuid4().hex, self._policy(route)
-        beyond = policy.pool if policy.share else 0  # exploration draws from the products ranked past the carousel
-        answers = await asyncio.gather(*(self._ask(plan, size * (i + 1) + beyond) for i, plan in enumerate(plans)))
+        # each later carousel asks for more: products already on the page are left out of it
+        answers = await asyncio.gather(*(self._ask(plan, policy.ranked_needed(size * (i + 1)))
+                                         for i, plan in enumerate(plans)))
         shown: set[str] = set()
         carousels, shows = [], []
         for plan, answer in zip(plans, answers, strict=True):
@@ -133,7 +130,7 @@ class ShopService:
         ask = (lambda n: self.touchpoints.recommend(history, n, route.version, exclude_seen=True, **options)
                ) if history else None
         name, policy = candidate_set or "for_you", self._policy(route)
-        answer = await self._ask(_Plan(name, name, ask, allowed), k + (policy.pool if policy.share else 0))
+        answer = await self._ask(_Plan(name, name, ask, allowed), policy.ranked_needed(k))
         show = self._shown(answer.ranked, k, policy) if answer.ranked else None
         ids = list(show.product_ids) if show else route.view.trending_among(allowed, {e.product_id for e in events}, k)
         scores = _scores_of(answer.ranked, ids) if answer.ranked else None
@@ -170,7 +167,7 @@ class ShopService:
                                                             exclude_seen=True),
                          same_category)
         policy = self._policy(route)
-        answer = await self._ask(plan, size + (policy.pool if policy.share else 0))
+        answer = await self._ask(plan, policy.ranked_needed(size))
         excluded = {e.product_id for e in events} | {product_id}
         show = self._shown(answer.ranked, size, policy) if answer.ranked else None
         ids = list(show.product_ids) if show else route.view.trending_among(same_category, excluded, size)

@@ -272,8 +272,7 @@ def stop_experiment(repository: str, serving: ServingConfig, url: str | None = N
     manifest = read_manifest(repository)
     _end_arms(repository, manifest, serving_version(manifest), serving, arm_models(experiment, serving), url, protocol)
     record = dict(experiment.to_dict(), stopped=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    write_manifest(repository, dict(read_manifest(repository),
-                                    experiments=[*read_manifest(repository).get("experiments", []), record]))
+    write_manifest(repository, dict(manifest, experiments=[*manifest.get("experiments", []), record]))
     return experiment
 
 
