@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -38,7 +39,8 @@ from fashionrec import artifacts, storage
 from fashionrec.app.runner import LocalRun
 from fashionrec.app.simulate import SimulationSummary, run_simulation
 from fashionrec.config import PipelineConfig, ServingConfig, SimulationConfig
-from fashionrec.evaluation.experiment_report import ExperimentReport, experiment_report, read_experiment_log
+from fashionrec.evaluation.experiment_report import (ExperimentReport, experiment_report, log_prices,
+                                                     read_experiment_log)
 from fashionrec.online.service import LOG_CATALOGUE_FILE
 from fashionrec.repository import versions
 from fashionrec.repository.experiments import Experiment
@@ -49,6 +51,7 @@ from fashionrec.serving.server import TritonServer
 SHOP_START_S = 300.0  # the service imports every customer's history before it answers
 SHOP_POLL_S = 0.2
 SHOP_STOP_S = 60.0  # a stopping service flushes impressions and rolls its journal into the log
+LOG_TAIL_CHARS = 2_000  # of the service's log, quoted when it fails to start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,7 @@ class ShopLab:
         folder = self.folder / f"{self._runs:02d}-{experiment.name}"
         versions.start_experiment(self.inputs.model_repository, experiment, self.config.serving, self.triton.grpc_url)
         try:
-            with ShopService(self.inputs, self.config, self.triton.grpc_url, folder) as url:
+            with ShopService(self.inputs, self.triton.grpc_url, folder, lab_settings(self.config)) as url:
                 self.echo(f"experiment {experiment.name}: shop at {url}, "
                           f"{simulation.days} days x {simulation.visitors_per_day} visitors")
                 summary = run_simulation(url, self.config.shop, simulation, self.echo)
@@ -115,56 +118,73 @@ class ShopLab:
 
 
 class ShopService:
-    """``fashionrec shop serve`` as a subprocess on a free port, until the ``with`` block ends (SIGTERM: the
-    service flushes its impressions and rolls its journal into the log)."""
+    """``fashionrec shop serve`` as a subprocess on a free port, its state, journal and log under ``folder``
+    and ``settings`` (``KEY=VALUE``) on top. :meth:`start` waits until it answers; :meth:`stop` ends it
+    (SIGTERM: the service flushes its impressions and rolls its journal into the log; ``kill``: SIGKILL, as a
+    crash). As a context manager it yields its URL."""
 
-    def __init__(self, inputs: ShopInputs, config: PipelineConfig, triton_url: str, folder: Path) -> None:
-        self.folder, self.port = Path(folder), _free_port()
+    def __init__(self, inputs: ShopInputs, triton_url: str, folder: Path, settings: Sequence[str] = (),
+                 start_s: float = SHOP_START_S) -> None:
+        self.folder, self.start_s = Path(folder), start_s
         self.folder.mkdir(parents=True, exist_ok=True)
-        online = config.online
-        settings = {"online.port": self.port, "online.triton_url": triton_url,
-                    "online.sqlite_path": self.folder / "state.sqlite3", "online.event_log_dir": self.folder / "log",
-                    "online.journal_dir": self.folder / "journal", "experiment.refresh_s": config.experiment.refresh_s,
-                    "online.exploration_share": online.exploration_share,
-                    "online.exploration_positions": json.dumps(list(online.exploration_positions)),
-                    "online.exploration_pool": online.exploration_pool}
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        own = [f"online.port={port}", f"online.triton_url={triton_url}",
+               f"online.sqlite_path={self.folder / 'state.sqlite3'}", f"online.event_log_dir={self.folder / 'log'}",
+               f"online.journal_dir={self.folder / 'journal'}"]
         self.arguments = [sys.executable, "-m", "fashionrec.app.cli", "shop", "serve", "--catalogue", inputs.catalogue,
                           "--model-repository", inputs.model_repository, "--history", inputs.history]
-        for key, value in settings.items():
-            self.arguments += ["--set", f"{key}={value}"]
+        for setting in [*own, *settings]:
+            self.arguments += ["--set", setting]
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> str:
-        url = f"http://127.0.0.1:{self.port}"
+    def start(self) -> ShopService:
         with open(self.folder / "shop.log", "ab") as log:
             self.process = subprocess.Popen(self.arguments, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + SHOP_START_S
+        deadline = time.monotonic() + self.start_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the shop service exited: {(self.folder / 'shop.log').read_text()[-2000:]}")
+                raise RuntimeError(f"the shop service exited: {self._log_tail()}")
             try:
-                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                    return url
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return self
             except httpx.HTTPError:
                 pass
             time.sleep(SHOP_POLL_S)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"the shop service did not answer within {SHOP_START_S:g} s")
+        self.stop()
+        raise RuntimeError(f"the shop service did not answer within {self.start_s:g} s: {self._log_tail()}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self.process.wait(timeout=SHOP_STOP_S)
+
+    def __enter__(self) -> str:
+        return self.start().url
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=SHOP_STOP_S)
+        self.stop()
+
+    def _log_tail(self) -> str:
+        return (self.folder / "shop.log").read_text()[-LOG_TAIL_CHARS:]
+
+
+def lab_settings(config: PipelineConfig) -> list[str]:
+    """The settings a lab's shop runs with beyond its own folder: how often it re-reads the experiment, and
+    its exploration."""
+    online = config.online
+    return [f"experiment.refresh_s={config.experiment.refresh_s}",
+            f"online.exploration_share={online.exploration_share}",
+            f"online.exploration_positions={json.dumps(list(online.exploration_positions))}",
+            f"online.exploration_pool={online.exploration_pool}"]
 
 
 def report_of(experiment: Experiment, log_dir: str, config: PipelineConfig,
               log: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> ExperimentReport:
     """The online report of ``experiment`` from a shop's log (or its already read ``log``: events, impressions)."""
     events, impressions = log if log is not None else read_experiment_log(log_dir)
-    catalogue = storage.read_table(storage.join(log_dir, LOG_CATALOGUE_FILE))
-    prices = dict(zip(catalogue["product_id"], catalogue["price"].astype(float)))
-    return experiment_report(experiment, events, impressions, prices, config.experiment)
+    return experiment_report(experiment, events, impressions, log_prices(log_dir), config.experiment)
 
 
 def resalted(events: pd.DataFrame, impressions: pd.DataFrame, arm: str,

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -22,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
+from fashionrec.app.lab import ShopInputs, ShopService
 from fashionrec.config import EventWeights, ServingConfig, ShopConfig
 from fashionrec.datasets.synthetic import generate_shop
 from fashionrec.repository.publish import publish_model_repository
@@ -170,53 +168,17 @@ def shop_triton(shop_files: ShopFiles) -> Iterator[TritonServer]:
         yield server
 
 
-@dataclass
-class ShopProcess:
-    """A `fashionrec shop serve` subprocess; ``url`` is its base URL."""
-
-    url: str
-    folder: Path
-    arguments: list[str]
-    process: subprocess.Popen | None = None
-
-    def start(self) -> ShopProcess:
-        self.process = subprocess.Popen(self.arguments, stdout=subprocess.DEVNULL, stderr=open(self.folder / "shop.log", "ab"))
-        deadline = time.monotonic() + SHOP_START_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the shop service exited: {(self.folder / 'shop.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the shop service did not start: {(self.folder / 'shop.log').read_text()[-2000:]}")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            self.process.wait(timeout=30)
-
-
 SHOP_START_S = 60.0  # the service imports the seed history before it answers
 
 
-def shop_process(folder: Path, files: ShopFiles, triton_url: str, *settings: str) -> ShopProcess:
+def shop_process(folder: Path, files: ShopFiles, triton_url: str, *settings: str) -> ShopService:
     """A shop service (not started) with its own state, journal and log under ``folder``."""
-    port = free_port()
-    arguments = [sys.executable, "-m", "fashionrec.app.cli", "shop", "serve", "--catalogue", files.catalogue,
-                 "--model-repository", files.model_repository, "--history", files.history,
-                 "--set", f"online.port={port}", "--set", f"online.triton_url={triton_url}",
-                 "--set", f"online.sqlite_path={folder / 'state.sqlite3'}",
-                 "--set", f"online.event_log_dir={folder / 'log'}", "--set", f"online.journal_dir={folder / 'journal'}"]
-    for setting in settings:
-        arguments += ["--set", setting]
-    return ShopProcess(f"http://127.0.0.1:{port}", folder, arguments)
+    inputs = ShopInputs(files.catalogue, files.history, files.model_repository)
+    return ShopService(inputs, triton_url, folder, settings, start_s=SHOP_START_S)
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory, shop_files: ShopFiles, shop_triton: TritonServer) -> Iterator[ShopProcess]:
+def shop(tmp_path_factory: pytest.TempPathFactory, shop_files: ShopFiles, shop_triton: TritonServer) -> Iterator[ShopService]:
     """A shop service over the real Triton, for a test module."""
     running = shop_process(tmp_path_factory.mktemp("service"), shop_files, shop_triton.grpc_url).start()
     yield running
@@ -228,9 +190,9 @@ def start_shop(tmp_path_factory: pytest.TempPathFactory, shop_files: ShopFiles):
     """``start_shop(triton_url, folder=None, *settings, files=None)``: a started shop service of the test's own (a
     new folder unless given: a restart reuses one; other ``files`` than the shared shop's if given); all are
     stopped after the test."""
-    started: list[ShopProcess] = []
+    started: list[ShopService] = []
 
-    def start(triton_url: str, folder: Path | None = None, *settings: str, files: ShopFiles | None = None) -> ShopProcess:
+    def start(triton_url: str, folder: Path | None = None, *settings: str, files: ShopFiles | None = None) -> ShopService:
         running = shop_process(folder or tmp_path_factory.mktemp("service"), files or shop_files, triton_url, *settings)
         started.append(running.start())
         return running
