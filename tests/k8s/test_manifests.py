@@ -1757,24 +1757,12 @@ def test_the_shop_and_redis_need_no_gpu_even_in_the_gpu_overlay():
         assert not pod.get("nodeSelector") and not pod.get("tolerations"), name
 
 
-def shop_metric_series() -> dict[str, set[str]]:
-    """Every series the shop exposes, with its label names: read from its own exposition text (each metric given
-    one child, so that the samples appear)."""
-    from prometheus_client.metrics import MetricWrapperBase
+def shop_metric_series(exposition: str) -> dict[str, set[str]]:
+    """Every series the shop exposes, with its label names, from its exposition text (``shop_exposition``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from fashionrec.online.metrics import ShopMetrics
-
-    metrics = ShopMetrics()
-    for metric in vars(metrics).values():
-        if isinstance(metric, MetricWrapperBase):
-            child = metric.labels(*["x"] * len(metric._labelnames))
-            if hasattr(child, "observe"):
-                child.observe(0.1)
-            else:
-                child.inc()
     series: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
+    for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
             series.setdefault(sample.name, set()).update(sample.labels)
     assert series and all(name.startswith("fashionrec_shop_") for name in series)
@@ -1792,8 +1780,8 @@ def promql_label_problems(expr: str, series: dict[str, set[str]]) -> list[str]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_shop_alerts_reference_only_the_shops_real_metrics(overlay):
-    series = shop_metric_series()
+def test_the_shop_alerts_reference_only_the_shops_real_metrics(overlay, shop_exposition):
+    series = shop_metric_series(shop_exposition)
     assert {"fashionrec_shop_requests_total", "fashionrec_shop_request_seconds_bucket",
             "fashionrec_shop_triton_errors_total", "fashionrec_shop_fallbacks_total",
             "fashionrec_shop_events_total"} <= set(series)
@@ -1813,16 +1801,16 @@ def test_the_shop_alerts_reference_only_the_shops_real_metrics(overlay):
     assert not prometheus_rule_problems(triton(rendered(overlay), "PrometheusRule"))
 
 
-def test_the_shop_alert_check_really_rejects_unknown_metrics_and_labels():
+def test_the_shop_alert_check_really_rejects_unknown_metrics_and_labels(shop_exposition):
     """Guards the guard."""
-    series = shop_metric_series()
+    series = shop_metric_series(shop_exposition)
     assert "unknown metrics" in "\n".join(promql_problems("rate(fashionrec_shop_fallback_total[5m])", set(series)))
     assert promql_label_problems('rate(fashionrec_shop_fallbacks_total{route="/"}[5m])', series)
     assert not promql_label_problems('rate(fashionrec_shop_fallbacks_total{touchpoint="x", job="y"}[5m])', series)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_shop_service_monitor_scrapes_metrics_and_keeps_the_shops_labels(overlay):
+def test_the_shop_service_monitor_scrapes_metrics_and_keeps_the_shops_labels(overlay, shop_exposition):
     objects = rendered(overlay)
     monitor = named(objects, "ServiceMonitor", SHOP_NAME)
     service = named(objects, "Service", SHOP_NAME)
@@ -1838,7 +1826,7 @@ def test_the_shop_service_monitor_scrapes_metrics_and_keeps_the_shops_labels(ove
         assert _DURATION.match(endpoint[field]), field
     # A shop label that is also a target label (endpoint) comes back as exported_<label>: the relabelings restore it.
     assert endpoint.get("honorLabels") is False
-    clashing = {label for labels in shop_metric_series().values() for label in labels} & TARGET_LABELS
+    clashing = {label for labels in shop_metric_series(shop_exposition).values() for label in labels} & TARGET_LABELS
     assert clashing == {"endpoint"}
     for label in clashing:
         assert {"sourceLabels": [f"exported_{label}"], "regex": "(.+)", "targetLabel": label, "replacement": "$1",
