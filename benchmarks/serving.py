@@ -8,6 +8,11 @@ p50/p95/p99 latency and throughput at concurrency 1, 4 and 16 for `recommend`, `
 (matmul + argpartition) and FAISS IndexFlatIP. On a shared 2-core box the client threads, Triton and
 the baselines compete for the same cores: read the figures as relative.
 
+The `context` case prices context inputs: the catalogue is published with context tables (3 devices,
+--context-regions regions, hour, weekday), and `recommend` is asked without and with a context
+(CONTEXT_DEVICE, CONTEXT_REGION, CONTEXT_HOUR, CONTEXT_WEEKDAY), back to back at each concurrency; the cost
+is the p50 ratio (target: at most 10 % more).
+
 The `seen` case prices EXCLUDE_SEEN: `recommend` with a heavy customer's whole history (--seen-history
 events, 5,000 by default, typed and timestamped) and EXCLUDE_SEEN, beside the same request with only
 its last 50 events (the pooling window the catalogue is published with) and no exclusion, and the long
@@ -15,7 +20,8 @@ history without the flag (what the long history costs by itself). All three pool
 
     .venv/bin/python benchmarks/serving.py [--products 100000] [--seconds 3] [--concurrency 1 4 16]
                                            [--touchpoints recommend rerank similar seen] [--no-baselines]
-                                           [--seen-history 5000] [--set serving.ranking_instance_count=2 ...]
+                                           [--seen-history 5000] [--context-regions 200]
+                                           [--set serving.ranking_instance_count=2 ...]
 
 ``--set`` overrides the served ServingConfig (dynamic batching, instance counts, table dtype) for
 tuning runs; ``--no-baselines`` skips the in-process rows.
@@ -38,6 +44,8 @@ import pyarrow.parquet as pq
 
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.app.client import FashionrecClient, History
+from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE, ContextTables
+from fashionrec.serving.requests import RequestContext
 from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, TrainConfig, TransformConfig
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.serving.server import TritonServer
@@ -47,7 +55,11 @@ HISTORY_LENGTH = 20
 RERANK_SIZE = 200
 # What the benchmark serves with: the defaults, plus a queue delay that lets concurrent requests batch.
 BENCH_SERVING = dataclasses.replace(ServingConfig(), max_queue_delay_us=500)
-TOUCHPOINTS = ("recommend", "rerank", "similar", "seen")
+TOUCHPOINTS = ("recommend", "rerank", "similar", "seen", "context")
+CONTEXT_REGIONS = 200  # the context case's region vocabulary
+CONTEXT_DEVICES = ("mobile", "desktop", "tablet")
+NO_CONTEXT_CALL, CONTEXT_CALL = "recommend, no context", "recommend + context"
+NO_CONTEXT_ROW, CONTEXT_ROW = f"triton {NO_CONTEXT_CALL}", f"triton {CONTEXT_CALL}"
 DEFAULT_TOUCHPOINTS = ("recommend", "rerank", "similar")
 SEEN_HISTORY = 5_000  # the design target of EXCLUDE_SEEN: a heavy customer's past interactions
 SEEN_CUSTOMERS = 32  # distinct long histories the `seen` case cycles through
@@ -63,10 +75,13 @@ def make_catalogue(num_products: int, dim: int, seed: int = 0) -> tuple[list[str
     return [f"P{i:07d}" for i in range(num_products)], table
 
 
-def publish(folder: Path, ids: list[str], table: np.ndarray, serving: ServingConfig) -> str:
+def publish(folder: Path, ids: list[str], table: np.ndarray, serving: ServingConfig,
+            context: ContextTables | None = None) -> str:
     column = pa.FixedSizeListArray.from_arrays(pa.array(table.reshape(-1), pa.float32()), table.shape[1])
     pq.write_table(pa.table({"product_id": ids, "embedding": column, "is_new": [False] * len(ids)}),
                    folder / "embeddings.parquet")
+    if context is not None:  # a context model's tables, beside the embeddings as export writes them
+        (folder / CONTEXT_FILE).write_text(json.dumps(context.to_json()))
     (folder / "blessing.json").write_text(json.dumps({"blessed": True}))
     # pooled as the pipeline exports it: the training defaults over the last WINDOW events
     Aggregation.from_training(TrainConfig(), EventWeights(), WINDOW).write(str(folder / AGGREGATION_FILE))
@@ -99,6 +114,25 @@ def seen_calls(ids: list[str], events: int) -> dict[str, Callable[[FashionrecCli
         f"recommend, history {events}": lambda c, n: c.recommend(long[n % len(long)], K),
         f"recommend, history {events} + EXCLUDE_SEEN": lambda c, n: c.recommend(long[n % len(long)], K,
                                                                                  exclude_seen=True),
+    }
+
+
+def context_tables(dim: int, regions: int, seed: int = 3) -> ContextTables:
+    """Random context tables (row 0, unknown, zero) for the devices, ``regions`` regions, hours and weekdays."""
+    rng = np.random.default_rng(seed)
+    vocabularies = {"device": CONTEXT_DEVICES, "region": tuple(f"R{i:04d}" for i in range(regions))}
+    sizes = {"device": len(CONTEXT_DEVICES), "region": regions, **CLOCK_SIZES}
+    tables = {f: np.vstack([np.zeros((1, dim)), 0.1 * rng.normal(size=(n, dim))]).astype(np.float32)
+              for f, n in sizes.items()}
+    return ContextTables(vocabularies, tables)
+
+
+def context_calls(histories: list[History], regions: int) -> dict[str, Callable[[FashionrecClient, int], object]]:
+    """The `context` case's rows: the same requests without and with a (varying) context."""
+    contexts = [RequestContext(CONTEXT_DEVICES[n % 3], f"R{n * 31 % regions:04d}", n % 24, n % 7) for n in range(97)]
+    return {
+        NO_CONTEXT_CALL: lambda c, n: c.recommend(histories[n % len(histories)], K),
+        CONTEXT_CALL: lambda c, n: c.recommend(histories[n % len(histories)], K, context=contexts[n % len(contexts)]),
     }
 
 
@@ -184,6 +218,8 @@ def main() -> None:
                         help="seen: recommend with a whole seen-history and EXCLUDE_SEEN vs a window-long history")
     parser.add_argument("--seen-history", type=int, default=SEEN_HISTORY,
                         help="events of the long history in the seen case (at most serving.max_history_length)")
+    parser.add_argument("--context-regions", type=int, default=CONTEXT_REGIONS,
+                        help="regions in the context case's tables (its vocabulary size)")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="serving.KEY=VALUE")
     args = parser.parse_args()
@@ -202,11 +238,14 @@ def main() -> None:
         "similar": lambda c, n: c.similar(ids[n * 7919 % len(ids)], histories[n % len(histories)], K),
     }
     seen = seen_calls(ids, args.seen_history) if "seen" in args.touchpoints else {}
+    with_context = "context" in args.touchpoints
+    seen |= context_calls(histories, args.context_regions) if with_context else {}
     rows: list[tuple[str, str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="fashionrec-bench-") as folder:
-        repository = publish(Path(folder), ids, table, serving)
+        repository = publish(Path(folder), ids, table, serving,
+                             context_tables(args.dim, args.context_regions) if with_context else None)
         with TritonServer(repository, serving, http_port=0, grpc_port=0, metrics_port=0) as server:
-            for name in (n for n in args.touchpoints if n != "seen"):
+            for name in (n for n in args.touchpoints if n not in ("seen", "context")):
                 for concurrency in args.concurrency:
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, calls[name], concurrency,
                                                                            args.seconds, serving)))
@@ -236,6 +275,7 @@ def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, ser
         p50, p95, p99 = r["lat"]
         print(f"{system:<52} {concurrency:>4} {r['rps']:>8.0f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {r['failures']:>5}")
     print_seen_cost(rows, args)
+    print_context_cost(rows, args)
     recommend = [r for system, _, r in rows if system == "triton recommend"]
     numpy_rps = next((r["rps"] for system, _, r in rows if system.startswith("in-process numpy")), None)
     if not recommend or numpy_rps is None:
@@ -260,6 +300,21 @@ def print_seen_cost(rows: list[tuple[str, str, dict]], args: argparse.Namespace)
         short, long, excluded = (cells[(name, concurrency)]["lat"] for name in names)
         print(f"{concurrency:>4}  " + "  ".join(f"{lat[0]:>8.2f} / {lat[1]:>7.2f}" for lat in (short, long, excluded))
               + f"  {excluded[0] - short[0]:>+8.2f} / {excluded[1] - short[1]:>+7.2f}")
+
+
+def print_context_cost(rows: list[tuple[str, str, dict]], args: argparse.Namespace) -> None:
+    """The `context` case side by side: p50 / p99 ms without and with a context, and the p50 ratio."""
+    cells = {(system, concurrency): r for system, concurrency, r in rows if system in (NO_CONTEXT_ROW, CONTEXT_ROW)}
+    if not cells:
+        return
+    print(f"\ncontext inputs (device, region of {args.context_regions}, hour, weekday) on recommend (p50 / p99 ms)")
+    print(f"{'conc':>4}  {'no context':>18}  {'context':>18}  {'p50 ratio':>9}")
+    for concurrency in map(str, args.concurrency):
+        plain, moved = cells[(NO_CONTEXT_ROW, concurrency)]["lat"], cells[(CONTEXT_ROW, concurrency)]["lat"]
+        print(f"{concurrency:>4}  {plain[0]:>8.2f} / {plain[2]:>7.2f}  {moved[0]:>8.2f} / {moved[2]:>7.2f}  "
+              f"{moved[0] / plain[0]:>9.3f}")
+    worst = max(cells[(CONTEXT_ROW, c)]["lat"][0] / cells[(NO_CONTEXT_ROW, c)]["lat"][0] for c in map(str, args.concurrency))
+    print(f"context request cost: at most {worst - 1:+.1%} at p50 over concurrency {args.concurrency} (target <= +10 %)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,17 @@ the trained model's lift over the shuffled one (the experiment's control arm), w
 and the examination curve estimated from the explored slots (:mod:`fashionrec.evaluation.position_bias`)
 beside the simulator's true one, ending with ``examination curve max relative error X (positions 1-10)``.
 
+``--study bias``: the trained model serves every visitor, exploring ``--exploration-share`` of carousels;
+the examination curve is estimated from that log (pooled, as training uses it) and printed beside the true
+one; the pipeline trains twice on the log alone, as logged (biased) and with each target weighted by its
+inverse examination (``train.position_debiasing=ips``, debiased); the two then meet in an A/B. It ends with
+``examination curve max relative error X (positions 1-10)`` and ``A/B debiased vs biased: CTR lift X [LO, HI]``.
+
+``--study context``: on a shop with context effects (``--context-strength``, ``shop.context_strength``), the
+pipeline with and without context features: offline, NDCG@10 of each on the same holdout customers with
+the paired difference's interval, overall and by context slice; online, an A/B of the two. It ends with
+``A/B context vs no context: CTR lift X [LO, HI]``. ``--study bias-context`` runs both.
+
     .venv/bin/python benchmarks/simulate.py [--size default|small] [--days 7] [--visitors-per-day 200]
                                             [--variants] [--aa-salts 40] [--workdir DIR] [--set KEY=VALUE ...]
 """
@@ -32,11 +43,24 @@ import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from scipy import stats
+
+from fashionrec import artifacts
+from fashionrec.contract.context import FEATURES as CONTEXT_FEATURES
+from fashionrec.embeddings_file import read_exported
+from fashionrec.evaluation import metrics
+from fashionrec.evaluation.bootstrap import Interval, paired_difference
+from fashionrec.evaluation.evaluate import in_context, pooled_weights, sample_customers
+from fashionrec.evaluation.slices import Slice, context_slices
+from fashionrec.evaluation.systems import embedding_system
+from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.model.features import load_eval_examples
 
 from fashionrec.app.cli import build_config
 from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, publish_variant, report_of, resalted
 from fashionrec.app.runner import LocalRun, run_local
+from fashionrec.app.training_data import TrainingData, training_data
 from fashionrec.config import PipelineConfig
 from fashionrec.evaluation.experiment_report import ExperimentReport, read_experiment_log
 from fashionrec.evaluation.position_bias import examination_curve
@@ -51,6 +75,7 @@ OFFLINE = ("recall@20", "ndcg@10", "mrr")
 ONLINE = ("ctr", "conversion")
 BROKEN_SHARE = 0.6  # the broken split's real share of the first arm (declared: 0.5)
 MAX_SLOT = 10  # the examination curve's error is reported over slots 1..MAX_SLOT
+OFFLINE_K = 10  # the context study's offline metric: NDCG@OFFLINE_K
 
 
 def main() -> None:
@@ -60,10 +85,18 @@ def main() -> None:
     workdir = Path(arguments.workdir or tempfile.mkdtemp(prefix="fashionrec-simulate-"))
     print(f"workdir {workdir}; shop {config.shop.num_customers} customers x {config.shop.num_products} products; "
           f"{config.simulation.days} days x {config.simulation.visitors_per_day} visitors", flush=True)
+    if arguments.study == "context":
+        _context_study(config, workdir, arguments.context_strength)
+        return
     run = run_local(str(workdir / "default"), config)
     inputs = ShopInputs.of_run(run)
     if arguments.study == "exploration":
         _exploration_study(inputs, config, workdir, arguments.exploration_share)
+        return
+    if arguments.study in ("bias", "bias-context"):
+        _bias_study(inputs, config, workdir, arguments.exploration_share)
+        if arguments.study == "bias-context":
+            _context_study(config, workdir, arguments.context_strength)
         return
     shuffled = publish_shuffled(inputs.model_repository, config.serving)
     variants = {"default": (1, _offline(run))}
@@ -95,7 +128,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--visitors-per-day", type=int, default=200)
     parser.add_argument("--aa-salts", type=int, default=40)
     parser.add_argument("--variants", action="store_true", help="also train variants: offline vs online")
-    parser.add_argument("--study", default="ab", choices=("ab", "exploration"))
+    parser.add_argument("--study", default="ab", choices=("ab", "exploration", "bias", "context", "bias-context"))
+    parser.add_argument("--context-strength", type=float, default=1.0,
+                        help="the context study's shop: shop.context_strength (its context effects' logits)")
     parser.add_argument("--exploration-share", type=float, default=0.1)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -126,6 +161,86 @@ def _exploration_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path
           f"{sum(e.explored for e in curve)} explored carousels")
     worst = max(errors) if errors and all(math.isfinite(e) for e in errors) else math.nan  # NaN: a slot not estimable
     print(f"examination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
+
+
+def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share: float) -> None:
+    """Explore ``share`` of carousels for a period; estimate the curve from that log; train on the log twice,
+    as logged (biased) and weighted by the inverse examination (debiased); then A/B the two."""
+    with ShopLab(inputs, config, workdir / "lab", echo=lambda line: print(line, flush=True)) as lab:
+        collected = lab.run(Experiment.from_dict({"name": "collect", "salt": "collect", "arms": [  # an A/A: all explore
+            {"name": arm, "version": 1, "share": 0.5, "exploration_share": share} for arm in ("a", "b")]}),
+            config.simulation)
+        data = training_data(collected.log_dir, workdir / "log-data",
+                             debias_window_s=config.experiment.attribution_window_s)
+        print(f"\nlog: {data.log_events} events, {data.examined_events} attributed to a shown position; "
+              f"{sum(s.explored for s in data.slots)} explored carousels ({share:.0%} exploration)")
+        worst = _print_curve(data, config.simulation.examination_decay)
+        trained = {}
+        for name, debiasing in (("biased", "off"), ("debiased", "ips")):
+            run = run_local(str(workdir / name), config.with_overrides({"train.position_debiasing": debiasing}),
+                            dataset="canonical", data_dir=data.folder)
+            trained[name] = publish_variant(run, inputs.model_repository, config.serving, f"{name}, from the log")
+            print(f"{name} (train.position_debiasing={debiasing}) -> v{trained[name]}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in _offline(run).items()), flush=True)
+        ab = lab.run(_experiment("biased-vs-debiased", trained), config.simulation)
+    _print_report(ab.report)
+    print(f"\nexamination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
+    print(f"A/B debiased vs biased: CTR lift {_lift(ab.report.comparison('debiased', 'ctr').lift)}")
+
+
+def _context_study(config: PipelineConfig, workdir: Path, strength: float) -> None:
+    """On a shop with context effects: the pipeline with and without context features, offline (paired
+    NDCG@10 on the same holdout, overall and by context slice), then online in an A/B."""
+    shop = config.with_overrides({"shop.context_strength": strength})
+    runs = {name: run_local(str(workdir / name), shop.with_overrides({"train.context_features": features}))
+            for name, features in (("no-context", []), ("context", list(CONTEXT_FEATURES)))}
+    offline = _offline_context(runs, shop)
+    inputs = ShopInputs.of_run(runs["no-context"])  # v1: the context-free model serves, the context one is an arm
+    version = publish_variant(runs["context"], inputs.model_repository, shop.serving, "the context model")
+    with ShopLab(inputs, shop, workdir / "context-lab", echo=lambda line: print(line, flush=True)) as lab:
+        ab = lab.run(_experiment("context", {"no-context": 1, "context": version}), shop.simulation)
+    _print_report(ab.report)
+    print(f"\noffline context vs no context: NDCG@10 {offline.mean:+.4f} [{offline.low:+.4f}, {offline.high:+.4f}]")
+    print(f"A/B context vs no context: CTR lift {_lift(ab.report.comparison('context', 'ctr').lift)}")
+
+
+def _offline_context(runs: dict[str, LocalRun], config: PipelineConfig) -> Interval:
+    """Each run's NDCG@10 per holdout customer (every system on the same customers, each context model asked
+    with the customer's first holdout event's context), the paired difference overall and by context slice."""
+    transformed = str(runs["context"].artifact("transform-data", "transformed"))
+    ndcg, examples = {}, None
+    for name, run in runs.items():
+        folder = run.artifact("export-embeddings", "embeddings")
+        exported = read_exported(str(folder / artifacts.EMBEDDINGS_FILE))
+        aggregation = Aggregation.read(str(folder / AGGREGATION_FILE))
+        examples = examples or sample_customers(load_eval_examples(transformed), config.evaluate, aggregation.window)
+        system = embedding_system(exported.embeddings, exported.prior, config.serving.table_dtype,
+                                  in_context(str(folder), examples))
+        ranked = system.rank(examples.history_idx, pooled_weights(aggregation, examples), OFFLINE_K)
+        ndcg[name] = metrics.per_customer(ranked, examples.target_idxs, (OFFLINE_K,))[f"ndcg@{OFFLINE_K}"]
+    everyone = Slice("all", np.arange(len(examples.customer_ids)), examples.target_idxs)
+    print(f"\n{'slice':>20} {'customers':>9} {'no context':>10} {'context':>8} {'difference [95 % interval]':>32}")
+    for found in (everyone, *context_slices(examples)):
+        rows = found.customers
+        difference = paired_difference(ndcg["context"][rows], ndcg["no-context"][rows])
+        print(f"{found.name:>20} {len(rows):>9} {ndcg['no-context'][rows].mean():>10.4f} {ndcg['context'][rows].mean():>8.4f} "
+              f"{difference.mean:>+9.4f} [{difference.low:+.4f}, {difference.high:+.4f}]")
+    return paired_difference(ndcg["context"], ndcg["no-context"])
+
+
+def _print_curve(data: TrainingData, decay: float) -> float:
+    """The curve per slot (the randomised-slot ratio and the pooled fit training uses) beside the simulator's
+    true one; returns the fit's largest relative error over slots 1..MAX_SLOT (NaN: a slot not estimated)."""
+    print(f"{'slot':>4} {'explored':>8} {'clicks':>6} {'ratio':>7} {'95 % interval':>17} {'fitted':>7} {'true':>6} {'error':>7}")
+    errors = []
+    for estimate in data.slots:
+        true, fitted = decay ** (estimate.slot - 1), data.curve.get(estimate.slot, math.nan)
+        if estimate.slot <= MAX_SLOT:
+            errors.append(abs(fitted / true - 1))
+        print(f"{estimate.slot:>4} {estimate.explored:>8} {estimate.clicks:>6} {estimate.examination:>7.3f} "
+              f"[{estimate.low:>6.3f}, {estimate.high:>6.3f}] {fitted:>7.3f} {true:>6.3f} {fitted / true - 1:>+7.1%}")
+    complete = len(errors) == MAX_SLOT and all(math.isfinite(e) for e in errors)
+    return max(errors) if complete else math.nan
 
 
 def _experiment(name: str, arms: dict[str, int]) -> Experiment:

@@ -22,6 +22,7 @@ TRANSFORM_FN_DIR = "transform_fn"
 TRAIN_EXAMPLES_DIR = "train_examples"
 EVAL_EXAMPLES_DIR = "eval_examples"
 PRODUCT_VOCAB = "product_id"  # the product-id vocabulary's name inside transform_fn
+CONTEXT_VOCABULARY_FILE = "context_vocabulary.json"  # the context features' known values (fashionrec.stages.context)
 
 # train → the model folder
 CHECKPOINT_PREFIX = "item_tower"

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from fashionrec.contract.context import FEATURES as CONTEXT_FEATURES
 from fashionrec.contract.ops import POOLINGS as SERVED_POOLINGS  # the numpy serving contract (imports only numpy)
 from fashionrec.contract.scoring import TABLE_DTYPES
 
@@ -29,6 +30,7 @@ EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purcha
 # Customer-vector poolings the model trains: the served ones, and "attention", which learns a query on top of
 # the recency weights and is served as recency (fashionrec.model.aggregation).
 POOLINGS: tuple[str, ...] = (*SERVED_POOLINGS, "attention")
+DEBIASINGS = ("off", "ips")  # how training corrects for the position a target was clicked at
 NONE_TEXTS = ("none", "null")  # a --set text that means "unset" for a field that may be None
 
 
@@ -272,6 +274,8 @@ class TransformConfig(Section):
     history_length: int = at_least(50, 1)  # most recent events kept as a customer's history (tuned on ML-1M: 50 > 20)
     # A training example's target is one of the next this-many events after its history (1: the next one).
     target_horizon_events: int = at_least(1, 1)
+    # Each context feature's vocabulary (device, region) keeps at most this many of its most frequent values.
+    max_context_values: int = at_least(100, 1)
     beam_runner: str = "BundleBasedDirectRunner"
     beam_options: tuple[str, ...] = ()  # extra pipeline options, e.g. ("--project=...", "--region=...")
 
@@ -299,6 +303,13 @@ class TrainConfig(Section):
     # ... and for every this many newer events in the history (0: off). Tuned on ML-1M's validation period:
     # 5 > 3, 10, 20 > 0 (recall@20 0.086 vs 0.081, NDCG@10 0.109 vs 0.102): what was just viewed matters most.
     recency_half_life_events: float = at_least(5.0, 0.0)
+    # Context: a learned table per feature moves the customer vector by the request's context
+    # (fashionrec.contract.context); only the features the data carries are learned. () is context-free.
+    context_features: tuple[str, ...] = one_of(CONTEXT_FEATURES, CONTEXT_FEATURES)
+    # Position-bias correction: "ips" weighs each training target by 1 / its event's examination (ingest's
+    # optional column; unknown counts as 1), clipped at max_inverse_examination to bound the variance.
+    position_debiasing: str = one_of("off", DEBIASINGS)
+    max_inverse_examination: float = at_least(10.0, 1.0)
     batch_size: int = at_least(1024, 1)
     epochs: int = at_least(2, 1)  # tuned on ML-1M's validation period: 2 > 3 (recall@20 0.063 vs 0.053)
     learning_rate: float = at_least(0.003, 0.0)  # 0 freezes the weights (tests)

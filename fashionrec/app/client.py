@@ -23,7 +23,7 @@ from fashionrec.config import ServingConfig
 from fashionrec.contract.content import ProductContent
 from fashionrec.serving import requests
 from fashionrec.serving.connection import Protocol, raw_client, server_address, tritonclient_module
-from fashionrec.serving.requests import History, as_history
+from fashionrec.serving.requests import History, RequestContext, as_history
 
 _DEFAULTS = ServingConfig()
 
@@ -97,32 +97,36 @@ class FashionrecClient:
     def recommend(self, history: History | Sequence[str], k: int | None = None, *,
                   candidates: Sequence[str] | None = None, candidate_set: str | None = None,
                   exclude: Sequence[str] | None = None, exclude_purchased: bool = False,
-                  exclude_seen: bool = False) -> list[Recommendation]:
+                  exclude_seen: bool = False, context: RequestContext | None = None) -> list[Recommendation]:
         """Top-k products for a history, best first, optionally only among ``candidates`` (ids) or a
         published ``candidate_set`` (e.g. "sale", "new_in"), never ``exclude``d ids nor, with
         ``exclude_purchased``, the history's purchases (needs ``event_types``) nor, with
         ``exclude_seen``, any product of the history. For ``exclude_seen`` send the customer's whole
-        seen-history (up to ``max_history_length`` events): only its last events are pooled."""
+        seen-history (up to ``max_history_length`` events): only its last events are pooled. ``context``
+        (device, region, local hour and weekday) moves the customer vector of a context model."""
         tensors = requests.recommend_tensors(
             as_history(history), k, self.serving, candidates=candidates, candidate_set=candidate_set, exclude=exclude,
-            exclude_purchased=exclude_purchased, exclude_seen=exclude_seen)
+            exclude_purchased=exclude_purchased, exclude_seen=exclude_seen, context=context)
         return self._ranked(self.serving.model_name, tensors)
 
-    def rerank(self, history: History | Sequence[str], product_ids: Sequence[str]) -> list[Recommendation]:
-        """``product_ids`` (a category page, search results) ordered by relevance to the history, with
-        scores; ties keep the given order. Unknown or duplicate ids are refused."""
-        return self._ranked(self.serving.rerank_model_name, requests.rerank_tensors(as_history(history), product_ids))
+    def rerank(self, history: History | Sequence[str], product_ids: Sequence[str], *,
+               context: RequestContext | None = None) -> list[Recommendation]:
+        """``product_ids`` (a category page, search results) ordered by relevance to the history (in
+        ``context``), with scores; ties keep the given order. Unknown or duplicate ids are refused."""
+        return self._ranked(self.serving.rerank_model_name,
+                            requests.rerank_tensors(as_history(history), product_ids, context=context))
 
     def similar(self, hero: str, history: History | Sequence[str] = (), k: int | None = None, *,
                 alpha: float | None = None, candidates: Sequence[str] | None = None,
-                candidate_set: str | None = None, exclude_seen: bool = False) -> list[Recommendation]:
+                candidate_set: str | None = None, exclude_seen: bool = False,
+                context: RequestContext | None = None) -> list[Recommendation]:
         """Top-k products for ``alpha * hero + (1 - alpha) * customer`` (alpha default: published), never
         the hero itself nor, with ``exclude_seen``, any product of the history. Without a history (an
         anonymous visitor) the hero alone is the query: the hero is sent as the one-product history,
         so the blend is the hero's own vector."""
         tensors = requests.similar_tensors(hero, as_history(history), k, self.serving, alpha=alpha,
                                            candidates=candidates, candidate_set=candidate_set,
-                                           exclude_seen=exclude_seen)
+                                           exclude_seen=exclude_seen, context=context)
         return self._ranked(self.serving.similar_model_name, tensors)
 
     def embed_products(self, products: Sequence[ProductContent]) -> np.ndarray:

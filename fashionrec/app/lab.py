@@ -35,13 +35,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fashionrec import artifacts, storage
+from fashionrec import artifacts
 from fashionrec.app.runner import LocalRun
 from fashionrec.app.simulate import SimulationSummary, run_simulation
 from fashionrec.config import PipelineConfig, ServingConfig, SimulationConfig
 from fashionrec.evaluation.experiment_report import (ExperimentReport, experiment_report, log_prices,
                                                      read_experiment_log)
-from fashionrec.online.service import LOG_CATALOGUE_FILE
 from fashionrec.repository import versions
 from fashionrec.repository.experiments import Experiment
 from fashionrec.repository.publish import publish_model_repository
@@ -238,21 +237,6 @@ def publish_variant(run: LocalRun, repository: str, serving: ServingConfig, note
     if served is not None:
         versions.activate(repository, served.version, serving)
     return int(published.version)
-
-
-def training_data(log_dir: str, history: str, folder: Path) -> str:
-    """A canonical dataset folder for the next run: the catalogue the shop wrote beside its log, and as
-    events the log's parts plus the ``history`` that seeded the shop's customers (a real shop's log holds
-    its whole past; a simulated one starts from that seed). Returns the folder."""
-    events = Path(folder) / "events"
-    events.mkdir(parents=True, exist_ok=True)
-    for index, part in enumerate(storage.parquet_parts(storage.join(log_dir, "events"))):
-        with storage.open_input(part) as stream:
-            (events / f"log-{index:05d}.parquet").write_bytes(stream.read())
-    storage.read_table(history).to_parquet(events / "seed.parquet", index=False)
-    with storage.open_input(storage.join(log_dir, LOG_CATALOGUE_FILE)) as stream:
-        (Path(folder) / artifacts.CATALOGUE_FILE).write_bytes(stream.read())
-    return str(folder)
 
 
 def _free_port() -> int:

@@ -15,7 +15,9 @@ taste) or a search for a word of their style, and a product page for each produc
 ``sigmoid(click_sharpness * (affinity - click_threshold))``, affinity = true taste . product latent. A click
 posts ``click``; then ``add_to_bag`` with ``bag_base * keenness(affinity)``, and given the bag ``purchase``
 with ``purchase_base * keenness(affinity) * exp(-price_sensitivity * price / 100)``. Every event names the
-``request_id`` of the page that showed the product, so it is attributed to that impression.
+``request_id`` of the page that showed the product, so it is attributed to that impression. In a shop with
+context (``shop.context_strength`` > 0) each visit has a device, the customer's region and their local time
+(:class:`VisitContext`), sent with every page request and event of the visit; other shops send none.
 
 The simulated days group the visits (one line is printed per day); the clock is the service's own: events
 carry no timestamp and are stamped "now" by the service.
@@ -320,7 +322,8 @@ def day_line(day: int, days: int, summary: SimulationSummary) -> str:
 
 @dataclass(frozen=True)
 class VisitContext:
-    """What a visit of a shop with context carries: sent with every event, and moving the customer's choices."""
+    """What a visit of a shop with context carries: sent with every page request and event, and moving the
+    customer's choices."""
 
     device: str
     region: str
@@ -420,13 +423,18 @@ class _Visit:
 
     def _event(self, shown: _Shown, event_type: str) -> dict[str, str]:
         return {"customer_id": self.customer_id, "product_id": shown.product_id, "event_type": event_type,
-                "request_id": shown.request_id, **(self.context.fields(time.time()) if self.context else {})}
+                "request_id": shown.request_id, **self._context_now()}
+
+    def _context_now(self) -> dict[str, str]:
+        """The visit's context as a request carries it (its local time now); none for a shop without context."""
+        return self.context.fields(time.time()) if self.context else {}
 
     async def _get(self, kind: str, path: str, **params: str) -> dict[str, Any] | None:
-        """A page's JSON, or None when it did not come (counted by status or error: a finding, not a crash)."""
+        """A page's JSON, or None when it did not come (counted by status or error: a finding, not a crash). The
+        page is asked in the visit's context, as the events it leads to are posted."""
         self.tally.page_requests += 1
         answer = await _request(self.client, self.tally, "GET", path,
-                                params={"customer_id": self.customer_id, **params})
+                                params={"customer_id": self.customer_id, **params, **self._context_now()})
         if answer is not None:
             self.tally.pages[kind] += 1
         return answer

@@ -31,6 +31,7 @@ from fashionrec import storage
 from fashionrec.datasets import RawData
 
 RATING_TO_EVENT = {5: "purchase", 4: "add_to_bag", 3: "save_for_later", 2: "click", 1: "click"}
+UTC_WALL_CLOCK = "%Y-%m-%dT%H:%M:%S+00:00"  # local_time as ISO 8601 at offset 0
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,20 @@ def catalogue(items: pd.DataFrame) -> pd.DataFrame:
 
 
 def events(ratings: pd.DataFrame) -> pd.DataFrame:
-    """Canonical events from a recbole ``.inter`` table: rating → event type, epoch-seconds timestamp."""
+    """Canonical events from a recbole ``.inter`` table: rating → event type, epoch-seconds timestamp, and
+    as ``local_time`` the timestamp's UTC wall clock: the only clock MovieLens has (its users' time zones
+    are unknown), so the context features hour and weekday are the rating's UTC hour and weekday."""
     rating = pd.to_numeric(ratings["rating"], errors="coerce")
     event_type = rating.round().map(RATING_TO_EVENT)  # anything else stays empty → quarantined by ingest
+    seconds = pd.to_numeric(ratings["timestamp"], errors="coerce").astype("Int64")
+    utc = pd.to_datetime(seconds, unit="s", utc=True)
     return pd.DataFrame(
         {
             "customer_id": ratings["user_id"].astype(str),
             "product_id": ratings["item_id"].astype(str),
             "event_type": event_type.astype("string"),
-            "timestamp": pd.to_numeric(ratings["timestamp"], errors="coerce").astype("Int64").astype("string"),
+            "timestamp": seconds.astype("string"),
+            "local_time": utc.dt.strftime(UTC_WALL_CLOCK).astype("string"),
         }
     )
 

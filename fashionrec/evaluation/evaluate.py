@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from fashionrec import artifacts
 from fashionrec import progress
 from fashionrec import storage
+from fashionrec.contract.context import CONTEXT_FILE, ContextTables
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EvaluateConfig, ServingConfig
 from fashionrec.evaluation import gate, metrics
@@ -69,15 +71,16 @@ def evaluate(
                                     aggregation.window)
     train_events = storage.read_table(storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE))
     popularity = popularity_scores(train_events, product_ids)
-    systems = {"model": embedding_system(table, prior, serving.table_dtype),
+    systems = {"model": embedding_system(table, prior, serving.table_dtype, in_context(embeddings_dir, examples)),
                **baseline_systems(train_events, product_ids, config)}
     published = served_version(model_repository, serving) if model_repository else None
     if published is not None:
-        systems["published"] = published_system(published, product_ids, serving.table_dtype)
+        systems["published"] = published_system(published, product_ids, serving.table_dtype,
+                                                 _moved(published.context, examples))
     weights = {name: examples.history_weight for name in systems}  # popularity and iALS: raw event weights
-    weights["model"] = _pooled(aggregation, examples)
+    weights["model"] = pooled_weights(aggregation, examples)
     if published is not None:
-        weights["published"] = _pooled(published.aggregation, examples)  # as the published version serves
+        weights["published"] = pooled_weights(published.aggregation, examples)  # as the published version serves
     depth = max(config.top_k + config.report_k)
     with progress.step(f"ranking the full catalogue for {len(examples.customer_ids)} holdout customers"):
         ranked = {name: system.rank(examples.history_idx, weights[name], depth) for name, system in systems.items()}
@@ -109,7 +112,21 @@ def evaluate(
     return Evaluation(metrics=results, blessing=blessing, slices=slice_summary, per_customer=per_customer)
 
 
-def _pooled(aggregation: Aggregation, examples: EvalExamples) -> list[np.ndarray]:
+def in_context(embeddings_dir: str, examples: EvalExamples) -> Callable[[np.ndarray], np.ndarray] | None:
+    """For a context model (``context.json`` beside its embeddings): its customer vectors moved by each
+    holdout customer's first holdout event's context, as Triton would serve that request."""
+    uri = storage.join(embeddings_dir, CONTEXT_FILE)
+    return _moved(ContextTables.from_json(storage.read_json(uri)) if storage.exists(uri) else None, examples)
+
+
+def _moved(tables: ContextTables | None, examples: EvalExamples) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Customer vectors moved by ``tables`` at the holdout customers' contexts (None: nothing to move)."""
+    if tables is None or not examples.context:
+        return None
+    return lambda vectors: tables.adjust(vectors, examples.context)
+
+
+def pooled_weights(aggregation: Aggregation, examples: EvalExamples) -> list[np.ndarray]:
     """Each holdout history's pooling weights under ``aggregation``."""
     return [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days, strict=True)]
 
@@ -205,6 +222,7 @@ def sample_customers(examples: EvalExamples, config: EvaluateConfig, window: int
         history_weight=[examples.history_weight[i] for i in keep],
         history_age_days=[examples.history_age_days[i] for i in keep],
         target_idxs=[targets[i] for i in keep],
+        context=examples.subset(keep),
     )
 
 
@@ -214,4 +232,4 @@ def _last_events(examples: EvalExamples, window: int) -> EvalExamples:
                         history_idx=[h[-window:] for h in examples.history_idx],
                         history_weight=[w[-window:] for w in examples.history_weight],
                         history_age_days=[a[-window:] for a in examples.history_age_days],
-                        target_idxs=examples.target_idxs)
+                        target_idxs=examples.target_idxs, context=examples.context)

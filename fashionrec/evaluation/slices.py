@@ -3,7 +3,8 @@
 Each slice keeps the customers with at least one relevant target and only those targets, so a slice
 metric answers "how well are *these* products / customers served": cold-start products (never seen in
 training), new customers (short histories), each of the largest product categories, and the head,
-torso and tail of the popularity distribution.
+torso and tail of the popularity distribution, and, where the holdout carries context, the customers
+by the device, region and time of day of their first holdout event.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fashionrec.config import EvaluateConfig
 from fashionrec.model.features import EvalExamples
 
 POPULARITY_BUCKETS = {"head": (0.9, 1.01), "torso": (0.5, 0.9), "tail": (0.0, 0.5)}  # popularity percentile
+DAYPARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}  # local hours [low, high)
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,28 @@ def holdout_slices(
         product_slices[f"category:{category}"] = categories == category
     found = [_product_slice(name, examples, member) for name, member in product_slices.items()]
     found.append(_new_customers(examples, config.new_customer_max_history))
+    found += context_slices(examples)
     return [s for s in found if len(s.customers)]
+
+
+def context_slices(examples: EvalExamples) -> list[Slice]:
+    """The customers by the context of their first holdout event (the request a context model would be
+    asked): ``device:<value>``, ``region:<value>`` and ``daypart:<night|morning|afternoon|evening>`` of
+    the local hour; unknown values make no slice."""
+    found = []
+    for feature in ("device", "region"):
+        values = examples.context.get(feature, np.array([], object))
+        found += [_customer_slice(f"{feature}:{value}", examples, values == value)
+                  for value in sorted(set(values) - {""})]
+    hours = examples.context.get("hour", np.array([], np.int64))
+    for name, (low, high) in DAYPARTS.items():
+        found.append(_customer_slice(f"daypart:{name}", examples, (hours >= low) & (hours < high)))
+    return [s for s in found if len(s.customers)]
+
+
+def _customer_slice(name: str, examples: EvalExamples, member: np.ndarray) -> Slice:
+    customers = np.flatnonzero(member)
+    return Slice(name, customers, [examples.target_idxs[i] for i in customers])
 
 
 def _product_slice(name: str, examples: EvalExamples, member: np.ndarray) -> Slice:

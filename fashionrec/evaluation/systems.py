@@ -35,15 +35,19 @@ class System:
     score: Callable[[Histories, Histories, Histories], Histories]
 
 
-def embedding_system(table: np.ndarray, prior: np.ndarray | None = None, dtype: str = "float32") -> System:
+def embedding_system(table: np.ndarray, prior: np.ndarray | None = None, dtype: str = "float32",
+                     in_context: Callable[[np.ndarray], np.ndarray] | None = None) -> System:
     """Rank by ``p_u . q_i + prior_i`` (``prior``: the popularity prior, default none) exactly as
     ``rank_products`` serves it: the same ScoringTable, held as ``dtype`` (``serving.table_dtype``: fp16
     rounds the table as the server does), and the same exact top-k with exclusions. A customer without a
-    history has the zero vector, so the prior alone ranks for them: recent popularity."""
+    history has the zero vector, so the prior alone ranks for them: recent popularity. ``in_context`` moves
+    the customer vectors (all the customers ranked, in order) by their requests' context, as
+    ``customer_vector`` serves it (:meth:`fashionrec.contract.context.ContextTables.adjust`)."""
     served = ScoringTable(table, dtype=dtype, prior=prior)
 
     def vectors(history: Histories, weights: Histories) -> np.ndarray:
-        return np.stack([ops.customer_vector(table, h, w) for h, w in zip(history, weights, strict=True)])
+        pooled = np.stack([ops.customer_vector(table, h, w) for h, w in zip(history, weights, strict=True)])
+        return pooled if in_context is None else in_context(pooled)
 
     def rank(history: Histories, weights: Histories, k: int) -> np.ndarray:
         customers = vectors(history, weights)
@@ -206,15 +210,17 @@ def _factor_system(customer_factors: Callable[[Histories, Histories], np.ndarray
     return System(rank, score)
 
 
-def published_system(published: ServedVersion, product_ids: np.ndarray, dtype: str = "float32") -> System:
-    """The published version's embeddings, translating product rows by product id both ways.
+def published_system(published: ServedVersion, product_ids: np.ndarray, dtype: str = "float32",
+                     in_context: Callable[[np.ndarray], np.ndarray] | None = None) -> System:
+    """The published version's embeddings, translating product rows by product id both ways (``in_context``:
+    as for :func:`embedding_system`).
 
     Products it does not know count neither in its customer vectors nor among its results (they score
     -inf), which is exactly what serving it would do.
     """
     to_published = ops.lookup_rows({pid: row for row, pid in enumerate(published.product_ids)}, product_ids)
     to_current = ops.lookup_rows({pid: row for row, pid in enumerate(product_ids)}, published.product_ids)
-    inner = embedding_system(published.embeddings, published.prior, dtype)
+    inner = embedding_system(published.embeddings, published.prior, dtype, in_context)
 
     def translate(history: Histories, weights: Histories) -> tuple[Histories, Histories]:
         kept = [to_published[h] >= 0 for h in history]

@@ -6,13 +6,14 @@ the model keeps them as constants, so a training example only carries product in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
 from fashionrec import artifacts
 from fashionrec import storage
+from fashionrec.contract.context import CLOCK_SIZES, FEATURES as CONTEXT_FEATURES
 
 PAD = -1  # history padding; never a valid product index
 
@@ -128,7 +129,8 @@ def _price_scaling(part: dict[str, tf.Tensor]) -> PriceScaling:
 
 
 def train_dataset(transformed_dir: str, history_length: int, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled batches of ``{"history_idx", "history_weight", "history_age_days", "target_idx"}``.
+    """Shuffled batches of ``{"history_idx", "history_weight", "history_age_days", "target_idx",
+    "target_examination", "target_<context feature>"}``.
 
     Histories are padded with PAD (weight 0, age 0) to ``history_length``.
     """
@@ -138,6 +140,8 @@ def train_dataset(transformed_dir: str, history_length: int, batch_size: int, se
         "history_weight": tf.io.VarLenFeature(tf.float32),
         "history_age_days": tf.io.VarLenFeature(tf.float32),
         "target_idx": tf.io.FixedLenFeature([], tf.int64),
+        "target_examination": tf.io.FixedLenFeature([], tf.float32, default_value=1.0),  # older transforms: 1
+        **{f"target_{f}": tf.io.FixedLenFeature([], tf.int64, default_value=0) for f in CONTEXT_FEATURES},
     }
     return (
         tf.data.TFRecordDataset(tf.io.gfile.glob(pattern))
@@ -155,6 +159,8 @@ def _dense_history(batch: dict[str, tf.Tensor], history_length: int) -> dict[str
         "history_weight": _pad(tf.sparse.to_dense(batch["history_weight"]), shape, 0.0),
         "history_age_days": _pad(tf.sparse.to_dense(batch["history_age_days"]), shape, 0.0),
         "target_idx": batch["target_idx"],
+        "target_examination": batch["target_examination"],
+        **{f"target_{f}": batch[f"target_{f}"] for f in CONTEXT_FEATURES},  # context table rows, 0: unknown
     }
 
 
@@ -173,6 +179,13 @@ class EvalExamples:
     history_weight: list[np.ndarray]
     history_age_days: list[np.ndarray]  # at the split time
     target_idxs: list[np.ndarray]
+    # The context of each customer's first holdout event, per feature (text "" / clock -1: unknown); empty
+    # for a transform made before context existed.
+    context: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def subset(self, rows: np.ndarray | list[int]) -> dict[str, np.ndarray]:
+        """The context of the customers at ``rows`` (for the samplers that keep some customers)."""
+        return {f: values[rows] for f, values in self.context.items()}
 
 
 def load_eval_examples(transformed_dir: str) -> EvalExamples:
@@ -183,8 +196,12 @@ def load_eval_examples(transformed_dir: str) -> EvalExamples:
         "history_weight": tf.io.RaggedFeature(tf.float32),
         "history_age_days": tf.io.RaggedFeature(tf.float32),
         "target_idxs": tf.io.RaggedFeature(tf.int64),
+        **{f"context_{f}": tf.io.FixedLenFeature([], tf.int64 if f in CLOCK_SIZES else tf.string,
+                                                 default_value=-1 if f in CLOCK_SIZES else b"")
+           for f in CONTEXT_FEATURES},
     }
     ids, history, weights, ages, targets = [], [], [], [], []
+    contexts: dict[str, list[np.ndarray]] = {f: [] for f in CONTEXT_FEATURES}
     for records in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(50_000):
         batch = tf.io.parse_example(records, spec)
         ids.extend(_text(batch["customer_id"].numpy()))
@@ -192,6 +209,8 @@ def load_eval_examples(transformed_dir: str) -> EvalExamples:
         weights.extend(_rows(batch["history_weight"]))
         ages.extend(_rows(batch["history_age_days"]))
         targets.extend(_rows(batch["target_idxs"]))
+        for f in CONTEXT_FEATURES:
+            contexts[f].append(batch[f"context_{f}"].numpy())
     order = np.argsort(ids, kind="stable")  # deterministic order whatever the file sharding
     return EvalExamples(
         customer_ids=np.asarray(ids)[order],
@@ -199,7 +218,14 @@ def load_eval_examples(transformed_dir: str) -> EvalExamples:
         history_weight=[weights[i] for i in order],
         history_age_days=[ages[i] for i in order],
         target_idxs=[targets[i] for i in order],
+        context={f: _context_values(f, parts)[order] for f, parts in contexts.items()},
     )
+
+
+def _context_values(feature: str, parts: list[np.ndarray]) -> np.ndarray:
+    """One context feature's values over the batches: ints for the clock, str for text."""
+    values = np.concatenate(parts) if parts else np.array([], np.int64 if feature in CLOCK_SIZES else object)
+    return values.astype(np.int64) if feature in CLOCK_SIZES else _text(values) if len(values) else values
 
 
 def _rows(ragged: tf.RaggedTensor) -> list[np.ndarray]:

@@ -15,6 +15,12 @@
 * Score: ``sigma(p_u . q_i)``. Dividing by ``sqrt(temperature)`` on both sides bakes the softmax
   temperature into the embeddings, so the exported dot product is the trained logit. (Served scores
   also add the export stage's popularity prior, :mod:`fashionrec.model.popularity`.)
+* Context: with context features (``context_features`` the data carries), the customer vector is moved
+  by the target event's context, ``p_u + sum_f T_f[context_f]`` (:mod:`fashionrec.model.context`); the
+  score stays a dot product, so serving adds the same rows (:mod:`fashionrec.contract.context`).
+* Position bias: with ``position_debiasing="ips"`` each example's loss is weighted by the inverse of its
+  target event's examination probability (clipped), so clicks on products shown where few look count
+  for more: :func:`inverse_examination`.
 * Loss: in-batch softmax with logQ popularity correction (tensorflow-recommenders' Retrieval task),
   optionally with ``extra_negatives`` uniformly sampled products appended to the in-batch candidates
   (mixed negative sampling; their sampling probability enters the logQ correction too). Each step
@@ -23,12 +29,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
 
 from fashionrec.config import POOLINGS, TrainConfig
+from fashionrec.model.context import ContextAdjustment
 from fashionrec.model.features import PAD, CatalogueFeatures
 
 
@@ -119,6 +128,12 @@ def pooling_weights(
     return weights
 
 
+def inverse_examination(examination: tf.Tensor, max_weight: float) -> tf.Tensor:
+    """Inverse-propensity weights ``min(1 / examination, max_weight)``: a click at a slot looked at half as
+    often stands for two. Clipping trades a little bias for bounded variance (Joachims et al., 2017)."""
+    return tf.minimum(1.0 / tf.maximum(examination, 1.0 / max_weight), max_weight)
+
+
 def customer_vectors(item_embeddings: tf.Tensor, history_weight: tf.Tensor) -> tf.Tensor:
     """Weighted mean over the history axis; padded slots carry weight 0. Empty history → zero vector.
 
@@ -151,10 +166,13 @@ class TwoTowerModel(tfrs.Model):
     """Next-product retrieval: customer history → the product interacted with next."""
 
     def __init__(self, catalogue: CatalogueFeatures, config: TrainConfig, candidate_probability: np.ndarray,
-                 interaction_counts: np.ndarray) -> None:
+                 interaction_counts: np.ndarray, context_sizes: Mapping[str, int] | None = None) -> None:
+        """``context_sizes``: each context feature the model learns -> its number of known values (none:
+        context-free)."""
         super().__init__()
         self._config = config
         self.item_tower = ItemTower(catalogue, config, interaction_counts)
+        self.context = ContextAdjustment(context_sizes, config.embedding_dim, name="context") if context_sizes else None
         self.attention = AttentionPooling(config.embedding_dim, name="attention_pooling") if config.pooling == "attention" else None
         self._log_q_source = tf.constant(candidate_probability.astype(np.float32))
         self._num_products = catalogue.num_products
@@ -170,7 +188,8 @@ class TwoTowerModel(tfrs.Model):
         """Customer vectors for padded histories, computing each distinct product's embedding once."""
         history_idx = features["history_idx"]
         unique, position = tf.unique(tf.reshape(self._history_rows(history_idx), [-1]))
-        return self._pool(tf.gather(self.item_tower(unique, training=training), position), features)
+        return self._in_context(self._pool(tf.gather(self.item_tower(unique, training=training), position), features),
+                                features)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """In-batch softmax; one item-tower pass embeds every distinct history and candidate product.
@@ -184,10 +203,22 @@ class TwoTowerModel(tfrs.Model):
             candidate_ids = tf.concat([candidate_ids, negatives], axis=0)
         unique, position = tf.unique(tf.concat([history_rows, candidate_ids], axis=0))
         embeddings = self.item_tower(unique, training=training)
-        customers = self._pool(tf.gather(embeddings, position[: tf.size(history_rows)]), features)
+        customers = self._in_context(self._pool(tf.gather(embeddings, position[: tf.size(history_rows)]), features),
+                                     features)
         candidates = tf.gather(embeddings, position[tf.size(history_rows):])
-        return self.task(customers, candidates, candidate_sampling_probability=self._sampling_probability(
-            candidate_ids, tf.shape(features["target_idx"])[0]), candidate_ids=candidate_ids)
+        return self.task(customers, candidates, sample_weight=self._target_weights(features),
+                         candidate_sampling_probability=self._sampling_probability(
+                             candidate_ids, tf.shape(features["target_idx"])[0]), candidate_ids=candidate_ids)
+
+    def _in_context(self, customers: tf.Tensor, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The customer vectors moved by the target events' context (unchanged for a context-free model)."""
+        return customers if self.context is None else self.context(customers, features)
+
+    def _target_weights(self, features: dict[str, tf.Tensor]) -> tf.Tensor | None:
+        """Each example's loss weight: with ``ips`` debiasing, 1 / the examination of its target event."""
+        if self._config.position_debiasing != "ips" or "target_examination" not in features:
+            return None
+        return inverse_examination(features["target_examination"], self._config.max_inverse_examination)
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """tensorflow-recommenders' step, with dense gradients for the content vocabularies' tables; the

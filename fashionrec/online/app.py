@@ -15,23 +15,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from fashionrec.config import OnlineConfig
+from fashionrec.online.context import CONTEXT_MAX_LENGTH
 from fashionrec.online.metrics import ShopMetrics
 from fashionrec.online.pages import ShopService
 from fashionrec.online.readiness import Readiness
 from fashionrec.online.store import StoreUnavailable
 from fashionrec.online.storefront import mount_storefront
-from fashionrec.online.views import (BadInput, Carousel, EventReceipt, Homepage, NotFound, ProductList, ProductPage, TooLarge,
-                                     Visitor)
+from fashionrec.online.views import (BadContext, BadInput, Carousel, EventReceipt, Homepage, NotFound, PageContext,
+                                     ProductList, ProductPage, TooLarge, Visitor)
 
 API_VERSION = "v1"
 REQUEST_ID_MAX_LENGTH = 64  # the service's own request ids are 32 hex digits
-CONTEXT_MAX_LENGTH = 128  # a context field's text; ingest's own limits apply after this
 MESSAGE_LIMIT = 300  # characters of an error message: enough to say what is wrong, never a whole input
 
 
@@ -108,21 +108,36 @@ def visitor_of(customer_id: str | None, session_id: str | None, online: OnlineCo
     return Visitor(customer_id, session_id)
 
 
+def page_context_of(shop: ShopService) -> Any:
+    """The dependency every page endpoint takes its context with: the optional ``device``, ``region`` and
+    ``local_time`` query parameters, checked with the event API's rules (a refused one: 422 naming it)."""
+    def context(device: str | None = Query(None, description="mobile, desktop or tablet (ingest.devices)"),
+                region: str | None = Query(None, description="a region code or name"),
+                local_time: str | None = Query(None, description="the customer's wall-clock time now, ISO 8601, with "
+                                               "or without its UTC offset (its hour and weekday are the model's)")
+                ) -> PageContext:
+        return shop.context(device, region, local_time)
+    return Depends(context)
+
+
 def _api(app: FastAPI, shop: ShopService, online: OnlineConfig) -> None:
     prefix = f"/{API_VERSION}"
     page_size = Query(online.page_size, ge=1, le=online.max_page_size)
+    page_context = page_context_of(shop)
 
     @app.get(f"{prefix}/homepage", response_model=Homepage, tags=["pages"])
-    async def homepage(customer_id: str | None = None, session_id: str | None = None) -> Homepage:
+    async def homepage(customer_id: str | None = None, session_id: str | None = None,
+                       context: PageContext = page_context) -> Homepage:
         """Carousels for a customer or an anonymous session: for you, new in, trending, sale, favourite categories."""
-        return await shop.homepage(visitor_of(customer_id, session_id, online))
+        return await shop.homepage(visitor_of(customer_id, session_id, online), context)
 
     @app.get(f"{prefix}/recommendations", response_model=Carousel, tags=["pages"])
     async def recommendations(customer_id: str | None = None, session_id: str | None = None,
-                              k: int = Query(online.carousel_size, ge=1), candidate_set: str | None = None) -> Carousel:
+                              k: int = Query(online.carousel_size, ge=1), candidate_set: str | None = None,
+                              context: PageContext = page_context) -> Carousel:
         """One carousel for the visitor (``recommend``, everything seen excluded), optionally among a published
         candidate set (new_in, sale, ...): one Triton call."""
-        return await shop.recommendations(visitor_of(customer_id, session_id, online), k, candidate_set)
+        return await shop.recommendations(visitor_of(customer_id, session_id, online), k, candidate_set, context)
 
     @app.get(f"{prefix}/categories", tags=["pages"])
     async def categories() -> dict[str, list[dict[str, Any]]]:
@@ -130,22 +145,26 @@ def _api(app: FastAPI, shop: ShopService, online: OnlineConfig) -> None:
 
     @app.get(f"{prefix}/categories/{{category}}", response_model=ProductList, tags=["pages"])
     async def category(category: str, customer_id: str | None = None, session_id: str | None = None,
-                       page: int = Query(1, ge=1), page_size: int = page_size) -> ProductList:
+                       page: int = Query(1, ge=1), page_size: int = page_size,
+                       context: PageContext = page_context) -> ProductList:
         """The category's products, personally ordered (``rerank``), one page of them."""
-        return await shop.category_page(visitor_of(customer_id, session_id, online), category, page, page_size)
+        return await shop.category_page(visitor_of(customer_id, session_id, online), category, page, page_size,
+                                        context)
 
     @app.get(f"{prefix}/search", response_model=ProductList, tags=["pages"])
     async def search(q: str, customer_id: str | None = None, session_id: str | None = None,
-                     page: int = Query(1, ge=1), page_size: int = page_size) -> ProductList:
+                     page: int = Query(1, ge=1), page_size: int = page_size,
+                     context: PageContext = page_context) -> ProductList:
         """Products whose title, description, brand, colour or category match the words, personally ordered."""
-        return await shop.search(visitor_of(customer_id, session_id, online), q, page, page_size)
+        return await shop.search(visitor_of(customer_id, session_id, online), q, page, page_size, context)
 
     @app.get(f"{prefix}/products/{{product_id}}", response_model=ProductPage, tags=["pages"])
     async def product(product_id: str, customer_id: str | None = None, session_id: str | None = None,
                       alpha: float | None = Query(None, ge=0.0, le=1.0, description="weight of the product in the "
-                                                  "similar-items blend; default: the published one")) -> ProductPage:
+                                                  "similar-items blend; default: the published one"),
+                      context: PageContext = page_context) -> ProductPage:
         """The product and similar items (the product blended with the customer's vector)."""
-        return await shop.product_page(visitor_of(customer_id, session_id, online), product_id, alpha)
+        return await shop.product_page(visitor_of(customer_id, session_id, online), product_id, alpha, context)
 
     @app.post(f"{prefix}/events", response_model=EventReceipt, tags=["events"])
     async def events(batch: EventBatch) -> EventReceipt:
@@ -181,6 +200,13 @@ def _errors(app: FastAPI) -> None:
     for kind, status in ((NotFound, 404), (TooLarge, 413), (BadInput, 400),
                          (StoreUnavailable, 503)):
         app.add_exception_handler(kind, handler(status))
+
+    async def bad_context(_: Request, error: BadContext) -> JSONResponse:
+        """A refused context parameter: 422 in FastAPI's own shape, naming the parameter and ingest's reason."""
+        detail = [{"loc": ["query", error.parameter], "msg": _short(str(error)), "type": error.reason}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    app.add_exception_handler(BadContext, bad_context)
 
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         """FastAPI's 422, without the offending input (it may be large)."""

@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from fashionrec.config import IngestConfig, OnlineConfig
-from fashionrec.stages.ingest import EVENT_CONTEXT, EVENTS_REQUIRED, validate_events
+from fashionrec.stages.ingest import (EVENT_CONTEXT, EVENTS_REQUIRED, LOCAL_TIME, context_reasons,
+                                      local_wall_clock, validate_events)
 
 ID_TOO_LONG = "id_too_long"  # the service's own reason, besides ingest's: an id longer than online.max_id_length
+EVENT_SOURCE = "event-api"  # the source ingest's checks name
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,44 @@ def check_events(raw: Sequence[Mapping[str, object]], product_ids: set[str], ing
     now = time.time() if now is None else now
     rows = [{**_defaults(event, now)} for event in raw]
     too_long = [i for i, row in enumerate(rows) if _longest_id(row) > online.max_id_length]
-    context = [column for column in EVENT_CONTEXT if any(event.get(column) is not None for event in raw)]
-    frame = pd.DataFrame([{**row, **{c: event.get(c) for c in context}} for row, event in zip(rows, raw, strict=True)],
-                         columns=[*EVENTS_REQUIRED, "weight", *context]).astype(object)
+    frame = _events_frame(rows, raw)
     frame.loc[too_long, "customer_id"] = None  # checked below as id_too_long, before ingest's reasons
-    accepted, quarantined = validate_events(frame, "event-api", product_ids, ingest)
+    accepted, quarantined = validate_events(frame, EVENT_SOURCE, product_ids, ingest)
     reasons = dict(zip(quarantined["row_number"] - 1, quarantined["reason"], strict=True))
     reasons.update({i: ID_TOO_LONG for i in too_long})
     rejections = [Rejection(int(i), str(reason)) for i, reason in sorted(reasons.items())]
     events = [ShopEvent(row.customer_id, row.product_id, row.event_type, row.timestamp.timestamp(), float(row.weight))
               for row in accepted.itertuples(index=False)]
     return events, rejections
+
+
+def check_context(context: Mapping[str, object], ingest: IngestConfig,
+                  now: float) -> tuple[dict[str, object], dict[str, str]]:
+    """A page request's context (``device``, ``region``, ``local_time``, ...: None for absent) checked with ingest's
+    rules as the context of an event posted ``now`` (epoch seconds), since the events the page leads to are
+    logged with it; ingest's per-request check (:func:`~fashionrec.stages.ingest.context_reasons`), which
+    costs microseconds where a one-row frame through ``validate_events`` costs milliseconds.
+
+    Returns each given value as ingest reads it (text stripped, blank as None; ``local_time`` as its naive
+    wall-clock Timestamp, None when blank) and ingest's reason code for each refused one (``bad_device``,
+    ``bad_region``, ``bad_local_time``, ``bad_encoding``).
+    """
+    reasons = context_reasons(dict(context), pd.Timestamp(now, unit="s", tz="UTC"), ingest)
+    values = {}
+    for name, value in context.items():
+        if value is None or name in reasons:
+            continue
+        text = str(value).strip() or None
+        values[name] = local_wall_clock(text) if name == LOCAL_TIME and text else text
+    return values, reasons
+
+
+def _events_frame(rows: Sequence[Mapping[str, object]], raw: Sequence[Mapping[str, object]]) -> pd.DataFrame:
+    """The rows (the required fields and the weight, defaults filled in) with the context columns any posted
+    event gives, as ingest checks them."""
+    context = [column for column in EVENT_CONTEXT if any(event.get(column) is not None for event in raw)]
+    return pd.DataFrame([{**row, **{c: event.get(c) for c in context}} for row, event in zip(rows, raw, strict=True)],
+                        columns=[*EVENTS_REQUIRED, "weight", *context]).astype(object)
 
 
 def _defaults(event: Mapping[str, object], now: float) -> dict[str, object]:

@@ -12,7 +12,10 @@
 
 When Triton is down, slow or refuses, a carousel or page falls back to the trending list (the served
 popularity prior, in memory), marked ``fallback``, and counted. Every carousel shown is logged as an
-impression (request id, customer, touchpoint, model version, products, positions, scores).
+impression (request id, customer, touchpoint, model version, products, positions, scores, the page's context).
+
+Every page takes the visitor's context (device, region, local time: :mod:`.context`), passed to each of its
+Triton calls; a page without one asks exactly as it would without the feature.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from fashionrec.config import PipelineConfig
 from fashionrec.contract.layout import CATEGORY_SET_PREFIX
 from fashionrec.online.catalogue import ShopCatalogue
+from fashionrec.online.context import page_context
 from fashionrec.online.event_log import EventLog
 from fashionrec.online.experiments import ExperimentRouter, Route
 from fashionrec.online.exploration import ExplorationPolicy, Shown
@@ -36,8 +40,8 @@ from fashionrec.online.metrics import ShopMetrics
 from fashionrec.online.served import ServedView
 from fashionrec.online.store import CustomerStore
 from fashionrec.online.triton import Ranked, Touchpoints, TritonRefused, TritonUnavailable
-from fashionrec.online.views import (BadInput, Carousel, EventReceipt, Homepage, NotFound, ProductList, ProductPage,
-                                     TooLarge, Visitor)
+from fashionrec.online.views import (NO_CONTEXT, BadInput, Carousel, EventReceipt, Homepage, NotFound, PageContext,
+                                     ProductList, ProductPage, TooLarge, Visitor)
 from fashionrec.repository.publish import NEW_IN_SET
 from fashionrec.serving.requests import History
 
@@ -90,11 +94,17 @@ class ShopService:
     def example_customers(self, count: int) -> list[str]:
         return self._examples[:count]
 
+    def devices(self) -> tuple[str, ...]:
+        return self.config.ingest.devices
+
+    def context(self, device: str | None, region: str | None, local_time: str | None) -> PageContext:
+        return page_context(device, region, local_time, self.config.ingest, self._clock())
+
     # -- pages ----------------------------------------------------------------------------------------
-    async def homepage(self, visitor: Visitor) -> Homepage:
+    async def homepage(self, visitor: Visitor, context: PageContext = NO_CONTEXT) -> Homepage:
         events, route = await self.store.history(visitor.key), self.route(visitor.events_customer_id)
         history, seen = self._history(events, route.view), {e.product_id for e in events}
-        plans = self._plans(events, history, route)
+        plans = self._plans(events, history, route, context)
         size, request_id, policy = self._online.carousel_size, uuid.uuid4().hex, self._policy(route)
         # each later carousel asks for more: products already on the page are left out of it
         answers = await asyncio.gather(*(self._ask(plan, policy.ranked_needed(size * (i + 1)))
@@ -110,11 +120,12 @@ class ShopService:
             shown.update(ids)
             shows.append(show)
             carousels.append(Carousel(plan.name, plan.title, self.catalogue.cards_of(ids, scores), answer.fallback))
-        self._log_impressions(request_id, visitor, carousels, answers, route, shows)
+        self._log_impressions(request_id, visitor, carousels, answers, route, shows, context)
         return Homepage(visitor, tuple(c for c in carousels if c.products), request_id, route.view.version,
                         personalised=history is not None, history_events=len(events))
 
-    async def recommendations(self, visitor: Visitor, k: int, candidate_set: str | None = None) -> Carousel:
+    async def recommendations(self, visitor: Visitor, k: int, candidate_set: str | None = None,
+                              context: PageContext = NO_CONTEXT) -> Carousel:
         """One carousel, *for you* (or among a published candidate set): a single Triton call, for sites that
         compose their own pages (emails, apps)."""
         route = self.route(visitor.events_customer_id)
@@ -127,8 +138,8 @@ class ShopService:
         history = self._history(events, route.view)
         options = {"candidate_set": candidate_set} if candidate_set else {}
         allowed = route.view.candidate_sets.get(candidate_set) if candidate_set else None
-        ask = (lambda n: self.touchpoints.recommend(history, n, route.version, exclude_seen=True, **options)
-               ) if history else None
+        ask = (lambda n: self.touchpoints.recommend(history, n, route.version, exclude_seen=True,
+                                                    context=context.request, **options)) if history else None
         name, policy = candidate_set or "for_you", self._policy(route)
         answer = await self._ask(_Plan(name, name, ask, allowed), policy.ranked_needed(k))
         show = self._shown(answer.ranked, k, policy) if answer.ranked else None
@@ -136,24 +147,27 @@ class ShopService:
         scores = _scores_of(answer.ranked, ids) if answer.ranked else None
         carousel = Carousel(name, "For you" if not candidate_set else candidate_set,
                             self.catalogue.cards_of(ids, scores), answer.fallback)
-        self._log_impressions(uuid.uuid4().hex, visitor, [carousel], [answer], route, [show])
+        self._log_impressions(uuid.uuid4().hex, visitor, [carousel], [answer], route, [show], context)
         return carousel
 
-    async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int) -> ProductList:
+    async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int,
+                            context: PageContext = NO_CONTEXT) -> ProductList:
         products = self.catalogue.in_category(category)
         return await self._ordered(visitor, f"category:{category}", category.title(), [list(products)], page,
-                                   page_size)
+                                   page_size, context)
 
-    async def search(self, visitor: Visitor, query: str, page: int, page_size: int) -> ProductList:
+    async def search(self, visitor: Visitor, query: str, page: int, page_size: int,
+                     context: PageContext = NO_CONTEXT) -> ProductList:
         query = query.strip()
         if not query:
             raise BadInput("the search query is empty")
         if len(query) > self._online.max_query_length:
             raise BadInput(f"the search query has {len(query)} characters; at most {self._online.max_query_length}")
         return await self._ordered(visitor, "search", f"Results for “{query}”", self.catalogue.search_tiers(query),
-                                   page, page_size)
+                                   page, page_size, context)
 
-    async def product_page(self, visitor: Visitor, product_id: str, alpha: float | None = None) -> ProductPage:
+    async def product_page(self, visitor: Visitor, product_id: str, alpha: float | None = None,
+                           context: PageContext = NO_CONTEXT) -> ProductPage:
         card = self.catalogue.card(product_id)
         events, route = await self.store.history(visitor.key), self.route(visitor.events_customer_id)
         size, request_id = self._online.carousel_size, uuid.uuid4().hex
@@ -164,7 +178,7 @@ class ShopService:
             history = self._history(events, route.view) or History([])
             plan = _Plan("similar", "You may also like",
                          lambda k: self.touchpoints.similar(product_id, history, k, route.version, alpha=alpha,
-                                                            exclude_seen=True),
+                                                            exclude_seen=True, context=context.request),
                          same_category)
         policy = self._policy(route)
         answer = await self._ask(plan, policy.ranked_needed(size))
@@ -173,7 +187,7 @@ class ShopService:
         ids = list(show.product_ids) if show else route.view.trending_among(same_category, excluded, size)
         scores = _scores_of(answer.ranked, ids) if answer.ranked else None
         carousel = Carousel("similar", plan.title, self.catalogue.cards_of(ids, scores), answer.fallback)
-        self._log_impressions(request_id, visitor, [carousel], [answer], route, [show])
+        self._log_impressions(request_id, visitor, [carousel], [answer], route, [show], context)
         return ProductPage(card, carousel, request_id)
 
     # -- events ---------------------------------------------------------------------------------------
@@ -229,12 +243,14 @@ class ShopService:
         return History([e.product_id for e in known], [e.event_type for e in known],
                        [int(e.timestamp) for e in known], request_time=int(self._clock()))
 
-    def _plans(self, events: Sequence[ShopEvent], history: History | None, route: Route) -> list[_Plan]:
-        """The homepage's carousels, in page order."""
+    def _plans(self, events: Sequence[ShopEvent], history: History | None, route: Route,
+               context: PageContext) -> list[_Plan]:
+        """The homepage's carousels, in page order (each Triton call with the page's context)."""
         def recommend(**options: object) -> Callable[[int], Awaitable[Ranked]] | None:
             if history is None:
                 return None
-            return lambda k: self.touchpoints.recommend(history, k, route.version, exclude_seen=True, **options)
+            return lambda k: self.touchpoints.recommend(history, k, route.version, exclude_seen=True,
+                                                        context=context.request, **options)
 
         plans = [_Plan("for_you", "For you", recommend())] if history is not None else []
         sets = route.view.candidate_sets
@@ -269,7 +285,7 @@ class ShopService:
             return _Answer(fallback=True)
 
     async def _ordered(self, visitor: Visitor, touchpoint: str, title: str, tiers: list[list[str]], page: int,
-                       page_size: int) -> ProductList:
+                       page_size: int, context: PageContext) -> ProductList:
         """Products (in tiers of relevance) personally ordered within the first tier, then paged."""
         if page < 1 or not 1 <= page_size <= self._online.max_page_size:
             raise BadInput(f"page must be >= 1 and page_size within 1..{self._online.max_page_size}")
@@ -277,7 +293,7 @@ class ShopService:
         rest = [p for tier in tiers[1:] for p in tier]
         events, route = await self.store.history(visitor.key), self.route(visitor.events_customer_id)
         ordered, ranked, fallback = await self._personal_order(head, self._history(events, route.view), touchpoint,
-                                                               route)
+                                                               route, context)
         products = ordered + rest
         start = (page - 1) * page_size
         chosen = products[start: start + page_size]
@@ -285,11 +301,11 @@ class ShopService:
         cards = tuple(self.catalogue.cards_of(chosen, [scores.get(p, math.nan) for p in chosen]))
         request_id = uuid.uuid4().hex
         carousel = Carousel(touchpoint, title, cards, fallback)
-        self._log_impressions(request_id, visitor, [carousel], [_Answer(ranked, fallback)], route, [None])
+        self._log_impressions(request_id, visitor, [carousel], [_Answer(ranked, fallback)], route, [None], context)
         return ProductList(title, cards, page, page_size, len(products), request_id, fallback)
 
     async def _personal_order(self, products: list[str], history: History | None, touchpoint: str,
-                              route: Route) -> tuple[list[str], Ranked | None, bool]:
+                              route: Route, context: PageContext) -> tuple[list[str], Ranked | None, bool]:
         """``products`` reranked for the history (the served ones, the ``online.rerank_candidates`` most trending;
         the others after them in trending order), or in trending order without a history or when Triton fails."""
         rank = route.view.trend_rank
@@ -299,7 +315,8 @@ class ShopService:
         if history is None or not served:
             return by_trend, None, False
         answer = await self._ask(_Plan(touchpoint, touchpoint,
-                                       lambda _: self.touchpoints.rerank(history, served, route.version)), 0)
+                                       lambda _: self.touchpoints.rerank(history, served, route.version,
+                                                                         context.request)), 0)
         if answer.ranked is None:
             return by_trend, None, answer.fallback
         placed = set(answer.ranked.product_ids)
@@ -338,10 +355,11 @@ class ShopService:
         return policy.show([p for p in ranked.product_ids if p not in shown], size, self._rng)
 
     def _log_impressions(self, request_id: str, visitor: Visitor, carousels: Sequence[Carousel],
-                         answers: Sequence[_Answer], route: Route, shows: Sequence[Shown | None]) -> None:
-        """One impression record per carousel shown (tagged with the visitor's experiment arm, if any; with each
-        product's propensity and the explored slot when the model ranked it), written by the next
-        :meth:`flush_impressions`."""
+                         answers: Sequence[_Answer], route: Route, shows: Sequence[Shown | None],
+                         context: PageContext) -> None:
+        """One impression record per carousel shown (tagged with the visitor's experiment arm, if any, and the
+        page's context; with each product's propensity and the explored slot when the model ranked it), written
+        by the next :meth:`flush_impressions`."""
         now = self._clock()
         records = [{"request_id": request_id, "timestamp": now, "customer_id": visitor.events_customer_id,
                     "touchpoint": carousel.name,
@@ -350,7 +368,8 @@ class ShopService:
                     "positions": list(range(1, len(carousel.products) + 1)),
                     "scores": [c.score if c.score is not None else math.nan for c in carousel.products],
                     "fallback": carousel.fallback, "experiment": route.experiment, "arm": route.arm_name,
-                    "propensities": _propensities(carousel, show), "explored_slot": show.explored_slot if show else None}
+                    "propensities": _propensities(carousel, show),
+                    "explored_slot": show.explored_slot if show else None, **context.logged}
                    for carousel, answer, show in zip(carousels, answers, shows, strict=True) if carousel.products]
         self._impressions.extend(records)
 

@@ -20,7 +20,7 @@ from fashionrec.config import OnlineConfig, ServingConfig
 from fashionrec.repository.experiments import arm_ensemble
 from fashionrec.serving import requests
 from fashionrec.serving.connection import GRPC_CHANNEL_ARGS
-from fashionrec.serving.requests import History
+from fashionrec.serving.requests import History, RequestContext
 
 REFUSED_STATUS = "StatusCode.INVALID_ARGUMENT"
 
@@ -63,9 +63,10 @@ class Touchpoints:
         return await self.ask(_model(self._serving.model_name, version),
                               requests.recommend_tensors(history, k, self._serving, **options))
 
-    async def rerank(self, history: History, product_ids: Sequence[str], version: int | None = None) -> Ranked:
+    async def rerank(self, history: History, product_ids: Sequence[str], version: int | None = None,
+                     context: RequestContext | None = None) -> Ranked:
         return await self.ask(_model(self._serving.rerank_model_name, version),
-                              requests.rerank_tensors(history, product_ids))
+                              requests.rerank_tensors(history, product_ids, context=context))
 
     async def similar(self, hero: str, history: History, k: int, version: int | None = None,
                       **options: object) -> Ranked:

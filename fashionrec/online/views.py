@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fashionrec.online.events import Rejection
+from fashionrec.serving.requests import RequestContext
 
 
 class NotFound(LookupError):
@@ -22,6 +23,15 @@ class BadInput(ValueError):
 
 class TooLarge(BadInput):
     """A request over one of the service's bounds (413): a body, or a batch of events."""
+
+
+class BadContext(BadInput):
+    """A page's context parameter the event API's rules refuse (422, as any bad query parameter): ``parameter``
+    names it, ``reason`` is ingest's code (``bad_device``, ``bad_local_time``, ...)."""
+
+    def __init__(self, parameter: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter, self.reason = parameter, reason
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,40 @@ class Visitor:
     def events_customer_id(self) -> str:
         """The customer id logged with the visitor's events (a session's is ``session:<id>``)."""
         return self.customer_id if self.customer_id is not None else f"session:{self.session_id}"
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """A page request's checked context; None where unknown (absent or blank). ``local_time`` is the text as
+    given (stripped), ``hour`` (0-23) and ``weekday`` (Monday 0 .. Sunday 6) its wall clock's."""
+
+    device: str | None = None
+    region: str | None = None
+    local_time: str | None = None
+    hour: int | None = None
+    weekday: int | None = None
+
+    @property
+    def known(self) -> bool:
+        return any(value is not None for value in (self.device, self.region, self.local_time))
+
+    @property
+    def request(self) -> RequestContext | None:
+        """What Triton's touchpoints take; None without any context, so such a page asks as it always did."""
+        return RequestContext(self.device, self.region, self.hour, self.weekday) if self.known else None
+
+    @property
+    def logged(self) -> dict[str, str | None]:
+        """The impression log's context columns."""
+        return {"device": self.device, "region": self.region, "local_time": self.local_time}
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The known values as query parameters: what links between pages carry on."""
+        return {name: value for name, value in self.logged.items() if value is not None}
+
+
+NO_CONTEXT = PageContext()
 
 
 @dataclass(frozen=True)
@@ -121,13 +165,23 @@ class Shop(Protocol):
     def example_customers(self, count: int) -> list[str]:
         """A few known customer ids, to pick from on the storefront's start page."""
 
-    async def homepage(self, visitor: Visitor) -> Homepage: ...
+    def devices(self) -> tuple[str, ...]:
+        """The devices a page's context may name (``ingest.devices``), to pick from on the start page."""
 
-    async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int) -> ProductList: ...
+    def context(self, device: str | None, region: str | None, local_time: str | None) -> PageContext:
+        """A page's context from its query parameters, checked with the event API's rules at the shop's clock
+        (:class:`BadContext` names a refused one)."""
 
-    async def search(self, visitor: Visitor, query: str, page: int, page_size: int) -> ProductList: ...
+    async def homepage(self, visitor: Visitor, context: PageContext = NO_CONTEXT) -> Homepage: ...
 
-    async def product_page(self, visitor: Visitor, product_id: str, alpha: float | None = None) -> ProductPage:
+    async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int,
+                            context: PageContext = NO_CONTEXT) -> ProductList: ...
+
+    async def search(self, visitor: Visitor, query: str, page: int, page_size: int,
+                     context: PageContext = NO_CONTEXT) -> ProductList: ...
+
+    async def product_page(self, visitor: Visitor, product_id: str, alpha: float | None = None,
+                           context: PageContext = NO_CONTEXT) -> ProductPage:
         """The product and similar items; ``alpha`` weighs the product in the blend (default: the published)."""
 
     async def post_events(self, visitor: Visitor | None, events: list[dict[str, object]]) -> EventReceipt:

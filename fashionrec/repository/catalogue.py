@@ -4,8 +4,8 @@
 with that version's content tower (:mod:`fashionrec.contract.content`, the very code and files its
 ``embed_products`` model runs in Triton), appends them to ``v``'s catalogue, adds them to the
 ``new_in`` candidate set, and publishes the result as the next version through the ordinary
-publisher (:func:`fashionrec.repository.publish.publish_model_repository`): same aggregation, other candidate
-sets, content tower and blessing as ``v``; the manifest entry records it as
+publisher (:func:`fashionrec.repository.publish.publish_model_repository`): same aggregation, context
+tables, other candidate sets, content tower and blessing as ``v``; the manifest entry records it as
 ``catalogue_update: {"base_version": v, ...}``. Given a server URL, the new version is loaded into the
 running Triton with explicit model control (the switch :mod:`fashionrec.repository.versions` makes
 without dropping requests), and ``model rollback`` returns to ``v``'s catalogue. The new products
@@ -50,6 +50,7 @@ from fashionrec.embeddings_file import write_embeddings
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.model.popularity import prior_from_events
 from fashionrec.contract import content, layout
+from fashionrec.contract.context import CONTEXT_FILE
 from fashionrec.repository.manifest import read_manifest
 from fashionrec.repository.served import ServedVersion, served_version
 
@@ -189,9 +190,9 @@ def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: Se
     """Recompute the served version's popularity prior from recent ``events`` (ingest's event columns,
     validated as ingest does; events of products outside the catalogue are dropped and counted) as of
     ``now`` (default: the latest event), and serve it as the next version: same embeddings, pooling,
-    candidate sets, content tower and blessing. Why: the prior is what is in demand *now*; retraining
-    weekly should not freeze it for a week. Raises ValueError (repository untouched) when nothing is
-    published or no event is usable.
+    context tables, candidate sets, content tower and blessing. Why: the prior is what is in demand
+    *now*; retraining weekly should not freeze it for a week. Raises ValueError (repository untouched)
+    when nothing is published or no event is usable.
     """
     base = _served(model_repository, serving)
     source = events if isinstance(events, str) else "events"
@@ -242,6 +243,8 @@ def _write_export(folder: Path, ids: list[str], embeddings: np.ndarray, prior: n
     """The files publish reads, as the export stage would write them, plus the base's blessing."""
     write_embeddings(str(folder / EMBEDDINGS_FILE), np.asarray(ids), embeddings, is_new, prior)
     base.aggregation.write(str(folder / layout.AGGREGATION_FILE))
+    if base.context is not None:
+        (folder / CONTEXT_FILE).write_text(json.dumps(base.context.to_json()), encoding="utf-8")
     (folder / BLESSING_FILE).write_text(json.dumps(base.entry["blessing"]), encoding="utf-8")
     if base.tower is not None:
         base.tower.save(folder)

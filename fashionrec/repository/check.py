@@ -3,8 +3,8 @@
 Why: Triton switches a pinned config to whatever folder it names. A truncated embeddings file, NaN
 rows, a row count that is not the id count or a candidate set naming unknown products would then
 take a touchpoint down (poll mode: every pod), or be served silently. The checks are the Triton
-models' own loaders (:mod:`fashionrec.contract.layout`, the content tower, the candidate sets'
-lookup), so a version that passes here loads there; what they refuse is named with its file.
+models' own loaders (:mod:`fashionrec.contract.layout`, the content tower, the context tables, the
+candidate sets' lookup), so a version that passes here loads there; what they refuse is named with its file.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fashionrec import storage
 from fashionrec.config import ServingConfig
-from fashionrec.contract import content, layout, ops, validation
+from fashionrec.contract import content, context, layout, ops, validation
 
 MODEL_FILE = "model.py"
 CONTRACT_MODULE = Path("fashionrec") / "contract" / "ops.py"  # present when the contract was copied
@@ -59,6 +59,7 @@ def _check_folder(folder: Path, model: str, serving: ServingConfig) -> tuple[int
         aggregation = layout.load_json(folder / layout.AGGREGATION_FILE)
         if aggregation.get("pooling") not in ops.POOLINGS:
             raise layout.CorruptVersion(f"{layout.AGGREGATION_FILE}: pooling must be one of {ops.POOLINGS}")
+        _check_context(folder, embeddings.shape[1])
     if model == serving.ranking_model_name:
         layout.load_prior(folder, len(ids))
         sets_file = folder / layout.CANDIDATE_SETS_FILE
@@ -66,3 +67,13 @@ def _check_folder(folder: Path, model: str, serving: ServingConfig) -> tuple[int
         for name, members in (layout.load_json(sets_file) if sets_file.exists() else {}).items():
             validation.known_rows(index, [str(p).encode("utf-8") for p in members], f"candidate set {name!r}")
     return embeddings.shape
+
+
+def _check_context(folder: Path, embedding_dim: int) -> None:
+    """The customer model's context tables, if any: they load and are as wide as the catalogue's embeddings
+    (customer_vector refuses the version otherwise)."""
+    tables = context.load(folder)
+    widths = {} if tables is None else {f: t.shape[1] for f, t in tables.tables.items() if t.shape[1] != embedding_dim}
+    if widths:
+        raise layout.CorruptVersion(f"{context.CONTEXT_FILE}: tables {widths} are not {embedding_dim} wide like the "
+                                    "catalogue's embeddings")

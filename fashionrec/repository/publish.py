@@ -6,6 +6,7 @@ Layout written (names from ServingConfig; every model gets the same version numb
     <repo>/customer_vector/config.pbtxt          rendered from triton_models/customer_vector, versions pinned
     <repo>/customer_vector/<v>/model.py          + product_embeddings.npy, product_ids.txt, aggregation.json
                                                    (history pooling), fashionrec/contract/ (the serving contract)
+                                                   and, when the export has them, the context tables (context.json)
     <repo>/rank_products/<v>/model.py            + the same catalogue files, candidate_sets.json
     <repo>/blend_hero/<v>/model.py               + the same catalogue files (`similar`'s hero blend)
     <repo>/embed_products/<v>/model.py           + fashionrec/contract/ and, when the export has one, the
@@ -52,7 +53,7 @@ from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.model.aggregation import Aggregation
 from fashionrec.embeddings_file import ExportedEmbeddings, read_exported
-from fashionrec.contract import content, layout, ops
+from fashionrec.contract import content, context, layout, ops
 from fashionrec.repository import versions
 from fashionrec.repository.manifest import (
     CLAIM_PREFIX,
@@ -271,14 +272,16 @@ def publish_model_repository(
     ``candidate_sets.json`` beside the embeddings, if any) become the named candidate restrictions,
     plus ``new_in`` (the products flagged is_new) unless given. The content tower beside the
     embeddings (``content_tower.npz`` + ``content_features.json``, if the export wrote them) goes to
-    ``embed_products``; its embedding size must be the catalogue's. ``server_url``: a running Triton with
-    explicit model control to load the new version into (steps first, then the ensembles).
-    Raises NotBlessedError (repository untouched) when the gate failed, ValueError on a bad catalogue,
-    aggregation or candidate set, or a version already used. ``metadata`` (JSON-serialisable, e.g.
-    metrics) is kept in the manifest. ``catalogue_update`` (from :mod:`fashionrec.repository.catalogue`:
-    base_version, added_product_ids, products, embeddings_path of the trained export) marks the version
-    as products added to ``base_version`` without retraining; its ``embeddings_path`` is recorded in
-    place of the (temporary) one given.
+    ``embed_products``; its embedding size must be the catalogue's, and so must the width of the
+    context tables beside the embeddings (``context.json``, if the export wrote it), which go to
+    ``customer_vector``. ``server_url``: a running Triton with explicit model control to load the new
+    version into (steps first, then the ensembles). Raises NotBlessedError (repository untouched) when
+    the gate failed, ValueError on a bad catalogue, aggregation, context tables or candidate set, or a
+    version already used. ``metadata`` (JSON-serialisable, e.g. metrics) is kept in the manifest.
+    ``catalogue_update`` (from :mod:`fashionrec.repository.catalogue`: base_version, added_product_ids,
+    products, embeddings_path of the trained export) marks the version as products added to
+    ``base_version`` without retraining; its ``embeddings_path`` is recorded in place of the (temporary)
+    one given.
     """
     if storage.is_gcs(str(model_repository)):
         return _publish_to_gcs(embeddings_path, blessing_path, str(model_repository), serving, version, metadata,
@@ -286,7 +289,8 @@ def publish_model_repository(
     blessing = read_blessing(blessing_path)
     catalogue = read_exported(embeddings_path)
     tower = read_content_tower(embeddings_path, catalogue.embeddings.shape[1])
-    extras = {"customer_vector": {layout.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2)},
+    extras = {"customer_vector": {layout.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2),
+                                  **read_context(embeddings_path, catalogue.embeddings.shape[1])},
               "rank_products": {layout.CANDIDATE_SETS_FILE: json.dumps(
                   resolve_candidate_sets(catalogue, embeddings_path, candidate_sets))}}
     templates = _local_path(templates_dir) if templates_dir else default_templates_dir()
@@ -324,6 +328,28 @@ def read_content_tower(embeddings_path: str, embedding_dim: int) -> content.Cont
         raise ValueError(f"the content tower beside {embeddings_path} gives {tower.dim}-d embeddings, "
                          f"the catalogue has {embedding_dim}")
     return tower
+
+
+def read_context(embeddings_path: str, embedding_dim: int) -> dict[str, str]:
+    """The export's ``context.json`` beside the embeddings as ``{file name: text}`` for the customer_vector
+    version folder (empty without one), checked as the model loads it: tables that load (row 0 zeros, one
+    row per value, finite) and as wide as the catalogue's embeddings (ValueError otherwise, before
+    anything is written). The text is copied as it is: the model reads the export's own file."""
+    uri = storage.join(os.path.dirname(str(embeddings_path)), context.CONTEXT_FILE)
+    if not storage.exists(uri):
+        return {}
+    with storage.open_input(uri) as stream:
+        raw = stream.read()
+    try:
+        text = raw.decode("utf-8")
+        tables = context.ContextTables.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON and Unicode errors are ValueErrors
+        raise ValueError(f"{uri}: not a context table file ({error})") from None
+    widths = {feature: table.shape[1] for feature, table in tables.tables.items() if table.shape[1] != embedding_dim}
+    if widths:
+        raise ValueError(f"{uri}: context tables {widths} must be {embedding_dim} wide, like the catalogue's "
+                         "embeddings")
+    return {context.CONTEXT_FILE: text}
 
 
 def read_aggregation(embeddings_path: str) -> dict[str, Any]:

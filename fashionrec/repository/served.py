@@ -15,6 +15,7 @@ import numpy as np
 from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.contract import content, layout
+from fashionrec.contract.context import CONTEXT_FILE, ContextTables
 from fashionrec.model.aggregation import Aggregation
 from fashionrec.repository.manifest import read_manifest, serving_version
 
@@ -22,7 +23,7 @@ from fashionrec.repository.manifest import read_manifest, serving_version
 @dataclass(frozen=True)
 class ServedVersion:
     """The served version: its catalogue (row i of ``embeddings`` is ``product_ids[i]``), popularity
-    prior, history pooling, candidate sets, content tower and manifest entry."""
+    prior, history pooling, candidate sets, content tower, context tables and manifest entry."""
 
     version: int
     product_ids: list[str]
@@ -32,6 +33,7 @@ class ServedVersion:
     candidate_sets: dict[str, list[str]] = field(default_factory=dict)
     tower: content.ContentTower | None = None  # None: published before embed_products existed
     entry: dict[str, Any] = field(default_factory=dict)  # its manifest entry (blessing, embeddings_path, ...)
+    context: ContextTables | None = None  # customer_vector's context.json; None: no context adjustment
 
 
 def served_version(model_repository: str, serving: ServingConfig, version: int | None = None) -> ServedVersion | None:
@@ -49,10 +51,22 @@ def served_version(model_repository: str, serving: ServingConfig, version: int |
         prior = layout.load_prior(Path(folder), len(ids))
         sets_file = Path(folder) / layout.CANDIDATE_SETS_FILE
         sets = layout.load_json(sets_file) if sets_file.exists() else {}
-    aggregation = Aggregation.read(storage.join(str(model_repository), serving.customer_model_name, str(version),
-                                                layout.AGGREGATION_FILE))
+    customer = storage.join(str(model_repository), serving.customer_model_name, str(version))
+    aggregation = Aggregation.read(storage.join(customer, layout.AGGREGATION_FILE))
     return ServedVersion(int(version), [pid.decode("utf-8") for pid in ids], embeddings, prior, aggregation, sets,
-                         tower, entry)
+                         tower, entry, _read_context(customer))
+
+
+def _read_context(customer_folder: str) -> ContextTables | None:
+    """A customer_vector version folder's context tables (local or gs://: only the file is read), if any;
+    CorruptVersion naming the file when it does not load (as the model would refuse it)."""
+    uri = storage.join(customer_folder, CONTEXT_FILE)
+    if not storage.exists(uri):
+        return None
+    try:
+        return ContextTables.from_json(storage.read_json(uri))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise layout.CorruptVersion(f"{uri}: not a context table file ({error})") from None
 
 
 @contextmanager

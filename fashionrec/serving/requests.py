@@ -2,7 +2,8 @@
 
 One place builds them, for every client of the running Triton: the typed client of the app
 (:mod:`fashionrec.app.client`, gRPC or HTTP, blocking) and the shop service's asynchronous gRPC client
-(:mod:`fashionrec.online.triton`). Each turns a :data:`Tensor` into its own ``InferInput``. The server
+(:mod:`fashionrec.online.triton`). Each turns a :data:`Tensor` into its own ``InferInput``. A request may
+carry its context (:class:`RequestContext`: device, region, local hour and weekday). The server
 validates what it is sent (k range, history length, ids, event types): the limits live in the published
 model configuration, so these builders check nothing.
 """
@@ -35,6 +36,22 @@ class History:
     timestamps: Sequence[int] | None = None
     weights: Sequence[float] | None = None
     request_time: int | None = None
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Where and when a customer asks, for a model with context tables (``fashionrec.contract.context``).
+
+    Every field is optional: None is not sent (the server treats it as unknown, as it does a device or
+    region the model never saw). ``hour`` is the customer's local hour (0-23), ``weekday`` the local day
+    (Monday 0 .. Sunday 6); the server refuses values past those ranges. A version published without
+    context tables takes the inputs and ignores them.
+    """
+
+    device: str | None = None
+    region: str | None = None
+    hour: int | None = None
+    weekday: int | None = None
 
 
 def as_history(history: History | Sequence[str]) -> History:
@@ -70,6 +87,20 @@ def history_tensors(history: History) -> list[Tensor]:
     return tensors
 
 
+def context_tensors(context: RequestContext | None) -> list[Tensor]:
+    """The CONTEXT_* inputs (one value each) of the context's known fields; none without a context."""
+    if context is None:
+        return []
+    tensors: list[Tensor] = []
+    for name, value in (("CONTEXT_DEVICE", context.device), ("CONTEXT_REGION", context.region)):
+        if value is not None:
+            tensors.append((name, text([value]), "BYTES"))
+    for name, value in (("CONTEXT_HOUR", context.hour), ("CONTEXT_WEEKDAY", context.weekday)):
+        if value is not None:
+            tensors.append((name, np.array([[value]], np.int32), "INT32"))
+    return tensors
+
+
 def top_k(k: int | None, serving: ServingConfig) -> list[Tensor]:
     value = serving.default_top_k if k is None else k
     return [("TOP_K", np.array([[value]], dtype=np.int32), "INT32")]
@@ -92,27 +123,33 @@ def candidate_tensors(candidates: Sequence[str] | None, candidate_set: str | Non
 def recommend_tensors(history: History, k: int | None, serving: ServingConfig, *,
                       candidates: Sequence[str] | None = None, candidate_set: str | None = None,
                       exclude: Sequence[str] | None = None, exclude_purchased: bool = False,
-                      exclude_seen: bool = False) -> list[Tensor]:
-    """``recommend``: top-k for a history, optionally among candidates, minus exclusions."""
-    tensors = history_tensors(history) + top_k(k, serving) + candidate_tensors(candidates, candidate_set)
+                      exclude_seen: bool = False, context: RequestContext | None = None) -> list[Tensor]:
+    """``recommend``: top-k for a history (moved by ``context``), optionally among candidates, minus exclusions."""
+    tensors = (history_tensors(history) + context_tensors(context) + top_k(k, serving)
+               + candidate_tensors(candidates, candidate_set))
     if exclude is not None:
         tensors.append(("EXCLUDE_PRODUCT_IDS", text(exclude), "BYTES"))
     return tensors + flag("EXCLUDE_PURCHASED", exclude_purchased) + flag("EXCLUDE_SEEN", exclude_seen)
 
 
-def rerank_tensors(history: History, product_ids: Sequence[str]) -> list[Tensor]:
-    """``rerank``: the given products ordered by relevance to the history."""
-    return history_tensors(history) + [("CANDIDATE_PRODUCT_IDS", text(product_ids), "BYTES")]
+def rerank_tensors(history: History, product_ids: Sequence[str], *,
+                   context: RequestContext | None = None) -> list[Tensor]:
+    """``rerank``: the given products ordered by relevance to the history (moved by ``context``)."""
+    return (history_tensors(history) + context_tensors(context)
+            + [("CANDIDATE_PRODUCT_IDS", text(product_ids), "BYTES")])
 
 
 def similar_tensors(hero: str, history: History, k: int | None, serving: ServingConfig, *,
                     alpha: float | None = None, candidates: Sequence[str] | None = None,
-                    candidate_set: str | None = None, exclude_seen: bool = False) -> list[Tensor]:
-    """``similar``: top-k for ``alpha * hero + (1 - alpha) * customer``; without a history (an anonymous
-    visitor) the hero is sent as the one-product history, so the blend is the hero's own vector."""
+                    candidate_set: str | None = None, exclude_seen: bool = False,
+                    context: RequestContext | None = None) -> list[Tensor]:
+    """``similar``: top-k for ``alpha * hero + (1 - alpha) * customer`` (the customer vector moved by
+    ``context``); without a history (an anonymous visitor) the hero is sent as the one-product history,
+    so the blend is the hero's own vector (moved by the context too)."""
     if not history.product_ids:
         history = History([hero])
-    tensors = history_tensors(history) + top_k(k, serving) + [("HERO_PRODUCT_ID", text([hero]), "BYTES")]
+    tensors = (history_tensors(history) + context_tensors(context) + top_k(k, serving)
+               + [("HERO_PRODUCT_ID", text([hero]), "BYTES")])
     if alpha is not None:
         tensors.append(("ALPHA", np.array([[alpha]], dtype=np.float32), "FP32"))
     return tensors + candidate_tensors(candidates, candidate_set) + flag("EXCLUDE_SEEN", exclude_seen)

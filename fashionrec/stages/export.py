@@ -15,6 +15,7 @@ import pandas as pd
 from fashionrec import artifacts
 from fashionrec import storage
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.contract.context import CONTEXT_FILE
 from fashionrec.config import EventWeights, ExportConfig
 from fashionrec.model.features import load_price_scaling
 from fashionrec.model.two_tower import ItemTower
@@ -62,6 +63,9 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
                                                                                                     product_ids))
     Aggregation.from_training(configs.train, event_weights, configs.transform.history_length).write(
         storage.join(output_dir, AGGREGATION_FILE))
+    context_tables = storage.join(model_dir, CONTEXT_FILE)
+    if storage.exists(context_tables):  # a context model: its tables go beside the embeddings, to serving
+        storage.write_json(storage.join(output_dir, CONTEXT_FILE), storage.read_json(context_tables))
     return ExportSummary(products=len(product_ids), new_products=int(is_new.sum()), dimension=embeddings.shape[1],
                          content_tower=tower_files is not None)
 

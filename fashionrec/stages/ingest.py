@@ -17,6 +17,10 @@ Canonical input schema (CSV or Parquet):
   ``local_time`` (the customer's wall-clock time, ISO 8601; it must lie a whole quarter-hour, give or
   take five minutes, within UTC-12..UTC+14 of ``timestamp``). Context columns that are present in the input are kept (blank:
   unknown); absent ones are not added.
+* ``examination`` (optional, in (0, 1]; blank: unknown): how likely the customer was to look at the
+  product where it was shown when the event happened, from its position and the examination curve
+  (``fashionrec shop training-data --debias`` writes it from the shop's log). Training with
+  ``train.position_debiasing=ips`` weighs the event as a target by its inverse.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ CATALOGUE_REQUIRED = ("product_id", "title", "category", "price")
 CATALOGUE_OPTIONAL = {"description": "", "colour": "unknown", "brand": "unknown", "launch_date": None}
 EVENTS_REQUIRED = ("customer_id", "product_id", "event_type", "timestamp")
 EVENT_CONTEXT = ("device", "channel", "region", "local_time")  # optional columns of events, in output order
+LOCAL_TIME = "local_time"
+EXAMINATION = "examination"  # optional: P(the product was looked at where it was shown), for debiased training
 UTC_OFFSET_RANGE_H = (-12.0, 14.0)  # the time zones in use
 OFFSET_STEP_MIN = 15  # every time zone's offset is a whole number of quarter-hours ...
 LOCAL_TIME_TOLERANCE_S = 300  # ... give or take this much: the client's clock, or a timestamp stamped on arrival
@@ -131,6 +137,7 @@ def validate_events(
         ("bad_weight", ~(weight > 0) | ~np.isfinite(weight.fillna(0))),
         ("unknown_product", ~frame["product_id"].isin(product_ids)),
         *_context_checks(frame, timestamp, config),
+        *_examination_checks(frame),
         ("duplicate_event", frame.duplicated(keep="first")),
     ]
     reasons = _first_failure(checks, len(frame))
@@ -148,7 +155,23 @@ def validate_events(
         if column in frame:
             values = _local_times(frame[column]) if column == "local_time" else _context_text(frame[column])
             events[column] = values[good]
+    if EXAMINATION in frame:
+        events[EXAMINATION] = _examinations(frame[EXAMINATION])[good].astype("float32")
     return events.reset_index(drop=True), _quarantine(raw, reasons, source)
+
+
+def _examination_checks(frame: pd.DataFrame) -> list[tuple[str, pd.Series]]:
+    """``bad_examination`` for a given value that is not a probability in (0, 1] (blank is unknown)."""
+    if EXAMINATION not in frame:
+        return []
+    given = _context_text(frame[EXAMINATION]).notna()
+    value = _examinations(frame[EXAMINATION])
+    return [("bad_examination", given & ~((value > 0) & (value <= 1)).fillna(False))]
+
+
+def _examinations(values: pd.Series) -> pd.Series:
+    """The examination column as floats; blank, missing and unparseable values are NaN."""
+    return pd.to_numeric(_context_text(values), errors="coerce").astype("float64")
 
 
 def _context_checks(frame: pd.DataFrame, timestamp: pd.Series, config: IngestConfig) -> list[tuple[str, pd.Series]]:
@@ -160,17 +183,67 @@ def _context_checks(frame: pd.DataFrame, timestamp: pd.Series, config: IngestCon
             checks.append((f"bad_{column}", given.notna() & ~given.isin(allowed)))
     if "region" in frame:
         region = _context_text(frame["region"])
-        printable = region.map(lambda text: text.isprintable() if isinstance(text, str) else True)
-        checks.append(("bad_region", region.notna() & ((region.str.len() > config.max_region_length) | ~printable)))
+        valid = region.map(lambda text: region_valid(text, config) if isinstance(text, str) else True)
+        checks.append(("bad_region", region.notna() & ~valid.astype(bool)))
     if "local_time" in frame:
         given = _context_text(frame["local_time"]).notna()
         offset_s = (_local_times(frame["local_time"]) - timestamp.dt.tz_localize(None)).dt.total_seconds()
-        low, high = UTC_OFFSET_RANGE_H
-        step = OFFSET_STEP_MIN * 60
-        whole = (offset_s - (offset_s / step).round() * step).abs() <= LOCAL_TIME_TOLERANCE_S
-        plausible = (offset_s / 3600).between(low - TOLERANCE_H, high + TOLERANCE_H) & whole
-        checks.append(("bad_local_time", given & timestamp.notna() & ~plausible.fillna(False)))
+        plausible = pd.Series(plausible_offsets(offset_s.to_numpy(np.float64)), index=frame.index)
+        checks.append(("bad_local_time", given & timestamp.notna() & ~plausible))
     return checks
+
+
+def region_valid(region: str, config: IngestConfig) -> bool:
+    """A region code or name: printable, at most ``ingest.max_region_length`` characters."""
+    return len(region) <= config.max_region_length and region.isprintable()
+
+
+def plausible_offsets(offset_s: np.ndarray) -> np.ndarray:
+    """Whether each wall-clock minus UTC offset (seconds; NaN: unparseable) is a time zone's: a whole number of
+    quarter-hours, give or take ``LOCAL_TIME_TOLERANCE_S``, within ``UTC_OFFSET_RANGE_H``."""
+    low, high = UTC_OFFSET_RANGE_H
+    step = OFFSET_STEP_MIN * 60
+    with np.errstate(invalid="ignore"):
+        whole = np.abs(offset_s - np.round(offset_s / step) * step) <= LOCAL_TIME_TOLERANCE_S
+        hours = offset_s / 3600
+        return whole & (hours >= low - TOLERANCE_H) & (hours <= high + TOLERANCE_H)
+
+
+def context_reasons(context: dict[str, object], now: pd.Timestamp, config: IngestConfig) -> dict[str, str]:
+    """Ingest's verdict on one event's context values at UTC time ``now``, cheaply (no frame): the reason code
+    of each refused value (the same rules as :func:`validate_events`; blank and None are unknown)."""
+    reasons = {}
+    for name in ("device", "channel", "region", LOCAL_TIME):
+        text = _context_value(context.get(name))
+        if text is None:
+            continue
+        if REPLACEMENT_CHARACTER in text:
+            reasons[name] = "bad_encoding"
+        elif name in ("device", "channel"):
+            if text not in (config.devices if name == "device" else config.channels):
+                reasons[name] = f"bad_{name}"
+        elif name == "region":
+            if not region_valid(text, config):
+                reasons[name] = "bad_region"
+        elif not _plausible_local_time(text, now):
+            reasons[name] = "bad_local_time"
+    return reasons
+
+
+def _plausible_local_time(text: str, now: pd.Timestamp) -> bool:
+    wall_clock = local_wall_clock(text)
+    if wall_clock is None:
+        return False
+    offset_s = (wall_clock - now.tz_convert("UTC").tz_localize(None)).total_seconds()
+    return bool(plausible_offsets(np.array([offset_s]))[0])
+
+
+def _context_value(value: object) -> str | None:
+    """One context value as ingest reads it: stripped text, blank and None as None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
 
 
 def _context_text(values: pd.Series) -> pd.Series:
@@ -181,11 +254,12 @@ def _context_text(values: pd.Series) -> pd.Series:
 
 def _local_times(values: pd.Series) -> pd.Series:
     """Wall-clock times (naive): a value with an offset is read at that offset; unparseable ones are NaT."""
-    parsed = [_wall_clock(text) for text in _context_text(values)]
+    parsed = [local_wall_clock(text) for text in _context_text(values)]
     return pd.Series(pd.to_datetime(parsed), index=values.index)
 
 
-def _wall_clock(text: object) -> pd.Timestamp | None:
+def local_wall_clock(text: object) -> pd.Timestamp | None:
+    """A local time as its naive wall clock (read at its offset, if it has one); None when unparseable."""
     if not isinstance(text, str):
         return None
     try:

@@ -14,6 +14,8 @@ from fashionrec import storage
 from fashionrec.config import TrainConfig, TransformConfig
 from fashionrec.model.features import CatalogueFeatures, load_catalogue_features, train_dataset
 from fashionrec.model.two_tower import ItemTower, TwoTowerModel
+from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE
+from fashionrec.stages.context import ContextVocabulary, chosen
 
 
 
@@ -43,7 +45,8 @@ class _EpochTimer(tf_keras.callbacks.Callback):
 
 
 def train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_config: TransformConfig) -> TrainSummary:
-    """Fit the model and write its item tower checkpoint plus the config that rebuilds it (local or gs://)."""
+    """Fit the model and write its item tower checkpoint plus the config that rebuilds it (local or gs://),
+    and, for a model with context features, its learned context tables (``context.json``)."""
     with storage.local_copy(transformed_dir) as local_in, storage.local_output(model_dir) as local_out:
         return _train(local_in, local_out, config, transform_config)
 
@@ -53,7 +56,10 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     catalogue = _catalogue(transformed_dir, transform_config)
     counts = target_counts(transformed_dir, catalogue.num_rows)
     probability = (counts + 1.0) / (counts.sum() + len(counts))  # in-batch sampling probability, for logQ
-    model = TwoTowerModel(catalogue, config, probability, counts)
+    vocabulary = ContextVocabulary.read(transformed_dir)
+    features = chosen(vocabulary, config.context_features)
+    model = TwoTowerModel(catalogue, config, probability, counts,
+                          {f: CLOCK_SIZES.get(f) or len(vocabulary.values[f]) for f in features})
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
     dataset = train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed)
     started = time.perf_counter()
@@ -62,6 +68,8 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     seconds = time.perf_counter() - started
     examples = int(counts.sum())
     tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, artifacts.CHECKPOINT_PREFIX))
+    if model.context is not None:
+        storage.write_json(storage.join(model_dir, CONTEXT_FILE), model.context.tables_for_serving(vocabulary.values).to_json())
     storage.write_json(storage.join(model_dir, artifacts.TRAIN_CONFIG_FILE), {"train": asdict(config), "transform": asdict(transform_config)})
     trained = examples * config.epochs
     return TrainSummary(

@@ -26,6 +26,7 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from fashionrec import artifacts
@@ -33,8 +34,12 @@ from fashionrec import progress
 from fashionrec import storage
 from fashionrec.config import TransformConfig
 from fashionrec.contract import ops  # the ages-in-days contract shared with serving
+from fashionrec.contract.context import FEATURES as CONTEXT_FEATURES, value_rows
+from fashionrec.stages import context
 
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
+EXAMINATION = "examination"  # ingest's optional column: P(looked at) where the event's product was shown
+EXAMPLE_SOURCE_COLUMNS = ("customer_id", "product_idx", "weight", "seconds", EXAMINATION)
 NUM_SHARDS = 64
 LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner", "PrismRunner")
 
@@ -242,6 +247,11 @@ def _build_examples(
     train_source = storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE)
     holdout_source = storage.join(ingested_dir, artifacts.HOLDOUT_EVENTS_FILE)
     columns = ["customer_id", "product_id", "weight", "timestamp"]
+    if EXAMINATION in _parquet_columns(train_source):
+        columns.append(EXAMINATION)
+    columns += context.present_columns(train_source)
+    vocabulary = context.build_vocabulary(train_source, config.max_context_values)
+    vocabulary.write(output_dir)
     with beam.Pipeline(options=pipeline_options(config)) as pipeline:
         product_index = pipeline | "Vocabulary" >> beam.Create([index])
         train = (
@@ -256,7 +266,8 @@ def _build_examples(
         )
         grouped = (train, holdout) | beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
         examples = grouped | "MakeExamples" >> beam.FlatMap(
-            _shard_examples, config.history_length, config.target_horizon_events, _split_seconds(ingested_dir))
+            _shard_examples, config.history_length, config.target_horizon_events, _split_seconds(ingested_dir),
+            vocabulary)
         for kind, directory in (("train", artifacts.TRAIN_EXAMPLES_DIR), ("eval", artifacts.EVAL_EXAMPLES_DIR)):
             _ = (
                 examples
@@ -275,9 +286,17 @@ def _shard_by_customer(
     oov = len(index)
     frame["product_idx"] = frame["product_id"].map(index).fillna(oov).astype("int64")
     frame["seconds"] = epoch_seconds(frame["timestamp"])
+    if EXAMINATION not in frame:
+        frame[EXAMINATION] = np.nan  # unknown: the event weighs as a target like any other
+    frame[list(CONTEXT_FEATURES)] = context.event_values(frame)
     shard = frame["customer_id"].map(lambda c: zlib.crc32(c.encode()) % NUM_SHARDS)
     for key, part in frame.groupby(shard, sort=False):
-        yield int(key), (split, part[["customer_id", "product_idx", "weight", "seconds"]])
+        yield int(key), (split, part[[*EXAMPLE_SOURCE_COLUMNS, *CONTEXT_FEATURES]])
+
+
+def _parquet_columns(uri: str) -> list[str]:
+    with storage.open_input(uri) as stream:
+        return pq.read_schema(stream).names
 
 
 def _split_seconds(ingested_dir: str) -> int:
@@ -293,7 +312,7 @@ def epoch_seconds(timestamps: pd.Series) -> pd.Series:
 
 def _shard_examples(
     element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], history_length: int, target_horizon: int,
-    split_seconds: int,
+    split_seconds: int, vocabulary: context.ContextVocabulary,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
     """All events of a shard's customers → train examples and eval examples."""
     _, parts = element
@@ -301,26 +320,32 @@ def _shard_examples(
     train = _concat([p for s, p in parts if s == "train"])
     holdout = _concat([p for s, p in parts if s == "holdout"])
     train = train.sort_values(["customer_id", "seconds"], kind="stable")
-    yield "train", next_item_examples(train, history_length, target_horizon)
+    holdout = holdout.sort_values(["customer_id", "seconds"], kind="stable")
+    yield "train", next_item_examples(train, history_length, target_horizon, vocabulary)
     yield "eval", holdout_examples(train, holdout, split_seconds)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
-        return pd.DataFrame({"customer_id": [], "product_idx": [], "weight": [], "seconds": []}).astype(
-            {"product_idx": "int64", "weight": "float32", "seconds": "int64"}
+        return pd.DataFrame({name: [] for name in (*EXAMPLE_SOURCE_COLUMNS, *CONTEXT_FEATURES)}).astype(
+            {"product_idx": "int64", "weight": "float32", "seconds": "int64", EXAMINATION: "float32",
+             **context.feature_dtypes()}
         )
     return pd.concat(frames, ignore_index=True)
 
 
-def next_item_examples(train: pd.DataFrame, history_length: int, target_horizon: int = 1) -> pa.RecordBatch:
+def next_item_examples(train: pd.DataFrame, history_length: int, target_horizon: int = 1,
+                       vocabulary: context.ContextVocabulary | None = None) -> pa.RecordBatch:
     """For each customer event after the first: up to ``history_length`` earlier events → this product.
 
     With ``target_horizon`` 1 the history is the events just before the target. With H > 1 the history
     ends 0 to H - 1 events (drawn at random, at least one event kept) before the target, so the model
     learns to predict the customer's next H events, not only the next one: what a holdout period asks.
     The draw is seeded by the shard's own events, so a rerun writes the same examples.
-    Each history event carries its age in days at the target event's time (recency pooling).
+    Each history event carries its age in days at the target event's time (recency pooling), and each
+    example its target event's ``examination`` (1 where unknown or absent), which position-debiased
+    training divides by, and, with a ``vocabulary``, its target event's context as table rows
+    (``target_device``, ``target_region``, ``target_hour``, ``target_weekday``; 0: unknown).
     ``train`` must be sorted by customer then time. Vectorised: each history is a slice of the sorted
     event arrays, gathered with one index array.
     """
@@ -334,16 +359,36 @@ def next_item_examples(train: pd.DataFrame, history_length: int, target_horizon:
     stops = _history_stops(targets, customer_start[targets], target_horizon, seconds)
     starts = np.maximum(customer_start[targets], stops - history_length)
     gather, offsets = _ranges(starts, stops)
+    columns = {f"target_{f}": _one_element_lists(pa.array(rows)) for f, rows in
+               _context_rows(train, targets, vocabulary).items()}
     return pa.RecordBatch.from_pydict(
         {
+            **columns,
             "customer_id": _one_element_lists(pa.array(customers[targets].astype(str), type=pa.binary())),
             "history_idx": pa.ListArray.from_arrays(offsets, pa.array(products[gather])),
             "history_weight": pa.ListArray.from_arrays(offsets, pa.array(weights[gather])),
             "history_age_days": pa.ListArray.from_arrays(
                 offsets, pa.array(_days(np.repeat(seconds[targets], np.diff(offsets.to_numpy())) - seconds[gather]))),
             "target_idx": _one_element_lists(pa.array(products[targets])),
+            "target_examination": _one_element_lists(pa.array(_examinations(train)[targets])),
         }
     )
+
+
+def _context_rows(train: pd.DataFrame, targets: np.ndarray, vocabulary: context.ContextVocabulary | None,
+                  ) -> dict[str, np.ndarray]:
+    """Each target event's context table row per feature (the serving contract's mapping); none without a
+    vocabulary or context columns."""
+    if vocabulary is None or not set(CONTEXT_FEATURES) <= set(train.columns):
+        return {}
+    return {f: value_rows(f, train[f].to_numpy()[targets], vocabulary.values.get(f, ())) for f in CONTEXT_FEATURES}
+
+
+def _examinations(train: pd.DataFrame) -> np.ndarray:
+    """Each event's examination probability as float32, 1 where unknown (blank) or not given at all."""
+    if EXAMINATION not in train:
+        return np.ones(len(train), np.float32)
+    return train[EXAMINATION].fillna(1.0).to_numpy(dtype=np.float32)
 
 
 def _history_stops(targets: np.ndarray, customer_starts: np.ndarray, horizon: int, seconds: np.ndarray) -> np.ndarray:
@@ -363,10 +408,13 @@ def holdout_examples(train: pd.DataFrame, holdout: pd.DataFrame, split_seconds: 
     The whole history, not the model's window: under the standard protocol every product a customer
     interacted with in training is excluded from every system's ranking, and the baselines are given
     every event. The model pools only the last ``history_length`` of them (``Aggregation.window``).
+    With context columns, each customer's ``context_*`` is that of their first holdout event (``holdout``
+    sorted by customer, then time): the context a request would carry when they come back.
     """
     history = dict(tuple(train.groupby("customer_id", sort=False)))
     empty = train.iloc[:0]
     ids, past_idx, past_weight, past_age, targets = [], [], [], [], []
+    first = holdout.drop_duplicates("customer_id") if set(CONTEXT_FEATURES) <= set(holdout.columns) else None
     for customer, events in holdout.groupby("customer_id", sort=False):
         past = history.get(customer, empty)
         ids.append(customer)
@@ -381,8 +429,19 @@ def holdout_examples(train: pd.DataFrame, holdout: pd.DataFrame, split_seconds: 
             "history_weight": _list_array(past_weight, pa.float32()),
             "history_age_days": _list_array(past_age, pa.float32()),
             "target_idxs": _list_array(targets, pa.int64()),
+            **_first_context(first, ids),
         }
     )
+
+
+def _first_context(first: pd.DataFrame | None, customers: list[str]) -> dict[str, pa.Array]:
+    """``context_<feature>`` of each customer's first holdout event, in ``customers`` order (none without)."""
+    if first is None:
+        return {}
+    values = first.set_index("customer_id").loc[customers]
+    return {f"context_{f}": _one_element_lists(pa.array(values[f].to_numpy(), type=pa.binary() if f in
+                                                         context.TEXT_FEATURES else pa.int64()))
+            for f in CONTEXT_FEATURES}
 
 
 def _days(seconds: np.ndarray) -> np.ndarray:

@@ -1,15 +1,18 @@
 """The whole loop at a small size, every part real: the pipeline trains and publishes a model; an A/B test
 against a shuffled copy of it runs through a real Triton and the real shop service with simulated customers;
-the report finds the trained model better; the pipeline retrains on the shop's event log; the new version
-goes into an experiment against the old one."""
+the report finds the trained model better; the pipeline retrains on the shop's event log, position-debiased by
+the curve from the control arm's exploration; the new version goes into an experiment against the old one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, report_of, resalted, training_data
+from fashionrec import artifacts
+from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, report_of, resalted
+from fashionrec.app.training_data import training_data
 from fashionrec.app.runner import run_local
 from fashionrec.config import SimulationConfig, dataset_config
 from fashionrec.evaluation.experiment_report import read_experiment_log
@@ -25,12 +28,15 @@ TRAFFIC = SimulationConfig(days=2, visitors_per_day=150, concurrency=4, seed=11)
 LENIENT_GATE = {"evaluate.min_gate_metric": 0.0, "evaluate.min_lift_over_baseline": -1.0,
                 "evaluate.allowed_change": -1.0, "evaluate.equal_within_noise": "bless"}
 AA_SALTS = 40
+EXPLORATION = 0.5  # of the control arm's carousels: the retrain's examination curve comes from them
+# The log is the newest 2.5 % of the retrain's events: a 1 % holdout leaves most of it for training.
+DEBIASED = {"train.position_debiasing": "ips", "ingest.holdout_fraction": 0.01}
 
 
-def ab(name: str, control: int, treatment: int) -> Experiment:
+def ab(name: str, control: int, treatment: int, control_exploration: float = 0.0) -> Experiment:
     return Experiment.from_dict({"name": name, "salt": name, "arms": [
-        {"name": "control", "version": control, "share": 0.5}, {"name": "treatment", "version": treatment,
-                                                                "share": 0.5}]})
+        {"name": "control", "version": control, "share": 0.5, "exploration_share": control_exploration},
+        {"name": "treatment", "version": treatment, "share": 0.5}]})
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +49,7 @@ def test_the_loop_finds_the_trained_model_better_then_retrains_on_the_log_and_te
     shuffled = publish_shuffled(trained.model_repository, CONFIG.serving)
     assert shuffled == 2 and read_manifest(trained.model_repository)["serving_version"] == 1
     with ShopLab(trained, CONFIG, tmp_path / "lab", echo=lambda line: None) as lab:
-        first = lab.run(ab("trained-vs-shuffled", 1, shuffled), TRAFFIC)
+        first = lab.run(ab("trained-vs-shuffled", 1, shuffled, control_exploration=EXPLORATION), TRAFFIC)
         report = first.report
         assert first.summary.errors == {} and first.summary.fallbacks == 0
         assert not report.sample_ratio.detected
@@ -56,9 +62,14 @@ def test_the_loop_finds_the_trained_model_better_then_retrains_on_the_log_and_te
         equal = sum(r.verdict == "equal within noise" for r in same)
         assert equal >= AA_SALTS - 4, [r.verdict for r in same]  # P(fewer) < 5 % at a 95 % interval's 5 % error
 
-        data = training_data(first.log_dir, trained.history, tmp_path / "retrain")
-        retrained = run_local(str(tmp_path / "pipeline"), CONFIG.with_overrides(LENIENT_GATE),
-                              model_repository=trained.model_repository, dataset="canonical", data_dir=data)
+        data = training_data(first.log_dir, tmp_path / "retrain", history=trained.history,
+                             debias_window_s=CONFIG.experiment.attribution_window_s)
+        assert data.curve[1] == 1.0 and 0 < data.examined_events <= data.log_events, data
+        retrained = run_local(str(tmp_path / "pipeline"), CONFIG.with_overrides({**LENIENT_GATE, **DEBIASED}),
+                              model_repository=trained.model_repository, dataset="canonical", data_dir=data.folder)
+        ingested = pd.read_parquet(retrained.artifact("ingest-data", "ingested") / artifacts.TRAIN_EVENTS_FILE)
+        known = ingested["examination"].dropna()  # the seed history's events were shown nowhere: unknown
+        assert len(known) > 0 and known.between(0, 1, inclusive="right").all()
         assert retrained.model_repository == Path(trained.model_repository)
         new = read_manifest(trained.model_repository)["latest_version"]
         assert new == 3

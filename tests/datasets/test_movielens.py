@@ -33,6 +33,8 @@ def test_ratings_map_to_event_types_on_real_rows(ml100k):
         ["186", "302", "save_for_later", "891717742"],
         ["22", "377", "click", "878887116"],
     ]
+    # 881250949 s after the epoch is 1997-12-04 15:55:49 UTC: the only wall clock MovieLens has
+    assert first["local_time"].iloc[0] == "1997-12-04T15:55:49+00:00"
     toy_story = catalogue.set_index("product_id").loc["1"]
     assert (toy_story["title"], toy_story["category"], toy_story["brand"]) == ("Toy Story", "Animation", "1990s")
     assert "Comedy" in toy_story["description"]

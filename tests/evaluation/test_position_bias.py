@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionrec.evaluation.position_bias import examination_curve, explored_products
+from fashionrec.evaluation.position_bias import (MIN_EXAMINATION, SlotEstimate, event_examination, examination_at,
+                                                 examination_curve, explored_products, fitted_curve)
 
 T0 = 1_796_000_000.0
 Z95 = 1.959963984540054
@@ -62,7 +63,36 @@ def test_a_known_curve_is_recovered_from_randomised_slots() -> None:
         assert estimate.examination == pytest.approx(true, rel=0.10), estimate
     # the intervals share slot 1's noise, so they miss together or not at all; most must hold the truth
     assert sum(e.low <= true <= e.high for e, true in zip(curve[1:], truth[1:], strict=True)) >= 7
+    fitted = fitted_curve(curve)
+    assert list(fitted) == list(range(1, 11)) and all(a >= b for a, b in zip(fitted.values(), list(fitted.values())[1:]))
+    for slot, true in zip(fitted, truth, strict=True):
+        assert fitted[slot] == pytest.approx(true, rel=0.10), slot
 
 
 def test_no_exploration_no_curve() -> None:
     assert examination_curve(CLICKS, SHOWN[SHOWN["explored_slot"].isna()], window_s=60.0) == []
+
+
+def test_the_fitted_curve_pools_slots_that_rise_by_hand() -> None:
+    """Rates 1/4, 2/4, 0/2: slots 1 and 2 violate "non-increasing", so they pool to 3/8 each; slot 3 stays 0."""
+    estimates = [SlotEstimate(1, 4, 1, 1.0, 1.0, 1.0), SlotEstimate(2, 4, 2, 2.0, 0.5, 8.0),
+                 SlotEstimate(3, 2, 0, 0.0, 0.0, math.nan)]
+    assert fitted_curve(estimates) == {1: 1.0, 2: 1.0, 3: 0.0}
+    assert fitted_curve([SlotEstimate(1, 4, 0, math.nan, math.nan, math.nan)]) == {}
+
+
+def test_the_curve_between_before_and_beyond_its_slots() -> None:
+    np.testing.assert_allclose(examination_at({1: 1.0, 3: 0.5}, np.array([1, 2, 3, 7])), [1.0, 0.75, 0.5, 0.5])
+    np.testing.assert_allclose(examination_at({2: 1.0, 4: 0.5}, np.array([1, 3])), [1.0, 0.75])
+
+
+def test_each_event_gets_the_examination_of_where_its_product_was_shown() -> None:
+    shown = impressions([("r1", "a", "XBC", None), ("r2", "b", "CXB", None)]).assign(
+        positions=[[1, 2, 3], [1, 2, 3]])
+    events = pd.concat([clicks([("a", "B", "r1"), ("b", "B", None), ("a", "Z", None)]),
+                        clicks([("b", "C", "r2")]).assign(event_type="purchase")], ignore_index=True)
+    curve = {1: 1.0, 2: 0.6, 3: 0.0}
+    examination = event_examination(events, shown, curve, window_s=60.0)
+    # B at slot 2 of r1; B at slot 3 of r2 (found by the window), floored; Z never shown; C at slot 1 of r2
+    np.testing.assert_allclose(examination.to_numpy(), [0.6, MIN_EXAMINATION, np.nan, 1.0])
+    assert event_examination(events, shown, {}, window_s=60.0).isna().all()

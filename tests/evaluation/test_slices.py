@@ -38,3 +38,18 @@ def test_category_and_popularity_slices():
     assert [t.tolist() for t in slices["category:coat"].targets] == [[8], [9]]
     assert slices["popularity:head"].customers.tolist() == [1]  # product 9 alone is in the top 10 %
     assert [t.tolist() for t in slices["popularity:tail"].targets] == [[1], [2]]
+
+
+def test_context_slices_group_customers_by_their_first_holdout_events_context():
+    from dataclasses import replace
+
+    from fashionrec.evaluation.slices import context_slices
+
+    examples = replace(EXAMPLES, context={"device": np.array(["mobile", "", "mobile"], object),
+                                          "region": np.array(["GB", "SE", ""], object),
+                                          "hour": np.array([20, 7, -1]), "weekday": np.array([5, 0, -1])})
+    found = {s.name: s.customers.tolist() for s in context_slices(examples)}
+    # unknown values ("" and -1) make no slice; empty dayparts are left out
+    assert found == {"device:mobile": [0, 2], "region:GB": [0], "region:SE": [1], "daypart:morning": [1],
+                     "daypart:evening": [0]}
+    assert context_slices(EXAMPLES) == []  # a holdout without context

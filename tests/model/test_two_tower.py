@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from fashionrec.config import ConfigError, TrainConfig
 from fashionrec.model.features import PAD, CatalogueFeatures
-from fashionrec.model.two_tower import AttentionPooling, ItemTower, TwoTowerModel, customer_vectors, pooling_weights
+from fashionrec.model.two_tower import (AttentionPooling, ItemTower, TwoTowerModel, customer_vectors,
+                                        inverse_examination, pooling_weights)
 from fashionrec.contract import ops
 
 
@@ -104,6 +105,34 @@ def test_loss_embeds_histories_and_candidates_as_the_towers_do_separately():
     expected = model.task(customers, candidates, candidate_sampling_probability=tf.fill([3], 0.2),
                           candidate_ids=features["target_idx"]).numpy()
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_inverse_examination_weights_are_clipped_inverses():
+    weights = inverse_examination(tf.constant([1.0, 0.5, 0.25, 0.08, 0.0]), max_weight=10.0).numpy()
+    np.testing.assert_allclose(weights, [1.0, 2.0, 4.0, 10.0, 10.0], rtol=1e-6)  # 1/0.08 = 12.5 -> 10
+
+
+def _softmax_losses(customers: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Each example's in-batch softmax cross-entropy, its own target on the diagonal (hand-written)."""
+    logits = customers @ candidates.T
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return -(np.diag(shifted) - np.log(np.exp(shifted).sum(axis=1)))
+
+
+@pytest.mark.parametrize("debiasing, expected_weights", [("ips", [1.0, 2.0, 4.0]), ("off", [1.0, 1.0, 1.0])])
+def test_ips_training_weighs_each_example_by_its_targets_inverse_examination(debiasing, expected_weights):
+    config = TrainConfig(embedding_dim=8, logq_correction=False, position_debiasing=debiasing)
+    model = TwoTowerModel(_catalogue(), config, np.full(5, 0.2), EVENTS)
+    features = {
+        "history_idx": tf.constant([[0, 1], [2, PAD], [3, 0]], tf.int64),
+        "history_weight": tf.constant([[1.0, 2.0], [1.0, 0.0], [3.0, 1.0]]),
+        "target_idx": tf.constant([2, 3, 1], tf.int64),
+        "target_examination": tf.constant([1.0, 0.5, 0.25]),  # shown at slots looked at 100 %, 50 %, 25 %
+    }
+    loss = float(model.compute_loss(features).numpy())
+    per_example = _softmax_losses(model.embed_history(features).numpy(),
+                                  model.item_tower(features["target_idx"]).numpy())
+    np.testing.assert_allclose(loss, float(np.dot(expected_weights, per_example)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("logq", [True, False])

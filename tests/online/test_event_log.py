@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -112,6 +113,26 @@ def test_impressions_round_trip_with_null_model_version_and_nan_scores(dirs):
     assert rows[0]["product_ids"] == ["P1", "P2"] and rows[0]["positions"] == [0, 1]
     assert rows[0]["scores"][0] == 0.5 and math.isnan(rows[0]["scores"][1])
     assert rows[1]["fallback"] is True and rows[1]["scores"] == []
+
+
+def test_impressions_carry_the_pages_context_and_older_logs_read_as_without(dirs):
+    """A page's context is logged with its impressions; a record without it (journalled by an older version)
+    and a part written before the columns existed read as null beside the new ones."""
+    log_dir, journal_dir = dirs
+    shown = {"request_id": "r1", "timestamp": JAN_1 + 5.0, "customer_id": "C1", "touchpoint": "for_you",
+             "model_version": 3, "product_ids": ["P1"], "positions": [1], "scores": [0.5], "fallback": False}
+    context = {"device": "mobile", "region": "GB-LND", "local_time": "2026-01-01T01:00:05+01:00"}
+    columns = list(context)
+    older = pa.schema([field for field in SCHEMAS[IMPRESSIONS] if field.name not in columns])
+    old_part = Path(log_dir) / IMPRESSIONS / "date=2025-12-31" / "part-20251231T000000000000Z-old.parquet"
+    old_part.parent.mkdir(parents=True)
+    yesterday = pd.Timestamp(JAN_1 - DAY, unit="s", tz="UTC")
+    pq.write_table(pa.Table.from_pylist([{**shown, "request_id": "r0", "timestamp": yesterday}], schema=older), old_part)
+    with EventLog(log_dir, journal_dir, roll_records=100, roll_seconds=60.0) as log:
+        log.append(IMPRESSIONS, [{**shown, **context}, {**shown, "request_id": "r2"}])
+    frame = storage.read_table(storage.join(log_dir, IMPRESSIONS)).set_index("request_id")
+    assert frame.loc["r1", columns].tolist() == list(context.values())
+    assert frame.loc[["r0", "r2"], columns].isna().all().all()
 
 
 def test_bad_records_are_refused_before_anything_is_journalled(dirs):

@@ -136,6 +136,48 @@ def test_a_shop_with_context_sends_it_and_its_customers_choose_by_it():
     assert GroundTruth.generate(SHOP_SIZE).context(7, rng, now) is None  # no context shop, no context
 
 
+def _page_queries(shop: ShopConfig) -> list[dict[str, str]]:
+    """The query of every page request one simulated day of ``shop`` sends to a stand-in service (httpx's
+    MockTransport, recording what the simulator's own client sends) whose every page shows the same three products."""
+    truth = GroundTruth.generate(shop)
+    sizes = [{"name": name, "products": count} for name, count in truth.category_sizes().items()]
+    cards = [{"product_id": pid, "price": 10.0} for pid in truth.shop.catalogue["product_id"].iloc[:3]]
+    queries: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/categories":
+            return httpx.Response(200, json={"categories": sizes})
+        if path == "/v1/events":
+            return httpx.Response(200, json={"accepted": len(json.loads(request.content)["events"]), "rejected": []})
+        queries.append(dict(request.url.params))
+        page = {"request_id": "r1", "carousels": [{"products": cards}], "products": cards,
+                "similar": {"products": cards}}
+        return httpx.Response(200, json=page)
+
+    simulation = SimulationConfig(days=1, visitors_per_day=4, click_threshold=-10.0, category_page_share=1.0,
+                                  search_share=1.0, concurrency=1)
+    asyncio.run(simulate("http://shop", shop, simulation, echo=lambda line: None,
+                         transport=httpx.MockTransport(answer)))
+    return queries
+
+
+def test_page_requests_carry_the_visits_context_in_a_shop_with_context_and_none_otherwise():
+    from fashionrec.datasets.synthetic import DEVICES, REGIONS
+
+    started = time.time()
+    with_context = _page_queries(dataclasses.replace(SHOP_SIZE, context_strength=1.0))
+    assert len(with_context) > 4 * 3  # homepages, category pages, searches and product pages
+    for query in with_context:
+        assert {"customer_id", "device", "region", "local_time"} <= set(query)
+        assert query["device"] in DEVICES and query["region"] in REGIONS
+        offset_h = REGIONS[query["region"]][0]
+        local = pd.Timestamp(query["local_time"]) - pd.Timedelta(hours=offset_h)  # the UTC it says
+        assert pd.Timestamp(started, unit="s").floor("s") <= local <= pd.Timestamp(time.time(), unit="s")
+    plain = _page_queries(SHOP_SIZE)
+    assert plain and not any({"device", "region", "local_time"} & set(query) for query in plain)
+
+
 def test_the_page_cap_ends_a_visit_between_carousels_never_along_one():
     """Every product of the first carousel is clicked (examination 1, any affinity clicks) although the cap is
     one product page: cutting the clicks along a carousel short would bend the examination curve. The product

@@ -4,14 +4,17 @@ elsewhere; this one is test data for the rendering layer."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import time
 from dataclasses import dataclass, field, replace
 
 import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from fashionrec.config import OnlineConfig
+from fashionrec.config import IngestConfig, OnlineConfig
+from fashionrec.online.context import page_context
 from fashionrec.online.events import Rejection
 from fashionrec.online.storefront import CUSTOMER_COOKIE, SESSION_COOKIE, mount_storefront
 from fashionrec.online.views import (
@@ -19,7 +22,9 @@ from fashionrec.online.views import (
     Carousel,
     EventReceipt,
     Homepage,
+    NO_CONTEXT,
     NotFound,
+    PageContext,
     ProductCard,
     ProductList,
     ProductPage,
@@ -43,11 +48,13 @@ HOME_REQUEST, PRODUCT_REQUEST, LIST_REQUEST = ("a" * 32, "b" * 32, "c" * 32)  # 
 
 @dataclass
 class MemoryShop:
-    """The Shop protocol over PRODUCTS: it records every posted event and stops recommending what the
-    visitor bought; ``fail_triton`` marks the homepage's carousels as fallback."""
+    """The Shop protocol over PRODUCTS: it records every posted event and the context every page was asked
+    with, and stops recommending what the visitor bought; ``fail_triton`` marks the homepage's carousels as
+    fallback. Contexts are checked as the service checks them (ingest's rules, at the clock now)."""
 
     products: tuple[ProductCard, ...] = PRODUCTS
     events: list[tuple[Visitor | None, dict[str, object]]] = field(default_factory=list)
+    contexts: list[PageContext] = field(default_factory=list)
     fail_triton: bool = False
 
     def categories(self) -> list[str]:
@@ -57,23 +64,36 @@ class MemoryShop:
     def example_customers(self, count: int) -> list[str]:
         return CUSTOMERS[:count]
 
-    async def homepage(self, visitor: Visitor) -> Homepage:
+    def devices(self) -> tuple[str, ...]:
+        return IngestConfig().devices
+
+    def context(self, device: str | None, region: str | None, local_time: str | None) -> PageContext:
+        return page_context(device, region, local_time, IngestConfig(), time.time())
+
+    async def homepage(self, visitor: Visitor, context: PageContext = NO_CONTEXT) -> Homepage:
+        self.contexts.append(context)
         shown = self._unbought(visitor)
         carousels = (Carousel("for_you", "For you", shown, fallback=self.fail_triton),
                      Carousel("new_in", "New in", shown[::-1], fallback=self.fail_triton))
         return Homepage(visitor, carousels, request_id=HOME_REQUEST, model_version=7)
 
-    async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int) -> ProductList:
+    async def category_page(self, visitor: Visitor, category: str, page: int, page_size: int,
+                            context: PageContext = NO_CONTEXT) -> ProductList:
+        self.contexts.append(context)
         matches = tuple(p for p in self._unbought(visitor) if p.category == category)
         if category not in self.categories():
             raise NotFound(f"no category {category!r}")
         return self._page(category.capitalize(), matches, page, page_size)
 
-    async def search(self, visitor: Visitor, query: str, page: int, page_size: int) -> ProductList:
+    async def search(self, visitor: Visitor, query: str, page: int, page_size: int,
+                     context: PageContext = NO_CONTEXT) -> ProductList:
+        self.contexts.append(context)
         matches = tuple(p for p in self._unbought(visitor) if query.lower() in p.title.lower())
         return self._page(f"Results for “{query}”", matches, page, page_size)
 
-    async def product_page(self, visitor: Visitor, product_id: str) -> ProductPage:
+    async def product_page(self, visitor: Visitor, product_id: str, alpha: float | None = None,
+                           context: PageContext = NO_CONTEXT) -> ProductPage:
+        self.contexts.append(context)
         product = self._product(product_id)
         similar = tuple(p for p in self._unbought(visitor) if p.product_id != product_id)
         return ProductPage(product, Carousel("similar", "You may also like", similar), request_id=PRODUCT_REQUEST)
@@ -336,6 +356,82 @@ def test_the_stylesheet_is_served(client: TestClient) -> None:
 
 def test_personal_pages_are_not_cached_by_shared_caches(client: TestClient) -> None:
     assert client.get("/home").headers["cache-control"] == "private, no-store"
+
+
+def _local_now(hours: int) -> dt.datetime:
+    """The wall clock now in a time zone ``hours`` from UTC."""
+    return dt.datetime.now(dt.timezone(dt.timedelta(hours=hours))).replace(microsecond=0)
+
+
+def test_the_start_page_offers_a_device_and_its_links_carry_the_choice(client: TestClient) -> None:
+    plain = client.get("/").text
+    assert 'id="choose-device"' in plain and '<option value="" selected' not in plain
+    assert [f'<option value="{d}">' in plain for d in ("mobile", "desktop", "tablet")] == [True] * 3
+    page = client.get("/", params={"device": "mobile", "region": "GB-LND"}).text
+    assert '<option value="mobile" selected>' in page
+    assert 'href="/as?customer=C1&amp;device=mobile&amp;region=GB-LND"' in page
+    assert 'href="/as?anonymous=1&amp;device=mobile&amp;region=GB-LND"' in page
+    chooser = page[page.index('id="choose-device"'):page.index("</form>", page.index('id="choose-device"'))]
+    assert 'name="region" value="GB-LND"' in chooser and 'type="hidden" name="device"' not in chooser  # the select asks
+    customer = page[page.index('id="choose-customer"'):page.index("</form>", page.index('id="choose-customer"'))]
+    assert 'name="device" value="mobile"' in customer and 'name="region" value="GB-LND"' in customer
+    response = client.get("/as", params={"customer": "C1", "device": "mobile", "region": "GB-LND"},
+                          follow_redirects=False)
+    assert response.headers["location"] == "/home?device=mobile&region=GB-LND"
+
+
+def test_pages_are_asked_in_the_querys_context_and_carry_device_and_region_on(client: TestClient,
+                                                                             shop: MemoryShop) -> None:
+    """Every page asks the shop with the context; links, forms and redirects keep the device and region but not
+    the local time (one request's wall clock, stale on the next page); the page's events carry its context."""
+    as_customer(client)
+    local = _local_now(1)
+    context = {"device": "mobile", "region": "GB-LND", "local_time": local.isoformat()}
+    home = client.get("/home", params=context).text
+    assert shop.contexts[-1] == PageContext("mobile", "GB-LND", local.isoformat(), local.hour, local.weekday())
+    assert 'on <strong>mobile</strong>' in home and 'data-device="mobile"' in home
+    carried = "device=mobile&amp;region=GB-LND"
+    assert f'href="/product/P1?ref={HOME_REQUEST}&amp;{carried}"' in home
+    assert f'class="logo" href="/home?{carried}"' in home and f'href="/category/dress?{carried}"' in home
+    assert f'href="/?{carried}" id="switch-visitor"' in home and "local_time" not in home
+    search = home[home.index('id="search"'):home.index("</form>", home.index('id="search"'))]
+    assert 'name="device" value="mobile"' in search and 'name="region" value="GB-LND"' in search
+    product = client.get("/product/P1", params=context).text
+    assert f'action="/bag?{carried}"' in product and f'href="/category/dress?{carried}"' in product
+    bagged = client.post("/bag?device=mobile&region=GB-LND", data={"product_id": "P1"}, follow_redirects=False)
+    assert bagged.headers["location"] == "/product/P1?added=bag&device=mobile&region=GB-LND"
+    click, bag = (event for _, event in shop.events)
+    assert (click["device"], click["region"], click["local_time"]) == ("mobile", "GB-LND", local.isoformat())
+    assert (bag["device"], bag["region"], "local_time" in bag) == ("mobile", "GB-LND", False)
+    client.get("/search", params={"q": "dress", "device": "tablet"})
+    assert shop.contexts[-1] == PageContext(device="tablet")
+
+
+def test_paging_links_carry_the_context_on() -> None:
+    many = MemoryShop(products=tuple(replace(p, category="dress") for p in PRODUCTS))
+    app = FastAPI()
+    mount_storefront(app, many, CONFIG)
+    page = TestClient(app).get("/category/dress", params={"device": "desktop"}).text
+    assert 'href="/category/dress?page=2&amp;device=desktop"' in page
+
+
+@pytest.mark.parametrize("query, parameter, rule", [
+    ({"device": "fridge"}, "device", "device must be one of mobile, desktop, tablet"),
+    ({"device": "mobile", "local_time": "yesterday"}, "local_time", "local_time must be the customer&#39;s wall-clock"),
+    ({"region": "R" * 65}, "region", "region must be a region code or name of at most 64"),
+])
+def test_a_refused_context_renders_a_422_page_naming_it(client: TestClient, shop: MemoryShop, query: dict,
+                                                      parameter: str, rule: str) -> None:
+    page = client.get("/home", params=query)
+    assert page.status_code == 422 and 'id="error"' in page.text and rule in page.text
+    assert 'class="logo" href="/home"' in page.text  # its links carry no refused context
+    assert shop.contexts == []  # no page was asked for
+
+
+def test_a_blank_context_is_unknown(client: TestClient, shop: MemoryShop) -> None:
+    page = client.get("/home", params={"device": " ", "region": "", "local_time": ""})
+    assert page.status_code == 200 and shop.contexts == [NO_CONTEXT]
+    assert 'class="logo" href="/home"' in page.text
 
 
 def test_the_storefront_stays_out_of_the_api_schema(client: TestClient) -> None:

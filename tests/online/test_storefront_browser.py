@@ -1,8 +1,9 @@
 """The storefront in a real headless Chromium (Playwright driving Debian's chromium) over the real service.
 
 A customer opens the homepage, clicks a recommended product, adds it to the bag, goes back: the homepage
-has changed and the product is not recommended again. Screenshots of each step are kept in
-``test-artifacts/storefront/`` (or ``$FASHIONREC_TEST_ARTIFACTS``).
+has changed and the product is not recommended again. A device picked on the start page stays with every
+page after it. Screenshots of each step are kept in ``test-artifacts/storefront/`` (or
+``$FASHIONREC_TEST_ARTIFACTS``).
 """
 
 from __future__ import annotations
@@ -62,3 +63,19 @@ def test_add_to_bag_changes_the_homepage_and_the_product_is_not_recommended_agai
     page.screenshot(path=str(ARTIFACTS / "5-home-after.png"), full_page=True)
     assert chosen not in after
     assert after != before
+
+
+def test_a_device_picked_on_the_start_page_stays_with_the_browsing_session(shop, browser_page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser_page
+    page.goto(f"{shop.url}/")
+    page.select_option("#device", "mobile")
+    page.locator("#choose-device button").click()
+    assert page.url.endswith("/?device=mobile")
+    page.locator("#example-customers [data-customer-id]").first.click()
+    assert page.url.endswith("/home?device=mobile") and page.locator('#visitor[data-device="mobile"]').count() == 1
+    page.locator(CARDS).first.click()
+    assert re.fullmatch(r".*/product/[^?]+\?ref=[0-9a-f]{32}&device=mobile", page.url)  # the click's page, on mobile
+    page.locator("#add-to-bag").click()
+    assert page.url.endswith("?added=bag&device=mobile") and page.locator("#confirmation").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "6-on-mobile.png"), full_page=True)

@@ -13,7 +13,7 @@ import pandas as pd
 from fashionrec import storage
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.config import ExportConfig, ServingConfig
-from fashionrec.contract import content
+from fashionrec.contract import content, context
 from fashionrec.embeddings_file import write_embeddings
 from fashionrec.repository.catalogue import (ADDITIONS_PREFIX, PRODUCT_COLUMNS, add_products, added_products, refresh_prior,
                                              sets_with_new_products)
@@ -59,7 +59,7 @@ def _products(ids: list[str]) -> pd.DataFrame:
 
 def _publish_trained(folder: Path, repository: Path | str, ids: list[str]) -> int:
     """A retrained version (the pipeline's publish: no catalogue update) of ``ids``, with a content tower."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     embeddings = np.random.default_rng(len(ids)).normal(size=(len(ids), DIM)).astype(np.float32)
     write_embeddings(str(folder / EMBEDDINGS_FILE), np.asarray(ids), embeddings, np.zeros(len(ids), bool),
                      np.zeros(len(ids), np.float32))
@@ -109,3 +109,22 @@ def test_added_products_are_kept_and_read_back_on_gcs(tmp_path: Path, gcs_emulat
     assert list(added_products(repository, second.version)["product_id"]) == ["N1", "N2", "N3"]
     names = storage.list_dir(repository)
     assert sum(name.startswith(ADDITIONS_PREFIX) for name in names) == 2
+
+
+def test_catalogue_updates_keep_the_served_versions_context_tables(tmp_path: Path) -> None:
+    """A catalogue addition or prior refresh changes products, not how context moves a customer."""
+    repository, serving = tmp_path / "repo", ServingConfig()
+    region = np.random.default_rng(4).normal(size=(3, DIM)).astype(np.float32)
+    region[0] = 0.0
+    tables = context.ContextTables({"region": ("GB", "SE")}, {"region": region})
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / context.CONTEXT_FILE).write_text(json.dumps(tables.to_json()))
+    _publish_trained(tmp_path / "v1", repository, ["P1", "P2"])
+    added = add_products(str(repository), _products(["N1"]), serving).version
+    events = pd.DataFrame({"customer_id": ["C1"], "product_id": ["N1"], "event_type": "click",
+                           "timestamp": "2026-12-01T10:00:00Z"})
+    refreshed = refresh_prior(str(repository), events, serving, ExportConfig()).version
+    for version in (added, refreshed):
+        kept = context.load(repository / serving.customer_model_name / str(version))
+        assert kept.vocabularies == tables.vocabularies
+        np.testing.assert_array_equal(kept.tables["region"], region)

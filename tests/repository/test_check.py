@@ -12,6 +12,7 @@ import pytest
 
 from fashionrec.config import ServingConfig
 from fashionrec.contract import layout
+from fashionrec.contract.context import CONTEXT_FILE
 from fashionrec.embeddings_file import write_embeddings
 from fashionrec.repository import versions
 from fashionrec.repository.check import InvalidVersion, check_version
@@ -64,6 +65,11 @@ FAULTS: dict[str, tuple[str, str, Callable[[Path], None], str]] = {
         "unknown product ids in candidate set 'sale': 'NOPE'"),
     "pooling unknown": (CUSTOMER, layout.AGGREGATION_FILE, lambda p: p.write_text(json.dumps({"pooling": "max"})),
                         "pooling must be one of"),
+    "context tables unreadable": (CUSTOMER, CONTEXT_FILE, lambda p: p.write_text('{"tables": {"hour": [[1, 2]]}}'),
+                                  "context.json: not a context table file"),
+    "context tables of another width": (
+        CUSTOMER, CONTEXT_FILE, lambda p: p.write_text(json.dumps({"tables": {"weekday": [[0.0] * 3] * 8}})),
+        "context.json: tables {'weekday': 3} are not 4 wide"),
 }
 
 

@@ -22,7 +22,7 @@ from fashionrec.repository.publish import (
     publish_model_repository,
     render_configs,
 )
-from fashionrec.contract import content, layout, ops, scoring, validation
+from fashionrec.contract import content, context, layout, ops, scoring, validation
 from fashionrec.repository import versions
 
 SERVING = ServingConfig()
@@ -70,9 +70,9 @@ def _assert_contract_copied(folder: Path) -> None:
     """The version folder holds the serving contract under its own import path, byte for byte."""
     copied = sorted(p.relative_to(folder).as_posix() for p in (folder / "fashionrec").rglob("*.py"))
     assert copied == ["fashionrec/__init__.py", "fashionrec/contract/__init__.py", "fashionrec/contract/content.py",
-                      "fashionrec/contract/layout.py", "fashionrec/contract/ops.py", "fashionrec/contract/scoring.py",
-                      "fashionrec/contract/validation.py"]
-    for module in (ops, scoring, content, layout, validation):
+                      "fashionrec/contract/context.py", "fashionrec/contract/layout.py", "fashionrec/contract/ops.py",
+                      "fashionrec/contract/scoring.py", "fashionrec/contract/validation.py"]
+    for module in (ops, scoring, content, context, layout, validation):
         assert (folder / "fashionrec" / "contract" / Path(module.__file__).name).read_bytes() == \
             Path(module.__file__).read_bytes()
 
@@ -350,3 +350,72 @@ def test_embed_products_is_pinned_like_the_python_models_and_survives_old_versio
     versions.rollback(str(repo), SERVING, to_version=1)
     assert list(parse(repo / EMBED / "config.pbtxt").version_policy.specific.versions) == [2, 3]
     assert {s.model_version for s in parse(repo / SERVING.model_name / "config.pbtxt").ensemble_scheduling.step} == {1}
+
+
+# ---- the context tables (customer_vector) -----------------------------------------------------------
+
+CONTEXT_INPUTS = {"CONTEXT_DEVICE": model_config_pb2.TYPE_STRING, "CONTEXT_REGION": model_config_pb2.TYPE_STRING,
+                  "CONTEXT_HOUR": model_config_pb2.TYPE_INT32, "CONTEXT_WEEKDAY": model_config_pb2.TYPE_INT32}
+
+
+def context_tables(dim: int) -> context.ContextTables:
+    """Device and hour tables of width ``dim``, row 0 (unknown) zeros, the others random."""
+    rng = np.random.default_rng(11)
+    device, hour = rng.normal(size=(3, dim)).astype(np.float32), rng.normal(size=(25, dim)).astype(np.float32)
+    device[0] = hour[0] = 0.0
+    return context.ContextTables({"device": ("mobile", "desktop")}, {"device": device, "hour": hour})
+
+
+def test_the_context_tables_are_copied_to_customer_vector_only(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    exported = Path(inputs[0]).parent / context.CONTEXT_FILE
+    exported.write_text(json.dumps(context_tables(4).to_json()))
+    repo = tmp_path / "repo"
+    publish_model_repository(*inputs, str(repo), SERVING)
+    assert (repo / SERVING.customer_model_name / "1" / context.CONTEXT_FILE).read_bytes() == exported.read_bytes()
+    loaded = context.load(repo / SERVING.customer_model_name / "1")
+    np.testing.assert_array_equal(loaded.tables["hour"], context_tables(4).tables["hour"])
+    assert not [p for p in repo.rglob(context.CONTEXT_FILE) if p.parent.parent.name != SERVING.customer_model_name]
+    exported.unlink()
+    publish_model_repository(*inputs, str(repo), SERVING)  # an export without context: none published
+    assert not (repo / SERVING.customer_model_name / "2" / context.CONTEXT_FILE).exists()
+
+
+def test_every_customer_touchpoint_takes_the_context_inputs(tmp_path: Path, inputs: tuple[str, str]) -> None:
+    repo = tmp_path / "repo"
+    publish_model_repository(*inputs, str(repo), SERVING)
+    for name in (SERVING.customer_model_name, *ENSEMBLES):
+        config = parse(repo / name / "config.pbtxt")
+        declared = {i.name: i for i in config.input if i.name in CONTEXT_INPUTS}
+        assert {n: i.data_type for n, i in declared.items()} == CONTEXT_INPUTS
+        assert all(i.optional and list(i.dims) == [1] for i in declared.values())
+        if config.platform == "ensemble":
+            customer_step = config.ensemble_scheduling.step[0]
+            assert customer_step.model_name == SERVING.customer_model_name
+            assert {key: value for key, value in customer_step.input_map.items() if key in CONTEXT_INPUTS} == \
+                {n: n for n in CONTEXT_INPUTS}
+
+
+BAD_CONTEXT = {  # name: (context.json text, what the refusal says)
+    "not JSON": ("{tables", "not a context table file"),
+    "no tables": (json.dumps({"vocabularies": {}}), "not a context table file"),
+    "not an object": ("[1, 2]", "not a context table file"),
+    "unknown row not zeros": (json.dumps({"tables": {"weekday": np.ones((8, 4)).tolist()}}), "row 0"),
+    "a row short": (json.dumps({"tables": {"hour": np.zeros((24, 4)).tolist()}}), "expected"),
+    "not finite": (json.dumps({"tables": {"weekday": [[0.0] * 4] + [[float("nan")] * 4] * 7}}), "finite"),
+    "wrong width": (json.dumps(context_tables(5).to_json()), "must be 4 wide"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BAD_CONTEXT))
+def test_bad_context_tables_are_refused_before_writing(tmp_path: Path, inputs: tuple[str, str], fault: str) -> None:
+    repo = tmp_path / "repo"
+    publish_model_repository(*inputs, str(repo), SERVING)
+    before = tree(repo)
+    text, message = BAD_CONTEXT[fault]
+    (Path(inputs[0]).parent / context.CONTEXT_FILE).write_text(text)
+    with pytest.raises(ValueError, match=rf"{context.CONTEXT_FILE}: .*{message}"):
+        publish_model_repository(*inputs, str(repo), SERVING)
+    assert tree(repo) == before
+    with pytest.raises(ValueError, match=message):
+        publish_model_repository(*inputs, str(tmp_path / "fresh"), SERVING)
+    assert not (tmp_path / "fresh").exists()

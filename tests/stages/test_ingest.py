@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -137,7 +138,46 @@ def test_event_context_is_kept_and_wrong_context_quarantined():
         "2026-12-05T08:30:00")
 
 
+def test_examination_is_a_probability_or_blank():
+    """Where the product was shown sets how likely it was looked at: (0, 1] is kept, blank is unknown
+    (NaN), anything else is quarantined with its own reason."""
+    given = ["0.25", "1", "", "0", "1.5", "-0.1", "often", " 0.5 "]
+    raw = pd.DataFrame([{"customer_id": "c", "product_id": "p", "event_type": "click",
+                         "timestamp": f"2026-12-05T18:3{i}:00Z", "examination": value}
+                        for i, value in enumerate(given)])
+    events, quarantine = ingest.validate_events(raw, "events.csv", {"p"}, IngestConfig())
+    assert quarantine["reason"].tolist() == ["bad_examination"] * 4
+    assert quarantine["row_number"].tolist() == [4, 5, 6, 7]
+    assert events["examination"].dtype == np.float32
+    assert events["examination"].fillna(-1).tolist() == [0.25, 1.0, -1, 0.5]
+
+
 def test_events_without_context_columns_get_none():
     raw = pd.DataFrame([{"customer_id": "c", "product_id": "p", "event_type": "click", "timestamp": "2026-01-01"}])
     events, _ = ingest.validate_events(raw, "events.csv", {"p"}, IngestConfig())
     assert list(events.columns) == ["customer_id", "product_id", "event_type", "weight", "timestamp"]
+
+
+CONTEXT_SAMPLES = {
+    "device": ["mobile", " tablet ", "", "fridge", None, "caf\ufffd"],
+    "channel": ["online", "store", "catalogue", ""],
+    "region": ["GB", "x" * 65, "bad\nregion", " SE "],
+    "local_time": ["2026-12-05T19:30:00+01:00", "2026-12-05T18:37:30", "2026-12-05T18:32:00", "2026-12-06T12:00:00",
+                   "2026-12-05T08:30:00", "yesterday evening", "", "2026-12-06T08:45:00"],
+}
+
+
+def test_the_cheap_per_request_context_check_agrees_with_ingests_rules():
+    """context_reasons (one request, no frame) refuses exactly what validate_events quarantines, with the same
+    reason, for every value of each column at 18:30 UTC."""
+    now = pd.Timestamp("2026-12-05T18:30:00Z")
+    for name, values in CONTEXT_SAMPLES.items():
+        raw = pd.DataFrame([{"customer_id": "c", "product_id": "p", "event_type": "click", "timestamp": now.isoformat(),
+                             name: value} for value in values])
+        _, quarantine = ingest.validate_events(raw, "e", {"p"}, IngestConfig())
+        expected = dict(zip(quarantine["row_number"] - 1, quarantine["reason"], strict=True))
+        for row, value in enumerate(values):
+            assert ingest.context_reasons({name: value}, now, IngestConfig()) == (
+                {name: expected[row]} if row in expected else {}), (name, value)
+    both = ingest.context_reasons({"device": "fridge", "local_time": "yesterday"}, now, IngestConfig())
+    assert both == {"device": "bad_device", "local_time": "bad_local_time"}

@@ -22,6 +22,14 @@ def test_next_item_examples_use_the_previous_events_up_to_the_history_length():
     assert batch["history_age_days"] == [[1.0], [2.0, 1.0], [3.0, 2.0], [1.0]]  # days before the target
 
 
+def test_each_example_carries_its_target_events_examination_one_where_unknown():
+    assert next_item_examples(TRAIN, history_length=2).to_pydict()["target_examination"] == [[1.0]] * 4
+    shown = TRAIN.assign(examination=np.array([0.5, 0.25, np.nan, 0.8, 1.0, 0.9, 0.6], np.float32))
+    batch = next_item_examples(shown, history_length=2).to_pydict()
+    assert batch["target_idx"] == [[11], [12], [13], [31]]
+    assert np.allclose(np.ravel(batch["target_examination"]), [0.25, 1.0, 0.8, 0.6])  # A's 2nd-4th, C's 2nd
+
+
 def test_holdout_examples_pair_the_whole_train_history_with_distinct_later_products():
     holdout = pd.DataFrame(
         {"customer_id": ["A", "A", "A", "D"], "product_idx": [14, 10, 14, 40],
@@ -61,3 +69,24 @@ def test_a_target_horizon_ends_each_history_up_to_that_many_events_before_its_ta
     assert set(gaps) == {1, 2, 3}  # 29 draws from {1, 2, 3}: each one occurs
     assert batch == next_item_examples(train, history_length=4, target_horizon=3).to_pydict()  # seeded
     assert next_item_examples(train, 4, target_horizon=1).to_pydict() == next_item_examples(train, 4).to_pydict()
+
+
+def test_targets_carry_their_context_rows_and_holdouts_their_first_events_context():
+    from fashionrec.stages.context import ContextVocabulary
+
+    vocabulary = ContextVocabulary({"device": ("mobile", "desktop"), "region": ("GB",)}, clock=True)
+    shown = TRAIN.assign(device=["mobile", "desktop", "", "tablet", "mobile", "mobile", "desktop"],
+                         region=["GB", "GB", "SE", "GB", "", "", "GB"],
+                         hour=[20, 21, -1, 9, 0, 1, 23], weekday=[0, 1, 2, 6, -1, 3, 4])
+    batch = next_item_examples(shown, history_length=2, vocabulary=vocabulary).to_pydict()
+    # targets: A's 2nd-4th events, C's 2nd; rows: 1 + vocabulary index or clock value, 0 unknown
+    assert batch["target_device"] == [[2], [0], [0], [2]]  # desktop, blank, tablet (unknown), desktop
+    assert batch["target_region"] == [[1], [0], [1], [1]]  # GB, SE (unknown), GB, GB
+    assert batch["target_hour"] == [[22], [0], [10], [24]]
+    assert batch["target_weekday"] == [[2], [3], [7], [5]]
+    holdout = pd.DataFrame({"customer_id": ["A", "A"], "product_idx": [14, 15], "weight": np.ones(2, np.float32),
+                            "seconds": [86_400 * 6, 86_400 * 7], "device": ["tablet", "mobile"], "region": ["", "GB"],
+                            "hour": [8, 9], "weekday": [5, 6]})
+    first = holdout_examples(shown, holdout, split_seconds=86_400 * 6).to_pydict()
+    assert first["context_device"] == [[b"tablet"]] and first["context_region"] == [[b""]]
+    assert first["context_hour"] == [[8]] and first["context_weekday"] == [[5]]

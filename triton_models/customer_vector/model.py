@@ -2,14 +2,19 @@
 
 Inputs per request (rows of a batch share nothing): HISTORY_PRODUCT_IDS (required) and, optionally,
 HISTORY_EVENT_TYPES, HISTORY_TIMESTAMPS (epoch seconds), HISTORY_WEIGHTS (override the event type's
-weight) and REQUEST_TIME (epoch seconds the ages are measured from; default now). The pooling comes
+weight), REQUEST_TIME (epoch seconds the ages are measured from; default now) and the request's context,
+one value per row: CONTEXT_DEVICE, CONTEXT_REGION (text), CONTEXT_HOUR (the customer's local hour 0-23)
+and CONTEXT_WEEKDAY (Monday 0 .. Sunday 6; a negative hour or weekday is unknown). The pooling comes
 from this version's ``aggregation.json`` (see ``fashionrec.contract.ops.history_weights``). A history may be far
 longer than the pooling window the model was trained with (up to ``max_history_length``: the whole
 seen-history, which `rank_products` excludes with EXCLUDE_SEEN); only the window's events are looked up
 and pooled, the older ones weigh 0. Ids missing from the catalogue are ignored (histories outlive
 catalogue versions); an empty or too long history, an unknown event type or mismatched lengths are
-that request's error (checked over the whole history). Published copies live in
-``<repository>/customer_vector/<version>/`` beside the catalogue files and the contract package (``fashionrec/contract/``).
+that request's error (checked over the whole history). The context moves the pooled vector by this
+version's ``context.json`` tables (``fashionrec.contract.context``): an absent input, or a device or region
+the model never saw, is unknown (adds nothing); an hour or weekday out of range is that request's error,
+whether or not the version has context tables (a version without them ignores the values). Published
+copies live in ``<repository>/customer_vector/<version>/`` beside the catalogue files and the contract package (``fashionrec/contract/``).
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fashionrec.contract import layout, ops, validation
+from fashionrec.contract import context, layout, ops, validation
 
 OPTIONAL = ("HISTORY_EVENT_TYPES", "HISTORY_TIMESTAMPS", "HISTORY_WEIGHTS", "REQUEST_TIME")
+CONTEXT_INPUTS = {feature: f"CONTEXT_{feature.upper()}" for feature in context.FEATURES}  # all optional, [1] per row
 
 
 class TritonPythonModel:
@@ -38,6 +44,9 @@ class TritonPythonModel:
         self.index = {pid: row for row, pid in enumerate(ids)}
         self.aggregation = layout.load_json(folder / layout.AGGREGATION_FILE)
         self.window = int(self.aggregation.get("window", 0))
+        self.context = load_context(folder, self.embeddings.shape[1])
+        used = () if self.context is None else self.context.features
+        self.unused_clocks = [feature for feature in context.CLOCK_SIZES if feature not in used]
 
     def execute(self, requests: list) -> list:
         """Answer each request on its own: histories have different lengths (ragged batch)."""
@@ -49,6 +58,7 @@ class TritonPythonModel:
         try:
             extra = {name: _optional(request, name, ids.shape[0]) for name in OPTIONAL}
             vectors = np.stack([self._vector(row, ids[row], extra) for row in range(ids.shape[0])])
+            vectors = self._in_context(request, vectors)
         except validation.RequestError as error:
             return self.refusals.response(error)
         return pb_utils.InferenceResponse([pb_utils.Tensor("CUSTOMER_VECTOR", vectors)])
@@ -62,6 +72,28 @@ class TritonPythonModel:
                                      None if now is None else float(now[0]))
         window = ops.pooling_window(ids.size, self.window)
         return ops.customer_vector(self.embeddings, ops.lookup_rows(self.index, ids[window]), pooled[window])
+
+    def _in_context(self, request, vectors: np.ndarray) -> np.ndarray:
+        """The request's customer vectors [b, D] moved by its context (as they are without context tables).
+        Hours and weekdays are checked either way, so a client's bad clock fails on every version alike:
+        by the tables' own lookup, or here for a clock the tables do not use."""
+        values = {feature: _optional(request, name, len(vectors)) for feature, name in CONTEXT_INPUTS.items()}
+        values = {feature: None if v is None else v.reshape(len(vectors)) for feature, v in values.items()}
+        for feature in self.unused_clocks:
+            if values[feature] is not None:
+                context.clock_rows(feature, values[feature])
+        return vectors if self.context is None else self.context.adjust(vectors, values)
+
+
+def load_context(folder: Path, embedding_dim: int) -> context.ContextTables | None:
+    """This version's context tables (None without ``context.json``); tables of another width than the
+    catalogue's embeddings are a CorruptVersion, so Triton refuses the version instead of failing requests."""
+    tables = context.load(folder)
+    widths = {} if tables is None else {f: t.shape[1] for f, t in tables.tables.items() if t.shape[1] != embedding_dim}
+    if widths:
+        raise layout.CorruptVersion(f"{folder / context.CONTEXT_FILE}: tables {widths} are not {embedding_dim} wide "
+                                    "like the catalogue's embeddings")
+    return tables
 
 
 def _optional(request, name: str, rows: int) -> np.ndarray | None:
