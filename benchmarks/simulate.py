@@ -29,7 +29,9 @@ inverse examination (``train.position_debiasing=ips``, debiased); the two then m
 ``--study context``: on a shop with context effects (``--context-strength``, ``shop.context_strength``), the
 pipeline with and without context features: offline, NDCG@10 of each on the same holdout customers with
 the paired difference's interval, overall and by context slice; online, an A/B of the two. It ends with
-``A/B context vs no context: CTR lift X [LO, HI]``. ``--study bias-context`` runs both.
+``A/B context vs no context: CTR lift X [LO, HI]``. ``--study bias-context`` runs both. With ``--dataset
+movielens-1m`` the context study runs its offline half on that dataset (its context: the ratings' UTC
+hour and weekday).
 
     .venv/bin/python benchmarks/simulate.py [--size default|small] [--days 7] [--visitors-per-day 200]
                                             [--variants] [--aa-salts 40] [--workdir DIR] [--set KEY=VALUE ...]
@@ -85,6 +87,10 @@ def main() -> None:
     workdir = Path(arguments.workdir or tempfile.mkdtemp(prefix="fashionrec-simulate-"))
     print(f"workdir {workdir}; shop {config.shop.num_customers} customers x {config.shop.num_products} products; "
           f"{config.simulation.days} days x {config.simulation.visitors_per_day} visitors", flush=True)
+    if arguments.study == "context" and arguments.dataset != "synthetic":
+        _offline_context_study(build_config(arguments.size, tuple(arguments.set), arguments.dataset), workdir,
+                               arguments.dataset)
+        return
     if arguments.study == "context":
         _context_study(config, workdir, arguments.context_strength)
         return
@@ -129,6 +135,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--aa-salts", type=int, default=40)
     parser.add_argument("--variants", action="store_true", help="also train variants: offline vs online")
     parser.add_argument("--study", default="ab", choices=("ab", "exploration", "bias", "context", "bias-context"))
+    parser.add_argument("--dataset", default="synthetic", choices=("synthetic", "movielens-100k", "movielens-1m"),
+                        help="--study context on another dataset: its offline half only (no simulated shop)")
     parser.add_argument("--context-strength", type=float, default=1.0,
                         help="the context study's shop: shop.context_strength (its context effects' logits)")
     parser.add_argument("--exploration-share", type=float, default=0.1)
@@ -202,6 +210,16 @@ def _context_study(config: PipelineConfig, workdir: Path, strength: float) -> No
     _print_report(ab.report)
     print(f"\noffline context vs no context: NDCG@10 {offline.mean:+.4f} [{offline.low:+.4f}, {offline.high:+.4f}]")
     print(f"A/B context vs no context: CTR lift {_lift(ab.report.comparison('context', 'ctr').lift)}")
+
+
+def _offline_context_study(config: PipelineConfig, workdir: Path, dataset: str) -> None:
+    """The context study's offline half on a named dataset (no simulator: it has no ground truth)."""
+    runs = {name: run_local(str(workdir / name), config.with_overrides({"train.context_features": features}),
+                            dataset=dataset)
+            for name, features in (("no-context", []), ("context", list(CONTEXT_FEATURES)))}
+    offline = _offline_context(runs, config)
+    print(f"\noffline context vs no context on {dataset}: NDCG@10 {offline.mean:+.4f} "
+          f"[{offline.low:+.4f}, {offline.high:+.4f}]")
 
 
 def _offline_context(runs: dict[str, LocalRun], config: PipelineConfig) -> Interval:

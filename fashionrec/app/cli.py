@@ -37,6 +37,7 @@ def build_config(size: str, overrides: tuple[str, ...], dataset: str = "syntheti
 
 
 @click.group()
+@click.version_option(package_name="fashionrec", prog_name="fashionrec")
 def main() -> None:
     """fashionrec: a two-tower recommender workflow for fashion retail (KFP, Beam/TFT, TensorFlow, Triton)."""
 

@@ -68,3 +68,14 @@ def test_a_bundled_dataset_brings_its_own_validated_settings_under_the_users_ove
     assert build_config("default", (), "movielens-1m").export.popularity_prior_weight == 2.5
     mine = build_config("default", ("train.recency_half_life_days=3",), "synthetic")
     assert mine.train.recency_half_life_days == 3.0 and mine.train.recency_half_life_events == 0  # --set wins
+
+
+def test_version_is_the_installed_packages():
+    import importlib.metadata
+
+    from click.testing import CliRunner
+
+    from fashionrec.app.cli import main
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output == f"fashionrec, version {importlib.metadata.version('fashionrec')}\n"
