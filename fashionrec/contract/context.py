@@ -114,16 +114,25 @@ def clock_rows(feature: str, values: np.ndarray) -> np.ndarray:
     return np.where(values < 0, UNKNOWN, values + 1).astype(np.int64)
 
 
-def load(folder: Path) -> ContextTables | None:
-    """A version folder's context tables, or None when the model has none; a file that cannot be served is
-    :class:`~fashionrec.contract.layout.CorruptVersion` (Triton then refuses the version)."""
+def load(folder: Path, embedding_dim: int | None = None) -> ContextTables | None:
+    """A version folder's context tables, or None when the model has none; checked by :func:`parse`."""
     path = Path(folder) / CONTEXT_FILE
-    if not path.exists():
-        return None
+    return parse(path.read_bytes(), str(path), embedding_dim) if path.exists() else None
+
+
+def parse(text: str | bytes, source: str, embedding_dim: int | None = None) -> ContextTables:
+    """Context tables from a ``context.json``'s text, as every reader checks them: they load (row 0 zeros,
+    one row per value, finite) and, given ``embedding_dim``, are as wide as the catalogue's embeddings. A
+    file that cannot be served is :class:`~fashionrec.contract.layout.CorruptVersion` naming ``source``
+    (Triton then refuses the version; publish refuses the export)."""
     try:
-        return ContextTables.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CorruptVersion(f"{path}: not a context table file ({error})") from error
+        tables = ContextTables.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON and Unicode errors are ValueErrors
+        raise CorruptVersion(f"{source}: not a context table file ({error})") from None
+    widths = {f: t.shape[1] for f, t in tables.tables.items() if embedding_dim is not None and t.shape[1] != embedding_dim}
+    if widths:
+        raise CorruptVersion(f"{source}: tables {widths} are not {embedding_dim} wide like the catalogue's embeddings")
+    return tables
 
 
 def _text(value: object) -> str:

@@ -59,7 +59,7 @@ def _check_folder(folder: Path, model: str, serving: ServingConfig) -> tuple[int
         aggregation = layout.load_json(folder / layout.AGGREGATION_FILE)
         if aggregation.get("pooling") not in ops.POOLINGS:
             raise layout.CorruptVersion(f"{layout.AGGREGATION_FILE}: pooling must be one of {ops.POOLINGS}")
-        _check_context(folder, embeddings.shape[1])
+        context.load(folder, embeddings.shape[1])  # the customer model's context tables, if any
     if model == serving.ranking_model_name:
         layout.load_prior(folder, len(ids))
         sets_file = folder / layout.CANDIDATE_SETS_FILE
@@ -68,12 +68,3 @@ def _check_folder(folder: Path, model: str, serving: ServingConfig) -> tuple[int
             validation.known_rows(index, [str(p).encode("utf-8") for p in members], f"candidate set {name!r}")
     return embeddings.shape
 
-
-def _check_context(folder: Path, embedding_dim: int) -> None:
-    """The customer model's context tables, if any: they load and are as wide as the catalogue's embeddings
-    (customer_vector refuses the version otherwise)."""
-    tables = context.load(folder)
-    widths = {} if tables is None else {f: t.shape[1] for f, t in tables.tables.items() if t.shape[1] != embedding_dim}
-    if widths:
-        raise layout.CorruptVersion(f"{context.CONTEXT_FILE}: tables {widths} are not {embedding_dim} wide like the "
-                                    "catalogue's embeddings")

@@ -340,16 +340,8 @@ def read_context(embeddings_path: str, embedding_dim: int) -> dict[str, str]:
         return {}
     with storage.open_input(uri) as stream:
         raw = stream.read()
-    try:
-        text = raw.decode("utf-8")
-        tables = context.ContextTables.from_json(json.loads(text))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON and Unicode errors are ValueErrors
-        raise ValueError(f"{uri}: not a context table file ({error})") from None
-    widths = {feature: table.shape[1] for feature, table in tables.tables.items() if table.shape[1] != embedding_dim}
-    if widths:
-        raise ValueError(f"{uri}: context tables {widths} must be {embedding_dim} wide, like the catalogue's "
-                         "embeddings")
-    return {context.CONTEXT_FILE: text}
+    context.parse(raw, uri, embedding_dim)  # CorruptVersion, a ValueError
+    return {context.CONTEXT_FILE: raw.decode("utf-8")}
 
 
 def read_aggregation(embeddings_path: str) -> dict[str, Any]:

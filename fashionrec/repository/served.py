@@ -15,7 +15,7 @@ import numpy as np
 from fashionrec import storage
 from fashionrec.config import ServingConfig
 from fashionrec.contract import content, layout
-from fashionrec.contract.context import CONTEXT_FILE, ContextTables
+from fashionrec.contract.context import CONTEXT_FILE, ContextTables, parse
 from fashionrec.model.aggregation import Aggregation
 from fashionrec.repository.manifest import read_manifest, serving_version
 
@@ -63,10 +63,8 @@ def _read_context(customer_folder: str) -> ContextTables | None:
     uri = storage.join(customer_folder, CONTEXT_FILE)
     if not storage.exists(uri):
         return None
-    try:
-        return ContextTables.from_json(storage.read_json(uri))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise layout.CorruptVersion(f"{uri}: not a context table file ({error})") from None
+    with storage.open_input(uri) as stream:
+        return parse(stream.read(), uri)
 
 
 @contextmanager

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from fashionrec import artifacts, storage
 from fashionrec.contract.context import CLOCK_SIZES, FEATURES, TEXT_FEATURES
+from fashionrec.stages.ingest import LOCAL_TIME
 
-LOCAL_TIME = "local_time"
 SOURCE_COLUMNS = (*TEXT_FEATURES, LOCAL_TIME)  # ingest's optional columns the features come from
 UNKNOWN_TEXT, UNKNOWN_CLOCK = "", -1
 
@@ -50,20 +50,13 @@ class ContextVocabulary:
         return cls({f: tuple(v) for f, v in data["values"].items()}, bool(data["clock"]))
 
 
-def present_columns(events_uri: str) -> list[str]:
-    """Which of :data:`SOURCE_COLUMNS` an ingested events file has."""
-    with storage.open_input(events_uri) as stream:
-        names = pq.read_schema(stream).names
-    return [c for c in SOURCE_COLUMNS if c in names]
-
-
-def build_vocabulary(events_uri: str, max_values: int) -> ContextVocabulary:
-    """The vocabulary of the training events: each text feature's values by frequency (ties by value)."""
-    columns = present_columns(events_uri)
+def build_vocabulary(events_uri: str, columns: Sequence[str], max_values: int) -> ContextVocabulary:
+    """The vocabulary of the training events, read from their ``columns`` (those of :data:`SOURCE_COLUMNS`
+    the file has): each text feature's values by frequency (ties by value)."""
     if not columns:
         return ContextVocabulary({})
     with storage.open_input(events_uri) as stream:
-        frame = pq.read_table(stream, columns=columns).to_pandas()
+        frame = pq.read_table(stream, columns=list(columns)).to_pandas()
     values = {f: _most_frequent(frame[f], max_values) for f in TEXT_FEATURES if f in frame}
     return ContextVocabulary(values, clock=LOCAL_TIME in frame and bool(frame[LOCAL_TIME].notna().any()))
 

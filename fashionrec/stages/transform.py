@@ -36,9 +36,9 @@ from fashionrec.config import TransformConfig
 from fashionrec.contract import ops  # the ages-in-days contract shared with serving
 from fashionrec.contract.context import FEATURES as CONTEXT_FEATURES, value_rows
 from fashionrec.stages import context
+from fashionrec.stages.ingest import EXAMINATION  # P(looked at) where the event's product was shown
 
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
-EXAMINATION = "examination"  # ingest's optional column: P(looked at) where the event's product was shown
 EXAMPLE_SOURCE_COLUMNS = ("customer_id", "product_idx", "weight", "seconds", EXAMINATION)
 NUM_SHARDS = 64
 LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner", "PrismRunner")
@@ -247,10 +247,10 @@ def _build_examples(
     train_source = storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE)
     holdout_source = storage.join(ingested_dir, artifacts.HOLDOUT_EVENTS_FILE)
     columns = ["customer_id", "product_id", "weight", "timestamp"]
-    if EXAMINATION in _parquet_columns(train_source):
-        columns.append(EXAMINATION)
-    columns += context.present_columns(train_source)
-    vocabulary = context.build_vocabulary(train_source, config.max_context_values)
+    present = _parquet_columns(train_source)
+    columns += [c for c in (EXAMINATION, *context.SOURCE_COLUMNS) if c in present]
+    context_columns = [c for c in context.SOURCE_COLUMNS if c in present]
+    vocabulary = context.build_vocabulary(train_source, context_columns, config.max_context_values)
     vocabulary.write(output_dir)
     with beam.Pipeline(options=pipeline_options(config)) as pipeline:
         product_index = pipeline | "Vocabulary" >> beam.Create([index])

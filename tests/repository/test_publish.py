@@ -402,7 +402,7 @@ BAD_CONTEXT = {  # name: (context.json text, what the refusal says)
     "unknown row not zeros": (json.dumps({"tables": {"weekday": np.ones((8, 4)).tolist()}}), "row 0"),
     "a row short": (json.dumps({"tables": {"hour": np.zeros((24, 4)).tolist()}}), "expected"),
     "not finite": (json.dumps({"tables": {"weekday": [[0.0] * 4] + [[float("nan")] * 4] * 7}}), "finite"),
-    "wrong width": (json.dumps(context_tables(5).to_json()), "must be 4 wide"),
+    "wrong width": (json.dumps(context_tables(5).to_json()), "are not 4 wide"),
 }
 
 

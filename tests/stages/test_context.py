@@ -13,7 +13,7 @@ def test_the_vocabulary_keeps_the_most_frequent_values_and_notes_the_clock(tmp_p
                            "region": ["SE", "GB", "GB", "US", "SE", "GB"],
                            "local_time": pd.to_datetime(["2026-12-05T20:00"] * 5 + [None])})
     events.to_parquet(tmp_path / "events.parquet")
-    vocabulary = context.build_vocabulary(str(tmp_path / "events.parquet"), max_values=2)
+    vocabulary = context.build_vocabulary(str(tmp_path / "events.parquet"), context.SOURCE_COLUMNS, max_values=2)
     # mobile twice, then desktop and tablet once each (ties by value); GB 3, SE 2 (US cut by the cap)
     assert vocabulary == ContextVocabulary({"device": ("mobile", "desktop"), "region": ("GB", "SE")}, clock=True)
     assert vocabulary.features == ("device", "region", "hour", "weekday")
@@ -23,7 +23,7 @@ def test_the_vocabulary_keeps_the_most_frequent_values_and_notes_the_clock(tmp_p
 
 def test_events_without_context_columns_have_no_vocabulary(tmp_path) -> None:
     pd.DataFrame({"customer_id": ["a"]}).to_parquet(tmp_path / "events.parquet")
-    assert context.build_vocabulary(str(tmp_path / "events.parquet"), 10).features == ()
+    assert context.build_vocabulary(str(tmp_path / "events.parquet"), [], 10).features == ()
     assert ContextVocabulary.read(str(tmp_path)).features == ()  # no file: a transform from before context
 
 

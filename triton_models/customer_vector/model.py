@@ -44,7 +44,7 @@ class TritonPythonModel:
         self.index = {pid: row for row, pid in enumerate(ids)}
         self.aggregation = layout.load_json(folder / layout.AGGREGATION_FILE)
         self.window = int(self.aggregation.get("window", 0))
-        self.context = load_context(folder, self.embeddings.shape[1])
+        self.context = context.load(folder, self.embeddings.shape[1])  # CorruptVersion: Triton refuses the version
         used = () if self.context is None else self.context.features
         self.unused_clocks = [feature for feature in context.CLOCK_SIZES if feature not in used]
 
@@ -83,17 +83,6 @@ class TritonPythonModel:
             if values[feature] is not None:
                 context.clock_rows(feature, values[feature])
         return vectors if self.context is None else self.context.adjust(vectors, values)
-
-
-def load_context(folder: Path, embedding_dim: int) -> context.ContextTables | None:
-    """This version's context tables (None without ``context.json``); tables of another width than the
-    catalogue's embeddings are a CorruptVersion, so Triton refuses the version instead of failing requests."""
-    tables = context.load(folder)
-    widths = {} if tables is None else {f: t.shape[1] for f, t in tables.tables.items() if t.shape[1] != embedding_dim}
-    if widths:
-        raise layout.CorruptVersion(f"{folder / context.CONTEXT_FILE}: tables {widths} are not {embedding_dim} wide "
-                                    "like the catalogue's embeddings")
-    return tables
 
 
 def _optional(request, name: str, rows: int) -> np.ndarray | None:
