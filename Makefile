@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serving-env chromium redis demo test compile clean
+.PHONY: install serving-env chromium redis demo test docs compile clean
 
 $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ redis:
 
 test: install serving-env chromium redis
 	$(BIN)/python -m pytest
+
+# The documentation site (mkdocs.yml, docs/, the API reference from the docstrings) into site/, strictly:
+# a broken link, anchor or reference fails the build. CI runs it after the tests.
+$(VENV)/.docs-installed: $(VENV)/.installed setup.py constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[docs]"
+	touch $@
+
+docs: install $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 compile: install
 	$(BIN)/fashionrec pipeline compile --output fashionrec-pipeline.yaml

@@ -14,12 +14,14 @@ INSTALL_REQUIRES = [
     "kfp==2.17.3",
     "tritonclient[all]==2.73.0",
     "google-cloud-storage==3.17.1",
+    "filelock==4.2.11",  # the model repository's lock (fashionrec.repository.manifest): flock, reentrant
     "google-cloud-aiplatform==1.165.1",  # Vertex AI Pipelines submission; apache-beam[gcp] 2.77 needs < 2.0
     "protobuf==6.33.6",
     "pyarrow==25.0.1",
     "numpy==2.4.6",
     "pandas==3.1.1",
     "click==8.5.1",
+    "croniter==7.0.0",  # cron validation for `pipeline schedule` (fashionrec.app.submit.validate_cron)
     "matplotlib==3.11.2",  # the evaluation report's plots
     "implicit==0.7.3",  # the iALS baseline in every evaluation
     "scipy==1.17.1",
@@ -51,7 +53,20 @@ TEST_REQUIRES = [
 GPU_REQUIRES = ["tensorflow[and-cuda]==2.21.0"]
 
 # benchmarks/serving.py compares Triton with in-process brute force (numpy and FAISS).
-BENCH_REQUIRES = ["faiss-cpu==1.15.1"]
+BENCH_REQUIRES = [
+    "faiss-cpu==1.15.1",
+    "psutil==7.2.2",  # benchmarks/serving.py: the CPU time of Triton and its python stubs beside the client's
+    "py-spy==0.4.3",  # benchmarks/serving.py --profile: where a python stub spends its time under load
+]
+
+# The documentation site (mkdocs.yml, docs/): `make docs` installs these and builds it strictly.
+DOCS_REQUIRES = [
+    "mkdocs==1.6.1",
+    "mkdocs-material==9.8.1",
+    "mkdocstrings==1.0.8",
+    "mkdocstrings-python==2.0.11",  # the API reference, generated from the docstrings
+    "griffe==2.4.1",
+]
 
 setup(
     name="fashionrec",
@@ -63,6 +78,6 @@ setup(
     package_data={"fashionrec": ["serving/*.txt", "py.typed", "online/templates/*.html", "online/static/*"], "triton_models": ["*/model.py", "*/config.pbtxt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "gpu": GPU_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "gpu": GPU_REQUIRES, "docs": DOCS_REQUIRES},
     entry_points={"console_scripts": ["fashionrec=fashionrec.app.cli:main"]},
 )

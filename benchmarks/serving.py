@@ -5,7 +5,9 @@ by ``tritonserver`` (explicit model control, the published ServingConfig). A clo
 (threads, one gRPC client each; ``perf_analyzer`` is not shipped in the nvidia-pytriton wheel) measures
 p50/p95/p99 latency and throughput at concurrency 1, 4 and 16 for `recommend`, `rerank` (200 ids) and
 `similar`. In the same run, in-process baselines rank the same queries in batches of --batch: numpy
-(matmul + argpartition) and FAISS IndexFlatIP. On a shared 2-core box the client threads, Triton and
+(one matmul per batch + argpartition, BLAS on every core; fp32 only), the serving contract's own exact
+ranking (``ScoringTable.best``, what `rank_products` runs, on the same table and dtype; batched and one
+query at a time) and FAISS IndexFlatIP. On a shared 2-core box the client threads, Triton and
 the baselines compete for the same cores: read the figures as relative.
 
 The `context` case prices context inputs: the catalogue is published with context tables (3 devices,
@@ -18,8 +20,21 @@ events, 5,000 by default, typed and timestamped) and EXCLUDE_SEEN, beside the sa
 its last 50 events (the pooling window the catalogue is published with) and no exclusion, and the long
 history without the flag (what the long history costs by itself). All three pool the same 50 events.
 
+Every measured cell also says where the time went: per model of the ensemble, Triton's own statistics
+over the cell (requests, the batches the dynamic batcher formed, µs per request queued, gathering
+inputs, computing, returning outputs), and the CPU per request of the load generator and of Triton with
+its python stubs (psutil). With --pin (auto: on machines of 4+ CPUs) the load generator runs on a
+quarter of the CPUs and Triton on the rest. Every request is unique (its own REQUEST_TIME), so the
+response cache answers none of them, except in the `cached` case: anonymous visitors' similar items for
+the same 64 heroes again and again, beside a new hero each time.
+
+The header gives the catalogue's publish time, Triton's time to ready and its resident memory (for the
+1M-product case: --products 1000000 --set serving.table_dtype=float16). The last line is the verdict:
+`ratio recommend/in-process X at concurrency C; p99/p50 at 16 Y; cached/uncached Z`.
+
     .venv/bin/python benchmarks/serving.py [--products 100000] [--seconds 3] [--concurrency 1 4 16]
-                                           [--touchpoints recommend rerank similar seen] [--no-baselines]
+                                           [--touchpoints recommend rerank similar seen context cached]
+                                           [--no-baselines] [--pin auto|on|off]
                                            [--seen-history 5000] [--context-regions 200]
                                            [--set serving.ranking_instance_count=2 ...]
 
@@ -31,7 +46,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
+import os
 import tempfile
 import threading
 import time
@@ -45,17 +62,21 @@ import pyarrow.parquet as pq
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.app.client import FashionrecClient, History
 from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE, ContextTables
+from fashionrec.contract.scoring import ScoringTable
 from fashionrec.serving.requests import RequestContext
 from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, TrainConfig, TransformConfig
 from fashionrec.repository.publish import publish_model_repository
+from fashionrec.serving import statistics
 from fashionrec.serving.server import TritonServer
 
 K = 10
 HISTORY_LENGTH = 20
 RERANK_SIZE = 200
-# What the benchmark serves with: the defaults, plus a queue delay that lets concurrent requests batch.
-BENCH_SERVING = dataclasses.replace(ServingConfig(), max_queue_delay_us=500)
-TOUCHPOINTS = ("recommend", "rerank", "similar", "seen", "context")
+BENCH_SERVING = ServingConfig()  # what the benchmark serves with: the defaults (--set changes them)
+TOUCHPOINTS = ("recommend", "rerank", "similar", "seen", "context", "cached")
+CACHED_CASE_MB = 256  # the response cache the `cached` case turns on when --set leaves it off (the default)
+CACHED_HEROES = 64  # the `cached` case's anonymous product pages: the same few heroes again and again
+CACHED_CALL, UNCACHED_CALL = "similar, anonymous, 64 heroes (cached)", "similar, anonymous, new heroes (uncached)"
 CONTEXT_REGIONS = 200  # the context case's region vocabulary
 CONTEXT_DEVICES = ("mobile", "desktop", "tablet")
 NO_CONTEXT_CALL, CONTEXT_CALL = "recommend, no context", "recommend + context"
@@ -65,7 +86,9 @@ SEEN_HISTORY = 5_000  # the design target of EXCLUDE_SEEN: a heavy customer's pa
 SEEN_CUSTOMERS = 32  # distinct long histories the `seen` case cycles through
 WINDOW = TransformConfig().history_length  # the pooling window export publishes (the training history length)
 EVENT_TYPES = tuple(EventWeights().as_dict())
-TUNING_FIELDS = ("max_queue_delay_us", "max_batch_size", "instance_count", "ranking_instance_count", "table_dtype")
+TUNING_FIELDS = ("max_queue_delay_us", "max_batch_size", "instance_count", "ranking_instance_count", "table_dtype",
+                 "response_cache_mb", "blas_threads")
+MIN_CPUS_TO_PIN = 4  # below this, pinning the client apart would starve the server: share the cores instead
 
 
 def make_catalogue(num_products: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -89,6 +112,16 @@ def publish(folder: Path, ids: list[str], table: np.ndarray, serving: ServingCon
                                     str(folder / "repo"), serving).path
 
 
+_REQUEST_TIMES = itertools.count(int(time.time()))  # one per request of the whole run
+
+
+def fresh(history: History) -> History:
+    """The same history with a REQUEST_TIME no other request of the run carries: every input byte of a
+    benchmark request differs, so Triton's response cache never answers it (only the `cached` rows
+    repeat requests on purpose). A history without timestamps is pooled the same at any request time."""
+    return dataclasses.replace(history, request_time=next(_REQUEST_TIMES))
+
+
 def seen_histories(ids: list[str], events: int, count: int, seed: int = 2) -> list[History]:
     """Heavy customers' whole histories, oldest first: ``events`` random events each (product, event
     type, timestamp over the last year), measured from a fixed request time."""
@@ -110,9 +143,9 @@ def seen_calls(ids: list[str], events: int) -> dict[str, Callable[[FashionrecCli
     long = seen_histories(ids, events, SEEN_CUSTOMERS)
     short = [last_events(history, WINDOW) for history in long]
     return {
-        f"recommend, history {WINDOW}": lambda c, n: c.recommend(short[n % len(short)], K),
-        f"recommend, history {events}": lambda c, n: c.recommend(long[n % len(long)], K),
-        f"recommend, history {events} + EXCLUDE_SEEN": lambda c, n: c.recommend(long[n % len(long)], K,
+        f"recommend, history {WINDOW}": lambda c, n: c.recommend(fresh(short[n % len(short)]), K),
+        f"recommend, history {events}": lambda c, n: c.recommend(fresh(long[n % len(long)]), K),
+        f"recommend, history {events} + EXCLUDE_SEEN": lambda c, n: c.recommend(fresh(long[n % len(long)]), K,
                                                                                  exclude_seen=True),
     }
 
@@ -131,8 +164,18 @@ def context_calls(histories: list[History], regions: int) -> dict[str, Callable[
     """The `context` case's rows: the same requests without and with a (varying) context."""
     contexts = [RequestContext(CONTEXT_DEVICES[n % 3], f"R{n * 31 % regions:04d}", n % 24, n % 7) for n in range(97)]
     return {
-        NO_CONTEXT_CALL: lambda c, n: c.recommend(histories[n % len(histories)], K),
-        CONTEXT_CALL: lambda c, n: c.recommend(histories[n % len(histories)], K, context=contexts[n % len(contexts)]),
+        NO_CONTEXT_CALL: lambda c, n: c.recommend(fresh(histories[n % len(histories)]), K),
+        CONTEXT_CALL: lambda c, n: c.recommend(fresh(histories[n % len(histories)]), K, context=contexts[n % len(contexts)]),
+    }
+
+
+def cached_calls(ids: list[str]) -> dict[str, Callable[[FashionrecClient, int], object]]:
+    """The `cached` case's rows: anonymous visitors' similar items for a few heroes (identical requests:
+    the response cache answers), beside the same request for a new hero each time (never cached)."""
+    return {
+        CACHED_CALL: lambda c, n: c.similar(ids[n % CACHED_HEROES], (), K),
+        UNCACHED_CALL: lambda c, n: c.similar(ids[CACHED_HEROES + next(_REQUEST_TIMES) * 7919 % (len(ids) - CACHED_HEROES)],
+                                               (), K),
     }
 
 
@@ -142,8 +185,12 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
 
 
 def load(url: str, call: Callable[[FashionrecClient, int], object], concurrency: int, seconds: float,
-         serving: ServingConfig) -> dict:
-    """Closed loop: each thread sends its next request when the previous answered, for ``seconds``."""
+         serving: ServingConfig, server: TritonServer | None = None) -> dict:
+    """Closed loop: each thread sends its next request when the previous answered, for ``seconds``.
+
+    With ``server``, the same window also records Triton's per-model statistics (what each step's
+    requests spent queued and computing, and the batches formed) and the CPU seconds used by this
+    client process and by the server's process group (tritonserver and its python stubs)."""
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     failures = [0]
     stop = threading.Event()
@@ -167,14 +214,54 @@ def load(url: str, call: Callable[[FashionrecClient, int], object], concurrency:
     time.sleep(0.5)  # warm-up, not measured
     for per_thread in latencies:
         per_thread.clear()
+    meter = LoadMeter(server) if server is not None else None
     started = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     elapsed = time.perf_counter() - started
+    where = meter.finish() if meter is not None else {}
     for thread in threads:
         thread.join()
     done = [x for per_thread in latencies for x in per_thread]
-    return {"rps": len(done) / elapsed, "lat": percentiles(done), "failures": failures[0]}
+    return {"rps": len(done) / elapsed, "lat": percentiles(done), "failures": failures[0], "requests": len(done),
+            **where}
+
+
+class LoadMeter:
+    """Triton's statistics and both sides' CPU time over one measured window."""
+
+    def __init__(self, server: TritonServer) -> None:
+        import tritonclient.grpc
+
+        self._client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
+        self._processes = server_processes(server)
+        self._statistics = statistics.read_statistics(self._client)
+        self._server_cpu = sum(cpu_seconds(p) for p in self._processes)
+        self._client_cpu = time.process_time()
+
+    def finish(self) -> dict:
+        client_cpu = time.process_time() - self._client_cpu
+        server_cpu = sum(cpu_seconds(p) for p in self._processes) - self._server_cpu
+        steps = statistics.window(self._statistics, statistics.read_statistics(self._client))
+        self._client.close()
+        return {"steps": steps, "client_cpu_s": client_cpu, "server_cpu_s": server_cpu}
+
+
+def server_processes(server: TritonServer) -> list:
+    """tritonserver and every python stub it started (one per model instance), as psutil Processes."""
+    import psutil
+
+    root = psutil.Process(server.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_seconds(process) -> float:
+    """User + system CPU seconds of a psutil Process (0 once it is gone)."""
+    try:
+        times = process.cpu_times()
+    except Exception:  # noqa: BLE001 - a stub that exited used nothing more
+        return 0.0
+    return times.user + times.system
 
 
 def baseline(name: str, rank: Callable[[np.ndarray], object], queries: np.ndarray, batch: int, seconds: float) -> dict:
@@ -191,12 +278,20 @@ def baseline(name: str, rank: Callable[[np.ndarray], object], queries: np.ndarra
 
 
 def numpy_rank(table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Plain numpy brute force: one matmul over the batch, argpartition per row (BLAS on every core)."""
     def rank(vectors: np.ndarray) -> np.ndarray:
         dots = vectors @ table.T
         top = np.argpartition(dots, dots.shape[1] - K, axis=1)[:, -K:]
         order = np.argsort(-np.take_along_axis(dots, top, axis=1), axis=1)
         return np.take_along_axis(top, order, axis=1)
     return rank
+
+
+def contract_rank(table: np.ndarray, dtype: str) -> Callable[[np.ndarray], object]:
+    """The serving contract's own exact ranking in-process (``ScoringTable.best``) on the same table, held
+    as ``dtype`` like the served one: what `rank_products` runs, without Triton around it."""
+    scoring = ScoringTable(table, dtype)
+    return lambda vectors: scoring.best(vectors, [np.zeros(0, np.int64)] * len(vectors), K)
 
 
 def faiss_rank(table: np.ndarray) -> Callable[[np.ndarray], object]:
@@ -221,9 +316,13 @@ def main() -> None:
     parser.add_argument("--context-regions", type=int, default=CONTEXT_REGIONS,
                         help="regions in the context case's tables (its vocabulary size)")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--pin", choices=("auto", "on", "off"), default="auto",
+                        help=f"pin the load generator apart from Triton (auto: with {MIN_CPUS_TO_PIN}+ CPUs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="serving.KEY=VALUE")
     args = parser.parse_args()
     serving = served_config(args.overrides)
+    if "cached" in args.touchpoints and not serving.response_cache_mb:
+        serving = dataclasses.replace(serving, response_cache_mb=CACHED_CASE_MB)
     if "seen" in args.touchpoints and not WINDOW <= args.seen_history <= serving.max_history_length:
         parser.error(f"--seen-history must be between {WINDOW} and max_history_length={serving.max_history_length}")
 
@@ -233,32 +332,71 @@ def main() -> None:
     pages = [[ids[i] for i in rng.choice(len(ids), RERANK_SIZE, replace=False)] for _ in range(64)]
     queries = np.stack([table[[int(p[1:]) for p in h.product_ids]].mean(axis=0) for h in histories])
     calls = {
-        "recommend": lambda c, n: c.recommend(histories[n % len(histories)], K),
-        "rerank": lambda c, n: c.rerank(histories[n % len(histories)], pages[n % len(pages)]),
-        "similar": lambda c, n: c.similar(ids[n * 7919 % len(ids)], histories[n % len(histories)], K),
+        "recommend": lambda c, n: c.recommend(fresh(histories[n % len(histories)]), K),
+        "rerank": lambda c, n: c.rerank(fresh(histories[n % len(histories)]), pages[n % len(pages)]),
+        "similar": lambda c, n: c.similar(ids[n * 7919 % len(ids)], fresh(histories[n % len(histories)]), K),
     }
     seen = seen_calls(ids, args.seen_history) if "seen" in args.touchpoints else {}
     with_context = "context" in args.touchpoints
     seen |= context_calls(histories, args.context_regions) if with_context else {}
+    seen |= cached_calls(ids) if "cached" in args.touchpoints else {}
     rows: list[tuple[str, str, dict]] = []
+    client_cpus, server_cpus = cpu_split(args.pin)
     with tempfile.TemporaryDirectory(prefix="fashionrec-bench-") as folder:
+        started = time.perf_counter()
         repository = publish(Path(folder), ids, table, serving,
                              context_tables(args.dim, args.context_regions) if with_context else None)
+        published = time.perf_counter()
         with TritonServer(repository, serving, http_port=0, grpc_port=0, metrics_port=0) as server:
-            for name in (n for n in args.touchpoints if n not in ("seen", "context")):
+            setup = {"publish_s": published - started, "ready_s": time.perf_counter() - published,
+                     "resident_mb": resident_mb(server), "client_cpus": client_cpus, "server_cpus": server_cpus}
+            pin(server, client_cpus, server_cpus)
+            for name in (n for n in args.touchpoints if n not in ("seen", "context", "cached")):
                 for concurrency in args.concurrency:
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, calls[name], concurrency,
-                                                                           args.seconds, serving)))
+                                                                           args.seconds, serving, server)))
             for concurrency in args.concurrency:  # the compared requests back to back: same load around them
                 for name, call in seen.items():
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, call, concurrency,
-                                                                           args.seconds, serving)))
+                                                                           args.seconds, serving, server)))
+    if server_cpus:
+        os.sched_setaffinity(0, server_cpus)  # the baselines get the cores Triton had
     if args.baselines:
-        rows.append((f"in-process numpy (batch {args.batch})", "-",
-                     baseline("numpy", numpy_rank(table), queries, args.batch, args.seconds)))
+        contract = contract_rank(table, serving.table_dtype)
+        if serving.table_dtype == "float32":  # numpy has no fast fp16 product: the contract widens blocks
+            rows.append((f"in-process numpy (batch {args.batch})", "-",
+                         baseline("numpy", numpy_rank(table), queries, args.batch, args.seconds)))
+        rows.append((f"in-process contract (batch {args.batch})", "-",
+                     baseline("contract", contract, queries, args.batch, args.seconds)))
+        rows.append(("in-process contract (1 query)", "-", baseline("contract", contract, queries, 1, args.seconds)))
         rows.append((f"in-process FAISS flat IP (batch {args.batch})", "-",
                      baseline("faiss", faiss_rank(table), queries, args.batch, args.seconds)))
-    print_table(rows, args, serving)
+    print_table(rows, args, serving, setup)
+
+
+def cpu_split(mode: str) -> tuple[set[int], set[int]]:
+    """(client CPUs, server CPUs) to pin apart, or two empty sets (no pinning): ``auto`` pins when the
+    machine has MIN_CPUS_TO_PIN CPUs or more, giving the client a quarter of them."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if mode == "off" or (mode == "auto" and len(cpus) < MIN_CPUS_TO_PIN):
+        return set(), set()
+    client = max(1, len(cpus) // 4)
+    return set(cpus[:client]), set(cpus[client:])
+
+
+def pin(server: TritonServer, client_cpus: set[int], server_cpus: set[int]) -> None:
+    """This process (the load generator) on ``client_cpus``, Triton and its stubs on ``server_cpus``."""
+    if not client_cpus:
+        return
+    for process in server_processes(server):
+        process.cpu_affinity(sorted(server_cpus))
+    os.sched_setaffinity(0, client_cpus)
+
+
+def resident_mb(server: TritonServer) -> float:
+    """Resident memory of tritonserver and its python stubs together, MiB (shared pages counted once per
+    process: an upper bound)."""
+    return sum(p.memory_info().rss for p in server_processes(server)) / 2**20
 
 
 def served_config(overrides: list[str]) -> ServingConfig:
@@ -266,23 +404,70 @@ def served_config(overrides: list[str]) -> ServingConfig:
     return PipelineConfig(serving=BENCH_SERVING).with_settings(overrides).serving
 
 
-def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, serving: ServingConfig) -> None:
+def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, serving: ServingConfig,
+                setup: dict) -> None:
     tuning = {name: getattr(serving, name) for name in TUNING_FIELDS}
     print(f"\n{args.products:,} products x {args.dim} d, top-{K}, history {HISTORY_LENGTH}, rerank {RERANK_SIZE} ids; "
           f"{args.seconds:g} s per cell (baselines: latency is per batch); served with {tuning}")
+    pinned = (f"client on CPUs {sorted(setup['client_cpus'])}, Triton on {sorted(setup['server_cpus'])}"
+              if setup["client_cpus"] else f"client and Triton share all {os.cpu_count()} CPUs (not pinned)")
+    print(f"published in {setup['publish_s']:.1f} s; Triton ready {setup['ready_s']:.1f} s later, resident "
+          f"{setup['resident_mb']:,.0f} MiB (tritonserver + stubs); {pinned}")
     print(f"{'system':<52} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
     for system, concurrency, r in rows:
         p50, p95, p99 = r["lat"]
         print(f"{system:<52} {concurrency:>4} {r['rps']:>8.0f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {r['failures']:>5}")
+    print_where_time_goes(rows, serving)
     print_seen_cost(rows, args)
     print_context_cost(rows, args)
-    recommend = [r for system, _, r in rows if system == "triton recommend"]
-    numpy_rps = next((r["rps"] for system, _, r in rows if system.startswith("in-process numpy")), None)
-    if not recommend or numpy_rps is None:
+    print(summary_line(rows))
+
+
+def summary_line(rows: list[tuple[str, str, dict]]) -> str:
+    """The issue's one-line verdict: recommend at its best concurrency against the fastest batched
+    in-process brute force of the run (numpy, the contract or FAISS), p99/p50 at concurrency 16, and the
+    cached over the uncached throughput (each 'n/a' when not measured)."""
+    recommend = {concurrency: r for system, concurrency, r in rows if system == "triton recommend"}
+    numpy_rps = max((r["rps"] for system, _, r in rows if system.startswith("in-process") and "(batch" in system),
+                    default=None)
+    ratio = "n/a"
+    if recommend and numpy_rps:
+        concurrency, best = max(recommend.items(), key=lambda item: item[1]["rps"])
+        ratio = f"{best['rps'] / numpy_rps:.2f} at concurrency {concurrency}"
+    tail = f"{recommend['16']['lat'][2] / recommend['16']['lat'][0]:.2f}" if "16" in recommend else "n/a"
+    cached = max((r["rps"] for system, _, r in rows if system == f"triton {CACHED_CALL}"), default=None)
+    uncached = max((r["rps"] for system, _, r in rows if system == f"triton {UNCACHED_CALL}"), default=None)
+    speedup = f"{cached / uncached:.1f}" if cached and uncached else "n/a"
+    return (f"\nratio recommend/in-process {ratio}; p99/p50 at 16 {tail}; cached/uncached {speedup} "
+            f"(targets: >= 0.8, <= 2, >= 10)")
+
+
+def step_order(serving: ServingConfig) -> list[str]:
+    """The models a touchpoint's request passes through, ensembles first, then its steps in order."""
+    return [serving.model_name, serving.rerank_model_name, serving.similar_model_name, serving.blend_model_name,
+            serving.customer_model_name, serving.ranking_model_name]
+
+
+def print_where_time_goes(rows: list[tuple[str, str, dict]], serving: ServingConfig) -> None:
+    """Per measured cell: each model's requests, mean batch and µs per request in total and per phase
+    (Triton's statistics), then the CPU per request on each side of the wire."""
+    measured = [(system, concurrency, r) for system, concurrency, r in rows if "steps" in r]
+    if not measured:
         return
-    best = max(recommend, key=lambda r: r["rps"])
-    print(f"\nrecommend at its best concurrency: {best['rps']:.0f} req/s = {best['rps'] / numpy_rps:.2f}x the in-process "
-          f"numpy batched throughput (target >= 0.8x); p99/p50 = {best['lat'][2] / best['lat'][0]:.2f} (target <= 2)")
+    print("\nwhere the time goes: µs per request inside Triton, by model (batch = requests per execution)")
+    print(f"{'system':<44} {'conc':>4}  {'model':<16} {'requests':>8} {'batch':>5} {'total':>7} {'queue':>7} "
+          f"{'input':>7} {'infer':>7} {'output':>7}")
+    for system, concurrency, r in measured:
+        for n, (model, values) in enumerate(statistics.breakdown_rows(r["steps"], step_order(serving))):
+            requests, batch, *phases = values
+            label = (system, concurrency) if n == 0 else ("", "")
+            print(f"{label[0]:<44} {label[1]:>4}  {model:<16} {requests:>8.0f} {batch:>5.1f} "
+                  + " ".join(f"{us:>7.0f}" for us in phases))
+        done = max(r["requests"], 1)
+        client_ms, server_ms = 1e3 * r["client_cpu_s"] / done, 1e3 * r["server_cpu_s"] / done
+        share = r["client_cpu_s"] / max(r["client_cpu_s"] + r["server_cpu_s"], 1e-9)
+        print(f"{'':<44} {'':>4}  CPU per request: client {client_ms:.2f} ms, Triton {server_ms:.2f} ms "
+              f"(client share {share:.0%})")
 
 
 def print_seen_cost(rows: list[tuple[str, str, dict]], args: argparse.Namespace) -> None:

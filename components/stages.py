@@ -114,24 +114,22 @@ def evaluate_model(
 
 @dsl.component(base_image=COMPONENT_IMAGE)
 def publish_model(
-    serving_config: str, embeddings: Input[Dataset], evaluation: Input[Artifact], model_repository: str
+    serving_config: str, evaluate_config: str, registry_config: str, embeddings: Input[Dataset],
+    evaluation: Input[Artifact], model_repository: str, published_model: Output[Model],
 ) -> int:
-    """Write the next version of the Triton model repository; refuses a model that is not blessed."""
-    import os
+    """Write the next version of the Triton model repository (refusing a model that is not blessed), register it
+    in Vertex AI Model Registry when ``registry_config`` names a project and region, and return its number.
+    ``published_model`` points at the repository (its URI) and records the version, the gate's verdict and
+    headline metrics, the catalogue's size and the registry version: the run's lineage in the Pipelines UIs."""
+    from fashionrec.config import EvaluateConfig, RegistryConfig, ServingConfig
+    from fashionrec.repository.registry import publish_and_register
 
-    from fashionrec.config import ServingConfig
-    from fashionrec.artifacts import BLESSING_FILE, EMBEDDINGS_FILE, METRICS_FILE
-    from fashionrec.repository.publish import publish_model_repository
-    from fashionrec.storage import read_json
-
-    published = publish_model_repository(
-        embeddings_path=os.path.join(embeddings.path, EMBEDDINGS_FILE),
-        blessing_path=os.path.join(evaluation.path, BLESSING_FILE),
-        model_repository=model_repository,
-        serving=ServingConfig.from_json(serving_config),
-        metadata={"metrics": read_json(os.path.join(evaluation.path, METRICS_FILE))},
-    )
-    return published.version
+    record = publish_and_register(embeddings.path, evaluation.path, model_repository,
+                                  ServingConfig.from_json(serving_config), EvaluateConfig.from_json(evaluate_config),
+                                  RegistryConfig.from_json(registry_config))
+    published_model.uri = record.repository_uri
+    published_model.metadata.update(record.metadata())
+    return record.version
 
 
 @dsl.component(base_image=COMPONENT_IMAGE)

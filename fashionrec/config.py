@@ -16,6 +16,7 @@ import difflib
 import functools
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -375,7 +376,9 @@ class EvaluateConfig(Section):
     recent_popularity_half_life_days: float = at_least(1.0, 0.0, strictly=True)  # grid 0.5 to 90 days
     # EASE (Steck 2019) baseline: L2 strength of its item-item weights; grid 50 to 20,000
     ease_l2: float = at_least(20_000.0, 0.0, strictly=True)
-    ease_max_products: int = at_least(20_000, 0)  # EASE inverts a products x products matrix: skipped above this
+    # EASE inverts a products x products matrix (memory squared, time cubed): above this many products it is fitted
+    # on this many of the most interacted-with ones (10k: ~1 GB and ~30 s here; 15k took 8.5 GiB); 0 skips EASE.
+    ease_max_products: int = at_least(10_000, 0)
     confidence: float = fraction(0.95)  # of the paired bootstrap intervals
     bootstrap_resamples: int = at_least(1_000, 1)
     max_eval_customers: int = at_least(5_000, 1)
@@ -418,7 +421,9 @@ class ServingConfig(Section):
     blend_model_name: str = "blend_hero"
     embed_model_name: str = "embed_products"  # new products' content fields -> embeddings (the content tower)
     max_batch_size: int = at_least(64, 1)
-    max_queue_delay_us: int = at_least(200, 0)
+    # How long a step's dynamic batcher holds a request for others to join it. 0: none; batches still form
+    # from whatever queued while the instance was busy, so a lone request never waits (benchmarks/serving.py).
+    max_queue_delay_us: int = at_least(0, 0)
     default_top_k: int = at_least(10, 1)
     max_top_k: int = at_least(1_000, 1)
     # A request's history may be the customer's whole seen-history, so that EXCLUDE_SEEN can keep every
@@ -440,6 +445,18 @@ class ServingConfig(Section):
     pytriton_version: str = "0.7.0"
     host: str = "127.0.0.1"  # address tritonserver binds; "0.0.0.0" inside a container
     instance_count: int = at_least(1, 1)  # customer_vector / blend_hero instances (each is a process, ~67 MB)
+    # Triton's response cache (local, in the server's memory; 0, the default, turns it off): an ensemble request
+    # identical to an earlier one of the same version (every input byte: an anonymous visitor's `similar`, a
+    # repeated candidate-set page) is answered without running a step; a new version never sees the old
+    # answers. Published into the ensembles' configs and passed to `fashionrec serve`. Off by default because
+    # Triton 2.51 exports no latency quantiles (nv_inference_request_summary_us) for a model with the cache
+    # on: the touchpoints' p99 panels and alerts would go blank (the steps' and the shop's remain).
+    # Requests whose history has timestamps should carry REQUEST_TIME (the client and the shop send it):
+    # without it the ages count from the server's clock, which a cached answer would freeze.
+    response_cache_mb: int = at_least(0, 0)
+    # BLAS threads per python stub process (OPENBLAS/OMP/MKL_NUM_THREADS of the server it starts). Each model
+    # instance is its own process and batches its requests; more threads per stub spin on the same cores.
+    blas_threads: int = at_least(1, 1)
     # tritonserver --model-control-mode: explicit lets publish/rollback load versions through the
     # repository API without a restart; poll (k8s) picks them up from the repository; none is static.
     model_control_mode: str = one_of("explicit", MODEL_CONTROL_MODES)
@@ -468,6 +485,54 @@ class ServingConfig(Section):
     def check(self) -> None:
         if self.default_top_k > self.max_top_k:
             raise ConfigError("default_top_k", f"must be at most max_top_k ({self.max_top_k}), got {self.default_top_k}")
+
+
+# Google Cloud's rules for what the registry section names (Vertex AI checks them again on each request).
+PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")  # europe-west4, us-central1, northamerica-northeast1
+MODEL_ID = re.compile(r"^[a-z_][a-z0-9_-]{0,62}$")  # a Vertex AI model id: no leading digit or '-'
+MAX_DISPLAY_NAME = 128
+
+
+@dataclass(frozen=True)
+class RegistryConfig(Section):
+    """Vertex AI Model Registry (:mod:`fashionrec.repository.registry`): with ``project`` and ``region`` set,
+    every version the pipeline publishes is also registered as a version of the one model ``model_id``,
+    pointing at the Triton model repository (which stays the source of truth); unset, nothing is registered."""
+
+    project: str | None = None  # Google Cloud project id, e.g. "shop-ml"
+    region: str | None = None  # Vertex AI region, e.g. "europe-west4"
+    model_id: str = "fashionrec"  # the registry model every published version belongs to
+    display_name: str = "fashionrec"
+    # The container a Vertex AI endpoint would run the repository in: point it at your fashionrec-serving image
+    # (images/serving.Dockerfile: this Triton plus what the python-backend models import).
+    serving_image: str = "nvcr.io/nvidia/tritonserver:24.12-py3"
+
+    @property
+    def enabled(self) -> bool:
+        """Whether published versions are registered (project and region are set)."""
+        return self.project is not None
+
+    def check(self) -> None:
+        if (self.project is None) != (self.region is None):
+            raise ConfigError("region" if self.region is None else "project",
+                              "set project and region together (both: register every published version; "
+                              "neither: off)")
+        _matches(self.project, PROJECT_ID, "project", "a Google Cloud project id: 6-30 lower-case letters, digits "
+                                                      "or '-', starting with a letter")
+        _matches(self.region, REGION, "region", "a Vertex AI region such as europe-west4")
+        _matches(self.model_id, MODEL_ID, "model_id", "1-63 lower-case letters, digits, '_' or '-', not starting "
+                                                      "with a digit or '-'")
+        if not 0 < len(self.display_name) <= MAX_DISPLAY_NAME:
+            raise ConfigError("display_name", f"must be 1-{MAX_DISPLAY_NAME} characters, got {self.display_name!r}")
+        if not self.serving_image or any(c.isspace() for c in self.serving_image):
+            raise ConfigError("serving_image", f"expected a container image reference, got {self.serving_image!r}")
+
+
+def _matches(value: str | None, pattern: re.Pattern[str], name: str, what: str) -> None:
+    """ConfigError unless ``value`` (when set) matches ``pattern``; ``what`` says what it accepts."""
+    if value is not None and not pattern.fullmatch(value):
+        raise ConfigError(name, f"expected {what}, got {value!r}")
 
 
 STORES = ("sqlite", "redis")
@@ -581,6 +646,7 @@ class PipelineConfig(Section):
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
@@ -635,7 +701,7 @@ DATASET_SETTINGS: dict[str, dict[str, Any]] = {
     # 0.0645: with the defaults the gate (rightly) refuses the model, which EASE beats.
     "synthetic": {"train.recency_half_life_events": 0.0, "train.recency_half_life_days": 60.0},
     # benchmarks/quality.py's choice on ML-1M's validation period under the standard protocol (NDCG@10 0.170
-    # against 0.145 at the default 0.5). The gate still refuses the model there: EASE beats it (README, Quality).
+    # against 0.145 at the default 0.5). The gate still refuses the model there: EASE beats it (docs/quality.md).
     "movielens-1m": {"export.popularity_prior_weight": 2.5},
 }
 

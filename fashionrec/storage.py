@@ -10,6 +10,23 @@ Why not ``pyarrow.fs``: ``FileSystem.from_uri("gs://...")`` ignores ``STORAGE_EM
 for OAuth tokens from Google), and its non-recursive listing leaves out folders that have no marker
 object, which is the usual case on GCS.
 
+Why not fsspec/gcsfs (measured with gcsfs 2026.10.1, fsspec 2026.9.0, which resolve with constraints.txt,
+against the test emulator): listing, ``exists``, recursive put/get and pandas' ``gs://`` Parquet worked, but
+(1) by default each new bucket costs a 60 s timeout against the emulator (gcsfs probes the bucket type over
+gRPC unless ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false``), and pandas under the emulator hangs unless every
+call passes ``storage_options={"token": "anon"}``; (2) writes take no generation precondition beyond
+"create only" (documented as experimental), so the manifest's compare-and-swap (:func:`write_if_generation`)
+would still need this client; (3) a ``with fs.open(uri, "wb")`` block that raises still uploads what was
+written, breaking :func:`open_output`'s all-or-nothing contract; (4) ``mv`` tries a ``moveTo`` call first
+(501 on the emulator: 33 s of retries before copy-and-delete); (5) an empty folder is not uploaded as a
+marker, and pandas adds hive ``date=...`` folders as a column, unlike :func:`read_table`. Four new packages
+for the same client underneath, and more code to route around them than this module has.
+
+Why not ``tf.io.gfile``: TensorFlow 2.21's ``gs://`` filesystem ignores ``STORAGE_EMULATOR_HOST`` (it
+resolves ``www.googleapis.com``: the emulator cannot be reached), has no conditional writes, and importing
+TensorFlow (~3 s) into this foundation module would drag it into every stage and the shop
+(tests/test_layers.py keeps the lower layers framework-free).
+
 GCS semantics callers must know (there are no folders, only object names containing ``/``):
 
 - A single object write is all-or-nothing: :func:`open_output` uploads when the stream is closed and

@@ -4,6 +4,10 @@ The same definition is compiled to YAML for Kubeflow / Vertex AI and run locally
 Settings arrive as one JSON parameter per config section (``train_config``: a TrainConfig, ...), and
 each task gets only the sections its stage reads, so KFP's cache skips a stage whose settings did not
 change. :func:`config_arguments` turns a PipelineConfig into those parameters.
+
+The publish task's ``published_model`` artifact (a KFP ``Model``) points at the Triton repository and records
+the version it wrote, so the UIs show which run produced which served version; with ``registry.project`` and
+``registry.region`` set, that version is also registered in Vertex AI Model Registry.
 """
 
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from fashionrec.config import (
     ExportConfig,
     IngestConfig,
     PipelineConfig,
+    RegistryConfig,
     ServingConfig,
     ShopConfig,
     TrainConfig,
@@ -110,6 +115,7 @@ def build_training_pipeline(train_accelerator: "Accelerator | None" = None):
         export_config: str = ExportConfig().to_json(),
         evaluate_config: str = EvaluateConfig().to_json(),
         serving_config: str = ServingConfig().to_json(),
+        registry_config: str = RegistryConfig().to_json(),
     ):
         """``dataset``: one of fashionrec.datasets.DATASET_NAMES; ``data_dir``: where its files are, if needed."""
         raw = _placed(prepare_dataset(shop_config=shop_config, dataset=dataset, data_dir=data_dir))
@@ -143,6 +149,8 @@ def build_training_pipeline(train_accelerator: "Accelerator | None" = None):
         with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
             _placed(publish_model(
                 serving_config=serving_config,
+                evaluate_config=evaluate_config,
+                registry_config=registry_config,
                 embeddings=exported.outputs["embeddings"],
                 evaluation=evaluated.outputs["evaluation"],
                 model_repository=model_repository,

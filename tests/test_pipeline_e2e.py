@@ -71,6 +71,15 @@ def test_model_beats_popularity_and_is_published(run):
     assert manifest["latest_version"] == 1
     for model in ("recommend", "customer_vector", "rank_products"):
         assert (run.model_repository / model / "1").is_dir()
+    # The publish task's Model artifact: the run -> served version lineage (fashionrec.repository.registry).
+    published = json.loads((run.run_dir / "publish-model" / "executor_output.json").read_text())
+    (artifact,) = published["artifacts"]["published_model"]["artifacts"]
+    assert published["parameterValues"]["Output"] == 1
+    assert artifact["uri"] == str(run.model_repository)
+    assert artifact["metadata"] == {
+        "repository_uri": str(run.model_repository), "version": 1, "blessed": True, "gate_metric": "recall@20",
+        "metrics": {"recall@20": metrics["model"]["recall@20"], "ndcg@10": metrics["model"]["ndcg@10"]},
+        "embedding_dim": CONFIG.train.embedding_dim, "num_products": manifest["versions"][0]["num_products"]}
 
 
 def test_every_catalogue_product_has_an_embedding_including_new_ones(run, catalogue):

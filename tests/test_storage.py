@@ -212,3 +212,30 @@ def test_bucket_root_and_unsupported_schemes(gcs_emulator: str) -> None:
     assert not storage.exists("gs://no-such-bucket-fashionrec")
     with pytest.raises(ValueError, match="unsupported"):
         storage.exists("s3://bucket/key")
+
+
+def test_a_json_object_is_read_with_the_generation_a_conditional_write_expects(gcs_emulator: str) -> None:
+    uri = f"{gcs_emulator}/{uuid.uuid4().hex}/manifest.json"
+    assert storage.read_json_generation(uri) == (None, 0)  # absent: 0, what "must not exist yet" expects
+    storage.write_if_generation(uri, b'{"v": 1}', 0)
+    payload, generation = storage.read_json_generation(uri)
+    assert payload == {"v": 1} and generation > 0
+    storage.write_if_generation(uri, b'{"v": 2}', generation)
+    assert storage.read_json(uri) == {"v": 2}
+
+
+def test_conditional_writes_are_for_gcs_only(tmp_path: Path) -> None:
+    """Local repositories use a file lock instead (fashionrec.repository.manifest.repository_lock)."""
+    with pytest.raises(ValueError, match="gs://"):
+        storage.write_if_generation(str(tmp_path / "manifest.json"), b"{}", 0)
+
+
+def test_the_emulator_still_ignores_generation_preconditions(gcs_emulator: str) -> None:
+    """Why the tests that race writers wrap the emulator's upload handler (tests/repository/test_publish_gcs.py,
+    test_locking.py): gcp-storage-emulator accepts ``ifGenerationMatch`` without enforcing it. When this fails,
+    an upgrade enforces them and those wrappers can go."""
+    uri = f"{gcs_emulator}/{uuid.uuid4().hex}/claim"
+    storage.write_if_generation(uri, b"first", 0)
+    storage.write_if_generation(uri, b"second", 0)  # GCS answers 412 here: ConcurrentWriteError
+    with storage.open_input(uri) as stream:
+        assert stream.read() == b"second"

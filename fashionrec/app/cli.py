@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from fashionrec.config import COMPONENT_IMAGE, ConfigError, PipelineConfig, dataset_config, parse_assignments
 from fashionrec.datasets import DATASET_NAMES
 from fashionrec.messages import one_line
+from fashionrec.app.errors import EXIT_NO_ACCESS, AccessError, access_failure, echo_json, json_output
 from fashionrec.app.serving_commands import (catalogue_group, embed_products_command, rollback_command,
                                              serve_canary_command, serve_command)
 from fashionrec.app.experiment_commands import experiment_group
@@ -19,6 +22,7 @@ from fashionrec.app.shop_commands import shop_group
 from fashionrec.app.simulate_commands import simulate_command
 
 if TYPE_CHECKING:  # the submission code (kfp.Client, Vertex SDK) loads only when a command needs it
+    from fashionrec.app.runner import LocalRun
     from fashionrec.app.submit import PipelineArguments, SubmitConfig, Submission, Target
 
 DEFAULT_WORKSPACE = "fashionrec-run"
@@ -36,9 +40,28 @@ def build_config(size: str, overrides: tuple[str, ...], dataset: str = "syntheti
         raise click.BadParameter(str(error), param_hint="--set") from error
 
 
-@click.group()
+EXIT_RUN_FAILED = 1  # also every other command error (click's own status for them)
+EXIT_TIMED_OUT = 4
+EXIT_STATUS_HELP = (f"Exit status: 0 done; {EXIT_RUN_FAILED} the command failed (with `pipeline submit --wait`: the "
+                    f"run failed or was cancelled); 2 a wrong command line; {EXIT_NO_ACCESS} a service (Kubeflow, "
+                    "Vertex AI, Cloud Storage, Triton) could not be reached or refused the credentials; "
+                    f"{EXIT_TIMED_OUT} `pipeline submit --wait --timeout` gave up (the run goes on).")
+
+
+class WaitTimedOutError(click.ClickException):
+    """``pipeline submit --wait --timeout`` gave up before the run ended."""
+
+    exit_code = EXIT_TIMED_OUT
+
+
+@click.group(epilog=EXIT_STATUS_HELP)
 @click.version_option(package_name="fashionrec", prog_name="fashionrec")
-def main() -> None:
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="FASHIONREC_OUTPUT",
+              help="How the reporting commands (pipeline submit, schedule and run, experiment report) print their "
+                   "result: text, or one JSON document on stdout (progress and errors go to stderr). Give it "
+                   "before the command, e.g. `fashionrec -o json pipeline submit ...`, or set $FASHIONREC_OUTPUT.")
+def main(output: str) -> None:
     """fashionrec: a two-tower recommender workflow for fashion retail (KFP, Beam/TFT, TensorFlow, Triton)."""
 
 
@@ -136,13 +159,30 @@ def run_command(local_run: bool, workspace: str, size: str, overrides: tuple[str
     from fashionrec.app.runner import run_local
 
     config = build_config(size, overrides + ((f"ingest.split_time={split_time}",) if split_time else ()), dataset)
-    print_run_summary(run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir))
+    if not json_output():
+        print_run_summary(run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir))
+        return
+    with contextlib.redirect_stdout(sys.stderr):  # the tasks' progress: stdout carries only the document
+        run = run_local(workspace, config, verbose=verbose, dataset=dataset, data_dir=data_dir)
+    echo_json(run_summary(run))
+
+
+def run_summary(run: LocalRun) -> dict[str, Any]:
+    """A local run's result as ``pipeline run --output json`` prints it: where it is, the holdout metrics of
+    the model and each baseline, the gate's verdict (blessed, reasons, checks) and the report's path."""
+    evaluation = run.artifact("evaluate-model", "evaluation")
+    blessing = json.loads((evaluation / "blessing.json").read_text(encoding="utf-8"))
+    return {"run_dir": str(run.run_dir), "model_repository": str(run.model_repository),
+            "metrics": json.loads((evaluation / "metrics.json").read_text(encoding="utf-8")),
+            "gate": {key: blessing.get(key) for key in ("blessed", "reasons", "checks")},
+            "report": str(evaluation / "report.html")}
 
 
 _remote_options = [
     click.option("--kfp-host", default=None, metavar="URL",
                  help="Kubeflow Pipelines API, e.g. http://localhost:8080 (a port-forward to ml-pipeline-ui)."),
-    click.option("--experiment", default=None, help="KFP experiment, created if missing (default: fashionrec)."),
+    click.option("--experiment", default=None, help="The experiment the run joins, created if missing: a KFP experiment "
+                                                    "(default: fashionrec) or a Vertex AI Experiment (default: none)."),
     click.option("--namespace", default=None, help="KFP multi-user: the profile namespace."),
     click.option("--kfp-sa-token", default=None, metavar="PATH",
                  help="KFP inside the cluster: the pod's projected service-account token file (e.g. "
@@ -207,21 +247,64 @@ def _remote_inputs(kfp_host: str | None, experiment: str | None, namespace: str 
 
 
 def _echo_submission(submission: Submission) -> None:
+    """What was created: text lines, or (``--output json``) its document."""
+    if json_output():
+        echo_json(submission.to_dict())
+        return
     click.echo(f"Created {submission.target} {submission.kind} {submission.display_name!r}: {submission.resource}")
     if submission.url:
         click.echo(submission.url)
 
 
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
 @pipeline.command("submit")
 @_remote
 @click.option("--no-cache", is_flag=True, help="Run every task again instead of reusing cached results.")
-def submit_command(no_cache: bool, **options) -> None:
+@click.option("--wait", is_flag=True, help="Follow the run to its end, its state changes on stderr; exit 1 when it "
+                                           "fails or is cancelled.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --wait: stop waiting after this long (exit 4; the run goes on). Default: no limit.")
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --wait: how often to ask for the run's state (default: 15).")
+def submit_command(no_cache: bool, wait: bool, timeout: float | None, poll_interval: float | None,
+                   **options) -> None:
     """Start one run of the pipeline on Kubeflow Pipelines (--kfp-host) or Vertex AI (--vertex)."""
     from fashionrec.app.submit import submit
 
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
     target, arguments, config = _remote_inputs(**options, enable_caching=False if no_cache else None)
     with _remote_errors(target):
-        _echo_submission(submit(target, arguments, config))
+        submission = submit(target, arguments, config)
+    if not (wait and json_output()):  # JSON and a wait: one document, at the end
+        _echo_submission(submission)
+    if wait:
+        _wait_and_report(target, submission, timeout, poll_interval)
+
+
+def _wait_and_report(target: Target, submission: Submission, timeout: float | None,
+                     poll_interval: float | None) -> None:
+    """Follow the run; report its end (JSON: the submission's document with the final state); a run that
+    did not succeed is a one-line error with exit status 1, a timeout one with status 4."""
+    from fashionrec.app.submit import WAIT_POLL_S, WaitTimedOut, wait_for_run
+
+    try:
+        with _remote_errors(target):
+            final = wait_for_run(target, submission, timeout, poll_interval or WAIT_POLL_S, progress=_progress)
+    except WaitTimedOut as error:
+        if json_output():
+            echo_json({**submission.to_dict(), **error.last.to_dict(), "timed_out": True})
+        raise WaitTimedOutError(f"{target}: {error}") from error
+    if json_output():
+        echo_json({**submission.to_dict(), **final.to_dict(), "timed_out": False})
+    else:
+        click.echo(f"Run {submission.display_name!r} {final.state} after {final.elapsed_s:.0f} s")
+    if not final.succeeded:
+        reason = f": {one_line(final.error, REMOTE_ERROR_CHARS)}" if final.error else ""
+        raise click.ClickException(f"{target} run {submission.display_name!r} ended {final.state}{reason}")
 
 
 @pipeline.command("schedule")
@@ -259,10 +342,10 @@ AUTH_HINT = (" (credentials: set $KFP_TOKEN to a bearer token or $KFP_COOKIES to
 @contextmanager
 def _remote_errors(target: Target) -> Iterator[None]:
     """A Kubeflow or Vertex AI endpoint that cannot be reached, or refuses the credentials, as one line
-    naming the target and the cause (the clients' own tracebacks run to 60-120 lines)."""
+    naming the target and the cause, exit status 3 (the clients' own tracebacks run to 60-120 lines); any
+    other answer of its API as one line, exit status 1."""
     import urllib3.exceptions
     from google.api_core import exceptions as google_api
-    from google.auth import exceptions as google_auth
     from kfp_server_api.exceptions import ApiException
 
     from fashionrec.app.submit import KfpAccessRefused
@@ -270,20 +353,24 @@ def _remote_errors(target: Target) -> Iterator[None]:
     try:
         yield
     except KfpAccessRefused as error:
-        raise click.ClickException(one_line(error, REMOTE_ERROR_CHARS) + AUTH_HINT) from error
+        raise AccessError(one_line(error, REMOTE_ERROR_CHARS) + AUTH_HINT) from error
     except urllib3.exceptions.HTTPError as error:
         cause = getattr(error, "reason", None) or error
-        raise click.ClickException(f"cannot reach {target}: {one_line(cause, REMOTE_ERROR_CHARS)}") from error
-    except (google_auth.GoogleAuthError, google_api.Unauthenticated, google_api.PermissionDenied) as error:
-        raise click.ClickException(
-            f"{target} refused the credentials: {one_line(error, REMOTE_ERROR_CHARS)}") from error
+        raise AccessError(f"cannot reach {target}: {one_line(cause, REMOTE_ERROR_CHARS)}") from error
     except ApiException as error:  # Kubeflow's REST API: the status and the message of its JSON body
         hint = AUTH_HINT if error.status == 401 else ""  # 403: authenticated, but not allowed
-        raise click.ClickException(f"{target} answered {error.status} {error.reason}: "
-                                   f"{one_line(_api_message(error.body), REMOTE_ERROR_CHARS)}{hint}") from error
-    except google_api.GoogleAPICallError as error:
-        raise click.ClickException(
-            f"{target} answered an error: {one_line(error, REMOTE_ERROR_CHARS)}") from error
+        kind = AccessError if error.status in (401, 403) else click.ClickException
+        raise kind(f"{target} answered {error.status} {error.reason}: "
+                   f"{one_line(_api_message(error.body), REMOTE_ERROR_CHARS)}{hint}") from error
+    except click.ClickException:
+        raise
+    except Exception as error:  # Google auth and API errors, also as the Vertex SDK wraps them
+        failure = access_failure(error, google=str(target))
+        if failure is not None:
+            raise failure from error
+        if not isinstance(error, google_api.GoogleAPICallError):
+            raise
+        raise click.ClickException(f"{target} answered an error: {one_line(error, REMOTE_ERROR_CHARS)}") from error
 
 
 def _api_message(body: object) -> str:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import click
 
 from fashionrec import storage
+from fashionrec.app.errors import access_errors, echo_json, json_output
 from fashionrec.config import ConfigError, PipelineConfig, parse_assignments
 from fashionrec.repository import versions
 from fashionrec.repository.experiments import Experiment, ExperimentError, read_experiment
@@ -34,12 +35,15 @@ def experiment_group() -> None:
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """Errors the user can act on, as one-line command errors instead of tracebacks."""
-    try:
-        yield
-    except (ConfigError, ExperimentError, versions.VersionError, FileNotFoundError) as error:
-        raise click.ClickException(str(error)) from error
+def _user_errors(url: str | None = None, storage_uri: str | None = None) -> Iterator[None]:
+    """Errors the user can act on, as one-line command errors instead of tracebacks: a Triton at ``url``
+    or the Cloud Storage of ``storage_uri`` that cannot be reached or refuses the credentials as an
+    AccessError (exit status 3)."""
+    with access_errors(f"Triton at {url}" if url else "Triton", storage_uri or "Google Cloud"):
+        try:
+            yield
+        except (ConfigError, ExperimentError, versions.VersionError, FileNotFoundError) as error:
+            raise click.ClickException(str(error)) from error
 
 
 def _config(overrides: Sequence[str]) -> PipelineConfig:
@@ -89,7 +93,7 @@ def start_command(model_repository: str, definition: str | None, name: str | Non
                   overrides: tuple[str, ...]) -> None:
     """Serve every arm's version beside the served one and start routing visitors to their arms."""
     config = _config(overrides)
-    with _user_errors():
+    with _user_errors(url, model_repository):
         experiment = experiment_from_options(definition, name, arms, salt, end, config)
         versions.start_experiment(model_repository, experiment, config.serving, url, protocol, settle_s)
     shares = ", ".join(f"{arm.name}: v{arm.version} {arm.share:.0%}" for arm in experiment.arms)
@@ -110,7 +114,7 @@ def stop_command(model_repository: str, drain_s: float | None, url: str | None, 
     """End the running experiment: every visitor gets the served version again."""
     config = _config(overrides)
     drain = config.experiment.refresh_s + 1.0 if drain_s is None else drain_s
-    with _user_errors():
+    with _user_errors(url, model_repository):
         experiment = versions.stop_experiment(model_repository, config.serving, url, protocol, drain)
     click.echo(f"Experiment {experiment.name} stopped; its arm models are unloaded.")
 
@@ -119,7 +123,7 @@ def stop_command(model_repository: str, drain_s: float | None, url: str | None, 
 @_repository_option
 def status_command(model_repository: str) -> None:
     """The running experiment as JSON (and whether visitors are being assigned now)."""
-    with _user_errors():
+    with _user_errors(storage_uri=model_repository):
         experiment = read_experiment(model_repository)
     if experiment is None:
         click.echo("No experiment is running.")
@@ -137,7 +141,8 @@ def status_command(model_repository: str) -> None:
 @click.option("--catalogue", default=None, help="Prices (canonical catalogue; default: the catalogue the shop wrote "
               "beside its log).")
 @click.option("--output", default="experiment-report", show_default=True,
-              help="Folder for report.json and report.html (local or gs://).")
+              help="Folder for report.json and report.html (local or gs://). With `fashionrec --output json "
+                   "experiment report`, report.json's document is printed on stdout too.")
 @_set_option
 def report_command(log_dir: str, model_repository: str | None, name: str | None, definition: str | None,
                    catalogue: str | None, output: str, overrides: tuple[str, ...]) -> None:
@@ -147,9 +152,12 @@ def report_command(log_dir: str, model_repository: str | None, name: str | None,
     from fashionrec.evaluation.experiment_report import HTML_FILE, JSON_FILE, report_from_log
 
     config = _config(overrides)
-    with _user_errors():
+    with _user_errors(storage_uri=log_dir):
         experiment = _reported_experiment(model_repository, name, definition, config)
         report = report_from_log(experiment, log_dir, output, config.experiment, catalogue)
+    if json_output():
+        echo_json(report.to_dict())
+        return
     for arm in report.arms:
         click.echo(f"{arm.name:>12} v{arm.version}: {arm.visitors} visitors, {arm.impressions} impressions, "
                    + ", ".join(f"{metric} {_figure(value)}" for metric, value in arm.metrics.items()))

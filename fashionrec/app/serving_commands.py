@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import click
 
 from fashionrec.config import MODEL_CONTROL_MODES, ConfigError, PipelineConfig, ServingConfig
+from fashionrec.app.errors import access_errors, command_error
 from fashionrec.app.client import FashionrecClient, Protocol, Recommendation, RecommendClient, RecommendError
 from fashionrec.contract.content import ProductContent
 from fashionrec.repository import versions
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 
 _DEFAULTS = ServingConfig()
 WAIT_INTERVAL_S = 0.5  # how often `serve` checks that tritonserver is still alive
-
-
 def _serving_config(ctx: click.Context | None) -> ServingConfig:
     """The ServingConfig of the parent command's context object, else the defaults."""
     obj = ctx.find_root().obj if ctx is not None else None
@@ -51,13 +50,15 @@ def _pipeline_config(ctx: click.Context | None) -> PipelineConfig:
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(url: str | None = None, repository: str = "Google Cloud") -> Iterator[None]:
     """Errors the user can act on (bad input, an unknown version, the server's refusal) as one-line
-    command errors instead of tracebacks."""
-    try:
-        yield
-    except (ValueError, versions.VersionError, RecommendError) as error:
-        raise click.ClickException(str(error)) from error
+    command errors instead of tracebacks; an unreachable or refusing Triton at ``url`` or Cloud Storage
+    behind ``repository`` as an AccessError."""
+    with access_errors(f"Triton at {url}" if url else "Triton", repository):
+        try:
+            yield
+        except (ValueError, versions.VersionError, RecommendError) as error:
+            raise command_error(error, f"Triton at {url}" if url else "Triton", repository) from error
 
 
 def _loaded_note(url: str | None) -> str:
@@ -195,7 +196,7 @@ def print_recommendations(
             recommendations = client.recommend(history_product_ids, history_weights,
                                                serving.default_top_k if k is None else k)
     except RecommendError as error:
-        raise click.ClickException(str(error)) from error
+        raise command_error(error) from error
     _print_table(recommendations)
     return recommendations
 
@@ -216,7 +217,7 @@ def ask_and_print(call: Callable[[FashionrecClient], list[Recommendation]], url:
         with FashionrecClient(url or default_url(protocol, serving), protocol, serving) as client:
             ranked = call(client)
     except RecommendError as error:
-        raise click.ClickException(str(error)) from error
+        raise command_error(error) from error
     if title:
         click.echo(title)
     _print_table(ranked)
@@ -240,7 +241,7 @@ def rollback_command(ctx: click.Context, model_repository: str, to_version: int 
                      protocol: Protocol) -> None:
     """Serve an earlier published version again: every model pinned to it, hot-loaded without dropped requests."""
     serving = _serving_config(ctx)
-    with _user_errors():
+    with _user_errors(url, model_repository):
         version = versions.rollback(model_repository, serving, to_version, url, protocol)
     click.echo(f"Serving version {version} of {model_repository}{_loaded_note(url)}.")
 
@@ -262,7 +263,7 @@ def catalogue_add_command(ctx: click.Context, model_repository: str, products: s
     """Embed new products with the served content tower and serve them as the next version (rollback-able)."""
     from fashionrec.repository.catalogue import add_products
 
-    with _user_errors():
+    with _user_errors(url, model_repository):
         update = add_products(model_repository, products, _serving_config(ctx), url, protocol)
     click.echo(f"Added {len(update.added)} products to version {update.base_version}: serving version "
                f"{update.version} ({update.num_products} products){_loaded_note(url)}.")
@@ -284,7 +285,7 @@ def catalogue_refresh_prior_command(ctx: click.Context, model_repository: str, e
     from fashionrec.repository.catalogue import refresh_prior
 
     config = _pipeline_config(ctx)
-    with _user_errors():
+    with _user_errors(url, model_repository):
         now = None if as_of is None else _utc(pd.Timestamp(as_of))
         refreshed = refresh_prior(model_repository, events, config.serving, config.export, url, protocol, now,
                                   config.ingest)
@@ -312,7 +313,7 @@ def embed_products_command(ctx: click.Context, title: str, category: str, price:
         with FashionrecClient(url or default_url(protocol, serving), protocol, serving) as client:
             embedding = client.embed_products([product])[0]
     except RecommendError as error:
-        raise click.ClickException(str(error)) from error
+        raise command_error(error) from error
     click.echo(json.dumps([round(float(v), 7) for v in embedding]))
 
 

@@ -48,6 +48,8 @@ def simulate_command(shop_url: str | None, size: str, overrides: tuple[str, ...]
     import httpx
 
     from fashionrec.app.cli import build_config
+    from fashionrec.app.errors import REASON_CHARS, AccessError
+    from fashionrec.messages import one_line
     from fashionrec.app.simulate import (LAUNCH_WAIT_S, LaunchFailed, Launcher, LaunchNotShown, NewProductsUnsupported,
                                          ShopMismatch, run_simulation)
 
@@ -64,7 +66,7 @@ def simulate_command(shop_url: str | None, size: str, overrides: tuple[str, ...]
     except (ShopMismatch, LaunchFailed, LaunchNotShown) as error:
         raise click.ClickException(str(error)) from error
     except httpx.HTTPError as error:  # the catalogue check, before any visit: nothing answers at the URL
-        raise click.ClickException(f"cannot reach the shop service at {url}: {error}") from error
+        raise AccessError(f"cannot reach the shop service at {url}: {one_line(error, REASON_CHARS)}") from error
     events = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.events.items())) or "no events"
     errors = f"; errors {dict(sorted(summary.errors.items()))}" if summary.errors else "; no errors"
     click.echo(f"total: {summary.visits} visits, {summary.page_requests} page requests, {events}; "

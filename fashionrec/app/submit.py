@@ -6,7 +6,11 @@ leave the gated publish task cached), and sent with the pipeline's four runtime 
 
 * Kubeflow Pipelines: ``kfp.Client`` (REST API ``/apis/v2beta1``): get-or-create the experiment, then a
   run or a recurring run whose body carries the pipeline spec inline.
-* Vertex AI: ``google.cloud.aiplatform.PipelineJob`` → ``submit()`` or ``create_schedule()``.
+* Vertex AI: ``google.cloud.aiplatform.PipelineJob`` → ``submit()`` (in a Vertex AI Experiment, if named)
+  or ``create_schedule()``.
+
+``wait_for_run`` then follows a run to its end. The SDKs' chatter (kfp.Client prints links, the Vertex SDK
+logs to stdout) goes to stderr, so that stdout carries only what the command reports.
 
 Every check on the input happens before the first request (``ValueError`` with the reason), so a typo
 never leaves half a submission behind. Nothing here is imported by the local runner: ``kfp.Client`` and
@@ -15,16 +19,25 @@ the Vertex SDK load only when used.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
+import itertools
+import logging
 import os
 import re
+import sys
 import tempfile
+import time
 import warnings
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from croniter import CroniterError, croniter
 
 from fashionrec.config import COMPONENT_IMAGE, PipelineConfig
 
@@ -39,6 +52,8 @@ LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # Google Cloud label key
 LABEL_VALUE_PATTERN = re.compile(r"^[a-z0-9_-]{0,63}$")  # ... and values
 MAX_LABELS = 64
 REMOTE_SCHEME = "gs://"  # remote tasks can only reach data and models through the bucket
+# Vertex AI Experiments are ML Metadata contexts: their ids take 4-128 of a-z, 0-9 and '-'.
+VERTEX_EXPERIMENT_PATTERN = re.compile(r"^[a-z0-9-]{4,128}$")
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,7 @@ class VertexTarget:
     project: str
     region: str
     pipeline_root: str  # gs://...: runtime_config.gcs_output_directory
+    experiment: str | None = None  # a Vertex AI Experiment the run joins (created if missing); None: none
 
     def __str__(self) -> str:
         return f"Vertex AI Pipelines in {self.project}/{self.region}"
@@ -167,6 +183,15 @@ class Submission:
     resource: str
     display_name: str
     url: str | None
+    endpoint: str = ""  # the target in words (``str(target)``)
+    cron: str | None = None  # a schedule's cron expression, as the target got it
+    experiment: str | None = None  # the KFP or Vertex AI experiment a run joined
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``--output json``: stable keys, ``id`` for the run id or resource name."""
+        return {"target": self.target, "endpoint": self.endpoint, "kind": self.kind, "id": self.resource,
+                "display_name": self.display_name, "url": self.url, "experiment": self.experiment,
+                "cron": self.cron}
 
 
 Target = KfpTarget | VertexTarget
@@ -201,55 +226,60 @@ def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
     return dict(labels)
 
 
-@dataclass(frozen=True)
-class _CronField:
-    name: str
-    low: int
-    high: int
-    names: tuple[str, ...] = ()  # symbolic values, numbered from ``low``
-
-
-_CRON_FIELDS = (
-    _CronField("minute", 0, 59),
-    _CronField("hour", 0, 23),
-    _CronField("day-of-month", 1, 31),
-    _CronField("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
-                                "DEC")),
-    # 0-6: Kubeflow's cron library has no 7 for Sunday, so neither do we.
-    _CronField("day-of-week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
-)
-_CRON_ITEM = re.compile(r"^(?:(?P<star>\*)|(?P<low>\w+)(?:-(?P<high>\w+))?)(?:/(?P<step>\d+))?$")
+# The cron both schedulers read: Vertex AI five plain fields, Kubeflow's robfig/cron the same behind the
+# seconds field validate_schedule adds; values, ranges, steps and lists, with month and day names. croniter
+# also reads what at least one of them rejects, so a thin check comes first: six or seven fields (seconds,
+# years), @weekly and the like, ?, L, W, #, H and R, Sunday as 7 and ranges that wrap (5-2). croniter then
+# checks each value, name and step.
+CRON_FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31"), ("month", "1-12 or JAN-DEC"),
+               ("day-of-week", "0-6 or SUN-SAT"))
+_NUMBER, _NAME = r"\d+", r"\d+|[A-Za-z]{3}"
+_CRON_ITEMS = tuple(re.compile(rf"^(?:\*|(?P<low>{token})(?:-(?P<high>{token}))?)(?:/\d+)?$")
+                    for token in (_NUMBER, _NUMBER, _NUMBER, _NAME, _NAME))
+DAY_OF_WEEK = 4
 
 
 def validate_cron(expression: str) -> str:
     """A standard five-field cron expression (``*``, ``a``, ``a-b``, ``/step``, lists, month and day names),
-    whitespace normalised. Both Vertex AI and Kubeflow accept what passes; ValueError says what does not."""
+    whitespace normalised. Both Vertex AI and Kubeflow accept what passes; ValueError names the field and
+    the item that does not."""
     fields = expression.split()
-    if len(fields) != len(_CRON_FIELDS):
+    if len(fields) != len(CRON_FIELDS):
         raise ValueError(f"cron {expression!r}: expected 5 fields (minute hour day-of-month month "
                          f"day-of-week), got {len(fields)}")
-    for text, spec in zip(fields, _CRON_FIELDS):
+    for index, text in enumerate(fields):
         for item in text.split(","):
-            match = _CRON_ITEM.match(item)
-            if not match:
-                raise ValueError(f"cron {expression!r}: cannot read {item!r} in the {spec.name} field")
-            if match["step"] is not None and int(match["step"]) == 0:
-                raise ValueError(f"cron {expression!r}: step 0 in the {spec.name} field")
-            bounds = [_cron_value(match[part], spec, expression) for part in ("low", "high") if match[part]]
-            if len(bounds) == 2 and bounds[0] > bounds[1]:
-                raise ValueError(f"cron {expression!r}: range {item!r} runs backwards in the {spec.name} field")
+            _check_cron_item(expression, index, item)
     return " ".join(fields)
 
 
-def _cron_value(token: str, spec: _CronField, expression: str) -> int:
-    if token.upper() in spec.names:
-        return spec.low + spec.names.index(token.upper())
-    if not token.isdigit():
-        raise ValueError(f"cron {expression!r}: {token!r} is not a {spec.name} value")
-    value = int(token)
-    if not spec.low <= value <= spec.high:
-        raise ValueError(f"cron {expression!r}: {spec.name} {value} is outside {spec.low}-{spec.high}")
-    return value
+def _check_cron_item(expression: str, index: int, item: str) -> None:
+    """One comma-separated item of field ``index``: the thin syntax check, croniter's, then the two rules
+    croniter relaxes (ranges that run backwards, and 7 for Sunday, which Kubeflow's scheduler has not)."""
+    name = CRON_FIELDS[index][0]
+    match = _CRON_ITEMS[index].match(item)
+    if not match:
+        raise ValueError(f"cron {expression!r}: cannot read {item!r} in the {name} field")
+    _cron_values(expression, index, item)
+    if index == DAY_OF_WEEK and "7" in (match["low"], match["high"]):
+        raise ValueError(f"cron {expression!r}: day-of-week 7 is outside 0-6 (Kubeflow's scheduler has no 7 "
+                         "for Sunday: use 0 or SUN)")
+    if match["high"] and _cron_values(expression, index, match["low"]) > _cron_values(expression, index,
+                                                                                        match["high"]):
+        raise ValueError(f"cron {expression!r}: range {item!r} runs backwards in the {name} field")
+
+
+def _cron_values(expression: str, index: int, item: str) -> list[int]:
+    """The values croniter reads ``item`` as in field ``index`` (every other field ``*``); ValueError
+    naming the field and what it takes when croniter refuses it."""
+    fields = ["*"] * len(CRON_FIELDS)
+    fields[index] = item
+    try:
+        return croniter.expand(" ".join(fields))[0][index]
+    except CroniterError as error:
+        name, allowed = CRON_FIELDS[index]
+        raise ValueError(f"cron {expression!r}: the {name} field cannot be {item!r} (it takes {allowed}, "
+                         "as values, a-b ranges, */step or a-b/step, and lists)") from error
 
 
 def resolve_target(kfp_host: str | None = None, vertex: bool = False, project: str | None = None,
@@ -264,10 +294,10 @@ def resolve_target(kfp_host: str | None = None, vertex: bool = False, project: s
                                                 ("--pipeline-root", pipeline_root)) if not value]
         if missing:
             raise ValueError(f"--vertex needs {', '.join(missing)}")
-        if experiment or namespace or (credentials and credentials.service_account_token):
-            raise ValueError("--experiment, --namespace and --kfp-sa-token are Kubeflow Pipelines options "
-                             "(--kfp-host)")
-        return VertexTarget(project=str(project), region=str(region), pipeline_root=str(pipeline_root))
+        if namespace or (credentials and credentials.service_account_token):
+            raise ValueError("--namespace and --kfp-sa-token are Kubeflow Pipelines options (--kfp-host)")
+        return VertexTarget(project=str(project), region=str(region), pipeline_root=str(pipeline_root),
+                            experiment=experiment)
     if project or region:
         raise ValueError("--project and --region are Vertex AI options (--vertex)")
     optional = {"experiment": experiment, "namespace": namespace, "pipeline_root": pipeline_root,
@@ -303,6 +333,9 @@ def validate_submission(target: Target, arguments: PipelineArguments, options: S
         if not target.project or not target.region:
             raise ValueError("Vertex AI needs --project and --region")
         _require_gcs(target.pipeline_root, "--pipeline-root")
+        if target.experiment is not None and not VERTEX_EXPERIMENT_PATTERN.match(target.experiment):
+            raise ValueError(f"--experiment {target.experiment!r}: Vertex AI experiment names take 4-128 "
+                             "lower-case letters, digits or '-'")
     elif not re.match(r"^https?://[^/\s]+", target.host):
         raise ValueError(f"--kfp-host {target.host!r}: expected http(s)://HOST[:PORT][/path]")
     elif target.pipeline_root and not re.match(r"^[a-z][a-z0-9+.-]*://.", target.pipeline_root):
@@ -322,15 +355,17 @@ def validate_schedule(target: Target, when: ScheduleConfig) -> str:
     cron = validate_cron(when.cron)
     if when.max_concurrent_runs < 1:
         raise ValueError("max concurrent runs must be at least 1")
-    if when.time_zone is not None:
-        try:
-            zoneinfo.ZoneInfo(when.time_zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown time zone {when.time_zone!r}") from error
-        if isinstance(target, KfpTarget):
-            raise ValueError("Kubeflow Pipelines schedules run in UTC: drop --time-zone and shift the cron hours")
-        return f"TZ={when.time_zone} {cron}"
-    return cron if isinstance(target, VertexTarget) else f"0 {cron}"
+    if isinstance(target, VertexTarget) and target.experiment:
+        raise ValueError("Vertex AI schedules cannot put their runs in an experiment: drop --experiment")
+    if when.time_zone is None:
+        return cron if isinstance(target, VertexTarget) else f"0 {cron}"
+    try:
+        zoneinfo.ZoneInfo(when.time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {when.time_zone!r}") from error
+    if isinstance(target, KfpTarget):
+        raise ValueError("Kubeflow Pipelines schedules run in UTC: drop --time-zone and shift the cron hours")
+    return f"TZ={when.time_zone} {cron}"
 
 
 # ------------------------------------------------------------------------------------------- the spec
@@ -425,18 +460,25 @@ def check_kfp_access(target: KfpTarget) -> None:
         raise KfpAccessRefused(f"{target} answered 401 Unauthorized: {response.data.decode('utf-8', 'replace')[:200]}")
 
 
-def _kfp_client_and_experiment(target: KfpTarget) -> tuple[Any, str]:
-    """A ``kfp.Client`` for the host and the id of the target experiment (created when missing)."""
+def _kfp_client(target: KfpTarget) -> Any:
+    """A ``kfp.Client`` for the host, after the access check (single-user: multi-user clients skip kfp's
+    own health check, and so does this)."""
     import kfp
 
-    if target.namespace is None:  # multi-user clients skip kfp's own health check
+    if target.namespace is None:
         check_kfp_access(target)
-
-    with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": v2beta1 is all we use
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        # "only works with KFP v2.0.0-beta.2 and later": v2beta1 is all we use
         warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
-        client = kfp.Client(host=target.host, namespace=target.namespace or "kubeflow",
-                            **target.credentials.client_arguments())
-    experiment = client.create_experiment(name=target.experiment, namespace=target.namespace)
+        return kfp.Client(host=target.host, namespace=target.namespace or "kubeflow",
+                          **target.credentials.client_arguments())
+
+
+def _kfp_client_and_experiment(target: KfpTarget) -> tuple[Any, str]:
+    """A ``kfp.Client`` for the host and the id of the target experiment (created when missing)."""
+    client = _kfp_client(target)
+    with contextlib.redirect_stdout(sys.stderr):  # create_experiment prints "Experiment details: <link>"
+        experiment = client.create_experiment(name=target.experiment, namespace=target.namespace)
     return client, experiment.experiment_id
 
 
@@ -462,7 +504,8 @@ def _kfp_run(target: KfpTarget, arguments: PipelineArguments, options: SubmitCon
         service_account=options.service_account,
     )
     created = client.runs.run_service_create_run(run=run)
-    return Submission("kfp", "run", created.run_id, name, f"{target.host.rstrip('/')}/#/runs/details/{created.run_id}")
+    return Submission("kfp", "run", created.run_id, name, f"{target.host.rstrip('/')}/#/runs/details/{created.run_id}",
+                      str(target), experiment=target.experiment)
 
 
 def _kfp_recurring_run(target: KfpTarget, arguments: PipelineArguments, options: SubmitConfig,
@@ -485,7 +528,8 @@ def _kfp_recurring_run(target: KfpTarget, arguments: PipelineArguments, options:
     )
     created = client.recurring_runs.recurring_run_service_create_recurring_run(recurring_run=recurring)
     run_id = created.recurring_run_id
-    return Submission("kfp", "schedule", run_id, name, f"{target.host.rstrip('/')}/#/recurringrun/details/{run_id}")
+    return Submission("kfp", "schedule", run_id, name, f"{target.host.rstrip('/')}/#/recurringrun/details/{run_id}",
+                      str(target), cron, target.experiment)
 
 
 def _vertex_job(target: VertexTarget, arguments: PipelineArguments, options: SubmitConfig, spec: dict[str, Any],
@@ -495,6 +539,7 @@ def _vertex_job(target: VertexTarget, arguments: PipelineArguments, options: Sub
 
     from google.cloud import aiplatform
 
+    _vertex_logs_to_stderr()
     with tempfile.TemporaryDirectory() as tmp:  # PipelineJob reads the template in its constructor
         template = Path(tmp) / "pipeline.json"
         template.write_text(json.dumps(spec), encoding="utf-8")
@@ -515,10 +560,10 @@ def _vertex_run(target: VertexTarget, arguments: PipelineArguments, options: Sub
                 labels: Mapping[str, str], credentials: Credentials | None) -> Submission:
     name = options.run_name or default_run_name()
     job = _vertex_job(target, arguments, options, spec, labels, name, credentials)
-    job.submit(service_account=options.service_account)
+    job.submit(service_account=options.service_account, experiment=target.experiment)
     url = (f"https://console.cloud.google.com/vertex-ai/locations/{target.region}/pipelines/runs/"
            f"{job.job_id}?project={target.project}")
-    return Submission("vertex", "run", job.resource_name, name, url)
+    return Submission("vertex", "run", job.resource_name, name, url, str(target), experiment=target.experiment)
 
 
 def _vertex_schedule(target: VertexTarget, arguments: PipelineArguments, options: SubmitConfig,
@@ -531,4 +576,128 @@ def _vertex_schedule(target: VertexTarget, arguments: PipelineArguments, options
         max_concurrent_run_count=when.max_concurrent_runs,
         service_account=options.service_account,
     )
-    return Submission("vertex", "schedule", created.resource_name, name, None)
+    return Submission("vertex", "schedule", created.resource_name, name, None, str(target), cron)
+
+
+class _CurrentStderr(io.TextIOBase):
+    """Writes to ``sys.stderr`` as it is at each write (click's test runner and pytest swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _vertex_logs_to_stderr() -> None:
+    """Point the Vertex SDK's log handlers, which it opens on stdout ("Creating PipelineJob", code snippets),
+    at stderr: stdout is for what the command reports (``--output json`` must stay one document)."""
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("google.cloud.aiplatform") and isinstance(logger, logging.Logger):
+            for handler in logger.handlers:
+                if type(handler) is logging.StreamHandler and not isinstance(handler.stream, _CurrentStderr):
+                    handler.setStream(_CurrentStderr())
+
+
+# ----------------------------------------------------------------------------------------------- wait
+
+
+WAIT_POLL_S = 15.0  # how often a followed run is asked for its state
+HEARTBEAT_S = 300.0  # how often "still RUNNING" is said while nothing changes
+# Where a run ends: KFP spells it CANCELED, Vertex AI CANCELLED (without its PIPELINE_STATE_ prefix).
+FINAL_STATES = frozenset({"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One look at a submitted run: its state as the API names it (Vertex AI's without the
+    ``PIPELINE_STATE_`` prefix), its error message once it failed, and how long it had been followed."""
+
+    state: str
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "SUCCEEDED"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "error": self.error, "elapsed_s": round(self.elapsed_s, 1)}
+
+
+class WaitTimedOut(RuntimeError):
+    """The run had not ended when the wait's timeout passed; it goes on. ``last`` is its last state."""
+
+    def __init__(self, message: str, last: RunState) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+def wait_for_run(target: Target, submission: Submission, timeout_s: float | None = None,
+                 poll_s: float = WAIT_POLL_S, progress: Callable[[str], None] = print,
+                 credentials: Credentials | None = None) -> RunState:
+    """Follow a submitted run until it ends; return its final state (``succeeded`` or not: the caller
+    decides what a failure means). ``progress`` gets one line per state change and a heartbeat every
+    ``HEARTBEAT_S``; WaitTimedOut after ``timeout_s`` (None: no limit).
+
+    Why not the SDKs' own waits: ``kfp.Client.wait_for_run_completion`` never ends on a cancelled run
+    (CANCELED is not among its finished states) and reports nothing; ``PipelineJob.wait`` has no timeout.
+    """
+    if submission.kind != "run":
+        raise ValueError("only a run can be waited for, not a schedule")
+    poll = _run_poller(target, submission.resource, credentials)
+    return _follow(poll, submission.display_name, timeout_s, poll_s, progress)
+
+
+def _follow(poll: Callable[[], RunState], name: str, timeout_s: float | None, poll_s: float,
+            progress: Callable[[str], None]) -> RunState:
+    """Poll until the run ends or ``timeout_s`` passes, saying each new state and a periodic heartbeat."""
+    start = time.monotonic()
+    said, said_at = None, start
+    while True:
+        now = time.monotonic()
+        current = dataclasses.replace(poll(), elapsed_s=now - start)
+        if current.state != said or now - said_at >= HEARTBEAT_S:
+            still = "still " if current.state == said else ""
+            progress(f"{name}: {still}{current.state} after {_duration(current.elapsed_s)}")
+            said, said_at = current.state, now
+        if current.done:
+            return current
+        remaining = None if timeout_s is None else timeout_s - (time.monotonic() - start)
+        if remaining is not None and remaining <= 0:
+            raise WaitTimedOut(f"{name} is still {current.state} at the wait's {timeout_s:g} s timeout; the run "
+                               "goes on", current)
+        time.sleep(poll_s if remaining is None else min(poll_s, remaining))
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+def _run_poller(target: Target, resource: str, credentials: Credentials | None) -> Callable[[], RunState]:
+    """A function that asks ``target`` for the state of run ``resource`` (KFP run id, Vertex resource name)."""
+    if isinstance(target, KfpTarget):
+        client = _kfp_client(target)
+        return lambda: _kfp_state(client.get_run(resource))
+    from google.cloud import aiplatform
+
+    _vertex_logs_to_stderr()
+    job = aiplatform.PipelineJob.get(resource, project=target.project, location=target.region,
+                                     credentials=credentials)
+    looks = itertools.count()
+
+    def poll() -> RunState:
+        state = job.state if next(looks) else job.gca_resource.state  # ``state`` reads the job again
+        return RunState(state.name.removeprefix("PIPELINE_STATE_"), job.gca_resource.error.message or None)
+
+    return poll
+
+
+def _kfp_state(run: Any) -> RunState:
+    """A KFP ``V2beta1Run`` → RunState (its ``error`` is a google.rpc Status)."""
+    return RunState(run.state or "RUNTIME_STATE_UNSPECIFIED", (run.error.message or None) if run.error else None)
+

@@ -107,9 +107,22 @@ def ease_system(train: pd.DataFrame, product_ids: np.ndarray, config: EvaluateCo
     """EASE (Steck, "Embarrassingly Shallow Autoencoders", WWW 2019): the item-item baseline that papers on
     MovieLens must beat. Closed form on the binary customer x product matrix X of the training events:
     ``P = (X^T X + l2 I)^-1``, ``B = I - P diag(1 / diag P)`` (so ``B_ii = 0``); a customer's scores are
-    ``x_u B`` with ``x_u`` their binary history. Memory and time grow with products squared (and cubed):
-    the caller skips it above ``config.ease_max_products``.
+    ``x_u B`` with ``x_u`` their binary history.
+
+    Memory grows with products squared and time with products cubed, so on a catalogue larger than
+    ``config.ease_max_products`` EASE is fitted on that many of the most interacted-with products only
+    (the usual practice on large catalogues): it recommends only those, and the other products of a history
+    do not count in its profile. Smaller catalogues (MovieLens, the default shop) get the full model.
     """
+    kept = most_popular_rows(train, product_ids, config.ease_max_products)
+    if len(kept) == len(product_ids):
+        return _full_ease_system(train, product_ids, config)
+    to_kept = np.full(len(product_ids), -1, np.int64)
+    to_kept[kept] = np.arange(len(kept))
+    return subset_system(_full_ease_system(train, product_ids[kept], config), to_kept, kept)
+
+
+def _full_ease_system(train: pd.DataFrame, product_ids: np.ndarray, config: EvaluateConfig) -> System:
     matrix = interaction_matrix(train, product_ids, lambda w: np.ones(len(w), np.float32))
     matrix.data[:] = 1.0  # repeated interactions count once
     weights = ease_weights(matrix, config.ease_l2)
@@ -120,6 +133,15 @@ def ease_system(train: pd.DataFrame, product_ids: np.ndarray, config: EvaluateCo
         return binary.toarray()
 
     return _factor_system(profiles, weights.T)
+
+
+def most_popular_rows(train: pd.DataFrame, product_ids: np.ndarray, limit: int) -> np.ndarray:
+    """Rows (ascending) of the ``limit`` products with the most training events (ties: the lower row);
+    every row when the catalogue has no more than ``limit``."""
+    if len(product_ids) <= limit:
+        return np.arange(len(product_ids))
+    counts = popularity_scores(train, product_ids)
+    return np.sort(np.lexsort((np.arange(len(counts)), -counts))[:limit])
 
 
 def ease_weights(matrix: csr_matrix, l2: float) -> np.ndarray:
@@ -149,8 +171,9 @@ def popularity_scores(train_events: pd.DataFrame, product_ids: np.ndarray) -> np
 
 
 def available_baselines(num_products: int, config: EvaluateConfig) -> tuple[str, ...]:
-    """The :data:`BASELINES` a catalogue of ``num_products`` gets: EASE only up to ``ease_max_products``."""
-    return tuple(name for name in BASELINES if name != "ease" or num_products <= config.ease_max_products)
+    """The :data:`BASELINES` the evaluation fits: all of them, EASE unless ``ease_max_products`` is 0."""
+    del num_products  # every catalogue size gets every baseline (EASE on its most popular products)
+    return tuple(name for name in BASELINES if name != "ease" or config.ease_max_products > 0)
 
 
 def baseline_system(name: str, train: pd.DataFrame, product_ids: np.ndarray, config: EvaluateConfig) -> System:
@@ -220,18 +243,24 @@ def published_system(published: ServedVersion, product_ids: np.ndarray, dtype: s
     """
     to_published = ops.lookup_rows({pid: row for row, pid in enumerate(published.product_ids)}, product_ids)
     to_current = ops.lookup_rows({pid: row for row, pid in enumerate(product_ids)}, published.product_ids)
-    inner = embedding_system(published.embeddings, published.prior, dtype, in_context)
+    return subset_system(embedding_system(published.embeddings, published.prior, dtype, in_context),
+                         to_published, to_current)
 
+
+def subset_system(inner: System, to_inner: np.ndarray, to_outer: np.ndarray) -> System:
+    """A system over its own list of products, seen from the whole catalogue. ``to_inner[row]``: a catalogue
+    row's row in ``inner`` (-1: unknown to it); ``to_outer``: the way back. Products it does not know count
+    neither in its histories nor among its results (they score -inf)."""
     def translate(history: Histories, weights: Histories) -> tuple[Histories, Histories]:
-        kept = [to_published[h] >= 0 for h in history]
-        return ([to_published[h][keep] for h, keep in zip(history, kept, strict=True)],
+        kept = [to_inner[h] >= 0 for h in history]
+        return ([to_inner[h][keep] for h, keep in zip(history, kept, strict=True)],
                 [w[keep] for w, keep in zip(weights, kept, strict=True)])
 
     def rank(history: Histories, weights: Histories, k: int) -> np.ndarray:
-        return to_current[inner.rank(*translate(history, weights), k)]
+        return to_outer[inner.rank(*translate(history, weights), k)]
 
     def score(history: Histories, weights: Histories, rows: Histories) -> Histories:
-        mapped = [to_published[r] for r in rows]
+        mapped = [to_inner[r] for r in rows]
         scores = inner.score(*translate(history, weights), [np.maximum(m, 0) for m in mapped])
         return [np.where(m >= 0, s, -np.inf) for m, s in zip(mapped, scores, strict=True)]
 

@@ -22,12 +22,16 @@ retrainings).
 Contract: products are validated as ingest validates a catalogue (required ``product_id``, ``title``,
 ``category``, ``price``; optional fields get ingest's defaults; a bad row fails the whole call with
 its reasons). Ids already in the served catalogue are refused (ValueError naming them): changing an
-existing product's embedding is a retraining matter, not a catalogue addition. Run one writer per
-repository at a time (like the pipeline's publish step): two concurrent additions would both build
-on ``v``. A publish that fails after the products file is written leaves that file behind, unnamed by any
-version (harmless). The chain :func:`added_products` follows runs through prior refreshes and ends at a
-retrained version (its catalogue is the training data's: the shop is started with that catalogue), or
-at an addition published before products files existed (its products' content was not kept).
+existing product's embedding is a retraining matter, not a catalogue addition. On a local repository
+each addition or refresh holds the repository's lock (:func:`fashionrec.repository.manifest.repository_lock`)
+from reading the served version to recording the new one, so concurrent ones queue and each builds on
+the one before. ``gs://`` has no lock: the version numbers and the manifest stay consistent there (the
+publisher's claims and conditional writes), but two concurrent additions would both build on ``v``, so
+run one writer per bucket at a time (as the pipeline's publish step does). A publish that fails after
+the products file is written leaves that file behind, unnamed by any version (harmless). The chain
+:func:`added_products` follows runs through prior refreshes and ends at a retrained version (its
+catalogue is the training data's: the shop is started with that catalogue), or at an addition published
+before products files existed (its products' content was not kept).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.model.popularity import prior_from_events
 from fashionrec.contract import content, layout
 from fashionrec.contract.context import CONTEXT_FILE
-from fashionrec.repository.manifest import read_manifest
+from fashionrec.repository.manifest import read_manifest, repository_lock
 from fashionrec.repository.served import ServedVersion, served_version
 
 MAX_IDS_IN_ERROR = 5
@@ -114,9 +118,17 @@ def add_products(model_repository: str, products: str | pd.DataFrame, serving: S
     """Embed ``products``, append them to the served catalogue and serve the result as the next version.
 
     Raises ValueError (repository untouched) when nothing is published, the served version has no
-    content tower, a product is invalid or already in the catalogue.
+    content tower, a product is invalid or already in the catalogue. Holds the repository's lock
+    throughout (local repositories), so ``v`` is still the served version when the result is recorded.
     """
     new = read_products(products)
+    with repository_lock(str(model_repository)):
+        return _add_to_served(model_repository, new, products, serving, server_url, protocol)
+
+
+def _add_to_served(model_repository: str, new: pd.DataFrame, products: str | pd.DataFrame, serving: ServingConfig,
+                   server_url: str | None, protocol: str) -> CatalogueUpdate:
+    """:func:`add_products` once the products are valid and the lock is held."""
     base = _served(model_repository, serving)
     if base.tower is None:
         raise ValueError(f"version {base.version} of {model_repository} has no content tower (exported before "
@@ -192,8 +204,17 @@ def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: Se
     ``now`` (default: the latest event), and serve it as the next version: same embeddings, pooling,
     context tables, candidate sets, content tower and blessing. Why: the prior is what is in demand
     *now*; retraining weekly should not freeze it for a week. Raises ValueError (repository untouched)
-    when nothing is published or no event is usable.
+    when nothing is published or no event is usable. Holds the repository's lock throughout, as
+    :func:`add_products` does.
     """
+    with repository_lock(str(model_repository)):
+        return _refresh_served(model_repository, events, serving, export, server_url, protocol, now, ingest_config)
+
+
+def _refresh_served(model_repository: str, events: str | pd.DataFrame, serving: ServingConfig, export: ExportConfig,
+                    server_url: str | None, protocol: str, now: pd.Timestamp | None,
+                    ingest_config: IngestConfig) -> PriorRefresh:
+    """:func:`refresh_prior` with the lock held."""
     base = _served(model_repository, serving)
     source = events if isinstance(events, str) else "events"
     raw = storage.read_table(events) if isinstance(events, str) else events.reset_index(drop=True)

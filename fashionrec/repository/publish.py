@@ -30,7 +30,6 @@ object and the manifest is replaced only over the generation that was read (:fun
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import importlib.resources
 import json
 import os
@@ -61,12 +60,12 @@ from fashionrec.repository.manifest import (
     MANIFEST_FILE,
     STAGING_PREFIX,
     read_manifest,
+    repository_lock,
     serving_version,
     write_manifest,
 )
 
 MODEL_FILE = "model.py"
-LOCK_FILE = ".fashionrec-publish.lock"  # a plain file: Triton ignores files at the repository root
 # Template folder under triton_models/ -> the ServingConfig field naming the published model.
 PYTHON_MODELS = {"customer_vector": "customer_model_name", "rank_products": "ranking_model_name",
                  "blend_hero": "blend_model_name"}  # each version folder holds the catalogue
@@ -154,6 +153,7 @@ def render_configs(serving: ServingConfig, embedding_dim: int, templates: Path) 
         "purchase_event_type": serving.purchase_event_type,
         "table_dtype": serving.table_dtype,
         "embedding_dim": embedding_dim,
+        "response_cache": "true" if serving.response_cache_mb else "false",
     }
     configs = {}
     for template, field_name in (*PYTHON_MODELS.items(), *CONTENT_MODELS.items(), *ENSEMBLES.items()):
@@ -194,13 +194,10 @@ def _choose_version(repository: Path, requested: int | None) -> int:
 
 @contextmanager
 def _publishing_lock(repository: Path) -> Iterator[None]:
-    """One publisher at a time per repository, so two runs cannot take the same version number."""
-    with open(repository / LOCK_FILE, "w", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """One publisher at a time per repository, so two runs cannot take the same version number: the
+    repository's lock (reentrant, shared with versions and catalogue: manifest.repository_lock)."""
+    with repository_lock(str(repository)):
+        yield
 
 
 def _stage_python_model(folder: Path, template: Path, catalogue: ExportedEmbeddings, extras: dict[str, str]) -> None:

@@ -16,14 +16,22 @@ starts next to the old one), then the ensembles switch, then the manifest record
 ``--model-control-mode=explicit`` :func:`load_models` drives Triton's repository API; with ``poll``
 Triton finds the same files itself. Works on local and ``gs://`` repositories (through
 :mod:`fashionrec.storage`).
+
+Concurrency: each operation here that writes configs or the manifest (activate, rollback, a revert, an
+experiment's start and stop) holds the repository's lock (:func:`fashionrec.repository.manifest.repository_lock`)
+from its first read to its last write, as a publish does, so on a local repository they run one at a time.
+The manifest itself is only ever changed through :func:`~fashionrec.repository.manifest.update_manifest`, so a
+version a publisher recorded meanwhile is never dropped; on ``gs://`` (no lock) that is a conditional write,
+while the config files of two operations racing there can still interleave: run one at a time per bucket.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +42,8 @@ from fashionrec.messages import one_line
 from fashionrec.repository.check import check_version
 from fashionrec.repository.experiments import (Experiment, ExperimentError, arm_ensemble, arm_models, arm_versions,
                                                read_experiment, remove_experiment, write_experiment)
-from fashionrec.repository.manifest import CONFIG_FILE, read_manifest, serving_version, write_manifest, write_text
+from fashionrec.repository.manifest import (CONFIG_FILE, read_manifest, repository_lock, serving_version,
+                                            update_manifest, write_text)
 
 HEADER = ("# Rendered by fashionrec.repository.publish from triton_models/; versions pinned by "
           "fashionrec.repository.versions (serving version {version}).\n")
@@ -45,6 +54,18 @@ MAX_REASON_CHARS = 300  # of a server's error quoted in a VersionError
 
 class VersionError(RuntimeError):
     """A version that cannot be served (unknown, or no earlier one to roll back to)."""
+
+
+def _locked(operation: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``operation(repository, ...)`` holding that repository's lock (reentrant: nested operations and
+    a publish calling in take it again), so its reads and writes of configs and manifest are not
+    interleaved with another writer's."""
+    @functools.wraps(operation)
+    def holding_the_lock(repository: str, *args: Any, **kwargs: Any) -> Any:
+        with repository_lock(str(repository)):
+            return operation(repository, *args, **kwargs)
+
+    return holding_the_lock
 
 
 def python_models(serving: ServingConfig) -> list[str]:
@@ -79,13 +100,15 @@ def pin(config_text: str, versions: Sequence[int]) -> str:
     return HEADER.format(version=served) + text_format.MessageToString(config)
 
 
+@_locked
 def write_serving_configs(repository: str, manifest: dict[str, Any], target: int, serving: ServingConfig,
                           keep_previous: bool = True, also_load: Sequence[int] | None = None,
                           record: bool = True) -> dict:
     """Pin every model to ``target`` (python models also keep the previously served version, unless
     ``keep_previous`` is false: a version that failed to load is not kept, and every version of
     ``also_load``, by default the running experiment's arms) and, when ``record``, record it in the
-    manifest; return the updated manifest. No server is contacted."""
+    manifest as it is then (:func:`update_manifest`: entries recorded meanwhile are kept); return the
+    updated manifest. No server is contacted."""
     entries = {int(entry["version"]): entry for entry in manifest.get("versions", [])}
     if target not in entries:
         raise VersionError(f"version {target} is not published in {repository} (published: {sorted(entries)})")
@@ -111,10 +134,8 @@ def write_serving_configs(repository: str, manifest: dict[str, Any], target: int
         write_text(storage.join(repository, name, CONFIG_FILE), pin(configs[name], [target]))
     if not record:
         return manifest
-    manifest = dict(manifest, serving_version=target,
-                    serving_history=[*manifest.get("serving_history", []), target])
-    write_manifest(repository, manifest)
-    return manifest
+    return update_manifest(repository, lambda current: dict(
+        current, serving_version=target, serving_history=[*current.get("serving_history", []), target]))
 
 
 def _arm_configs(repository: str, entries: Mapping[int, Mapping[str, Any]], target: int,
@@ -176,6 +197,7 @@ def _repository_models(client: Any, protocol: str, headers: dict[str, str] | Non
     return {model["name"] for model in index}
 
 
+@_locked
 def activate(repository: str, version: int, serving: ServingConfig, url: str | None = None,
              protocol: str = "grpc") -> dict:
     """Serve ``version``: check it, write the pinned configs and, given a server ``url``, load them into
@@ -191,7 +213,8 @@ def load_or_revert(url: str, repository: str, manifest: dict, target: int, previ
     """Load the configs pinned to ``target`` into a running server (explicit model control). When Triton
     refuses to load it, pin ``previous`` again, load that and raise VersionError with Triton's reason:
     a failed load never leaves the repository pinned to a version that did not load (the next restart
-    would fail) nor the server's readiness pointing at it. Returns the manifest."""
+    would fail) nor the server's readiness pointing at it. Returns the manifest. (Loading only reads the
+    repository; the revert's writes take the lock in :func:`write_serving_configs`.)"""
     from tritonclient.utils import InferenceServerException
 
     arms = arm_models(read_experiment(repository), serving)
@@ -208,6 +231,7 @@ def load_or_revert(url: str, repository: str, manifest: dict, target: int, previ
                            f"{reason}") from None
 
 
+@_locked
 def rollback(repository: str, serving: ServingConfig, to_version: int | None = None, url: str | None = None,
              protocol: str = "grpc") -> int:
     """Serve ``to_version`` (default: the highest published version below the served one); return it."""
@@ -224,6 +248,7 @@ def rollback(repository: str, serving: ServingConfig, to_version: int | None = N
 
 
 # -- experiments: every arm's version served at once --------------------------------------------------------------
+@_locked
 def start_experiment(repository: str, experiment: Experiment, serving: ServingConfig, url: str | None = None,
                      protocol: str = "grpc", settle_s: float = 0.0) -> None:
     """Serve every arm of ``experiment`` beside the served version, then write the experiment file that
@@ -259,6 +284,7 @@ def start_experiment(repository: str, experiment: Experiment, serving: ServingCo
     write_experiment(repository, experiment)
 
 
+@_locked
 def stop_experiment(repository: str, serving: ServingConfig, url: str | None = None, protocol: str = "grpc",
                     drain_s: float = 0.0) -> Experiment:
     """End the running experiment: remove its file (shops stop routing at their next re-read), wait
@@ -272,7 +298,7 @@ def stop_experiment(repository: str, serving: ServingConfig, url: str | None = N
     manifest = read_manifest(repository)
     _end_arms(repository, manifest, serving_version(manifest), serving, arm_models(experiment, serving), url, protocol)
     record = dict(experiment.to_dict(), stopped=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    write_manifest(repository, dict(manifest, experiments=[*manifest.get("experiments", []), record]))
+    update_manifest(repository, lambda current: dict(current, experiments=[*current.get("experiments", []), record]))
     return experiment
 
 

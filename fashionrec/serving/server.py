@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import http.client
 import json
 import os
 import shutil
@@ -21,16 +22,15 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from fashionrec.config import MODEL_CONTROL_MODES, ServingConfig
-from fashionrec.serving.connection import restriction_flags
+from fashionrec.serving.connection import raw_client, restriction_flags, tritonclient_module
 from fashionrec.serving.environment import Progress, ensure_serving_environment, print_progress, venv_python
 
 _DEFAULTS = ServingConfig()
@@ -38,6 +38,7 @@ LOG_TAIL_LINES = 15  # lines of the server log quoted in errors (after its error
 # Error lines Triton always prints on a machine without a GPU; they do not explain a failure.
 CPU_ONLY_NOISE = ("CudaDriverHelper", "CUDA driver version is insufficient", "unable to create stream")
 READY_POLL_INTERVAL_S = 0.2
+READY_CALL_TIMEOUT_S = READY_POLL_INTERVAL_S * 5  # one readiness question (connect, then answer)
 SHM_DIR = Path("/dev/shm")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when its parent dies
 _LAYOUT_SCRIPT = (
@@ -109,6 +110,9 @@ def free_port(host: str) -> int:
 def _client_host(host: str) -> str:
     """The address a local client dials for a server bound to ``host``."""
     return "127.0.0.1" if host in ("", "0.0.0.0") else host
+
+
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class TritonServer:
@@ -264,6 +268,8 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={int(self.serving.shutdown_timeout_s)}",
         ]
+        if self.serving.response_cache_mb:  # the ensembles publish `response_cache { enable: true }`
+            command.append(f"--cache-config=local,size={self.serving.response_cache_mb * 2**20}")
         command += restriction_flags(self.serving)  # the admin APIs answer only with the key, when one is set
         if self.model_control_mode == "explicit":
             command.append("--load-model=*")
@@ -272,23 +278,29 @@ class TritonServer:
         return [*command, *self._extra_args]
 
     def _environment(self, install: TritonInstall) -> dict[str, str]:
-        """PATH and LD_LIBRARY_PATH so the stub embeds the venv's interpreter with the right libpython."""
+        """PATH and LD_LIBRARY_PATH so the stub embeds the venv's interpreter with the right libpython;
+        each stub's BLAS threads from ``serving.blas_threads``."""
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join(filter(None, [str(install.venv_dir / "bin"), env.get("PATH")]))
+        env.update({name: str(self.serving.blas_threads) for name in BLAS_THREAD_VARIABLES})
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             filter(None, [str(install.python_libdir), str(install.bundled_libs), env.get("LD_LIBRARY_PATH")]))
         return env
 
     def _wait_ready(self) -> None:
-        """Poll /v2/health/ready until true, the process exits, or startup_timeout_s passes."""
+        """Ask Triton's readiness (tritonclient over HTTP: ``/v2/health/ready``) until true, the process
+        exits, or startup_timeout_s passes; one client for the whole wait, closed afterwards."""
         deadline = time.monotonic() + self.serving.startup_timeout_s
-        url = f"http://{self.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
-            if self.returncode is not None:
-                raise TritonStartError(self._failure(f"tritonserver exited with status {self.returncode}"))
-            if _is_ready(url):
-                return
-            time.sleep(READY_POLL_INTERVAL_S)
+        client = raw_client(tritonclient_module("http"), self.http_url, "http", READY_CALL_TIMEOUT_S)
+        try:
+            while time.monotonic() < deadline:
+                if self.returncode is not None:
+                    raise TritonStartError(self._failure(f"tritonserver exited with status {self.returncode}"))
+                if _is_ready(client):
+                    return
+                time.sleep(READY_POLL_INTERVAL_S)
+        finally:
+            client.close()
         raise TritonStartError(self._failure(f"tritonserver not ready after {self.serving.startup_timeout_s} s"))
 
     def _failure(self, reason: str) -> str:
@@ -350,10 +362,15 @@ def _is_error_line(line: str) -> bool:
     return line[:1] == "E" and line[1:5].isdigit() and not any(noise in line for noise in CPU_ONLY_NOISE)
 
 
-def _is_ready(url: str) -> bool:
-    """True when Triton answers 200 on its readiness endpoint."""
+def _is_ready(client: Any) -> bool:
+    """True when Triton says it is ready; False while it is not, or cannot be reached yet.
+
+    What a starting server raises: OSError (connection refused, timed out), an HTTPException (it closed
+    the connection) or InferenceServerException (an error answer); each means "not yet", not a failure.
+    """
+    from tritonclient.utils import InferenceServerException
+
     try:
-        with urllib.request.urlopen(url, timeout=READY_POLL_INTERVAL_S * 5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return bool(client.is_server_ready())
+    except (OSError, http.client.HTTPException, InferenceServerException):
         return False

@@ -1,3 +1,4 @@
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -79,3 +80,36 @@ def test_version_is_the_installed_packages():
 
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and result.output == f"fashionrec, version {importlib.metadata.version('fashionrec')}\n"
+
+
+def test_help_documents_the_exit_statuses_and_the_output_option():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--output [text|json]" in text
+    for status in ("0 done", "1 the command failed", "2 a wrong command line",
+                   "3 a service (Kubeflow, Vertex AI, Cloud Storage, Triton) could not be reached",
+                   "4 `pipeline submit --wait --timeout` gave up"):
+        assert status in text
+
+
+@pytest.mark.e2e
+def test_pipeline_run_output_json_is_one_document_with_the_metrics_and_the_gate(tmp_path):
+    """The real local run (small shop, one epoch) in a subprocess: stdout is the summary document alone, the
+    tasks' progress goes to stderr."""
+    import json
+    import subprocess
+    import sys
+
+    workspace = tmp_path / "workspace"
+    done = subprocess.run([sys.executable, "-m", "fashionrec.app.cli", "--output", "json", "pipeline", "run", "--local",
+                           "--workspace", str(workspace), "--size", "small", "--set", "train.epochs=1"],
+                          capture_output=True, text=True, timeout=1_800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert set(summary) == {"run_dir", "model_repository", "metrics", "gate", "report"}
+    assert {"recall@10", "ndcg@10", "mrr", "auc"} <= set(summary["metrics"]["model"])
+    assert isinstance(summary["gate"]["blessed"], bool) and isinstance(summary["gate"]["reasons"], list)
+    assert summary["gate"]["checks"] and summary["report"].endswith("report.html")
+    assert summary["model_repository"] == str(workspace.resolve() / "model_repository")
+    assert "Full task logs:" in done.stderr

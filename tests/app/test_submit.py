@@ -13,6 +13,7 @@ tripwire on the Resource Manager project lookup proves no request leaves the mac
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import uuid
@@ -75,6 +76,8 @@ class FakeKfp:
     multi_user: bool = False
     refuse_runs: int | None = None  # an HTTP status to answer POST /runs with (e.g. 403: not allowed)
     required_token: str | None = None  # when set, any request without "Authorization: Bearer <it>" gets 401
+    run_states: list[str] = field(default_factory=lambda: ["SUCCEEDED"])  # GET /runs/{id} answers, the last repeats
+    run_error: str = ""  # the run's error message, sent with a FAILED or CANCELED state
 
     def paths(self) -> list[tuple[str, str]]:
         return [(request.method, request.path) for request in self.requests]
@@ -122,7 +125,14 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
                 wanted = json.loads(request.query["filter"][0])["predicates"][0]["stringValue"]
                 found = [e for e in state.experiments if e["display_name"] == wanted]
                 return self._answer(200, {"experiments": found, "total_size": len(found)} if found else {})
+            if request.path.startswith(f"{API}/runs/"):
+                return self._answer(200, self._run(request.path.rsplit("/", 1)[1]))
             self._answer(404, {"code": 5, "message": f"no route {request.path}"})
+
+        def _run(self, run_id: str) -> dict[str, Any]:
+            run_state = state.run_states.pop(0) if len(state.run_states) > 1 else state.run_states[0]
+            error = {"error": {"code": 9, "message": state.run_error}} if run_state in ("FAILED", "CANCELED") else {}
+            return {"run_id": run_id, "display_name": "nov-retrain", "state": run_state, **error}
 
         def do_POST(self) -> None:
             request = self._record()
@@ -275,33 +285,154 @@ def test_kfp_schedule_takes_a_custom_cron_and_concurrency(kfp_server):
     assert all(_caching_by_task(_spec(recurring["pipeline_spec"])).values())
 
 
+def _kfp_args(server: FakeKfp, *more: str) -> list[str]:
+    return ["pipeline", "submit", "--kfp-host", server.url, "--image", IMAGE, "--model-repository", MODEL_REPOSITORY,
+            *more]
+
+
+SUBMITTED = [("GET", f"{API}/healthz"), ("GET", f"{API}/healthz"), ("GET", f"{API}/experiments"),
+             ("POST", f"{API}/experiments"), ("POST", f"{API}/runs")]
+FOLLOWED = [("GET", f"{API}/healthz"), ("GET", f"{API}/healthz")]  # the wait's own client
+
+
+def test_kfp_submit_output_json_is_one_document_on_stdout(kfp_server):
+    result = CliRunner().invoke(main, ["--output", "json", *_kfp_args(kfp_server, "--run-name", "nov-retrain")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "target": "kfp", "endpoint": f"Kubeflow Pipelines at {kfp_server.url}", "kind": "run", "id": "run-42",
+        "display_name": "nov-retrain", "url": f"{kfp_server.url}/#/runs/details/run-42", "experiment": "fashionrec",
+        "cron": None}
+    assert "Experiment details:" in result.stderr  # kfp.Client's own print, kept off stdout
+    assert kfp_server.paths() == SUBMITTED
+
+
+def test_kfp_submit_wait_follows_the_run_to_success_with_progress_on_stderr(kfp_server):
+    kfp_server.run_states = ["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]
+    result = CliRunner().invoke(main, [*_kfp_args(kfp_server, "--run-name", "nov-retrain"), "--wait",
+                                       "--poll-interval", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert kfp_server.paths() == SUBMITTED + FOLLOWED + [("GET", f"{API}/runs/run-42")] * 4
+    assert result.stdout.splitlines()[:2] == ["Created kfp run 'nov-retrain': run-42",
+                                              f"{kfp_server.url}/#/runs/details/run-42"]
+    assert result.stdout.splitlines()[2].startswith("Run 'nov-retrain' SUCCEEDED after ")
+    progress = [line for line in result.stderr.splitlines() if line.startswith("nov-retrain: ")]
+    assert [line.split(" after ")[0] for line in progress] == [
+        "nov-retrain: PENDING", "nov-retrain: RUNNING", "nov-retrain: SUCCEEDED"]  # state changes only
+
+
+@pytest.mark.parametrize("final", ["FAILED", "CANCELED"])
+def test_kfp_submit_wait_exits_1_with_one_line_when_the_run_does_not_succeed(kfp_server, final):
+    kfp_server.run_states = ["RUNNING", final]
+    kfp_server.run_error = "task train-model failed:\nOOMKilled"
+    result = CliRunner().invoke(main, ["--output", "json", *_kfp_args(kfp_server, "--run-name", "nov-retrain"),
+                                       "--wait", "--poll-interval", "0.01"])
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert (document["id"], document["state"], document["error"], document["timed_out"]) == (
+        "run-42", final, "task train-model failed:\nOOMKilled", False)
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert error == (f"Error: Kubeflow Pipelines at {kfp_server.url} run 'nov-retrain' ended {final}: "
+                     "task train-model failed: OOMKilled")
+    assert "Traceback" not in result.output
+
+
+def test_kfp_submit_wait_gives_up_after_the_timeout_with_exit_4(kfp_server):
+    kfp_server.run_states = ["RUNNING"]
+    result = CliRunner().invoke(main, ["--output", "json", *_kfp_args(kfp_server, "--run-name", "nov-retrain"),
+                                       "--wait", "--timeout", "0.3", "--poll-interval", "0.05"])
+    assert result.exit_code == 4, result.output
+    document = json.loads(result.stdout)
+    assert (document["state"], document["timed_out"]) == ("RUNNING", True)
+    assert 0.3 <= document["elapsed_s"] < 5
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: Kubeflow Pipelines at {kfp_server.url}: nov-retrain is still RUNNING at the wait's 0.3 s timeout; "
+        "the run goes on")
+    assert kfp_server.paths()[len(SUBMITTED) + len(FOLLOWED):] == [("GET", f"{API}/runs/run-42")] * len(
+        kfp_server.paths()[len(SUBMITTED) + len(FOLLOWED):])
+
+
+def test_timeout_without_wait_is_a_usage_error():
+    result = CliRunner().invoke(main, ["pipeline", "submit", "--kfp-host", "http://kfp:8080", "--model-repository",
+                                       MODEL_REPOSITORY, "--timeout", "60"])
+    assert result.exit_code == 2 and "--timeout goes with --wait" in result.output
+
+
+def test_kfp_schedule_output_json_names_the_cron_the_scheduler_got(kfp_server):
+    result = CliRunner().invoke(main, ["-o", "json", "pipeline", "schedule", "--kfp-host", kfp_server.url,
+                                       "--image", IMAGE, "--model-repository", MODEL_REPOSITORY, "--cron", "30 1 * * *"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "target": "kfp", "endpoint": f"Kubeflow Pipelines at {kfp_server.url}", "kind": "schedule", "id": "rr-7",
+        "display_name": f"{PIPELINE_NAME}-schedule", "url": f"{kfp_server.url}/#/recurringrun/details/rr-7",
+        "experiment": "fashionrec", "cron": "0 30 1 * * *"}
+
+
+def test_output_json_can_come_from_the_environment(kfp_server, monkeypatch):
+    monkeypatch.setenv("FASHIONREC_OUTPUT", "json")
+    result = CliRunner().invoke(main, _kfp_args(kfp_server))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == "run-42"
+
+
 # --------------------------------------------------------------------------------------------- Vertex
 
 
 @dataclass
 class VertexCalls:
+    """What the replaced Vertex AI API methods received, and how the service is to answer."""
+
     pipeline_jobs: list[dict[str, Any]] = field(default_factory=list)
     schedules: list[dict[str, Any]] = field(default_factory=list)
     project_lookups: list[str] = field(default_factory=list)
+    job_gets: list[str] = field(default_factory=list)  # get_pipeline_job names, in order
+    metadata: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (method, request) in order
+    states: list[str] = field(default_factory=lambda: ["PIPELINE_STATE_SUCCEEDED"])  # get answers, the last repeats
+    error: str = ""  # the job's error message, sent with a FAILED or CANCELLED state
+    refuse: Exception | None = None  # raised by create_pipeline_job (e.g. PermissionDenied: a 403)
+    jobs: dict[str, Any] = field(default_factory=dict)
+    contexts: dict[str, Any] = field(default_factory=dict)  # the metadata store's contexts by name
+
+
+def _message(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(type(message).pb(message))
 
 
 @pytest.fixture
 def vertex_api(monkeypatch) -> VertexCalls:
-    """Record the Vertex AI API calls the SDK makes and answer them as the service does."""
+    """Record the Vertex AI API calls the SDK makes and answer them as the service does: pipeline jobs and
+    schedules, and the ML Metadata calls of a Vertex AI Experiment."""
+    from google.api_core import exceptions as google_api
+    from google.cloud.aiplatform_v1.services.metadata_service import MetadataServiceClient
     from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
     from google.cloud.aiplatform_v1.services.schedule_service import ScheduleServiceClient
-    from google.cloud.aiplatform_v1.types import PipelineJob, PipelineState, Schedule
+    from google.cloud.aiplatform_v1.types import (AddContextChildrenResponse, Context, MetadataStore, PipelineJob,
+                                                  PipelineState, Schedule)
     from google.cloud.resourcemanager_v3 import ProjectsClient
 
     calls = VertexCalls()
 
     def create_pipeline_job(self, request=None, *, parent=None, pipeline_job=None, pipeline_job_id=None, **_):
         calls.pipeline_jobs.append({"parent": parent, "pipeline_job_id": pipeline_job_id,
-                                    "job": json_format.MessageToDict(PipelineJob.pb(pipeline_job))})
+                                    "job": _message(pipeline_job)})
+        if calls.refuse is not None:
+            raise calls.refuse
         created = PipelineJob.deserialize(PipelineJob.serialize(pipeline_job))
         created.name = f"{parent}/pipelineJobs/{pipeline_job_id}"
         created.state = PipelineState.PIPELINE_STATE_PENDING
+        calls.jobs[created.name] = created
         return created
+
+    def get_pipeline_job(self, request=None, *, name=None, **_):
+        calls.job_gets.append(name)
+        job = PipelineJob.deserialize(PipelineJob.serialize(calls.jobs[name]))
+        state = calls.states.pop(0) if len(calls.states) > 1 else calls.states[0]
+        job.state = PipelineState[state]
+        job.job_detail.pipeline_run_context = Context(
+            name=f"{name.split('/pipelineJobs/')[0]}/metadataStores/default/contexts/{name.rsplit('/', 1)[1]}",
+            schema_title="system.PipelineRun")
+        if state in ("PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"):
+            job.error = {"code": 9, "message": calls.error}
+        return job
 
     def create_schedule(self, request=None, *, parent=None, schedule=None, **_):
         calls.schedules.append({"parent": parent, "schedule": json_format.MessageToDict(Schedule.pb(schedule))})
@@ -310,13 +441,39 @@ def vertex_api(monkeypatch) -> VertexCalls:
         created.state = Schedule.State.ACTIVE
         return created
 
+    def get_metadata_store(self, request=None, *, name=None, **_):
+        calls.metadata.append(("get_metadata_store", {"name": name}))
+        return MetadataStore(name=name)
+
+    def get_context(self, request=None, *, name=None, **_):
+        calls.metadata.append(("get_context", {"name": name}))
+        if name not in calls.contexts:
+            raise google_api.NotFound(f"Context {name} not found")
+        return calls.contexts[name]
+
+    def create_context(self, request=None, *, parent=None, context=None, context_id=None, **_):
+        calls.metadata.append(("create_context", {"parent": parent, "context_id": context_id,
+                                                  "context": _message(context)}))
+        created = Context.deserialize(Context.serialize(context))
+        created.name = f"{parent}/contexts/{context_id}"
+        calls.contexts[created.name] = created
+        return created
+
+    def add_context_children(self, request=None, *, context=None, child_contexts=None, **_):
+        calls.metadata.append(("add_context_children", {"context": context, "child_contexts": list(child_contexts)}))
+        return AddContextChildrenResponse()
+
     def get_project(self, request=None, *, name=None, **_):  # tripwire: would leave the machine
         calls.project_lookups.append(name)
         raise RuntimeError("unexpected Resource Manager lookup")
 
-    monkeypatch.setattr(PipelineServiceClient, "create_pipeline_job", create_pipeline_job)
-    monkeypatch.setattr(ScheduleServiceClient, "create_schedule", create_schedule)
-    monkeypatch.setattr(ProjectsClient, "get_project", get_project)
+    for client, methods in ((PipelineServiceClient, (create_pipeline_job, get_pipeline_job)),
+                            (ScheduleServiceClient, (create_schedule,)),
+                            (MetadataServiceClient, (get_metadata_store, get_context, create_context,
+                                                     add_context_children)),
+                            (ProjectsClient, (get_project,))):
+        for method in methods:
+            monkeypatch.setattr(client, method.__name__, method)
     return calls
 
 
@@ -410,6 +567,112 @@ def test_vertex_schedule_creates_a_weekly_schedule_in_the_time_zone(vertex_api, 
     assert vertex_api.project_lookups == []
 
 
+@pytest.fixture
+def anonymous_adc(monkeypatch) -> None:
+    """The Vertex SDK's default credentials (what it would take from Application Default Credentials) are
+    anonymous: the command line passes none of its own."""
+    from google.cloud.aiplatform import initializer
+
+    monkeypatch.setattr(initializer.global_config, "_credentials", _anonymous())
+
+
+def _vertex_args(target: VertexTarget, *more: str) -> list[str]:
+    return ["pipeline", "submit", "--vertex", "--project", target.project, "--region", target.region,
+            "--pipeline-root", target.pipeline_root, "--image", IMAGE, "--model-repository", MODEL_REPOSITORY,
+            "--service-account", SERVICE_ACCOUNT, *more]
+
+
+STORE = "projects/shop-ml/locations/europe-west4/metadataStores/default"
+
+
+def test_vertex_submit_joins_an_experiment_waits_for_success_and_prints_one_json_document(
+        vertex_api, gcs_emulator, anonymous_adc):
+    vertex_api.states = ["PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING", "PIPELINE_STATE_RUNNING",
+                         "PIPELINE_STATE_SUCCEEDED"]
+    target = _vertex_target()
+    result = CliRunner().invoke(main, ["--output", "json", *_vertex_args(
+        target, "--experiment", "weekly-retraining", "--run-name", "exp-run", "--wait", "--poll-interval", "0.01")])
+    assert result.exit_code == 0, result.output
+
+    (call,) = vertex_api.pipeline_jobs
+    job_id = call["pipeline_job_id"]
+    name = f"projects/shop-ml/locations/europe-west4/pipelineJobs/{job_id}"
+    assert call["job"]["displayName"] == "exp-run" and call["job"]["serviceAccount"] == SERVICE_ACCOUNT
+    experiment = f"{STORE}/contexts/weekly-retraining"
+    # Before the job: the experiment is looked up in the default metadata store and, missing, created;
+    # after it: looked up again and the run's own context (job_detail.pipeline_run_context) made its child.
+    assert vertex_api.metadata == [
+        ("get_metadata_store", {"name": STORE}),
+        ("get_context", {"name": experiment}),
+        ("create_context", {"parent": STORE, "context_id": "weekly-retraining", "context": {
+            "displayName": "weekly-retraining", "schemaTitle": "system.Experiment", "schemaVersion": "0.0.1",
+            "metadata": {"experiment_deleted": False}}}),
+        ("get_metadata_store", {"name": STORE}),
+        ("get_context", {"name": experiment}),
+        ("add_context_children", {"context": experiment, "child_contexts": [f"{STORE}/contexts/{job_id}"]}),
+    ]
+    # One read for the run's context, one as the wait opens the job, then one per poll.
+    assert vertex_api.job_gets == [name] * 4
+    progress = [line.split(" after ")[0] for line in result.stderr.splitlines() if line.startswith("exp-run: ")]
+    assert progress == ["exp-run: RUNNING", "exp-run: SUCCEEDED"]
+    assert vertex_api.project_lookups == [] and vertex_api.schedules == []
+    document = json.loads(result.stdout)  # the SDK's own log lines went to stderr
+    assert document == {"target": "vertex", "endpoint": "Vertex AI Pipelines in shop-ml/europe-west4", "kind": "run",
+                        "id": name, "display_name": "exp-run", "experiment": "weekly-retraining", "cron": None,
+                        "url": "https://console.cloud.google.com/vertex-ai/locations/europe-west4/pipelines/runs/"
+                               f"{job_id}?project=shop-ml",
+                        "state": "SUCCEEDED", "error": None, "elapsed_s": document["elapsed_s"], "timed_out": False}
+
+
+def test_vertex_submit_wait_exits_1_when_the_job_fails(vertex_api, gcs_emulator, anonymous_adc):
+    vertex_api.states = ["PIPELINE_STATE_RUNNING", "PIPELINE_STATE_FAILED"]
+    vertex_api.error = "The DAG failed because some tasks failed. The failed tasks are: [train-model]."
+    result = CliRunner().invoke(main, _vertex_args(_vertex_target(), "--run-name", "ml-1m", "--wait",
+                                                   "--poll-interval", "0.01"))
+    assert result.exit_code == 1
+    (call,) = vertex_api.pipeline_jobs
+    assert vertex_api.job_gets == [f"projects/shop-ml/locations/europe-west4/pipelineJobs/{call['pipeline_job_id']}"] * 2
+    assert [line.split(" after ")[0] for line in result.stderr.splitlines() if line.startswith("ml-1m: ")] == [
+        "ml-1m: RUNNING", "ml-1m: FAILED"]
+    assert vertex_api.metadata == []  # no experiment named: none joined
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: Vertex AI Pipelines in shop-ml/europe-west4 run 'ml-1m' ended FAILED: The DAG failed because some "
+        "tasks failed. The failed tasks are: [train-model].")
+    assert "Traceback" not in result.output
+
+
+def test_a_vertex_schedule_cannot_join_an_experiment():
+    result = CliRunner().invoke(main, ["pipeline", "schedule", "--vertex", "--project", "p", "--region", "r",
+                                       "--pipeline-root", "gs://b/r", "--experiment", "weekly-retraining",
+                                       "--model-repository", MODEL_REPOSITORY])
+    assert result.exit_code == 2 and "Vertex AI schedules cannot put their runs in an experiment" in result.output
+
+
+@pytest.mark.parametrize("refusal, status", [("PermissionDenied", "403"), ("Unauthenticated", "401")])
+def test_refused_vertex_credentials_are_one_line_with_exit_3(vertex_api, gcs_emulator, anonymous_adc, refusal, status):
+    from google.api_core import exceptions as google_api
+
+    vertex_api.refuse = getattr(google_api, refusal)("Permission 'aiplatform.pipelineJobs.create' denied on "
+                                                     "resource '//aiplatform.googleapis.com/projects/shop-ml'")
+    result = CliRunner().invoke(main, _vertex_args(_vertex_target()))
+    assert result.exit_code == 3, result.output
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line == (f"Error: Vertex AI Pipelines in shop-ml/europe-west4 refused the credentials: {status} Permission "
+                    "'aiplatform.pipelineJobs.create' denied on resource '//aiplatform.googleapis.com/projects/shop-ml'")
+    assert "Traceback" not in result.output and len(vertex_api.pipeline_jobs) == 1
+
+
+def test_missing_google_credentials_are_one_line_with_exit_3(tmp_path, monkeypatch):
+    """No Application Default Credentials at all (the real google.auth lookup, pointed at a missing key file)."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
+    result = CliRunner().invoke(main, _vertex_args(_vertex_target()))
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: no Google credentials for Vertex AI Pipelines in shop-ml/europe-west4 (run "
+                                "`gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS): ")
+    assert "missing-key.json" in lines[-1] and "Traceback" not in result.output
+
+
 # ------------------------------------------------------------------------------------- argument errors
 
 
@@ -425,7 +688,9 @@ def _invoke(*args: str):
     (["submit"], "choose exactly one target"),
     (["submit", "--kfp-host", "http://kfp:8080", "--project", "p"], "--project and --region are Vertex AI options"),
     (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r",
-      "--experiment", "x"], "--experiment, --namespace and --kfp-sa-token are Kubeflow Pipelines options"),
+      "--experiment", "Weekly Retraining"], "Vertex AI experiment names take 4-128 lower-case letters, digits or '-'"),
+    (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r",
+      "--namespace", "team"], "--namespace and --kfp-sa-token are Kubeflow Pipelines options"),
     (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r",
       "--kfp-sa-token", "/var/run/token"], "--kfp-sa-token are Kubeflow Pipelines options"),
     (["submit", "--kfp-host", "kfp:8080"], "expected http(s)://HOST"),
@@ -442,7 +707,7 @@ def _invoke(*args: str):
     (["submit", "--kfp-host", "http://kfp:8080", "--label", "team"], "expected a label KEY=VALUE"),
     (["submit", "--kfp-host", "http://kfp:8080", "--set", "train.nope=1"], "train.nope: unknown field 'nope' in train"),
     (["schedule", "--kfp-host", "http://kfp:8080", "--cron", "0 3 * *"], "expected 5 fields"),
-    (["schedule", "--kfp-host", "http://kfp:8080", "--cron", "0 24 * * 1"], "hour 24 is outside 0-23"),
+    (["schedule", "--kfp-host", "http://kfp:8080", "--cron", "0 24 * * 1"], "the hour field cannot be '24' (it takes 0-23"),
     (["schedule", "--kfp-host", "http://kfp:8080", "--cron", "0 3 * * 7"], "day-of-week 7 is outside 0-6"),
     (["schedule", "--kfp-host", "http://kfp:8080", "--cron", "0 3 * * MON", "--time-zone", "Europe/Berlin"],
      "Kubeflow Pipelines schedules run in UTC"),
@@ -463,7 +728,7 @@ def test_an_unreachable_kfp_host_is_one_line_naming_it():
         probe.bind(("127.0.0.1", 0))
         host = f"http://127.0.0.1:{probe.getsockname()[1]}"
     result = _invoke("submit", "--kfp-host", host, "--model-repository", MODEL_REPOSITORY)
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # could not reach a service
     assert result.output.startswith(f"Error: cannot reach Kubeflow Pipelines at {host}: ")
     assert "Connection refused" in result.output and len(result.output.strip().splitlines()) == 1
 
@@ -471,7 +736,7 @@ def test_an_unreachable_kfp_host_is_one_line_naming_it():
 def test_a_refused_run_is_one_line_with_the_servers_reason(kfp_server):
     kfp_server.refuse_runs = 403
     result = _invoke("submit", "--kfp-host", kfp_server.url, "--model-repository", MODEL_REPOSITORY)
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 3 and "Traceback" not in result.output  # authenticated, but not allowed
     (error,) = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert error == f"Error: Kubeflow Pipelines at {kfp_server.url} answered 403 Forbidden: user is not allowed to create runs"
 
@@ -489,13 +754,22 @@ def test_valid_cron_expressions_pass_normalised(expression):
 
 
 @pytest.mark.parametrize("expression, message", [
-    ("60 * * * *", "minute 60 is outside 0-59"), ("0 0 0 * *", "day-of-month 0 is outside 1-31"),
-    ("0 0 * 13 *", "month 13 is outside 1-12"), ("0 0 * * FUN", "'FUN' is not a day-of-week value"),
-    ("*/0 * * * *", "step 0"), ("0 5-2 * * *", "runs backwards"), ("0 0 ? * *", "cannot read '?'"),
-    ("@weekly", "expected 5 fields"),
+    ("60 * * * *", "the minute field cannot be '60' (it takes 0-59"),
+    ("0 0 0 * *", "the day-of-month field cannot be '0' (it takes 1-31"),
+    ("0 0 * 13 *", "the month field cannot be '13' (it takes 1-12 or JAN-DEC"),
+    ("0 0 * * FUN", "the day-of-week field cannot be 'FUN' (it takes 0-6 or SUN-SAT"),
+    ("*/0 * * * *", "the minute field cannot be '*/0'"), ("0 0 1-2/0 * *", "the day-of-month field cannot be '1-2/0'"),
+    ("0 5-2 * * *", "range '5-2' runs backwards in the hour field"),
+    ("0 0 * * SAT-MON", "range 'SAT-MON' runs backwards in the day-of-week field"),
+    ("0 0 * * 0-7", "day-of-week 7 is outside 0-6"),
+    ("@weekly", "expected 5 fields"), ("0 0 3 * * 1", "expected 5 fields"), ("0 0 3 * * 1 2026", "expected 5 fields"),
+    # What croniter reads but Kubeflow's scheduler or Vertex AI does not.
+    ("0 0 ? * *", "cannot read '?' in the day-of-month field"), ("0 0 L * *", "cannot read 'L'"),
+    ("0 0 15W * *", "cannot read '15W'"), ("0 0 * * 1#2", "cannot read '1#2'"), ("H 0 * * *", "cannot read 'H'"),
+    ("R 0 * * *", "cannot read 'R'"), ("0 0 MON * *", "cannot read 'MON' in the day-of-month field"),
 ])
 def test_invalid_cron_expressions_say_which_field(expression, message):
-    with pytest.raises(ValueError, match=message.replace("?", r"\?").replace("*", r"\*")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         validate_cron(expression)
 
 
@@ -539,7 +813,7 @@ def test_refused_kfp_credentials_are_one_line_saying_how_to_authenticate(kfp_ser
     monkeypatch.delenv("KFP_TOKEN", raising=False)
     result = CliRunner().invoke(main, ["pipeline", "submit", "--kfp-host", kfp_server.url, "--image", IMAGE,
                                        "--model-repository", MODEL_REPOSITORY])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # a service refused the credentials
     message = result.output.strip().splitlines()
     assert len(message) == 1 and "answered 401" in message[0] and "$KFP_TOKEN" in message[0]
 

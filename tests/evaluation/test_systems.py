@@ -97,6 +97,26 @@ def test_ease_recommends_what_co_occurs_with_the_history_and_never_the_history()
     assert scores[0] > 0 and scores[1] == 0.0  # nothing links P0 with P2
 
 
+def test_ease_on_a_large_catalogue_is_fitted_on_its_most_popular_products_only():
+    from fashionrec.evaluation.systems import ease_system, most_popular_rows
+
+    # events per product: P0 3, P1 4, P2 2, P3 1, P4 2 -> the three most popular are P1, P0, then P2 (P2 and P4
+    # tie at 2: the lower row wins); P3 and P4 are left out
+    train = _events([("a", "P0"), ("b", "P0"), ("c", "P0"), ("a", "P1"), ("b", "P1"), ("c", "P1"), ("d", "P1"),
+                     ("d", "P2"), ("e", "P2"), ("e", "P3"), ("a", "P4"), ("f", "P4")])
+    assert most_popular_rows(train, PRODUCTS[:5], 3).tolist() == [0, 1, 2]
+    assert most_popular_rows(train, PRODUCTS[:5], 9).tolist() == [0, 1, 2, 3, 4]
+    capped = ease_system(train, PRODUCTS[:5], EvaluateConfig(ease_l2=1.0, ease_max_products=3))
+    alone = ease_system(train[train["product_id"].isin(PRODUCTS[:3])], PRODUCTS[:3], EvaluateConfig(ease_l2=1.0))
+    history = [np.array([0, 4]), np.array([3])]  # P4 and P3 are unknown to the capped model: they count for nothing
+    ranked = capped.rank(history, [np.ones(2), np.ones(1)], 2)
+    assert ranked.tolist() == [alone.rank([np.array([0])], [np.ones(1)], 2)[0].tolist(),
+                               alone.rank([np.array([], np.int64)], [np.ones(0)], 2)[0].tolist()]
+    scores = capped.score([np.array([0])], [np.ones(1)], [np.array([1, 3])])[0]
+    assert scores[0] == alone.score([np.array([0])], [np.ones(1)], [np.array([1])])[0][0]
+    assert scores[1] == -np.inf  # never recommended
+
+
 def test_recent_popularity_ranks_by_time_decayed_events_skipping_the_history():
     from fashionrec.evaluation.systems import recent_popularity_system
 

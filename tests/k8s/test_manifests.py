@@ -1906,3 +1906,27 @@ def test_triton_grpc_has_a_headless_service_and_the_shop_balances_over_it(object
     for shop in [s for s in shops if s["metadata"]["name"] == "fashionrec-shop"]:
         env = {e["name"]: e.get("value") for e in shop["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["TRITON_URL"] == f"dns:///{GRPC_SERVICE}:8001"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_triton_pods_run_each_python_stub_with_the_configured_blas_threads(overlay: str):
+    """The deployment runs tritonserver itself (not `fashionrec serve`, which sets them from the config):
+    its env must carry the same serving.blas_threads for every BLAS the stubs' numpy may use."""
+    from fashionrec.config import ServingConfig
+    from fashionrec.serving.server import BLAS_THREAD_VARIABLES
+
+    env = {item["name"]: item.get("value") for item in triton_container(rendered(overlay))["env"]}
+    assert {name: env.get(name) for name in BLAS_THREAD_VARIABLES} == {
+        name: str(ServingConfig().blas_threads) for name in BLAS_THREAD_VARIABLES}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_triton_pods_start_a_response_cache_only_when_the_config_publishes_one(overlay: str):
+    """The same --cache-config `fashionrec serve` passes for serving.response_cache_mb (none by default:
+    a cache-enabled ensemble exports no latency quantiles, which the dashboards and alerts read)."""
+    from fashionrec.config import ServingConfig
+
+    size = ServingConfig().response_cache_mb
+    args = triton_container(rendered(overlay))["args"]
+    expected = [f"--cache-config=local,size={size * 2**20}"] if size else []
+    assert [arg for arg in args if arg.startswith("--cache-config")] == expected

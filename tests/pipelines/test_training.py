@@ -60,6 +60,7 @@ def test_every_config_section_is_a_pipeline_parameter_with_its_default(compiled)
     ("transform.history_length", 20,
      {"transform-data", "train-model", "export-embeddings", "evaluate-model", "condition-1"}),
     ("serving.max_top_k", 500, {"evaluate-model", "condition-1"}),
+    ("registry.model_id", "fashionrec-eu", {"condition-1"}),  # only the gated publish task reads it
     ("shop.seed", 8, {"prepare-dataset", "ingest-data", "transform-data", "train-model", "export-embeddings",
                       "evaluate-model", "condition-1"}),
 ])
@@ -70,6 +71,17 @@ def test_a_setting_re_runs_only_the_stages_that_read_it_and_those_after(compiled
 def test_evaluation_settings_leave_ingest_transform_and_train_cached(compiled):
     changed = PipelineConfig().with_overrides({"evaluate.seed": 4, "evaluate.bootstrap_resamples": 200})
     assert not rerun_tasks(compiled, PipelineConfig(), changed) & {"ingest-data", "transform-data", "train-model"}
+
+
+def test_publish_outputs_a_model_artifact_and_still_returns_the_version(compiled):
+    component = compiled["components"]["comp-publish-model"]
+    outputs = component["outputDefinitions"]
+    assert outputs["artifacts"]["published_model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert outputs["parameters"] == {"Output": {"parameterType": "NUMBER_INTEGER"}}
+    publish = compiled["components"]["comp-condition-1"]["dag"]["tasks"]["publish-model"]
+    assert {name: source["componentInputParameter"] for name, source in publish["inputs"]["parameters"].items()} == {
+        name: f"pipelinechannel--{name}"
+        for name in ("serving_config", "evaluate_config", "registry_config", "model_repository")}
 
 
 def _all_tasks(compiled: dict) -> dict[str, dict]:

@@ -10,6 +10,7 @@ server's own counters.
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 
 import pytest
@@ -35,6 +36,19 @@ def _counters(metrics_url: str) -> dict[str, float]:
     return totals
 
 
+def _settled_delta(metrics_url: str, before: dict[str, float], requests: int, within_s: float = 10.0) -> dict[str, float]:
+    """The counters' change since ``before``, read again until all ``requests`` are counted or
+    ``within_s`` passes: Triton counts an ensemble request just after answering it, so a loaded machine
+    can scrape before the last one is in."""
+    deadline = time.monotonic() + within_s
+    while True:
+        after = _counters(metrics_url)
+        delta = {key: after[key] - before[key] for key in after}
+        if delta["success"] + delta["failure"] / 2 >= requests or time.monotonic() > deadline:
+            return delta
+        time.sleep(0.1)
+
+
 def test_malformed_requests_are_refused_and_never_count_as_server_failures(triton, serving_config, catalogue):
     with FashionrecClient(triton.grpc_url, "grpc", serving_config) as fashion:
         _drill(fashion, triton, catalogue)
@@ -53,8 +67,7 @@ def _drill(fashion: FashionrecClient, triton, catalogue) -> None:
             bad_calls[i % len(bad_calls)]()
         refused += 1
     assert fashion.recommend(history, 5)  # and the server still answers
-    after = _counters(triton.metrics_url)
-    delta = {key: after[key] - before[key] for key in after}
+    delta = _settled_delta(triton.metrics_url, before, MALFORMED + 1)
     assert refused == MALFORMED and delta["refused"] == MALFORMED
     server_failures = max(delta["failure"] / 2 - delta["refused"], 0.0)  # the recording rule's arithmetic
     assert server_failures == 0

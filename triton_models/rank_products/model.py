@@ -5,8 +5,8 @@ Per request: optional TOP_K (absent = every candidate: `rerank`), optional candi
 exclusions (EXCLUDE_PRODUCT_IDS; the history's purchases when EXCLUDE_PURCHASED is true; every product
 of HISTORY_PRODUCT_IDS, the customer's whole seen-history up to ``max_history_length`` ids, when
 EXCLUDE_SEEN is true; unknown ids exclude nothing). All
-unrestricted rows of one execute() call are scored with ONE matrix product (dynamic batching groups
-requests); a restricted row scores only its candidates. Scores are sigmoid(p_u . q_i + prior_i), prior_i
+unrestricted rows of one execute() call asking the same k are ranked with ONE scan of the table (dynamic
+batching groups requests; on a GPU only [rows x k] comes back); a restricted row scores only its candidates. Scores are sigmoid(p_u . q_i + prior_i), prior_i
 the product's published popularity prior (0 without one); ties go to the earlier candidate. A bad request gets its own error; the others in the batch are answered.
 """
 
@@ -45,36 +45,40 @@ class TritonPythonModel:
                            for name, members in named.items()}
 
     def execute(self, requests: list) -> list:
-        """Parse every request, score all unrestricted rows at once, then rank each row."""
+        """Parse every request, rank all unrestricted rows at once (one scan of the table per k), then
+        each restricted row over its candidates."""
         parsed = []
         for request in requests:
             try:
                 parsed.append(self._parse(request))
             except validation.RequestError as error:
                 parsed.append(error)
-        open_rows = [row for job in parsed if not isinstance(job, Exception) for row in job["rows"]
-                     if row["candidates"] is None]
-        if open_rows:
-            dots = self.table.scores(np.stack([row["vector"] for row in open_rows]))
-            for row, row_dots in zip(open_rows, dots, strict=True):
-                row["dots"] = row_dots
+        jobs = [job for job in parsed if not isinstance(job, Exception)]
+        for k in {job["k"] for job in jobs if job["k"] is not None}:
+            open_rows = [row for job in jobs if job["k"] == k for row in job["rows"] if row["candidates"] is None]
+            if open_rows:
+                best = self.table.best(np.stack([row["vector"] for row in open_rows]),
+                                       [row["excluded"] for row in open_rows], k)
+                for row, (rows, logits) in zip(open_rows, best, strict=True):
+                    row["ranked"] = (rows, ops.sigmoid(logits))
         return [self._respond(job) for job in parsed]
 
     def _respond(self, job) -> pb_utils.InferenceResponse:
         """PRODUCT_IDS [b, k'] and SCORES [b, k'] (k' = the fewest any row of the request kept)."""
         if isinstance(job, Exception):
             return self.refusals.response(job)
-        ranked = []
-        for row in job["rows"]:
-            dots = row["dots"] if row["candidates"] is None else self.table.scores_of(row["vector"], row["candidates"])
-            positions = ops.rank_positions(dots, row["candidates"], row["excluded"], job["k"] or dots.size)
-            rows = positions if row["candidates"] is None else row["candidates"][positions]
-            ranked.append((rows, ops.sigmoid(dots[positions])))
+        ranked = [row["ranked"] if "ranked" in row else self._rank_candidates(row, job["k"]) for row in job["rows"]]
         width = min(len(rows) for rows, _ in ranked)
         return pb_utils.InferenceResponse([
             pb_utils.Tensor("PRODUCT_IDS", np.stack([self.product_ids[rows[:width]] for rows, _ in ranked])),
             pb_utils.Tensor("SCORES", np.stack([scores[:width] for _, scores in ranked]).astype(np.float32)),
         ])
+
+    def _rank_candidates(self, row: dict, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """A restricted row: its candidates' catalogue rows, best first, and their scores (on the host)."""
+        dots = self.table.scores_of(row["vector"], row["candidates"])
+        positions = ops.rank_positions(dots, row["candidates"], row["excluded"], k or dots.size)
+        return row["candidates"][positions], ops.sigmoid(dots[positions])
 
     def _parse(self, request) -> dict:
         """{"k": k or None (= all candidates), "rows": [{vector, candidates, excluded}]}; RequestError if bad."""
