@@ -288,20 +288,27 @@ class TritonServer:
         return env
 
     def _wait_ready(self) -> None:
-        """Ask Triton's readiness (tritonclient over HTTP: ``/v2/health/ready``) until true, the process
-        exits, or startup_timeout_s passes; one client for the whole wait, closed afterwards."""
+        """Ask Triton's readiness (tritonclient over HTTP: ``/v2/health/ready``) until true and its metrics
+        port accepts connections (Triton opens it last: a scrape right after readiness could be refused),
+        the process exits, or startup_timeout_s passes; one client for the whole wait, closed afterwards."""
         deadline = time.monotonic() + self.serving.startup_timeout_s
         client = raw_client(tritonclient_module("http"), self.http_url, "http", READY_CALL_TIMEOUT_S)
         try:
             while time.monotonic() < deadline:
                 if self.returncode is not None:
                     raise TritonStartError(self._failure(f"tritonserver exited with status {self.returncode}"))
-                if _is_ready(client):
+                if _is_ready(client) and self._metrics_up():
                     return
                 time.sleep(READY_POLL_INTERVAL_S)
         finally:
             client.close()
         raise TritonStartError(self._failure(f"tritonserver not ready after {self.serving.startup_timeout_s} s"))
+
+    def _metrics_up(self) -> bool:
+        """The metrics port accepts connections, or the extra arguments turned metrics off."""
+        if "--allow-metrics=false" in self._extra_args:
+            return True
+        return _accepts(_client_host(self.serving.host), self.ports[2])
 
     def _failure(self, reason: str) -> str:
         return f"{reason} (repository {self.model_repository}).\nFrom its log {self.log_path}:\n{self.log_tail()}"
@@ -360,6 +367,15 @@ def _kill_group(pgid: int) -> None:
 def _is_error_line(line: str) -> bool:
     """A Triton log line at error level (``E1128 17:49:06.2 ...``) that is not CPU-only noise."""
     return line[:1] == "E" and line[1:5].isdigit() and not any(noise in line for noise in CPU_ONLY_NOISE)
+
+
+def _accepts(host: str, port: int) -> bool:
+    """Whether a TCP connection to ``host:port`` is accepted now."""
+    try:
+        with socket.create_connection((host, port), timeout=READY_CALL_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
 
 
 def _is_ready(client: Any) -> bool:
