@@ -237,8 +237,9 @@ def _republish(model_repository: str, serving: ServingConfig, base: ServedVersio
                server_url: str | None, protocol: str) -> tuple[int, int]:
     """Publish a changed copy of ``base`` as the next version (loaded into ``server_url`` if given);
     (version, number of products)."""
-    from fashionrec.repository.publish import publish_model_repository
+    from fashionrec.repository.publish import publish_model_repository, serving_as_published
 
+    serving = serving_as_published(base.entry, serving)  # served as the base was: GPU instances stay on GPUs
     new_in = set(sets.get(NEW_IN_SET, []))
     with tempfile.TemporaryDirectory(prefix="fashionrec-catalogue-") as staging:
         folder = Path(staging)

@@ -134,6 +134,26 @@ def read_blessing(blessing_path: str) -> dict[str, Any]:
     return blessing
 
 
+# The ServingConfig fields a version's configs are rendered from. Recorded with the version, so that a republish
+# of it (`catalogue add`, `refresh-prior`, which run with the CLI's defaults) serves the same way: on GPU
+# instances when it was published for them, with its table dtype, batching, instance counts and limits.
+PUBLISHED_SERVING_FIELDS = ("max_batch_size", "max_queue_delay_us", "instance_count", "ranking_instance_count",
+                            "instance_kind", "max_top_k", "max_history_length", "max_candidates", "similar_alpha",
+                            "purchase_event_type", "table_dtype", "response_cache_mb")
+
+
+def published_settings(serving: ServingConfig) -> dict[str, Any]:
+    """The :data:`PUBLISHED_SERVING_FIELDS` of ``serving``, as a version's manifest entry records them."""
+    return {name: getattr(serving, name) for name in PUBLISHED_SERVING_FIELDS}
+
+
+def serving_as_published(entry: Mapping[str, Any], serving: ServingConfig) -> ServingConfig:
+    """``serving`` with a published version's recorded settings (its manifest ``entry``): what a republish
+    of that version renders. A version recorded before the settings were kept leaves ``serving`` as it is."""
+    recorded = {name: value for name, value in (entry.get("serving") or {}).items() if name in PUBLISHED_SERVING_FIELDS}
+    return dataclasses.replace(serving, **recorded)
+
+
 def render_configs(serving: ServingConfig, embedding_dim: int, templates: Path) -> dict[str, str]:
     """config.pbtxt text per published model name, from the templates, checked by Triton's schema.
 
@@ -302,7 +322,8 @@ def publish_model_repository(
         manifest = read_manifest(str(repository))
         previous = serving_version(manifest)
         manifest = _record_version(repository, manifest, chosen, catalogue, blessing, embeddings_path, metadata or {}, configs,
-                                   content_tower=tower is not None, catalogue_update=catalogue_update)
+                                   content_tower=tower is not None, catalogue_update=catalogue_update,
+                                   serving=published_settings(serving))
         manifest = versions.write_serving_configs(str(repository), manifest, chosen, serving)
     if server_url:
         versions.load_or_revert(server_url, str(repository), manifest, chosen, previous, serving, protocol)
@@ -381,7 +402,8 @@ def resolve_candidate_sets(catalogue: ExportedEmbeddings, embeddings_path: str,
 
 def _record_version(repository: Path, manifest: dict[str, Any], version: int, catalogue: ExportedEmbeddings,
                     blessing: dict[str, Any], embeddings_path: str, metadata: dict, configs: dict[str, str],
-                    content_tower: bool = False, catalogue_update: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    content_tower: bool = False, catalogue_update: Mapping[str, Any] | None = None,
+                    serving: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Append the version (with its unpinned configs, for rollbacks) to ``manifest`` (the repository's, read
     under the publishing lock), point ``latest_version`` at the highest one, write it; return it."""
     update = dict(catalogue_update or {})
@@ -398,6 +420,7 @@ def _record_version(repository: Path, manifest: dict[str, Any], version: int, ca
         "blessing": blessing,
         "metadata": metadata,
         "configs": configs,
+        "serving": dict(serving or {}),  # the settings its configs were rendered from (PUBLISHED_SERVING_FIELDS)
         **({"catalogue_update": update} if update else {}),
     }]
     entries.sort(key=lambda entry: entry["version"])

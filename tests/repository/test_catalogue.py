@@ -57,7 +57,7 @@ def _products(ids: list[str]) -> pd.DataFrame:
                          "category": "dress", "price": [25.0 + i for i in range(len(ids))], "colour": "red"})
 
 
-def _publish_trained(folder: Path, repository: Path | str, ids: list[str]) -> int:
+def _publish_trained(folder: Path, repository: Path | str, ids: list[str], serving: ServingConfig = ServingConfig()) -> int:
     """A retrained version (the pipeline's publish: no catalogue update) of ``ids``, with a content tower."""
     folder.mkdir(parents=True, exist_ok=True)
     embeddings = np.random.default_rng(len(ids)).normal(size=(len(ids), DIM)).astype(np.float32)
@@ -66,7 +66,7 @@ def _publish_trained(folder: Path, repository: Path | str, ids: list[str]) -> in
     (folder / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
     _tower().save(folder)
     return publish_model_repository(str(folder / EMBEDDINGS_FILE), str(folder / "blessing.json"), str(repository),
-                                    ServingConfig()).version
+                                    serving).version
 
 
 def test_added_products_are_kept_in_the_repository_and_read_back_along_the_chain(tmp_path: Path) -> None:
@@ -128,3 +128,29 @@ def test_catalogue_updates_keep_the_served_versions_context_tables(tmp_path: Pat
         kept = context.load(repository / serving.customer_model_name / str(version))
         assert kept.vocabularies == tables.vocabularies
         np.testing.assert_array_equal(kept.tables["region"], region)
+
+
+def test_catalogue_updates_serve_as_the_version_they_update_was_published_to_serve(tmp_path: Path) -> None:
+    """The daily prior refresh and `catalogue add` run with the CLI's default ServingConfig; a version the
+    pipeline published for GPU instances (the GPU overlay) with an fp16 table must not come back as CPU."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    repository, defaults = tmp_path / "repo", ServingConfig()
+    published_for = ServingConfig(instance_kind="KIND_GPU", table_dtype="float16", ranking_instance_count=2,
+                                  max_queue_delay_us=300, max_top_k=500)
+    _publish_trained(tmp_path / "v1", repository, ["P1", "P2"], published_for)
+    added = add_products(str(repository), _products(["N1"]), defaults).version
+    events = pd.DataFrame({"customer_id": ["C1"], "product_id": ["N1"], "event_type": "click",
+                           "timestamp": "2026-12-01T10:00:00Z"})
+    refreshed = refresh_prior(str(repository), events, defaults, ExportConfig()).version
+    entries = {entry["version"]: entry for entry in read_manifest(str(repository))["versions"]}
+    for version in (1, added, refreshed):
+        assert entries[version]["serving"]["instance_kind"] == "KIND_GPU"
+        ranking = text_format.Parse(entries[version]["configs"][defaults.ranking_model_name],
+                                    model_config_pb2.ModelConfig())
+        assert [(group.kind, group.count) for group in ranking.instance_group] == [
+            (model_config_pb2.ModelInstanceGroup.KIND_GPU, 2)]
+        assert ranking.dynamic_batching.max_queue_delay_microseconds == 300
+        parameters = {key: value.string_value for key, value in ranking.parameters.items()}
+        assert (parameters["table_dtype"], parameters["max_top_k"]) == ("float16", "500")
