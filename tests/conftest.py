@@ -1,11 +1,17 @@
-"""Shared fixtures: a real, in-process Google Cloud Storage emulator."""
+"""Shared fixtures: a real, in-process Google Cloud Storage emulator, and its uploads made to honour
+``ifGenerationMatch`` as GCS does."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
 
 import pytest
+from gcp_storage_emulator import server as emulator_server
+from gcp_storage_emulator.exceptions import NotFound
+from gcp_storage_emulator.handlers import objects
 from gcp_storage_emulator.server import create_server
 from google.cloud import storage
 
@@ -38,3 +44,50 @@ def gcs_emulator() -> Iterator[str]:
             yield f"gs://{EMULATOR_BUCKET}"
     finally:
         server.stop()
+
+
+@dataclass
+class GcsPreconditions:
+    """What :func:`gcs_preconditions` saw and what it stages: ``conditional`` lists (object, expected
+    generation) of every conditional upload; ``refused`` the objects it answered 412; ``races`` maps an
+    object name to bytes another writer puts there just before that object's conditional upload is handled."""
+
+    conditional: list[tuple[str, int]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    races: dict[str, bytes] = field(default_factory=dict)
+
+
+@pytest.fixture
+def gcs_preconditions(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsPreconditions]:
+    """The emulator's object uploads answer 412 when ``ifGenerationMatch`` is not the object's generation (0:
+    it must not exist), as GCS does; gcp-storage-emulator accepts the parameter but does not enforce it."""
+    seen = GcsPreconditions()
+    original = objects.insert
+
+    def insert(request, response, backend, *args, **kwargs):
+        expected = request.query.get("ifGenerationMatch")
+        if expected is not None:
+            bucket = request.params["bucket_name"]
+            name = request.query["name"][0] if "name" in request.query else request.data["meta"]["name"]
+            seen.conditional.append((name, int(expected[0])))
+            if name in seen.races:
+                content = seen.races.pop(name)
+                resource = objects._checksums(content, objects._make_object_resource(
+                    request.base_url, bucket, name, "application/json", str(len(content))))
+                backend.create_file(bucket, name, content, resource)
+            try:
+                current = int(backend.get_file_obj(bucket, name)["generation"])
+            except NotFound:
+                current = 0
+            if current != int(expected[0]):
+                seen.refused.append(name)
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+                return None
+        return original(request, response, backend, *args, **kwargs)
+
+    for _, handlers in emulator_server.HANDLERS:
+        if handlers.get(emulator_server.POST) is original:
+            monkeypatch.setitem(handlers, emulator_server.POST, insert)
+    monkeypatch.setattr(objects, "insert", insert)
+    yield seen

@@ -231,9 +231,9 @@ def test_conditional_writes_are_for_gcs_only(tmp_path: Path) -> None:
 
 
 def test_the_emulator_still_ignores_generation_preconditions(gcs_emulator: str) -> None:
-    """Why the tests that race writers wrap the emulator's upload handler (tests/repository/test_publish_gcs.py,
-    test_locking.py): gcp-storage-emulator accepts ``ifGenerationMatch`` without enforcing it. When this fails,
-    an upgrade enforces them and those wrappers can go."""
+    """Why the tests that race writers wrap the emulator's upload handler (``gcs_preconditions`` in
+    tests/conftest.py): gcp-storage-emulator accepts ``ifGenerationMatch`` without enforcing it. When this
+    fails, an upgrade enforces them and the wrapper can go."""
     uri = f"{gcs_emulator}/{uuid.uuid4().hex}/claim"
     storage.write_if_generation(uri, b"first", 0)
     storage.write_if_generation(uri, b"second", 0)  # GCS answers 412 here: ConcurrentWriteError

@@ -8,7 +8,7 @@ nothing recorded by one writer was dropped by another. Locally that is the repos
 (:func:`fashionrec.repository.manifest.repository_lock`); on ``gs://`` it is the publisher's create-only
 claims and generation-conditional manifest writes, raced here against the real emulator. The emulator
 accepts ``ifGenerationMatch`` but does not enforce it, so its upload handler is wrapped to do what GCS does
-(it serves one request at a time, so check-and-write there is atomic, as on GCS).
+(``gcs_preconditions`` in tests/conftest.py; it serves one request at a time, so check-and-write there is atomic, as on GCS).
 """
 
 from __future__ import annotations
@@ -17,15 +17,11 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from gcp_storage_emulator import server as emulator_server
-from gcp_storage_emulator.exceptions import NotFound
-from gcp_storage_emulator.handlers import objects
 
 from fashionrec import storage
 from fashionrec.config import ServingConfig
@@ -33,6 +29,9 @@ from fashionrec.embeddings_file import write_embeddings
 from fashionrec.repository.manifest import CLAIM_PREFIX, CONFIG_FILE, read_manifest
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.repository.versions import ensembles
+
+if TYPE_CHECKING:
+    from conftest import GcsPreconditions
 
 SERVING = ServingConfig()
 PRODUCTS = [f"P{i}" for i in range(6)]
@@ -168,42 +167,12 @@ def test_concurrent_publishes_refreshes_and_activations_on_a_local_repository(tm
     assert not [p for p in (tmp_path / "repo").rglob(".staging-*")], "a staged version was left behind"
 
 
-@pytest.fixture
-def enforced_preconditions(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The emulator's object uploads answer 412 when ``ifGenerationMatch`` is not the object's generation
-    (0: it must not exist), as GCS does; yields the names of the uploads it refused."""
-    refused: list[str] = []
-    original = objects.insert
-
-    def insert(request, response, backend, *args, **kwargs):
-        expected = request.query.get("ifGenerationMatch")
-        if expected is not None:
-            bucket = request.params["bucket_name"]
-            name = request.query["name"][0] if "name" in request.query else request.data["meta"]["name"]
-            try:
-                current = int(backend.get_file_obj(bucket, name)["generation"])
-            except NotFound:
-                current = 0
-            if current != int(expected[0]):
-                refused.append(name)
-                response.status = HTTPStatus.PRECONDITION_FAILED
-                response.json({"error": {"code": 412, "message": "conditionNotMet"}})
-                return None
-        return original(request, response, backend, *args, **kwargs)
-
-    for _, handlers in emulator_server.HANDLERS:
-        if handlers.get(emulator_server.POST) is original:
-            monkeypatch.setitem(handlers, emulator_server.POST, insert)
-    monkeypatch.setattr(objects, "insert", insert)
-    yield refused
-
-
 @pytest.mark.parametrize("where", ["local", "gs"])
 def test_concurrent_manifest_updates_lose_nothing(tmp_path: Path, where: str, request: pytest.FixtureRequest) -> None:
     """Two processes change the manifest over and over at once (update_manifest, as activations, rollbacks
     and experiments do): every change is kept."""
     if where == "gs":
-        request.getfixturevalue("enforced_preconditions")
+        request.getfixturevalue("gcs_preconditions")
         repository = f"{request.getfixturevalue('gcs_emulator')}/locking-updates"
     else:
         repository = str(tmp_path / "repo")
@@ -216,7 +185,7 @@ def test_concurrent_manifest_updates_lose_nothing(tmp_path: Path, where: str, re
 
 
 def test_concurrent_publishers_and_activations_on_the_emulator(tmp_path: Path, gcs_emulator: str,
-                                                               enforced_preconditions: list[str]) -> None:
+                                                               gcs_preconditions: GcsPreconditions) -> None:
     repository = f"{gcs_emulator}/locking-race"
     publish_model_repository(*_export(tmp_path / "first"), repository, SERVING)
     reports = _race(tmp_path, repository, [("publish", 3), ("publish", 3), ("activate", 3)])
@@ -224,4 +193,4 @@ def test_concurrent_publishers_and_activations_on_the_emulator(tmp_path: Path, g
     recorded = {int(entry["version"]) for entry in manifest["versions"]}
     claims = {int(name.removeprefix(CLAIM_PREFIX)) for name in storage.list_dir(repository) if name.startswith(CLAIM_PREFIX)}
     assert recorded - {1} <= claims, "a recorded version was never claimed"
-    assert enforced_preconditions, "the race never made a conditional write fail: nothing was tested"
+    assert gcs_preconditions.refused, "the race never made a conditional write fail: nothing was tested"

@@ -1,24 +1,19 @@
 """Publishing to a gs:// repository without a lock: claims and generation preconditions.
 
-The GCS emulator accepts ``ifGenerationMatch`` but does not enforce it, so here its upload handler is
-wrapped to do what GCS does (answer 412 when the object's generation is not the expected one; 0 means
-"must not exist") and to record every conditional upload; the races are staged inside that handler,
+The GCS emulator accepts ``ifGenerationMatch`` but does not enforce it, so its upload handler is
+wrapped (``gcs_preconditions`` in tests/conftest.py) to do what GCS does (answer 412 when the object's
+generation is not the expected one; 0 means "must not exist") and to record every conditional upload; the races are staged inside that handler,
 at the moment the request arrives. Everything else is the real emulator and the real client.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from gcp_storage_emulator import server as emulator_server
-from gcp_storage_emulator.exceptions import NotFound
-from gcp_storage_emulator.handlers import objects
 from google.cloud import storage as gcs
 
 from fashionrec import storage
@@ -27,50 +22,10 @@ from fashionrec.embeddings_file import write_embeddings
 from fashionrec.repository.manifest import CLAIM_PREFIX, CONFIG_FILE, MANIFEST_FILE
 from fashionrec.repository.publish import ConcurrentPublishError, publish_model_repository
 
+if TYPE_CHECKING:
+    from conftest import GcsPreconditions
+
 SERVING = ServingConfig()
-
-
-@dataclass
-class Preconditions:
-    """What the wrapped handler saw and what it stages: ``conditional`` lists (object, expected generation)
-    of every conditional upload; ``races`` maps an object name to bytes another publisher writes just
-    before that object's conditional upload is handled."""
-
-    conditional: list[tuple[str, int]] = field(default_factory=list)
-    races: dict[str, bytes] = field(default_factory=dict)
-
-
-@pytest.fixture
-def preconditions(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Preconditions]:
-    seen = Preconditions()
-    original = objects.insert
-
-    def insert(request, response, backend, *args, **kwargs):
-        expected = request.query.get("ifGenerationMatch")
-        if expected is not None:
-            bucket = request.params["bucket_name"]
-            name = request.query["name"][0] if "name" in request.query else request.data["meta"]["name"]
-            seen.conditional.append((name, int(expected[0])))
-            if name in seen.races:
-                content = seen.races.pop(name)
-                resource = objects._checksums(content, objects._make_object_resource(
-                    request.base_url, bucket, name, "application/json", str(len(content))))
-                backend.create_file(bucket, name, content, resource)
-            try:
-                current = int(backend.get_file_obj(bucket, name)["generation"])
-            except NotFound:
-                current = 0
-            if current != int(expected[0]):
-                response.status = HTTPStatus.PRECONDITION_FAILED
-                response.json({"error": {"code": 412, "message": "conditionNotMet"}})
-                return None
-        return original(request, response, backend, *args, **kwargs)
-
-    for _, handlers in emulator_server.HANDLERS:
-        if handlers.get(emulator_server.POST) is original:
-            monkeypatch.setitem(handlers, emulator_server.POST, insert)
-    monkeypatch.setattr(objects, "insert", insert)
-    yield seen
 
 
 @pytest.fixture
@@ -92,12 +47,12 @@ def _key(repository: str, name: str) -> str:
 
 
 def test_each_publish_claims_its_number_and_replaces_only_the_manifest_it_read(
-        gcs_emulator: str, preconditions: Preconditions, export: tuple[str, str]) -> None:
+        gcs_emulator: str, gcs_preconditions: GcsPreconditions, export: tuple[str, str]) -> None:
     repository = f"{gcs_emulator}/claims-in-order"
     assert publish_model_repository(*export, repository, SERVING).version == 1
     first_manifest = _generation(f"{repository}/{MANIFEST_FILE}")
     assert publish_model_repository(*export, repository, SERVING).version == 2
-    assert preconditions.conditional == [
+    assert gcs_preconditions.conditional == [
         (_key(repository, f"{CLAIM_PREFIX}1"), 0), (_key(repository, MANIFEST_FILE), 0),
         (_key(repository, f"{CLAIM_PREFIX}2"), 0), (_key(repository, MANIFEST_FILE), first_manifest),
     ]
@@ -106,33 +61,33 @@ def test_each_publish_claims_its_number_and_replaces_only_the_manifest_it_read(
 
 
 def test_a_number_another_publisher_claims_first_is_skipped(
-        gcs_emulator: str, preconditions: Preconditions, export: tuple[str, str]) -> None:
+        gcs_emulator: str, gcs_preconditions: GcsPreconditions, export: tuple[str, str]) -> None:
     repository = f"{gcs_emulator}/claim-race"
     publish_model_repository(*export, repository, SERVING)
-    preconditions.races[_key(repository, f"{CLAIM_PREFIX}2")] = b'{"claimed_at": "by another run"}'
+    gcs_preconditions.races[_key(repository, f"{CLAIM_PREFIX}2")] = b'{"claimed_at": "by another run"}'
     assert publish_model_repository(*export, repository, SERVING).version == 3
-    assert [name for name, _ in preconditions.conditional[2:4]] == [
+    assert [name for name, _ in gcs_preconditions.conditional[2:4]] == [
         _key(repository, f"{CLAIM_PREFIX}2"), _key(repository, f"{CLAIM_PREFIX}3")]
 
 
 def test_a_requested_number_another_publisher_holds_is_refused(
-        gcs_emulator: str, preconditions: Preconditions, export: tuple[str, str]) -> None:
+        gcs_emulator: str, gcs_preconditions: GcsPreconditions, export: tuple[str, str]) -> None:
     repository = f"{gcs_emulator}/requested-race"
-    preconditions.races[_key(repository, f"{CLAIM_PREFIX}5")] = b"{}"
+    gcs_preconditions.races[_key(repository, f"{CLAIM_PREFIX}5")] = b"{}"
     with pytest.raises(ConcurrentPublishError, match="version 5 is being published by another run"):
         publish_model_repository(*export, repository, SERVING, version=5)
     assert not storage.exists(f"{repository}/{MANIFEST_FILE}")
 
 
 def test_a_manifest_changed_meanwhile_fails_the_publish_and_switches_nothing(
-        gcs_emulator: str, preconditions: Preconditions, export: tuple[str, str]) -> None:
+        gcs_emulator: str, gcs_preconditions: GcsPreconditions, export: tuple[str, str]) -> None:
     repository = f"{gcs_emulator}/manifest-race"
     publish_model_repository(*export, repository, SERVING)
     pinned = storage.read_json(f"{repository}/{MANIFEST_FILE}")
     configs = {model: _read_text(f"{repository}/{model}/{CONFIG_FILE}") for model in
                (SERVING.model_name, SERVING.ranking_model_name, SERVING.customer_model_name)}
     theirs = json.dumps(dict(pinned, note="written by another publisher")).encode()
-    preconditions.races[_key(repository, MANIFEST_FILE)] = theirs
+    gcs_preconditions.races[_key(repository, MANIFEST_FILE)] = theirs
     with pytest.raises(ConcurrentPublishError, match="nothing names or serves version 2"):
         publish_model_repository(*export, repository, SERVING)
     assert storage.read_json(f"{repository}/{MANIFEST_FILE}") == json.loads(theirs)  # theirs stands
