@@ -336,10 +336,10 @@ def main() -> None:
         "rerank": lambda c, n: c.rerank(fresh(histories[n % len(histories)]), pages[n % len(pages)]),
         "similar": lambda c, n: c.similar(ids[n * 7919 % len(ids)], fresh(histories[n % len(histories)]), K),
     }
-    seen = seen_calls(ids, args.seen_history) if "seen" in args.touchpoints else {}
+    compared = seen_calls(ids, args.seen_history) if "seen" in args.touchpoints else {}  # rows run back to back
     with_context = "context" in args.touchpoints
-    seen |= context_calls(histories, args.context_regions) if with_context else {}
-    seen |= cached_calls(ids) if "cached" in args.touchpoints else {}
+    compared |= context_calls(histories, args.context_regions) if with_context else {}
+    compared |= cached_calls(ids) if "cached" in args.touchpoints else {}
     rows: list[tuple[str, str, dict]] = []
     client_cpus, server_cpus = cpu_split(args.pin)
     with tempfile.TemporaryDirectory(prefix="fashionrec-bench-") as folder:
@@ -356,7 +356,7 @@ def main() -> None:
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, calls[name], concurrency,
                                                                            args.seconds, serving, server)))
             for concurrency in args.concurrency:  # the compared requests back to back: same load around them
-                for name, call in seen.items():
+                for name, call in compared.items():
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, call, concurrency,
                                                                            args.seconds, serving, server)))
     if server_cpus:
@@ -428,12 +428,12 @@ def summary_line(rows: list[tuple[str, str, dict]]) -> str:
     in-process brute force of the run (numpy, the contract or FAISS), p99/p50 at concurrency 16, and the
     cached over the uncached throughput (each 'n/a' when not measured)."""
     recommend = {concurrency: r for system, concurrency, r in rows if system == "triton recommend"}
-    numpy_rps = max((r["rps"] for system, _, r in rows if system.startswith("in-process") and "(batch" in system),
-                    default=None)
+    fastest_rps = max((r["rps"] for system, _, r in rows if system.startswith("in-process") and "(batch" in system),
+                      default=None)
     ratio = "n/a"
-    if recommend and numpy_rps:
+    if recommend and fastest_rps:
         concurrency, best = max(recommend.items(), key=lambda item: item[1]["rps"])
-        ratio = f"{best['rps'] / numpy_rps:.2f} at concurrency {concurrency}"
+        ratio = f"{best['rps'] / fastest_rps:.2f} at concurrency {concurrency}"
     tail = f"{recommend['16']['lat'][2] / recommend['16']['lat'][0]:.2f}" if "16" in recommend else "n/a"
     cached = max((r["rps"] for system, _, r in rows if system == f"triton {CACHED_CALL}"), default=None)
     uncached = max((r["rps"] for system, _, r in rows if system == f"triton {UNCACHED_CALL}"), default=None)

@@ -13,6 +13,7 @@ rows, and that row is ranked again from its full scores.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,6 @@ class ScoringTable:
         self.dtype = dtype
         self.host = np.ascontiguousarray(embeddings, dtype=dtype)
         self.prior = np.zeros(len(self.host), np.float32) if prior is None else np.asarray(prior, np.float32)
-        self.device_id = device_id
         self._device = None
         if kind == "GPU":
             self._device = DeviceTable(self.host, self.prior, device_module or _cupy(), device_id)
@@ -143,17 +143,7 @@ class DeviceTable:
 
     def _on_device(self) -> Any:
         cuda = getattr(self.xp, "cuda", None)
-        return cuda.Device(self.device_id) if cuda is not None else _NoDevice()
-
-
-class _NoDevice:
-    """The device context of an array module without devices (numpy, in tests)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+        return cuda.Device(self.device_id) if cuda is not None else nullcontext()  # numpy, in tests: no devices
 
 
 def _to_host(xp: Any, array: Any) -> np.ndarray:

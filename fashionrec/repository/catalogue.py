@@ -55,7 +55,7 @@ from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.model.popularity import prior_from_events
 from fashionrec.contract import content, layout
 from fashionrec.contract.context import CONTEXT_FILE
-from fashionrec.repository.manifest import read_manifest, repository_lock
+from fashionrec.repository.manifest import locked, read_manifest
 from fashionrec.repository.served import ServedVersion, served_version
 
 MAX_IDS_IN_ERROR = 5
@@ -113,6 +113,7 @@ def embed(tower: content.ContentTower, products: pd.DataFrame) -> np.ndarray:
                                list(products["colour"]), list(products["brand"]), products["price"].to_numpy())
 
 
+@locked
 def add_products(model_repository: str, products: str | pd.DataFrame, serving: ServingConfig,
                  server_url: str | None = None, protocol: str = "grpc") -> CatalogueUpdate:
     """Embed ``products``, append them to the served catalogue and serve the result as the next version.
@@ -122,13 +123,6 @@ def add_products(model_repository: str, products: str | pd.DataFrame, serving: S
     throughout (local repositories), so ``v`` is still the served version when the result is recorded.
     """
     new = read_products(products)
-    with repository_lock(str(model_repository)):
-        return _add_to_served(model_repository, new, products, serving, server_url, protocol)
-
-
-def _add_to_served(model_repository: str, new: pd.DataFrame, products: str | pd.DataFrame, serving: ServingConfig,
-                   server_url: str | None, protocol: str) -> CatalogueUpdate:
-    """:func:`add_products` once the products are valid and the lock is held."""
     base = _served(model_repository, serving)
     if base.tower is None:
         raise ValueError(f"version {base.version} of {model_repository} has no content tower (exported before "
@@ -196,6 +190,7 @@ def sets_with_new_products(sets: Mapping[str, Sequence[str]], added: Sequence[st
     return updated
 
 
+@locked
 def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: ServingConfig, export: ExportConfig,
                   server_url: str | None = None, protocol: str = "grpc", now: pd.Timestamp | None = None,
                   ingest_config: IngestConfig = IngestConfig()) -> PriorRefresh:
@@ -207,14 +202,6 @@ def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: Se
     when nothing is published or no event is usable. Holds the repository's lock throughout, as
     :func:`add_products` does.
     """
-    with repository_lock(str(model_repository)):
-        return _refresh_served(model_repository, events, serving, export, server_url, protocol, now, ingest_config)
-
-
-def _refresh_served(model_repository: str, events: str | pd.DataFrame, serving: ServingConfig, export: ExportConfig,
-                    server_url: str | None, protocol: str, now: pd.Timestamp | None,
-                    ingest_config: IngestConfig) -> PriorRefresh:
-    """:func:`refresh_prior` with the lock held."""
     base = _served(model_repository, serving)
     source = events if isinstance(events, str) else "events"
     raw = storage.read_table(events) if isinstance(events, str) else events.reset_index(drop=True)

@@ -19,6 +19,7 @@ never take one version number twice nor drop one another's manifest entries:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -63,6 +64,18 @@ def repository_lock(repository: str) -> AbstractContextManager[Any]:
     folder = Path(str(repository).removeprefix("file://"))
     folder.mkdir(parents=True, exist_ok=True)
     return FileLock(folder / LOCK_FILE, is_singleton=True, preserve_lock_file=True)
+
+
+def locked(operation: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``operation(repository, ...)`` holding that repository's lock (reentrant: nested operations and
+    a publish calling in take it again), so its reads and writes of configs and manifest are not
+    interleaved with another writer's."""
+    @functools.wraps(operation)
+    def holding_the_lock(repository: str, *args: Any, **kwargs: Any) -> Any:
+        with repository_lock(str(repository)):
+            return operation(repository, *args, **kwargs)
+
+    return holding_the_lock
 
 
 def read_manifest(repository: str) -> dict[str, Any]:

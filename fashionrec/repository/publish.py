@@ -37,8 +37,7 @@ import shutil
 import string
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,14 +211,6 @@ def _choose_version(repository: Path, requested: int | None) -> int:
     return requested
 
 
-@contextmanager
-def _publishing_lock(repository: Path) -> Iterator[None]:
-    """One publisher at a time per repository, so two runs cannot take the same version number: the
-    repository's lock (reentrant, shared with versions and catalogue: manifest.repository_lock)."""
-    with repository_lock(str(repository)):
-        yield
-
-
 def _stage_python_model(folder: Path, template: Path, catalogue: ExportedEmbeddings, extras: dict[str, str]) -> None:
     """Fill one version folder: model code, the shared numpy modules, the catalogue and ``extras``
     (file name -> text: the pooling settings, the candidate sets)."""
@@ -315,7 +306,7 @@ def publish_model_repository(
     configs = render_configs(serving, catalogue.embeddings.shape[1], templates)
     json.dumps([metadata or {}, dict(catalogue_update or {})])  # fail before writing if they cannot be stored
     repository.mkdir(parents=True, exist_ok=True)
-    with _publishing_lock(repository):
+    with repository_lock(str(repository)):  # one publisher at a time: no version number taken twice
         chosen = _choose_version(repository, version)
         for staging, model_dir in _stage_versions(repository, serving, catalogue, templates, extras, tower).items():
             staging.rename(model_dir / str(chosen))
@@ -405,7 +396,7 @@ def _record_version(repository: Path, manifest: dict[str, Any], version: int, ca
                     content_tower: bool = False, catalogue_update: Mapping[str, Any] | None = None,
                     serving: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Append the version (with its unpinned configs, for rollbacks) to ``manifest`` (the repository's, read
-    under the publishing lock), point ``latest_version`` at the highest one, write it; return it."""
+    under the repository lock), point ``latest_version`` at the highest one, write it; return it."""
     update = dict(catalogue_update or {})
     if update:
         embeddings_path = update.pop("embeddings_path", None) or embeddings_path

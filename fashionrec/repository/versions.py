@@ -27,11 +27,10 @@ while the config files of two operations racing there can still interleave: run 
 
 from __future__ import annotations
 
-import functools
 import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,8 @@ from fashionrec.messages import one_line
 from fashionrec.repository.check import check_version
 from fashionrec.repository.experiments import (Experiment, ExperimentError, arm_ensemble, arm_models, arm_versions,
                                                read_experiment, remove_experiment, write_experiment)
-from fashionrec.repository.manifest import (CONFIG_FILE, read_manifest, repository_lock, serving_version,
-                                            update_manifest, write_text)
+from fashionrec.repository.manifest import (CONFIG_FILE, locked, read_manifest, serving_version, update_manifest,
+                                            write_text)
 
 HEADER = ("# Rendered by fashionrec.repository.publish from triton_models/; versions pinned by "
           "fashionrec.repository.versions (serving version {version}).\n")
@@ -54,18 +53,6 @@ MAX_REASON_CHARS = 300  # of a server's error quoted in a VersionError
 
 class VersionError(RuntimeError):
     """A version that cannot be served (unknown, or no earlier one to roll back to)."""
-
-
-def _locked(operation: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``operation(repository, ...)`` holding that repository's lock (reentrant: nested operations and
-    a publish calling in take it again), so its reads and writes of configs and manifest are not
-    interleaved with another writer's."""
-    @functools.wraps(operation)
-    def holding_the_lock(repository: str, *args: Any, **kwargs: Any) -> Any:
-        with repository_lock(str(repository)):
-            return operation(repository, *args, **kwargs)
-
-    return holding_the_lock
 
 
 def python_models(serving: ServingConfig) -> list[str]:
@@ -100,7 +87,7 @@ def pin(config_text: str, versions: Sequence[int]) -> str:
     return HEADER.format(version=served) + text_format.MessageToString(config)
 
 
-@_locked
+@locked
 def write_serving_configs(repository: str, manifest: dict[str, Any], target: int, serving: ServingConfig,
                           keep_previous: bool = True, also_load: Sequence[int] | None = None,
                           record: bool = True) -> dict:
@@ -197,7 +184,7 @@ def _repository_models(client: Any, protocol: str, headers: dict[str, str] | Non
     return {model["name"] for model in index}
 
 
-@_locked
+@locked
 def activate(repository: str, version: int, serving: ServingConfig, url: str | None = None,
              protocol: str = "grpc") -> dict:
     """Serve ``version``: check it, write the pinned configs and, given a server ``url``, load them into
@@ -231,7 +218,7 @@ def load_or_revert(url: str, repository: str, manifest: dict, target: int, previ
                            f"{reason}") from None
 
 
-@_locked
+@locked
 def rollback(repository: str, serving: ServingConfig, to_version: int | None = None, url: str | None = None,
              protocol: str = "grpc") -> int:
     """Serve ``to_version`` (default: the highest published version below the served one); return it."""
@@ -248,7 +235,7 @@ def rollback(repository: str, serving: ServingConfig, to_version: int | None = N
 
 
 # -- experiments: every arm's version served at once --------------------------------------------------------------
-@_locked
+@locked
 def start_experiment(repository: str, experiment: Experiment, serving: ServingConfig, url: str | None = None,
                      protocol: str = "grpc", settle_s: float = 0.0) -> None:
     """Serve every arm of ``experiment`` beside the served version, then write the experiment file that
@@ -284,7 +271,7 @@ def start_experiment(repository: str, experiment: Experiment, serving: ServingCo
     write_experiment(repository, experiment)
 
 
-@_locked
+@locked
 def stop_experiment(repository: str, serving: ServingConfig, url: str | None = None, protocol: str = "grpc",
                     drain_s: float = 0.0) -> Experiment:
     """End the running experiment: remove its file (shops stop routing at their next re-read), wait

@@ -27,11 +27,17 @@ class ModelCounters:
     phase_ns: Mapping[str, int]
     cache_counts: Mapping[str, int]
 
+    def __add__(self, other: ModelCounters) -> ModelCounters:
+        return self._merged(other, 1)
+
     def __sub__(self, earlier: ModelCounters) -> ModelCounters:
+        return self._merged(earlier, -1)
+
+    def _merged(self, other: ModelCounters, sign: int) -> ModelCounters:
         return ModelCounters(
-            self.requests - earlier.requests, self.executions - earlier.executions,
-            {p: self.phase_ns[p] - earlier.phase_ns.get(p, 0) for p in self.phase_ns},
-            {p: self.cache_counts[p] - earlier.cache_counts.get(p, 0) for p in self.cache_counts})
+            self.requests + sign * other.requests, self.executions + sign * other.executions,
+            {p: n + sign * other.phase_ns.get(p, 0) for p, n in self.phase_ns.items()},
+            {p: n + sign * other.cache_counts.get(p, 0) for p, n in self.cache_counts.items()})
 
     def per_request_us(self, phase: str) -> float:
         """Average µs a request spent in ``phase`` (0 when there was no request)."""
@@ -56,25 +62,13 @@ def parse_statistics(payload: Mapping[str, Any]) -> dict[str, ModelCounters]:
             cache_counts={p: int(stats.get(p, {}).get("count", 0)) for p in CACHE_PHASES},
         )
         name = entry["name"]
-        models[name] = counters if name not in models else _summed(models[name], counters)
+        models[name] = counters if name not in models else models[name] + counters
     return models
 
 
-def _summed(a: ModelCounters, b: ModelCounters) -> ModelCounters:
-    return ModelCounters(a.requests + b.requests, a.executions + b.executions,
-                         {p: a.phase_ns[p] + b.phase_ns[p] for p in a.phase_ns},
-                         {p: a.cache_counts[p] + b.cache_counts[p] for p in CACHE_PHASES})
-
-
 def read_statistics(client: Any) -> dict[str, ModelCounters]:
-    """Every loaded model's counters, from a tritonclient InferenceServerClient (gRPC or HTTP)."""
-    payload = client.get_inference_statistics(model_name="", as_json=True) if _is_grpc(client) \
-        else client.get_inference_statistics(model_name="")
-    return parse_statistics(payload)
-
-
-def _is_grpc(client: Any) -> bool:
-    return type(client).__module__.startswith("tritonclient.grpc")
+    """Every loaded model's counters, from a tritonclient.grpc InferenceServerClient."""
+    return parse_statistics(client.get_inference_statistics(model_name="", as_json=True))
 
 
 def window(before: Mapping[str, ModelCounters], after: Mapping[str, ModelCounters]) -> dict[str, ModelCounters]:
