@@ -117,6 +117,21 @@ def _counter(metrics: str, name: str, model: str) -> float:
     return sum(float(value) for value in re.findall(pattern, metrics, flags=re.MULTILINE))
 
 
+def _settled_metrics(triton: TritonServer, settle_s: float = 0.25, limit_s: float = 10.0) -> str:
+    """Triton's /metrics text once it stops changing: Triton counts a request after its response has gone,
+    so a read right after the previous test's last answer may miss that request."""
+    deadline = time.monotonic() + limit_s
+    text = urllib.request.urlopen(triton.metrics_url).read().decode()
+    while time.monotonic() < deadline:
+        time.sleep(settle_s)
+        again = urllib.request.urlopen(triton.metrics_url).read().decode()
+        counters = [line for line in again.splitlines() if line.startswith("nv_inference_")]
+        if counters == [line for line in text.splitlines() if line.startswith("nv_inference_")]:
+            return again
+        text = again
+    return text
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
         triton: TritonServer, catalogue: Catalogue, serving_config: ServingConfig) -> None:
     """Dynamic batching puts several requests (different histories and k) into one execute() call."""
@@ -124,10 +139,10 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     jobs = [([catalogue.product_ids[i] for i in rng.choice(len(catalogue.product_ids), 1 + n % 7)], 1 + n % 13)
             for n in range(48)]
     ranking = serving_config.ranking_model_name
-    before = urllib.request.urlopen(triton.metrics_url).read().decode()
+    before = _settled_metrics(triton)
     with RecommendClient(triton.grpc_url, "grpc") as client, ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda job: client.recommend(job[0], k=job[1]), jobs))
-    after = urllib.request.urlopen(triton.metrics_url).read().decode()
+    after = _settled_metrics(triton)
     for (history, k), got in zip(jobs, answers, strict=True):
         assert [r.product_id for r in got] == reference(catalogue, history, [1.0] * len(history), k)[0]
     requests, executions = (_counter(after, name, ranking) - _counter(before, name, ranking)
