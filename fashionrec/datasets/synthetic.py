@@ -19,7 +19,9 @@ Output follows the canonical input schema that ``fashionrec.stages.ingest`` vali
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,25 @@ DEVICES: dict[str, float] = {"mobile": 0.6, "desktop": 0.3, "tablet": 0.1}  # ea
 LOUNGEWEAR = ("hoodie", "jumper", "trousers")
 EVENING_HOURS = range(18, 24)  # local
 SHORTER_ON = "mobile"
+_EVENT_NAMES = (EVENT_TYPES[0], "add_to_bag", "save_for_later", "purchase")  # _event_types' codes index this
+# The events' race (:func:`_race`) fills dense (session x launched product) matrices. A day's sessions race in row
+# chunks of at most this many cells, so the generator's memory is bounded whatever the shop's size: a cell costs about
+# 20 bytes (float32 affinity, logits and exponential draws, an int64 argpartition index), and about 30 more for a
+# moment with context (its bonus is computed in float64), so a chunk needs some 80 MiB (200 with context). Much
+# smaller chunks are slower (each one's arrays are fresh memory to fault in); the default shop races as fast in these
+# as in whole days. The output does not depend on it: the chunks draw consecutively from the same stream, and every
+# step is row by row.
+EVENT_CHUNK_CELLS = 4 * 2**20
+# The fewest rows a chunk of a larger day has. A chunk's affinity is one matrix product, and BLAS takes other code
+# paths for very few rows, whose sums may round otherwise (numpy multiplies a one-row matrix by gemv; OpenBLAS has
+# small-matrix kernels): :func:`_row_chunks` keeps every chunk of a day at least half the rows the budget allows,
+# and at least this, so only a day that small itself is raced by those paths, whole, as it always was.
+MIN_CHUNK_ROWS = 2
+# BLAS threads for the race's products: (chunk x latent_dim) @ (latent_dim x products) is too small to share out,
+# and more threads only wake, spin and wait at every chunk (on 2 cores the default shop's events took 1.5-1.9x the
+# CPU time with two). Each product's sums are the same with any number of threads (OpenBLAS splits the rows and
+# the columns among threads, never the latent sum).
+RACE_BLAS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -345,27 +366,61 @@ def _events(
     session_day = session_seconds // 86_400
     context = _SessionContext.draw(context_rng, regions, session_customer, session_seconds, catalogue,
                                    config.context_strength) if regions is not None else None
-    frames = []
-    for day in np.unique(session_day):
-        todays = np.flatnonzero(session_day == day)
-        available = int(np.searchsorted(launch_day, day, side="right"))  # catalogue is in launch order
-        age_weeks = (day - launch_day[:available]) / 7.0
-        item_bias = config.popularity_strength * log_popularity[:available] + 0.8 * np.exp(-age_weeks / 2.0)
-        bonus = context.bonus(todays, available) if context is not None else None
-        frames.append(
-            _session_events(rng, config, taste[session_customer[todays]], session_customer[todays],
-                            session_seconds[todays], product_latent[:available], item_bias, session_size, bonus,
-                            todays)
-        )
-    events = pd.concat(frames, ignore_index=True)
+    days = [(day, np.flatnonzero(session_day == day)) for day in np.unique(session_day)]
+    events = _raced_days(rng, config, days, taste, session_customer, session_seconds, launch_day, product_latent,
+                         log_popularity, session_size, context)
     if context is not None:
         events = context.annotated(events, start)
-    events["timestamp"] = start + pd.to_timedelta(events.pop("second"), unit="s")
-    events["customer_id"] = [f"C{i:06d}" for i in events.pop("customer")]
-    events["product_id"] = catalogue["product_id"].to_numpy()[events.pop("product")]
-    events = events.sort_values(["timestamp", "customer_id"], kind="stable").reset_index(drop=True)
-    return events[["customer_id", "product_id", "event_type", "timestamp",
-                   *(["device", "region", "local_time"] if context is not None else [])]]
+    return _canonical_events(events, start, catalogue["product_id"].to_numpy(), config.num_customers,
+                             ["device", "region", "local_time"] if context is not None else [])
+
+
+def _raced_days(rng: np.random.Generator, config: ShopConfig, days: list[tuple[int, np.ndarray]], taste: np.ndarray,
+                session_customer: np.ndarray, session_seconds: np.ndarray, launch_day: np.ndarray,
+                product_latent: np.ndarray, log_popularity: np.ndarray, session_size: int,
+                context: _SessionContext | None) -> pd.DataFrame:
+    """The log, day by day (``days``: each day and its sessions), in race order: integer columns ``customer``,
+    ``product`` (catalogue row), ``event`` (index into ``_EVENT_NAMES``) and ``second`` (since the start), and
+    ``session`` with context. Products launched by a day are the ones its sessions see."""
+    from threadpoolctl import threadpool_limits
+
+    columns: list[dict[str, np.ndarray]] = []
+    with threadpool_limits(RACE_BLAS_THREADS, "blas"):
+        for day, todays in days:
+            available = int(np.searchsorted(launch_day, day, side="right"))  # catalogue is in launch order
+            age_weeks = (day - launch_day[:available]) / 7.0
+            item_bias = config.popularity_strength * log_popularity[:available] + 0.8 * np.exp(-age_weeks / 2.0)
+            columns.append(
+                _session_events(rng, config, taste[session_customer[todays]], session_customer[todays],
+                                session_seconds[todays], product_latent[:available], item_bias, session_size,
+                                context, todays)
+            )
+    return pd.DataFrame({name: np.concatenate([day[name] for day in columns]) for name in columns[0]})
+
+
+def _canonical_events(events: pd.DataFrame, start: pd.Timestamp, product_ids: np.ndarray, num_customers: int,
+                      context_columns: list[str]) -> pd.DataFrame:
+    """``events`` (:func:`_raced_days`' columns, and ``context_columns``) in the canonical schema, sorted by
+    (timestamp, customer_id), ties in their order in ``events``.
+
+    This is the frame that sorting the canonical columns with ``sort_values(["timestamp", "customer_id"],
+    kind="stable")`` gives (that is a stable lexicographic sort too), sorted on integers instead (a timestamp is
+    start + second; a customer id's rank among all ids), and with its string columns made once, in their final
+    order, from each id's one string."""
+    customer_ids = np.array([f"C{i:06d}" for i in range(num_customers)], dtype=object)
+    rank = np.empty(num_customers, dtype=np.int64)
+    rank[np.argsort(customer_ids)] = np.arange(num_customers)  # the ids' lexicographic order
+    customer = events["customer"].to_numpy()
+    second = events["second"].to_numpy()
+    order = np.lexsort((rank[customer], second))
+    frame = {
+        "customer_id": customer_ids[customer[order]],
+        "product_id": product_ids[events["product"].to_numpy()[order]],
+        "event_type": np.asarray(_EVENT_NAMES, dtype=object)[events["event"].to_numpy()[order]],
+        "timestamp": start + pd.to_timedelta(pd.Series(second[order]), unit="s"),
+    }
+    frame.update({name: events[name].array.take(order) for name in context_columns})
+    return pd.DataFrame(frame)
 
 
 @dataclass(frozen=True)
@@ -397,6 +452,10 @@ class _SessionContext:
         return (self.strength * (evening[:, None] & self.lounge[None, :available])
                 + self.strength * self.favoured[self.regions[sessions], :available]).astype(np.float32)
 
+    def rows_bonus(self, sessions: np.ndarray, available: int) -> Callable[[slice], np.ndarray]:
+        """``rows`` -> :meth:`bonus` of ``sessions[rows]``: a day's bonus, a chunk of its sessions at a time."""
+        return lambda rows: self.bonus(sessions[rows], available)
+
     def annotated(self, events: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
         """The events with their session's context; a mobile session loses its last event."""
         session = events.pop("session").to_numpy()
@@ -419,46 +478,93 @@ def _session_events(
     product_latent: np.ndarray,
     item_bias: np.ndarray,
     session_size: int,
-    bonus: np.ndarray | None = None,
+    context: _SessionContext | None = None,
     sessions: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """Each session picks ``session_size`` distinct launched products by Gumbel-top-k over logits.
+) -> dict[str, np.ndarray]:
+    """One day's events, in :func:`_raced_days`' columns: each session (a row of ``taste``, ``customers`` and
+    ``seconds``; ``sessions`` are their indices in the log, which ``context`` needs) picks ``session_size`` distinct
+    launched products (:func:`_race`), then gets their event types and their seconds into the session.
 
-    Gumbel-top-k runs as exponential races: argmax(logit + Gumbel) == argmin(Exp(1) * exp(-logit)).
-    """
-    affinity = taste @ product_latent.T
-    logits = config.taste_sharpness * affinity + item_bias.astype(np.float32)
-    if bonus is not None:  # the session's context (ShopConfig.context_strength)
-        logits = logits + bonus
-    race = rng.standard_exponential(size=logits.shape, dtype=np.float32) * np.exp(-logits)
-    picks = np.argpartition(race, session_size, axis=1)[:, :session_size]
-    picked_affinity = np.take_along_axis(affinity, picks, axis=1)
+    The draws keep the order they have always had: all the day's exponential races, then its event types, then
+    its offsets."""
+    bonus = None  # the sessions' context (ShopConfig.context_strength), if any: logits, a chunk of rows at a time
+    if context is not None and sessions is not None:
+        bonus = context.rows_bonus(sessions, len(product_latent))
+    picks, picked_affinity = _race(rng, config.taste_sharpness, taste, product_latent, item_bias.astype(np.float32),
+                                   session_size, bonus)
     event_type = _event_types(rng, picked_affinity)
     offsets = np.sort(rng.integers(0, 1_800, size=picks.shape), axis=1)
-    frame = pd.DataFrame(
-        {
-            "customer": np.repeat(customers, session_size),
-            "product": picks.ravel(),
-            "event_type": event_type.ravel(),
-            "second": (seconds[:, None] + offsets).ravel(),
-        }
-    )
-    if sessions is not None and bonus is not None:
-        frame["session"] = np.repeat(sessions, session_size)
-    return frame
+    columns = {
+        "customer": np.repeat(customers, session_size),
+        "product": picks.ravel(),
+        "event": event_type.ravel(),
+        "second": (seconds[:, None] + offsets).ravel(),
+    }
+    if bonus is not None:
+        columns["session"] = np.repeat(sessions, session_size)
+    return columns
+
+
+def _race(rng: np.random.Generator, sharpness: float, taste: np.ndarray, product_latent: np.ndarray,
+          item_bias: np.ndarray, session_size: int, bonus: Callable[[slice], np.ndarray] | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Each session's (row of ``taste``) ``session_size`` picks among ``product_latent``'s products, in the order
+    that racing the whole day at once gives, and their affinity: ``(sessions, session_size)`` arrays.
+
+    The rows race in chunks (:func:`_row_chunks`, at most ``EVENT_CHUNK_CELLS`` cells): the output is the same as
+    one race of all rows, since the chunks' exponential draws follow each other in the stream exactly as one
+    draw of all of them does, and the affinity, the logits and the picks of a row depend on that row alone.
+    ``bonus(rows)``, if given, is the chunk's extra logits (the context)."""
+    picks, affinities = [], []
+    for rows in _row_chunks(len(taste), len(product_latent), EVENT_CHUNK_CELLS):
+        chunk_picks, chunk_affinity = _race_chunk(rng, sharpness, taste[rows], product_latent, item_bias,
+                                                  session_size, None if bonus is None else bonus(rows))
+        picks.append(chunk_picks)
+        affinities.append(chunk_affinity)
+    return np.concatenate(picks), np.concatenate(affinities)
+
+
+def _row_chunks(rows: int, columns: int, max_cells: int) -> list[slice]:
+    """Consecutive slices that cover ``range(rows)``: as few as keep each within ``max_cells`` cells of ``columns``
+    (though 2 * ``MIN_CHUNK_ROWS`` rows are allowed whatever the budget), and as even as can be (their sizes differ
+    by one at most). So none has fewer than half the rows allowed, nor fewer than ``MIN_CHUNK_ROWS``, unless
+    ``rows`` has."""
+    allowed = max(2 * MIN_CHUNK_ROWS, max_cells // max(columns, 1))
+    count = -(-rows // allowed)  # ceil
+    bounds = [rows * i // count for i in range(count + 1)]
+    return [slice(start, stop) for start, stop in pairwise(bounds)]
+
+
+def _race_chunk(rng: np.random.Generator, sharpness: float, taste: np.ndarray, product_latent: np.ndarray,
+                item_bias: np.ndarray, session_size: int, bonus: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Gumbel-top-k over logits, as exponential races: argmax(logit + Gumbel) == argmin(Exp(1) * exp(-logit)).
+
+    The arithmetic is the one the generator has always done (same operations, operands and dtypes; in place where
+    that leaves the values as they were), so that its output stays the same."""
+    affinity = taste @ product_latent.T
+    logits = sharpness * affinity + item_bias
+    if bonus is not None:
+        logits += bonus
+    draws = rng.standard_exponential(size=logits.shape, dtype=np.float32)
+    weights = np.exp(np.negative(logits, out=logits), out=logits)  # exp(-logits)
+    race = np.multiply(draws, weights, out=weights)
+    del draws
+    picks = np.argpartition(race, session_size, axis=1)[:, :session_size].copy()  # not a view of the whole index
+    return picks, np.take_along_axis(affinity, picks, axis=1)
 
 
 def _event_types(rng: np.random.Generator, affinity: np.ndarray) -> np.ndarray:
-    """Stronger affinity makes bagging, saving and buying likelier than a plain click."""
+    """Stronger affinity makes bagging, saving and buying likelier than a plain click; each event's type as an
+    index into ``_EVENT_NAMES`` (int8: the log keeps a byte an event until it is written out as names)."""
     keen = 1.0 / (1.0 + np.exp(-4.0 * (affinity - 0.5)))
     u = rng.random(affinity.shape)
     purchase = u < 0.10 * keen
     bag = (~purchase) & (u < 0.25 * keen)
     save = (~purchase) & (~bag) & (u < 0.35 * keen)
-    kinds = np.full(affinity.shape, EVENT_TYPES[0], dtype=object)
-    kinds[bag] = "add_to_bag"
-    kinds[save] = "save_for_later"
-    kinds[purchase] = "purchase"
+    kinds = np.full(affinity.shape, _EVENT_NAMES.index(EVENT_TYPES[0]), dtype=np.int8)
+    kinds[bag] = _EVENT_NAMES.index("add_to_bag")
+    kinds[save] = _EVENT_NAMES.index("save_for_later")
+    kinds[purchase] = _EVENT_NAMES.index("purchase")
     return kinds
 
 

@@ -157,3 +157,17 @@ def test_context_moves_choices_and_ingest_accepts_it():
     assert len(quarantined) == 0 and list(accepted["device"]) == list(shop.events["device"])
     plain = generate_shop(ShopConfig(num_customers=800, num_products=300, num_weeks=3))
     assert "device" not in plain.events and len(shop.events) < len(plain.events)  # mobile sessions lose one event
+
+
+@pytest.mark.parametrize("config", [SMALL, ShopConfig(num_customers=300, num_products=200, num_weeks=3,
+                                                      context_strength=1.0)], ids=["plain", "context"])
+def test_racing_a_day_in_chunks_gives_the_same_shop_as_racing_it_whole(config, monkeypatch):
+    """The day's sessions race in row chunks (EVENT_CHUNK_CELLS) only to bound memory: chunks of a few rows, or of
+    a few dozen, give the very same log as one chunk a day (the whole day at once, as the generator always did)."""
+    from fashionrec.datasets import synthetic
+
+    monkeypatch.setattr(synthetic, "EVENT_CHUNK_CELLS", 10**12)
+    whole = generate_shop(config).events
+    for cells in (1, 5_000):  # 2 to 4 rows a chunk; 16 to 25
+        monkeypatch.setattr(synthetic, "EVENT_CHUNK_CELLS", cells)
+        pd.testing.assert_frame_equal(generate_shop(config).events, whole, check_exact=True)
