@@ -166,7 +166,7 @@ def _exploration_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path
               f"[{estimate.low:>6.3f}, {estimate.high:>6.3f}] {true:>6.3f} {errors[-1]:>+7.1%}")
     ctr = run.report.comparison("explore", "ctr").lift
     print(f"\nexploration share {share:.0%}: CTR lift {_lift(ctr)} (its cost), "
-          f"{sum(e.explored for e in curve)} explored carousels")
+          f"{sum(e.explored for e in curve)} explored slots (an inserted slot each, or every shuffled one)")
     worst = max(errors) if errors and all(math.isfinite(e) for e in errors) else math.nan  # NaN: a slot not estimable
     print(f"examination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
 
@@ -181,7 +181,8 @@ def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share
         data = training_data(collected.log_dir, workdir / "log-data",
                              debias_window_s=config.experiment.attribution_window_s)
         print(f"\nlog: {data.log_events} events, {data.examined_events} attributed to a shown position; "
-              f"{sum(s.explored for s in data.slots)} explored carousels ({share:.0%} exploration)")
+              f"{sum(s.explored for s in data.slots)} explored slots ({share:.0%} exploration, "
+              f"{config.online.exploration_mode})")
         worst = _print_curve(data, config.simulation.examination_decay)
         trained = {}
         for name, debiasing in (("biased", "off"), ("debiased", "ips")):

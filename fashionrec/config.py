@@ -574,10 +574,14 @@ class OnlineConfig(Section):
     page_size: int = at_least(24, 1)
     max_page_size: int = at_least(100, 1)
     max_query_length: int = at_least(200, 1)  # search text
-    # Exploration (fashionrec.online.exploration): this share of model-ranked carousels shows, in one slot drawn
-    # uniformly from exploration_positions, a product drawn from the exploration_pool ranked just beyond the
-    # carousel; every impression logs each product's propensity. 0: off (an experiment arm may turn it on).
+    # Exploration (fashionrec.online.exploration): this share of model-ranked carousels is randomised, and every
+    # impression logs each product's propensity. 0: off (an experiment arm may turn it on). "insert": one slot,
+    # drawn uniformly from exploration_positions, shows a product drawn from the exploration_pool ranked just
+    # beyond the carousel. "shuffle" (RandTop-n): the carousel's first max(exploration_positions) products are
+    # shown in a uniformly random order, so every one of those slots of an explored carousel measures the
+    # examination curve (n observations per explored carousel instead of one) and nothing outside the top is shown.
     exploration_share: float = fraction(0.0)
+    exploration_mode: str = one_of("insert", ("insert", "shuffle"))
     exploration_positions: tuple[int, ...] = at_least((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 1)
     exploration_pool: int = at_least(50, 1)
     readiness_cache_s: float = at_least(2.0, 0.0)  # a canary result answers readiness probes this long

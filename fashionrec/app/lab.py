@@ -176,7 +176,8 @@ def lab_settings(config: PipelineConfig) -> list[str]:
     return [f"experiment.refresh_s={config.experiment.refresh_s}",
             f"online.exploration_share={online.exploration_share}",
             f"online.exploration_positions={json.dumps(list(online.exploration_positions))}",
-            f"online.exploration_pool={online.exploration_pool}"]
+            f"online.exploration_pool={online.exploration_pool}",
+            f"online.exploration_mode={online.exploration_mode}"]
 
 
 def report_of(experiment: Experiment, log_dir: str, config: PipelineConfig,

@@ -55,7 +55,7 @@ EVENT_COLUMNS = ("customer_id", "product_id", "event_type", "timestamp", "weight
                  "device", "channel", "region", "local_time")
 IMPRESSION_COLUMNS = ("request_id", "timestamp", "customer_id", "touchpoint", "model_version", "product_ids",
                       "positions", "scores", "fallback", "experiment", "arm", "propensities", "explored_slot",
-                      "device", "region", "local_time")
+                      "shuffled_slots", "device", "region", "local_time")
 EVENTS, IMPRESSIONS = "events", "impressions"  # the log's folders under log_dir
 JSON_FILE, HTML_FILE = "report.json", "report.html"  # what write_experiment_report writes
 CLICK, ADD_TO_BAG, PURCHASE = "click", "add_to_bag", "purchase"

@@ -1,8 +1,9 @@
-"""The examination curve, estimated from the shop's exploration traffic (a randomised-slot estimate).
+"""The examination curve, estimated from the shop's exploration traffic (randomised slots).
 
-In an explored carousel (:mod:`fashionrec.online.exploration`) the explored product is drawn independently
-of the slot it lands in, so its click-through rate at slot s is ``examination(s) * E[attractiveness]``
-with the same expectation at every slot. The ratio of click rates, slot s over slot 1, therefore
+In an explored carousel (:mod:`fashionrec.online.exploration`) the product in an explored slot is drawn
+independently of the slot: the inserted product of an ``insert`` carousel, and the product in every one
+of the shuffled slots of a ``shuffle`` carousel (RandTop-n). Its click-through rate at slot s is therefore
+``examination(s) * E[attractiveness]`` with the same expectation at every slot. The ratio of click rates, slot s over slot 1, therefore
 estimates ``examination(s) / examination(1)``: the position bias a debiased training run divides by. Its
 interval comes from the delta method for a ratio of two independent proportions.
 
@@ -48,9 +49,16 @@ class SlotEstimate:
 
 
 def explored_products(impressions: pd.DataFrame) -> pd.DataFrame:
-    """One row per explored impression: request_id, customer_id, timestamp, slot and the explored product."""
-    explored = impressions[impressions["explored_slot"].notna()]
-    slots = explored["explored_slot"].astype(int).to_numpy()
+    """One row per explored slot of an impression: request_id, customer_id, timestamp, slot and the product
+    there. An ``insert`` impression gives its inserted slot, a ``shuffle`` one each of its shuffled slots
+    (a log without the ``shuffled_slots`` column has only the former)."""
+    inserted = impressions[impressions["explored_slot"].notna()]
+    shuffled_slots = impressions.get("shuffled_slots", pd.Series(np.nan, index=impressions.index))
+    shuffled = impressions[shuffled_slots.notna()]
+    explored = pd.concat([inserted.assign(slot=inserted["explored_slot"].astype(int)),
+                          shuffled.assign(slot=[list(range(1, int(n) + 1)) for n in shuffled_slots.dropna()])
+                          .explode("slot")])
+    slots = explored["slot"].astype(int).to_numpy()
     products = [list(ids)[slot - 1] for ids, slot in zip(explored["product_ids"], slots, strict=True)]
     return pd.DataFrame({"request_id": explored["request_id"].to_numpy(), "customer_id": explored["customer_id"].to_numpy(),
                          "timestamp": explored["timestamp"].to_numpy(), "slot": slots, "product_id": products})

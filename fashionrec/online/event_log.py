@@ -89,6 +89,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         # fashionrec.online.exploration: each product's probability of being shown there (None: not model-ranked)
         pa.field("propensities", pa.list_(pa.float32()), nullable=True),
         pa.field("explored_slot", pa.int32(), nullable=True),  # the randomised slot (1-based), if any
+        pa.field("shuffled_slots", pa.int32(), nullable=True),  # how many leading slots were shuffled, if any
         pa.field("device", pa.string(), nullable=True),  # the page's context, when given (fashionrec.online.context)
         pa.field("region", pa.string(), nullable=True),
         pa.field("local_time", pa.string(), nullable=True),  # the customer's wall clock, ISO 8601 as given
@@ -400,13 +401,13 @@ FIELD_CHECKS: dict[str, dict[str, Callable[[object, str], object]]] = {
                   "positions": _list_of(_int32), "scores": _list_of(_number), "fallback": _flag,
                   "experiment": _optional_text, "arm": _optional_text,
                   "propensities": _optional(_list_of(_number)), "explored_slot": _optional(_int32),
-                  "device": _optional_text, "region": _optional_text, "local_time": _optional_text},
+                  "shuffled_slots": _optional(_int32), "device": _optional_text, "region": _optional_text, "local_time": _optional_text},
 }
 # Fields added after logs were first written: a record without them (e.g. in a journal written by an older
 # version, replayed after a crash) is read as null there.
 OPTIONAL_FIELDS = {EVENTS: {"request_id", "experiment", "arm", "device", "channel", "region", "local_time"},
-                   IMPRESSIONS: {"experiment", "arm", "propensities", "explored_slot", "device", "region",
-                                 "local_time"}}
+                   IMPRESSIONS: {"experiment", "arm", "propensities", "explored_slot", "shuffled_slots", "device",
+                                 "region", "local_time"}}
 
 
 def _normalise(kind: str, record: Mapping[str, object]) -> dict[str, object]:

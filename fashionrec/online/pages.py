@@ -346,7 +346,8 @@ class ShopService:
         """The exploration policy of a route: the service's, with its arm's share when the arm sets one."""
         share = route.exploration_share
         return ExplorationPolicy(self._online.exploration_share if share is None else share,
-                                 self._online.exploration_positions, self._online.exploration_pool)
+                                 self._online.exploration_positions, self._online.exploration_pool,
+                                 self._online.exploration_mode)
 
     def _shown(self, ranked: Ranked, size: int, policy: ExplorationPolicy,
                shown: set[str] | frozenset[str] = frozenset()) -> Shown:
@@ -369,7 +370,8 @@ class ShopService:
                     "scores": [c.score if c.score is not None else math.nan for c in carousel.products],
                     "fallback": carousel.fallback, "experiment": route.experiment, "arm": route.arm_name,
                     "propensities": _propensities(carousel, show),
-                    "explored_slot": show.explored_slot if show else None, **context.logged}
+                    "explored_slot": show.explored_slot if show else None,
+                    "shuffled_slots": show.shuffled_slots if show else None, **context.logged}
                    for carousel, answer, show in zip(carousels, answers, shows, strict=True) if carousel.products]
         self._impressions.extend(records)
 

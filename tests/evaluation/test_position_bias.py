@@ -69,6 +69,31 @@ def test_a_known_curve_is_recovered_from_randomised_slots() -> None:
         assert fitted[slot] == pytest.approx(true, rel=0.10), slot
 
 
+def test_every_shuffled_slot_is_an_explored_slot() -> None:
+    shown = impressions([("r1", "a", "XBC", None), ("r2", "b", "XBC", 1)]).assign(shuffled_slots=[2, None])
+    explored = explored_products(shown)
+    assert sorted(zip(explored["request_id"], explored["slot"], explored["product_id"])) == [
+        ("r1", 1, "X"), ("r1", 2, "B"), ("r2", 1, "X")]  # r1's first two slots shuffled, C beyond them
+
+
+def test_a_known_curve_is_recovered_from_shuffled_carousels() -> None:
+    """RandTop-n: each of the 10 slots of every explored carousel measures the curve, so 10,000 carousels do
+    what 100,000 randomised single slots do above (products differ in attractiveness, slots do not)."""
+    rng = np.random.default_rng(5)
+    truth = 0.85 ** np.arange(10)
+    attractiveness = {f"P{j}": a for j, a in enumerate(np.linspace(0.1, 0.5, 10))}
+    rows, clicked = [], []
+    for i in range(10_000):
+        order = [f"P{j}" for j in rng.permutation(10)]
+        rows.append((f"r{i}", f"c{i}", order, None))
+        clicked += [(f"c{i}", p, f"r{i}") for slot, p in enumerate(order)
+                    if rng.random() < attractiveness[p] * truth[slot]]
+    shown = impressions(rows).assign(shuffled_slots=10)
+    fitted = fitted_curve(examination_curve(clicks(clicked), shown, window_s=60.0))
+    for slot, true in zip(fitted, truth, strict=True):
+        assert fitted[slot] == pytest.approx(true, rel=0.10), slot
+
+
 def test_no_exploration_no_curve() -> None:
     assert examination_curve(CLICKS, SHOWN[SHOWN["explored_slot"].isna()], window_s=60.0) == []
 

@@ -68,7 +68,62 @@ def test_off_or_impossible_means_propensity_one() -> None:
 
 
 @pytest.mark.parametrize(("fields", "message"), [({"share": 1.5}, "share"), ({"positions": (0, 1)}, "positions"),
-                                                 ({"positions": ()}, "positions"), ({"pool": 0}, "pool")])
+                                                 ({"positions": ()}, "positions"), ({"pool": 0}, "pool"),
+                                                 ({"mode": "swap"}, "mode")])
 def test_a_policy_that_cannot_run_is_refused(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ExplorationPolicy(**fields)
+
+
+# -- shuffle (RandTop-n) -----------------------------------------------------------------------------------
+
+SHUFFLE = ExplorationPolicy(share=0.25, positions=(1, 2, 3), mode="shuffle")
+
+
+class ReversingDraws(random.Random):
+    """Explores (random() = 0) and shuffles by reversing."""
+
+    def random(self) -> float:
+        return 0.0
+
+    def shuffle(self, items) -> None:  # type: ignore[override]
+        items.reverse()
+
+
+def test_a_shuffled_carousel_by_hand() -> None:
+    shown = SHUFFLE.show(RANKED, 4, ReversingDraws())
+    assert shown.product_ids == ("t3", "t2", "t1", "t4")  # the first max(positions) = 3 shuffled, t4 stays
+    assert shown.shuffled_slots == 3 and shown.explored_slot is None
+    # t3 at 1 and t1 at 3: only when shuffled there, 0.25 / 3; t2 at 2 (its own rank): 0.75 + 0.25 / 3;
+    # t4 beyond the shuffled slots: always at 4
+    assert shown.propensities == pytest.approx((0.25 / 3, 0.75 + 0.25 / 3, 0.25 / 3, 1.0))
+
+
+def test_an_unshuffled_carousel_by_hand_and_no_pool_asked_for() -> None:
+    class Never(random.Random):
+        def random(self) -> float:
+            return 0.99
+
+    shown = SHUFFLE.show(RANKED, 4, Never())
+    assert shown.product_ids == ("t1", "t2", "t3", "t4") and shown.shuffled_slots is None
+    assert shown.propensities == pytest.approx((0.75 + 0.25 / 3,) * 3 + (1.0,))
+    assert SHUFFLE.ranked_needed(12) == 12 and POLICY.ranked_needed(12) == 12 + 5
+
+
+def test_shuffled_propensities_are_the_policys_frequencies() -> None:
+    rng, draws = random.Random(11), 60_000
+    seen: Counter[tuple[str, int]] = Counter()
+    logged: dict[tuple[str, int], float] = {}
+    for _ in range(draws):
+        shown = SHUFFLE.show(RANKED, 4, rng)
+        for position, (product, propensity) in enumerate(zip(shown.product_ids, shown.propensities), start=1):
+            seen[product, position] += 1
+            logged[product, position] = propensity
+    assert set(seen) == {(t, p) for t in ("t1", "t2", "t3") for p in (1, 2, 3)} | {("t4", 4)}
+    for key, propensity in logged.items():
+        assert seen[key] / draws == pytest.approx(propensity, abs=0.006), key
+
+
+def test_a_carousel_of_one_is_never_shuffled() -> None:
+    shown = SHUFFLE.show(RANKED, 1, ReversingDraws())
+    assert shown.product_ids == ("t1",) and shown.shuffled_slots is None and shown.propensities == (1.0,)

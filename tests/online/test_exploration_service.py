@@ -1,9 +1,11 @@
 """Exploration in the real service over a real Triton: the explored slot holds a product ranked beyond the
-carousel, everything else keeps its order, and the impression log carries each product's propensity."""
+carousel, everything else keeps its order; a shuffled carousel shows the model's top in a random order; and the
+impression log carries each product's propensity and how the carousel was explored."""
 
 from __future__ import annotations
 
 import httpx
+import pytest
 import pandas as pd
 
 
@@ -37,3 +39,21 @@ def test_an_explored_slot_and_its_propensities_are_logged(start_shop, shop_files
     assert list(row["propensities"]) == [1.0, 0.2] + [1.0] * (len(shown) - 2)
     trending = mine.loc["trending"]  # trending order, not the model's: no policy to weigh by
     assert trending["propensities"] is None and pd.isna(trending["explored_slot"])
+
+
+def test_a_shuffled_carousel_and_its_propensities_are_logged(start_shop, shop_files, shop_triton):
+    """RandTop-n in the real service: the first three of *for you* in a random order, nothing else moved."""
+    customer = str(shop_files.events["customer_id"].value_counts().index[10])
+    plain = start_shop(shop_triton.grpc_url)
+    shuffling = start_shop(shop_triton.grpc_url, None, "online.exploration_share=1.0",
+                           "online.exploration_positions=[1,2,3]", "online.exploration_mode=shuffle")
+    ranked = _carousel(_homepage(plain, customer), "for_you")
+    page = _homepage(shuffling, customer)
+    shown = _carousel(page, "for_you")
+    assert sorted(shown[:3]) == sorted(ranked[:3]) and shown[3:] == ranked[3:]
+    shuffling.stop()
+    logged = pd.read_parquet(shuffling.folder / "log" / "impressions")
+    row = logged[logged["request_id"] == page["request_id"]].set_index("touchpoint").loc["for_you"]
+    assert row["shuffled_slots"] == 3 and pd.isna(row["explored_slot"])
+    # always shuffled: each of the top three is at any of the first three slots one time in three
+    assert list(row["propensities"]) == pytest.approx([1 / 3] * 3 + [1.0] * (len(shown) - 3))
