@@ -54,6 +54,7 @@ GPU_REQUIRES = ["tensorflow[and-cuda]==2.21.0"]
 
 # benchmarks/serving.py compares Triton with in-process brute force (numpy and FAISS).
 BENCH_REQUIRES = [
+    "aiohttp==3.14.5",  # benchmarks/shop.py: an HTTP load generator light on the cores it shares with the service
     "faiss-cpu==1.15.1",
     "psutil==7.2.2",  # benchmarks/serving.py: the CPU time of Triton and its python stubs beside the client's
     "py-spy==0.4.3",  # benchmarks/serving.py --profile: where a python stub spends its time under load

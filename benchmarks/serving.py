@@ -28,6 +28,12 @@ quarter of the CPUs and Triton on the rest. Every request is unique (its own REQ
 response cache answers none of them, except in the `cached` case: anonymous visitors' similar items for
 the same 64 heroes again and again, beside a new hero each time.
 
+With --add-products N the catalogue is published with a content tower (random weights in the export's
+format, its vocabularies from the synthetic shop's words), and after the touchpoints, N products of
+the synthetic shop's next launch are added with ``catalogue add`` (embedded by the tower, appended to
+the table, published as the next version and loaded into the running Triton): its seconds, Triton's
+peak and final resident memory meanwhile, and `recommend` at concurrency 1 on the new version.
+
 The header gives the catalogue's publish time, Triton's time to ready and its resident memory (for the
 1M-product case: --products 1000000 --set serving.table_dtype=float16). The last line is the verdict:
 `ratio recommend/in-process X at concurrency C; p99/p50 at 16 Y; cached/uncached Z`.
@@ -36,6 +42,7 @@ The header gives the catalogue's publish time, Triton's time to ready and its re
                                            [--touchpoints recommend rerank similar seen context cached]
                                            [--no-baselines] [--pin auto|on|off]
                                            [--seen-history 5000] [--context-regions 200]
+                                           [--add-products 1000]
                                            [--set serving.ranking_instance_count=2 ...]
 
 ``--set`` overrides the served ServingConfig (dynamic batching, instance counts, table dtype) for
@@ -61,10 +68,13 @@ import pyarrow.parquet as pq
 
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.app.client import FashionrecClient, History
+from fashionrec.contract import content
 from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE, ContextTables
 from fashionrec.contract.scoring import ScoringTable
 from fashionrec.serving.requests import RequestContext
-from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, TrainConfig, TransformConfig
+from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, ShopConfig, TrainConfig, TransformConfig
+from fashionrec.datasets.synthetic import launch_products
+from fashionrec.repository.catalogue import add_products
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.serving import statistics
 from fashionrec.serving.server import TritonServer
@@ -89,6 +99,12 @@ EVENT_TYPES = tuple(EventWeights().as_dict())
 TUNING_FIELDS = ("max_queue_delay_us", "max_batch_size", "instance_count", "ranking_instance_count", "table_dtype",
                  "response_cache_mb", "blas_threads")
 MIN_CPUS_TO_PIN = 4  # below this, pinning the client apart would starve the server: share the cores instead
+TOWER_HIDDEN = 128  # the bench tower's hidden width (TrainConfig's content_hidden_units)
+TOWER_FEATURE_DIM = 16  # its categorical and price-bucket embeddings' width (feature_embedding_dim)
+TOWER_TOKEN_DIM = 32  # its token embeddings' width (token_embedding_dim)
+VOCABULARY_LAUNCH, ADDED_LAUNCH = 1, 2  # the shop's launches the tower's words and the added products come from
+VOCABULARY_PRODUCTS = 5_000
+MEMORY_SAMPLE_S = 0.05  # how often Triton's resident memory is sampled while a catalogue addition runs
 
 
 def make_catalogue(num_products: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -99,17 +115,66 @@ def make_catalogue(num_products: int, dim: int, seed: int = 0) -> tuple[list[str
 
 
 def publish(folder: Path, ids: list[str], table: np.ndarray, serving: ServingConfig,
-            context: ContextTables | None = None) -> str:
+            context: ContextTables | None = None, tower: content.ContentTower | None = None) -> str:
     column = pa.FixedSizeListArray.from_arrays(pa.array(table.reshape(-1), pa.float32()), table.shape[1])
     pq.write_table(pa.table({"product_id": ids, "embedding": column, "is_new": [False] * len(ids)}),
                    folder / "embeddings.parquet")
     if context is not None:  # a context model's tables, beside the embeddings as export writes them
         (folder / CONTEXT_FILE).write_text(json.dumps(context.to_json()))
+    if tower is not None:  # beside the embeddings, as export writes it: the version can embed new products
+        tower.save(folder)
     (folder / "blessing.json").write_text(json.dumps({"blessed": True}))
     # pooled as the pipeline exports it: the training defaults over the last WINDOW events
     Aggregation.from_training(TrainConfig(), EventWeights(), WINDOW).write(str(folder / AGGREGATION_FILE))
     return publish_model_repository(str(folder / "embeddings.parquet"), str(folder / "blessing.json"),
                                     str(folder / "repo"), serving).path
+
+
+def bench_tower(dim: int, seed: int = 4) -> content.ContentTower:
+    """A content tower in the export's format and the trained one's sizes, with random weights: its
+    vocabularies are the words, categories, colours and brands of one launch of the synthetic shop."""
+    products, _ = launch_products(ShopConfig(), VOCABULARY_PRODUCTS, VOCABULARY_LAUNCH)
+    words = sorted({token for title, text in zip(products["title"], products["description"], strict=True)
+                    for token in content.tokenize(title, text, TransformConfig().max_title_tokens)})
+    vocabularies = {"tokens": words, **{name: sorted(products[name].unique()) for name in content.CATEGORICAL}}
+    boundaries = np.quantile(products["price"], np.linspace(0.1, 0.9, 9)).tolist()
+    features = {"format": content.FORMAT_VERSION, "max_tokens": TransformConfig().max_title_tokens,
+                "oov_buckets": 1, "temperature": TrainConfig().temperature, "normalize": True, "gelu": "erf",
+                "vocabularies": vocabularies,
+                "price": {"boundaries": boundaries, "mean": float(np.log1p(products["price"]).mean()),
+                          "var": float(np.log1p(products["price"]).var())}}
+    widths = {"tokens": TOWER_TOKEN_DIM, **{name: TOWER_FEATURE_DIM for name in (*content.CATEGORICAL, "price_bucket")}}
+    rows = {"tokens": len(words) + 2, **{name: len(vocabularies[name]) + 1 for name in content.CATEGORICAL},
+            "price_bucket": len(boundaries) + 1}
+    inputs = sum(widths.values()) + 1  # + the price's z-score
+    shapes = {**{name: (rows[name], widths[name]) for name in widths}, "hidden_kernel": (inputs, TOWER_HIDDEN),
+              "hidden_bias": (TOWER_HIDDEN,), "output_kernel": (TOWER_HIDDEN, dim), "output_bias": (dim,)}
+    rng = np.random.default_rng(seed)
+    return content.ContentTower(features, {name: (rng.normal(size=shape) / np.sqrt(shape[0])).astype(np.float32)
+                                           for name, shape in shapes.items()})
+
+
+def catalogue_add(repository: str, serving: ServingConfig, server: TritonServer, count: int) -> dict:
+    """``catalogue add`` of ``count`` new products into the running Triton: seconds, and Triton's peak and
+    final resident memory (MiB) while the new version loads beside the old one."""
+    products, _ = launch_products(ShopConfig(), count, ADDED_LAUNCH)
+    peak, done = [resident_mb(server)], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(MEMORY_SAMPLE_S):
+            peak[0] = max(peak[0], resident_mb(server))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.perf_counter()
+    try:
+        update = add_products(repository, products, serving, server_url=server.grpc_url)
+    finally:
+        seconds = time.perf_counter() - started
+        done.set()
+        sampler.join()
+    return {"seconds": seconds, "peak_mb": peak[0], "after_mb": resident_mb(server), "count": count,
+            "version": update.version, "products": update.num_products}
 
 
 _REQUEST_TIMES = itertools.count(int(time.time()))  # one per request of the whole run
@@ -316,6 +381,8 @@ def main() -> None:
     parser.add_argument("--context-regions", type=int, default=CONTEXT_REGIONS,
                         help="regions in the context case's tables (its vocabulary size)")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--add-products", type=int, default=0, metavar="N",
+                        help="then add N new products with `catalogue add` into the running Triton (0: skip)")
     parser.add_argument("--pin", choices=("auto", "on", "off"), default="auto",
                         help=f"pin the load generator apart from Triton (auto: with {MIN_CPUS_TO_PIN}+ CPUs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="serving.KEY=VALUE")
@@ -345,7 +412,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fashionrec-bench-") as folder:
         started = time.perf_counter()
         repository = publish(Path(folder), ids, table, serving,
-                             context_tables(args.dim, args.context_regions) if with_context else None)
+                             context_tables(args.dim, args.context_regions) if with_context else None,
+                             bench_tower(args.dim) if args.add_products else None)
         published = time.perf_counter()
         with TritonServer(repository, serving, http_port=0, grpc_port=0, metrics_port=0) as server:
             setup = {"publish_s": published - started, "ready_s": time.perf_counter() - published,
@@ -359,6 +427,10 @@ def main() -> None:
                 for name, call in compared.items():
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, call, concurrency,
                                                                            args.seconds, serving, server)))
+            if args.add_products:
+                setup["catalogue_add"] = catalogue_add(repository, serving, server, args.add_products)
+                rows.append(("triton recommend after catalogue add", "1",
+                             load(server.grpc_url, calls["recommend"], 1, args.seconds, serving, server)))
     if server_cpus:
         os.sched_setaffinity(0, server_cpus)  # the baselines get the cores Triton had
     if args.baselines:
@@ -413,6 +485,11 @@ def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, ser
               if setup["client_cpus"] else f"client and Triton share all {os.cpu_count()} CPUs (not pinned)")
     print(f"published in {setup['publish_s']:.1f} s; Triton ready {setup['ready_s']:.1f} s later, resident "
           f"{setup['resident_mb']:,.0f} MiB (tritonserver + stubs); {pinned}")
+    if "catalogue_add" in setup:
+        added = setup["catalogue_add"]
+        print(f"catalogue add: {added['count']:,} products embedded, published as version {added['version']} "
+              f"({added['products']:,} products) and loaded in {added['seconds']:.1f} s; Triton resident peak "
+              f"{added['peak_mb']:,.0f} MiB during, {added['after_mb']:,.0f} MiB after")
     print(f"{'system':<52} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
     for system, concurrency, r in rows:
         p50, p95, p99 = r["lat"]

@@ -110,12 +110,15 @@ def visitor_of(customer_id: str | None, session_id: str | None, online: OnlineCo
 
 def page_context_of(shop: ShopService) -> Any:
     """The dependency every page endpoint takes its context with: the optional ``device``, ``region`` and
-    ``local_time`` query parameters, checked with the event API's rules (a refused one: 422 naming it)."""
-    def context(device: str | None = Query(None, description="mobile, desktop or tablet (ingest.devices)"),
-                region: str | None = Query(None, description="a region code or name"),
-                local_time: str | None = Query(None, description="the customer's wall-clock time now, ISO 8601, with "
-                                               "or without its UTC offset (its hour and weekday are the model's)")
-                ) -> PageContext:
+    ``local_time`` query parameters, checked with the event API's rules (a refused one: 422 naming it).
+    Asynchronous although it never waits: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    thread hop on every page request for a few microseconds of parsing."""
+    async def context(device: str | None = Query(None, description="mobile, desktop or tablet (ingest.devices)"),
+                      region: str | None = Query(None, description="a region code or name"),
+                      local_time: str | None = Query(None, description="the customer's wall-clock time now, ISO "
+                                                     "8601, with or without its UTC offset (its hour and weekday "
+                                                     "are the model's)")
+                      ) -> PageContext:
         return shop.context(device, region, local_time)
     return Depends(context)
 
