@@ -62,10 +62,10 @@ from fashionrec.model.features import load_eval_examples
 from fashionrec.app.cli import build_config
 from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, publish_variant, report_of, resalted
 from fashionrec.app.runner import LocalRun, run_local
-from fashionrec.app.training_data import TrainingData, training_data
+from fashionrec.app.training_data import training_data
 from fashionrec.config import PipelineConfig
 from fashionrec.evaluation.experiment_report import ExperimentReport, read_experiment_log
-from fashionrec.evaluation.position_bias import examination_curve
+from fashionrec.evaluation.position_bias import SlotEstimate, examination_curve, fitted_curve
 from fashionrec.repository.experiments import Experiment
 
 VARIANTS = {  # name -> the settings that make it (beside the defaults); "default" is the A/B's trained model
@@ -156,18 +156,11 @@ def _exploration_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path
     events, impressions = read_experiment_log(run.log_dir)
     explored = impressions[impressions["arm"] == "explore"]
     curve = examination_curve(events, explored, config.experiment.attribution_window_s)
-    decay = config.simulation.examination_decay
-    print(f"\n{'slot':>4} {'explored':>8} {'clicks':>6} {'estimate':>9} {'95 % interval':>17} {'true':>6} {'error':>7}")
-    errors = []
-    for estimate in curve:
-        true = decay ** (estimate.slot - 1)
-        errors.append(abs(estimate.examination / true - 1) if estimate.slot <= MAX_SLOT else 0.0)
-        print(f"{estimate.slot:>4} {estimate.explored:>8} {estimate.clicks:>6} {estimate.examination:>9.3f} "
-              f"[{estimate.low:>6.3f}, {estimate.high:>6.3f}] {true:>6.3f} {errors[-1]:>+7.1%}")
+    print()
+    worst = _print_curve(curve, fitted_curve(curve), config.simulation.examination_decay)
     ctr = run.report.comparison("explore", "ctr").lift
     print(f"\nexploration share {share:.0%}: CTR lift {_lift(ctr)} (its cost), "
           f"{sum(e.explored for e in curve)} explored slots (an inserted slot each, or every shuffled one)")
-    worst = max(errors) if errors and all(math.isfinite(e) for e in errors) else math.nan  # NaN: a slot not estimable
     print(f"examination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
 
 
@@ -183,7 +176,7 @@ def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share
         print(f"\nlog: {data.log_events} events, {data.examined_events} attributed to a shown position; "
               f"{sum(s.explored for s in data.slots)} explored slots ({share:.0%} exploration, "
               f"{config.online.exploration_mode})")
-        worst = _print_curve(data, config.simulation.examination_decay)
+        worst = _print_curve(data.slots, data.curve, config.simulation.examination_decay)
         trained = {}
         for name, debiasing in (("biased", "off"), ("debiased", "ips")):
             run = run_local(str(workdir / name), config.with_overrides({"train.position_debiasing": debiasing}),
@@ -247,13 +240,14 @@ def _offline_context(runs: dict[str, LocalRun], config: PipelineConfig) -> Inter
     return paired_difference(ndcg["context"], ndcg["no-context"])
 
 
-def _print_curve(data: TrainingData, decay: float) -> float:
-    """The curve per slot (the randomised-slot ratio and the pooled fit training uses) beside the simulator's
-    true one; returns the fit's largest relative error over slots 1..MAX_SLOT (NaN: a slot not estimated)."""
+def _print_curve(slots: list[SlotEstimate], curve: dict[int, float], decay: float) -> float:
+    """The curve per slot (the randomised-slot ratio and the pooled fit, ``curve``, that training uses) beside
+    the simulator's true one; returns the fit's largest relative error over slots 1..MAX_SLOT (NaN: a slot not
+    estimated)."""
     print(f"{'slot':>4} {'explored':>8} {'clicks':>6} {'ratio':>7} {'95 % interval':>17} {'fitted':>7} {'true':>6} {'error':>7}")
     errors = []
-    for estimate in data.slots:
-        true, fitted = decay ** (estimate.slot - 1), data.curve.get(estimate.slot, math.nan)
+    for estimate in slots:
+        true, fitted = decay ** (estimate.slot - 1), curve.get(estimate.slot, math.nan)
         if estimate.slot <= MAX_SLOT:
             errors.append(abs(fitted / true - 1))
         print(f"{estimate.slot:>4} {estimate.explored:>8} {estimate.clicks:>6} {estimate.examination:>7.3f} "
