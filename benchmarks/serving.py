@@ -99,9 +99,6 @@ EVENT_TYPES = tuple(EventWeights().as_dict())
 TUNING_FIELDS = ("max_queue_delay_us", "max_batch_size", "instance_count", "ranking_instance_count", "table_dtype",
                  "response_cache_mb", "blas_threads")
 MIN_CPUS_TO_PIN = 4  # below this, pinning the client apart would starve the server: share the cores instead
-TOWER_HIDDEN = 128  # the bench tower's hidden width (TrainConfig's content_hidden_units)
-TOWER_FEATURE_DIM = 16  # its categorical and price-bucket embeddings' width (feature_embedding_dim)
-TOWER_TOKEN_DIM = 32  # its token embeddings' width (token_embedding_dim)
 VOCABULARY_LAUNCH, ADDED_LAUNCH = 1, 2  # the shop's launches the tower's words and the added products come from
 VOCABULARY_PRODUCTS = 5_000
 MEMORY_SAMPLE_S = 0.05  # how often Triton's resident memory is sampled while a catalogue addition runs
@@ -134,21 +131,23 @@ def bench_tower(dim: int, seed: int = 4) -> content.ContentTower:
     """A content tower in the export's format and the trained one's sizes, with random weights: its
     vocabularies are the words, categories, colours and brands of one launch of the synthetic shop."""
     products, _ = launch_products(ShopConfig(), VOCABULARY_PRODUCTS, VOCABULARY_LAUNCH)
+    train, max_tokens = TrainConfig(), TransformConfig().max_title_tokens
     words = sorted({token for title, text in zip(products["title"], products["description"], strict=True)
-                    for token in content.tokenize(title, text, TransformConfig().max_title_tokens)})
+                    for token in content.tokenize(title, text, max_tokens)})
     vocabularies = {"tokens": words, **{name: sorted(products[name].unique()) for name in content.CATEGORICAL}}
     boundaries = np.quantile(products["price"], np.linspace(0.1, 0.9, 9)).tolist()
-    features = {"format": content.FORMAT_VERSION, "max_tokens": TransformConfig().max_title_tokens,
-                "oov_buckets": 1, "temperature": TrainConfig().temperature, "normalize": True, "gelu": "erf",
-                "vocabularies": vocabularies,
-                "price": {"boundaries": boundaries, "mean": float(np.log1p(products["price"]).mean()),
-                          "var": float(np.log1p(products["price"]).var())}}
-    widths = {"tokens": TOWER_TOKEN_DIM, **{name: TOWER_FEATURE_DIM for name in (*content.CATEGORICAL, "price_bucket")}}
+    log_price = np.log1p(products["price"])
+    features = {"format": content.FORMAT_VERSION, "max_tokens": max_tokens, "oov_buckets": 1,
+                "temperature": train.temperature, "normalize": True, "gelu": "erf", "vocabularies": vocabularies,
+                "price": {"boundaries": boundaries, "mean": float(log_price.mean()), "var": float(log_price.var())}}
+    widths = {"tokens": train.token_embedding_dim,
+              **{name: train.feature_embedding_dim for name in (*content.CATEGORICAL, "price_bucket")}}
     rows = {"tokens": len(words) + 2, **{name: len(vocabularies[name]) + 1 for name in content.CATEGORICAL},
             "price_bucket": len(boundaries) + 1}
     inputs = sum(widths.values()) + 1  # + the price's z-score
-    shapes = {**{name: (rows[name], widths[name]) for name in widths}, "hidden_kernel": (inputs, TOWER_HIDDEN),
-              "hidden_bias": (TOWER_HIDDEN,), "output_kernel": (TOWER_HIDDEN, dim), "output_bias": (dim,)}
+    hidden = train.content_hidden_units
+    shapes = {**{name: (rows[name], widths[name]) for name in widths}, "hidden_kernel": (inputs, hidden),
+              "hidden_bias": (hidden,), "output_kernel": (hidden, dim), "output_bias": (dim,)}
     rng = np.random.default_rng(seed)
     return content.ContentTower(features, {name: (rng.normal(size=shape) / np.sqrt(shape[0])).astype(np.float32)
                                            for name, shape in shapes.items()})

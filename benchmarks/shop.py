@@ -178,8 +178,8 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
                                       request_time=int(time.time()))
     touchpoints = Touchpoints(config.online, config.serving)
     rows_out = []
-    # aiohttp, not httpx: the load generator shares the cores with the service, and httpx's client costs
-    # about twice the CPU per request
+    # aiohttp, not httpx: the load generator shares the cores with the service, and httpx's client cost about
+    # three times the CPU per request here (0.95-1.1 ms against 0.28-0.31)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(base_url=shop_url, connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=10.0)) as http:

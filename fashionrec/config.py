@@ -538,6 +538,9 @@ def _matches(value: str | None, pattern: re.Pattern[str], name: str, what: str) 
 STORES = ("sqlite", "redis")
 
 
+EXPLORATION_MODES = ("insert", "shuffle")  # OnlineConfig.exploration_mode (fashionrec.online.exploration)
+
+
 @dataclass(frozen=True)
 class OnlineConfig(Section):
     """The shop's front door (``fashionrec shop serve``, :mod:`fashionrec.online`): live customer state, the
@@ -581,7 +584,7 @@ class OnlineConfig(Section):
     # shown in a uniformly random order, so every one of those slots of an explored carousel measures the
     # examination curve (n observations per explored carousel instead of one) and nothing outside the top is shown.
     exploration_share: float = fraction(0.0)
-    exploration_mode: str = one_of("insert", ("insert", "shuffle"))
+    exploration_mode: str = one_of("insert", EXPLORATION_MODES)
     exploration_positions: tuple[int, ...] = at_least((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 1)
     exploration_pool: int = at_least(50, 1)
     readiness_cache_s: float = at_least(2.0, 0.0)  # a canary result answers readiness probes this long

@@ -3,8 +3,8 @@
 In an explored carousel (:mod:`fashionrec.online.exploration`) the product in an explored slot is drawn
 independently of the slot: the inserted product of an ``insert`` carousel, and the product in every one
 of the shuffled slots of a ``shuffle`` carousel (RandTop-n). Its click-through rate at slot s is therefore
-``examination(s) * E[attractiveness]`` with the same expectation at every slot. The ratio of click rates, slot s over slot 1, therefore
-estimates ``examination(s) / examination(1)``: the position bias a debiased training run divides by. Its
+``examination(s) * E[attractiveness]`` with the same expectation at every slot. The ratio of click rates,
+slot s over slot 1, therefore estimates ``examination(s) / examination(1)``: the position bias a debiased training run divides by. Its
 interval comes from the delta method for a ratio of two independent proportions.
 
 A per-slot ratio leans on the first slot's few clicks, so :func:`fitted_curve` pools the slots: the

@@ -401,7 +401,8 @@ FIELD_CHECKS: dict[str, dict[str, Callable[[object, str], object]]] = {
                   "positions": _list_of(_int32), "scores": _list_of(_number), "fallback": _flag,
                   "experiment": _optional_text, "arm": _optional_text,
                   "propensities": _optional(_list_of(_number)), "explored_slot": _optional(_int32),
-                  "shuffled_slots": _optional(_int32), "device": _optional_text, "region": _optional_text, "local_time": _optional_text},
+                  "shuffled_slots": _optional(_int32), "device": _optional_text, "region": _optional_text,
+                  "local_time": _optional_text},
 }
 # Fields added after logs were first written: a record without them (e.g. in a journal written by an older
 # version, replayed after a crash) is read as null there.

@@ -31,7 +31,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-EXPLORATION_MODES = ("insert", "shuffle")  # OnlineConfig.exploration_mode
+from fashionrec.config import EXPLORATION_MODES
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,9 @@ class ExplorationPolicy:
     def _shuffled(self, top: list[str], rng: random.Random) -> Shown:
         """RandTop-n: with probability ``share`` the first n products in a uniformly random order."""
         n = min(len(top), max(self.positions))
-        if n < 2 or rng.random() >= self.share:
+        if n < 2:  # nothing to shuffle: never explored
+            return Shown(tuple(top), tuple(1.0 for _ in top))
+        if rng.random() >= self.share:
             return Shown(tuple(top), self._shuffle_propensities(top, top, n))
         head = top[:n]
         rng.shuffle(head)
@@ -99,9 +101,7 @@ class ExplorationPolicy:
 
     def _shuffle_propensities(self, ranked: list[str], shown: list[str], n: int) -> tuple[float, ...]:
         """P(each shown product at its slot) under ``shuffle``: (1 - share)[p = r] + share / n within the first
-        n slots, 1 beyond them (and everywhere when fewer than two slots can be shuffled)."""
-        if n < 2:
-            return tuple(1.0 for _ in shown)
+        n slots, 1 beyond them."""
         rank = {pid: r for r, pid in enumerate(ranked, start=1)}
         return tuple((1.0 - self.share) * (rank[pid] == p) + self.share / n if p <= n else 1.0
                      for p, pid in enumerate(shown, start=1))

@@ -33,12 +33,28 @@ def test_an_explored_carousel_by_hand() -> None:
     assert shown.propensities == pytest.approx((0.8 + 0.2 * 2 / 3, 0.2 / 3 / 5, 0.2 * 2 / 3, 0.2))
 
 
-def test_an_unexplored_carousel_by_hand() -> None:
-    class Never(random.Random):
-        def random(self) -> float:
-            return 0.99
+class NeverExplores(random.Random):
+    def random(self) -> float:
+        return 0.99
 
-    shown = POLICY.show(RANKED, 4, Never())
+
+def shown_frequencies(policy: ExplorationPolicy, seed: int, draws: int = 60_000
+                      ) -> tuple[dict[tuple[str, int], float], dict[tuple[str, int], float]]:
+    """How often ``policy`` showed each (product, position) over ``draws`` carousels of RANKED's first 4, and
+    the propensity it logged for each."""
+    rng = random.Random(seed)
+    seen: Counter[tuple[str, int]] = Counter()
+    logged: dict[tuple[str, int], float] = {}
+    for _ in range(draws):
+        shown = policy.show(RANKED, 4, rng)
+        for position, (product, propensity) in enumerate(zip(shown.product_ids, shown.propensities), start=1):
+            seen[product, position] += 1
+            logged[product, position] = propensity
+    return {key: count / draws for key, count in seen.items()}, logged
+
+
+def test_an_unexplored_carousel_by_hand() -> None:
+    shown = POLICY.show(RANKED, 4, NeverExplores())
     assert shown.product_ids == ("t1", "t2", "t3", "t4") and shown.explored_slot is None
     # t1 stays at 1 unless the slot is 1: 0.8 + 0.2 * 2/3; t2 unless 1 or 2: 0.8 + 0.2/3; t3: 0.8; t4 (never in
     # a slot <= 3 ... it drops out or stays only when unexplored): 0.8
@@ -46,16 +62,9 @@ def test_an_unexplored_carousel_by_hand() -> None:
 
 
 def test_propensities_are_the_policys_frequencies() -> None:
-    rng, draws = random.Random(7), 60_000
-    seen: Counter[tuple[str, int]] = Counter()
-    logged: dict[tuple[str, int], float] = {}
-    for _ in range(draws):
-        shown = POLICY.show(RANKED, 4, rng)
-        for position, (product, propensity) in enumerate(zip(shown.product_ids, shown.propensities), start=1):
-            seen[product, position] += 1
-            logged[product, position] = propensity
+    frequencies, logged = shown_frequencies(POLICY, seed=7)
     for key, propensity in logged.items():
-        assert seen[key] / draws == pytest.approx(propensity, abs=0.006), key
+        assert frequencies[key] == pytest.approx(propensity, abs=0.006), key
 
 
 def test_off_or_impossible_means_propensity_one() -> None:
@@ -100,28 +109,17 @@ def test_a_shuffled_carousel_by_hand() -> None:
 
 
 def test_an_unshuffled_carousel_by_hand_and_no_pool_asked_for() -> None:
-    class Never(random.Random):
-        def random(self) -> float:
-            return 0.99
-
-    shown = SHUFFLE.show(RANKED, 4, Never())
+    shown = SHUFFLE.show(RANKED, 4, NeverExplores())
     assert shown.product_ids == ("t1", "t2", "t3", "t4") and shown.shuffled_slots is None
     assert shown.propensities == pytest.approx((0.75 + 0.25 / 3,) * 3 + (1.0,))
     assert SHUFFLE.ranked_needed(12) == 12 and POLICY.ranked_needed(12) == 12 + 5
 
 
 def test_shuffled_propensities_are_the_policys_frequencies() -> None:
-    rng, draws = random.Random(11), 60_000
-    seen: Counter[tuple[str, int]] = Counter()
-    logged: dict[tuple[str, int], float] = {}
-    for _ in range(draws):
-        shown = SHUFFLE.show(RANKED, 4, rng)
-        for position, (product, propensity) in enumerate(zip(shown.product_ids, shown.propensities), start=1):
-            seen[product, position] += 1
-            logged[product, position] = propensity
-    assert set(seen) == {(t, p) for t in ("t1", "t2", "t3") for p in (1, 2, 3)} | {("t4", 4)}
+    frequencies, logged = shown_frequencies(SHUFFLE, seed=11)
+    assert set(frequencies) == {(t, p) for t in ("t1", "t2", "t3") for p in (1, 2, 3)} | {("t4", 4)}
     for key, propensity in logged.items():
-        assert seen[key] / draws == pytest.approx(propensity, abs=0.006), key
+        assert frequencies[key] == pytest.approx(propensity, abs=0.006), key
 
 
 def test_a_carousel_of_one_is_never_shuffled() -> None:

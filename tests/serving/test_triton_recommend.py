@@ -120,13 +120,15 @@ def _counter(metrics: str, name: str, model: str) -> float:
 def _settled_metrics(triton: TritonServer, settle_s: float = 0.25, limit_s: float = 10.0) -> str:
     """Triton's /metrics text once it stops changing: Triton counts a request after its response has gone,
     so a read right after the previous test's last answer may miss that request."""
+    def counters(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("nv_inference_")]
+
     deadline = time.monotonic() + limit_s
     text = urllib.request.urlopen(triton.metrics_url).read().decode()
     while time.monotonic() < deadline:
         time.sleep(settle_s)
         again = urllib.request.urlopen(triton.metrics_url).read().decode()
-        counters = [line for line in again.splitlines() if line.startswith("nv_inference_")]
-        if counters == [line for line in text.splitlines() if line.startswith("nv_inference_")]:
+        if counters(again) == counters(text):
             return again
         text = again
     return text
