@@ -172,7 +172,8 @@ def catalogue_add(repository: str, serving: ServingConfig, server: TritonServer,
         seconds = time.perf_counter() - started
         done.set()
         sampler.join()
-    return {"seconds": seconds, "peak_mb": peak[0], "after_mb": resident_mb(server), "count": count,
+    after = resident_mb(server)
+    return {"seconds": seconds, "peak_mb": max(peak[0], after), "after_mb": after, "count": count,
             "version": update.version, "products": update.num_products}
 
 
