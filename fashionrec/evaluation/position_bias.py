@@ -7,11 +7,22 @@ of the shuffled slots of a ``shuffle`` carousel (RandTop-n). Its click-through r
 slot s over slot 1, therefore estimates ``examination(s) / examination(1)``: the position bias a debiased training run divides by. Its
 interval comes from the delta method for a ratio of two independent proportions.
 
-A per-slot ratio leans on the first slot's few clicks, so :func:`fitted_curve` pools the slots: the
-explored click rates fitted non-increasing in the slot (pool-adjacent-violators, weighted by explored
-impressions), relative to the fitted first slot. :func:`event_examination` then gives each logged event
-the examination of the position its product was shown at: the ``examination`` column that
-position-debiased training divides by.
+Two things stand between those click rates and the curve:
+
+* **Noise.** A per-slot ratio leans on the first slot's few clicks, so :func:`fitted_curve` pools the
+  slots. It fits the explored click rates by binomial likelihood in three non-increasing families (a
+  geometric decay, a power law in the slot, and any non-increasing curve by pool-adjacent-violators) and
+  keeps the one with the lowest BIC: the shape is chosen by the data, and a two-parameter family that
+  fits spends far less of the few clicks than one rate per slot.
+* **Clicks already made.** A shopper follows a click at once (the product page, its similar items) and
+  comes back for the rest of the carousel, and a product clicked on the way is not clicked again. So a
+  later slot's product is sometimes already clicked, in a page opened from an earlier slot, by the time
+  the shopper's eye gets there: its click was possible but cannot show. :func:`examination_curve` leaves
+  such a slot out of the count (it is censored, not a "no"); a product page is linked to the click that
+  opened it (the shopper's latest click before it).
+
+:func:`event_examination` then gives each logged event the examination of the position its product was
+shown at: the ``examination`` column that position-debiased training divides by.
 
 Input is the shop's log as :func:`fashionrec.evaluation.experiment_report.read_experiment_log` reads it.
 A click counts for an explored product when it is attributed to that impression
@@ -31,9 +42,12 @@ from scipy import optimize, stats
 from fashionrec.evaluation.experiment_report import attribute_events
 
 CLICK = "click"
+# The shop's product page logs its similar-items carousel under this touchpoint: a page a click opened.
+PRODUCT_PAGE_TOUCHPOINT = "similar"
 # A click at a slot whose fitted examination is 0 still happened: its examination is floored here, so it
 # stays a probability in (0, 1] (training clips the inverse at train.max_inverse_examination anyway).
 MIN_EXAMINATION = 0.01
+MAX_RATE = 1.0 - 1e-9  # a fitted click rate stays below 1, so a missed click keeps a finite likelihood
 
 
 @dataclass(frozen=True)
@@ -49,9 +63,10 @@ class SlotEstimate:
 
 
 def explored_products(impressions: pd.DataFrame) -> pd.DataFrame:
-    """One row per explored slot of an impression: request_id, customer_id, timestamp, slot and the product
-    there. An ``insert`` impression gives its inserted slot, a ``shuffle`` one each of its shuffled slots
-    (a log without the ``shuffled_slots`` column has only the former)."""
+    """One row per explored slot of an impression: request_id, customer_id, timestamp, slot, the product
+    there and whether the slot was one of a shuffle. An ``insert`` impression gives its inserted slot, a
+    ``shuffle`` one each of its shuffled slots (a log without the ``shuffled_slots`` column has only the
+    former)."""
     inserted = impressions[impressions["explored_slot"].notna()]
     shuffled_slots = impressions.get("shuffled_slots", pd.Series(np.nan, index=impressions.index))
     shuffled = impressions[shuffled_slots.notna()]
@@ -61,25 +76,138 @@ def explored_products(impressions: pd.DataFrame) -> pd.DataFrame:
     slots = explored["slot"].astype(int).to_numpy()
     products = [list(ids)[slot - 1] for ids, slot in zip(explored["product_ids"], slots, strict=True)]
     return pd.DataFrame({"request_id": explored["request_id"].to_numpy(), "customer_id": explored["customer_id"].to_numpy(),
-                         "timestamp": explored["timestamp"].to_numpy(), "slot": slots, "product_id": products})
+                         "timestamp": explored["timestamp"].to_numpy(), "slot": slots, "product_id": products,
+                         "shuffled": np.arange(len(explored)) >= len(inserted)})
 
 
 def examination_curve(events: pd.DataFrame, impressions: pd.DataFrame, window_s: float,
                       confidence: float = 0.95) -> list[SlotEstimate]:
-    """The examination curve by explored slot (ascending), relative to the first explored slot, with intervals."""
+    """The examination curve by explored slot (ascending), relative to the first explored slot, with intervals.
+
+    An explored slot whose product the shopper had already clicked in a page opened from an earlier slot of
+    the same carousel is left out (censored: it could not be clicked again). Shuffled carousels count only
+    when something in them was clicked. One without a click may never have been looked at (the shopper
+    left first). It adds nothing to any slot's clicks, so leaving it out keeps the ratios of click counts
+    exactly. What it prevents: the censored slots all lie in looked-at carousels, more of them the further
+    along the slot, so leaving them out of every carousel would tilt the far slots towards carousels nobody
+    looked at. (Not for ``insert``: there the one explored slot's own click would decide whether it counts.)
+    """
     explored = explored_products(impressions)
     if explored.empty:
         return []
-    clicks = events[events["event_type"] == CLICK]
-    attributed = attribute_events(clicks, impressions, window_s)
-    clicked = set(zip(attributed.dropna(), clicks.loc[attributed.dropna().index, "product_id"]))
+    clicks = _attributed_clicks(events, impressions, window_s)
+    clicked = set(zip(clicks["request_id"], clicks["product_id"]))
     explored["clicked"] = [(r, p) in clicked for r, p in zip(explored["request_id"], explored["product_id"])]
+    explored["carousel"] = explored.merge(_shown_slots(impressions), on=["request_id", "product_id"],
+                                          how="left")["carousel"].to_numpy()
+    looked_at = set(zip(clicks["request_id"], clicks["carousel"]))
+    explored = explored[~explored["shuffled"].to_numpy() | np.array(
+        [(r, c) in looked_at for r, c in zip(explored["request_id"], explored["carousel"])], bool)]
+    explored = explored[~_censored(explored, clicks, impressions)]
+    if explored.empty:
+        return []
     by_slot = explored.groupby("slot")["clicked"].agg(["size", "sum"])
     first = by_slot.iloc[0]
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     return [_estimate(int(slot), int(row["size"]), int(row["sum"]), int(first["size"]), int(first["sum"]), z,
                       reference=slot == by_slot.index[0])
             for slot, row in by_slot.iterrows()]
+
+
+def _attributed_clicks(events: pd.DataFrame, impressions: pd.DataFrame, window_s: float) -> pd.DataFrame:
+    """The clicks attributed to an impression: customer_id, product_id, request_id (the impression's),
+    timestamp (microseconds) and slot (where the impression showed the product)."""
+    clicks = events[events["event_type"] == CLICK]
+    attributed = attribute_events(clicks, impressions, window_s).dropna()
+    clicks = pd.DataFrame({"customer_id": clicks.loc[attributed.index, "customer_id"].to_numpy(),
+                           "product_id": clicks.loc[attributed.index, "product_id"].to_numpy(),
+                           "request_id": attributed.to_numpy(),
+                           "timestamp": _microseconds(clicks.loc[attributed.index, "timestamp"])})
+    shown = _shown_slots(impressions)
+    return clicks.merge(shown, on=["request_id", "product_id"], how="left").drop_duplicates(
+        ["request_id", "product_id"])
+
+
+def _shown_slots(impressions: pd.DataFrame) -> pd.DataFrame:
+    """request_id, product_id, the carousel (touchpoint) and the 1-based slot it was shown at (a request's
+    carousels never repeat a product)."""
+    carousel = impressions["touchpoint"] if "touchpoint" in impressions else ""
+    shown = impressions[["request_id", "product_ids"]].assign(
+        carousel=carousel, slot=[list(range(1, len(ids) + 1)) for ids in impressions["product_ids"]]
+    ).explode(["product_ids", "slot"])
+    shown = shown.rename(columns={"product_ids": "product_id"}).dropna(subset=["product_id"])
+    return shown.drop_duplicates(["request_id", "product_id"])
+
+
+def _censored(explored: pd.DataFrame, clicks: pd.DataFrame, impressions: pd.DataFrame) -> np.ndarray:
+    """For each explored row not clicked: was its product clicked in a page opened (directly or further
+    down) from a click on an earlier slot of the same carousel?"""
+    opened_by = _opening_clicks(clicks, impressions)
+    placed = clicks.dropna(subset=["slot"])
+    clicked_in = {request: list(zip(group["slot"], group["product_id"], strict=True))
+                  for request, group in placed.groupby("request_id")}
+    in_carousel = {key: list(zip(group["slot"], group["product_id"], strict=True))
+                   for key, group in placed.groupby(["request_id", "carousel"])}
+    below: dict[tuple[str, str], set[str]] = {}  # (request, clicked product) -> products clicked further down
+    for click in _deepest_first(opened_by):
+        below[click] = set()
+        for page in opened_by[click]:
+            for _, product in clicked_in.get(page, []):
+                below[click] |= {product} | below.get((page, product), set())
+    censored = np.zeros(len(explored), bool)
+    rows = zip(explored["request_id"], explored["carousel"], explored["slot"], explored["product_id"],
+               explored["clicked"], strict=True)
+    for i, (request, carousel, slot, product, clicked) in enumerate(rows):
+        earlier = [p for s, p in in_carousel.get((request, carousel), []) if s < slot]
+        censored[i] = not clicked and any(product in below.get((request, p), ()) for p in earlier)
+    return censored
+
+
+def _opening_clicks(clicks: pd.DataFrame, impressions: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
+    """(request_id, product) of a click -> the product pages it opened: each product page is opened by the
+    shopper's latest click at or before it."""
+    is_page = impressions["touchpoint"] == PRODUCT_PAGE_TOUCHPOINT if "touchpoint" in impressions else False
+    pages = impressions[is_page] if "touchpoint" in impressions else impressions.iloc[:0]
+    pages = pd.DataFrame({"customer_id": pages["customer_id"].astype(str), "page": pages["request_id"],
+                          "timestamp": _microseconds(pages["timestamp"])}).sort_values("timestamp")
+    ordered = clicks.astype({"customer_id": str}).sort_values("timestamp")
+    linked = pd.merge_asof(pages, ordered, on="timestamp", by="customer_id", direction="backward").dropna(
+        subset=["request_id"])
+    opened: dict[tuple[str, str], list[str]] = {}
+    for request, product, page in zip(linked["request_id"], linked["product_id"], linked["page"], strict=True):
+        if page != request:
+            opened.setdefault((request, product), []).append(page)
+    return opened
+
+
+def _deepest_first(opened_by: dict[tuple[str, str], list[str]]) -> list[tuple[str, str]]:
+    """The opening clicks ordered so that every click comes after the clicks made in the pages it opened
+    (a post-order walk; a malformed log that loops is cut where it loops)."""
+    clicks_on_page: dict[str, list[tuple[str, str]]] = {}
+    for request, product in opened_by:
+        clicks_on_page.setdefault(request, []).append((request, product))
+    order: list[tuple[str, str]] = []
+    visited: set[tuple[str, str]] = set()
+    for root in opened_by:
+        stack = [(root, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if node in visited:
+                continue
+            visited.add(node)
+            stack.append((node, True))
+            stack.extend((child, False) for page in opened_by.get(node, []) for child in clicks_on_page.get(page, []))
+    return order
+
+
+def _microseconds(timestamps: pd.Series) -> np.ndarray:
+    """Datetimes (any unit, tz-aware) or epoch seconds as int64 microseconds since the epoch."""
+    if pd.api.types.is_datetime64_any_dtype(timestamps):
+        return timestamps.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    return np.round(np.asarray(timestamps, float) * 1e6).astype("int64")
 
 
 def _estimate(slot: int, n: int, clicks: int, n_first: int, clicks_first: int, z: float,
@@ -98,15 +226,81 @@ def _estimate(slot: int, n: int, clicks: int, n_first: int, clicks_first: int, z
     return SlotEstimate(slot, n, clicks, ratio, float(ratio * np.exp(-spread)), float(ratio * np.exp(spread)))
 
 
-def fitted_curve(estimates: list[SlotEstimate]) -> dict[int, float]:
-    """Examination by slot, relative to the first explored slot: the explored products' click rates fitted
-    non-increasing in the slot (weighted by explored impressions), each divided by the first slot's fitted
-    rate. Empty when no explored product was clicked."""
+@dataclass(frozen=True)
+class CurveFit:
+    """The explored click rate per slot as one family fits it (binomial likelihood), and its BIC."""
+
+    family: str
+    slots: tuple[int, ...]
+    rates: tuple[float, ...]  # fitted click rate per slot, non-increasing
+    parameters: int  # free parameters, the overall rate included (PAVA: its number of distinct levels)
+    log_likelihood: float
+    observations: int  # explored slots counted
+
+    @property
+    def bic(self) -> float:
+        """Schwarz's criterion: consistent, so with enough traffic it picks the true family when one of them
+        is, where AIC keeps a fixed chance of the free fit's extra levels (it targets prediction)."""
+        return self.parameters * math.log(self.observations) - 2.0 * self.log_likelihood
+
+    @property
+    def curve(self) -> dict[int, float]:
+        """Examination by slot relative to the first slot."""
+        return {slot: rate / self.rates[0] for slot, rate in zip(self.slots, self.rates, strict=True)}
+
+
+def curve_fits(estimates: list[SlotEstimate]) -> dict[str, CurveFit]:
+    """Each family's fit of the explored click rates: ``geometric`` (rate r * d ** (slot - first)), ``power``
+    (r * (slot / first) ** -a) and ``monotone`` (any non-increasing rates: pool-adjacent-violators, the
+    binomial maximum likelihood under that constraint). Empty when no explored product was clicked."""
     if not estimates or not sum(e.clicks for e in estimates):
         return {}
-    rates = np.array([e.clicks / e.explored for e in estimates])
-    fitted = optimize.isotonic_regression(rates, weights=[e.explored for e in estimates], increasing=False).x
-    return {e.slot: float(rate / fitted[0]) for e, rate in zip(estimates, fitted, strict=True)}
+    slots = np.array([e.slot for e in estimates], float)
+    shown = np.array([e.explored for e in estimates], float)
+    clicks = np.array([e.clicks for e in estimates], float)
+    monotone = optimize.isotonic_regression(clicks / shown, weights=shown, increasing=False).x
+    fits = {"monotone": _fit("monotone", slots, monotone, len(np.unique(monotone)), shown, clicks)}
+    for family, shape in (("geometric", slots - slots[0]), ("power", np.log(slots / slots[0]))):
+        rates = _log_linear_rates(shape, shown, clicks)
+        fits[family] = _fit(family, slots, rates, 2, shown, clicks)
+    return fits
+
+
+def best_fit(estimates: list[SlotEstimate]) -> CurveFit | None:
+    """The family with the lowest BIC (None when no explored product was clicked)."""
+    fits = curve_fits(estimates)
+    return min(fits.values(), key=lambda fit: fit.bic) if fits else None
+
+
+def fitted_curve(estimates: list[SlotEstimate]) -> dict[int, float]:
+    """Examination by slot, relative to the first explored slot, from the best fit of the explored click rates
+    (:func:`best_fit`). Empty when no explored product was clicked."""
+    fit = best_fit(estimates)
+    return fit.curve if fit else {}
+
+
+def _log_linear_rates(shape: np.ndarray, shown: np.ndarray, clicks: np.ndarray) -> np.ndarray:
+    """Rates exp(a - b * shape), b >= 0, at their binomial maximum likelihood."""
+    start = np.log(clicks.sum() / shown.sum())
+    bounds = [(None, np.log(MAX_RATE)), (0.0, None)]
+    found = optimize.minimize(lambda ab: -_log_likelihood(np.exp(ab[0] - ab[1] * shape), shown, clicks),
+                              np.array([start, 0.0]), bounds=bounds, method="L-BFGS-B")
+    return np.exp(found.x[0] - found.x[1] * shape)
+
+
+def _fit(family: str, slots: np.ndarray, rates: np.ndarray, parameters: int, shown: np.ndarray,
+         clicks: np.ndarray) -> CurveFit:
+    return CurveFit(family, tuple(int(s) for s in slots), tuple(float(r) for r in rates), parameters,
+                    _log_likelihood(rates, shown, clicks), int(shown.sum()))
+
+
+def _log_likelihood(rates: np.ndarray, shown: np.ndarray, clicks: np.ndarray) -> float:
+    """Binomial log-likelihood of ``clicks`` of ``shown`` at ``rates`` (0 log 0 = 0)."""
+    rates = np.clip(rates, 0.0, MAX_RATE)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hits = np.where(clicks > 0, clicks * np.log(rates), 0.0)
+        misses = np.where(shown > clicks, (shown - clicks) * np.log1p(-rates), 0.0)
+    return float(np.sum(hits + misses))
 
 
 def examination_at(curve: dict[int, float], positions: np.ndarray) -> np.ndarray:

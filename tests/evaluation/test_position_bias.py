@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionrec.evaluation.position_bias import (MIN_EXAMINATION, SlotEstimate, event_examination, examination_at,
-                                                 examination_curve, explored_products, fitted_curve)
+from fashionrec.evaluation.position_bias import (MIN_EXAMINATION, PRODUCT_PAGE_TOUCHPOINT, SlotEstimate, best_fit,
+                                                 curve_fits, event_examination, examination_at, examination_curve,
+                                                 explored_products, fitted_curve)
 
 T0 = 1_796_000_000.0
 Z95 = 1.959963984540054
@@ -98,12 +99,64 @@ def test_no_exploration_no_curve() -> None:
     assert examination_curve(CLICKS, SHOWN[SHOWN["explored_slot"].isna()], window_s=60.0) == []
 
 
-def test_the_fitted_curve_pools_slots_that_rise_by_hand() -> None:
-    """Rates 1/4, 2/4, 0/2: slots 1 and 2 violate "non-increasing", so they pool to 3/8 each; slot 3 stays 0."""
+def test_the_monotone_fit_pools_slots_that_rise_by_hand() -> None:
+    """Rates 1/4, 2/4, 0/2: slots 1 and 2 violate "non-increasing", so they pool to 3/8 each; slot 3 stays 0.
+    Two distinct levels are two parameters; the binomial log-likelihood is 3 log(3/8) + 5 log(5/8)."""
     estimates = [SlotEstimate(1, 4, 1, 1.0, 1.0, 1.0), SlotEstimate(2, 4, 2, 2.0, 0.5, 8.0),
                  SlotEstimate(3, 2, 0, 0.0, 0.0, math.nan)]
-    assert fitted_curve(estimates) == {1: 1.0, 2: 1.0, 3: 0.0}
+    monotone = curve_fits(estimates)["monotone"]
+    assert monotone.curve == {1: 1.0, 2: 1.0, 3: 0.0} and monotone.parameters == 2
+    assert monotone.log_likelihood == pytest.approx(3 * math.log(3 / 8) + 5 * math.log(5 / 8))
+    assert monotone.bic == pytest.approx(2 * math.log(10) - 2 * monotone.log_likelihood)  # 10 explored slots
     assert fitted_curve([SlotEstimate(1, 4, 0, math.nan, math.nan, math.nan)]) == {}
+
+
+def slots(counts) -> list[SlotEstimate]:
+    """Estimates from (explored, clicks) per slot 1, 2, ...; only the counts matter to a fit."""
+    return [SlotEstimate(slot, n, c, math.nan, math.nan, math.nan) for slot, (n, c) in enumerate(counts, start=1)]
+
+
+def test_two_slots_fit_exactly_in_either_two_parameter_family() -> None:
+    """20 of 100 clicked at slot 1, 10 of 100 at slot 2: both families pass through both rates."""
+    for family in ("geometric", "power"):
+        assert curve_fits(slots([(100, 20), (100, 10)]))[family].curve == pytest.approx({1: 1.0, 2: 0.5}, rel=1e-4)
+
+
+def test_the_family_that_fits_the_clicks_is_chosen() -> None:
+    """Exact counts from a geometric decay (0.8 a slot) pick the geometric family; a cliff after slot 3 picks the
+    free monotone fit, whose two levels cost what a two-parameter family does (the lowest BIC each time)."""
+    decay = [(100_000, round(20_000 * 0.8 ** s)) for s in range(10)]
+    chosen = best_fit(slots(decay))
+    assert chosen.family == "geometric"
+    assert list(chosen.curve.values()) == pytest.approx([0.8 ** s for s in range(10)], rel=1e-3)
+    cliff = best_fit(slots([(100_000, 20_000)] * 3 + [(100_000, 2_000)] * 7))
+    assert cliff.family == "monotone" and cliff.curve[4] == pytest.approx(0.1)
+
+
+def page(request: str, customer: str, products: str, at: float, touchpoint: str = PRODUCT_PAGE_TOUCHPOINT,
+         shuffled: int | None = None) -> dict:
+    return {"request_id": request, "customer_id": customer, "timestamp": pd.Timestamp(T0 + at, unit="s", tz="UTC"),
+            "touchpoint": touchpoint, "product_ids": list(products), "explored_slot": None, "shuffled_slots": shuffled}
+
+
+def click(customer: str, product: str, request: str, at: float) -> dict:
+    return {"customer_id": customer, "product_id": product, "event_type": "click", "request_id": request,
+            "timestamp": pd.Timestamp(T0 + at, unit="s", tz="UTC")}
+
+
+def test_a_slot_whose_product_was_clicked_in_a_page_opened_from_an_earlier_slot_is_left_out() -> None:
+    """Shopper a sees A B C shuffled, clicks A; A's page (opened 1 ms later) shows D, clicked; D's page shows C,
+    clicked. C's slot 3 could not be clicked again: left out. Shopper b clicks C at slot 3 first and then A in
+    C's page: b's slot 1 (A, unclicked) stays, since slot 1 came before the click that opened that page.
+    Shopper c clicks nothing in the shuffled carousel h3: perhaps never looked at it, so it is not counted."""
+    shown = pd.DataFrame([
+        page("h1", "a", "ABC", 0.0, "for_you", shuffled=3), page("pA", "a", "DE", 1.001), page("pD", "a", "CF", 2.001),
+        page("h2", "b", "ABC", 0.0, "for_you", shuffled=3), page("pC", "b", "AG", 1.001),
+        page("h3", "c", "ABC", 0.0, "for_you", shuffled=3)])
+    events = pd.DataFrame([click("a", "A", "h1", 1.0), click("a", "D", "pA", 2.0), click("a", "C", "pD", 3.0),
+                           click("b", "C", "h2", 1.0), click("b", "A", "pC", 2.0)])
+    curve = examination_curve(events, shown, window_s=60.0)
+    assert [(e.slot, e.explored, e.clicks) for e in curve] == [(1, 2, 1), (2, 2, 0), (3, 1, 1)]
 
 
 def test_the_curve_between_before_and_beyond_its_slots() -> None:
