@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.app.client import FashionrecClient, History
@@ -441,6 +442,9 @@ def main() -> None:
         rows.append((f"in-process contract (batch {args.batch})", "-",
                      baseline("contract", contract, queries, args.batch, args.seconds)))
         rows.append(("in-process contract (1 query)", "-", baseline("contract", contract, queries, 1, args.seconds)))
+        with threadpool_limits(serving.blas_threads):  # the stub's share of BLAS: Triton's own overhead, alone
+            rows.append((f"in-process contract (1 query, {serving.blas_threads} BLAS thread)", "-",
+                         baseline("contract", contract, queries, 1, args.seconds)))
         rows.append((f"in-process FAISS flat IP (batch {args.batch})", "-",
                      baseline("faiss", faiss_rank(table), queries, args.batch, args.seconds)))
     print_table(rows, args, serving, setup)
@@ -497,7 +501,18 @@ def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, ser
     print_where_time_goes(rows, serving)
     print_seen_cost(rows, args)
     print_context_cost(rows, args)
+    print_one_query(rows)
     print(summary_line(rows))
+
+
+def print_one_query(rows: list[tuple[str, str, dict]]) -> None:
+    """``recommend``'s p50 at concurrency 1 over the in-process contract's one query: with every core for its
+    BLAS, and with the stub's share (``serving.blas_threads``), which leaves Triton's own overhead."""
+    single = next((r for system, concurrency, r in rows if system == "triton recommend" and concurrency == "1"), None)
+    alone = [(system, r) for system, _, r in rows if system.startswith("in-process contract (1 query")]
+    if single and alone:
+        print("\none query, triton recommend p50 at concurrency 1 over " + "; over ".join(
+            f"{system.removeprefix('in-process ')} {single['lat'][0] / r['lat'][0]:.2f}x" for system, r in alone))
 
 
 def summary_line(rows: list[tuple[str, str, dict]]) -> str:
