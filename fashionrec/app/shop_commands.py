@@ -63,7 +63,8 @@ def shop_training_data_command(log_dir: str, output: str, history: str | None, d
     click.echo(f"{data.log_events} logged events -> {data.folder}")
     if debias:
         curve = ", ".join(f"{slot}: {value:.3f}" for slot, value in data.curve.items()) or "none (no explored clicks)"
-        click.echo(f"examination curve by slot (fitted, relative to slot 1): {curve}")
+        fitted = f"fitted as {data.family}, the lowest BIC" if data.family else "fitted"
+        click.echo(f"examination curve by slot ({fitted}, relative to slot 1): {curve}")
         click.echo(f"{data.examined_events} of {data.log_events} events have an examination; train with "
                    f"--set train.position_debiasing=ips")
 

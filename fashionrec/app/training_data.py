@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fashionrec import artifacts, storage
 from fashionrec.evaluation.experiment_report import read_experiment_log
-from fashionrec.evaluation.position_bias import SlotEstimate, event_examination, examination_curve, fitted_curve
+from fashionrec.evaluation.position_bias import SlotEstimate, best_fit, event_examination, examination_curve
 from fashionrec.online.service import LOG_CATALOGUE_FILE
 
 EVENTS_FOLDER = "events"
@@ -29,13 +29,14 @@ CURVE_FILE = "examination_curve.json"
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Where the dataset was written, and with ``debias``: the examination curve (per slot and as fitted)
-    and how many of the log's events got an examination."""
+    """Where the dataset was written, and with ``debias``: the examination curve (per slot and as fitted, with
+    the family the fit chose) and how many of the log's events got an examination."""
 
     folder: str
     log_events: int
     slots: tuple[SlotEstimate, ...] = ()
     curve: dict[int, float] = dataclasses.field(default_factory=dict)
+    family: str = ""  # the fitted curve's family (position_bias.curve_fits), "" without a curve
     examined_events: int = 0
 
 
@@ -50,12 +51,15 @@ def training_data(log_dir: str, folder: str | Path, history: str | None = None,
     data = TrainingData(str(folder), len(events))
     if debias_window_s is not None:
         slots = examination_curve(events, impressions, debias_window_s)
-        curve = fitted_curve(slots)
+        fit = best_fit(slots)
+        curve, family = (fit.curve, fit.family) if fit else ({}, "")
         examination = event_examination(events, impressions, curve, debias_window_s)
         events = events.assign(examination=examination)
-        data = dataclasses.replace(data, slots=tuple(slots), curve=curve, examined_events=int(examination.notna().sum()))
+        data = dataclasses.replace(data, slots=tuple(slots), curve=curve, family=family,
+                                   examined_events=int(examination.notna().sum()))
         storage.write_json(str(Path(folder) / CURVE_FILE), {"slots": [dataclasses.asdict(s) for s in slots],
-                                                             "fitted": {str(k): v for k, v in curve.items()}})
+                                                             "fitted": {str(k): v for k, v in curve.items()},
+                                                             "family": family})
     events.to_parquet(events_dir / LOG_EVENTS_FILE, index=False)
     if history:
         storage.read_table(history).to_parquet(events_dir / SEED_EVENTS_FILE, index=False)

@@ -60,7 +60,8 @@ def test_debias_gives_each_shown_event_its_slots_examination(tmp_path: Path) -> 
     # X at slot 1 twice, Y at slot 2, B at slot 2 of the unexplored carousel; the purchase was shown nowhere
     np.testing.assert_allclose(written["examination"].to_numpy(), [1.0, 1.0, 0.5, 0.5, np.nan])
     assert data.examined_events == 4
-    assert json.loads((tmp_path / "out" / CURVE_FILE).read_text())["fitted"] == {"1": 1.0, "2": 0.5}
+    written_curve = json.loads((tmp_path / "out" / CURVE_FILE).read_text())
+    assert written_curve["fitted"] == {"1": 1.0, "2": 0.5} and written_curve["family"] == data.family != ""
     events, quarantine = ingest.validate_events(written, "events", set(PRODUCTS), IngestConfig())
     assert quarantine.empty and events["examination"].isna().sum() == 1
 
@@ -71,3 +72,4 @@ def test_the_command_prints_the_curve(tmp_path: Path) -> None:
                                        "--output", str(tmp_path / "out"), "--debias"])
     assert result.exit_code == 0, result.output
     assert "1: 1.000, 2: 0.500" in result.output and "4 of 5 events have an examination" in result.output
+    assert "the lowest BIC" in result.output
