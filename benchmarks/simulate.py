@@ -65,7 +65,8 @@ from fashionrec.app.runner import LocalRun, run_local
 from fashionrec.app.training_data import training_data
 from fashionrec.config import PipelineConfig
 from fashionrec.evaluation.experiment_report import ExperimentReport, read_experiment_log
-from fashionrec.evaluation.position_bias import SlotEstimate, curve_fits, examination_curve, fitted_curve
+from fashionrec.evaluation.position_bias import (SlotEstimate, best_fit, curve_fits, examination_curve,
+                                                 fitted_curve)
 from fashionrec.repository.experiments import Experiment
 
 VARIANTS = {  # name -> the settings that make it (beside the defaults); "default" is the A/B's trained model
@@ -242,8 +243,8 @@ def _offline_context(runs: dict[str, LocalRun], config: PipelineConfig) -> Inter
 
 def _print_curve(slots: list[SlotEstimate], curve: dict[int, float], decay: float) -> float:
     """The curve per slot (the randomised-slot ratio and the pooled fit, ``curve``, that training uses) beside
-    the simulator's true one, and each family's BIC; returns the fit's largest relative error over slots 1..MAX_SLOT (NaN: a slot not
-    estimated)."""
+    the simulator's true one, and each family's BIC; returns the fit's largest relative error over slots
+    1..MAX_SLOT (NaN: a slot not estimated)."""
     print(f"{'slot':>4} {'explored':>8} {'clicks':>6} {'ratio':>7} {'95 % interval':>17} {'fitted':>7} {'true':>6} {'error':>7}")
     errors = []
     for estimate in slots:
@@ -252,9 +253,8 @@ def _print_curve(slots: list[SlotEstimate], curve: dict[int, float], decay: floa
             errors.append(abs(fitted / true - 1))
         print(f"{estimate.slot:>4} {estimate.explored:>8} {estimate.clicks:>6} {estimate.examination:>7.3f} "
               f"[{estimate.low:>6.3f}, {estimate.high:>6.3f}] {fitted:>7.3f} {true:>6.3f} {fitted / true - 1:>+7.1%}")
-    fits = curve_fits(slots)
-    if fits:
-        chosen = min(fits.values(), key=lambda fit: fit.bic)
+    fits, chosen = curve_fits(slots), best_fit(slots)
+    if chosen:
         print("fitted: " + ", ".join(f"{fit.family} BIC {fit.bic:.1f}" for fit in fits.values())
               + f"; the lowest, {chosen.family}, is the curve")
     complete = len(errors) == MAX_SLOT and all(math.isfinite(e) for e in errors)

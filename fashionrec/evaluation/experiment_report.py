@@ -224,7 +224,7 @@ def _with_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame.assign(**missing) if missing else frame
 
 
-def _micros(timestamps: pd.Series) -> pd.Series:
+def epoch_micros(timestamps: pd.Series) -> pd.Series:
     """Microseconds since the epoch: from datetimes (naive ones read as UTC) or from epoch seconds."""
     if pd.api.types.is_numeric_dtype(timestamps) and not pd.api.types.is_bool_dtype(timestamps):
         return (timestamps.astype(np.float64) * MICROS).round().astype(np.int64)
@@ -239,7 +239,7 @@ def _micros(timestamps: pd.Series) -> pd.Series:
 def _tagged(frame: pd.DataFrame, columns: Sequence[str], name: str) -> pd.DataFrame:
     frame = _with_columns(frame, columns)
     frame = frame[frame["experiment"].eq(name).fillna(False).astype(bool)]
-    return frame.assign(timestamp=_micros(frame["timestamp"])).reset_index(drop=True)
+    return frame.assign(timestamp=epoch_micros(frame["timestamp"])).reset_index(drop=True)
 
 
 def _assigned(experiment: Experiment, impressions: pd.DataFrame) -> tuple[pd.DataFrame, list[str], int]:
@@ -273,8 +273,8 @@ def attribute_events(events: pd.DataFrame, impressions: pd.DataFrame, window_s: 
     most ``window_s`` earlier. ``timestamp`` as datetimes or epoch seconds; no experiment filtering.
     """
     events = _with_columns(events, EVENT_COLUMNS)
-    return _attribute(events.assign(timestamp=_micros(events["timestamp"])),
-                      impressions.assign(timestamp=_micros(impressions["timestamp"])), window_s)
+    return _attribute(events.assign(timestamp=epoch_micros(events["timestamp"])),
+                      impressions.assign(timestamp=epoch_micros(impressions["timestamp"])), window_s)
 
 
 def _attribute(events: pd.DataFrame, impressions: pd.DataFrame, window_s: float) -> pd.Series:

@@ -4,8 +4,9 @@ In an explored carousel (:mod:`fashionrec.online.exploration`) the product in an
 independently of the slot: the inserted product of an ``insert`` carousel, and the product in every one
 of the shuffled slots of a ``shuffle`` carousel (RandTop-n). Its click-through rate at slot s is therefore
 ``examination(s) * E[attractiveness]`` with the same expectation at every slot. The ratio of click rates,
-slot s over slot 1, therefore estimates ``examination(s) / examination(1)``: the position bias a debiased training run divides by. Its
-interval comes from the delta method for a ratio of two independent proportions.
+slot s over slot 1, therefore estimates ``examination(s) / examination(1)``: the position bias a debiased
+training run divides by. Its interval comes from the delta method for a ratio of two independent
+proportions.
 
 Two things stand between those click rates and the curve:
 
@@ -39,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from fashionrec.evaluation.experiment_report import attribute_events
+from fashionrec.evaluation.experiment_report import attribute_events, epoch_micros
 
 CLICK = "click"
 # The shop's product page logs its similar-items carousel under this touchpoint: a page a click opened.
@@ -75,7 +76,8 @@ def explored_products(impressions: pd.DataFrame) -> pd.DataFrame:
                           .explode("slot")])
     slots = explored["slot"].astype(int).to_numpy()
     products = [list(ids)[slot - 1] for ids, slot in zip(explored["product_ids"], slots, strict=True)]
-    return pd.DataFrame({"request_id": explored["request_id"].to_numpy(), "customer_id": explored["customer_id"].to_numpy(),
+    return pd.DataFrame({"request_id": explored["request_id"].to_numpy(),
+                         "customer_id": explored["customer_id"].to_numpy(),
                          "timestamp": explored["timestamp"].to_numpy(), "slot": slots, "product_id": products,
                          "shuffled": np.arange(len(explored)) >= len(inserted)})
 
@@ -95,11 +97,11 @@ def examination_curve(events: pd.DataFrame, impressions: pd.DataFrame, window_s:
     explored = explored_products(impressions)
     if explored.empty:
         return []
-    clicks = _attributed_clicks(events, impressions, window_s)
+    shown = _shown_slots(impressions)
+    clicks = _attributed_clicks(events, impressions, shown, window_s)
     clicked = set(zip(clicks["request_id"], clicks["product_id"]))
     explored["clicked"] = [(r, p) in clicked for r, p in zip(explored["request_id"], explored["product_id"])]
-    explored["carousel"] = explored.merge(_shown_slots(impressions), on=["request_id", "product_id"],
-                                          how="left")["carousel"].to_numpy()
+    explored["carousel"] = explored.merge(shown, on=["request_id", "product_id"], how="left")["carousel"].to_numpy()
     looked_at = set(zip(clicks["request_id"], clicks["carousel"]))
     explored = explored[~explored["shuffled"].to_numpy() | np.array(
         [(r, c) in looked_at for r, c in zip(explored["request_id"], explored["carousel"])], bool)]
@@ -114,16 +116,16 @@ def examination_curve(events: pd.DataFrame, impressions: pd.DataFrame, window_s:
             for slot, row in by_slot.iterrows()]
 
 
-def _attributed_clicks(events: pd.DataFrame, impressions: pd.DataFrame, window_s: float) -> pd.DataFrame:
+def _attributed_clicks(events: pd.DataFrame, impressions: pd.DataFrame, shown: pd.DataFrame,
+                       window_s: float) -> pd.DataFrame:
     """The clicks attributed to an impression: customer_id, product_id, request_id (the impression's),
-    timestamp (microseconds) and slot (where the impression showed the product)."""
+    timestamp (microseconds), and the carousel and slot where ``shown`` (:func:`_shown_slots`) has the product."""
     clicks = events[events["event_type"] == CLICK]
     attributed = attribute_events(clicks, impressions, window_s).dropna()
     clicks = pd.DataFrame({"customer_id": clicks.loc[attributed.index, "customer_id"].to_numpy(),
                            "product_id": clicks.loc[attributed.index, "product_id"].to_numpy(),
                            "request_id": attributed.to_numpy(),
-                           "timestamp": _microseconds(clicks.loc[attributed.index, "timestamp"])})
-    shown = _shown_slots(impressions)
+                           "timestamp": epoch_micros(clicks.loc[attributed.index, "timestamp"]).to_numpy()})
     return clicks.merge(shown, on=["request_id", "product_id"], how="left").drop_duplicates(
         ["request_id", "product_id"])
 
@@ -143,16 +145,13 @@ def _censored(explored: pd.DataFrame, clicks: pd.DataFrame, impressions: pd.Data
     """For each explored row not clicked: was its product clicked in a page opened (directly or further
     down) from a click on an earlier slot of the same carousel?"""
     opened_by = _opening_clicks(clicks, impressions)
-    placed = clicks.dropna(subset=["slot"])
-    clicked_in = {request: list(zip(group["slot"], group["product_id"], strict=True))
-                  for request, group in placed.groupby("request_id")}
     in_carousel = {key: list(zip(group["slot"], group["product_id"], strict=True))
-                   for key, group in placed.groupby(["request_id", "carousel"])}
+                   for key, group in clicks.dropna(subset=["slot"]).groupby(["request_id", "carousel"])}
     below: dict[tuple[str, str], set[str]] = {}  # (request, clicked product) -> products clicked further down
     for click in _deepest_first(opened_by):
         below[click] = set()
         for page in opened_by[click]:
-            for _, product in clicked_in.get(page, []):
+            for _, product in in_carousel.get((page, PRODUCT_PAGE_TOUCHPOINT), []):
                 below[click] |= {product} | below.get((page, product), set())
     censored = np.zeros(len(explored), bool)
     rows = zip(explored["request_id"], explored["carousel"], explored["slot"], explored["product_id"],
@@ -166,10 +165,10 @@ def _censored(explored: pd.DataFrame, clicks: pd.DataFrame, impressions: pd.Data
 def _opening_clicks(clicks: pd.DataFrame, impressions: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
     """(request_id, product) of a click -> the product pages it opened: each product page is opened by the
     shopper's latest click at or before it."""
-    is_page = impressions["touchpoint"] == PRODUCT_PAGE_TOUCHPOINT if "touchpoint" in impressions else False
-    pages = impressions[is_page] if "touchpoint" in impressions else impressions.iloc[:0]
+    pages = (impressions[impressions["touchpoint"] == PRODUCT_PAGE_TOUCHPOINT] if "touchpoint" in impressions
+             else impressions.iloc[:0])
     pages = pd.DataFrame({"customer_id": pages["customer_id"].astype(str), "page": pages["request_id"],
-                          "timestamp": _microseconds(pages["timestamp"])}).sort_values("timestamp")
+                          "timestamp": epoch_micros(pages["timestamp"])}).sort_values("timestamp")
     ordered = clicks.astype({"customer_id": str}).sort_values("timestamp")
     linked = pd.merge_asof(pages, ordered, on="timestamp", by="customer_id", direction="backward").dropna(
         subset=["request_id"])
@@ -201,13 +200,6 @@ def _deepest_first(opened_by: dict[tuple[str, str], list[str]]) -> list[tuple[st
             stack.append((node, True))
             stack.extend((child, False) for page in opened_by.get(node, []) for child in clicks_on_page.get(page, []))
     return order
-
-
-def _microseconds(timestamps: pd.Series) -> np.ndarray:
-    """Datetimes (any unit, tz-aware) or epoch seconds as int64 microseconds since the epoch."""
-    if pd.api.types.is_datetime64_any_dtype(timestamps):
-        return timestamps.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64").to_numpy()
-    return np.round(np.asarray(timestamps, float) * 1e6).astype("int64")
 
 
 def _estimate(slot: int, n: int, clicks: int, n_first: int, clicks_first: int, z: float,
