@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     "tensorflow-transform==1.21.0",
     "tfx-bsl==1.21.0",
     "apache-beam[gcp]==2.77.0",
+    "cloudpickle==3.1.3",  # the evaluation's fitted systems, shipped by file to the Beam workers that rank
     "kfp==2.17.3",
     "tritonclient[all]==2.73.0",
     "google-cloud-storage==3.17.1",

@@ -54,7 +54,8 @@ from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EvaluateConfig, ExportConfig, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import bootstrap, protocols
-from fashionrec.evaluation.evaluate import Evaluation, evaluate, sample_customers
+from fashionrec.evaluation.evaluate import Evaluation, evaluate
+from fashionrec.evaluation.holdout import sample_customers
 from fashionrec.evaluation.systems import BASELINES, baseline_systems, embedding_system
 from fashionrec.evaluation.tuning import TunedBaselines, ranking_metrics, tune_baselines
 from fashionrec.model.popularity import prior_from_events

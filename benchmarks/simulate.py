@@ -53,7 +53,9 @@ from fashionrec.contract.context import FEATURES as CONTEXT_FEATURES
 from fashionrec.embeddings_file import read_exported
 from fashionrec.evaluation import metrics
 from fashionrec.evaluation.bootstrap import Interval, paired_difference
-from fashionrec.evaluation.evaluate import in_context, pooled_weights, sample_customers
+from fashionrec.evaluation.evaluate import in_context
+from fashionrec.evaluation.holdout import sample_customers
+from fashionrec.evaluation.holdout_ranking import pooled_weights
 from fashionrec.evaluation.slices import Slice, context_slices
 from fashionrec.evaluation.systems import embedding_system
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation

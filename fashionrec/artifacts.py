@@ -37,3 +37,4 @@ BLESSING_FILE = "blessing.json"
 METRICS_FILE = "metrics.json"
 SLICES_FILE = "slices.json"
 REPORT_FILE = "report.html"
+RANKED_CUSTOMERS_DIR = "ranked_customers"  # Parquet, a row per evaluated customer: top-K, metrics, per system

@@ -32,6 +32,8 @@ EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purcha
 # the recency weights and is served as recency (fashionrec.model.aggregation).
 POOLINGS: tuple[str, ...] = (*SERVED_POOLINGS, "attention")
 DEBIASINGS = ("off", "ips")  # how training corrects for the position a target was clicked at
+# Beam runners that run on this machine: their inputs and outputs are staged through local folders (gs:// too)
+LOCAL_BEAM_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner", "PrismRunner")
 NONE_TEXTS = ("none", "null")  # a --set text that means "unset" for a field that may be None
 
 
@@ -383,6 +385,11 @@ class EvaluateConfig(Section):
     bootstrap_resamples: int = at_least(1_000, 1)
     max_eval_customers: int = at_least(5_000, 1)
     seed: int = 3
+    # The holdout is sampled, ranked by every system and scored through Beam, this many customers to a batch
+    # (fashionrec.evaluation.holdout_ranking); the runner as for the transform stage (e.g. DataflowRunner).
+    ranking_batch_size: int = at_least(1_024, 1)
+    beam_runner: str = "BundleBasedDirectRunner"
+    beam_options: tuple[str, ...] = ()
 
     def ranked_metrics(self) -> tuple[str, ...]:
         """The per-customer metrics the evaluation computes, the ones a paired interval can compare."""

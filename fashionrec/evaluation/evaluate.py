@@ -1,37 +1,37 @@
-"""Evaluate exported embeddings on the time-based holdout against a popularity baseline, then gate."""
+"""Evaluate exported embeddings on the time-based holdout against the baselines and the published model,
+then gate. The driver fits the systems; Beam ranks the holdout customers (:mod:`.holdout_ranking`); the
+summary, slices, intervals and the gate read its per-customer rows."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from fashionrec import artifacts
 from fashionrec import progress
 from fashionrec import storage
-from fashionrec.contract.context import CONTEXT_FILE, ContextTables
-from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.artifacts import EMBEDDINGS_FILE, EVAL_EXAMPLES_DIR
 from fashionrec.config import EvaluateConfig, ServingConfig
+from fashionrec.contract.context import CONTEXT_FILE, ContextTables
+from fashionrec.embeddings_file import ExportedEmbeddings, read_exported
 from fashionrec.evaluation import gate, metrics
 from fashionrec.evaluation.bootstrap import paired_difference
+from fashionrec.evaluation.holdout_ranking import HoldoutSystems, PooledSystem, RankedHoldout, rank_and_read
 from fashionrec.evaluation.report import ReportInputs, render_report
 from fashionrec.evaluation.slices import holdout_slices
 from fashionrec.evaluation.systems import (
     BASELINES,
-    System,
     baseline_systems,
     embedding_system,
     popularity_scores,
     published_system,
 )
-from fashionrec.embeddings_file import read_exported
-from fashionrec.artifacts import EMBEDDINGS_FILE
-from fashionrec.model.features import EvalExamples, load_eval_examples
-from fashionrec.artifacts import EVAL_EXAMPLES_DIR
+from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.model.features import EvalExamples
 from fashionrec.repository.served import ServedVersion, served_version
-
 
 
 @dataclass(frozen=True)
@@ -64,36 +64,22 @@ def evaluate(
     events) and add its popularity prior; the baselines see every event of the history, raw weights.
     """
     exported = read_exported(storage.join(embeddings_dir, EMBEDDINGS_FILE))
-    product_ids, table, is_new, prior = exported.product_ids, exported.embeddings, exported.is_new, exported.prior
+    product_ids, is_new = exported.product_ids, exported.is_new
     aggregation = Aggregation.read(storage.join(embeddings_dir, AGGREGATION_FILE))
-    with storage.local_copy(storage.join(transformed_dir, EVAL_EXAMPLES_DIR)) as eval_examples:
-        examples = sample_customers(load_eval_examples(os.path.dirname(eval_examples)), config,  # only that folder is copied
-                                    aggregation.window)
     train_events = storage.read_table(storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE))
     popularity = popularity_scores(train_events, product_ids)
-    systems = {"model": embedding_system(table, prior, serving.table_dtype, in_context(embeddings_dir, examples)),
-               **baseline_systems(train_events, product_ids, config)}
     published = served_version(model_repository, serving) if model_repository else None
-    if published is not None:
-        systems["published"] = published_system(published, product_ids, serving.table_dtype,
-                                                 _moved(published.context, examples))
-    weights = {name: examples.history_weight for name in systems}  # popularity and iALS: raw event weights
-    weights["model"] = pooled_weights(aggregation, examples)
-    if published is not None:
-        weights["published"] = pooled_weights(published.aggregation, examples)  # as the published version serves
-    depth = max(config.top_k + config.report_k)
-    with progress.step(f"ranking the full catalogue for {len(examples.customer_ids)} holdout customers"):
-        ranked = {name: system.rank(examples.history_idx, weights[name], depth) for name, system in systems.items()}
-        auc = {name: _sampled_auc(system, examples, weights[name], len(product_ids), config)
-               for name, system in systems.items()}
-    top = {name: rows[:, : max(config.top_k)] for name, rows in ranked.items()}  # MRR is MRR@max(top_k)
-    per_customer = {name: {**metrics.per_customer(r, examples.target_idxs, config.top_k), "auc": auc[name]}
-                    for name, r in top.items()}
-    results = {name: _summary(top[name], per_customer[name], popularity, config) for name in top}
+    with progress.step("fitting the baselines"):
+        systems = holdout_systems(exported, aggregation, train_events, published, embeddings_dir, config, serving)
+    with progress.step(f"Beam ({config.beam_runner}): ranking the full catalogue for the holdout customers"):
+        ranked = rank_and_read(storage.join(transformed_dir, EVAL_EXAMPLES_DIR), systems, output_dir, config,
+                               aggregation.window)
+    per_customer = ranked.values
+    results = {name: _summary(ranked.top[name], per_customer[name], popularity, config) for name in systems.names}
     categories = _categories(ingested_dir, product_ids)
-    found = holdout_slices(examples, is_new, categories, popularity, config)
-    slice_values = {s.name: {name: metrics.per_customer(r[s.customers], s.targets, config.top_k)
-                             for name, r in top.items()} for s in found}
+    found = holdout_slices(ranked, is_new, categories, popularity, config)
+    slice_values = {s.name: {name: metrics.per_customer(top[s.customers], s.targets, config.top_k)
+                             for name, top in ranked.top.items()} for s in found}
     checks = (
         gate.gate_checks(results["model"], {name: results[name] for name in BASELINES if name in results}, config)
         + gate.change_checks(per_customer["model"], per_customer.get("published"), _version(published), config)
@@ -104,31 +90,43 @@ def evaluate(
     storage.write_json(storage.join(output_dir, artifacts.METRICS_FILE), results)
     storage.write_json(storage.join(output_dir, artifacts.SLICES_FILE), slice_summary)
     storage.write_json(storage.join(output_dir, artifacts.BLESSING_FILE), blessing)
-    html = render_report(ReportInputs(results, slice_summary, blessing, _curves(ranked, examples, config),
-                                      top, popularity,
-                                      table, categories, config))
+    html = render_report(ReportInputs(results, slice_summary, blessing, _curves(ranked, config),
+                                      ranked.top, popularity,
+                                      exported.embeddings, categories, config))
     with storage.open_output(storage.join(output_dir, artifacts.REPORT_FILE)) as stream:
         stream.write(html.encode("utf-8"))
     return Evaluation(metrics=results, blessing=blessing, slices=slice_summary, per_customer=per_customer)
 
 
+def holdout_systems(exported: ExportedEmbeddings, aggregation: Aggregation, train_events: pd.DataFrame,
+                    published: ServedVersion | None, embeddings_dir: str, config: EvaluateConfig,
+                    serving: ServingConfig) -> HoldoutSystems:
+    """The candidate (pooled by its ``aggregation``, moved by its context tables when it has them), the
+    published version as it serves, and every baseline fitted on the training events."""
+    table, prior, product_ids = exported.embeddings, exported.prior, exported.product_ids
+    pooled = {"model": PooledSystem(lambda moved: embedding_system(table, prior, serving.table_dtype, moved),
+                                    aggregation, context_tables(embeddings_dir))}
+    if published is not None:
+        pooled["published"] = PooledSystem(
+            lambda moved: published_system(published, product_ids, serving.table_dtype, moved),
+            published.aggregation, published.context)
+    return HoldoutSystems(baselines=baseline_systems(train_events, product_ids, config), pooled=pooled,
+                          num_products=len(product_ids))
+
+
+def context_tables(embeddings_dir: str) -> ContextTables | None:
+    """A context model's tables (``context.json`` beside its embeddings); None for a context-free model."""
+    uri = storage.join(embeddings_dir, CONTEXT_FILE)
+    return ContextTables.from_json(storage.read_json(uri)) if storage.exists(uri) else None
+
+
 def in_context(embeddings_dir: str, examples: EvalExamples) -> Callable[[np.ndarray], np.ndarray] | None:
     """For a context model (``context.json`` beside its embeddings): its customer vectors moved by each
     holdout customer's first holdout event's context, as Triton would serve that request."""
-    uri = storage.join(embeddings_dir, CONTEXT_FILE)
-    return _moved(ContextTables.from_json(storage.read_json(uri)) if storage.exists(uri) else None, examples)
-
-
-def _moved(tables: ContextTables | None, examples: EvalExamples) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Customer vectors moved by ``tables`` at the holdout customers' contexts (None: nothing to move)."""
+    tables = context_tables(embeddings_dir)
     if tables is None or not examples.context:
         return None
     return lambda vectors: tables.adjust(vectors, examples.context)
-
-
-def pooled_weights(aggregation: Aggregation, examples: EvalExamples) -> list[np.ndarray]:
-    """Each holdout history's pooling weights under ``aggregation``."""
-    return [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days, strict=True)]
 
 
 def _version(published: ServedVersion | None) -> int | None:
@@ -162,27 +160,10 @@ def _slice_summary(slice_values: dict[str, dict[str, dict[str, np.ndarray]]],
     return summary
 
 
-def _curves(ranked: dict[str, np.ndarray], examples: EvalExamples, config: EvaluateConfig) -> dict[str, dict[str, list[float]]]:
+def _curves(ranked: RankedHoldout, config: EvaluateConfig) -> dict[str, dict[str, list[float]]]:
     """Recall@K and NDCG@K for every K of the report, per system."""
-    curves = {}
-    for name, rows in ranked.items():
-        values = metrics.per_customer(rows, examples.target_idxs, config.report_k)
-        curves[name] = {kind: [float(values[f"{kind}@{k}"].mean()) for k in config.report_k]
-                        for kind in ("recall", "ndcg")}
-    return curves
-
-
-def _sampled_auc(system: System, examples: EvalExamples, weights: list[np.ndarray], num_products: int,
-                 config: EvaluateConfig) -> np.ndarray:
-    """AUC of targets against ``auc_negatives`` sampled products the customer never touched."""
-    rng = np.random.default_rng(config.seed)
-    negatives = []
-    for history, targets in zip(examples.history_idx, examples.target_idxs, strict=True):
-        allowed = np.setdiff1d(np.arange(num_products), np.concatenate([history, targets]), assume_unique=False)
-        negatives.append(rng.choice(allowed, size=min(config.auc_negatives, len(allowed)), replace=False))
-    positive = system.score(examples.history_idx, weights, examples.target_idxs)
-    negative = system.score(examples.history_idx, weights, negatives)
-    return metrics.sampled_auc(positive, negative)
+    return {name: {kind: [float(values[f"{kind}@{k}"].mean()) for k in config.report_k] for kind in ("recall", "ndcg")}
+            for name, values in ranked.curves.items()}
 
 
 def _categories(ingested_dir: str, product_ids: np.ndarray) -> np.ndarray:
@@ -198,38 +179,3 @@ def _summary(ranked: np.ndarray, per_customer: dict[str, np.ndarray], popularity
         summary[f"coverage@{k}"] = metrics.catalogue_coverage(ranked, k, len(popularity))
         summary[f"popularity_percentile@{k}"] = float(metrics.popularity_percentile(ranked, k, popularity).mean())
     return summary
-
-
-def sample_customers(examples: EvalExamples, config: EvaluateConfig, window: int) -> EvalExamples:
-    """The holdout under ``config.exclude``: customers with at least one target not already in their
-    history (and with a history, when ``customers_with_history_only``), capped by a seeded sample; each
-    history is what every system excludes (and the baselines use).
-
-    ``all_seen`` keeps the whole training history, so nothing a customer interacted with is recommended
-    or counted. ``window`` (the old protocol, kept to compare) cuts each history to its last ``window``
-    events first (0: none is cut), so older products are neither excluded nor removed from the targets.
-    """
-    if config.exclude == "window" and window > 0:
-        examples = _last_events(examples, window)
-    targets = [np.setdiff1d(t, h) for t, h in zip(examples.target_idxs, examples.history_idx, strict=True)]
-    keep = np.flatnonzero([len(t) > 0 and (len(h) > 0 or not config.customers_with_history_only)
-                           for t, h in zip(targets, examples.history_idx, strict=True)])
-    if len(keep) > config.max_eval_customers:
-        keep = np.sort(np.random.default_rng(config.seed).choice(keep, config.max_eval_customers, replace=False))
-    return EvalExamples(
-        customer_ids=examples.customer_ids[keep],
-        history_idx=[examples.history_idx[i] for i in keep],
-        history_weight=[examples.history_weight[i] for i in keep],
-        history_age_days=[examples.history_age_days[i] for i in keep],
-        target_idxs=[targets[i] for i in keep],
-        context=examples.subset(keep),
-    )
-
-
-def _last_events(examples: EvalExamples, window: int) -> EvalExamples:
-    """Every history cut to its last ``window`` events."""
-    return EvalExamples(customer_ids=examples.customer_ids,
-                        history_idx=[h[-window:] for h in examples.history_idx],
-                        history_weight=[w[-window:] for w in examples.history_weight],
-                        history_age_days=[a[-window:] for a in examples.history_age_days],
-                        target_idxs=examples.target_idxs, context=examples.context)

@@ -53,6 +53,11 @@ def popularity_percentile(ranked: np.ndarray, k: int, popularity: np.ndarray) ->
     return percentile[ranked[:, :k]].mean(axis=1)
 
 
+def metric_names(ks: Sequence[int]) -> tuple[str, ...]:
+    """The keys of :func:`per_customer`'s result, in its order."""
+    return ("mrr", *(f"{name}@{k}" for k in ks for name in ("recall", "precision", "ndcg")))
+
+
 def per_customer(ranked: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, np.ndarray]:
     """Every per-customer metric, keyed like ``recall@20``: the inputs of means and bootstrap intervals."""
     hits = hit_matrix(ranked, targets)

@@ -10,11 +10,24 @@ by the device, region and time of day of their first holdout event.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from fashionrec.config import EvaluateConfig
-from fashionrec.model.features import EvalExamples
+
+
+class HoldoutCustomers(Protocol):
+    """What slicing reads of the evaluated customers (``EvalExamples`` or the ranking job's rows)."""
+
+    @property
+    def target_idxs(self) -> list[np.ndarray]: ...
+
+    @property
+    def history_lengths(self) -> np.ndarray: ...
+
+    @property
+    def context(self) -> dict[str, np.ndarray]: ...
 
 POPULARITY_BUCKETS = {"head": (0.9, 1.01), "torso": (0.5, 0.9), "tail": (0.0, 0.5)}  # popularity percentile
 DAYPARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}  # local hours [low, high)
@@ -28,7 +41,7 @@ class Slice:
 
 
 def holdout_slices(
-    examples: EvalExamples, is_new: np.ndarray, categories: np.ndarray, popularity: np.ndarray,
+    examples: HoldoutCustomers, is_new: np.ndarray, categories: np.ndarray, popularity: np.ndarray,
     config: EvaluateConfig,
 ) -> list[Slice]:
     """Every slice with at least one customer."""
@@ -46,7 +59,7 @@ def holdout_slices(
     return [s for s in found if len(s.customers)]
 
 
-def context_slices(examples: EvalExamples) -> list[Slice]:
+def context_slices(examples: HoldoutCustomers) -> list[Slice]:
     """The customers by the context of their first holdout event (the request a context model would be
     asked): ``device:<value>``, ``region:<value>`` and ``daypart:<night|morning|afternoon|evening>`` of
     the local hour; unknown values make no slice."""
@@ -61,17 +74,17 @@ def context_slices(examples: EvalExamples) -> list[Slice]:
     return [s for s in found if len(s.customers)]
 
 
-def _customer_slice(name: str, examples: EvalExamples, member: np.ndarray) -> Slice:
+def _customer_slice(name: str, examples: HoldoutCustomers, member: np.ndarray) -> Slice:
     customers = np.flatnonzero(member)
     return Slice(name, customers, [examples.target_idxs[i] for i in customers])
 
 
-def _product_slice(name: str, examples: EvalExamples, member: np.ndarray) -> Slice:
+def _product_slice(name: str, examples: HoldoutCustomers, member: np.ndarray) -> Slice:
     restricted = [t[member[t]] for t in examples.target_idxs]
     customers = np.flatnonzero([len(t) > 0 for t in restricted])
     return Slice(name, customers, [restricted[i] for i in customers])
 
 
-def _new_customers(examples: EvalExamples, max_history: int) -> Slice:
-    customers = np.flatnonzero([len(h) <= max_history for h in examples.history_idx])
+def _new_customers(examples: HoldoutCustomers, max_history: int) -> Slice:
+    customers = np.flatnonzero(examples.history_lengths <= max_history)
     return Slice("new_customers", customers, [examples.target_idxs[i] for i in customers])

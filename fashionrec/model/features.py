@@ -187,10 +187,42 @@ class EvalExamples:
         """The context of the customers at ``rows`` (for the samplers that keep some customers)."""
         return {f: values[rows] for f, values in self.context.items()}
 
+    @property
+    def history_lengths(self) -> np.ndarray:
+        return np.array([len(h) for h in self.history_idx], np.int64)
 
-def load_eval_examples(transformed_dir: str) -> EvalExamples:
-    pattern = storage.join(transformed_dir, artifacts.EVAL_EXAMPLES_DIR, "part*")
-    spec = {
+    def rows(self, rows: np.ndarray | list[int]) -> EvalExamples:
+        """The customers at ``rows``, in that order."""
+        return EvalExamples(
+            customer_ids=self.customer_ids[rows],
+            history_idx=[self.history_idx[i] for i in rows],
+            history_weight=[self.history_weight[i] for i in rows],
+            history_age_days=[self.history_age_days[i] for i in rows],
+            target_idxs=[self.target_idxs[i] for i in rows],
+            context=self.subset(rows),
+        )
+
+    def customers(self) -> list[EvalExamples]:
+        """One single-customer ``EvalExamples`` per customer (what a Beam pipeline shuffles and re-batches)."""
+        return [self.rows([i]) for i in range(len(self.customer_ids))]
+
+    @staticmethod
+    def concatenate(parts: list[EvalExamples]) -> EvalExamples:
+        """The customers of ``parts``, in order (every part has the same context features)."""
+        features = parts[0].context.keys() if parts else ()
+        return EvalExamples(
+            customer_ids=np.concatenate([p.customer_ids for p in parts]) if parts else np.array([], str),
+            history_idx=[h for p in parts for h in p.history_idx],
+            history_weight=[w for p in parts for w in p.history_weight],
+            history_age_days=[a for p in parts for a in p.history_age_days],
+            target_idxs=[t for p in parts for t in p.target_idxs],
+            context={f: np.concatenate([p.context[f] for p in parts]) for f in features},
+        )
+
+
+def eval_feature_spec() -> dict[str, object]:
+    """How the transform stage writes a holdout customer (``eval_examples/part*``, tf.Example)."""
+    return {
         "customer_id": tf.io.FixedLenFeature([], tf.string),
         "history_idx": tf.io.RaggedFeature(tf.int64),
         "history_weight": tf.io.RaggedFeature(tf.float32),
@@ -200,26 +232,30 @@ def load_eval_examples(transformed_dir: str) -> EvalExamples:
                                                  default_value=-1 if f in CLOCK_SIZES else b"")
            for f in CONTEXT_FEATURES},
     }
-    ids, history, weights, ages, targets = [], [], [], [], []
-    contexts: dict[str, list[np.ndarray]] = {f: [] for f in CONTEXT_FEATURES}
-    for records in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(50_000):
-        batch = tf.io.parse_example(records, spec)
-        ids.extend(_text(batch["customer_id"].numpy()))
-        history.extend(_rows(batch["history_idx"]))
-        weights.extend(_rows(batch["history_weight"]))
-        ages.extend(_rows(batch["history_age_days"]))
-        targets.extend(_rows(batch["target_idxs"]))
-        for f in CONTEXT_FEATURES:
-            contexts[f].append(batch[f"context_{f}"].numpy())
-    order = np.argsort(ids, kind="stable")  # deterministic order whatever the file sharding
+
+
+def parse_eval_examples(records: list[bytes] | tf.Tensor) -> EvalExamples:
+    """Serialized holdout tf.Examples → ``EvalExamples``, in the records' order (one parse for the batch)."""
+    batch = tf.io.parse_example(tf.convert_to_tensor(records, tf.string), eval_feature_spec())
     return EvalExamples(
-        customer_ids=np.asarray(ids)[order],
-        history_idx=[history[i] for i in order],
-        history_weight=[weights[i] for i in order],
-        history_age_days=[ages[i] for i in order],
-        target_idxs=[targets[i] for i in order],
-        context={f: _context_values(f, parts)[order] for f, parts in contexts.items()},
+        customer_ids=_text(batch["customer_id"].numpy()),
+        history_idx=_rows(batch["history_idx"]),
+        history_weight=_rows(batch["history_weight"]),
+        history_age_days=_rows(batch["history_age_days"]),
+        target_idxs=_rows(batch["target_idxs"]),
+        context={f: _context_values(f, [batch[f"context_{f}"].numpy()]) for f in CONTEXT_FEATURES},
     )
+
+
+def load_eval_examples(transformed_dir: str) -> EvalExamples:
+    """Every holdout customer in memory, in customer-id order (benchmarks; the evaluate stage streams them
+    through Beam, :mod:`fashionrec.evaluation.holdout_ranking`)."""
+    pattern = storage.join(transformed_dir, artifacts.EVAL_EXAMPLES_DIR, "part*")
+    parts = [parse_eval_examples(records)
+             for records in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)).batch(50_000)]
+    examples = EvalExamples.concatenate(parts or [parse_eval_examples([])])
+    order = np.argsort(examples.customer_ids, kind="stable")  # deterministic order whatever the file sharding
+    return examples.rows(order)
 
 
 def _context_values(feature: str, parts: list[np.ndarray]) -> np.ndarray:
@@ -231,6 +267,8 @@ def _context_values(feature: str, parts: list[np.ndarray]) -> np.ndarray:
 def _rows(ragged: tf.RaggedTensor) -> list[np.ndarray]:
     """A ragged batch as one numpy array per row (split once, not row by row in eager mode)."""
     splits = ragged.row_splits.numpy()
+    if len(splits) == 1:
+        return []
     return np.split(ragged.flat_values.numpy(), splits[1:-1])
 
 

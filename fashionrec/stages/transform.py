@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from fashionrec import artifacts
 from fashionrec import progress
 from fashionrec import storage
-from fashionrec.config import TransformConfig
+from fashionrec.config import LOCAL_BEAM_RUNNERS, TransformConfig
 from fashionrec.contract import ops  # the ages-in-days contract shared with serving
 from fashionrec.contract.context import FEATURES as CONTEXT_FEATURES, value_rows
 from fashionrec.stages import context
@@ -41,7 +41,6 @@ from fashionrec.stages.ingest import EXAMINATION  # P(looked at) where the event
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
 EXAMPLE_SOURCE_COLUMNS = ("customer_id", "product_idx", "weight", "seconds", EXAMINATION)
 NUM_SHARDS = 64
-LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner", "PrismRunner")
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> Tr
     ``local_output``), which suits the local runners; a distributed runner needs gs:// paths it can
     reach from its workers and TensorFlow's own GCS access.
     """
-    if config.beam_runner not in LOCAL_RUNNERS:  # workers read and write the (gs://) paths themselves
+    if config.beam_runner not in LOCAL_BEAM_RUNNERS:  # workers read and write the (gs://) paths themselves
         return _transform(ingested_dir, output_dir, config)
     with storage.local_copy(ingested_dir) as local_in, storage.local_output(output_dir) as local_out:
         return _transform(local_in, local_out, config)

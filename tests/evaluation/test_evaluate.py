@@ -5,7 +5,7 @@ import pytest
 
 from fashionrec.config import EvaluateConfig
 from fashionrec.evaluation import metrics
-from fashionrec.evaluation.evaluate import sample_customers
+from fashionrec.evaluation.holdout import sample_customers
 from fashionrec.evaluation.systems import popularity_system
 from fashionrec.model.features import EvalExamples
 

@@ -63,3 +63,8 @@ def test_sampled_auc_counts_wins_and_half_ties():
     auc = metrics.sampled_auc(positive, negative)
     assert auc[:2] == pytest.approx([0.75, 0.75])
     assert np.isnan(auc[2])
+
+
+def test_metric_names_are_the_keys_of_the_per_customer_metrics():
+    values = metrics.per_customer(np.array([[1, 2]]), [np.array([2])], (1, 2))
+    assert metrics.metric_names((1, 2)) == tuple(values)
