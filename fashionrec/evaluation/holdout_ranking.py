@@ -136,7 +136,8 @@ def ranked_schema(names: tuple[str, ...], config: EvaluateConfig) -> pa.Schema:
     fields += [pa.field(f"context_{f}", pa.int64() if f in CLOCK_SIZES else pa.string()) for f in CONTEXT_FEATURES]
     for name in names:
         fields.append(pa.field(f"{name}/top", pa.list_(pa.int64())))
-        fields += [pa.field(f"{name}/{metric}", pa.float64()) for metric in (*metrics.metric_names(config.top_k), "auc")]
+        fields += [pa.field(f"{name}/{metric}", pa.float64())
+                   for metric in (*metrics.metric_names(config.top_k), "auc")]
         fields += [pa.field(f"{name}/curve/{metric}", pa.float64()) for metric in metrics.metric_names(config.report_k)]
     return pa.schema(fields)
 
