@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 
 from fashionrec.app.cli import SIZES
-from fashionrec.config import PipelineConfig, parse_assignments
+from fashionrec.config import PipelineConfig, dataset_config, parse_assignments
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.artifacts import EMBEDDINGS_FILE
@@ -97,7 +97,8 @@ def main() -> None:
     if args.scale:
         _scale_curve(args.scale, args.overrides)
         return
-    config = PipelineConfig().with_overrides({**SIZES[args.size], **parse_assignments(args.overrides)})
+    # the dataset's own settings, as `fashionrec pipeline run` applies them (the shop's long memory)
+    config = dataset_config(args.dataset, {**SIZES[args.size], **parse_assignments(args.overrides)})
     with tempfile.TemporaryDirectory() as temp:
         rows = _run_stages(args, config, Path(args.workdir or temp))
     if args.json:
