@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serving-env chromium redis demo test docs compile clean
+.PHONY: install serving-env chromium redis wrk demo test docs compile clean
 
 $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ chromium:
 # The shop service's store tests start a real redis-server.
 redis:
 	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+# benchmarks/serving.py's light HTTP load generator for the response-cache case (skipped when absent).
+wrk:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 test: install serving-env chromium redis
 	$(BIN)/python -m pytest

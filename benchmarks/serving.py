@@ -26,7 +26,11 @@ inputs, computing, returning outputs), and the CPU per request of the load gener
 its python stubs (psutil). With --pin (auto: on machines of 4+ CPUs) the load generator runs on a
 quarter of the CPUs and Triton on the rest. Every request is unique (its own REQUEST_TIME), so the
 response cache answers none of them, except in the `cached` case: anonymous visitors' similar items for
-the same 64 heroes again and again, beside a new hero each time.
+the same 64 heroes again and again, beside a new hero each time. Those two are measured twice: from the
+Python gRPC clients, and from ``wrk`` (C, one thread, over Triton's HTTP/JSON endpoint; ``make wrk``;
+skipped when it is absent), whose CPU per request is a tenth of the Python client's, so that on a
+small box the cached rows show Triton's speed rather than the client's. The verdict's cached/uncached
+figure is wrk's when it ran.
 
 With --add-products N the catalogue is published with a content tower (random weights in the export's
 format, its vocabularies from the synthetic shop's words), and after the touchpoints, N products of
@@ -56,6 +60,9 @@ import dataclasses
 import itertools
 import json
 import os
+import resource
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -72,7 +79,7 @@ from fashionrec.app.client import FashionrecClient, History
 from fashionrec.contract import content
 from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE, ContextTables
 from fashionrec.contract.scoring import ScoringTable
-from fashionrec.serving.requests import RequestContext
+from fashionrec.serving.requests import RANKED_OUTPUTS, RequestContext, similar_tensors
 from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, ShopConfig, TrainConfig, TransformConfig
 from fashionrec.datasets.synthetic import launch_products
 from fashionrec.repository.catalogue import add_products
@@ -88,6 +95,31 @@ TOUCHPOINTS = ("recommend", "rerank", "similar", "seen", "context", "cached")
 CACHED_CASE_MB = 256  # the response cache the `cached` case turns on when --set leaves it off (the default)
 CACHED_HEROES = 64  # the `cached` case's anonymous product pages: the same few heroes again and again
 CACHED_CALL, UNCACHED_CALL = "similar, anonymous, 64 heroes (cached)", "similar, anonymous, new heroes (uncached)"
+WRK = "wrk"  # the `cached` case's second load generator (C, HTTP/1.1): apt install wrk; skipped when absent
+WRK_CACHED, WRK_UNCACHED = f"{CACHED_CALL} [wrk, HTTP]", f"{UNCACHED_CALL} [wrk, HTTP]"
+# wrk's Lua: a body per request from the JSON template (the hero twice: history and HERO_PRODUCT_ID); the
+# uncached body also carries a REQUEST_TIME no other request of the run has, so the cache never answers it
+_WRK_RUNS = itertools.count(1_000)  # each wrk invocation's REQUEST_TIMEs: its number times 1e9 plus the request's
+WRK_SCRIPT = """
+local template, heroes, products, unique, run = %(template)s, %(heroes)d, %(products)d, %(unique)s, "%(run)d"
+local sent = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  sent = sent + 1
+  local row = sent %% heroes
+  if unique then row = heroes + (sent * 7919) %% (products - heroes) end
+  local hero = string.format("P%%07d", row)
+  -- REQUEST_TIME as text: the run's number, then the request's (LuaJIT's %%d stops at 32 bits)
+  return wrk.format(nil, nil, nil, string.format(template, hero, hero, run .. string.format("%%09d", sent)))
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
 CONTEXT_REGIONS = 200  # the context case's region vocabulary
 CONTEXT_DEVICES = ("mobile", "desktop", "tablet")
 NO_CONTEXT_CALL, CONTEXT_CALL = "recommend, no context", "recommend + context"
@@ -293,6 +325,48 @@ def load(url: str, call: Callable[[FashionrecClient, int], object], concurrency:
             **where}
 
 
+def wrk_body_template(unique: bool) -> str:
+    """An anonymous `similar` request as Triton's JSON body, with ``%s`` for the hero (twice) and, when
+    ``unique``, for a REQUEST_TIME."""
+    tensors = similar_tensors("HERO", History([]), K, BENCH_SERVING)
+    if unique:
+        tensors.append(("REQUEST_TIME", np.array([[0]], np.int64), "INT64"))
+    inputs = [{"name": name, "shape": list(value.shape), "datatype": datatype,
+               "data": [v.decode() if isinstance(v, bytes) else v.item() for v in value.reshape(-1)]}
+              for name, value, datatype in tensors]
+    body = json.dumps({"inputs": inputs, "outputs": [{"name": n} for n in RANKED_OUTPUTS]},
+                      separators=(",", ":"))
+    return body.replace("%", "%%").replace('"HERO"', '"%s"').replace('"data":[0]}', '"data":[%s]}')
+
+
+def wrk_load(server: TritonServer, unique: bool, products: int, concurrency: int, seconds: float) -> dict | None:
+    """The `cached` case's requests from wrk: one C thread, ``concurrency`` connections, closed loop, over
+    Triton's HTTP endpoint, after a second of warm-up, with the same Triton statistics and CPU split as
+    :func:`load` (the client's CPU: wrk's, from the children's rusage). None when wrk is not installed."""
+    if shutil.which(WRK) is None:
+        return None
+    url = f"http://{server.http_url}/v2/models/{BENCH_SERVING.similar_model_name}/infer"
+    run_wrk(url, unique, products, concurrency, 1.0)
+    meter, before = LoadMeter(server), resource.getrusage(resource.RUSAGE_CHILDREN)
+    output = run_wrk(url, unique, products, concurrency, seconds)
+    where, after = meter.finish(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    done, micros, p50, p95, p99, errors = (int(v) for v in output.split("RESULT ")[1].split())
+    client_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"rps": done / (micros / 1e6), "lat": (p50 / 1e3, p95 / 1e3, p99 / 1e3), "failures": errors,
+            "requests": done, **where, "client_cpu_s": client_s}
+
+
+def run_wrk(url: str, unique: bool, products: int, concurrency: int, seconds: float) -> str:
+    """One wrk invocation (REQUEST_TIMEs of its own when ``unique``); what it printed."""
+    script = WRK_SCRIPT % {"template": json.dumps(wrk_body_template(unique)), "heroes": CACHED_HEROES,
+                           "products": products, "unique": "true" if unique else "false", "run": next(_WRK_RUNS)}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        lua.write(script)
+        lua.flush()
+        command = [WRK, "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", lua.name, url]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
 class LoadMeter:
     """Triton's statistics and both sides' CPU time over one measured window."""
 
@@ -428,6 +502,10 @@ def main() -> None:
                 for name, call in compared.items():
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, call, concurrency,
                                                                            args.seconds, serving, server)))
+                if "cached" in args.touchpoints:  # again from a load generator light enough to saturate Triton
+                    for name, unique in ((WRK_CACHED, False), (WRK_UNCACHED, True)):
+                        measured = wrk_load(server, unique, args.products, concurrency, args.seconds)
+                        rows += [(f"triton {name}", str(concurrency), measured)] if measured else []
             if args.add_products:
                 setup["catalogue_add"] = catalogue_add(repository, serving, server, args.add_products)
                 rows.append(("triton recommend after catalogue add", "1",
@@ -494,10 +572,10 @@ def print_table(rows: list[tuple[str, str, dict]], args: argparse.Namespace, ser
         print(f"catalogue add: {added['count']:,} products embedded, published as version {added['version']} "
               f"({added['products']:,} products) and loaded in {added['seconds']:.1f} s; Triton resident peak "
               f"{added['peak_mb']:,.0f} MiB during, {added['after_mb']:,.0f} MiB after")
-    print(f"{'system':<52} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
+    print(f"{'system':<64} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
     for system, concurrency, r in rows:
         p50, p95, p99 = r["lat"]
-        print(f"{system:<52} {concurrency:>4} {r['rps']:>8.0f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {r['failures']:>5}")
+        print(f"{system:<64} {concurrency:>4} {r['rps']:>8.0f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} {r['failures']:>5}")
     print_where_time_goes(rows, serving)
     print_seen_cost(rows, args)
     print_context_cost(rows, args)
@@ -527,9 +605,11 @@ def summary_line(rows: list[tuple[str, str, dict]]) -> str:
         concurrency, best = max(recommend.items(), key=lambda item: item[1]["rps"])
         ratio = f"{best['rps'] / fastest_rps:.2f} at concurrency {concurrency}"
     tail = f"{recommend['16']['lat'][2] / recommend['16']['lat'][0]:.2f}" if "16" in recommend else "n/a"
-    cached = max((r["rps"] for system, _, r in rows if system == f"triton {CACHED_CALL}"), default=None)
-    uncached = max((r["rps"] for system, _, r in rows if system == f"triton {UNCACHED_CALL}"), default=None)
-    speedup = f"{cached / uncached:.1f}" if cached and uncached else "n/a"
+    speedup = "n/a"
+    for cached_call, uncached_call in ((CACHED_CALL, UNCACHED_CALL), (WRK_CACHED, WRK_UNCACHED)):  # wrk's last
+        cached = max((r["rps"] for system, _, r in rows if system == f"triton {cached_call}"), default=None)
+        uncached = max((r["rps"] for system, _, r in rows if system == f"triton {uncached_call}"), default=None)
+        speedup = f"{cached / uncached:.1f}" if cached and uncached else speedup
     return (f"\nratio recommend/in-process {ratio}; p99/p50 at 16 {tail}; cached/uncached {speedup} "
             f"(targets: >= 0.8, <= 2, >= 10)")
 
@@ -547,18 +627,18 @@ def print_where_time_goes(rows: list[tuple[str, str, dict]], serving: ServingCon
     if not measured:
         return
     print("\nwhere the time goes: µs per request inside Triton, by model (batch = requests per execution)")
-    print(f"{'system':<44} {'conc':>4}  {'model':<16} {'requests':>8} {'batch':>5} {'total':>7} {'queue':>7} "
+    print(f"{'system':<64} {'conc':>4}  {'model':<16} {'requests':>8} {'batch':>5} {'total':>7} {'queue':>7} "
           f"{'input':>7} {'infer':>7} {'output':>7}")
     for system, concurrency, r in measured:
         for n, (model, values) in enumerate(statistics.breakdown_rows(r["steps"], step_order(serving))):
             requests, batch, *phases = values
             label = (system, concurrency) if n == 0 else ("", "")
-            print(f"{label[0]:<44} {label[1]:>4}  {model:<16} {requests:>8.0f} {batch:>5.1f} "
+            print(f"{label[0]:<64} {label[1]:>4}  {model:<16} {requests:>8.0f} {batch:>5.1f} "
                   + " ".join(f"{us:>7.0f}" for us in phases))
         done = max(r["requests"], 1)
         client_ms, server_ms = 1e3 * r["client_cpu_s"] / done, 1e3 * r["server_cpu_s"] / done
         share = r["client_cpu_s"] / max(r["client_cpu_s"] + r["server_cpu_s"], 1e-9)
-        print(f"{'':<44} {'':>4}  CPU per request: client {client_ms:.2f} ms, Triton {server_ms:.2f} ms "
+        print(f"{'':<64} {'':>4}  CPU per request: client {client_ms:.2f} ms, Triton {server_ms:.2f} ms "
               f"(client share {share:.0%})")
 
 
