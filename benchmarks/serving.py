@@ -26,11 +26,11 @@ inputs, computing, returning outputs), and the CPU per request of the load gener
 its python stubs (psutil). With --pin (auto: on machines of 4+ CPUs) the load generator runs on a
 quarter of the CPUs and Triton on the rest. Every request is unique (its own REQUEST_TIME), so the
 response cache answers none of them, except in the `cached` case: anonymous visitors' similar items for
-the same 64 heroes again and again, beside a new hero each time. Those two are measured twice: from the
-Python gRPC clients, and from ``wrk`` (C, one thread, over Triton's HTTP/JSON endpoint; ``make wrk``;
-skipped when it is absent), whose CPU per request is a tenth of the Python client's, so that on a
-small box the cached rows show Triton's speed rather than the client's. The verdict's cached/uncached
-figure is wrk's when it ran.
+the same 64 heroes again and again, beside a new hero each time. `recommend` and those two are measured
+twice: from the Python gRPC clients, and from ``wrk`` (C, one thread, over Triton's HTTP/JSON endpoint;
+``make wrk``; skipped when it is absent), whose CPU per request is a tenth of the Python client's, so
+that on a small box its rows show Triton's speed rather than the client's. The verdict takes wrk's rows
+when it ran.
 
 With --add-products N the catalogue is published with a content tower (random weights in the export's
 format, its vocabularies from the synthetic shop's words), and after the touchpoints, N products of
@@ -79,7 +79,7 @@ from fashionrec.app.client import FashionrecClient, History
 from fashionrec.contract import content
 from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE, ContextTables
 from fashionrec.contract.scoring import ScoringTable
-from fashionrec.serving.requests import RANKED_OUTPUTS, RequestContext, similar_tensors
+from fashionrec.serving.requests import RANKED_OUTPUTS, RequestContext, recommend_tensors, similar_tensors
 from fashionrec.config import EventWeights, PipelineConfig, ServingConfig, ShopConfig, TrainConfig, TransformConfig
 from fashionrec.datasets.synthetic import launch_products
 from fashionrec.repository.catalogue import add_products
@@ -97,21 +97,21 @@ CACHED_HEROES = 64  # the `cached` case's anonymous product pages: the same few 
 CACHED_CALL, UNCACHED_CALL = "similar, anonymous, 64 heroes (cached)", "similar, anonymous, new heroes (uncached)"
 WRK = "wrk"  # the `cached` case's second load generator (C, HTTP/1.1): apt install wrk; skipped when absent
 WRK_CACHED, WRK_UNCACHED = f"{CACHED_CALL} [wrk, HTTP]", f"{UNCACHED_CALL} [wrk, HTTP]"
-# wrk's Lua: a body per request from the JSON template (the hero twice: history and HERO_PRODUCT_ID); the
-# uncached body also carries a REQUEST_TIME no other request of the run has, so the cache never answers it
+WRK_RECOMMEND = "recommend [wrk, HTTP]"
+REQUEST_TIME_MARK = 987_654_321_987  # where a body's REQUEST_TIME goes, replaced by wrk per request
 _WRK_RUNS = itertools.count(1_000)  # each wrk invocation's REQUEST_TIMEs: its number times 1e9 plus the request's
+# wrk's Lua: the bodies in turn; a unique body's REQUEST_TIME mark becomes one no other request of the run
+# has (so the response cache never answers it), as text: LuaJIT's %d stops at 32 bits
 WRK_SCRIPT = """
-local template, heroes, products, unique, run = %(template)s, %(heroes)d, %(products)d, %(unique)s, "%(run)d"
+local bodies, unique, run = {%(bodies)s}, %(unique)s, "%(run)d"
 local sent = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
+  local body = bodies[sent %% #bodies + 1]
   sent = sent + 1
-  local row = sent %% heroes
-  if unique then row = heroes + (sent * 7919) %% (products - heroes) end
-  local hero = string.format("P%%07d", row)
-  -- REQUEST_TIME as text: the run's number, then the request's (LuaJIT's %%d stops at 32 bits)
-  return wrk.format(nil, nil, nil, string.format(template, hero, hero, run .. string.format("%%09d", sent)))
+  if unique then body = string.gsub(body, "%(mark)d", run .. string.format("%%09d", sent)) end
+  return wrk.format(nil, nil, nil, body)
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -325,30 +325,38 @@ def load(url: str, call: Callable[[FashionrecClient, int], object], concurrency:
             **where}
 
 
-def wrk_body_template(unique: bool) -> str:
-    """An anonymous `similar` request as Triton's JSON body, with ``%s`` for the hero (twice) and, when
-    ``unique``, for a REQUEST_TIME."""
-    tensors = similar_tensors("HERO", History([]), K, BENCH_SERVING)
-    if unique:
-        tensors.append(("REQUEST_TIME", np.array([[0]], np.int64), "INT64"))
+def json_body(tensors: list[tuple[str, np.ndarray, str]]) -> str:
+    """Triton's JSON inference body for ``tensors`` (name, value, datatype), asking for the ranked outputs."""
     inputs = [{"name": name, "shape": list(value.shape), "datatype": datatype,
                "data": [v.decode() if isinstance(v, bytes) else v.item() for v in value.reshape(-1)]}
               for name, value, datatype in tensors]
-    body = json.dumps({"inputs": inputs, "outputs": [{"name": n} for n in RANKED_OUTPUTS]},
-                      separators=(",", ":"))
-    return body.replace("%", "%%").replace('"HERO"', '"%s"').replace('"data":[0]}', '"data":[%s]}')
+    return json.dumps({"inputs": inputs, "outputs": [{"name": n} for n in RANKED_OUTPUTS]}, separators=(",", ":"))
 
 
-def wrk_load(server: TritonServer, unique: bool, products: int, concurrency: int, seconds: float) -> dict | None:
-    """The `cached` case's requests from wrk: one C thread, ``concurrency`` connections, closed loop, over
-    Triton's HTTP endpoint, after a second of warm-up, with the same Triton statistics and CPU split as
-    :func:`load` (the client's CPU: wrk's, from the children's rusage). None when wrk is not installed."""
+def wrk_bodies(call: str, ids: list[str], histories: list[History]) -> tuple[list[str], bool]:
+    """wrk's bodies for ``call`` and whether each request must be unique: the cached case's 64 anonymous
+    heroes (repeated on purpose), 256 more heroes for its uncached twin, or `recommend` over the run's
+    histories (as the gRPC rows: each request with a REQUEST_TIME of its own)."""
+    if call == WRK_RECOMMEND:
+        return [json_body(recommend_tensors(dataclasses.replace(h, request_time=REQUEST_TIME_MARK), K, BENCH_SERVING))
+                for h in histories], True
+    unique = call == WRK_UNCACHED
+    heroes = ids[CACHED_HEROES: 5 * CACHED_HEROES] if unique else ids[:CACHED_HEROES]
+    return [json_body(similar_tensors(hero, History([hero], request_time=REQUEST_TIME_MARK) if unique else History([]),
+                                      K, BENCH_SERVING)) for hero in heroes], unique
+
+
+def wrk_load(server: TritonServer, model: str, bodies: list[str], unique: bool, concurrency: int,
+             seconds: float) -> dict | None:
+    """Closed loop from wrk (one C thread, ``concurrency`` connections) over Triton's HTTP endpoint for
+    ``model``, after a second of warm-up, with the same Triton statistics and CPU split as :func:`load`
+    (the client's CPU: wrk's, from the children's rusage). None when wrk is not installed."""
     if shutil.which(WRK) is None:
         return None
-    url = f"http://{server.http_url}/v2/models/{BENCH_SERVING.similar_model_name}/infer"
-    run_wrk(url, unique, products, concurrency, 1.0)
+    url = f"http://{server.http_url}/v2/models/{model}/infer"
+    run_wrk(url, bodies, unique, concurrency, 1.0)
     meter, before = LoadMeter(server), resource.getrusage(resource.RUSAGE_CHILDREN)
-    output = run_wrk(url, unique, products, concurrency, seconds)
+    output = run_wrk(url, bodies, unique, concurrency, seconds)
     where, after = meter.finish(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done, micros, p50, p95, p99, errors = (int(v) for v in output.split("RESULT ")[1].split())
     client_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -356,15 +364,26 @@ def wrk_load(server: TritonServer, unique: bool, products: int, concurrency: int
             "requests": done, **where, "client_cpu_s": client_s}
 
 
-def run_wrk(url: str, unique: bool, products: int, concurrency: int, seconds: float) -> str:
+def run_wrk(url: str, bodies: list[str], unique: bool, concurrency: int, seconds: float) -> str:
     """One wrk invocation (REQUEST_TIMEs of its own when ``unique``); what it printed."""
-    script = WRK_SCRIPT % {"template": json.dumps(wrk_body_template(unique)), "heroes": CACHED_HEROES,
-                           "products": products, "unique": "true" if unique else "false", "run": next(_WRK_RUNS)}
+    script = WRK_SCRIPT % {"bodies": ",".join(f"[==[{body}]==]" for body in bodies),
+                           "unique": "true" if unique else "false", "run": next(_WRK_RUNS), "mark": REQUEST_TIME_MARK}
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
         lua.flush()
         command = [WRK, "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", lua.name, url]
         return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def wrk_rows(server: TritonServer, model: str, calls: list[str], ids: list[str], histories: list[History],
+             args: argparse.Namespace, concurrencies: list[int] | None = None) -> list[tuple[str, str, dict]]:
+    """Each of ``calls`` from wrk at each concurrency (``args.concurrency`` by default); none without wrk."""
+    rows = []
+    for concurrency in concurrencies or args.concurrency:
+        for call in calls:
+            measured = wrk_load(server, model, *wrk_bodies(call, ids, histories), concurrency, args.seconds)
+            rows += [(f"triton {call}", str(concurrency), measured)] if measured else []
+    return rows
 
 
 class LoadMeter:
@@ -498,14 +517,15 @@ def main() -> None:
                 for concurrency in args.concurrency:
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, calls[name], concurrency,
                                                                            args.seconds, serving, server)))
+            if "recommend" in args.touchpoints:  # again from a load generator light enough to saturate Triton
+                rows += wrk_rows(server, serving.model_name, [WRK_RECOMMEND], ids, histories, args)
             for concurrency in args.concurrency:  # the compared requests back to back: same load around them
                 for name, call in compared.items():
                     rows.append((f"triton {name}", str(concurrency), load(server.grpc_url, call, concurrency,
                                                                            args.seconds, serving, server)))
-                if "cached" in args.touchpoints:  # again from a load generator light enough to saturate Triton
-                    for name, unique in ((WRK_CACHED, False), (WRK_UNCACHED, True)):
-                        measured = wrk_load(server, unique, args.products, concurrency, args.seconds)
-                        rows += [(f"triton {name}", str(concurrency), measured)] if measured else []
+                if "cached" in args.touchpoints:  # again from wrk
+                    rows += wrk_rows(server, serving.similar_model_name, [WRK_CACHED, WRK_UNCACHED], ids, histories,
+                                     args, [concurrency])
             if args.add_products:
                 setup["catalogue_add"] = catalogue_add(repository, serving, server, args.add_products)
                 rows.append(("triton recommend after catalogue add", "1",
@@ -597,7 +617,8 @@ def summary_line(rows: list[tuple[str, str, dict]]) -> str:
     """The issue's one-line verdict: recommend at its best concurrency against the fastest batched
     in-process brute force of the run (numpy, the contract or FAISS), p99/p50 at concurrency 16, and the
     cached over the uncached throughput (each 'n/a' when not measured)."""
-    recommend = {concurrency: r for system, concurrency, r in rows if system == "triton recommend"}
+    recommend = ({concurrency: r for system, concurrency, r in rows if system == f"triton {WRK_RECOMMEND}"}
+                 or {concurrency: r for system, concurrency, r in rows if system == "triton recommend"})  # wrk's first
     fastest_rps = max((r["rps"] for system, _, r in rows if system.startswith("in-process") and "(batch" in system),
                       default=None)
     ratio = "n/a"
