@@ -19,7 +19,13 @@ from fashionrec.contract.context import CONTEXT_FILE, ContextTables
 from fashionrec.embeddings_file import ExportedEmbeddings, read_exported
 from fashionrec.evaluation import gate, metrics
 from fashionrec.evaluation.bootstrap import paired_difference
-from fashionrec.evaluation.holdout_ranking import HoldoutSystems, PooledSystem, RankedHoldout, rank_and_read
+from fashionrec.evaluation.holdout_ranking import (
+    HoldoutSystems,
+    PooledSystem,
+    RankedHoldout,
+    moved_by,
+    rank_and_read,
+)
 from fashionrec.evaluation.report import ReportInputs, render_report
 from fashionrec.evaluation.slices import holdout_slices
 from fashionrec.evaluation.systems import (
@@ -123,10 +129,7 @@ def context_tables(embeddings_dir: str) -> ContextTables | None:
 def in_context(embeddings_dir: str, examples: EvalExamples) -> Callable[[np.ndarray], np.ndarray] | None:
     """For a context model (``context.json`` beside its embeddings): its customer vectors moved by each
     holdout customer's first holdout event's context, as Triton would serve that request."""
-    tables = context_tables(embeddings_dir)
-    if tables is None or not examples.context:
-        return None
-    return lambda vectors: tables.adjust(vectors, examples.context)
+    return moved_by(context_tables(embeddings_dir), examples.context)
 
 
 def _version(published: ServedVersion | None) -> int | None:

@@ -10,6 +10,7 @@ ordered, and a Beam combiner can pick it without holding the customers in one pl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -41,10 +42,7 @@ def held_out(examples: EvalExamples, config: EvaluateConfig, window: int) -> Eva
     targets = [np.setdiff1d(t, h) for t, h in zip(examples.target_idxs, examples.history_idx, strict=True)]
     keep = np.flatnonzero([len(t) > 0 and (len(h) > 0 or not config.customers_with_history_only)
                            for t, h in zip(targets, examples.history_idx, strict=True)])
-    kept = examples.rows(keep)
-    return EvalExamples(customer_ids=kept.customer_ids, history_idx=kept.history_idx,
-                        history_weight=kept.history_weight, history_age_days=kept.history_age_days,
-                        target_idxs=[targets[i] for i in keep], context=kept.context)
+    return dataclasses.replace(examples.rows(keep), target_idxs=[targets[i] for i in keep])
 
 
 def sample_customers(examples: EvalExamples, config: EvaluateConfig, window: int) -> EvalExamples:

@@ -68,8 +68,8 @@ class HoldoutSystems:
         """Each system with the history weights it ranks ``batch`` by."""
         systems = {}
         for name, pooled in self.pooled.items():
-            moved = None if pooled.context is None or not batch.context else _mover(pooled.context, batch.context)
-            systems[name] = (pooled.build(moved), pooled_weights(pooled.aggregation, batch))
+            systems[name] = (pooled.build(moved_by(pooled.context, batch.context)),
+                             pooled_weights(pooled.aggregation, batch))
         return {**systems, **{name: (system, batch.history_weight) for name, system in self.baselines.items()}}
 
 
@@ -78,7 +78,11 @@ def pooled_weights(aggregation: Aggregation, examples: EvalExamples) -> list[np.
     return [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days, strict=True)]
 
 
-def _mover(tables: ContextTables, context: dict[str, np.ndarray]) -> InContext:
+def moved_by(tables: ContextTables | None, context: dict[str, np.ndarray]) -> InContext | None:
+    """Customer vectors moved by ``tables`` at the customers' ``context`` (in order), as ``customer_vector``
+    serves a request with that context; None (nothing to move) without tables or without a context."""
+    if tables is None or not context:
+        return None
     return lambda vectors: tables.adjust(vectors, context)
 
 
@@ -186,13 +190,15 @@ def rank_and_read(eval_examples_dir: str, systems: HoldoutSystems, output_dir: s
     """Run :func:`rank_holdout` and read its rows back; they stay under ``output_dir/RANKED_CUSTOMERS_DIR`` as the
     evaluation's per-customer record. A local runner works in a temporary folder (gs:// inputs staged
     through it); any other runner reads and writes the given URIs itself, with the systems file beside
-    its output, removed afterwards."""
+    its output, removed afterwards (also when the job fails)."""
     ranked_uri = storage.join(output_dir, RANKED_CUSTOMERS_DIR)
     if config.beam_runner not in LOCAL_BEAM_RUNNERS:
         systems_uri = storage.join(output_dir, SYSTEMS_FILE)
         save_systems(systems, systems_uri)
-        rank_holdout(eval_examples_dir, systems_uri, systems.names, ranked_uri, config, window)
-        storage.remove(systems_uri)
+        try:
+            rank_holdout(eval_examples_dir, systems_uri, systems.names, ranked_uri, config, window)
+        finally:
+            storage.remove(systems_uri)
         with storage.local_copy(ranked_uri) as ranked:
             return read_ranked(ranked, systems.names)
     with storage.local_copy(eval_examples_dir) as local_examples, tempfile.TemporaryDirectory() as work:
