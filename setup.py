@@ -35,6 +35,7 @@ INSTALL_REQUIRES = [
     "jinja2==3.1.6",
     "redis==8.2.0",
     "hiredis==3.5.0",  # redis-py's C reply parser: a 5,000-event history decodes several times faster
+    "orjson==3.13.0",  # the live state's events as JSON: a 200-event history decodes in a third of json's time
     "prometheus-client==0.26.0",
 ]
 

@@ -328,7 +328,7 @@ def load(url: str, call: Callable[[FashionrecClient, int], object], concurrency:
 def json_body(tensors: list[tuple[str, np.ndarray, str]]) -> str:
     """Triton's JSON inference body for ``tensors`` (name, value, datatype), asking for the ranked outputs."""
     inputs = [{"name": name, "shape": list(value.shape), "datatype": datatype,
-               "data": [v.decode() if isinstance(v, bytes) else v.item() for v in value.reshape(-1)]}
+               "data": [v.decode() if isinstance(v, bytes) else v for v in value.reshape(-1).tolist()]}
               for name, value, datatype in tensors]
     return json.dumps({"inputs": inputs, "outputs": [{"name": n} for n in RANKED_OUTPUTS]}, separators=(",", ":"))
 

@@ -16,6 +16,12 @@ the clients, the service and Triton compete for the same cores: read the figures
 
     .venv/bin/python benchmarks/shop.py [--products 20000] [--history 200] [--concurrency 8] [--seconds 5]
                                         [--store sqlite|redis] [--set online.carousel_size=20 ...]
+                                        [--baseline-checkout DIR [--blocks 20]]
+
+``--baseline-checkout`` also starts the service from another source tree (``git worktree add DIR <commit>``)
+over the same Triton and data, and sends blocks of requests to the two in turn: on a shared machine whose
+speed drifts from run to run, only such a paired comparison resolves a change of a few tenths of a millisecond
+of the service's CPU.
 """
 
 from __future__ import annotations
@@ -93,7 +99,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_shop(paths: dict[str, str], folder: Path, triton_url: str, settings: list[str]) -> tuple[subprocess.Popen, str]:
+def start_shop(paths: dict[str, str], folder: Path, triton_url: str, settings: list[str],
+               checkout: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """The service on a free port, from this environment's fashionrec or, given ``checkout``, from that source tree
+    (first on PYTHONPATH: the same interpreter and dependencies, another version of the code)."""
+    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     arguments = [sys.executable, "-m", "fashionrec.app.cli", "shop", "serve", "--catalogue", paths["catalogue"],
                  "--model-repository", paths["model_repository"], "--history", paths["events"],
@@ -102,7 +112,9 @@ def start_shop(paths: dict[str, str], folder: Path, triton_url: str, settings: l
                  "--set", f"online.event_log_dir={folder / 'log'}", "--set", f"online.journal_dir={folder / 'journal'}"]
     for setting in settings:
         arguments += ["--set", setting]
-    process = subprocess.Popen(arguments, stderr=open(folder / "shop.log", "wb"), stdout=subprocess.DEVNULL)
+    environment = dict(os.environ, PYTHONPATH=str(checkout)) if checkout else None
+    process = subprocess.Popen(arguments, stderr=open(folder / "shop.log", "wb"), stdout=subprocess.DEVNULL,
+                               env=environment, cwd=checkout)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + START_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -209,6 +221,64 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
     return rows_out
 
 
+PAIRED_BLOCK_REQUESTS = {"/v1/recommendations": 200, "/v1/homepage": 60}  # requests per block and service
+BOOTSTRAP_DRAWS = 2000
+
+
+async def paired(services: dict[str, tuple[subprocess.Popen, str]], customers: list[str], concurrency: int,
+                 blocks: int) -> list[str]:
+    """This checkout's service against another's, over the same Triton and data: blocks of requests sent to
+    each in turn (the order flipped every block), so both see the same moments of a noisy shared machine;
+    the service's CPU per request per block, paired by block, with a bootstrap 95 % interval of the
+    difference, and each side's latency percentiles."""
+    lines = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10.0)) as http:
+        for path, size in PAIRED_BLOCK_REQUESTS.items():
+            cpu: dict[str, list[float]] = {name: [] for name in services}
+            latencies: dict[str, list[float]] = {name: [] for name in services}
+            for block in range(blocks + 1):  # block 0 warms both up and is not counted
+                for name in (list(services) if block % 2 else list(services)[::-1]):
+                    process, url = services[name]
+                    before = process_cpu_seconds(process.pid)
+                    taken = await fixed_requests(http, f"{url}{path}", customers, size, concurrency)
+                    if block:
+                        cpu[name].append(1000 * (process_cpu_seconds(process.pid) - before) / size)
+                        latencies[name] += taken
+            lines.append(paired_line(path, cpu, latencies))
+    return lines
+
+
+async def fixed_requests(http: aiohttp.ClientSession, url: str, customers: list[str], count: int,
+                         concurrency: int) -> list[float]:
+    """Latencies (seconds) of ``count`` requests for successive customers, ``concurrency`` at a time."""
+    latencies: list[float] = []
+    sent = iter(range(count))
+
+    async def worker() -> None:
+        for i in sent:
+            started = time.perf_counter()
+            async with http.get(url, params={"customer_id": customers[i % len(customers)]}) as response:
+                response.raise_for_status()
+                await response.read()
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def paired_line(path: str, cpu: dict[str, list[float]], latencies: dict[str, list[float]]) -> str:
+    """One path's comparison: this checkout first, the other second."""
+    this, other = (np.array(values) for values in cpu.values())
+    difference = this - other
+    draws = np.random.default_rng(0).integers(0, len(difference), (BOOTSTRAP_DRAWS, len(difference)))
+    low, high = np.percentile(difference[draws].mean(axis=1), [2.5, 97.5])
+    (this_p50, this_p99), (other_p50, other_p99) = (np.percentile(np.array(v) * 1000, [50, 99])
+                                                    for v in latencies.values())
+    return (f"{path}: service CPU {this.mean():.2f} vs {other.mean():.2f} ms/req, difference {difference.mean():+.2f} "
+            f"[{low:+.2f}, {high:+.2f}]; p50 {this_p50:.1f} vs {other_p50:.1f} ms, p99 {this_p99:.1f} vs "
+            f"{other_p99:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=20_000)
@@ -218,6 +288,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--baseline-checkout", type=Path, default=None, metavar="DIR",
+                        help="also run the service from this source tree (e.g. `git worktree add DIR <commit>`) "
+                             "and compare the two, paired block by block")
+    parser.add_argument("--blocks", type=int, default=20, help="paired blocks per path (--baseline-checkout)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="fashionrec-shop-bench-"))
     settings = list(args.overrides)
@@ -233,15 +307,23 @@ def main() -> None:
         with TritonServer(paths["model_repository"], ServingConfig(), http_port=0, grpc_port=0,
                           metrics_port=0) as server:
             config = config.with_overrides({"online.triton_url": server.grpc_url})
-            process, url = start_shop(paths, folder, server.grpc_url, settings)
+            services = {"this": start_shop(paths, folder, server.grpc_url, settings)}
+            if args.baseline_checkout:
+                services["baseline"] = start_shop(paths, folder / "baseline", server.grpc_url, settings,
+                                                  args.baseline_checkout.resolve())
+            process, url = services["this"]
             try:
                 processes = {"shop": lambda: process_cpu_seconds(process.pid),
                              "triton": lambda: group_cpu_seconds(os.getpgid(server.pid)),
                              "client": lambda: sum(os.times()[:2])}
                 rows = asyncio.run(measure(paths, url, args, config, processes))
+                customers = sorted(pd.read_parquet(paths["events"])["customer_id"].unique())
+                comparison = (asyncio.run(paired(services, customers, args.concurrency, args.blocks))
+                              if args.baseline_checkout else [])
             finally:
-                process.terminate()
-                process.wait(timeout=30)
+                for started, _ in services.values():
+                    started.terminate()
+                    started.wait(timeout=30)
     finally:
         if redis_process is not None:
             redis_process.terminate()
@@ -253,6 +335,10 @@ def main() -> None:
     for entry in rows:
         print(f"{entry['path']:<28} " + " ".join(
             f"{entry[c]:>16.2f}" if isinstance(entry[c], float) else f"{entry[c]:>16}" for c in columns))
+    if comparison:
+        print(f"\nthis checkout vs {args.baseline_checkout}, {args.blocks} paired blocks per path, concurrency "
+              f"{args.concurrency}:")
+        print("\n".join(comparison))
     direct, shop = rows[0], rows[1]
     print(f"shop overhead p50 {shop['p50 ms'] - direct['p50 ms']:.2f} ms p99 {shop['p99 ms'] - direct['p99 ms']:.2f} ms")
 

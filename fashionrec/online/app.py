@@ -252,7 +252,8 @@ class Observed:
 
 class BodyLimit:
     """ASGI middleware: 413 for a body over ``max_bytes``, judged by its Content-Length before a byte is read;
-    a body without one (chunked) is read up to the limit first, then handed on whole or refused."""
+    a chunked body is read up to the limit first, then handed on whole or refused. A request with neither
+    header has no body (a page's GET) and passes straight through."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -261,7 +262,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if declared is None and b"transfer-encoding" not in headers:  # no body (RFC 9112, 6.3): nothing to read
+            await self.app(scope, receive, send)
+            return
         if declared is not None:
             if declared.isdigit() and int(declared) <= self.max_bytes:
                 await self.app(scope, receive, send)

@@ -11,7 +11,8 @@ import datetime as dt
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -23,9 +24,12 @@ ID_TOO_LONG = "id_too_long"  # the service's own reason, besides ingest's: an id
 EVENT_SOURCE = "event-api"  # the source ingest's checks name
 
 
-@dataclass(frozen=True)
-class ShopEvent:
-    """One accepted event, in the canonical events schema (``timestamp``: epoch seconds, UTC)."""
+class ShopEvent(NamedTuple):
+    """One accepted event, in the canonical events schema (``timestamp``: epoch seconds, UTC).
+
+    A named tuple, not a frozen dataclass: every page reads the customer's whole stored history (up to
+    ``online.max_history_events``), and a tuple is built several times faster than a frozen dataclass.
+    """
 
     customer_id: str
     product_id: str
@@ -34,7 +38,7 @@ class ShopEvent:
     weight: float
 
     def as_record(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> ShopEvent:

@@ -17,6 +17,8 @@ from fashionrec.config import ServingConfig
 from fashionrec.repository.manifest import read_manifest, serving_version
 from fashionrec.repository.served import served_version
 
+MAX_CACHED_ORDERS = 256  # trending orders within sets kept per view (categories and candidate sets, with room)
+
 
 @dataclass(frozen=True)
 class ServedView:
@@ -52,9 +54,29 @@ class ServedView:
     def trending_among(self, allowed: frozenset[str] | set[str] | None, excluded: set[str], count: int) -> list[str]:
         """The ``count`` most trending products in ``allowed`` (None: any) and not in ``excluded``."""
         chosen: list[str] = []
-        for pid in self.trending:
+        for pid in self.trending if allowed is None else self._trending_within(allowed):
             if len(chosen) == count:
                 break
-            if pid not in excluded and (allowed is None or pid in allowed):
+            if pid not in excluded:
                 chosen.append(pid)
         return chosen
+
+    @cached_property
+    def _orders(self) -> dict[frozenset[str], tuple[str, ...]]:
+        """The trending order within each set asked for (a category, a candidate set), once per view and set."""
+        return {}
+
+    def _trending_within(self, allowed: frozenset[str] | set[str]) -> tuple[str, ...]:
+        """The served products of ``allowed``, most trending first. A category carousel asks for its 500 most
+        trending products on every homepage: walking the whole trending list for them cost more CPU than the
+        rest of the page, so a frozen set's order is kept (at most ``MAX_CACHED_ORDERS`` sets; the catalogue
+        hands out new sets when it grows, so the oldest are dropped)."""
+        order = self._orders.get(allowed) if isinstance(allowed, frozenset) else None
+        if order is None:
+            rank = self.trend_rank
+            order = tuple(sorted((pid for pid in allowed if pid in rank), key=rank.__getitem__))
+            if isinstance(allowed, frozenset):
+                if len(self._orders) >= MAX_CACHED_ORDERS:
+                    del self._orders[next(iter(self._orders))]
+                self._orders[allowed] = order
+        return order

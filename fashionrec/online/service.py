@@ -20,6 +20,7 @@ followed (only the served version's).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -99,6 +100,7 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
     async def startup() -> None:
         if history is not None:
             await import_histories(shop.store, history, online.max_history_events)
+        settle_heap()
 
     return create_app(shop, Readiness(shop, online.readiness_cache_s), online, Lifecycle(startup, background, shutdown))
 
@@ -162,6 +164,15 @@ def write_catalogue(frame: pd.DataFrame, uri: str) -> None:
     temporary = storage.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
     storage.write_parquet(frame, temporary)
     storage.rename(temporary, uri)
+
+
+def settle_heap() -> None:
+    """Move everything the service holds so far (catalogue, cards, trending lists, the served view) out of the
+    cyclic garbage collector's sight (``gc.freeze``). Those objects live as long as the process; left in the
+    collector's oldest generation, each full collection walked them all while every request in flight waited:
+    pauses of 35-100 ms, measured on the shop benchmark (20k products), the bulk of its p99."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _logged(what: str, step: Awaitable[T]) -> T | None:

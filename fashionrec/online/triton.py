@@ -5,16 +5,24 @@ tensors are the ones every client sends (:mod:`fashionrec.serving.requests`). Fa
 because the page reacts differently: :class:`TritonRefused` (Triton answered INVALID_ARGUMENT: the request
 was wrong, a bug of ours or an id the served version does not know) and :class:`TritonUnavailable` (down,
 not loaded, failing or slower than ``online.triton_timeout_s``: the page falls back to the trending list).
+
+It speaks Triton's gRPC protocol (KServe v2's ``ModelInfer``) through the stub tritonclient ships, not through
+tritonclient's asyncio client: every page sends the customer's whole history, and the client's per-element
+BYTES serialisation and request building cost about 0.2 ms of the service's CPU per call (0.67 against
+0.46 ms a ``recommend`` of 200 events, measured here), CPU the service shares with Triton on a busy node.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import tritonclient.grpc.aio as aio
-from tritonclient.utils import InferenceServerException
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import deserialize_bytes_tensor
 
 from fashionrec.config import OnlineConfig, ServingConfig
 from fashionrec.repository.experiments import arm_ensemble
@@ -22,7 +30,8 @@ from fashionrec.serving import requests
 from fashionrec.serving.connection import GRPC_CHANNEL_ARGS
 from fashionrec.serving.requests import History, RequestContext
 
-REFUSED_STATUS = "StatusCode.INVALID_ARGUMENT"
+BYTES_LENGTH = struct.Struct("<I")  # a BYTES element goes as its length (4 bytes, little-endian), then its bytes
+WIRE_CACHE_ELEMENTS = 200_000  # ids whose wire form the client keeps (about 25 MB at most)
 
 
 def _model(ensemble: str, version: int | None) -> str:
@@ -55,7 +64,9 @@ class Touchpoints:
         self.url = online.triton_url
         self._timeout_s = online.triton_timeout_s
         self._serving = serving
-        self._channel: aio.InferenceServerClient | None = None  # made in the serving event loop, on first use
+        self._channel: grpc.aio.Channel | None = None  # made in the serving event loop, on first use
+        self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
+        self._wire = WireFormat()
 
     async def recommend(self, history: History, k: int, version: int | None = None, **options: object) -> Ranked:
         """``recommend`` (options as :func:`fashionrec.serving.requests.recommend_tensors` takes them); ``version``:
@@ -77,27 +88,72 @@ class Touchpoints:
         if self._channel is not None:
             await self._channel.close()
 
-    @property
-    def _client(self) -> aio.InferenceServerClient:
-        """The channel, bound to the running event loop (gRPC's asyncio channels cannot change loops)."""
-        if self._channel is None:
-            self._channel = aio.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
-        return self._channel
+    def _client(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
+        """The stub over the channel, bound to the running event loop (gRPC's asyncio channels cannot change
+        loops)."""
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.url, options=GRPC_CHANNEL_ARGS)
+            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        return self._stub
 
     async def ask(self, model: str, tensors: list[requests.Tensor]) -> Ranked:
         """One ranking touchpoint's answer to ``tensors`` (as :mod:`fashionrec.serving.requests` builds them)."""
         started = time.perf_counter()
         try:
-            result = await self._client.infer(
-                model, requests.infer_inputs(aio, tensors),
-                outputs=[aio.InferRequestedOutput(name) for name in requests.RANKED_OUTPUTS],
-                client_timeout=self._timeout_s)
-        except InferenceServerException as error:
-            if str(error.status()) == REFUSED_STATUS:
-                raise TritonRefused(f"{model}: {error.message()}") from error
-            raise TritonUnavailable(f"{model} at {self.url}: {error.message() or error.status()}") from error
-        ids = result.as_numpy("PRODUCT_IDS").reshape(-1)
-        scores = result.as_numpy("SCORES").reshape(-1)
-        version = result.get_response().model_version
-        return Ranked(tuple(pid.decode("utf-8") for pid in ids), tuple(float(s) for s in scores),
+            response = await self._client().ModelInfer(self._wire.request(model, tensors), timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise TritonRefused(f"{model}: {error.details()}") from error
+            raise TritonUnavailable(f"{model} at {self.url}: {error.details() or error.code()}") from error
+        outputs = {tensor.name: raw for tensor, raw in zip(response.outputs, response.raw_output_contents,
+                                                            strict=True)}
+        ids = deserialize_bytes_tensor(outputs["PRODUCT_IDS"])
+        scores = np.frombuffer(outputs["SCORES"], np.float32)
+        version = response.model_version
+        return Ranked(tuple(pid.decode("utf-8") for pid in ids), tuple(scores.tolist()),
                       int(version) if version else None, time.perf_counter() - started)
+
+
+class WireFormat:
+    """Tensors as Triton reads them raw: BYTES elements each after its 4-byte length, anything else its
+    little-endian values in row-major order.
+
+    A page sends the same ids again and again (the customer's history once per carousel, a category's
+    candidates on every homepage), so each BYTES element's wire form is kept, up to ``capacity`` elements
+    (then all are dropped and kept afresh: a bound on memory, not a cache that must be right about recency).
+    """
+
+    def __init__(self, capacity: int = WIRE_CACHE_ELEMENTS) -> None:
+        self.capacity = capacity
+        self._known: dict[object, bytes] = {}
+
+    def request(self, model: str, tensors: Sequence[requests.Tensor]) -> service_pb2.ModelInferRequest:
+        """The ``ModelInfer`` request of ``tensors`` (contents in ``raw_input_contents``, in input order), asking
+        for the ranked outputs."""
+        request = service_pb2.ModelInferRequest(model_name=model)
+        for name, value, datatype in tensors:
+            tensor = request.inputs.add(name=name, datatype=datatype)
+            tensor.shape.extend(value.shape)
+            request.raw_input_contents.append(self.contents(value, datatype))
+        for name in requests.RANKED_OUTPUTS:
+            request.outputs.add(name=name)
+        return request
+
+    def contents(self, value: np.ndarray, datatype: str) -> bytes:
+        """One tensor's raw contents."""
+        if datatype != "BYTES":
+            return np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
+        parts = []
+        for item in value.reshape(-1).tolist():
+            wire = self._known.get(item)
+            if wire is None:
+                wire = self._learn(item)
+            parts.append(wire)
+        return b"".join(parts)
+
+    def _learn(self, item: object) -> bytes:
+        encoded = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        if len(self._known) >= self.capacity:
+            self._known.clear()
+        wire = self._known[item] = BYTES_LENGTH.pack(len(encoded)) + encoded
+        return wire

@@ -70,8 +70,11 @@ def infer_inputs(module: Any, tensors: Sequence[Tensor]) -> list[Any]:
 
 
 def text(values: Sequence[object]) -> np.ndarray:
-    """[1, n] UTF-8 BYTES, as Triton takes a list of ids."""
-    return np.array([str(v).encode("utf-8") for v in values], dtype=np.object_).reshape(1, -1)
+    """[1, n] BYTES, as Triton takes a list of ids: the ids themselves (each client's serialiser writes an element
+    as the UTF-8 of its text), so the request's ids are not encoded twice."""
+    array = np.empty(len(values), dtype=np.object_)
+    array[:] = values
+    return array.reshape(1, -1)
 
 
 def history_tensors(history: History) -> list[Tensor]:
