@@ -1,13 +1,15 @@
 """The service's Prometheus metrics, in a registry of its own (one per app, so tests can run several).
 
 What an operator alerts on: request counts by endpoint and status, latency histograms per endpoint,
-Triton errors by touchpoint and kind, pages served from the fallback, and events accepted or rejected
-(by ingest's reason code).
+Triton errors by touchpoint and kind, pages served from the fallback, events accepted or rejected (by
+ingest's reason code), and how many long-lived objects the garbage collector no longer walks.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import gc
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Seconds; dense below 50 ms, where a page built from a few Triton calls lands on a healthy server.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -28,6 +30,9 @@ class ShopMetrics:
                                  ["touchpoint"], registry=self.registry)
         self.events = Counter("fashionrec_shop_events_total", "Posted events, by outcome (accepted or the "
                               "rejection's reason code)", ["outcome"], registry=self.registry)
+        self.frozen = Gauge("fashionrec_shop_frozen_objects", "Objects moved out of the garbage collector's sight "
+                            "(gc.freeze) at start and after each new version or catalogue", registry=self.registry)
+        self.frozen.set_function(gc.get_freeze_count)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

@@ -15,7 +15,7 @@ def shop_exposition() -> str:
 
     metrics = ShopMetrics()
     for metric in vars(metrics).values():
-        if isinstance(metric, MetricWrapperBase):
+        if isinstance(metric, MetricWrapperBase) and metric._labelnames:  # one without labels is shown already
             child = metric.labels(*["x"] * len(metric._labelnames))
             if hasattr(child, "observe"):
                 child.observe(0.1)

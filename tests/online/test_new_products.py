@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -113,6 +114,12 @@ def test_a_catalogue_extended_equals_one_loaded_whole(shop_files):
     assert base.extended(frame.head(5)) is base  # nothing new: the same catalogue
 
 
+def _frozen_objects(url: str) -> float:
+    """The service's ``fashionrec_shop_frozen_objects`` gauge."""
+    metrics = httpx.get(f"{url}/metrics", timeout=30.0).text
+    return float(re.search(r"^fashionrec_shop_frozen_objects (\S+)$", metrics, re.MULTILINE).group(1))
+
+
 def test_added_products_reach_the_running_shop_and_its_log(tmp_path: Path, shop_files, tower_files,
                                                           tower_triton: TritonServer, start_shop) -> None:
     repository = tower_files.model_repository
@@ -120,6 +127,7 @@ def test_added_products_reach_the_running_shop_and_its_log(tmp_path: Path, shop_
     shop = start_shop(tower_triton.grpc_url, tmp_path, f"online.served_refresh_s={REFRESH_S}", files=tower_files)
     try:
         assert _get(shop.url, "/v1/products/NEW-0001").status_code == 404
+        frozen_at_start = _frozen_objects(shop.url)
         update = add_products(repository, new_products(category), ServingConfig(), server_url=tower_triton.grpc_url)
         assert (update.base_version, update.version, update.added) == (2, 3, ["NEW-0001", "NEW-0002"])
         added = time.monotonic()
@@ -128,6 +136,7 @@ def test_added_products_reach_the_running_shop_and_its_log(tmp_path: Path, shop_
             time.sleep(0.1)
         shown_after = time.monotonic() - added
         print(f"\nthe added product's page answered {shown_after:.2f} s after `catalogue add` returned")
+        assert _frozen_objects(shop.url) > frozen_at_start > 0  # the new version's view and catalogue, settled too
         assert page.status_code == 200, page.text
         assert page.json()["product"]["title"] == "Zephyrine linen dress"
         listed = _get(shop.url, f"/v1/categories/{category}", page_size=100).json()
