@@ -7,7 +7,9 @@
    full-catalogue ranking under the standard protocol (every product a customer interacted with in
    training excluded, for every system; the baselines given every event), every system on the same
    customers (those with a training history); the paired bootstrap interval of the model minus the best
-   baseline on recall@20, NDCG@10 and MRR; then the same under the old window protocol.
+   baseline on recall@20, NDCG@10 and MRR; the same rankings with only the test events of the first 7, 28
+   and 90 days after the split relevant (a diagnostic: the test period runs for months, a model serves for
+   about a week); then the same under the old window protocol.
    Also: how popular the recommended products are (mean popularity percentile of the top 10). The
    model's score adds the popularity prior (``fashionrec.model.popularity``); "recent_popularity" ranks by
    that prior alone.
@@ -53,9 +55,10 @@ import tensorflow as tf
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EvaluateConfig, ExportConfig, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
-from fashionrec.evaluation import bootstrap, protocols
+from fashionrec.evaluation import bootstrap, metrics, protocols
 from fashionrec.evaluation.evaluate import Evaluation, evaluate
 from fashionrec.evaluation.holdout import sample_customers
+from fashionrec.evaluation.holdout_ranking import read_ranked
 from fashionrec.evaluation.systems import BASELINES, baseline_systems, embedding_system
 from fashionrec.evaluation.tuning import TunedBaselines, ranking_metrics, tune_baselines
 from fashionrec.model.popularity import prior_from_events
@@ -64,7 +67,7 @@ from fashionrec.embeddings_file import read_embeddings, read_popularity_prior
 from fashionrec.stages.export import export_embeddings
 from fashionrec.model.features import EvalExamples, load_eval_examples
 from fashionrec.stages.ingest import ingest
-from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
+from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, INGEST_SUMMARY_FILE, RANKED_CUSTOMERS_DIR, TRAIN_EVENTS_FILE
 from fashionrec.contract import ops
 from fashionrec.stages.train import TrainSummary, load_item_tower, train
 from fashionrec.stages.transform import load_product_vocabulary, transform
@@ -81,6 +84,11 @@ ABLATIONS = {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"tr
              "no popularity prior": {"export.popularity_prior_weight": 0.0}}
 NCF_NEGATIVES, NCF_K, COLD_FRACTION, COLD_K, COLD_DRAWS = 99, 10, 0.1, 20, 3
 EVENT_BUCKETS = (0, 1, 5, 20, 100, 500)
+# A diagnostic of the test period, nothing chosen on it: only the test events within this many days of the
+# split count as relevant (a shop retrained weekly serves each model for the first of them; ML-1M's test
+# period runs 26 months).
+HORIZONS_DAYS = (7, 28, 90)
+HORIZON_K = 20  # ranks scored: recall@20, NDCG@10, MRR (within the top 20)
 PUBLISHED_NCF = {"NeuMF (He et al. 2017)": (0.726, 0.445)}
 
 
@@ -211,6 +219,10 @@ def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines:
         print_table("model minus the best baseline on each metric: paired bootstrap over customers",
                     ("best baseline", "model - baseline", "95 % interval low", "95 % interval high"),
                     model_minus_best_baseline(result, config))
+        print_table("by horizon (a diagnostic, nothing chosen on it): the same rankings, with only each customer's "
+                    "test events within the first days after the split relevant; model minus the best baseline "
+                    "at that horizon, paired bootstrap", HORIZON_COLUMNS,
+                    by_horizon(trained, folder / "eval", tuple(result.per_customer), config))
         window = evaluate(trained.ingested, trained.transformed, trained.export, str(folder / "eval-window"),
                           dataclasses.replace(config.evaluate, exclude="window"))
         print_table(f"time split, window protocol (before 2026-12): only the last {config.transform.history_length} "
@@ -232,6 +244,45 @@ def model_minus_best_baseline(result: Evaluation, config: PipelineConfig) -> dic
                                                config.evaluate.seed)
         rows[metric] = {"best baseline": best, "model - baseline": interval.mean,
                         "95 % interval low": interval.low, "95 % interval high": interval.high}
+    return rows
+
+
+HORIZON_COLUMNS = ("customers", "best baseline", "baseline", "model", "model - baseline", "95 % interval low",
+                   "95 % interval high")
+
+
+def by_horizon(trained: Trained, evaluation_dir: Path, systems: tuple[str, ...],
+               config: PipelineConfig) -> dict[str, dict[str, object]]:
+    """Per horizon of ``HORIZONS_DAYS`` and metric of ``PAIRED_METRICS``: the evaluation's own rankings
+    (``ranked_customers/``) scored against each customer's test products first interacted with within that
+    many days of the split (customers without one are left out), the best baseline there and the model's
+    paired difference; then the whole test period, scored the same way (it equals the table above)."""
+    ranked = read_ranked(str(evaluation_dir / RANKED_CUSTOMERS_DIR), systems)
+    ids, _, _ = read_embeddings(str(Path(trained.export) / EMBEDDINGS_FILE))
+    row_of = {product: row for row, product in enumerate(ids)}
+    split = pd.Timestamp(json.loads((Path(trained.ingested) / INGEST_SUMMARY_FILE).read_text())["split_time"])
+    holdout = pd.read_parquet(Path(trained.ingested) / HOLDOUT_EVENTS_FILE, columns=["customer_id", "product_id",
+                                                                                    "timestamp"])
+    first = holdout.groupby(["customer_id", "product_id"])["timestamp"].min()
+    days = {(str(customer), row_of[product]): (when - split).total_seconds() / 86_400
+            for (customer, product), when in first.items() if product in row_of}
+    rows: dict[str, dict[str, object]] = {}
+    for horizon in (*HORIZONS_DAYS, None):
+        targets = [np.array([t for t in wanted if horizon is None or days.get((customer, t), np.inf) < horizon],
+                            np.int64) for customer, wanted in zip(ranked.customer_ids, ranked.target_idxs, strict=True)]
+        keep = np.flatnonzero([len(t) > 0 for t in targets])
+        scored = {name: metrics.per_customer(ranked.top[name][keep, :HORIZON_K], [targets[i] for i in keep], (10, 20))
+                  for name in systems}
+        label = "whole test period" if horizon is None else f"first {horizon} days"
+        for metric in PAIRED_METRICS:
+            best = max((name for name in BASELINES if name in scored), key=lambda name: scored[name][metric].mean())
+            interval = bootstrap.paired_difference(scored["model"][metric], scored[best][metric],
+                                                   config.evaluate.confidence, config.evaluate.bootstrap_resamples,
+                                                   config.evaluate.seed)
+            rows[f"{label}, {metric}"] = {
+                "customers": len(keep), "best baseline": best, "baseline": scored[best][metric].mean(),
+                "model": scored["model"][metric].mean(), "model - baseline": interval.mean,
+                "95 % interval low": interval.low, "95 % interval high": interval.high}
     return rows
 
 
