@@ -235,16 +235,23 @@ def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines:
 
 def model_minus_best_baseline(result: Evaluation, config: PipelineConfig) -> dict[str, dict[str, object]]:
     """Per metric of ``PAIRED_METRICS``: the best baseline on it, and the model's paired difference."""
-    rows: dict[str, dict[str, object]] = {}
-    present = [name for name in BASELINES if name in result.per_customer]
+    return {metric: {"best baseline": best, "model - baseline": interval.mean, "95 % interval low": interval.low,
+                     "95 % interval high": interval.high}
+            for metric, (best, interval) in minus_best_baseline(result.per_customer, config).items()}
+
+
+def minus_best_baseline(per_customer: dict[str, dict[str, np.ndarray]],
+                        config: PipelineConfig) -> dict[str, tuple[str, bootstrap.Interval]]:
+    """Per metric of ``PAIRED_METRICS``: the baseline with the best mean on it (as the evaluation summarises:
+    NaN-skipping) and the paired bootstrap interval of the model minus that baseline."""
+    present = [name for name in BASELINES if name in per_customer]
+    best_of = {}
     for metric in PAIRED_METRICS:
-        best = max(present, key=lambda name: result.metrics[name][metric])
-        interval = bootstrap.paired_difference(result.per_customer["model"][metric], result.per_customer[best][metric],
-                                               config.evaluate.confidence, config.evaluate.bootstrap_resamples,
-                                               config.evaluate.seed)
-        rows[metric] = {"best baseline": best, "model - baseline": interval.mean,
-                        "95 % interval low": interval.low, "95 % interval high": interval.high}
-    return rows
+        best = max(present, key=lambda name: float(np.nanmean(per_customer[name][metric])))
+        best_of[metric] = best, bootstrap.paired_difference(
+            per_customer["model"][metric], per_customer[best][metric], config.evaluate.confidence,
+            config.evaluate.bootstrap_resamples, config.evaluate.seed)
+    return best_of
 
 
 HORIZON_COLUMNS = ("customers", "best baseline", "baseline", "model", "model - baseline", "95 % interval low",
@@ -274,11 +281,7 @@ def by_horizon(trained: Trained, evaluation_dir: Path, systems: tuple[str, ...],
         scored = {name: metrics.per_customer(ranked.top[name][keep, :HORIZON_K], [targets[i] for i in keep], (10, 20))
                   for name in systems}
         label = "whole test period" if horizon is None else f"first {horizon} days"
-        for metric in PAIRED_METRICS:
-            best = max((name for name in BASELINES if name in scored), key=lambda name: scored[name][metric].mean())
-            interval = bootstrap.paired_difference(scored["model"][metric], scored[best][metric],
-                                                   config.evaluate.confidence, config.evaluate.bootstrap_resamples,
-                                                   config.evaluate.seed)
+        for metric, (best, interval) in minus_best_baseline(scored, config).items():
             rows[f"{label}, {metric}"] = {
                 "customers": len(keep), "best baseline": best, "baseline": scored[best][metric].mean(),
                 "model": scored["model"][metric].mean(), "model - baseline": interval.mean,

@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fashionrec.config import EVENT_TYPES, EventWeights, PipelineConfig, ServingConfig
+from fashionrec.evaluation.bootstrap import paired_difference
 from fashionrec.online.triton import Touchpoints
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.serving.requests import History
@@ -223,6 +224,7 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
 
 PAIRED_BLOCK_REQUESTS = {"/v1/recommendations": 200, "/v1/homepage": 60}  # requests per block and service
 BOOTSTRAP_DRAWS = 2000
+PAIRED_CONFIDENCE = 0.95
 
 
 async def paired(services: dict[str, tuple[subprocess.Popen, str]], customers: list[str], concurrency: int,
@@ -269,14 +271,12 @@ async def fixed_requests(http: aiohttp.ClientSession, url: str, customers: list[
 def paired_line(path: str, cpu: dict[str, list[float]], latencies: dict[str, list[float]]) -> str:
     """One path's comparison: this checkout first, the other second."""
     this, other = (np.array(values) for values in cpu.values())
-    difference = this - other
-    draws = np.random.default_rng(0).integers(0, len(difference), (BOOTSTRAP_DRAWS, len(difference)))
-    low, high = np.percentile(difference[draws].mean(axis=1), [2.5, 97.5])
+    difference = paired_difference(this, other, PAIRED_CONFIDENCE, BOOTSTRAP_DRAWS)
     (this_p50, this_p99), (other_p50, other_p99) = (np.percentile(np.array(v) * 1000, [50, 99])
                                                     for v in latencies.values())
-    return (f"{path}: service CPU {this.mean():.2f} vs {other.mean():.2f} ms/req, difference {difference.mean():+.2f} "
-            f"[{low:+.2f}, {high:+.2f}]; p50 {this_p50:.1f} vs {other_p50:.1f} ms, p99 {this_p99:.1f} vs "
-            f"{other_p99:.1f} ms")
+    return (f"{path}: service CPU {this.mean():.2f} vs {other.mean():.2f} ms/req, difference {difference.mean:+.2f} "
+            f"[{difference.low:+.2f}, {difference.high:+.2f}]; p50 {this_p50:.1f} vs {other_p50:.1f} ms, p99 "
+            f"{this_p99:.1f} vs {other_p99:.1f} ms")
 
 
 def main() -> None:

@@ -40,11 +40,6 @@ class ShopEvent(NamedTuple):
     def as_record(self) -> dict[str, object]:
         return self._asdict()
 
-    @classmethod
-    def from_record(cls, record: Mapping[str, object]) -> ShopEvent:
-        return cls(str(record["customer_id"]), str(record["product_id"]), str(record["event_type"]),
-                   float(record["timestamp"]), float(record["weight"]))
-
 
 @dataclass(frozen=True)
 class Rejection:
