@@ -52,7 +52,7 @@ from fashionrec import artifacts
 from fashionrec.contract.context import FEATURES as CONTEXT_FEATURES
 from fashionrec.embeddings_file import read_exported
 from fashionrec.evaluation import metrics
-from fashionrec.evaluation.bootstrap import Interval, paired_difference
+from fashionrec.evaluation.bootstrap import Interval, paired_difference, paired_ratio_of_means
 from fashionrec.evaluation.evaluate import in_context
 from fashionrec.evaluation.holdout import sample_customers
 from fashionrec.evaluation.holdout_ranking import pooled_weights
@@ -64,6 +64,7 @@ from fashionrec.model.features import load_eval_examples
 from fashionrec.app.cli import build_config
 from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, publish_variant, report_of, resalted
 from fashionrec.app.runner import LocalRun, run_local
+from fashionrec.app.simulate import GroundTruth
 from fashionrec.app.training_data import training_data
 from fashionrec.config import PipelineConfig
 from fashionrec.evaluation.experiment_report import ExperimentReport, read_experiment_log
@@ -81,6 +82,7 @@ ONLINE = ("ctr", "conversion")
 BROKEN_SHARE = 0.6  # the broken split's real share of the first arm (declared: 0.5)
 MAX_SLOT = 10  # the examination curve's error is reported over slots 1..MAX_SLOT
 OFFLINE_K = 10  # the context study's offline metric: NDCG@OFFLINE_K
+FOR_YOU = "for_you"  # the homepage carousel the model orders from the whole catalogue (the shop's touchpoint name)
 
 
 def main() -> None:
@@ -180,15 +182,20 @@ def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share
               f"{sum(s.explored for s in data.slots)} explored slots ({share:.0%} exploration, "
               f"{config.online.exploration_mode})")
         worst = _print_curve(data.slots, data.curve, config.simulation.examination_decay)
-        trained = {}
+        trained, runs = {}, {}
         for name, debiasing in (("biased", "off"), ("debiased", "ips")):
-            run = run_local(str(workdir / name), config.with_overrides({"train.position_debiasing": debiasing}),
-                            dataset="canonical", data_dir=data.folder)
-            trained[name] = publish_variant(run, inputs.model_repository, config.serving, f"{name}, from the log")
+            runs[name] = run_local(str(workdir / name), config.with_overrides({"train.position_debiasing": debiasing}),
+                                   dataset="canonical", data_dir=data.folder)
+            trained[name] = publish_variant(runs[name], inputs.model_repository, config.serving,
+                                            f"{name}, from the log")
             print(f"{name} (train.position_debiasing={debiasing}) -> v{trained[name]}: " + ", ".join(
-                f"{k} {v:.4f}" for k, v in _offline(run).items()), flush=True)
+                f"{k} {v:.4f}" for k, v in _offline(runs[name]).items()), flush=True)
+        _print_true_clicks(runs, GroundTruth.generate(config.shop), config)
         ab = lab.run(_experiment("biased-vs-debiased", trained), config.simulation)
     _print_report(ab.report)
+    if FOR_YOU in ab.report.by_touchpoint:  # where the model alone orders what is shown
+        print(f"\nA/B debiased vs biased on {FOR_YOU}: CTR lift "
+              f"{_lift(ab.report.touchpoint_comparison('debiased', FOR_YOU).lift)}")
     print(f"\nexamination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
     print(f"A/B debiased vs biased: CTR lift {_lift(ab.report.comparison('debiased', 'ctr').lift)}")
 
@@ -241,6 +248,31 @@ def _offline_context(runs: dict[str, LocalRun], config: PipelineConfig) -> Inter
         print(f"{found.name:>20} {len(rows):>9} {ndcg['no-context'][rows].mean():>10.4f} {ndcg['context'][rows].mean():>8.4f} "
               f"{difference.mean:>+9.4f} [{difference.low:+.4f}, {difference.high:+.4f}]")
     return paired_difference(ndcg["context"], ndcg["no-context"])
+
+
+def _print_true_clicks(runs: dict[str, LocalRun], truth: GroundTruth, config: PipelineConfig) -> Interval:
+    """What an A/B of the two models estimates, known exactly from the simulator's truth: for every holdout
+    customer of the log, the clicks its look along each model's top ``OFFLINE_K`` (its history excluded, as
+    the service excludes what was seen) expects (:meth:`GroundTruth.expected_clicks`); the debiased
+    model's lift with a paired bootstrap interval over customers."""
+    transformed = str(runs["debiased"].artifact("transform-data", "transformed"))
+    expected, examples = {}, None
+    for name, run in runs.items():
+        folder = run.artifact("export-embeddings", "embeddings")
+        exported = read_exported(str(folder / artifacts.EMBEDDINGS_FILE))
+        aggregation = Aggregation.read(str(folder / AGGREGATION_FILE))
+        examples = examples or sample_customers(load_eval_examples(transformed), config.evaluate, aggregation.window)
+        system = embedding_system(exported.embeddings, exported.prior, config.serving.table_dtype)
+        ranked = system.rank(examples.history_idx, pooled_weights(aggregation, examples), OFFLINE_K)
+        expected[name] = np.array([truth.expected_clicks(customer, exported.product_ids[top[top >= 0]],
+                                                         config.simulation)
+                                   for customer, top in zip(examples.customer_ids, ranked, strict=True)])
+    lift = paired_ratio_of_means(expected["debiased"], expected["biased"])
+    print(f"true expected clicks on the top {OFFLINE_K} ({len(examples.customer_ids)} holdout customers of the log, "
+          f"the simulator's truth): biased {expected['biased'].mean():.4f}, "
+          f"debiased {expected['debiased'].mean():.4f}; lift {lift.mean - 1:+.2%} "
+          f"[{lift.low - 1:+.2%}, {lift.high - 1:+.2%}]", flush=True)
+    return lift
 
 
 def _print_curve(slots: list[SlotEstimate], curve: dict[int, float], decay: float) -> float:
@@ -311,6 +343,10 @@ def _print_report(report: ExperimentReport) -> None:
         d, lift = comparison.difference, comparison.lift
         print(f"  {comparison.arm} - control, {comparison.metric:>20}: {d.mean:+.4g} [{d.low:+.4g}, {d.high:+.4g}], "
               f"lift {lift.mean:+.1%} [{lift.low:+.1%}, {lift.high:+.1%}]: {comparison.verdict}")
+    for touchpoint, compared in report.by_touchpoint.items():
+        for comparison in compared:
+            print(f"  {comparison.arm} - control, CTR on {touchpoint:>12}: {_number(comparison.control)} -> "
+                  f"{_number(comparison.value)}, lift {_lift(comparison.lift)}: {comparison.verdict}")
     print(f"  sample ratio p {report.sample_ratio.p_value:.3g}; verdict ({report.primary_metric}): {report.verdict}")
 
 

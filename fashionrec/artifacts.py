@@ -14,6 +14,7 @@ TRAIN_EVENTS_FILE = "events_train.parquet"
 HOLDOUT_EVENTS_FILE = "events_holdout.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 INGEST_SUMMARY_FILE = "summary.json"
+EXAMINATION_COLUMN = "examination"  # the events' optional P(the product was looked at where it was shown)
 
 # transform (Beam + tensorflow-transform) → the transformed folder
 RAW_CATALOGUE_DIR = "raw_catalogue"

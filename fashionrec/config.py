@@ -310,13 +310,20 @@ class TrainConfig(Section):
     # (fashionrec.contract.context); only the features the data carries are learned. () is context-free.
     context_features: tuple[str, ...] = one_of(CONTEXT_FEATURES, CONTEXT_FEATURES)
     # Position-bias correction: "ips" weighs each training target by 1 / its event's examination (ingest's
-    # optional column; unknown counts as 1), clipped at max_inverse_examination to bound the variance.
+    # optional column; unknown counts as 1), clipped at max_inverse_examination to bound the variance; the
+    # exported popularity prior counts each event the same way.
     position_debiasing: str = one_of("off", DEBIASINGS)
     max_inverse_examination: float = at_least(10.0, 1.0)
     batch_size: int = at_least(1024, 1)
     epochs: int = at_least(2, 1)  # tuned on ML-1M's validation period: 2 > 3 (recall@20 0.063 vs 0.053)
     learning_rate: float = at_least(0.003, 0.0)  # 0 freezes the weights (tests)
     seed: int = 11
+
+    @property
+    def inverse_examination_cap(self) -> float | None:
+        """The cap on an event's inverse examination where debiasing weighs by it (the towers' targets and the
+        exported popularity prior alike); None where events count as logged."""
+        return self.max_inverse_examination if self.position_debiasing == "ips" else None
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,7 @@ def catalogue_refresh_prior_command(ctx: click.Context, model_repository: str, e
     with _user_errors(url, model_repository):
         now = None if as_of is None else _utc(pd.Timestamp(as_of))
         refreshed = refresh_prior(model_repository, events, config.serving, config.export, url, protocol, now,
-                                  config.ingest)
+                                  config.ingest, config.train.inverse_examination_cap)
     click.echo(f"Popularity prior of version {refreshed.base_version} recomputed from {refreshed.events_used} events "
                f"({refreshed.events_dropped} dropped) as of {refreshed.as_of}: serving version {refreshed.version}"
                f"{_loaded_note(url)}.")

@@ -187,6 +187,18 @@ class GroundTruth:
     def customer_id(self, customer: int) -> str:
         return f"C{customer:06d}"  # datasets.synthetic's ids
 
+    def customer_index(self, customer_id: str) -> int:
+        """The inverse of :meth:`customer_id`."""
+        return int(customer_id.removeprefix("C"))
+
+    def expected_clicks(self, customer_id: str, product_ids: Sequence[str], simulation: SimulationConfig) -> float:
+        """The clicks a look along a carousel of ``product_ids`` (in page order) expects by the behaviour model
+        (:func:`click_chances`, without context and before any product was clicked): what an A/B test
+        estimates with noise, known here exactly. A product the truth does not know is never clicked."""
+        affinity = self.affinities(self.customer_index(customer_id))
+        rows = [self.product_row.get(pid) for pid in product_ids]
+        return float(click_chances([np.nan if row is None else affinity[row] for row in rows], simulation).sum())
+
     def affinities(self, customer: int) -> np.ndarray:
         """The customer's true affinity to every product (the shop's, then the launched ones)."""
         return self.product_latent @ self.shop.customer_tastes[customer]

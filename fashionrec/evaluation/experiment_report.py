@@ -22,6 +22,10 @@ Contract of :func:`experiment_report`:
   pass for independent observations. Arms are independent samples.
 - The log has no order ids, so an order is one visitor's purchases on one UTC calendar day.
 - A purchase of a product missing from ``prices`` adds no revenue (counted as a data error).
+- CTR is also reported per touchpoint (the impression records' ``touchpoint``: a homepage carousel, a
+  category or search list, a product page's similar items): the clicks attributed to that touchpoint's
+  impressions over its impressions, per visitor as above. A change of model shows most where the model
+  alone orders what is shown (*for you*), and is diluted in the overall CTR by carousels it barely moves.
 - Verdicts follow the publishing gate's rule (:func:`fashionrec.evaluation.gate._compare` with no
   allowed change): "better" when the interval of (arm − control) lies above 0, "worse" below 0, else
   "equal within noise"; "insufficient data" when the interval is undefined (an arm with fewer than
@@ -165,6 +169,7 @@ class ExperimentReport:
     sample_ratio: SampleRatio
     data_errors: DataErrors
     daily: tuple[DailyPoint, ...]
+    by_touchpoint: dict[str, tuple[Comparison, ...]]  # touchpoint -> each arm's CTR there against control
     verdicts: dict[str, str]  # non-control arm -> its primary verdict (INVALID on a sample ratio mismatch)
     verdict: str  # the only arm's verdict; with several arms "arm: verdict; ..."
 
@@ -177,6 +182,10 @@ class ExperimentReport:
 
     def comparison(self, arm: str, metric: str) -> Comparison:
         return next(c for c in self.comparisons if c.arm == arm and c.metric == metric)
+
+    def touchpoint_comparison(self, arm: str, touchpoint: str) -> Comparison:
+        """``arm``'s CTR on ``touchpoint``'s impressions against control's."""
+        return next(c for c in self.by_touchpoint[touchpoint] if c.arm == arm)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
@@ -290,8 +299,10 @@ def _attribute(events: pd.DataFrame, impressions: pd.DataFrame, window_s: float)
 
 
 def _slots(impressions: pd.DataFrame) -> pd.DataFrame:
-    """One row per (impression, product shown): request_id, customer_id, product_id, timestamp."""
-    slots = impressions[["request_id", "customer_id", "timestamp", "product_ids"]].explode("product_ids")
+    """One row per (impression, product shown): request_id, customer_id, product_id, timestamp, touchpoint
+    (a request's carousels never repeat a product, so the pair names one carousel)."""
+    impressions = _with_columns(impressions, ("touchpoint",))
+    slots = impressions[["request_id", "customer_id", "timestamp", "touchpoint", "product_ids"]].explode("product_ids")
     slots = slots.rename(columns={"product_ids": "product_id"}).dropna(subset=["product_id"])
     return slots.drop_duplicates(["request_id", "customer_id", "product_id"]).reset_index(drop=True)
 
@@ -320,7 +331,8 @@ def _by_window(events: pd.DataFrame, slots: pd.DataFrame, window_us: int) -> pd.
 
 
 def _per_visitor(shown: pd.DataFrame, events: pd.DataFrame, prices: Mapping[str, float]) -> pd.DataFrame:
-    """One row per visitor: arm, first_seen, the sums of :data:`METRICS` and first_purchase (µs or NaN)."""
+    """One row per visitor: arm, first_seen, the sums of :data:`METRICS`, first_purchase (µs or NaN) and, per
+    touchpoint t, ``impressions:t`` and ``clicks:t`` (:func:`_touchpoint_sums`)."""
     visitors = shown.groupby("customer_id").agg(arm=("arm", "first"), impressions=("request_id", "size"),
                                                 first_seen=("timestamp", "min"))
     visitors["visitors"] = 1
@@ -334,7 +346,24 @@ def _per_visitor(shown: pd.DataFrame, events: pd.DataFrame, prices: Mapping[str,
     visitors = visitors.join(sums)
     visitors[["revenue", "orders"]] = visitors[["revenue", "orders"]].fillna(0)
     visitors["converted"] = (visitors["orders"] > 0).astype(np.int64)
-    return visitors
+    return visitors.join(_touchpoint_sums(shown, attributed))
+
+
+def _touchpoint_sums(shown: pd.DataFrame, attributed: pd.DataFrame) -> pd.DataFrame:
+    """Per visitor and touchpoint t: ``impressions:t`` and ``clicks:t``, the clicks attributed to a product
+    shown by one of the visitor's impressions of t (events carry ``attributed_to``, a request id)."""
+    slots = _slots(shown).drop_duplicates(["request_id", "product_id"])
+    touchpoint = slots.set_index(["request_id", "product_id"])["touchpoint"]
+    clicks = attributed[attributed["event_type"] == CLICK]
+    keys = pd.MultiIndex.from_arrays([clicks["attributed_to"].to_numpy(), clicks["product_id"].to_numpy()])
+    clicked_on = clicks.assign(touchpoint=touchpoint.reindex(keys).to_numpy())
+    columns = {}
+    for name in sorted(shown["touchpoint"].dropna().unique()):
+        columns[f"impressions:{name}"] = shown[shown["touchpoint"] == name].groupby("customer_id").size()
+        columns[f"clicks:{name}"] = clicked_on[clicked_on["touchpoint"] == name].groupby("customer_id").size()
+    visitors = shown["customer_id"].unique()
+    return pd.DataFrame({column: counts.reindex(visitors, fill_value=0) for column, counts in columns.items()},
+                        index=pd.Index(visitors, name="customer_id"))
 
 
 def _purchases(events: pd.DataFrame, prices: Mapping[str, float]) -> pd.DataFrame:
@@ -420,14 +449,15 @@ def experiment_report(experiment: Experiment, events: pd.DataFrame, impressions:
     unpriced = int(_purchases(counted, prices)["price"].isna().sum())
     errors = DataErrors(len(several), tuple(several[:MAX_EXAMPLES]), unknown, unpriced)
     comparisons = _comparisons(experiment, visitors, config.confidence)
+    by_touchpoint = _touchpoint_comparisons(experiment, visitors, config.confidence)
     sample_ratio = _sample_ratio(experiment, visitors, config.srm_p_value)
     verdicts = {c.arm: INVALID if sample_ratio.detected else c.verdict
                 for c in comparisons if c.metric == primary_metric}
     return ExperimentReport(
         experiment.name, experiment.to_dict(), _period(shown), primary_metric, config.confidence,
         config.attribution_window_s, tuple(_arm_result(arm, visitors, shown, counted) for arm in experiment.arms),
-        comparisons, sample_ratio, errors, _daily(experiment, visitors, _last(shown, counted)), verdicts,
-        _overall(verdicts))
+        comparisons, sample_ratio, errors, _daily(experiment, visitors, _last(shown, counted)), by_touchpoint,
+        verdicts, _overall(verdicts))
 
 
 def _overall(verdicts: Mapping[str, str]) -> str:
@@ -472,10 +502,30 @@ def _comparisons(experiment: Experiment, visitors: pd.DataFrame, confidence: flo
     for arm in experiment.arms[1:]:
         mine = visitors[visitors["arm"] == arm.name]
         for metric, (x, y) in METRICS.items():
-            base, value = ratio_estimate(control[x], control[y]), ratio_estimate(mine[x], mine[y])
-            difference, lift = difference_intervals(base, value, confidence)
-            found.append(Comparison(arm.name, metric, base.value, value.value, difference, lift, verdict(difference)))
+            found.append(_compared(arm.name, metric, control[x], control[y], mine[x], mine[y], confidence))
     return tuple(found)
+
+
+def _touchpoint_comparisons(experiment: Experiment, visitors: pd.DataFrame,
+                            confidence: float) -> dict[str, tuple[Comparison, ...]]:
+    """Per touchpoint, each arm's CTR there against control's (visitors without an impression there add 0 to
+    both sums, so they change the ratio's variance, not its value)."""
+    control = visitors[visitors["arm"] == experiment.control.name]
+    arms = {arm.name: visitors[visitors["arm"] == arm.name] for arm in experiment.arms[1:]}
+    found = {}
+    for name in [column.removeprefix("impressions:") for column in visitors if column.startswith("impressions:")]:
+        x, y = f"clicks:{name}", f"impressions:{name}"
+        found[name] = tuple(_compared(arm, "ctr", control[x], control[y], mine[x], mine[y], confidence)
+                            for arm, mine in arms.items())
+    return found
+
+
+def _compared(arm: str, metric: str, control_numerator: pd.Series, control_denominator: pd.Series,
+              numerator: pd.Series, denominator: pd.Series, confidence: float) -> Comparison:
+    """One metric of one arm against control from the two arms' per-visitor sums."""
+    base, value = ratio_estimate(control_numerator, control_denominator), ratio_estimate(numerator, denominator)
+    difference, lift = difference_intervals(base, value, confidence)
+    return Comparison(arm, metric, base.value, value.value, difference, lift, verdict(difference))
 
 
 def _sample_ratio(experiment: Experiment, visitors: pd.DataFrame, p_value: float) -> SampleRatio:
@@ -714,6 +764,18 @@ a model: a health signal, not a metric.</p>
 <td>{{ c.difference | change(c.metric) }}</td><td>{{ c.lift | change(c.metric, true) }}</td>
 <td class="verdict v-{{ c.verdict.split(' ')[0] }}">{{ c.verdict }}</td></tr>{% endfor %}
 </table>
+
+{% if r.by_touchpoint %}<h2>CTR by touchpoint</h2>
+<table><tr><th class="name">touchpoint</th><th class="name">arm</th><th>{{ r.arms[0].name }}</th><th>arm</th>
+<th>difference [interval]</th><th>lift [interval]</th><th class="name">verdict</th></tr>
+{% for touchpoint, compared in r.by_touchpoint.items() %}{% for c in compared %}<tr>
+<td class="name">{{ touchpoint }}</td><td class="name">{{ c.arm }}</td>
+<td>{{ c.control | value(c.metric) }}</td><td>{{ c.value | value(c.metric) }}</td>
+<td>{{ c.difference | change(c.metric) }}</td><td>{{ c.lift | change(c.metric, true) }}</td>
+<td class="verdict v-{{ c.verdict.split(' ')[0] }}">{{ c.verdict }}</td></tr>{% endfor %}{% endfor %}
+</table>
+<p class="small muted">Clicks attributed to a touchpoint's impressions over its impressions: a model change shows most
+where the model alone orders what is shown.</p>{% endif %}
 
 {% for title, image in figures.items() %}<h2>{{ title }}</h2>
 <img alt="{{ title }}" src="data:image/png;base64,{{ image }}"/>{% endfor %}

@@ -216,9 +216,10 @@ class TwoTowerModel(tfrs.Model):
 
     def _target_weights(self, features: dict[str, tf.Tensor]) -> tf.Tensor | None:
         """Each example's loss weight: with ``ips`` debiasing, 1 / the examination of its target event."""
-        if self._config.position_debiasing != "ips" or "target_examination" not in features:
+        cap = self._config.inverse_examination_cap
+        if cap is None or "target_examination" not in features:
             return None
-        return inverse_examination(features["target_examination"], self._config.max_inverse_examination)
+        return inverse_examination(features["target_examination"], cap)
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """tensorflow-recommenders' step, with dense gradients for the content vocabularies' tables; the

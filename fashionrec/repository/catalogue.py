@@ -193,11 +193,13 @@ def sets_with_new_products(sets: Mapping[str, Sequence[str]], added: Sequence[st
 @locked
 def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: ServingConfig, export: ExportConfig,
                   server_url: str | None = None, protocol: str = "grpc", now: pd.Timestamp | None = None,
-                  ingest_config: IngestConfig = IngestConfig()) -> PriorRefresh:
+                  ingest_config: IngestConfig = IngestConfig(),
+                  max_inverse_examination: float | None = None) -> PriorRefresh:
     """Recompute the served version's popularity prior from recent ``events`` (ingest's event columns,
     validated as ingest does; events of products outside the catalogue are dropped and counted) as of
-    ``now`` (default: the latest event), and serve it as the next version: same embeddings, pooling,
-    context tables, candidate sets, content tower and blessing. Why: the prior is what is in demand
+    ``now`` (default: the latest event; with ``max_inverse_examination``, each event counted by its inverse
+    examination, as a position-debiased export counts it), and serve it as the next version: same
+    embeddings, pooling, context tables, candidate sets, content tower and blessing. Why: the prior is what is in demand
     *now*; retraining weekly should not freeze it for a week. Raises ValueError (repository untouched)
     when nothing is published or no event is usable. Holds the repository's lock throughout, as
     :func:`add_products` does.
@@ -210,7 +212,7 @@ def refresh_prior(model_repository: str, events: str | pd.DataFrame, serving: Se
         reasons = quarantined["reason"].value_counts().to_dict() if len(quarantined) else {}
         raise ValueError(f"{source} holds no usable events for the served catalogue (quarantined: {reasons})")
     as_of = valid["timestamp"].max() if now is None else now
-    prior = prior_from_events(valid, np.asarray(base.product_ids), export, as_of)
+    prior = prior_from_events(valid, np.asarray(base.product_ids), export, as_of, max_inverse_examination)
     update = {"base_version": base.version, "popularity_prior": {
         "events": source, "events_used": len(valid), "events_dropped": len(quarantined), "as_of": str(as_of),
         "weight": export.popularity_prior_weight, "half_life_days": export.popularity_half_life_days}}

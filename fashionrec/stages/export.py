@@ -40,7 +40,8 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     """Write ``embeddings.parquet`` (``product_id``, ``embedding``, ``is_new``, ``popularity_prior``) in
     product-index order, ``aggregation.json``: how serving must pool a history (the model's pooling,
     these event weights), and ``candidate_sets.json``: one set per category, which publishing serves. The prior (:mod:`fashionrec.model.popularity`) comes from the training events only,
-    so the holdout evaluation of it is honest.
+    so the holdout evaluation of it is honest, each counted by its inverse examination where the model was
+    trained position-debiased.
 
     A new product has no trained id embedding (it was zero-initialised and never updated, or it is
     out of vocabulary), so its vector comes from its content alone.
@@ -57,7 +58,8 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     new = set(catalogue.loc[catalogue["is_new"], "product_id"])
     is_new = np.array([pid in new for pid in product_ids])
     train_events = storage.read_table(storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE))
-    prior = prior_from_events(train_events, product_ids, export_config)
+    prior = prior_from_events(train_events, product_ids, export_config,
+                              max_inverse_examination=configs.train.inverse_examination_cap)
     write_embeddings(storage.join(output_dir, artifacts.EMBEDDINGS_FILE), product_ids, embeddings, is_new, prior)
     storage.write_json(storage.join(output_dir, layout.CANDIDATE_SETS_FILE), category_candidate_sets(catalogue,
                                                                                                     product_ids))

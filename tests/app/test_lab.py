@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,7 +16,9 @@ from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, report_of,
 from fashionrec.app.training_data import training_data
 from fashionrec.app.runner import run_local
 from fashionrec.config import SimulationConfig, dataset_config
+from fashionrec.embeddings_file import read_exported
 from fashionrec.evaluation.experiment_report import read_experiment_log
+from fashionrec.model.popularity import prior_from_events
 from fashionrec.repository.experiments import Experiment
 from fashionrec.repository.manifest import read_manifest
 
@@ -70,6 +73,11 @@ def test_the_loop_finds_the_trained_model_better_then_retrains_on_the_log_and_te
         ingested = pd.read_parquet(retrained.artifact("ingest-data", "ingested") / artifacts.TRAIN_EVENTS_FILE)
         known = ingested["examination"].dropna()  # the seed history's events were shown nowhere: unknown
         assert len(known) > 0 and known.between(0, 1, inclusive="right").all()
+        exported = read_exported(str(retrained.artifact("export-embeddings", "embeddings") / artifacts.EMBEDDINGS_FILE))
+        cap = CONFIG.train.max_inverse_examination  # the prior counts the log's clicks as the towers weigh them
+        debiased = prior_from_events(ingested, exported.product_ids, CONFIG.export, max_inverse_examination=cap)
+        np.testing.assert_allclose(exported.prior, debiased, rtol=1e-6)
+        assert not np.allclose(exported.prior, prior_from_events(ingested, exported.product_ids, CONFIG.export))
         assert retrained.model_repository == Path(trained.model_repository)
         new = read_manifest(trained.model_repository)["latest_version"]
         assert new == 3

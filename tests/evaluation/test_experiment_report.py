@@ -20,7 +20,8 @@ from fashionrec import storage
 from fashionrec.config import EXPERIMENT_METRICS, ExperimentConfig
 from fashionrec.evaluation.experiment_report import (METRICS, EVENT_COLUMNS, IMPRESSION_COLUMNS, INVALID, attribute_events,
                                                      difference_intervals, experiment_report, ratio_estimate,
-                                                     read_experiment_log, write_experiment_report)
+                                                     read_experiment_log, render_experiment_report,
+                                                     write_experiment_report)
 from fashionrec.online.event_log import SCHEMAS, EventLog
 from fashionrec.repository.experiments import Arm, Experiment
 
@@ -163,6 +164,32 @@ def test_intervals_verdicts_and_sample_ratio_are_the_hand_computed_ones():
     assert (on_ctr.primary_metric, on_ctr.verdict) == ("ctr", "equal within noise")
     assert report.sample_ratio.visitors == {"control": 3, "treatment": 3}
     assert report.sample_ratio.p_value == pytest.approx(1.0) and not report.srm_detected
+
+
+def test_ctr_by_touchpoint_counts_each_click_where_its_product_was_shown():
+    carousels = [("h1", "c1", "AB", "control", "for_you"), ("h1", "c1", "CD", "control", "trending"),
+                 ("h2", "c2", "AB", "control", "for_you"), ("h3", "t1", "AB", "treatment", "for_you"),
+                 ("h3", "t1", "CD", "treatment", "trending"), ("h4", "t2", "AB", "treatment", "for_you")]
+    records = [{**record, "touchpoint": touchpoint} for (*row, touchpoint) in carousels
+               for record in _impression_records([(row[0], T0, row[1], row[2], row[3])])]
+    clicks = _events([("c1", "A", "click", T0 + 1, "h1"), ("c1", "C", "click", T0 + 2, "h1"),
+                      ("c2", "B", "click", T0 + 3),  # no request id: the window finds h2's for_you
+                      ("t1", "D", "click", T0 + 4, "h3"), ("t1", "B", "click", T0 + 5, "h3"),
+                      ("t2", "A", "click", T0 + 6, "h4"), ("t2", "B", "click", T0 + 7, "h4")])
+    report = experiment_report(HERO, clicks, _frame(records, IMPRESSION_COLUMNS), PRICES, CONFIG)
+    assert sorted(report.by_touchpoint) == ["for_you", "trending"]
+    # for_you: control clicks [1, 1] over [1, 1] = 1; treatment [1, 2] over [1, 1] = 1.5, variance 0.5 / 2.
+    for_you = report.touchpoint_comparison("treatment", "for_you")
+    assert (for_you.control, for_you.value) == pytest.approx((1.0, 1.5))
+    assert (for_you.difference.low, for_you.difference.high) == pytest.approx((0.5 - Z95 * 0.5, 0.5 + Z95 * 0.5))
+    assert (for_you.lift.mean, for_you.lift.high) == pytest.approx((0.5, 0.5 + Z95 * 0.5))
+    # trending: one impression and one click in each arm (c2, t2 saw none): 1 against 1, no spread.
+    trending = report.touchpoint_comparison("treatment", "trending")
+    assert (trending.control, trending.value, trending.difference.mean) == pytest.approx((1.0, 1.0, 0.0))
+    assert trending.verdict == "equal within noise"
+    assert report.arm("treatment").metrics["ctr"] == pytest.approx(4 / 3)  # overall: (2 + 2) / (2 + 1)
+    html = render_experiment_report(report)
+    assert "CTR by touchpoint" in html and ">for_you<" in html and ">trending<" in html
 
 
 def test_daily_points_are_cumulative_per_arm_and_utc_day():

@@ -48,3 +48,20 @@ def test_prior_from_events_uses_the_configured_half_life_and_weight() -> None:
 def test_half_life_must_be_positive() -> None:
     with pytest.raises(ValueError, match="half_life_days"):
         recent_popularity(events(("a", 1.0, 0.0)), np.array(["a"]), 0.0)
+
+
+def test_a_debiased_prior_counts_each_event_by_its_inverse_examination_capped() -> None:
+    log = events(("a", 1.0, 0.0), ("a", 1.0, 0.0), ("b", 1.0, 0.0), ("c", 2.0, 0.0)).assign(
+        examination=[0.5, np.nan, 0.05, 1.0])  # a: 1/0.5 + 1 (unknown: as logged); b: 1/0.05 = 20, capped at 10
+    export = ExportConfig(popularity_prior_weight=1.0, popularity_half_life_days=1.0)
+    debiased = prior_from_events(log, np.array(["a", "b", "c"]), export, max_inverse_examination=10.0)
+    np.testing.assert_allclose(debiased, np.log1p(np.array([3.0, 10.0, 2.0]) / 5.0), rtol=1e-6)  # mean 15 / 3
+    as_logged = prior_from_events(log, np.array(["a", "b", "c"]), export)
+    np.testing.assert_allclose(as_logged, np.log1p(np.array([2.0, 1.0, 2.0]) / (5.0 / 3.0)), rtol=1e-6)
+
+
+def test_events_without_an_examination_column_count_as_logged_when_debiased() -> None:
+    log = events(("a", 1.0, 0.0), ("b", 3.0, 0.0))
+    export = ExportConfig(popularity_prior_weight=1.0)
+    np.testing.assert_array_equal(prior_from_events(log, np.array(["a", "b"]), export, max_inverse_examination=10.0),
+                                  prior_from_events(log, np.array(["a", "b"]), export))

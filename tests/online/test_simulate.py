@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from fashionrec.app.simulate import (GroundTruth, Launcher, NewProductsUnsupported, ShopMismatch, SimulationSummary,
                                      bag_chance, check_catalogue, click_chances, draw_clicks, keenness,
-                                     purchase_chance, run_simulation, simulate, visitors)
+                                     purchase_chance, run_simulation, sigmoid, simulate, visitors)
 from fashionrec.app.simulate_commands import simulate_command
 from fashionrec.config import ServingConfig, ShopConfig, SimulationConfig
 from fashionrec.datasets.synthetic import LOUNGEWEAR, launched_product_id
@@ -61,6 +61,16 @@ def test_drawn_clicks_have_the_modelled_frequencies():
     for _ in range(trials):
         counts[draw_clicks(rng, affinity, simulation)] += 1
     assert counts / trials == pytest.approx(click_chances(affinity, simulation), abs=0.01)
+
+
+def test_expected_clicks_sum_the_click_chances_of_the_customers_true_affinities_in_page_order():
+    truth = GroundTruth.generate(SHOP_SIZE)
+    simulation = SimulationConfig(examination_decay=0.5, click_sharpness=2.0, click_threshold=1.0)
+    shown = truth.shop.catalogue["product_id"].iloc[[3, 0]].tolist() + ["P-UNKNOWN"]
+    affinity = truth.affinities(42).astype(np.float64)
+    by_hand = sigmoid(2.0 * (affinity[3] - 1.0)) + 0.5 * sigmoid(2.0 * (affinity[0] - 1.0))  # the third: never
+    assert truth.customer_index(truth.customer_id(42)) == 42
+    assert truth.expected_clicks(truth.customer_id(42), shown, simulation) == pytest.approx(by_hand, abs=1e-12)
 
 
 def test_visitors_are_seeded_distinct_customers_of_the_shop():

@@ -18,6 +18,7 @@ from fashionrec.embeddings_file import write_embeddings
 from fashionrec.repository.catalogue import (ADDITIONS_PREFIX, PRODUCT_COLUMNS, add_products, added_products, refresh_prior,
                                              sets_with_new_products)
 from fashionrec.repository.manifest import read_manifest
+from fashionrec.repository.served import served_version
 from fashionrec.repository.publish import publish_model_repository
 
 
@@ -109,6 +110,21 @@ def test_added_products_are_kept_and_read_back_on_gcs(tmp_path: Path, gcs_emulat
     assert list(added_products(repository, second.version)["product_id"]) == ["N1", "N2", "N3"]
     names = storage.list_dir(repository)
     assert sum(name.startswith(ADDITIONS_PREFIX) for name in names) == 2
+
+
+def test_a_debiased_prior_refresh_counts_each_event_by_its_inverse_examination(tmp_path: Path) -> None:
+    repository, serving = tmp_path / "repo", ServingConfig()
+    _publish_trained(tmp_path / "v1", repository, ["P1", "P2"])
+    events = pd.DataFrame({"customer_id": ["C1", "C2", "C3"], "product_id": ["P1", "P2", "P2"], "event_type": "click",
+                           "timestamp": "2026-12-01T10:00:00Z", "examination": ["0.25", "", ""]})
+    export = ExportConfig(popularity_prior_weight=1.0)
+    debiased = refresh_prior(str(repository), events, serving, export, max_inverse_examination=10.0).version
+    as_logged = refresh_prior(str(repository), events, serving, export).version
+    # P1's click was shown where a quarter of shoppers look: it counts 4 clicks; P2's two, position unknown, 2.
+    np.testing.assert_allclose(served_version(str(repository), serving, debiased).prior, np.log1p([4 / 3, 2 / 3]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(served_version(str(repository), serving, as_logged).prior, np.log1p([2 / 3, 4 / 3]),
+                               rtol=1e-6)
 
 
 def test_catalogue_updates_keep_the_served_versions_context_tables(tmp_path: Path) -> None:
