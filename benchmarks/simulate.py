@@ -40,6 +40,7 @@ hour and weekday).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import tempfile
@@ -59,7 +60,7 @@ from fashionrec.evaluation.holdout_ranking import pooled_weights
 from fashionrec.evaluation.slices import Slice, context_slices
 from fashionrec.evaluation.systems import embedding_system
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
-from fashionrec.model.features import load_eval_examples
+from fashionrec.model.features import EvalExamples, load_eval_examples
 
 from fashionrec.app.cli import build_config
 from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, publish_variant, report_of, resalted
@@ -105,7 +106,7 @@ def main() -> None:
         _exploration_study(inputs, config, workdir, arguments.exploration_share)
         return
     if arguments.study in ("bias", "bias-context"):
-        _bias_study(inputs, config, workdir, arguments.exploration_share)
+        _bias_study(inputs, config, workdir, arguments.exploration_share, run)
         if arguments.study == "bias-context":
             _context_study(config, workdir, arguments.context_strength)
         return
@@ -169,9 +170,11 @@ def _exploration_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path
     print(f"examination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
 
 
-def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share: float) -> None:
+def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share: float, shop_run: LocalRun) -> None:
     """Explore ``share`` of carousels for a period; estimate the curve from that log; train on the log twice,
-    as logged (biased) and weighted by the inverse examination (debiased); then A/B the two."""
+    as logged (biased) and weighted by the inverse examination (debiased); their true expected clicks on the
+    log's holdout customers and on ``shop_run``'s (the run that trained the served model: the shop's own
+    customers, whom the A/B draws); then A/B the two."""
     with ShopLab(inputs, config, workdir / "lab", echo=lambda line: print(line, flush=True)) as lab:
         collected = lab.run(Experiment.from_dict({"name": "collect", "salt": "collect", "arms": [  # an A/A: all explore
             {"name": arm, "version": 1, "share": 0.5, "exploration_share": share} for arm in ("a", "b")]}),
@@ -190,7 +193,9 @@ def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share
                                             f"{name}, from the log")
             print(f"{name} (train.position_debiasing={debiasing}) -> v{trained[name]}: " + ", ".join(
                 f"{k} {v:.4f}" for k, v in _offline(runs[name]).items()), flush=True)
-        _print_true_clicks(runs, GroundTruth.generate(config.shop), config)
+        truth = GroundTruth.generate(config.shop)
+        _print_true_clicks(runs, truth, config, runs["debiased"], "the log")
+        _print_true_clicks(runs, truth, config, shop_run, "the shop (the A/B's visitors, their own histories)")
         ab = lab.run(_experiment("biased-vs-debiased", trained), config.simulation)
     _print_report(ab.report)
     if FOR_YOU in ab.report.by_touchpoint:  # where the model alone orders what is shown
@@ -250,29 +255,46 @@ def _offline_context(runs: dict[str, LocalRun], config: PipelineConfig) -> Inter
     return paired_difference(ndcg["context"], ndcg["no-context"])
 
 
-def _print_true_clicks(runs: dict[str, LocalRun], truth: GroundTruth, config: PipelineConfig) -> Interval:
+def _print_true_clicks(runs: dict[str, LocalRun], truth: GroundTruth, config: PipelineConfig, customers: LocalRun,
+                       who: str) -> Interval:
     """What an A/B of the two models estimates, known exactly from the simulator's truth: for every holdout
-    customer of the log, the clicks its look along each model's top ``OFFLINE_K`` (its history excluded, as
-    the service excludes what was seen) expects (:meth:`GroundTruth.expected_clicks`); the debiased
-    model's lift with a paired bootstrap interval over customers."""
-    transformed = str(runs["debiased"].artifact("transform-data", "transformed"))
-    expected, examples = {}, None
+    customer of ``customers`` (its transform's holdout, histories mapped to each model's products by id), the
+    clicks its look along each model's top ``OFFLINE_K`` (its history excluded, as the service excludes what
+    was seen) expects (:meth:`GroundTruth.expected_clicks`); the debiased model's lift with a paired bootstrap
+    interval over customers."""
+    embeddings = customers.artifact("export-embeddings", "embeddings")
+    known = read_exported(str(embeddings / artifacts.EMBEDDINGS_FILE)).product_ids
+    examples = sample_customers(load_eval_examples(str(customers.artifact("transform-data", "transformed"))),
+                                config.evaluate, Aggregation.read(str(embeddings / AGGREGATION_FILE)).window)
+    expected = {}
     for name, run in runs.items():
         folder = run.artifact("export-embeddings", "embeddings")
         exported = read_exported(str(folder / artifacts.EMBEDDINGS_FILE))
-        aggregation = Aggregation.read(str(folder / AGGREGATION_FILE))
-        examples = examples or sample_customers(load_eval_examples(transformed), config.evaluate, aggregation.window)
+        mapped = _histories_in(examples, known, exported.product_ids)
         system = embedding_system(exported.embeddings, exported.prior, config.serving.table_dtype)
-        ranked = system.rank(examples.history_idx, pooled_weights(aggregation, examples), OFFLINE_K)
+        ranked = system.rank(mapped.history_idx, pooled_weights(Aggregation.read(str(folder / AGGREGATION_FILE)),
+                                                                 mapped), OFFLINE_K)
         expected[name] = np.array([truth.expected_clicks(customer, exported.product_ids[top[top >= 0]],
                                                          config.simulation)
                                    for customer, top in zip(examples.customer_ids, ranked, strict=True)])
     lift = paired_ratio_of_means(expected["debiased"], expected["biased"])
-    print(f"true expected clicks on the top {OFFLINE_K} ({len(examples.customer_ids)} holdout customers of the log, "
+    print(f"true expected clicks on the top {OFFLINE_K} ({len(examples.customer_ids)} holdout customers of {who}, "
           f"the simulator's truth): biased {expected['biased'].mean():.4f}, "
           f"debiased {expected['debiased'].mean():.4f}; lift {lift.mean - 1:+.2%} "
           f"[{lift.low - 1:+.2%}, {lift.high - 1:+.2%}]", flush=True)
     return lift
+
+
+def _histories_in(examples: EvalExamples, known: np.ndarray, product_ids: np.ndarray) -> EvalExamples:
+    """``examples`` with histories given as rows of ``known`` moved to rows of ``product_ids`` (events of
+    products the latter lacks dropped)."""
+    row = {pid: i for i, pid in enumerate(product_ids)}
+    moved = [np.array([row.get(pid, -1) for pid in known[history]], np.int64) for history in examples.history_idx]
+    kept = [indices >= 0 for indices in moved]
+    return dataclasses.replace(
+        examples, history_idx=[m[k] for m, k in zip(moved, kept, strict=True)],
+        history_weight=[w[k] for w, k in zip(examples.history_weight, kept, strict=True)],
+        history_age_days=[a[k] for a, k in zip(examples.history_age_days, kept, strict=True)])
 
 
 def _print_curve(slots: list[SlotEstimate], curve: dict[int, float], decay: float) -> float:
