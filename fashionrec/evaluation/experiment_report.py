@@ -357,13 +357,12 @@ def _touchpoint_sums(shown: pd.DataFrame, attributed: pd.DataFrame) -> pd.DataFr
     clicks = attributed[attributed["event_type"] == CLICK]
     keys = pd.MultiIndex.from_arrays([clicks["attributed_to"].to_numpy(), clicks["product_id"].to_numpy()])
     clicked_on = clicks.assign(touchpoint=touchpoint.reindex(keys).to_numpy())
-    columns = {}
-    for name in sorted(shown["touchpoint"].dropna().unique()):
-        columns[f"impressions:{name}"] = shown[shown["touchpoint"] == name].groupby("customer_id").size()
-        columns[f"clicks:{name}"] = clicked_on[clicked_on["touchpoint"] == name].groupby("customer_id").size()
-    visitors = shown["customer_id"].unique()
-    return pd.DataFrame({column: counts.reindex(visitors, fill_value=0) for column, counts in columns.items()},
-                        index=pd.Index(visitors, name="customer_id"))
+    visitors = pd.Index(shown["customer_id"].unique(), name="customer_id")
+    impressions = shown.groupby(["customer_id", "touchpoint"]).size().unstack(fill_value=0)
+    impressions = impressions.reindex(index=visitors, fill_value=0)
+    clicked = clicked_on.groupby(["customer_id", "touchpoint"]).size().unstack(fill_value=0)
+    clicked = clicked.reindex(index=visitors, columns=impressions.columns, fill_value=0)
+    return pd.concat([impressions.add_prefix("impressions:"), clicked.add_prefix("clicks:")], axis=1)
 
 
 def _purchases(events: pd.DataFrame, prices: Mapping[str, float]) -> pd.DataFrame:
