@@ -9,7 +9,9 @@ at --concurrency (asyncio) then measure, side by side in one run:
   service sends it (the service's own asynchronous client);
 * ``shop /v1/recommendations``: the same answer through the service (read the history from the store,
   ask Triton, build the JSON, log the impression);
-* ``shop /v1/homepage``: a whole homepage (for you, new in, trending, sale, favourite categories), for scale.
+* ``shop /v1/homepage``: a whole homepage (for you, new in, trending, sale, favourite categories), for scale;
+* ``shop POST /v1/events``: one click posted, as a storefront sends them (checked with ingest's rules, appended
+  to the event log and fsynced before the answer, remembered in the store).
 
 The overhead is the shop's latency minus the direct call's, at each percentile. On a shared 2-core box
 the clients, the service and Triton compete for the same cores: read the figures as relative.
@@ -184,6 +186,7 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
                   processes: dict[str, Callable[[], float]]) -> list[dict[str, object]]:
     events = pd.read_parquet(paths["events"])
     customers = sorted(events["customer_id"].unique())
+    products = sorted(events["product_id"].unique())
     histories = {}
     for customer, rows in events.groupby("customer_id"):
         seconds = (rows["timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
@@ -213,8 +216,11 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
         async def homepage(i: int) -> None:
             await get("/v1/homepage", {"customer_id": customer(i)})
 
+        async def click(i: int) -> None:
+            await post_click(http, "/v1/events", customer(i), products[int(time.perf_counter() * 1e6) % len(products)])
+
         for name, call in (("triton direct (recommend)", direct), ("shop /v1/recommendations", shop),
-                           ("shop /v1/homepage", homepage)):
+                           ("shop /v1/homepage", homepage), ("shop POST /v1/events", click)):
             await closed_loop(call, args.concurrency, 1.0)  # warm-up
             latencies, cpu = await measured(call, args.concurrency, args.seconds, processes)
             rows_out.append(row(name, latencies, args.seconds, cpu))
@@ -222,13 +228,25 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
     return rows_out
 
 
-PAIRED_BLOCK_REQUESTS = {"/v1/recommendations": 200, "/v1/homepage": 60}  # requests per block and service
+PAIRED_BLOCK_REQUESTS = {"/v1/recommendations": 200, "/v1/homepage": 60, "/v1/events": 200}  # per block and service
+CLICKER_PREFIX = "clicker-"  # the event API's rows post for these customers, never for the ones whose pages are timed
 BOOTSTRAP_DRAWS = 2000
 PAIRED_CONFIDENCE = 0.95
 
 
-async def paired(services: dict[str, tuple[subprocess.Popen, str]], customers: list[str], concurrency: int,
-                 blocks: int) -> list[str]:
+async def post_click(http: aiohttp.ClientSession, url: str, customer: str, product: str) -> None:
+    """Post one click (no timestamp: the service stamps it) and check that it was accepted. It is posted for
+    another customer than ``customer`` (``CLICKER_PREFIX``), so that the pages measured keep their histories."""
+    event = {"customer_id": f"{CLICKER_PREFIX}{customer}", "product_id": product, "event_type": "click"}
+    async with http.post(url, json={"events": [event]}) as response:
+        response.raise_for_status()
+        receipt = await response.json()
+    if receipt.get("accepted") != 1:
+        raise RuntimeError(f"the click was not accepted: {receipt}")
+
+
+async def paired(services: dict[str, tuple[subprocess.Popen, str]], customers: list[str], products: list[str],
+                 concurrency: int, blocks: int) -> list[str]:
     """This checkout's service against another's, over the same Triton and data: blocks of requests sent to
     each in turn (the order flipped every block), so both see the same moments of a noisy shared machine;
     the service's CPU per request per block, paired by block, with a bootstrap 95 % interval of the
@@ -242,7 +260,7 @@ async def paired(services: dict[str, tuple[subprocess.Popen, str]], customers: l
                 for name in (list(services) if block % 2 else list(services)[::-1]):
                     process, url = services[name]
                     before = process_cpu_seconds(process.pid)
-                    taken = await fixed_requests(http, f"{url}{path}", customers, size, concurrency)
+                    taken = await fixed_requests(http, f"{url}{path}", customers, products, size, concurrency)
                     if block:
                         cpu[name].append(1000 * (process_cpu_seconds(process.pid) - before) / size)
                         latencies[name] += taken
@@ -250,18 +268,23 @@ async def paired(services: dict[str, tuple[subprocess.Popen, str]], customers: l
     return lines
 
 
-async def fixed_requests(http: aiohttp.ClientSession, url: str, customers: list[str], count: int,
+async def fixed_requests(http: aiohttp.ClientSession, url: str, customers: list[str], products: list[str], count: int,
                          concurrency: int) -> list[float]:
-    """Latencies (seconds) of ``count`` requests for successive customers, ``concurrency`` at a time."""
+    """Latencies (seconds) of ``count`` requests for successive customers, ``concurrency`` at a time: pages, or
+    for the event API a click each on successive products."""
     latencies: list[float] = []
     sent = iter(range(count))
 
     async def worker() -> None:
         for i in sent:
             started = time.perf_counter()
-            async with http.get(url, params={"customer_id": customers[i % len(customers)]}) as response:
-                response.raise_for_status()
-                await response.read()
+            customer = customers[i % len(customers)]
+            if url.endswith("/v1/events"):
+                await post_click(http, url, customer, products[i % len(products)])
+            else:
+                async with http.get(url, params={"customer_id": customer}) as response:
+                    response.raise_for_status()
+                    await response.read()
             latencies.append(time.perf_counter() - started)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -317,8 +340,9 @@ def main() -> None:
                              "triton": lambda: group_cpu_seconds(os.getpgid(server.pid)),
                              "client": lambda: sum(os.times()[:2])}
                 rows = asyncio.run(measure(paths, url, args, config, processes))
-                customers = sorted(pd.read_parquet(paths["events"])["customer_id"].unique())
-                comparison = (asyncio.run(paired(services, customers, args.concurrency, args.blocks))
+                logged = pd.read_parquet(paths["events"])
+                customers, products = (sorted(logged[column].unique()) for column in ("customer_id", "product_id"))
+                comparison = (asyncio.run(paired(services, customers, products, args.concurrency, args.blocks))
                               if args.baseline_checkout else [])
             finally:
                 for started, _ in services.values():

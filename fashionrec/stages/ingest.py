@@ -25,7 +25,11 @@ Canonical input schema (CSV or Parquet):
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -44,6 +48,9 @@ UTC_OFFSET_RANGE_H = (-12.0, 14.0)  # the time zones in use
 OFFSET_STEP_MIN = 15  # every time zone's offset is a whole number of quarter-hours ...
 LOCAL_TIME_TOLERANCE_S = 300  # ... give or take this much: the client's clock, or a timestamp stamped on arrival
 TOLERANCE_H = LOCAL_TIME_TOLERANCE_S / 3600
+MAX_WEIGHT = float(np.finfo(np.float32).max)  # weights are kept as float32: a larger one would become infinite
+# The timestamp text :func:`plain_event` reads itself (datetime.fromisoformat); any other form goes to pandas.
+PLAIN_ISO_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 
 # Output file names inside the ingest artifact directory.
 REPLACEMENT_CHARACTER = "\ufffd"  # what undecodable bytes become when CSV text is read
@@ -134,7 +141,7 @@ def validate_events(
         ("bad_encoding", _badly_encoded(frame)),
         ("unknown_event_type", ~frame["event_type"].isin(EVENT_TYPES)),
         ("bad_timestamp", timestamp.isna()),
-        ("bad_weight", ~(weight > 0) | ~np.isfinite(weight.fillna(0))),
+        ("bad_weight", ~(weight > 0) | ~(weight <= MAX_WEIGHT)),  # NaN fails both; inf and beyond float32 the second
         ("unknown_product", ~frame["product_id"].isin(product_ids)),
         *_context_checks(frame, timestamp, config),
         *_examination_checks(frame),
@@ -228,6 +235,87 @@ def context_reasons(context: dict[str, object], now: pd.Timestamp, config: Inges
         elif not _plausible_local_time(text, now):
             reasons[name] = "bad_local_time"
     return reasons
+
+
+class PlainEvent(NamedTuple):
+    """An event :func:`plain_event` accepted, with the values :func:`validate_events` gives it (``weight``: its
+    float32; ``timestamp``: epoch seconds)."""
+
+    customer_id: str
+    product_id: str
+    event_type: str
+    weight: float
+    timestamp: float
+
+
+def plain_event(record: Mapping[str, object], product_ids: Container[str], config: IngestConfig,
+                plausible: tuple[dt.datetime, dt.datetime]) -> PlainEvent | None:
+    """Ingest's acceptance of one event of the plain shape, without a frame: microseconds, where a one-row
+    frame through :func:`validate_events` costs milliseconds (the event API takes a click at a time).
+
+    ``record``: the event's required fields, ``weight`` and context fields (absent or None: not given).
+    Plain: the ids and the event type are text, the weight absent or a number, the timestamp an int (epoch
+    seconds) or ISO 8601 text ``YYYY-MM-DDTHH:MM:SS[.ffffff][Z|±HH:MM]``, the context text; no text blank or
+    badly encoded. A plain event that passes every rule of :func:`validate_events` (``plausible``: the
+    timestamps' range, :func:`plausible_range`) comes back with that function's values. Anything else is
+    None, refused or merely not plain: the caller then runs :func:`validate_events`, which decides and names
+    the reason. So this never refuses what ingest accepts. Duplicates within a batch are the caller's to find.
+    """
+    if not _plain_values(record):
+        return None
+    customer_id, product_id, event_type = (record.get(name) for name in ("customer_id", "product_id", "event_type"))
+    if not (isinstance(customer_id, str) and isinstance(product_id, str) and event_type in EVENT_TYPES
+            and product_id in product_ids):
+        return None
+    weight = _plain_weight(record.get("weight"), getattr(config.event_weights, str(event_type)))
+    moment = _plain_timestamp(record.get("timestamp"))
+    if weight is None or moment is None or not plausible[0] <= moment <= plausible[1]:
+        return None
+    context = {name: record[name] for name in EVENT_CONTEXT if record.get(name) is not None}
+    if context and context_reasons(context, pd.Timestamp(moment), config):
+        return None
+    return PlainEvent(customer_id, product_id, str(event_type), weight, moment.timestamp())
+
+
+def plausible_range(config: IngestConfig) -> tuple[dt.datetime, dt.datetime]:
+    """The range :func:`parse_timestamps` keeps, now, as aware datetimes, within it to the microsecond."""
+    earliest = pd.Timestamp(config.earliest_timestamp, tz="UTC").ceil("us")
+    latest = (pd.Timestamp(config.latest_timestamp, tz="UTC") if config.latest_timestamp
+              else pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)).floor("us")
+    return earliest.to_pydatetime(), latest.to_pydatetime()
+
+
+def _plain_values(record: Mapping[str, object]) -> bool:
+    """Every value None, text (neither blank nor badly encoded) or, for the weight and timestamp, a number."""
+    for name, value in record.items():
+        if isinstance(value, str):
+            if not value.strip() or REPLACEMENT_CHARACTER in value:
+                return False
+        elif not (value is None or name in ("weight", "timestamp") and isinstance(value, (int, float))
+                  and not isinstance(value, bool)):
+            return False
+    return True
+
+
+def _plain_weight(given: object, default: float) -> float | None:
+    """The weight ingest gives (its float32): the event type's when absent; None unless in (0, ``MAX_WEIGHT``]."""
+    value = default if given is None else given
+    if not isinstance(value, (int, float)) or not 0 < value <= MAX_WEIGHT:  # NaN fails too
+        return None
+    return float(np.float32(value))
+
+
+def _plain_timestamp(given: object) -> dt.datetime | None:
+    """An int as epoch seconds, or text of the plain ISO 8601 form, as an aware UTC datetime; else None."""
+    try:
+        if isinstance(given, int):
+            return dt.datetime.fromtimestamp(given, tz=dt.timezone.utc)
+        if not isinstance(given, str) or not PLAIN_ISO_TIMESTAMP.fullmatch(given):
+            return None
+        moment = dt.datetime.fromisoformat(given.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):  # no such date or time, or beyond what datetime holds
+        return None
+    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
 
 
 def _plausible_local_time(text: str, now: pd.Timestamp) -> bool:

@@ -23,3 +23,32 @@ def test_a_given_timestamp_is_kept() -> None:
     events, _ = check_events([{"customer_id": "C1", "product_id": "P1", "event_type": "click",
                                "timestamp": "1790000000"}], {"P1"}, IngestConfig(), OnlineConfig(), now=NOW)
     assert events[0].timestamp == 1_790_000_000.0
+
+
+CLICK = {"customer_id": "C1", "product_id": "P1", "event_type": "click"}
+
+
+def test_a_plain_batch_is_judged_event_by_event_without_a_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual post (a click or two, well formed) never builds ingest's frame: that costs milliseconds."""
+    def no_frame(*_: object) -> None:
+        raise AssertionError("a plain batch went through validate_events")
+
+    monkeypatch.setattr("fashionrec.online.events.validate_events", no_frame)
+    events, rejections = check_events([CLICK, {**CLICK, "event_type": "add_to_bag", "device": "mobile"}], {"P1"},
+                                      IngestConfig(), OnlineConfig(), now=NOW)
+    assert rejections == []
+    assert [(e.event_type, e.weight) for e in events] == [("click", 1.0), ("add_to_bag", 3.0)]
+
+
+def test_a_batch_with_a_repeat_or_a_bad_event_gets_ingests_reasons_and_keeps_the_good_ones() -> None:
+    events, rejections = check_events([CLICK, CLICK, {**CLICK, "product_id": "P9"}, {**CLICK, "event_type": "purchase"}],
+                                      {"P1"}, IngestConfig(), OnlineConfig(), now=NOW)
+    assert [(r.index, r.reason) for r in rejections] == [(1, "duplicate_event"), (2, "unknown_product")]
+    assert [e.event_type for e in events] == ["click", "purchase"]
+
+
+def test_an_overlong_id_is_refused_even_in_a_plain_batch() -> None:
+    long_id = "C" * (OnlineConfig().max_id_length + 1)
+    events, rejections = check_events([{**CLICK, "customer_id": long_id}], {"P1"}, IngestConfig(), OnlineConfig(),
+                                      now=NOW)
+    assert events == [] and [(r.index, r.reason) for r in rejections] == [(0, "id_too_long")]

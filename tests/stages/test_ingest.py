@@ -181,3 +181,70 @@ def test_the_cheap_per_request_context_check_agrees_with_ingests_rules():
                 {name: expected[row]} if row in expected else {}), (name, value)
     both = ingest.context_reasons({"device": "fridge", "local_time": "yesterday"}, now, IngestConfig())
     assert both == {"device": "bad_device", "local_time": "bad_local_time"}
+
+
+PLAUSIBLE = ingest.plausible_range(IngestConfig(latest_timestamp="2027-01-01"))
+PLAIN_BASE = {"customer_id": "C1", "product_id": "P1", "event_type": "click", "timestamp": "2026-12-05T18:30:00Z"}
+# (changes to PLAIN_BASE, whether plain_event itself accepts the event); whatever it declines, validate_events decides
+PLAIN_CASES = [
+    ({}, True),
+    ({"timestamp": "2026-12-05T18:30:00.123456+00:00"}, True),
+    ({"timestamp": "2026-12-05T19:30:00.5+01:00"}, True),
+    ({"timestamp": "2026-12-05T18:30:00"}, True),  # naive: UTC, as ingest reads it
+    ({"timestamp": 1_796_463_237}, True),
+    ({"weight": 2}, True),
+    ({"weight": 0.3}, True),  # kept as its float32, as ingest keeps it
+    ({"event_type": "purchase"}, True),
+    ({"device": "mobile", "region": "north", "local_time": "2026-12-05T19:30:00"}, True),
+    ({"customer_id": " C1 "}, True),  # kept as given, as ingest keeps it
+    ({"timestamp": "1796463237"}, False),  # numeric text: epoch seconds to ingest
+    ({"timestamp": 1_796_463_237.5}, False),
+    ({"timestamp": "2026-12-05 18:30:00"}, False),
+    ({"timestamp": "2026-12-05T18:30:00.1234567Z"}, False),
+    ({"timestamp": "2026-02-30T18:30:00Z"}, False),
+    ({"timestamp": "1980-01-01T00:00:00Z"}, False),
+    ({"timestamp": "2030-01-01T00:00:00Z"}, False),
+    ({"timestamp": None}, False),
+    ({"weight": "2"}, False),
+    ({"weight": 0}, False),
+    ({"weight": -1.0}, False),
+    ({"weight": float("nan")}, False),
+    ({"weight": True}, False),
+    ({"event_type": "Click"}, False),
+    ({"product_id": "P9"}, False),
+    ({"product_id": " "}, False),
+    ({"customer_id": None}, False),
+    ({"customer_id": 7}, False),
+    ({"customer_id": "C\ufffd"}, False),
+    ({"device": "fridge"}, False),
+    ({"region": ""}, False),
+    ({"local_time": "2026-12-06T12:00:00"}, False),  # UTC+17:30: no time zone
+]
+
+
+def test_the_cheap_per_event_check_accepts_plain_events_with_ingests_values_and_leaves_the_rest_to_it():
+    """plain_event accepts exactly the plain, valid events, each with the weight and timestamp validate_events
+    gives it; what it declines, validate_events judges (some of those it accepts: declining is not refusing)."""
+    config = IngestConfig(latest_timestamp="2027-01-01")
+    for change, plain in PLAIN_CASES:
+        record = {**PLAIN_BASE, **change}
+        fast = ingest.plain_event(record, {"P1"}, config, PLAUSIBLE)
+        assert (fast is not None) == plain, change
+        if fast is None:
+            continue
+        frame = pd.DataFrame([record], columns=[*ingest.EVENTS_REQUIRED, "weight", *ingest.EVENT_CONTEXT])
+        accepted, quarantine = ingest.validate_events(frame.astype(object), "e", {"P1"}, config)
+        assert quarantine.empty, change
+        row = accepted.iloc[0]
+        assert fast == (row["customer_id"], row["product_id"], row["event_type"], float(row["weight"]),
+                        row["timestamp"].timestamp()), change
+    assert ingest.plain_event({**PLAIN_BASE, "weight": 0.3}, {"P1"}, config, PLAUSIBLE).weight == float(np.float32(0.3))
+    assert ingest.plain_event({**PLAIN_BASE, "timestamp": "2026-12-05T19:30:00.5+01:00"}, {"P1"}, config,
+                              PLAUSIBLE).timestamp == 1_796_495_400.5
+
+
+def test_the_plausible_range_is_the_configured_one_or_a_day_from_now():
+    earliest, latest = ingest.plausible_range(IngestConfig(earliest_timestamp="2001-02-03", latest_timestamp="2027-01-01"))
+    assert (earliest.isoformat(), latest.isoformat()) == ("2001-02-03T00:00:00+00:00", "2027-01-01T00:00:00+00:00")
+    _, tomorrow = ingest.plausible_range(IngestConfig())
+    assert abs(tomorrow.timestamp() - (pd.Timestamp.now(tz="UTC").timestamp() + 86_400)) < 60
