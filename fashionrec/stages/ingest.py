@@ -254,8 +254,8 @@ def plain_event(record: Mapping[str, object], product_ids: Container[str], confi
     frame through :func:`validate_events` costs milliseconds (the event API takes a click at a time).
 
     ``record``: the event's required fields, ``weight`` and context fields (absent or None: not given).
-    Plain: the ids and the event type are text, the weight absent or a number, the timestamp an int (epoch
-    seconds) or ISO 8601 text ``YYYY-MM-DDTHH:MM:SS[.ffffff][Z|±HH:MM]``, the context text; no text blank or
+    Plain: the ids and the event type are text, the weight absent or a number, the timestamp a whole number
+    (epoch seconds) or ISO 8601 text ``YYYY-MM-DDTHH:MM:SS[.ffffff][Z|±HH:MM]``, the context text; no text blank or
     badly encoded. A plain event that passes every rule of :func:`validate_events` (``plausible``: the
     timestamps' range, :func:`plausible_range`) comes back with that function's values. Anything else is
     None, refused or merely not plain: the caller then runs :func:`validate_events`, which decides and names
@@ -306,10 +306,11 @@ def _plain_weight(given: object, default: float) -> float | None:
 
 
 def _plain_timestamp(given: object) -> dt.datetime | None:
-    """An int as epoch seconds, or text of the plain ISO 8601 form, as an aware UTC datetime; else None."""
+    """A whole number (int or float) as epoch seconds, or text of the plain ISO 8601 form, as an aware UTC
+    datetime; else None (a JSON body's integer may arrive as a float)."""
     try:
-        if isinstance(given, int):
-            return dt.datetime.fromtimestamp(given, tz=dt.timezone.utc)
+        if isinstance(given, (int, float)):
+            return dt.datetime.fromtimestamp(int(given), tz=dt.timezone.utc) if float(given).is_integer() else None
         if not isinstance(given, str) or not PLAIN_ISO_TIMESTAMP.fullmatch(given):
             return None
         moment = dt.datetime.fromisoformat(given.replace("Z", "+00:00"))

@@ -198,6 +198,7 @@ PLAIN_CASES = [
     ({"device": "mobile", "region": "north", "local_time": "2026-12-05T19:30:00"}, True),
     ({"customer_id": " C1 "}, True),  # kept as given, as ingest keeps it
     ({"timestamp": "1796463237"}, False),  # numeric text: epoch seconds to ingest
+    ({"timestamp": 1_796_463_237.0}, True),  # a JSON integer may arrive as a float
     ({"timestamp": 1_796_463_237.5}, False),
     ({"timestamp": "2026-12-05 18:30:00"}, False),
     ({"timestamp": "2026-12-05T18:30:00.1234567Z"}, False),

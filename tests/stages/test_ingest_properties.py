@@ -104,7 +104,7 @@ plain_values = {  # each field's plain values, mostly valid
     "customer_id": st.sampled_from(["C1", " C1", "C2"]),
     "product_id": st.sampled_from(["P1", "P2", "P3"]),
     "event_type": st.sampled_from(EVENT_TYPES),
-    "timestamp": st.one_of(iso_texts, st.integers(-10**12, 10**12)),
+    "timestamp": st.one_of(iso_texts, st.integers(-10**12, 10**12), st.integers(0, 2 * 10**9).map(float)),
     "weight": st.one_of(st.none(), st.floats(-1, 9), st.integers(-1, 9)),
     "device": st.one_of(st.none(), st.sampled_from(["mobile", "desktop", "fridge"])),
     "region": st.one_of(st.none(), st.sampled_from(["north", "Île-de-France"])),
