@@ -79,7 +79,8 @@ def _plain_batch(rows: Sequence[Mapping[str, object]], raw: Sequence[Mapping[str
     every one and none repeats another; None otherwise, and the frame decides (the usual post, one click,
     takes microseconds this way instead of a frame's milliseconds)."""
     plausible = plausible_range(ingest)
-    records = [{**row, **{name: event.get(name) for name in EVENT_CONTEXT}} for row, event in zip(rows, raw, strict=True)]
+    records = [{**row, **{name: event.get(name) for name in EVENT_CONTEXT}}
+               for row, event in zip(rows, raw, strict=True)]
     accepted = [plain_event(record, product_ids, ingest, plausible) if _longest_id(record) <= online.max_id_length
                 else None for record in records]
     if any(event is None for event in accepted) or len({tuple(record.values()) for record in records}) < len(records):

@@ -41,8 +41,8 @@ def test_a_plain_batch_is_judged_event_by_event_without_a_frame(monkeypatch: pyt
 
 
 def test_a_batch_with_a_repeat_or_a_bad_event_gets_ingests_reasons_and_keeps_the_good_ones() -> None:
-    events, rejections = check_events([CLICK, CLICK, {**CLICK, "product_id": "P9"}, {**CLICK, "event_type": "purchase"}],
-                                      {"P1"}, IngestConfig(), OnlineConfig(), now=NOW)
+    batch = [CLICK, CLICK, {**CLICK, "product_id": "P9"}, {**CLICK, "event_type": "purchase"}]
+    events, rejections = check_events(batch, {"P1"}, IngestConfig(), OnlineConfig(), now=NOW)
     assert [(r.index, r.reason) for r in rejections] == [(1, "duplicate_event"), (2, "unknown_product")]
     assert [e.event_type for e in events] == ["click", "purchase"]
 

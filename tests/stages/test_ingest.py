@@ -245,7 +245,8 @@ def test_the_cheap_per_event_check_accepts_plain_events_with_ingests_values_and_
 
 
 def test_the_plausible_range_is_the_configured_one_or_a_day_from_now():
-    earliest, latest = ingest.plausible_range(IngestConfig(earliest_timestamp="2001-02-03", latest_timestamp="2027-01-01"))
+    configured = IngestConfig(earliest_timestamp="2001-02-03", latest_timestamp="2027-01-01")
+    earliest, latest = ingest.plausible_range(configured)
     assert (earliest.isoformat(), latest.isoformat()) == ("2001-02-03T00:00:00+00:00", "2027-01-01T00:00:00+00:00")
     _, tomorrow = ingest.plausible_range(IngestConfig())
     assert abs(tomorrow.timestamp() - (pd.Timestamp.now(tz="UTC").timestamp() + 86_400)) < 60
