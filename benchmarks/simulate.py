@@ -25,6 +25,9 @@ the examination curve is estimated from that log (pooled, as training uses it) a
 one; the pipeline trains twice on the log alone, as logged (biased) and with each target weighted by its
 inverse examination (``train.position_debiasing=ips``, debiased); the two then meet in an A/B. It ends with
 ``examination curve max relative error X (positions 1-10)`` and ``A/B debiased vs biased: CTR lift X [LO, HI]``.
+``--study bias-ab --workdir DIR`` runs another A/B of the two models a finished ``--study bias`` left in DIR,
+with this run's ``--days``, ``--visitors-per-day`` and ``--set simulation.seed=N``, under a salt of its own
+(the A/B is the study's noisy part); it ends with the same CTR line.
 
 ``--study context``: on a shop with context effects (``--context-strength``, ``shop.context_strength``), the
 pipeline with and without context features: offline, NDCG@10 of each on the same holdout customers with
@@ -64,7 +67,7 @@ from fashionrec.model.features import EvalExamples, load_eval_examples
 
 from fashionrec.app.cli import build_config
 from fashionrec.app.lab import ShopInputs, ShopLab, publish_shuffled, publish_variant, report_of, resalted
-from fashionrec.app.runner import LocalRun, run_local
+from fashionrec.app.runner import LocalRun, latest_local_run, run_local
 from fashionrec.app.simulate import GroundTruth
 from fashionrec.app.training_data import training_data
 from fashionrec.config import PipelineConfig
@@ -72,6 +75,7 @@ from fashionrec.evaluation.experiment_report import ExperimentReport, read_exper
 from fashionrec.evaluation.position_bias import (SlotEstimate, best_fit, curve_fits, examination_curve,
                                                  fitted_curve)
 from fashionrec.repository.experiments import Experiment
+from fashionrec.repository.manifest import read_manifest
 
 VARIANTS = {  # name -> the settings that make it (beside the defaults); "default" is the A/B's trained model
     "no prior": {"export.popularity_prior_weight": 0.0},
@@ -83,6 +87,7 @@ ONLINE = ("ctr", "conversion")
 BROKEN_SHARE = 0.6  # the broken split's real share of the first arm (declared: 0.5)
 MAX_SLOT = 10  # the examination curve's error is reported over slots 1..MAX_SLOT
 OFFLINE_K = 10  # the context study's offline metric: NDCG@OFFLINE_K
+BIAS_AB = "biased-vs-debiased"  # the bias study's A/B (its experiment's name and salt)
 FOR_YOU = "for_you"  # the homepage carousel the model orders from the whole catalogue (the shop's touchpoint name)
 
 
@@ -99,6 +104,9 @@ def main() -> None:
         return
     if arguments.study == "context":
         _context_study(config, workdir, arguments.context_strength)
+        return
+    if arguments.study == "bias-ab":
+        _bias_ab_again(config, workdir)
         return
     run = run_local(str(workdir / "default"), config)
     inputs = ShopInputs.of_run(run)
@@ -140,7 +148,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--visitors-per-day", type=int, default=200)
     parser.add_argument("--aa-salts", type=int, default=40)
     parser.add_argument("--variants", action="store_true", help="also train variants: offline vs online")
-    parser.add_argument("--study", default="ab", choices=("ab", "exploration", "bias", "context", "bias-context"))
+    parser.add_argument("--study", default="ab",
+                        choices=("ab", "exploration", "bias", "bias-ab", "context", "bias-context"))
     parser.add_argument("--dataset", default="synthetic", choices=("synthetic", "movielens-100k", "movielens-1m"),
                         help="--study context on another dataset: its offline half only (no simulated shop)")
     parser.add_argument("--context-strength", type=float, default=1.0,
@@ -196,13 +205,33 @@ def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share
         truth = GroundTruth.generate(config.shop)
         _print_true_clicks(runs, truth, config, runs["debiased"], "the log")
         _print_true_clicks(runs, truth, config, shop_run, "the shop (the A/B's visitors, their own histories)")
-        ab = lab.run(_experiment("biased-vs-debiased", trained), config.simulation)
-    _print_report(ab.report)
-    if FOR_YOU in ab.report.by_touchpoint:  # where the model alone orders what is shown
-        print(f"\nA/B debiased vs biased on {FOR_YOU}: CTR lift "
-              f"{_lift(ab.report.touchpoint_comparison('debiased', FOR_YOU).lift)}")
+        ab = lab.run(_experiment(BIAS_AB, trained), config.simulation)
+    _print_bias_ab(ab.report)
     print(f"\nexamination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
     print(f"A/B debiased vs biased: CTR lift {_lift(ab.report.comparison('debiased', 'ctr').lift)}")
+
+
+def _bias_ab_again(config: PipelineConfig, workdir: Path) -> None:
+    """Another A/B of the two models a finished bias study published (its ``workdir``), with ``config``'s
+    simulation (days, visitors, seed) and a salt of its own, so that its visitors split afresh."""
+    shop_run = latest_local_run(str(workdir / "default"))
+    (study,) = [e for e in read_manifest(str(shop_run.model_repository)).get("experiments", ()) if e["name"] == BIAS_AB]
+    salt = f"{BIAS_AB}-seed{config.simulation.seed}"
+    experiment = Experiment.from_dict({"name": salt, "salt": salt, "arms": [
+        {"name": arm["name"], "version": arm["version"], "share": arm["share"]} for arm in study["arms"]]})
+    with ShopLab(ShopInputs.of_run(shop_run), config, workdir / f"lab-{salt}",
+                 echo=lambda line: print(line, flush=True)) as lab:
+        ab = lab.run(experiment, config.simulation)
+    _print_bias_ab(ab.report)
+    print(f"\nA/B debiased vs biased: CTR lift {_lift(ab.report.comparison('debiased', 'ctr').lift)}")
+
+
+def _print_bias_ab(report: ExperimentReport) -> None:
+    """The bias study's A/B report and its *for you* CTR lift (the carousel the model alone orders)."""
+    _print_report(report)
+    if FOR_YOU in report.by_touchpoint:
+        print(f"\nA/B debiased vs biased on {FOR_YOU}: CTR lift "
+              f"{_lift(report.touchpoint_comparison('debiased', FOR_YOU).lift)}")
 
 
 def _context_study(config: PipelineConfig, workdir: Path, strength: float) -> None:
