@@ -215,7 +215,11 @@ def _bias_ab_again(config: PipelineConfig, workdir: Path) -> None:
     """Another A/B of the two models a finished bias study published (its ``workdir``), with ``config``'s
     simulation (days, visitors, seed) and a salt of its own, so that its visitors split afresh."""
     shop_run = latest_local_run(str(workdir / "default"))
-    (study,) = [e for e in read_manifest(str(shop_run.model_repository)).get("experiments", ()) if e["name"] == BIAS_AB]
+    studies = [e for e in read_manifest(str(shop_run.model_repository)).get("experiments", ()) if e["name"] == BIAS_AB]
+    if len(studies) != 1:
+        raise SystemExit(f"{workdir} holds no finished --study bias (its repository has {len(studies)} "
+                         f"experiments named {BIAS_AB!r})")
+    (study,) = studies
     salt = f"{BIAS_AB}-seed{config.simulation.seed}"
     experiment = Experiment.from_dict({"name": salt, "salt": salt, "arms": [
         {"name": arm["name"], "version": arm["version"], "share": arm["share"]} for arm in study["arms"]]})
