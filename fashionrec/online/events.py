@@ -57,12 +57,12 @@ def check_events(raw: Sequence[Mapping[str, object]], product_ids: set[str], ing
     type's, as in ingest. Duplicates within the batch are rejected as ``duplicate_event``.
     """
     now = time.time() if now is None else now
-    rows = [{**_defaults(event, now)} for event in raw]
-    plain = _plain_batch(rows, raw, product_ids, ingest, online)
+    records = [{**_defaults(event, now), **{name: event.get(name) for name in EVENT_CONTEXT}} for event in raw]
+    plain = _plain_batch(records, product_ids, ingest, online)
     if plain is not None:
         return plain, []
-    too_long = [i for i, row in enumerate(rows) if _longest_id(row) > online.max_id_length]
-    frame = _events_frame(rows, raw)
+    too_long = [i for i, record in enumerate(records) if _longest_id(record) > online.max_id_length]
+    frame = _events_frame(records)
     frame.loc[too_long, "customer_id"] = None  # checked below as id_too_long, before ingest's reasons
     accepted, quarantined = validate_events(frame, EVENT_SOURCE, product_ids, ingest)
     reasons = dict(zip(quarantined["row_number"] - 1, quarantined["reason"], strict=True))
@@ -73,14 +73,12 @@ def check_events(raw: Sequence[Mapping[str, object]], product_ids: set[str], ing
     return events, rejections
 
 
-def _plain_batch(rows: Sequence[Mapping[str, object]], raw: Sequence[Mapping[str, object]], product_ids: set[str],
-                 ingest: IngestConfig, online: OnlineConfig) -> list[ShopEvent] | None:
+def _plain_batch(records: Sequence[Mapping[str, object]], product_ids: set[str], ingest: IngestConfig,
+                 online: OnlineConfig) -> list[ShopEvent] | None:
     """The batch's events when ingest's per-event check (:func:`~fashionrec.stages.ingest.plain_event`) accepts
     every one and none repeats another; None otherwise, and the frame decides (the usual post, one click,
     takes microseconds this way instead of a frame's milliseconds)."""
     plausible = plausible_range(ingest)
-    records = [{**row, **{name: event.get(name) for name in EVENT_CONTEXT}}
-               for row, event in zip(rows, raw, strict=True)]
     accepted = [plain_event(record, product_ids, ingest, plausible) if _longest_id(record) <= online.max_id_length
                 else None for record in records]
     if any(event is None for event in accepted) or len({tuple(record.values()) for record in records}) < len(records):
@@ -109,12 +107,11 @@ def check_context(context: Mapping[str, object], ingest: IngestConfig,
     return values, reasons
 
 
-def _events_frame(rows: Sequence[Mapping[str, object]], raw: Sequence[Mapping[str, object]]) -> pd.DataFrame:
-    """The rows (the required fields and the weight, defaults filled in) with the context columns any posted
-    event gives, as ingest checks them."""
-    context = [column for column in EVENT_CONTEXT if any(event.get(column) is not None for event in raw)]
-    return pd.DataFrame([{**row, **{c: event.get(c) for c in context}} for row, event in zip(rows, raw, strict=True)],
-                        columns=[*EVENTS_REQUIRED, "weight", *context]).astype(object)
+def _events_frame(records: Sequence[Mapping[str, object]]) -> pd.DataFrame:
+    """The records (the required fields and the weight, defaults filled in, and the context fields) as ingest
+    checks them: with the context columns any posted event gives."""
+    context = [column for column in EVENT_CONTEXT if any(record[column] is not None for record in records)]
+    return pd.DataFrame(records, columns=[*EVENTS_REQUIRED, "weight", *context]).astype(object)
 
 
 def _defaults(event: Mapping[str, object], now: float) -> dict[str, object]:

@@ -279,10 +279,8 @@ def plain_event(record: Mapping[str, object], product_ids: Container[str], confi
 
 def plausible_range(config: IngestConfig) -> tuple[dt.datetime, dt.datetime]:
     """The range :func:`parse_timestamps` keeps, now, as aware datetimes, within it to the microsecond."""
-    earliest = pd.Timestamp(config.earliest_timestamp, tz="UTC").ceil("us")
-    latest = (pd.Timestamp(config.latest_timestamp, tz="UTC") if config.latest_timestamp
-              else pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)).floor("us")
-    return earliest.to_pydatetime(), latest.to_pydatetime()
+    earliest, latest = _timestamp_bounds(config.earliest_timestamp, config.latest_timestamp)
+    return earliest.ceil("us").to_pydatetime(), latest.floor("us").to_pydatetime()
 
 
 def _plain_values(record: Mapping[str, object]) -> bool:
@@ -374,9 +372,14 @@ def parse_timestamps(values: pd.Series, earliest: str = "1990-01-01", latest: st
     from_epoch = pd.to_datetime(numeric.where(numeric.notna()), unit="s", utc=True, errors="coerce")
     from_text = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
     parsed = from_epoch.fillna(from_text)
+    lower, upper = _timestamp_bounds(earliest, latest)
+    return parsed.where((parsed >= lower) & (parsed <= upper))
+
+
+def _timestamp_bounds(earliest: str, latest: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The plausible timestamps' range, UTC: [``earliest``, ``latest``], ``latest`` by default a day from now."""
     upper = pd.Timestamp(latest, tz="UTC") if latest else pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)
-    plausible = (parsed >= pd.Timestamp(earliest, tz="UTC")) & (parsed <= upper)
-    return parsed.where(plausible)
+    return pd.Timestamp(earliest, tz="UTC"), upper
 
 
 def choose_split_time(timestamps: pd.Series, config: IngestConfig) -> pd.Timestamp:
