@@ -220,10 +220,9 @@ def _bias_ab_again(config: PipelineConfig, workdir: Path) -> None:
         raise SystemExit(f"{workdir} holds no finished --study bias (its repository has {len(studies)} "
                          f"experiments named {BIAS_AB!r})")
     (study,) = studies
-    salt = f"{BIAS_AB}-seed{config.simulation.seed}"
-    experiment = Experiment.from_dict({"name": salt, "salt": salt, "arms": [
-        {"name": arm["name"], "version": arm["version"], "share": arm["share"]} for arm in study["arms"]]})
-    with ShopLab(ShopInputs.of_run(shop_run), config, workdir / f"lab-{salt}",
+    experiment = _experiment(f"{BIAS_AB}-seed{config.simulation.seed}",
+                             {arm["name"]: arm["version"] for arm in study["arms"]})  # its name is its salt
+    with ShopLab(ShopInputs.of_run(shop_run), config, workdir / f"lab-{experiment.name}",
                  echo=lambda line: print(line, flush=True)) as lab:
         ab = lab.run(experiment, config.simulation)
     _print_bias_ab(ab.report)
