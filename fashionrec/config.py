@@ -33,6 +33,9 @@ EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purcha
 POOLINGS: tuple[str, ...] = (*SERVED_POOLINGS, "attention")
 DEBIASINGS = ("off", "ips")  # how training corrects for the position a target was clicked at
 # Beam runners that run on this machine: their inputs and outputs are staged through local folders (gs:// too)
+# The fewest candidates a pooled race draws per session (ShopConfig.race_candidates): enough that its few picks
+# are distinct products and its reweighting has more than a handful of draws to work with.
+MIN_RACE_CANDIDATES = 64
 LOCAL_BEAM_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner", "PrismRunner")
 NONE_TEXTS = ("none", "null")  # a --set text that means "unset" for a field that may be None
 
@@ -224,10 +227,19 @@ class ShopConfig(Section):
     # and a local time, and they move choices by this much of a logit: evenings favour loungewear, each region
     # its colours; mobile sessions are shorter (fashionrec.datasets.synthetic.context_bonus).
     context_strength: float = at_least(0.0, 0.0)
+    # 0: each session's products race among every launched product, exactly (the cost grows with sessions x
+    # products). N > 0: among N candidates drawn for the session (popularity and uniform, half each), reweighted
+    # by how likely each was to be drawn (sampling-importance-resampling): the same choice law as N grows, at a
+    # cost that grows with sessions alone (benchmarks/pipeline.py --scale). Days with at most N launched products
+    # race exactly either way.
+    race_candidates: int = at_least(0, 0)
     start_date: str = "2026-06-01"
 
     def check(self) -> None:
         _iso_time(self.start_date, "start_date")
+        if 0 < self.race_candidates < MIN_RACE_CANDIDATES:
+            raise ConfigError("race_candidates", f"expected 0 (race every product) or at least "
+                              f"{MIN_RACE_CANDIDATES}, got {self.race_candidates}")
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,9 @@ MIN_CHUNK_ROWS = 2
 # CPU time with two). Each product's sums are the same with any number of threads (OpenBLAS splits the rows and
 # the columns among threads, never the latent sum).
 RACE_BLAS_THREADS = 1
+# The pooled race (ShopConfig.race_candidates) looks for a session's distinct picks among this many times as many
+# earliest finishers first (duplicates are rare beyond the most popular products); a row short of them is sorted.
+DISTINCT_SEARCH = 4
 
 
 @dataclass(frozen=True)
@@ -456,6 +459,16 @@ class _SessionContext:
         """``rows`` -> :meth:`bonus` of ``sessions[rows]``: a day's bonus, a chunk of its sessions at a time."""
         return lambda rows: self.bonus(sessions[rows], available)
 
+    def bonus_at(self, sessions: np.ndarray) -> Callable[[slice, np.ndarray], np.ndarray]:
+        """``(rows, products)`` -> the logits the context adds for ``sessions[rows]`` at ``products``, one row of
+        product rows per session: :meth:`bonus`, at the pooled race's candidates only."""
+        def at(rows: slice, products: np.ndarray) -> np.ndarray:
+            chunk = sessions[rows]
+            evening = np.isin(self.local_hours[chunk], list(EVENING_HOURS))
+            return (self.strength * (evening[:, None] & self.lounge[products])
+                    + self.strength * self.favoured[self.regions[chunk][:, None], products])
+        return at
+
     def annotated(self, events: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
         """The events with their session's context; a mobile session loses its last event."""
         session = events.pop("session").to_numpy()
@@ -487,11 +500,17 @@ def _session_events(
 
     The draws keep the order they have always had: all the day's exponential races, then its event types, then
     its offsets."""
-    bonus = None  # the sessions' context (ShopConfig.context_strength), if any: logits, a chunk of rows at a time
-    if context is not None and sessions is not None:
-        bonus = context.rows_bonus(sessions, len(product_latent))
-    picks, picked_affinity = _race(rng, config.taste_sharpness, taste, product_latent, item_bias.astype(np.float32),
-                                   session_size, bonus)
+    # The sessions' context (ShopConfig.context_strength), if any, adds logits: a chunk of rows at a time.
+    with_context = context is not None and sessions is not None
+    if 0 < config.race_candidates < len(product_latent):
+        bonus_at = context.bonus_at(sessions) if context is not None and sessions is not None else None
+        picks, picked_affinity = _pooled_race(rng, config.taste_sharpness, taste, product_latent, item_bias,
+                                              session_size, config.race_candidates, bonus_at)
+    else:
+        bonus = (context.rows_bonus(sessions, len(product_latent)) if context is not None and sessions is not None
+                 else None)
+        picks, picked_affinity = _race(rng, config.taste_sharpness, taste, product_latent,
+                                       item_bias.astype(np.float32), session_size, bonus)
     event_type = _event_types(rng, picked_affinity)
     offsets = np.sort(rng.integers(0, 1_800, size=picks.shape), axis=1)
     columns = {
@@ -500,7 +519,7 @@ def _session_events(
         "event": event_type.ravel(),
         "second": (seconds[:, None] + offsets).ravel(),
     }
-    if bonus is not None:
+    if with_context:
         columns["session"] = np.repeat(sessions, session_size)
     return columns
 
@@ -551,6 +570,81 @@ def _race_chunk(rng: np.random.Generator, sharpness: float, taste: np.ndarray, p
     del draws
     picks = np.argpartition(race, session_size, axis=1)[:, :session_size].copy()  # not a view of the whole index
     return picks, np.take_along_axis(affinity, picks, axis=1)
+
+
+def _pooled_race(rng: np.random.Generator, sharpness: float, taste: np.ndarray, product_latent: np.ndarray,
+                 item_bias: np.ndarray, session_size: int, candidates: int,
+                 bonus: Callable[[slice, np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_race`'s picks and their affinity, each session racing ``candidates`` products drawn for it instead
+    of every product (``ShopConfig.race_candidates``): the cost grows with the sessions, not with sessions x
+    products.
+
+    Sampling-importance-resampling: the candidates are drawn with replacement from :func:`candidate_law` q, and
+    each copy races with its logit minus log q. A product drawn twice races with both copies' rates summed (the
+    earlier of its two finishing times), so the picks are distinct products, drawn without replacement with
+    chances proportional to exp(logit) * copies / q, whose expectation is proportional to exp(logit): the exact
+    race's law, which the picks approach as ``candidates`` grows. ``bonus(rows, products)``, if given, is the
+    chunk's extra logits at its candidates (the context)."""
+    from scipy.stats.sampling import DiscreteAliasUrn
+
+    law = candidate_law(item_bias)
+    urn = DiscreteAliasUrn(law, random_state=rng)  # Walker's alias table: a draw costs the same at any catalogue size
+    log_law = np.log(law)
+    picks, affinities = [], []
+    for rows in _row_chunks(len(taste), candidates * product_latent.shape[1], EVENT_CHUNK_CELLS):
+        drawn = urn.rvs(size=(rows.stop - rows.start, candidates)).astype(np.int64)
+        affinity = np.matmul(np.take(product_latent, drawn, axis=0), taste[rows][:, :, None])[..., 0]
+        logits = sharpness * affinity.astype(np.float64) + item_bias[drawn] - log_law[drawn]
+        if bonus is not None:
+            logits += bonus(rows, drawn)
+        race = rng.standard_exponential(size=logits.shape) * np.exp(-logits)
+        chosen = _first_distinct(drawn, race, session_size)
+        picks.append(np.take_along_axis(drawn, chosen, axis=1))
+        affinities.append(np.take_along_axis(affinity, chosen, axis=1))
+    return np.concatenate(picks), np.concatenate(affinities)
+
+
+def candidate_law(item_bias: np.ndarray) -> np.ndarray:
+    """The pooled race's candidate draw, over the launched products: half by exp(item_bias) (popularity and
+    novelty, the race's own bias), half uniform, so that every product can be drawn whatever its bias."""
+    popular = np.exp(item_bias - item_bias.max())
+    return 0.5 * popular / popular.sum() + 0.5 / len(item_bias)
+
+
+def _first_distinct(drawn: np.ndarray, race: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the columns of the ``count`` earliest finishers of ``race`` that are distinct products of
+    ``drawn`` (each product's earliest copy), in finishing order. The earliest ``DISTINCT_SEARCH`` x ``count``
+    are searched first; a row with fewer distinct products among them is sorted whole."""
+    width = min(race.shape[1], DISTINCT_SEARCH * count)
+    if width < race.shape[1]:
+        early = np.argpartition(race, width - 1, axis=1)[:, :width]
+    else:
+        early = np.tile(np.arange(width), (len(race), 1))
+    early = np.take_along_axis(early, np.argsort(np.take_along_axis(race, early, axis=1), axis=1), axis=1)
+    chosen, found = _distinct_prefix(np.take_along_axis(drawn, early, axis=1), count)
+    result = np.take_along_axis(early, chosen, axis=1)
+    short = np.flatnonzero(~found)
+    if len(short):
+        order = np.argsort(race[short], axis=1)
+        chosen, found = _distinct_prefix(np.take_along_axis(drawn[short], order, axis=1), count)
+        if not found.all():
+            raise ValueError(f"a session drew fewer than {count} distinct products among its candidates: raise "
+                             "shop.race_candidates")
+        result[short] = np.take_along_axis(order, chosen, axis=1)
+    return result
+
+
+def _distinct_prefix(products: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``products`` (in finishing order): the positions of the first ``count`` products not seen
+    earlier in the row, and whether the row has that many (where not, its positions are meaningless)."""
+    by_product = np.argsort(products, axis=1, kind="stable")  # equal products side by side, in finishing order
+    grouped = np.take_along_axis(products, by_product, axis=1)
+    repeat_grouped = np.zeros(products.shape, bool)
+    repeat_grouped[:, 1:] = grouped[:, 1:] == grouped[:, :-1]
+    repeat = np.empty_like(repeat_grouped)
+    np.put_along_axis(repeat, by_product, repeat_grouped, axis=1)
+    first = np.argsort(repeat, axis=1, kind="stable")[:, :count]  # the new products first, in finishing order
+    return first, (~repeat).sum(axis=1) >= count
 
 
 def _event_types(rng: np.random.Generator, affinity: np.ndarray) -> np.ndarray:
