@@ -32,10 +32,10 @@ EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purcha
 # the recency weights and is served as recency (fashionrec.model.aggregation).
 POOLINGS: tuple[str, ...] = (*SERVED_POOLINGS, "attention")
 DEBIASINGS = ("off", "ips")  # how training corrects for the position a target was clicked at
-# Beam runners that run on this machine: their inputs and outputs are staged through local folders (gs:// too)
 # The fewest candidates a pooled race draws per session (ShopConfig.race_candidates): enough that its few picks
 # are distinct products and its reweighting has more than a handful of draws to work with.
 MIN_RACE_CANDIDATES = 64
+# Beam runners that run on this machine: their inputs and outputs are staged through local folders (gs:// too)
 LOCAL_BEAM_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner", "PrismRunner")
 NONE_TEXTS = ("none", "null")  # a --set text that means "unset" for a field that may be None
 

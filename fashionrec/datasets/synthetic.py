@@ -496,21 +496,20 @@ def _session_events(
 ) -> dict[str, np.ndarray]:
     """One day's events, in :func:`_raced_days`' columns: each session (a row of ``taste``, ``customers`` and
     ``seconds``; ``sessions`` are their indices in the log, which ``context`` needs) picks ``session_size`` distinct
-    launched products (:func:`_race`), then gets their event types and their seconds into the session.
+    launched products (:func:`_race`; :func:`_pooled_race` when ``ShopConfig.race_candidates`` is below the
+    launched count), then gets their event types and their seconds into the session.
 
     The draws keep the order they have always had: all the day's exponential races, then its event types, then
     its offsets."""
-    # The sessions' context (ShopConfig.context_strength), if any, adds logits: a chunk of rows at a time.
-    with_context = context is not None and sessions is not None
+    rows_bonus = bonus_at = None  # the sessions' context (ShopConfig.context_strength), if any, adds logits
+    if context is not None and sessions is not None:
+        rows_bonus, bonus_at = context.rows_bonus(sessions, len(product_latent)), context.bonus_at(sessions)
     if 0 < config.race_candidates < len(product_latent):
-        bonus_at = context.bonus_at(sessions) if context is not None and sessions is not None else None
         picks, picked_affinity = _pooled_race(rng, config.taste_sharpness, taste, product_latent, item_bias,
                                               session_size, config.race_candidates, bonus_at)
     else:
-        bonus = (context.rows_bonus(sessions, len(product_latent)) if context is not None and sessions is not None
-                 else None)
         picks, picked_affinity = _race(rng, config.taste_sharpness, taste, product_latent,
-                                       item_bias.astype(np.float32), session_size, bonus)
+                                       item_bias.astype(np.float32), session_size, rows_bonus)
     event_type = _event_types(rng, picked_affinity)
     offsets = np.sort(rng.integers(0, 1_800, size=picks.shape), axis=1)
     columns = {
@@ -519,7 +518,7 @@ def _session_events(
         "event": event_type.ravel(),
         "second": (seconds[:, None] + offsets).ravel(),
     }
-    if with_context:
+    if rows_bonus is not None:
         columns["session"] = np.repeat(sessions, session_size)
     return columns
 
