@@ -11,6 +11,7 @@ modules therefore import nothing but numpy, the standard library and each other.
 - :mod:`~fashionrec.contract.validation`: checks of a Triton request's inputs (each failure is that
   request's error).
 - :mod:`~fashionrec.contract.layout`: the version folder's file names and their loaders.
-- :mod:`~fashionrec.contract.scoring`: the served table's dot products (numpy/BLAS, or CuPy on a GPU).
+- :mod:`~fashionrec.contract.scoring`: the served table's dot products and exact top-k (numpy/BLAS).
+- :mod:`~fashionrec.contract.device`: the same on a GPU (CuPy, cuBLAS), for ``KIND_GPU`` instances.
 - :mod:`~fashionrec.contract.content`: the item tower's content path in numpy (``embed_products``).
 """

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fashionrec.contract import scoring
-from fashionrec.contract.scoring import DEVICE_TOP_K_MARGIN, GpuUnavailableError, ScoringTable
+from fashionrec.contract.device import DEVICE_TOP_K_MARGIN, GpuUnavailableError
+from fashionrec.contract.scoring import ScoringTable
 
 
 def test_best_ranks_by_logit_with_the_prior_skips_excluded_rows_and_breaks_ties_to_the_lower_row() -> None:
@@ -31,17 +32,19 @@ def test_the_device_path_answers_exactly_what_the_cpu_path_answers() -> None:
     prior = rng.normal(size=3_000).astype(np.float32)
     vectors = rng.normal(size=(5, 8)).astype(np.float32)
     excluded = [rng.integers(-1, 3_000, size=n) for n in (0, 1, 50, 2_990)] + [np.arange(3_000)]  # the last: all
-    cpu = ScoringTable(table, prior=prior).best(vectors, excluded, 10)
-    device = _device(table, prior).best(vectors, excluded, 10)
-    assert len(device[-1][0]) == 0 and len(device[3][0]) <= 10
-    for (cpu_rows, cpu_logits), (rows, logits) in zip(cpu, device, strict=True):
-        np.testing.assert_array_equal(rows, cpu_rows)
-        np.testing.assert_allclose(logits, cpu_logits, rtol=1e-6)
+    for k in (1, 10, 50, 200):  # 3,000 products: chunks of 32 (k up to 50) or every column a candidate (200)
+        cpu = ScoringTable(table, prior=prior).best(vectors, excluded, k)
+        device = _device(table, prior).best(vectors, excluded, k)
+        assert len(device[-1][0]) == 0 and len(device[3][0]) <= k
+        for (cpu_rows, cpu_logits), (rows, logits) in zip(cpu, device, strict=True):
+            np.testing.assert_array_equal(rows, cpu_rows)
+            np.testing.assert_allclose(logits, cpu_logits, rtol=1e-6)
 
 
 def test_an_fp16_table_on_the_device_ranks_within_fp16_rounding_of_the_cpu() -> None:
-    """The device multiplies in fp16 (the point of an fp16 table: half the memory traffic); the CPU widens
-    the table to fp32 first. Logits then differ by fp16 rounding, and near-ties may swap."""
+    """The device multiplies fp16 queries with the fp16 table (the point of an fp16 table: half the memory
+    traffic); the CPU widens the table to fp32 first and keeps the query. Logits then differ by the
+    query's fp16 rounding, and near-ties may swap."""
     rng = np.random.default_rng(1)
     table = rng.normal(size=(3_000, 8)).astype(np.float32)
     vectors = rng.normal(size=(4, 8)).astype(np.float32)

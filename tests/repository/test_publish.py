@@ -22,7 +22,7 @@ from fashionrec.repository.publish import (
     publish_model_repository,
     render_configs,
 )
-from fashionrec.contract import content, context, layout, ops, scoring, validation
+from fashionrec.contract import content, context, device, layout, ops, scoring, validation
 from fashionrec.repository import versions
 
 SERVING = ServingConfig()
@@ -70,9 +70,9 @@ def _assert_contract_copied(folder: Path) -> None:
     """The version folder holds the serving contract under its own import path, byte for byte."""
     copied = sorted(p.relative_to(folder).as_posix() for p in (folder / "fashionrec").rglob("*.py"))
     assert copied == ["fashionrec/__init__.py", "fashionrec/contract/__init__.py", "fashionrec/contract/content.py",
-                      "fashionrec/contract/context.py", "fashionrec/contract/layout.py", "fashionrec/contract/ops.py",
-                      "fashionrec/contract/scoring.py", "fashionrec/contract/validation.py"]
-    for module in (ops, scoring, content, context, layout, validation):
+                      "fashionrec/contract/context.py", "fashionrec/contract/device.py", "fashionrec/contract/layout.py",
+                      "fashionrec/contract/ops.py", "fashionrec/contract/scoring.py", "fashionrec/contract/validation.py"]
+    for module in (ops, scoring, device, content, context, layout, validation):
         assert (folder / "fashionrec" / "contract" / Path(module.__file__).name).read_bytes() == \
             Path(module.__file__).read_bytes()
 
