@@ -68,7 +68,7 @@ class DeviceTable:
 
     def scores(self, vectors: np.ndarray, chunk: int) -> Any:
         """Logits [B, P] (fp32, on the device): dot products plus prior in the first N columns, -inf in
-        the padding up to P, a whole number of chunks (or N when the catalogue is a single sort's work)."""
+        the padding up to P, the next whole number of chunks."""
         xp, n = self.xp, len(self.table)
         width = -(-n // chunk) * chunk
         scores = xp.empty((len(vectors), width), dtype=xp.float32)
