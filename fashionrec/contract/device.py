@@ -114,7 +114,7 @@ class DeviceTable:
             scores[self.xp.asarray(batch_rows), self.xp.asarray(np.concatenate(valid))] = -np.inf
 
     def exact(self, scores: Any, b: int, rows: np.ndarray, logits: np.ndarray, bound: float,
-               k: int) -> tuple[np.ndarray, np.ndarray]:
+              k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ``b``'s top k from its fetched candidates, or from its whole row when an equal score may
         hide outside them (see the module's docstring)."""
         order = np.lexsort((rows, -logits))
