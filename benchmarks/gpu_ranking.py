@@ -157,36 +157,27 @@ def stages_ms(xp: Any, gpu: device.DeviceTable, vectors: np.ndarray, excluded: l
     chunk = device.chunk_columns(len(gpu.table), k)
     scores = gpu.scores(vectors, chunk)
     gpu._block(scores, excluded)
-    parts = gpu.candidates(scores, k)
+    parts = gpu.candidates(scores, k, chunk)
     host = [device._to_host(xp, part) for part in parts]
     return {"scores": clock.wall_ms(lambda: gpu.scores(vectors, chunk)),
             "exclusions": clock.wall_ms(lambda: gpu._block(scores, excluded)),
-            "top_k": clock.wall_ms(lambda: gpu.candidates(scores, k)),
+            "top_k": clock.wall_ms(lambda: gpu.candidates(scores, k, chunk)),
             "download": clock.wall_ms(lambda: [device._to_host(xp, part) for part in parts]),
             "host_check": clock.wall_ms(lambda: [gpu.exact(scores, b, host[0][b], host[1][b], host[2][b], k)
                                                 for b in range(len(vectors))])}
 
 
-def torch_mm(gpu: device.DeviceTable, vectors: np.ndarray) -> Callable[[], object] | None:
-    """torch.mm alone on the same table (output in the table's dtype), an outside reference for the scan."""
+def torch_references(gpu: device.DeviceTable, vectors: np.ndarray, k: int) -> dict[str, Callable[[], object]]:
+    """Outside references on the same table (output in the table's dtype): torch's ``mm`` alone (for the
+    scan) and ``mm`` + ``topk`` (for the ranking step), by their row names; none without torch."""
     try:
         import torch
     except ImportError:
-        return None
+        return {}
     table = torch.as_tensor(gpu.table, device="cuda")
     queries = torch.as_tensor(gpu.queries(vectors), device="cuda")
-    return lambda: queries @ table.T
-
-
-def torch_top_k(gpu: device.DeviceTable, vectors: np.ndarray, k: int) -> Callable[[], object] | None:
-    """torch.mm + torch.topk on the same table (fp16 output for fp16), an outside reference; None without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    table = torch.as_tensor(gpu.table, device="cuda")
-    queries = torch.as_tensor(gpu.queries(vectors), device="cuda")
-    return lambda: torch.topk(queries @ table.T, k, dim=1)
+    return {"torch_mm_ms": lambda: queries @ table.T,
+            "torch_ms": lambda: torch.topk(queries @ table.T, k, dim=1)}
 
 
 def scan_bandwidth(gpu: device.DeviceTable, batch: int, scan_ms: float) -> tuple[float, float]:
@@ -244,13 +235,10 @@ def bench_size(xp: Any, num_products: int, dtype: str, args: argparse.Namespace,
             row["stages_ms"] = stages_ms(xp, gpu, vectors, excluded, args.k, clock)
         if batch <= FULL_SORT_MAX_BATCH and hasattr(xp, "cuda"):
             row["full_sort_ms"] = clock.device_ms(full_sort_top_k(xp, gpu, vectors, args.k))
-        reference = torch_top_k(gpu, vectors, args.k) if hasattr(xp, "cuda") else None
-        product = torch_mm(gpu, vectors) if hasattr(xp, "cuda") else None
+        references = torch_references(gpu, vectors, args.k) if hasattr(xp, "cuda") else {}
         try:
-            if reference is not None:
-                row["torch_ms"] = clock.device_ms(reference)
-            if product is not None:
-                row["torch_mm_ms"] = clock.device_ms(product)
+            for name, reference in references.items():
+                row[name] = clock.device_ms(reference)
         except RuntimeError as error:  # an outside reference: its failure loses only its column
             print(f"torch reference failed: {error}", flush=True)
         if batch in CPU_BATCHES:

@@ -49,7 +49,7 @@ class DeviceTable:
     is the same, only the product runs in numpy instead of cuBLAS."""
 
     def __init__(self, host: np.ndarray, prior: np.ndarray, xp: Any, device_id: int) -> None:
-        self.xp, self.device_id, self.dtype = xp, device_id, host.dtype.name
+        self.xp, self.device_id = xp, device_id
         try:
             with self._on_device():
                 self.table = xp.asarray(host)
@@ -61,9 +61,10 @@ class DeviceTable:
     def best(self, vectors: np.ndarray, excluded: list[np.ndarray], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """What :meth:`ScoringTable.best` answers, computed on the device."""
         with self._on_device():
-            scores = self.scores(vectors, chunk_columns(len(self.table), k))
+            chunk = chunk_columns(len(self.table), k)
+            scores = self.scores(vectors, chunk)
             self._block(scores, excluded)
-            rows, logits, bounds = (_to_host(self.xp, part) for part in self.candidates(scores, k))
+            rows, logits, bounds = (_to_host(self.xp, part) for part in self.candidates(scores, k, chunk))
             return [self.exact(scores, b, rows[b], logits[b], bounds[b], k) for b in range(len(rows))]
 
     def scores(self, vectors: np.ndarray, chunk: int) -> Any:
@@ -84,14 +85,13 @@ class DeviceTable:
     def queries(self, vectors: np.ndarray) -> np.ndarray:
         """The customer vectors as the product takes them: in the table's dtype (an fp16 table takes fp16
         queries; cuBLAS multiplies two arrays of one type)."""
-        return np.asarray(vectors, dtype=np.float32).astype(self.dtype)
+        return np.asarray(vectors, dtype=np.float32).astype(self.table.dtype)
 
-    def candidates(self, scores: Any, k: int) -> tuple[Any, Any, Any]:
-        """Per row, on the device: its best k + margin candidate columns, their logits (best first, ties
-        in any order) and its bound: no column outside the candidates scores above it (-inf when every
-        column was a candidate)."""
+    def candidates(self, scores: Any, k: int, chunk: int) -> tuple[Any, Any, Any]:
+        """Per row of :meth:`scores` (made with the same ``chunk``), on the device: its best k + margin
+        candidate columns, their logits (best first, ties in any order) and its bound: no column outside the
+        candidates scores above it (-inf when every column was a candidate)."""
         xp, (batch, width), n = self.xp, scores.shape, len(self.table)
-        chunk = chunk_columns(n, k)
         fetched = min(n, k + DEVICE_TOP_K_MARGIN)
         if width // chunk <= k + 1:  # a small catalogue: every column is a candidate
             columns = xp.broadcast_to(xp.arange(width), (batch, width))

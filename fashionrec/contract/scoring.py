@@ -30,8 +30,8 @@ class ScoringTable:
     """Product embeddings [N, D] held as ``dtype`` on the instance's device.
 
     ``kind`` is Triton's ``model_instance_kind`` ("CPU" or "GPU"). A GPU instance whose GPU or CuPy is
-    unusable raises :class:`~fashionrec.contract.device.GpuUnavailableError`, so Triton refuses to load the version (readiness
-    stays false and the log says why) instead of serving from the CPU in silence.
+    unusable raises :class:`~fashionrec.contract.device.GpuUnavailableError`, so Triton refuses to load the
+    version (readiness stays false and the log says why) instead of serving from the CPU in silence.
     fp16 halves the table's memory (and its memory traffic on a GPU); scores then differ from fp32
     by the fp16 rounding of the table (and, on a GPU, of the customer vector), about 1e-3 relative.
     """

@@ -36,7 +36,7 @@ def _four_chunks(**peaks: float) -> np.ndarray:
 def test_the_k_chunks_with_the_largest_maxima_are_the_candidates_and_the_next_maximum_is_the_bound() -> None:
     table = _scores_table(_four_chunks(c5=10, c6=9, c40=8, c70=7, c100=1))
     scores = table.scores(np.ones((1, 1)), chunk_columns(128, 2))
-    rows, logits, bounds = table.candidates(scores, 2)
+    rows, logits, bounds = table.candidates(scores, 2, chunk_columns(128, 2))
     # chunks 0 (max 10) and 1 (max 8) are the candidates; chunk 2's max, 7, bounds everything else
     assert rows.shape == (1, 2 + DEVICE_TOP_K_MARGIN)
     assert rows[0, :3].tolist() == [5, 6, 40] and logits[0, :3].tolist() == [10, 9, 8]
