@@ -10,6 +10,7 @@ the stub's interpreter imports the venv's numpy).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import glob
@@ -100,11 +101,20 @@ def assemble_backends(install: TritonInstall, directory: Path) -> Path:
     return directory
 
 
+def free_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct TCP ports the OS says are free now (another process may still take one before
+    Triton binds). All are held open together while chosen: ports picked one at a time can repeat, and
+    tritonserver refuses two services on one port with a usage error."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def free_port(host: str) -> int:
-    """A TCP port the OS says is free now (another process may still take it before Triton binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """One TCP port the OS says is free now."""
+    return free_ports(host, 1)[0]
 
 
 def _client_host(host: str) -> str:
@@ -189,7 +199,8 @@ class TritonServer:
         remove_orphaned_shm()  # of servers whose wrapper was killed before it could clean up
         self._workdir = Path(tempfile.mkdtemp(prefix="fashionrec-triton-"))
         self.log_path = self._log_path or self._workdir / "tritonserver.log"
-        http, grpc, metrics = (port or free_port(self.serving.host) for port in self._requested_ports)
+        spare = iter(free_ports(self.serving.host, self._requested_ports.count(0)))
+        http, grpc, metrics = (port or next(spare) for port in self._requested_ports)
         self.ports = (http, grpc, metrics)
         command = self._command(install, assemble_backends(install, self._workdir / "backends"))
         self._progress(f"Starting tritonserver on {self.model_repository} (log: {self.log_path}) ...")

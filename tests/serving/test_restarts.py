@@ -14,7 +14,7 @@ import time
 
 from fashionrec.app.client import FashionrecClient, History, RecommendError
 from fashionrec.repository.publish import PublishedModel
-from fashionrec.serving.server import SHM_DIR, TritonServer, free_port
+from fashionrec.serving.server import SHM_DIR, TritonServer, free_ports
 
 WRAPPER = """
 import sys, time
@@ -47,7 +47,7 @@ def _group_gone(pgid: int) -> bool:
 
 def test_kill_9_of_the_wrapper_leaves_no_server_no_stub_and_no_shm(published: PublishedModel) -> None:
     shm_before = shutil.disk_usage(SHM_DIR).used
-    ports = [free_port("127.0.0.1") for _ in range(3)]
+    ports = free_ports("127.0.0.1", 3)
     wrapper = subprocess.Popen([sys.executable, "-c", WRAPPER, published.path, *map(str, ports)],
                                stdout=subprocess.PIPE, text=True)
     try:
@@ -68,7 +68,7 @@ def test_clients_that_retry_lose_no_request_when_a_killed_server_is_restarted(pu
     """A crash as a pod's supervisor sees it: tritonserver is killed (-9) under load and started again on
     its ports while gRPC clients keep asking; each unavailable moment is retried (serving.client_retries),
     so no request fails. (An HTTP request in flight at the kill can wait out client_timeout_s first.)"""
-    ports = [free_port("127.0.0.1") for _ in range(3)]
+    ports = free_ports("127.0.0.1", 3)
     history = History(["P000001", "P000002"])
     answers: dict[str, list[int]] = {"grpc": [], "grpc, second client": []}
     failures: list[str] = []

@@ -1,11 +1,20 @@
-"""The environment tritonserver gives its python stubs, read from /proc on a real server."""
+"""What tritonserver is started with: distinct free ports, and the environment its python stubs get (read
+from /proc on a real server)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from fashionrec.serving.server import BLAS_THREAD_VARIABLES
+from fashionrec.serving.server import BLAS_THREAD_VARIABLES, free_ports
+
+
+def test_free_ports_never_repeat_a_port() -> None:
+    """Ports chosen one at a time could repeat (a CI run once gave gRPC and metrics the same one, and
+    tritonserver refused to start); chosen together they are distinct, and bindable."""
+    ports = free_ports("127.0.0.1", 200)
+    assert len(set(ports)) == 200
+    assert all(1024 <= port <= 65535 for port in ports)
 
 
 def test_every_python_stub_runs_with_the_configured_blas_threads(triton, serving_config) -> None:
