@@ -23,7 +23,8 @@ beside the simulator's true one, ending with ``examination curve max relative er
 ``--study bias``: the trained model serves every visitor, exploring ``--exploration-share`` of carousels;
 the examination curve is estimated from that log (pooled, as training uses it) and printed beside the true
 one; the pipeline trains twice on the log alone, as logged (biased) and with each target weighted by its
-inverse examination (``train.position_debiasing=ips``, debiased); the two then meet in an A/B. It ends with
+inverse examination (``train.position_debiasing=ips``, debiased); the two then meet in an A/B on the days after
+the log (``simulation.first_day``: fresh visitors, not the log's visits replayed). It ends with
 ``examination curve max relative error X (positions 1-10)`` and ``A/B debiased vs biased: CTR lift X [LO, HI]``.
 ``--study bias-ab --workdir DIR`` runs another A/B of the two models a finished ``--study bias`` left in DIR,
 with this run's ``--days``, ``--visitors-per-day`` and ``--set simulation.seed=N``, under a salt of its own
@@ -183,7 +184,8 @@ def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share
     """Explore ``share`` of carousels for a period; estimate the curve from that log; train on the log twice,
     as logged (biased) and weighted by the inverse examination (debiased); their true expected clicks on the
     log's holdout customers and on ``shop_run``'s (the run that trained the served model: the shop's own
-    customers, whom the A/B draws); then A/B the two."""
+    customers, whom the A/B draws); then A/B the two on the days after the log, whose visitors and choices
+    are drawn afresh (on the log's own days the A/B would replay the very visits the models learnt from)."""
     with ShopLab(inputs, config, workdir / "lab", echo=lambda line: print(line, flush=True)) as lab:
         collected = lab.run(Experiment.from_dict({"name": "collect", "salt": "collect", "arms": [  # an A/A: all explore
             {"name": arm, "version": 1, "share": 0.5, "exploration_share": share} for arm in ("a", "b")]}),
@@ -205,7 +207,9 @@ def _bias_study(inputs: ShopInputs, config: PipelineConfig, workdir: Path, share
         truth = GroundTruth.generate(config.shop)
         _print_true_clicks(runs, truth, config, runs["debiased"], "the log")
         _print_true_clicks(runs, truth, config, shop_run, "the shop (the A/B's visitors, their own histories)")
-        ab = lab.run(_experiment(BIAS_AB, trained), config.simulation)
+        after_the_log = dataclasses.replace(config.simulation,
+                                            first_day=config.simulation.first_day + config.simulation.days)
+        ab = lab.run(_experiment(BIAS_AB, trained), after_the_log)  # fresh visitors, not the log's replayed
     _print_bias_ab(ab.report)
     print(f"\nexamination curve max relative error {worst:.1%} (positions 1-{MAX_SLOT})")
     print(f"A/B debiased vs biased: CTR lift {_lift(ab.report.comparison('debiased', 'ctr').lift)}")

@@ -663,6 +663,10 @@ class SimulationConfig(Section):
     new_products_per_day: int = at_least(0, 0)
     concurrency: int = at_least(4, 1)  # visitors in flight at once
     seed: int = 0
+    # The calendar day the run starts on. Each day's visitors and each visit's choices are drawn from
+    # (seed, day): a run that continues an earlier one (a study's A/B after the log its models learnt
+    # from) starts after it, or it replays the same visitors with the same random draws.
+    first_day: int = at_least(1, 1)
 
 
 SERVICE_SECTIONS = ("online", "experiment", "simulation")  # settings of the running shop and its tools, not of a pipeline run

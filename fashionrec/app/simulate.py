@@ -596,19 +596,20 @@ async def simulate(base_url: str, shop_config: ShopConfig, simulation: Simulatio
                                  transport=transport) as client:
         await check_catalogue(client, truth, added["category"].value_counts().to_dict() if added is not None else None)
         started = time.perf_counter()
-        for day in range(1, simulation.days + 1):
-            count = simulation.new_products_per_day if day > 1 and launcher is not None else 0
+        last_day = simulation.first_day + simulation.days - 1
+        for day in range(simulation.first_day, last_day + 1):
+            count = simulation.new_products_per_day if day > simulation.first_day and launcher is not None else 0
             if count:  # before the day's visits (and its clock: the day line's rates are the visits')
                 truth, products, version, waited = await _launch(client, launcher, truth, shop_config, count, batch)
                 launched.update(products["product_id"])
-                echo(f"day {day}/{simulation.days}: launched {count} products ({products['product_id'].iloc[0]} .. "
+                echo(f"day {day}/{last_day}: launched {count} products ({products['product_id'].iloc[0]} .. "
                      f"{products['product_id'].iloc[-1]}) as version {version}; the shop showed them after "
                      f"{waited:.1f} s")
                 batch += 1
             day_started = time.perf_counter()
             tally = await _day(client, truth, simulation, day, frozenset(launched))
             tally.launched = count
-            echo(day_line(day, simulation.days, tally.summary(1, time.perf_counter() - day_started)))
+            echo(day_line(day, last_day, tally.summary(1, time.perf_counter() - day_started)))
             total.add(tally)
         return total.summary(simulation.days, time.perf_counter() - started)
 

@@ -82,6 +82,33 @@ def test_visitors_are_seeded_distinct_customers_of_the_shop():
     assert len(crowd) == SHOP_SIZE.num_customers + 5  # more visitors than customers: some come twice
 
 
+def test_a_run_from_a_later_first_day_draws_that_days_visitors_not_the_first_days_again():
+    """A study's A/B after its log must not replay the log's visits: a run starting on day 3 visits whom a
+    four-day run visits on days 3 and 4, and nobody in the order of days 1 and 2."""
+    truth = GroundTruth.generate(SHOP_SIZE)
+    sizes = [{"name": name, "products": count} for name, count in truth.category_sizes().items()]
+
+    def homepage_visitors(simulation: SimulationConfig) -> list[str]:
+        asked: list[str] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/v1/categories":
+                return httpx.Response(200, json={"categories": sizes})
+            if request.url.path == "/v1/homepage":
+                asked.append(request.url.params["customer_id"])
+            return httpx.Response(503, json={"detail": "down"})  # every visit ends at its homepage
+
+        asyncio.run(simulate("http://shop", SHOP_SIZE, simulation, echo=lambda line: None,
+                             transport=httpx.MockTransport(answer)))
+        return asked
+
+    traffic = SimulationConfig(visitors_per_day=6, concurrency=1, seed=7)
+    four_days = homepage_visitors(dataclasses.replace(traffic, days=4))
+    from_day_3 = homepage_visitors(dataclasses.replace(traffic, days=2, first_day=3))
+    assert len(four_days) == 24 and from_day_3 == four_days[12:]
+    assert from_day_3 != four_days[:12] == homepage_visitors(dataclasses.replace(traffic, days=2))
+
+
 def test_a_service_built_from_another_shop_is_refused_before_any_visit():
     truth = GroundTruth.generate(SHOP_SIZE)
     other = GroundTruth.generate(dataclasses.replace(SHOP_SIZE, seed=SHOP_SIZE.seed + 1))
