@@ -6,12 +6,14 @@ by a real ``tritonserver``; ``fashionrec shop serve`` (uvicorn, one worker) runs
 at --concurrency (asyncio) then measure, side by side in one run:
 
 * ``triton direct``: ``recommend`` over gRPC with the customer's whole history and EXCLUDE_SEEN, as the
-  service sends it (the service's own asynchronous client);
+  service sends it (the service's own asynchronous client), one call per request: the overhead's baseline;
 * ``shop /v1/recommendations``: the same answer through the service (read the history from the store,
   ask Triton, build the JSON, log the impression);
 * ``shop /v1/homepage``: a whole homepage (for you, new in, trending, sale, favourite categories), for scale;
 * ``shop POST /v1/events``: one click posted, as a storefront sends them (checked with ingest's rules, appended
-  to the event log and fsynced before the answer, remembered in the store).
+  to the event log and fsynced before the answer, remembered in the store);
+* ``triton direct, batched``: the direct calls again, with requests in flight together sent as one batch,
+  as the service sends them (``online.triton_batch_rows``; see :mod:`fashionrec.online.triton`).
 
 The overhead is the shop's latency minus the direct call's, at each percentile. On a shared 2-core box
 the clients, the service and Triton compete for the same cores: read the figures as relative.
@@ -192,7 +194,10 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
         seconds = (rows["timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
         histories[customer] = History(rows["product_id"].tolist(), rows["event_type"].tolist(), seconds.tolist(),
                                       request_time=int(time.time()))
-    touchpoints = Touchpoints(config.online, config.serving)
+    # the direct baseline: one call per request, as a storefront asking Triton itself sends them; the second
+    # client batches requests in flight together as the service does (online.triton_batch_rows)
+    touchpoints = Touchpoints(config.with_overrides({"online.triton_batch_rows": 1}).online, config.serving)
+    batching = Touchpoints(config.online, config.serving)
     rows_out = []
     # aiohttp, not httpx: the load generator shares the cores with the service, and httpx's client cost about
     # three times the CPU per request here (0.95-1.1 ms against 0.28-0.31)
@@ -204,6 +209,9 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
 
         async def direct(i: int) -> None:
             await touchpoints.recommend(histories[customer(i)], K, exclude_seen=True)
+
+        async def direct_batched(i: int) -> None:
+            await batching.recommend(histories[customer(i)], K, exclude_seen=True)
 
         async def get(path: str, params: dict[str, object]) -> None:
             async with http.get(path, params=params) as response:
@@ -219,12 +227,26 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
         async def click(i: int) -> None:
             await post_click(http, "/v1/events", customer(i), products[int(time.perf_counter() * 1e6) % len(products)])
 
+        async def triton_rows() -> tuple[float, float]:
+            """The service's rows sent to Triton and its calls so far (its batch histogram's sum and count)."""
+            async with http.get("/metrics") as response:
+                text = await response.text()
+            values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                          if line.startswith("fashionrec_shop_triton_batch_rows_"))
+            return (float(values.get("fashionrec_shop_triton_batch_rows_sum", 0)),
+                    float(values.get("fashionrec_shop_triton_batch_rows_count", 0)))
+
         for name, call in (("triton direct (recommend)", direct), ("shop /v1/recommendations", shop),
-                           ("shop /v1/homepage", homepage), ("shop POST /v1/events", click)):
+                           ("shop /v1/homepage", homepage), ("shop POST /v1/events", click),
+                           (f"triton direct, batched {config.online.triton_batch_rows}", direct_batched)):
             await closed_loop(call, args.concurrency, 1.0)  # warm-up
+            sent_before = await triton_rows()
             latencies, cpu = await measured(call, args.concurrency, args.seconds, processes)
             rows_out.append(row(name, latencies, args.seconds, cpu))
+            (rows_sent, calls), (rows_then, calls_then) = await triton_rows(), sent_before
+            rows_out[-1]["shop rows/Triton call"] = (rows_sent - rows_then) / max(calls - calls_then, 1)
     await touchpoints.close()
+    await batching.close()
     return rows_out
 
 

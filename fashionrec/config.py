@@ -577,6 +577,11 @@ class OnlineConfig(Section):
     triton_url: str = "127.0.0.1:8001"  # Triton's gRPC endpoint
     # Per Triton call; past it the page is served from the trending list (the served prior), marked fallback.
     triton_timeout_s: float = at_least(0.5, 0.0, strictly=True)
+    # Natural batching (fashionrec.online.triton): while this many calls that could share a batch are in flight,
+    # the next such request waits, and the next call takes up to triton_batch_rows waiting requests as one
+    # request's rows. A lone request goes at once. triton_batch_rows=1 sends every request alone.
+    triton_batch_rows: int = at_least(8, 1)
+    triton_batch_calls: int = at_least(2, 1)
     store: str = one_of("sqlite", STORES)  # sqlite: one replica, no server; redis: several replicas share state
     sqlite_path: str = "fashionrec-shop/customers.sqlite3"
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -63,10 +63,11 @@ def build_app(config: PipelineConfig, catalogue_uri: str, model_repository: str,
     follower = CatalogueFollower(model_repository, storage.join(online.event_log_dir, LOG_CATALOGUE_FILE), frame)
     catalogue = follower.start(ShopCatalogue.from_frame(frame), served.version)
     log = EventLog(online.event_log_dir, online.journal_dir, online.log_roll_records, online.log_roll_seconds)
-    touchpoints = Touchpoints(online, config.serving)
+    metrics = ShopMetrics()
+    touchpoints = Touchpoints(online, config.serving, observe_batch=metrics.triton_batch_rows.observe)
     router = ExperimentRouter(model_repository, config.serving, config.experiment)
     router.refresh()  # a broken experiment file stops the start, with its reason; later it is logged and kept
-    shop = ShopService(catalogue, touchpoints, open_store(online), log, served, config, ShopMetrics(), examples,
+    shop = ShopService(catalogue, touchpoints, open_store(online), log, served, config, metrics, examples,
                        router=router)
 
     async def background() -> None:

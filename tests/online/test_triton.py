@@ -6,6 +6,7 @@ import asyncio
 import struct
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fashionrec.app.client import FashionrecClient
@@ -85,3 +86,99 @@ def test_a_request_triton_refuses_raises_refused_with_tritons_reason(shop_triton
 def test_a_triton_that_is_not_there_is_unavailable(closed_port):
     with pytest.raises(TritonUnavailable, match=f"127.0.0.1:{closed_port}"):
         _ask(f"127.0.0.1:{closed_port}", lambda t: t.recommend(History(["P1"]), 3), timeout_s=2.0)
+
+
+# -- natural batching: requests in flight together go as one request's rows ------------------------------
+
+def _batching(url: str, rows: int, observed: list[int] | None = None) -> Touchpoints:
+    """A client that batches up to ``rows`` requests, with one call of a kind in flight at a time: of n
+    requests sent together, the first goes alone and the other n - 1 as one batch."""
+    online = OnlineConfig(triton_url=url, triton_timeout_s=5.0, triton_batch_rows=rows, triton_batch_calls=1)
+    return Touchpoints(online, ServingConfig(), observe_batch=None if observed is None else observed.append)
+
+
+def _together(touchpoints: Touchpoints, calls) -> list:
+    """``calls(touchpoints)`` (coroutines) sent at once; each one's answer or error."""
+    async def run():
+        try:
+            return await asyncio.gather(*calls(touchpoints), return_exceptions=True)
+        finally:
+            await touchpoints.close()
+    return asyncio.run(run())
+
+
+def _histories(shop_files, lengths: list[int]) -> list[History]:
+    """Histories of the given lengths, with event types and timestamps, cut from the shop's past events."""
+    events, start, histories = shop_files.events, 0, []
+    for length in lengths:
+        rows = events.iloc[start:start + length]
+        start += length
+        stamps = (rows["timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        histories.append(History(rows["product_id"].tolist(), rows["event_type"].tolist(), stamps.tolist(),
+                                 request_time=1_800_000_000))
+    return histories
+
+
+def _assert_same_answers(got: list, want: list) -> None:
+    assert len(got) == len(want)
+    for batched, alone in zip(got, want, strict=True):
+        assert batched.product_ids == alone.product_ids
+        np.testing.assert_allclose(batched.scores, alone.scores, rtol=1e-6)
+        assert batched.model_version == alone.model_version
+
+
+def test_requests_in_flight_together_go_as_one_batch_and_each_row_answers_as_alone(shop_triton, shop_files):
+    """Six histories of one length class (33-63 events: padded at the front to 63; the pooling window is 50,
+    so the padding is pooled for the shorter ones and ignored), with and without a candidate set."""
+    histories = _histories(shop_files, [35, 63, 40, 50, 58, 33])
+
+    def calls(touchpoints):
+        return [*(touchpoints.recommend(h, 7, exclude_seen=True) for h in histories),
+                *(touchpoints.recommend(h, 5, candidate_set="sale", exclude_seen=True) for h in histories)]
+
+    batches: list[int] = []
+    batched = _together(_batching(shop_triton.grpc_url, 8, batches), calls)
+    alone = _together(_batching(shop_triton.grpc_url, 1), calls)
+    assert sorted(batches) == [1, 1, 5, 5]  # per lane (k 7; k 5 among the sale set): one alone, then five as one
+    _assert_same_answers(batched, alone)
+    assert all(len(r.product_ids) == 5 and set(r.product_ids) <= set(shop_files.frame["product_id"][::5])
+               for r in batched[6:])
+
+
+def test_a_batch_triton_refuses_is_asked_row_by_row_so_only_the_bad_request_fails(shop_triton, shop_files):
+    histories = _histories(shop_files, [40, 41, 42, 43, 44])
+    products = shop_files.frame["product_id"].tolist()
+    heroes = [products[3], products[4], "PNOSUCH", products[6], products[7]]
+
+    def calls(touchpoints):
+        return [touchpoints.similar(hero, history, 5) for hero, history in zip(heroes, histories, strict=True)]
+
+    batches: list[int] = []
+    batched = _together(_batching(shop_triton.grpc_url, 8, batches), calls)
+    alone = _together(_batching(shop_triton.grpc_url, 1), calls)
+    assert batches == [1, 4, 1, 1, 1, 1]  # the batch of four refused, then each of the four alone
+    assert isinstance(batched[2], TritonRefused) and "PNOSUCH" in str(batched[2])
+    _assert_same_answers(batched[:2] + batched[3:], alone[:2] + alone[3:])
+
+
+def test_a_batch_cut_short_of_k_is_asked_row_by_row(shop_triton, shop_files):
+    """k = the whole sale set (48): a customer who saw some of it gets fewer; alone, each row keeps its own."""
+    sale = shop_files.frame["product_id"].tolist()[::5]
+    histories = [History(sale[:n] + ["P-unknown"] * (40 - n), request_time=1_800_000_000) for n in (0, 3, 1, 5)]
+
+    def calls(touchpoints):
+        return [touchpoints.recommend(h, len(sale), candidate_set="sale", exclude_seen=True) for h in histories]
+
+    batches: list[int] = []
+    batched = _together(_batching(shop_triton.grpc_url, 8, batches), calls)
+    assert batches == [1, 3, 1, 1, 1]
+    assert [len(r.product_ids) for r in batched] == [48, 45, 47, 43]
+    _assert_same_answers(batched, _together(_batching(shop_triton.grpc_url, 1), calls))
+
+
+def test_every_request_waiting_on_a_triton_that_is_not_there_is_unavailable(closed_port):
+    histories = [History([f"P{i}", "P2"], request_time=1_800_000_000) for i in range(4)]
+    batches: list[int] = []
+    answers = _together(_batching(f"127.0.0.1:{closed_port}", 8, batches),
+                        lambda t: [t.recommend(h, 3) for h in histories])
+    assert batches == [1, 3] and all(isinstance(a, TritonUnavailable) for a in answers)
