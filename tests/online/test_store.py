@@ -317,6 +317,49 @@ def test_sqlite_expired_sessions_are_deleted_lazily(tmp_path: Path):
     assert keys == {CUSTOMER}
 
 
+def test_sqlite_reads_do_not_wait_for_a_write_in_progress(tmp_path: Path):
+    """Another process holds the file's write lock, so the store's own append waits in its worker thread;
+    a page's read still answers at once, with what was committed (reads run on the event loop, in WAL mode)."""
+    backend = SQLiteBackend(tmp_path)
+
+    async def work():
+        store = backend.store()
+        try:
+            await store.append(CUSTOMER, [event("p1", T0)])
+            other = sqlite3.connect(backend.path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO events (key, timestamp, record) VALUES ('customer:B', 0, x'00')")
+            waiting = asyncio.create_task(store.append(CUSTOMER, [event("p2", T0 + 1)]))
+            await asyncio.sleep(0.2)  # the append is in its thread, waiting for the lock
+            history = await store.history(CUSTOMER)
+            pending = not waiting.done()
+            other.execute("ROLLBACK")
+            other.close()
+            await waiting
+            return history, pending, await store.history(CUSTOMER)
+        finally:
+            await store.close()
+
+    before, pending, after = run(work)
+    assert [e.product_id for e in before] == ["p1"] and pending
+    assert [e.product_id for e in after] == ["p1", "p2"]
+
+
+def test_sqlite_history_of_an_unreachable_file_raises_store_unavailable(tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+
+    async def work():
+        store = SQLiteStore(str(blocker / "customers.sqlite3"), 10)
+        try:
+            await store.history(CUSTOMER)
+        finally:
+            await store.close()
+
+    with pytest.raises(StoreUnavailable, match="sqlite"):
+        run(work)
+
+
 def test_sqlite_unreachable_file_raises_store_unavailable(tmp_path: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
