@@ -90,7 +90,7 @@ def open_store(config: OnlineConfig) -> CustomerStore:
     if config.store == "redis":
         return RedisStore(config.redis_url, config.max_history_events, config.redis_key_prefix,
                           max_connections=config.redis_max_connections)
-    return SQLiteStore(config.sqlite_path, config.max_history_events)
+    return SQLiteStore(config.sqlite_path, config.max_history_events, cached_events=config.sqlite_cached_events)
 
 
 def _one_line(error: BaseException) -> str:
@@ -143,12 +143,23 @@ class SQLiteStore:
     against 0.09 for 200 events, measured here). Expired keys read as empty and are deleted lazily: on
     read (in the worker thread), and a few at a time on each append. ``clock`` (epoch seconds) decides
     expiry; tests inject one.
+
+    Decoded histories are kept, up to ``cached_events`` events in all, each with its version: the count and the
+    largest ``seq`` of its rows and its expiry, read in the same snapshot as the rows would be. A key's
+    rows change only by an append, which adds a row numbered above every row in the table (so its largest
+    ``seq`` grows), by the trim in that append, or by expiry (no rows; a session's append after it sets a
+    new expiry), so an equal version means equal rows, whichever process wrote them. Decoding was the
+    larger part of a read: about 0.12 ms of CPU for 200 events.
     """
 
-    def __init__(self, path: str, max_events: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str, max_events: int, clock: Callable[[], float] = time.time,
+                 cached_events: int = OnlineConfig().sqlite_cached_events) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
         self.path, self.max_events, self._clock = path, max_events, clock
+        self.cached_events = cached_events
+        self._decoded: dict[str, tuple[tuple[object, ...], list[ShopEvent]]] = {}  # key -> (version, events)
+        self._decoded_events = 0
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None  # the writer's, in the worker thread
         self._reader: sqlite3.Connection | None = None  # the event loop's, for reads only
@@ -163,13 +174,13 @@ class SQLiteStore:
         """The key's events, oldest first; [] (and the key deleted) when it has expired."""
         reader = self._reader or await self._open_reader()
         try:
-            records, expired = self._read(reader, key)
+            events = self._read(reader, key)
         except (sqlite3.OperationalError, OSError) as error:
             raise StoreUnavailable(f"sqlite store at {self.path} unavailable: {_one_line(error)}") from error
-        if expired:
+        if events is None:  # expired
             await self._run(self._expire, key)
             return []
-        return _decode_all(records)
+        return list(events)  # the caller's own list: the kept one is shared
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` when the file cannot be opened or read."""
@@ -234,15 +245,34 @@ class SQLiteStore:
                                          (now, SQLITE_SWEEP_KEYS)).fetchall()
             self._delete_expired(connection, now, [row[0] for row in expired])
 
-    def _read(self, reader: sqlite3.Connection, key: str) -> tuple[list[bytes], bool]:
-        """The key's encoded events and whether it has expired, from one snapshot (the expiry and the events
-        agree)."""
+    def _read(self, reader: sqlite3.Connection, key: str) -> list[ShopEvent] | None:
+        """The key's events (the kept ones when its version has not changed), or None when it has expired;
+        the expiry, the version and the rows from one snapshot."""
         with _transaction(reader, "BEGIN"):
             expiry = reader.execute("SELECT expires_at FROM expiry WHERE key = ?", (key,)).fetchone()
             if expiry is not None and expiry[0] <= self._clock():
-                return [], True
+                return None
+            version = (*reader.execute("SELECT count(*), max(seq) FROM events WHERE key = ?", (key,)).fetchone(),
+                       None if expiry is None else expiry[0])
+            kept = self._decoded.get(key)
+            if kept is not None and kept[0] == version:
+                return kept[1]
             rows = reader.execute("SELECT record FROM events WHERE key = ? ORDER BY timestamp, seq", (key,)).fetchall()
-        return [row[0] for row in rows], False
+        events = _decode_all([row[0] for row in rows])
+        self._keep(key, version, events)
+        return events
+
+    def _keep(self, key: str, version: tuple[object, ...], events: list[ShopEvent]) -> None:
+        """Keep a decoded history; past ``cached_events`` events, drop all first (a bound on memory, not a
+        cache that must be right about recency)."""
+        _, replaced = self._decoded.pop(key, (None, []))
+        self._decoded_events -= len(replaced)
+        if self._decoded_events + len(events) > self.cached_events:
+            self._decoded.clear()
+            self._decoded_events = 0
+        if len(events) <= self.cached_events:
+            self._decoded[key] = (version, events)
+            self._decoded_events += len(events)
 
     def _expire(self, connection: sqlite3.Connection, key: str) -> None:
         with _transaction(connection, "BEGIN IMMEDIATE"):

@@ -345,6 +345,58 @@ def test_sqlite_reads_do_not_wait_for_a_write_in_progress(tmp_path: Path):
     assert [e.product_id for e in after] == ["p1", "p2"]
 
 
+def test_sqlite_keeps_a_decoded_history_until_any_replica_changes_it(tmp_path: Path):
+    """Replica A reads, then B appends three events to A's full history (the trim keeps the count at three,
+    so only the version's largest seq tells), then a session expires and comes back with one event: A reads
+    every change, and an unchanged history twice without decoding it again (the same event objects)."""
+    backend = SQLiteBackend(tmp_path)
+
+    async def work():
+        a, b = backend.store(max_events=3), backend.store(max_events=3)
+        try:
+            await a.append(CUSTOMER, [event(f"p{i}", T0 + i) for i in range(3)])
+            first, again = await a.history(CUSTOMER), await a.history(CUSTOMER)
+            await b.append(CUSTOMER, [event("q", T0 + 10)])
+            trimmed = await a.history(CUSTOMER)
+            await a.append(SESSION, [event("s1", T0, customer=SESSION)], ttl_s=5)
+            session_before = await a.history(SESSION)
+            await backend.pass_time(10)
+            expired = await a.history(SESSION)
+            await b.append(SESSION, [event("s2", T0 + 11, customer=SESSION)], ttl_s=5)
+            return first, again, trimmed, session_before, expired, await a.history(SESSION)
+        finally:
+            await a.close()
+            await b.close()
+
+    first, again, trimmed, session_before, expired, session_after = run(work)
+    assert [e.product_id for e in first] == ["p0", "p1", "p2"] and all(x is y for x, y in zip(first, again))
+    assert [e.product_id for e in trimmed] == ["p1", "p2", "q"]
+    assert [e.product_id for e in session_before] == ["s1"] and expired == []
+    assert [e.product_id for e in session_after] == ["s2"]
+
+
+def test_sqlite_keeps_at_most_its_cached_events(tmp_path: Path):
+    """Five events kept at most: A's three, then B's three do not fit beside them, so A's are dropped and
+    read again from the file; then B's go for A's."""
+    path = str(tmp_path / "customers.sqlite3")
+
+    async def work():
+        store = SQLiteStore(path, 10, cached_events=5)
+        try:
+            for key in ("customer:A", "customer:B"):
+                await store.append(key, [event(f"{key}{i}", T0 + i) for i in range(3)])
+            a, b = await store.history("customer:A"), await store.history("customer:B")
+            b_again, a_again = await store.history("customer:B"), await store.history("customer:A")
+            return a, b, b_again, a_again, await store.history("customer:B")
+        finally:
+            await store.close()
+
+    a, b, b_again, a_again, b_third = run(work)
+    assert all(x is y for x, y in zip(b, b_again))  # B's kept
+    assert a == a_again and not any(x is y for x, y in zip(a, a_again))  # A's dropped: decoded again
+    assert b == b_third and not any(x is y for x, y in zip(b, b_third))  # and B's dropped for them
+
+
 def test_sqlite_history_of_an_unreachable_file_raises_store_unavailable(tmp_path: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
