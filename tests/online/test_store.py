@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from fashionrec.config import OnlineConfig
 from fashionrec.online.events import ShopEvent
+from fashionrec.online import store as store_module
 from fashionrec.online.store import CustomerStore, RedisStore, SQLiteStore, StoreUnavailable, open_store
 
 T0 = 1_700_000_000.0
@@ -345,11 +346,25 @@ def test_sqlite_reads_do_not_wait_for_a_write_in_progress(tmp_path: Path):
     assert [e.product_id for e in after] == ["p1", "p2"]
 
 
-def test_sqlite_keeps_a_decoded_history_until_any_replica_changes_it(tmp_path: Path):
-    """Replica A reads, then B appends three events to A's full history (the trim keeps the count at three,
-    so only the version's largest seq tells), then a session expires and comes back with one event: A reads
-    every change, and an unchanged history twice without decoding it again (the same event objects)."""
+def _counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of events each decode of stored records made (the store's own decoder, counted)."""
+    decoded: list[int] = []
+    decode = store_module._decode_all
+
+    def counted(texts):
+        decoded.append(len(texts))
+        return decode(texts)
+
+    monkeypatch.setattr(store_module, "_decode_all", counted)
+    return decoded
+
+
+def test_sqlite_keeps_a_decoded_history_until_any_replica_changes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Replica A reads, then B appends an event to A's full history of three (the trim keeps the count at
+    three, so only the version's largest seq tells), then a session expires and comes back with one event:
+    A reads every change, and an unchanged history twice with one decode."""
     backend = SQLiteBackend(tmp_path)
+    decoded = _counting_decodes(monkeypatch)
 
     async def work():
         a, b = backend.store(max_events=3), backend.store(max_events=3)
@@ -369,16 +384,19 @@ def test_sqlite_keeps_a_decoded_history_until_any_replica_changes_it(tmp_path: P
             await b.close()
 
     first, again, trimmed, session_before, expired, session_after = run(work)
-    assert [e.product_id for e in first] == ["p0", "p1", "p2"] and all(x is y for x, y in zip(first, again))
+    assert [e.product_id for e in first] == ["p0", "p1", "p2"] and again == first
+    assert all(type(e) is ShopEvent for e in again)
+    assert decoded == [3, 3, 1, 1]  # first (not again), trimmed, the session before and after its expiry
     assert [e.product_id for e in trimmed] == ["p1", "p2", "q"]
     assert [e.product_id for e in session_before] == ["s1"] and expired == []
     assert [e.product_id for e in session_after] == ["s2"]
 
 
-def test_sqlite_keeps_at_most_its_cached_events(tmp_path: Path):
-    """Five events kept at most: A's three, then B's three do not fit beside them, so A's are dropped and
-    read again from the file; then B's go for A's."""
+def test_sqlite_keeps_at_most_its_cached_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Five events kept at most: A's three, then B's three do not fit beside them, so A's, the longest kept,
+    are dropped and read again from the file; then B's go for A's."""
     path = str(tmp_path / "customers.sqlite3")
+    decoded = _counting_decodes(monkeypatch)
 
     async def work():
         store = SQLiteStore(path, 10, cached_events=5)
@@ -392,9 +410,8 @@ def test_sqlite_keeps_at_most_its_cached_events(tmp_path: Path):
             await store.close()
 
     a, b, b_again, a_again, b_third = run(work)
-    assert all(x is y for x, y in zip(b, b_again))  # B's kept
-    assert a == a_again and not any(x is y for x, y in zip(a, a_again))  # A's dropped: decoded again
-    assert b == b_third and not any(x is y for x, y in zip(b, b_third))  # and B's dropped for them
+    assert a == a_again and b == b_again == b_third
+    assert decoded == [3, 3, 3, 3]  # A, B, not B again (kept), A again (dropped for B), B (dropped for A)
 
 
 def test_sqlite_history_of_an_unreachable_file_raises_store_unavailable(tmp_path: Path):
