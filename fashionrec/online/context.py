@@ -19,7 +19,7 @@ import pandas as pd
 
 from fashionrec.config import IngestConfig
 from fashionrec.online.events import check_context
-from fashionrec.online.views import BadContext, PageContext
+from fashionrec.online.views import NO_CONTEXT, BadContext, PageContext
 from fashionrec.stages.ingest import LOCAL_TIME_TOLERANCE_S, OFFSET_STEP_MIN, UTC_OFFSET_RANGE_H
 
 PARAMETERS = ("device", "region", "local_time")  # the query parameters of a page's context, in this order
@@ -31,6 +31,8 @@ def page_context(device: str | None, region: str | None, local_time: str | None,
                  now: float) -> PageContext:
     """The context the query parameters name, checked with the event API's rules at ``now`` (epoch seconds);
     :class:`BadContext` naming the first refused parameter."""
+    if device is None and region is None and local_time is None:  # most pages: nothing to check
+        return NO_CONTEXT
     given = {"device": device, "region": region, "local_time": local_time}
     for name, value in given.items():
         if value is not None and len(value) > CONTEXT_MAX_LENGTH:
