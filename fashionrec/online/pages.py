@@ -21,6 +21,7 @@ Triton calls; a page without one asks exactly as it would without the feature.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import time
@@ -86,6 +87,7 @@ class ShopService:
         self.served, self.config, self.metrics, self.router = served, config, metrics, router
         self._online, self._examples, self._clock = config.online, list(examples), clock
         self._impressions: list[dict[str, object]] = []  # shown, not yet in the log (flush_impressions)
+        self._histories: dict[tuple[object, ...], History | None] = {}  # (stored version, view version) -> built
         self._rng = rng or random.Random()  # exploration's draws
 
     def categories(self) -> list[str]:
@@ -236,12 +238,25 @@ class ShopService:
                 "experiment": route.experiment, "arm": route.arm_name, **context_of(posted)}
 
     def _history(self, events: Sequence[ShopEvent], view: ServedView) -> History | None:
-        """The stored events ``view``'s version knows, as a request history (None: nothing to personalise with)."""
-        known = [e for e in events if e.product_id in view.product_ids]
-        if not known:
-            return None
-        return History([e.product_id for e in known], [e.event_type for e in known],
-                       [int(e.timestamp) for e in known], request_time=int(self._clock()))
+        """The stored events ``view``'s version knows, as a request history (None: nothing to personalise with).
+        Built once per version of the stored events and served view (a visitor's pages read the same history
+        again and again between events), then only its request time changes."""
+        version = (getattr(events, "version", None), view.version)
+        kept = self._histories.get(version) if version[0] is not None else None
+        if kept is None:
+            known = [e for e in events if e.product_id in view.product_ids]
+            # tuples: the collector stops tracking a tuple of strings or numbers, never a list
+            kept = History(tuple(e.product_id for e in known), tuple(e.event_type for e in known),
+                           tuple(int(e.timestamp) for e in known)) if known else None
+            if version[0] is not None:
+                self._keep_history(version, kept)
+        return None if kept is None else dataclasses.replace(kept, request_time=int(self._clock()))
+
+    def _keep_history(self, version: tuple[object, ...], history: History | None) -> None:
+        """Keep a built history, the longest-kept one dropped past ``online.kept_histories``."""
+        if len(self._histories) >= self._online.kept_histories:
+            self._histories.pop(next(iter(self._histories)))
+        self._histories[version] = history
 
     def _plans(self, events: Sequence[ShopEvent], history: History | None, route: Route,
                context: PageContext) -> list[_Plan]:

@@ -29,7 +29,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -67,6 +67,17 @@ REDIS_SEQ_DIGITS = 12
 
 class StoreUnavailable(RuntimeError):
     """The store's backend cannot be reached; the message (one line) names the backend and its address."""
+
+
+class StoredHistory(list[ShopEvent]):
+    """A key's events as a store read them, with ``version``: the same version, the same events (a store that
+    cannot tell gives a plain list). A page may keep what it builds from a history under its version."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, events: Iterable[ShopEvent], version: Hashable) -> None:
+        super().__init__(events)
+        self.version = version
 
 
 @runtime_checkable
@@ -263,11 +274,11 @@ class SQLiteStore:
                        None if expiry is None else expiry[0])
             kept = self._decoded.get(key)
             if kept is not None and kept[0] == version:
-                return list(map(_as_event, kept[1]))
+                return StoredHistory(map(_as_event, kept[1]), (key, *version))
             rows = reader.execute("SELECT record FROM events WHERE key = ? ORDER BY timestamp, seq", (key,)).fetchall()
         events = _decode_all([row[0] for row in rows])
         self._keep(key, version, tuple(map(tuple, events)))
-        return events
+        return StoredHistory(events, (key, *version))
 
     def _keep(self, key: str, version: tuple[object, ...], events: tuple[tuple[object, ...], ...]) -> None:
         """Keep a decoded history, dropping the longest-kept ones while more than ``cached_events`` events
