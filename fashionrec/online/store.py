@@ -29,7 +29,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -69,15 +69,34 @@ class StoreUnavailable(RuntimeError):
     """The store's backend cannot be reached; the message (one line) names the backend and its address."""
 
 
-class StoredHistory(list[ShopEvent]):
+class StoredHistory(Sequence[ShopEvent]):
     """A key's events as a store read them, with ``version``: the same version, the same events (a store that
-    cannot tell gives a plain list). A page may keep what it builds from a history under its version."""
+    cannot tell gives a plain list). A page may keep what it builds from a history under its version.
 
-    __slots__ = ("version",)
+    Over the store's kept rows (plain tuples of ShopEvent's fields): each event is made when it is looked at,
+    so a page that finds what it built kept under the version makes none (200 cost about 0.025 ms)."""
 
-    def __init__(self, events: Iterable[ShopEvent], version: Hashable) -> None:
-        super().__init__(events)
-        self.version = version
+    __slots__ = ("_rows", "version")
+
+    def __init__(self, rows: tuple[tuple[Any, ...], ...], version: Hashable) -> None:
+        self._rows, self.version = rows, version
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return list(map(_as_event, self._rows[index]))
+        return _as_event(self._rows[index])
+
+    def __iter__(self) -> Iterator[ShopEvent]:
+        return map(_as_event, self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"StoredHistory({list(self)!r}, version={self.version!r})"
 
 
 @runtime_checkable
@@ -87,7 +106,7 @@ class CustomerStore(Protocol):
     async def append(self, key: str, events: Sequence[ShopEvent], ttl_s: float | None = None) -> None:
         """Remember ``events`` for ``key``, keep its newest ``max_events``; expire them ``ttl_s`` from now."""
 
-    async def history(self, key: str) -> list[ShopEvent]:
+    async def history(self, key: str) -> Sequence[ShopEvent]:
         """The key's events, oldest first by timestamp (ties in arrival order); [] when unknown or expired."""
 
     async def ping(self) -> None:
@@ -188,7 +207,7 @@ class SQLiteStore:
         if events:
             await self._run(self._append, key, list(events), ttl_s)
 
-    async def history(self, key: str) -> list[ShopEvent]:
+    async def history(self, key: str) -> Sequence[ShopEvent]:
         """The key's events, oldest first; [] (and the key deleted) when it has expired."""
         reader = self._reader or await self._open_reader()
         try:
@@ -263,7 +282,7 @@ class SQLiteStore:
                                          (now, SQLITE_SWEEP_KEYS)).fetchall()
             self._delete_expired(connection, now, [row[0] for row in expired])
 
-    def _read(self, reader: sqlite3.Connection, key: str) -> list[ShopEvent] | None:
+    def _read(self, reader: sqlite3.Connection, key: str) -> StoredHistory | None:
         """The key's events (the kept ones when its version has not changed), or None when it has expired;
         the expiry, the version and the rows from one snapshot."""
         with _transaction(reader, "BEGIN"):
@@ -274,10 +293,10 @@ class SQLiteStore:
                        None if expiry is None else expiry[0])
             kept = self._decoded.get(key)
             if kept is not None and kept[0] == version:
-                return StoredHistory(map(_as_event, kept[1]), (key, *version))
+                return StoredHistory(kept[1], (key, *version))
             rows = reader.execute("SELECT record FROM events WHERE key = ? ORDER BY timestamp, seq", (key,)).fetchall()
-        events = _decode_all([row[0] for row in rows])
-        self._keep(key, version, tuple(map(tuple, events)))
+        events = tuple(map(tuple, _decode_all([row[0] for row in rows])))
+        self._keep(key, version, events)
         return StoredHistory(events, (key, *version))
 
     def _keep(self, key: str, version: tuple[object, ...], events: tuple[tuple[object, ...], ...]) -> None:

@@ -414,6 +414,15 @@ def test_sqlite_keeps_at_most_its_cached_events(tmp_path: Path, monkeypatch: pyt
     assert decoded == [3, 3, 3, 3]  # A, B, not B again (kept), A again (dropped for B), B (dropped for A)
 
 
+def test_a_stored_history_makes_its_events_from_the_kept_rows():
+    rows = (("A", "p1", "click", T0, 1.0), ("A", "p2", "purchase", T0 + 1, 4.0))
+    history = store_module.StoredHistory(rows, ("customer:A", 2, 7, None))
+    assert len(history) == 2 and history.version == ("customer:A", 2, 7, None)
+    assert history[1] == ShopEvent("A", "p2", "purchase", T0 + 1, 4.0) and history[1].event_type == "purchase"
+    assert history[:1] == [ShopEvent("A", "p1", "click", T0, 1.0)] and [e.product_id for e in history] == ["p1", "p2"]
+    assert history == [ShopEvent(*row) for row in rows] and history != [ShopEvent(*rows[0])]
+
+
 def test_sqlite_history_of_an_unreachable_file_raises_store_unavailable(tmp_path: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
