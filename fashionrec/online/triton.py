@@ -138,21 +138,30 @@ class Touchpoints:
         task.add_done_callback(self._sending.discard)
 
     async def _answer(self, lane: _Lane, batch: list[_Waiting]) -> None:
-        """Answer each request of ``batch`` whose caller still waits; then send what waited meanwhile."""
+        """Answer each request of ``batch`` whose caller still waits; then send what waited meanwhile. Whatever
+        goes wrong reaches every caller of the batch (none is left waiting): an unexpected error as itself,
+        the task's cancellation (the service stopping) as theirs."""
+        waiting = [(tensors, answer) for tensors, answer in batch if not answer.done()]  # done: cancelled
         try:
-            waiting = [(tensors, answer) for tensors, answer in batch if not answer.done()]  # done: cancelled
-            outcomes = await self._outcomes(lane.model, [tensors for tensors, _ in waiting])
-            for (_, answer), outcome in zip(waiting, outcomes, strict=True):
-                if answer.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    answer.set_exception(outcome)
-                else:
-                    answer.set_result(outcome)
+            outcomes: list[Ranked | BaseException] = await self._outcomes(
+                lane.model, [tensors for tensors, _ in waiting])
+        except asyncio.CancelledError:
+            for _, answer in waiting:
+                answer.cancel()
+            raise
+        except Exception as error:  # a bug of ours or an answer Triton should not give: the callers' error
+            outcomes = [error] * len(waiting)
         finally:
             lane.in_flight -= 1
             if lane.waiting:
                 self._send(lane)
+        for (_, answer), outcome in zip(waiting, outcomes, strict=True):
+            if answer.done():
+                continue
+            if isinstance(outcome, BaseException):
+                answer.set_exception(outcome)
+            else:
+                answer.set_result(outcome)
 
     async def _outcomes(self, model: str, batch: list[list[requests.Tensor]]) -> list[Ranked | Exception]:
         """Each request's answer or error: one call for all, or one each when Triton refuses the batch or cuts

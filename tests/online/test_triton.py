@@ -182,3 +182,16 @@ def test_every_request_waiting_on_a_triton_that_is_not_there_is_unavailable(clos
     answers = _together(_batching(f"127.0.0.1:{closed_port}", 8, batches),
                         lambda t: [t.recommend(h, 3) for h in histories])
     assert batches == [1, 3] and all(isinstance(a, TritonUnavailable) for a in answers)
+
+
+def test_an_unexpected_error_in_a_batch_reaches_every_caller_of_it(shop_triton, shop_files, monkeypatch):
+    """A fault of ours while building the batch (injected here) must not leave its callers waiting."""
+    def broken(requests_):
+        raise RuntimeError("batch could not be built")
+
+    monkeypatch.setattr("fashionrec.online.triton.batching.stack", broken)
+    histories = _histories(shop_files, [40, 41, 42, 43])
+    answers = _together(_batching(shop_triton.grpc_url, 8),
+                        lambda t: [asyncio.wait_for(t.recommend(h, 5), timeout=10.0) for h in histories])
+    assert answers[0].product_ids  # alone: no batch to build
+    assert all(isinstance(a, RuntimeError) and "could not be built" in str(a) for a in answers[1:])
