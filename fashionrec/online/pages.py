@@ -242,8 +242,9 @@ class ShopService:
         Built once per version of the stored events and served view (a visitor's pages read the same history
         again and again between events), then only its request time changes."""
         version = (getattr(events, "version", None), view.version)
-        kept = self._histories.get(version) if version[0] is not None else None
-        if kept is None:
+        if version in self._histories:  # None too: a history the view knows nothing of is kept as such
+            kept = self._histories[version]
+        else:
             known = [e for e in events if e.product_id in view.product_ids]
             # tuples: the collector stops tracking a tuple of strings or numbers, never a list
             kept = History(tuple(e.product_id for e in known), tuple(e.event_type for e in known),
