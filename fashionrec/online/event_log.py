@@ -14,7 +14,9 @@ Contract:
   (the journal folder too when the file is created). A batch is one line, so it is all-or-nothing: a
   kill mid-write leaves a torn last line, which was never acknowledged and is skipped on recovery.
   Records are checked against the kind's schema before anything is written (ValueError / TypeError),
-  so an acknowledged record can always be rolled. Cost: one ``fsync`` per call, under a lock.
+  so an acknowledged record can always be rolled. Cost: one ``fsync`` per call, under a lock. A line is
+  a JSON array of the batch's records; a missing score (NaN) is written as ``null`` and read back as NaN,
+  and other numbers must be finite.
 - :meth:`EventLog.roll` turns journals into Parquet parts
   ``<log_dir>/<kind>/date=YYYY-MM-DD/part-<UTC time>-<uuid>.parquet``, one per UTC date present (the
   date of each record's ``timestamp``), in the order the records were appended. Steps: (1) rename the
@@ -24,6 +26,10 @@ Contract:
   whole or not at all); (3) delete the sealed journal. A kill before (3) leaves the sealed journal;
   re-rolling it writes the same part names again (overwriting, never adding), so no record is lost
   or duplicated whatever the kill point.
+- A roll parses a journal with Arrow's JSON reader, which runs without the GIL: the service's pages go on
+  while a journal of thousands of impressions is read. A journal Arrow cannot take whole (a torn line,
+  a record that is not of the kind) is read line by line instead, with the same result for its whole
+  batches.
 - A roll that fails (gs:// unreachable) raises and keeps its sealed journal; :meth:`EventLog.roll_if_due`
   retries it at every call until it succeeds, while appends go on journalling locally. :meth:`close`
   rolls everything; if that fails, the journals stay for the next process's recovery.
@@ -44,13 +50,17 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import math
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from fashionrec import storage
@@ -101,8 +111,6 @@ LOCK_FILE = ".lock"
 ACTIVE_SUFFIX = ".jsonl"
 SEALED_SUFFIX = ".sealed.jsonl"
 MICROS = 1_000_000
-MICROS_PER_DAY = 86_400 * MICROS
-EPOCH = dt.date(1970, 1, 1)
 # What timestamp[us] and a date= folder can hold: years 1..9999.
 EARLIEST_SECONDS = -62_135_596_800.0
 LATEST_SECONDS = 253_402_300_800.0
@@ -150,7 +158,7 @@ class EventLog:
         rows = [_normalise(kind, record) for record in records]  # raises before anything is written
         if not rows:
             return
-        line = (json.dumps(rows, separators=(",", ":"), allow_nan=True) + "\n").encode("utf-8")
+        line = _journal_line(kind, rows)
         with self._lock:
             self._check_open()
             fd = self._active(kind)
@@ -243,7 +251,7 @@ class EventLog:
             for name in names:
                 path = os.path.join(self.journal_dir, name)
                 stamp = name[len(kind) + 1:-len(SEALED_SUFFIX)]
-                for date, table in _tables_by_date(kind, self._read_journal(kind, path)):
+                for date, table in _tables_by_date(kind, self._journal_table(kind, path)):
                     uri = storage.join(self.log_dir, kind, f"date={date.isoformat()}", f"part-{stamp}.parquet")
                     _write_part(table, uri)
                     written.append(uri)
@@ -252,6 +260,16 @@ class EventLog:
         with self._lock:
             self._sealed[kind] = False
         return written
+
+    def _journal_table(self, kind: str, path: str) -> pa.Table:
+        """A journal's records, in order, in the kind's journal types (:func:`_journal_schema`): parsed by
+        Arrow when every line is a whole batch of the kind's records, else line by line."""
+        with open(path, "rb") as stream:
+            data = stream.read()
+        table = _parsed_journal(kind, data)
+        if table is None:
+            table = _rows_table(kind, self._read_journal(kind, path))
+        return table
 
     def _read_journal(self, kind: str, path: str) -> list[dict[str, object]]:
         """The records of a journal, in order. A line that is not a whole batch of valid records (torn by a
@@ -334,8 +352,14 @@ class EventLog:
 
 
 def _text(value: object, name: str) -> str:
+    if type(value) is str and value.isascii():  # the common case, without the encode below
+        return value
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} must be valid Unicode text (no lone surrogates), got {value!r}") from None
     return value
 
 
@@ -350,6 +374,25 @@ def _number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     return float(value)
+
+
+def _finite(value: object, name: str) -> float:
+    number = _number(value, name)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _score(value: object, name: str) -> float | None:
+    """A finite score, or None for a missing one (NaN or None): the journal writes it as ``null``."""
+    if value is None:
+        return None
+    number = _number(value, name)
+    if math.isnan(number):
+        return None
+    if math.isinf(number):
+        raise ValueError(f"{name} must be finite, or NaN for no score, got {value!r}")
+    return number
 
 
 def _integer(value: object, name: str, bounds: tuple[int, int]) -> int:
@@ -379,28 +422,49 @@ def _optional_int64(value: object, name: str) -> int | None:
     return None if value is None else _integer(value, name, INT64)
 
 
-def _list_of(item: Callable[[object, str], object]) -> Callable[[object, str], list[object]]:
-    def check(value: object, name: str) -> list[object]:
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise TypeError(f"{name} must be a list, got {type(value).__name__}")
-        return [item(element, name) for element in value]
-    return check
-
-
 def _int32(value: object, name: str) -> int:
     return _integer(value, name, INT32)
 
 
+def _list_of(item: Callable[[object, str], object],
+             plain: Callable[[list[object]], bool]) -> Callable[[object, str], list[object]]:
+    """A list whose elements pass ``item``. ``plain(elements)`` says at C speed that every element would pass
+    ``item`` unchanged (an impression's lists are checked on every page shown: element by element they cost
+    more than the rest of the record)."""
+    def check(value: object, name: str) -> list[object]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise TypeError(f"{name} must be a list, got {type(value).__name__}")
+        elements = list(value)
+        return elements if plain(elements) else [item(element, name) for element in elements]
+    return check
+
+
+def _plain_texts(elements: list[object]) -> bool:
+    return set(map(type, elements)) <= {str} and "".join(elements).isascii()  # type: ignore[arg-type]
+
+
+def _plain_int32s(elements: list[object]) -> bool:
+    return set(map(type, elements)) <= {int} and (
+        not elements or (INT32[0] <= min(elements) and max(elements) <= INT32[1]))  # type: ignore[type-var]
+
+
+def _plain_scores(elements: list[object]) -> bool:
+    """Floats, all finite: a finite sum has no infinity or NaN in it (a sum that overflows only sends the list
+    through the element-wise check)."""
+    return set(map(type, elements)) <= {float} and math.isfinite(sum(elements))  # type: ignore[arg-type]
+
+
 FIELD_CHECKS: dict[str, dict[str, Callable[[object, str], object]]] = {
     EVENTS: {"customer_id": _text, "product_id": _text, "event_type": _text, "timestamp": _seconds,
-             "weight": _number, "request_id": _optional_text, "experiment": _optional_text, "arm": _optional_text,
+             "weight": _finite, "request_id": _optional_text, "experiment": _optional_text, "arm": _optional_text,
              "device": _optional_text, "channel": _optional_text, "region": _optional_text,
              "local_time": _optional_text},
     IMPRESSIONS: {"request_id": _text, "timestamp": _seconds, "customer_id": _text, "touchpoint": _text,
-                  "model_version": _optional_int64, "product_ids": _list_of(_text),
-                  "positions": _list_of(_int32), "scores": _list_of(_number), "fallback": _flag,
+                  "model_version": _optional_int64, "product_ids": _list_of(_text, _plain_texts),
+                  "positions": _list_of(_int32, _plain_int32s), "scores": _list_of(_score, _plain_scores),
+                  "fallback": _flag,
                   "experiment": _optional_text, "arm": _optional_text,
-                  "propensities": _optional(_list_of(_number)), "explored_slot": _optional(_int32),
+                  "propensities": _optional(_list_of(_score, _plain_scores)), "explored_slot": _optional(_int32),
                   "shuffled_slots": _optional(_int32), "device": _optional_text, "region": _optional_text,
                   "local_time": _optional_text},
 }
@@ -425,26 +489,111 @@ def _normalise(kind: str, record: Mapping[str, object]) -> dict[str, object]:
     return {name: check(record.get(name), f"{kind}.{name}") for name, check in checks.items()}
 
 
-def _micros(seconds: float) -> int:
-    return round(seconds * MICROS)
+def _journal_line(kind: str, rows: list[dict[str, object]]) -> bytes:
+    """One journal line: the normalised ``rows`` as a JSON array (orjson: the impressions of a second of pages
+    are written in one call, and the standard library took 15 times as long, holding the GIL)."""
+    try:
+        return orjson.dumps(rows, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError as error:  # not expected after _normalise: say which kind, not a bare TypeError
+        raise ValueError(f"{kind} records cannot be written as JSON: {error}") from None
 
 
-def _tables_by_date(kind: str, rows: Sequence[Mapping[str, object]]) -> list[tuple[dt.date, pa.Table]]:
-    """One table per UTC date of the rows' timestamps, dates ascending, rows in journal order."""
+def _journal_schema(kind: str) -> pa.Schema:
+    """The kind's fields as a journal line holds them: timestamps as epoch seconds and every float as a
+    float64, all nullable (what may not be null is checked after parsing)."""
+    def journal_type(field: pa.Field) -> pa.DataType:
+        if field.name == "timestamp":
+            return pa.float64()
+        if field.type == pa.float32():
+            return pa.float64()
+        if field.type == pa.list_(pa.float32()):
+            return pa.list_(pa.float64())
+        return field.type
+    return pa.schema([pa.field(field.name, journal_type(field)) for field in SCHEMAS[kind]])
+
+
+JOURNAL_BATCH = "batch"  # each line is parsed by Arrow as {"batch": <the line>}: its JSON reader takes objects
+
+
+def _parsed_journal(kind: str, data: bytes) -> pa.Table | None:
+    """The records of a journal's bytes, parsed by Arrow, or None when some line is not a whole batch of
+    valid records of the kind (a torn last line, anything the line-by-line reader would skip)."""
+    if not data:
+        return _rows_table(kind, [])
+    if not data.endswith(b"\n"):
+        return None
+    opened = b'{"' + JOURNAL_BATCH.encode() + b'":'
+    wrapped = opened + data[:-1].replace(b"\n", b"}\n" + opened) + b"}\n"
+    schema = pa.schema([pa.field(JOURNAL_BATCH, pa.list_(pa.struct(list(_journal_schema(kind)))))])
+    try:
+        parsed = pa_json.read_json(
+            pa.BufferReader(wrapped),
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=max(len(wrapped), 1 << 20)),
+            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"))
+    except pa.ArrowInvalid:
+        return None
+    batches = parsed.column(JOURNAL_BATCH)
+    if batches.null_count:
+        return None
+    records = pa.concat_arrays([chunk.flatten() for chunk in batches.chunks]) if batches.num_chunks \
+        else pa.array([], type=schema.field(JOURNAL_BATCH).type.value_type)
+    if records.null_count:
+        return None
+    table = pa.Table.from_struct_array(records)
+    return table if _valid_records(kind, table) else None
+
+
+def _valid_records(kind: str, table: pa.Table) -> bool:
+    """What :func:`_normalise` would also require of parsed records: no null where the schema has none (a
+    missing score is the one null allowed inside a list), finite numbers, timestamps within years 1-9999."""
+    for field in SCHEMAS[kind]:
+        column = table.column(field.name)
+        if not field.nullable and column.null_count:
+            return False
+        if pa.types.is_list(field.type):
+            elements = pc.list_flatten(column)
+            if pa.types.is_floating(field.type.value_type):
+                if pc.any(pc.is_inf(elements)).as_py():
+                    return False
+            elif elements.null_count:
+                return False
+    seconds = table.column("timestamp")
+    if len(seconds) and not pc.all(pc.and_(pc.greater_equal(seconds, EARLIEST_SECONDS),
+                                           pc.less(seconds, LATEST_SECONDS))).as_py():
+        return False
+    floats = [field.name for field in SCHEMAS[kind] if field.type == pa.float32()]
+    return all(pc.all(pc.is_finite(table.column(name))).as_py() is not False for name in floats)
+
+
+def _rows_table(kind: str, rows: Sequence[Mapping[str, object]]) -> pa.Table:
+    """Normalised records as a table of the kind's journal types."""
+    return pa.Table.from_pylist(list(rows), schema=_journal_schema(kind))
+
+
+def _tables_by_date(kind: str, records: pa.Table) -> list[tuple[dt.date, pa.Table]]:
+    """The records (in journal types) in the kind's schema, one table per UTC date of their timestamps, dates
+    ascending, rows in journal order. Seconds become microseconds rounded half to even, as Python's round."""
     schema = SCHEMAS[kind]
-    by_date: dict[dt.date, list[dict[str, object]]] = {}
-    for row in rows:
-        micros = _micros(float(row["timestamp"]))  # type: ignore[arg-type]
-        date = EPOCH + dt.timedelta(days=micros // MICROS_PER_DAY)
-        by_date.setdefault(date, []).append({**row, "timestamp": micros})
-    tables = []
-    for date in sorted(by_date):
-        chunk = by_date[date]
-        columns = [pa.array([row[field.name] for row in chunk],
-                            type=pa.int64() if field.name == "timestamp" else field.type).cast(field.type)
-                   for field in schema]
-        tables.append((date, pa.Table.from_arrays(columns, schema=schema)))
-    return tables
+    micros = pc.round(pc.multiply(records.column("timestamp"), MICROS), round_mode="half_to_even")
+    stamps = pc.cast(micros, pa.int64()).cast(UTC)
+    columns = [stamps if field.name == "timestamp" else _in_schema(records.column(field.name), field.type)
+               for field in schema]
+    table = pa.Table.from_arrays(columns, schema=schema)
+    dates = pc.cast(stamps, pa.date32())
+    return [(date, table.filter(pc.equal(dates, pa.scalar(date, pa.date32()))))
+            for date in sorted(pc.unique(dates).to_pylist())]
+
+
+def _in_schema(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray | pa.Array:
+    """A journal column in the schema's type; a list of floats has its missing scores (null) as NaN."""
+    column = column.cast(target)
+    if not (pa.types.is_list(target) and pa.types.is_floating(target.value_type)):
+        return column
+    lists = column.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(lists), 0)
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths).cast(pa.int32())])
+    values = pc.fill_null(pc.list_flatten(lists), pa.scalar(math.nan, target.value_type))
+    return pa.ListArray.from_arrays(offsets, values, type=target, mask=lists.is_null())
 
 
 # ----------------------------------------------------------------------------------------------------

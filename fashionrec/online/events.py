@@ -57,7 +57,8 @@ def check_events(raw: Sequence[Mapping[str, object]], product_ids: set[str], ing
     type's, as in ingest. Duplicates within the batch are rejected as ``duplicate_event``.
     """
     now = time.time() if now is None else now
-    records = [{**_defaults(event, now), **{name: event.get(name) for name in EVENT_CONTEXT}} for event in raw]
+    given = [{**_defaults(event, now), **{name: event.get(name) for name in EVENT_CONTEXT}} for event in raw]
+    records = [{name: _decodable(value) for name, value in record.items()} for record in given]
     plain = _plain_batch(records, product_ids, ingest, online)
     if plain is not None:
         return plain, []
@@ -105,6 +106,18 @@ def check_context(context: Mapping[str, object], ingest: IngestConfig,
         text = str(value).strip() or None
         values[name] = local_wall_clock(text) if name == LOCAL_TIME and text else text
     return values, reasons
+
+
+def _decodable(value: object) -> object:
+    """Text as ingest reads undecodable bytes: a lone surrogate, which a JSON body can spell (``"\\ud800"``) but no
+    UTF-8 file or Parquet column can hold, becomes U+FFFD, so that ingest refuses the event as ``bad_encoding``
+    (accepted, it would stop the event log's roll, and a frame of it cannot even be built)."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
 
 
 def _events_frame(records: Sequence[Mapping[str, object]]) -> pd.DataFrame:

@@ -139,9 +139,21 @@ def test_bad_records_are_refused_before_anything_is_journalled(dirs):
     log_dir, journal_dir = dirs
     with EventLog(log_dir, journal_dir, roll_records=100, roll_seconds=60.0) as log:
         for bad in ({**_event(1, JAN_1), "timestamp": float("nan")}, {**_event(1, JAN_1), "customer_id": None},
-                    {**_event(1, JAN_1), "extra": 1}, {"customer_id": "C1"}, {**_event(1, JAN_1), "weight": "1"}):
+                    {**_event(1, JAN_1), "extra": 1}, {"customer_id": "C1"}, {**_event(1, JAN_1), "weight": "1"},
+                    {**_event(1, JAN_1), "weight": float("inf")}, {**_event(1, JAN_1), "weight": float("nan")}):
             with pytest.raises((TypeError, ValueError)):
                 log.append(EVENTS, [_event(2, JAN_1), bad])
+        # a lone surrogate (JSON's "\ud800" decodes to one) is not text Parquet can hold: refused by name
+        with pytest.raises(ValueError, match="events.product_id must be valid Unicode"):
+            log.append(EVENTS, [{**_event(1, JAN_1), "product_id": "P\ud800"}])
+        shown = {"request_id": "r", "timestamp": JAN_1, "customer_id": "C", "touchpoint": "home", "model_version": 1,
+                 "product_ids": ["P1"], "positions": [1], "scores": [float("inf")], "fallback": False}
+        with pytest.raises(ValueError, match="impressions.scores must be finite, or NaN for no score"):
+            log.append(IMPRESSIONS, [shown])
+        for bad_list in ({"positions": [True]}, {"positions": [2**31]}, {"product_ids": ["P1", 1]},
+                         {"propensities": ["0.5"]}):
+            with pytest.raises((TypeError, ValueError)):
+                log.append(IMPRESSIONS, [{**shown, "scores": [0.5], **bad_list}])
         with pytest.raises(ValueError, match="unknown record kind"):
             log.append("clicks", [_event(1, JAN_1)])
         assert log.pending(EVENTS) == 0
@@ -227,6 +239,84 @@ def test_a_torn_last_line_is_skipped_and_counted_on_recovery(dirs):
     assert storage.read_table(storage.join(log_dir, EVENTS))["customer_id"].tolist() == ["C1", "C2", "C4", "C5", "C6"]
     assert _journal_files(journal_dir) == []
     log.close()
+
+
+def _impression(i: int, timestamp: float, **fields: object) -> dict[str, object]:
+    return {"request_id": f"r{i}", "timestamp": timestamp, "customer_id": f"C{i}", "touchpoint": "for_you",
+            "model_version": i, "product_ids": [f"P{i}", "P\u00e9\U0001f600"], "positions": [1, 2],
+            "scores": [0.25 * i, float("nan")], "fallback": False, **fields}
+
+
+def _as_text(table: pa.Table) -> str:
+    return json.dumps(table.to_pylist(), default=str, allow_nan=True)
+
+
+def _rolled(log_dir: str, journal_dir: str, kind: str, journal: bytes) -> tuple[int, list[tuple[str, pa.Table]]]:
+    """Recover a journal left in ``journal_dir``; its torn lines and each part's date folder and table."""
+    Path(journal_dir).mkdir(parents=True, exist_ok=True)
+    Path(journal_dir, f"{kind}.jsonl").write_bytes(journal)
+    with EventLog(log_dir, journal_dir, roll_records=100, roll_seconds=60.0) as log:
+        torn = log.torn_lines
+    parts = storage.parquet_parts(storage.join(log_dir, kind))
+    return torn, [(part.split("/")[-2], pq.read_table(part)) for part in parts]
+
+
+@pytest.mark.parametrize("kind", [EVENTS, IMPRESSIONS])
+def test_a_journal_rolls_to_the_same_parts_whether_arrow_parses_it_or_it_is_read_line_by_line(tmp_path, kind,
+                                                                                              monkeypatch):
+    """A roll parses a whole journal with Arrow (without the GIL) and falls back to reading it line by line
+    when a line is torn. Both must give the same parts: dates split at UTC midnight (before 1970 too),
+    microseconds rounded half to even as Python rounds, unicode, nulls, and a missing score as NaN."""
+    # x.5 microseconds exactly, in binary: 2.5 us, and 0.5 us and 1.5 us past JAN_1 (2**-21 s is 0.48 us)
+    stamps = [JAN_1 + 2**-21, 2.5e-6, JAN_1 - 1e-6, -DAY - 1.25, JAN_1 + 3 * 2**-21, JAN_1 + DAY + 0.25]
+    if kind == EVENTS:
+        records = [{**_event(i, stamp), "weight": 0.1 * i, "device": "mobile" if i % 2 else None}
+                   for i, stamp in enumerate(stamps)]
+    else:
+        records = [_impression(i, stamp, propensities=[0.5, 1.0] if i % 2 else None,
+                               model_version=None if i == 2 else i, device="tablet") for i, stamp in enumerate(stamps)]
+    with EventLog(str(tmp_path / "writer-log"), str(tmp_path / "writer"), roll_records=100, roll_seconds=60.0) as log:
+        log.append(kind, records[:2])
+        log.append(kind, records[2:])
+        whole = Path(tmp_path / "writer", f"{kind}.jsonl").read_bytes()
+        log.append(kind, records[:1])  # a third line, to be torn below
+        three = Path(tmp_path / "writer", f"{kind}.jsonl").read_bytes()
+    torn_journal = three[:-5]  # the third batch, cut mid-write
+    assert torn_journal.startswith(whole) and not torn_journal.endswith(b"\n")
+
+    with monkeypatch.context() as patched:  # a whole journal is Arrow's to parse, never read line by line
+        patched.setattr(EventLog, "_read_journal", lambda *_: pytest.fail("a whole journal was read line by line"))
+        parsed = _rolled(str(tmp_path / "a"), str(tmp_path / "ja"), kind, whole)
+    line_by_line = _rolled(str(tmp_path / "b"), str(tmp_path / "jb"), kind, torn_journal)
+    assert parsed[0] == 0 and line_by_line[0] == 1
+    assert [date for date, _ in parsed[1]] == ["date=1969-12-30", "date=1970-01-01", "date=2025-12-31",
+                                               "date=2026-01-01", "date=2026-01-02"]
+    assert [date for date, _ in line_by_line[1]] == [date for date, _ in parsed[1]]
+    for (_, arrow_part), (_, python_part) in zip(parsed[1], line_by_line[1], strict=True):
+        assert arrow_part.schema.equals(SCHEMAS[kind])
+        assert python_part.schema.equals(SCHEMAS[kind])
+        assert _as_text(arrow_part) == _as_text(python_part)  # as text, so that NaN equals NaN
+    micros = [stamp.value // 1000 for _, part in parsed[1] for stamp in part.column("timestamp").to_pandas()]
+    assert micros == [-86_401_250_000, 2, 1_767_225_599_999_999, 1_767_225_600_000_000, 1_767_225_600_000_002,
+                      1_767_312_000_250_000]  # by date, then journal order; 2.5 and 0.5 us down to even, 1.5 up
+    if kind == IMPRESSIONS:
+        rows = [row for _, part in parsed[1] for row in part.to_pylist()]
+        assert [row["product_ids"][1] for row in rows] == ["P\u00e9\U0001f600"] * 6
+        assert all(math.isnan(row["scores"][1]) for row in rows)
+        assert [row["model_version"] for row in rows] == [3, 1, None, 0, 4, 5]
+        assert [row["propensities"] for row in rows] == [[0.5, 1.0], [0.5, 1.0], None, None, None, [0.5, 1.0]]
+
+
+def test_a_journal_written_by_the_older_json_writer_still_rolls(dirs):
+    """Before orjson, journals held NaN for a missing score (the standard library's JSON); a service upgraded
+    after a crash recovers them as they are."""
+    log_dir, journal_dir = dirs
+    line = json.dumps([_impression(1, JAN_1)], separators=(",", ":"), allow_nan=True)
+    assert "NaN" in line
+    torn, [(date, part)] = _rolled(log_dir, journal_dir, IMPRESSIONS, f"{line}\n".encode())
+    assert torn == 0 and date == "date=2026-01-01"
+    scores = part.column("scores").to_pylist()[0]
+    assert scores[0] == 0.25 and math.isnan(scores[1])
 
 
 def test_a_crash_after_writing_parts_but_before_deleting_the_sealed_journal_does_not_duplicate(dirs):

@@ -52,3 +52,14 @@ def test_an_overlong_id_is_refused_even_in_a_plain_batch() -> None:
     events, rejections = check_events([{**CLICK, "customer_id": long_id}], {"P1"}, IngestConfig(), OnlineConfig(),
                                       now=NOW)
     assert events == [] and [(r.index, r.reason) for r in rejections] == [(0, "id_too_long")]
+
+
+def test_a_lone_surrogate_is_refused_as_bad_encoding_on_either_path() -> None:
+    """JSON can spell a lone surrogate ("\\ud800"); no UTF-8 log can hold one. In a plain batch (customer id) and
+    in one that needs ingest's frame (context), it is ingest's bad encoding, and the good events are kept."""
+    batch = [{**CLICK, "customer_id": "C\ud800"}, CLICK, {**CLICK, "customer_id": "C2", "device": "mobile\udfff"}]
+    events, rejections = check_events(batch, {"P1"}, IngestConfig(), OnlineConfig(), now=NOW)
+    assert [(r.index, r.reason) for r in rejections] == [(0, "bad_encoding"), (2, "bad_encoding")]
+    assert [e.customer_id for e in events] == ["C1"]
+    events, rejections = check_events(batch[:1], {"P1"}, IngestConfig(), OnlineConfig(), now=NOW)
+    assert events == [] and [(r.index, r.reason) for r in rejections] == [(0, "bad_encoding")]

@@ -6,6 +6,8 @@ category" have right answers a test can check without restating the model.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pandas as pd
 import pytest
@@ -22,7 +24,9 @@ def _page(shop, path: str, **params) -> dict:
 
 
 def _post_events(shop, events: list[dict]) -> httpx.Response:
-    return httpx.post(f"{shop.url}/v1/events", json={"events": events}, timeout=10.0)
+    body = json.dumps({"events": events})  # ASCII, with escapes: a lone surrogate goes as JSON spells it
+    return httpx.post(f"{shop.url}/v1/events", content=body, headers={"content-type": "application/json"},
+                      timeout=10.0)
 
 
 def _shown(homepage: dict) -> list[str]:
@@ -142,11 +146,13 @@ def test_events_are_checked_with_ingest_reasons(shop, shop_files):
         {"customer_id": "C-events", "product_id": product, "event_type": "like"},
         {"customer_id": "C-events", "product_id": product, "event_type": "click", "timestamp": "yesterday"},
         {"product_id": product, "event_type": "click"},
+        {"customer_id": "C-\ud800", "product_id": product, "event_type": "click"},  # JSON's "\ud800": no UTF-8 text
     ])
     assert response.status_code == 200
     assert response.json() == {"accepted": 1, "rejected": [
         {"index": 1, "reason": "unknown_product"}, {"index": 2, "reason": "unknown_event_type"},
-        {"index": 3, "reason": "bad_timestamp"}, {"index": 4, "reason": "missing_field"}]}
+        {"index": 3, "reason": "bad_timestamp"}, {"index": 4, "reason": "missing_field"},
+        {"index": 5, "reason": "bad_encoding"}]}
 
 
 def test_oversized_requests_get_413_and_the_service_carries_on(shop, shop_files):
