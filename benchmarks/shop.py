@@ -15,17 +15,20 @@ at --concurrency (asyncio) then measure, side by side in one run:
 * ``triton direct, batched``: the direct calls again, with requests in flight together sent as one batch,
   as the service sends them (``online.triton_batch_rows``; see :mod:`fashionrec.online.triton`).
 
-The overhead is the shop's latency minus the direct call's, at each percentile. On a shared 2-core box
-the clients, the service and Triton compete for the same cores: read the figures as relative.
+The overhead is the shop's latency minus the direct call's, at each percentile. Its two paths take turns
+(six of each, --seconds in all per path), so that a machine whose speed drifts during the run drifts for
+both. On a shared 2-core box the clients, the service and Triton compete for the same cores: read the
+figures as relative.
 
     .venv/bin/python benchmarks/shop.py [--products 20000] [--history 200] [--concurrency 8] [--seconds 5]
                                         [--store sqlite|redis] [--set online.carousel_size=20 ...]
-                                        [--baseline-checkout DIR [--blocks 20]]
+                                        [--baseline-checkout DIR] [--baseline-set KEY=VALUE ...] [--blocks 20]
 
 ``--baseline-checkout`` also starts the service from another source tree (``git worktree add DIR <commit>``)
 over the same Triton and data, and sends blocks of requests to the two in turn: on a shared machine whose
 speed drifts from run to run, only such a paired comparison resolves a change of a few tenths of a millisecond
-of the service's CPU.
+of the service's CPU. ``--baseline-set`` gives that second service settings of its own (from this checkout
+when no other is named): a setting compared with its default the same way.
 """
 
 from __future__ import annotations
@@ -184,6 +187,10 @@ async def measured(call: Callable[[int], Awaitable[object]], concurrency: int, s
     return latencies, {who: read() - before[who] for who, read in processes.items()}
 
 
+Turn = tuple[np.ndarray, dict[str, float], tuple[float, float]]  # latencies, CPU by process, (rows, calls) to Triton
+OVERHEAD_ROUNDS = 6  # turns each of the overhead's two paths takes, --seconds in all
+
+
 async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace, config: PipelineConfig,
                   processes: dict[str, Callable[[], float]]) -> list[dict[str, object]]:
     events = pd.read_parquet(paths["events"])
@@ -236,8 +243,25 @@ async def measure(paths: dict[str, str], shop_url: str, args: argparse.Namespace
             return (float(values.get("fashionrec_shop_triton_batch_rows_sum", 0)),
                     float(values.get("fashionrec_shop_triton_batch_rows_count", 0)))
 
-        for name, call in (("triton direct (recommend)", direct), ("shop /v1/recommendations", shop),
-                           ("shop /v1/homepage", homepage), ("shop POST /v1/events", click),
+        # the overhead's two paths take turns (OVERHEAD_ROUNDS of each, the order flipped every round), so that
+        # both see the same moments of a shared machine whose speed drifts; the other paths run one after another
+        overhead = {"triton direct (recommend)": direct, "shop /v1/recommendations": shop}
+        for name, call in overhead.items():
+            await closed_loop(call, args.concurrency, 1.0)  # warm-up
+        taken: dict[str, list[Turn]] = {name: [] for name in overhead}
+        for turn in range(OVERHEAD_ROUNDS):
+            for name in (list(overhead) if turn % 2 == 0 else list(overhead)[::-1]):
+                sent_before = await triton_rows()
+                latencies, cpu = await measured(overhead[name], args.concurrency, args.seconds / OVERHEAD_ROUNDS,
+                                                processes)
+                sent = await triton_rows()
+                taken[name].append((latencies, cpu, (sent[0] - sent_before[0], sent[1] - sent_before[1])))
+        for name, turns in taken.items():
+            cpu = {who: sum(used[who] for _, used, _ in turns) for who in processes}
+            rows_out.append(row(name, np.concatenate([latencies for latencies, _, _ in turns]), args.seconds, cpu))
+            rows_sent, calls = (sum(sent[i] for _, _, sent in turns) for i in (0, 1))
+            rows_out[-1]["shop rows/Triton call"] = rows_sent / max(calls, 1)
+        for name, call in (("shop /v1/homepage", homepage), ("shop POST /v1/events", click),
                            (f"triton direct, batched {config.online.triton_batch_rows}", direct_batched)):
             await closed_loop(call, args.concurrency, 1.0)  # warm-up
             sent_before = await triton_rows()
@@ -277,7 +301,7 @@ async def paired(services: dict[str, tuple[subprocess.Popen, str]], customers: l
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10.0)) as http:
         for path, size in PAIRED_BLOCK_REQUESTS.items():
             cpu: dict[str, list[float]] = {name: [] for name in services}
-            latencies: dict[str, list[float]] = {name: [] for name in services}
+            latencies: dict[str, list[list[float]]] = {name: [] for name in services}  # per block
             for block in range(blocks + 1):  # block 0 warms both up and is not counted
                 for name in (list(services) if block % 2 else list(services)[::-1]):
                     process, url = services[name]
@@ -285,7 +309,7 @@ async def paired(services: dict[str, tuple[subprocess.Popen, str]], customers: l
                     taken = await fixed_requests(http, f"{url}{path}", customers, products, size, concurrency)
                     if block:
                         cpu[name].append(1000 * (process_cpu_seconds(process.pid) - before) / size)
-                        latencies[name] += taken
+                        latencies[name].append(taken)
             lines.append(paired_line(path, cpu, latencies))
     return lines
 
@@ -313,15 +337,20 @@ async def fixed_requests(http: aiohttp.ClientSession, url: str, customers: list[
     return latencies
 
 
-def paired_line(path: str, cpu: dict[str, list[float]], latencies: dict[str, list[float]]) -> str:
-    """One path's comparison: this checkout first, the other second."""
+def paired_line(path: str, cpu: dict[str, list[float]], latencies: dict[str, list[list[float]]]) -> str:
+    """One path's comparison: this checkout first, the other second. The service's CPU and each block's median
+    latency are paired by block (both services saw the same moments of the machine); p99 over all blocks."""
     this, other = (np.array(values) for values in cpu.values())
     difference = paired_difference(this, other, PAIRED_CONFIDENCE, BOOTSTRAP_DRAWS)
-    (this_p50, this_p99), (other_p50, other_p99) = (np.percentile(np.array(v) * 1000, [50, 99])
-                                                    for v in latencies.values())
+    this_medians, other_medians = (np.array([np.median(block) * 1000 for block in blocks])
+                                   for blocks in latencies.values())
+    median_difference = paired_difference(this_medians, other_medians, PAIRED_CONFIDENCE, BOOTSTRAP_DRAWS)
+    (this_p50, this_p99), (other_p50, other_p99) = (np.percentile(np.concatenate(blocks) * 1000, [50, 99])
+                                                    for blocks in latencies.values())
     return (f"{path}: service CPU {this.mean():.2f} vs {other.mean():.2f} ms/req, difference {difference.mean:+.2f} "
-            f"[{difference.low:+.2f}, {difference.high:+.2f}]; p50 {this_p50:.1f} vs {other_p50:.1f} ms, p99 "
-            f"{this_p99:.1f} vs {other_p99:.1f} ms")
+            f"[{difference.low:+.2f}, {difference.high:+.2f}]; p50 {this_p50:.1f} vs {other_p50:.1f} ms, block "
+            f"medians' difference {median_difference.mean:+.2f} [{median_difference.low:+.2f}, "
+            f"{median_difference.high:+.2f}] ms; p99 {this_p99:.1f} vs {other_p99:.1f} ms")
 
 
 def main() -> None:
@@ -336,6 +365,9 @@ def main() -> None:
     parser.add_argument("--baseline-checkout", type=Path, default=None, metavar="DIR",
                         help="also run the service from this source tree (e.g. `git worktree add DIR <commit>`) "
                              "and compare the two, paired block by block")
+    parser.add_argument("--baseline-set", dest="baseline_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a setting of the second service only (with or without "
+                                                  "--baseline-checkout)")
     parser.add_argument("--blocks", type=int, default=20, help="paired blocks per path (--baseline-checkout)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="fashionrec-shop-bench-"))
@@ -353,9 +385,11 @@ def main() -> None:
                           metrics_port=0) as server:
             config = config.with_overrides({"online.triton_url": server.grpc_url})
             services = {"this": start_shop(paths, folder, server.grpc_url, settings)}
-            if args.baseline_checkout:
-                services["baseline"] = start_shop(paths, folder / "baseline", server.grpc_url, settings,
-                                                  args.baseline_checkout.resolve())
+            compared = bool(args.baseline_checkout or args.baseline_overrides)
+            if compared:
+                services["baseline"] = start_shop(paths, folder / "baseline", server.grpc_url,
+                                                  settings + args.baseline_overrides,
+                                                  args.baseline_checkout.resolve() if args.baseline_checkout else None)
             process, url = services["this"]
             try:
                 processes = {"shop": lambda: process_cpu_seconds(process.pid),
@@ -365,7 +399,7 @@ def main() -> None:
                 logged = pd.read_parquet(paths["events"])
                 customers, products = (sorted(logged[column].unique()) for column in ("customer_id", "product_id"))
                 comparison = (asyncio.run(paired(services, customers, products, args.concurrency, args.blocks))
-                              if args.baseline_checkout else [])
+                              if compared else [])
             finally:
                 for started, _ in services.values():
                     started.terminate()
@@ -382,11 +416,12 @@ def main() -> None:
         print(f"{entry['path']:<28} " + " ".join(
             f"{entry[c]:>16.2f}" if isinstance(entry[c], float) else f"{entry[c]:>16}" for c in columns))
     if comparison:
-        print(f"\nthis checkout vs {args.baseline_checkout}, {args.blocks} paired blocks per path, concurrency "
-              f"{args.concurrency}:")
+        baseline = " ".join([str(args.baseline_checkout or "this checkout"), *args.baseline_overrides])
+        print(f"\nthis checkout vs {baseline}, {args.blocks} paired blocks per path, concurrency {args.concurrency}:")
         print("\n".join(comparison))
     direct, shop = rows[0], rows[1]
-    print(f"shop overhead p50 {shop['p50 ms'] - direct['p50 ms']:.2f} ms p99 {shop['p99 ms'] - direct['p99 ms']:.2f} ms")
+    p50, p99 = shop["p50 ms"] - direct["p50 ms"], shop["p99 ms"] - direct["p99 ms"]
+    print(f"shop overhead p50 {p50:.2f} ms p99 {p99:.2f} ms")
 
 
 if __name__ == "__main__":

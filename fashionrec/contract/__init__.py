@@ -14,4 +14,5 @@ modules therefore import nothing but numpy, the standard library and each other.
 - :mod:`~fashionrec.contract.scoring`: the served table's dot products and exact top-k (numpy/BLAS).
 - :mod:`~fashionrec.contract.device`: the same on a GPU (CuPy, cuBLAS), for ``KIND_GPU`` instances.
 - :mod:`~fashionrec.contract.content`: the item tower's content path in numpy (``embed_products``).
+- :mod:`~fashionrec.contract.wire`: Triton's BYTES inputs decoded at numpy speed in the python models.
 """

@@ -7,6 +7,7 @@ path; it imports nothing but numpy, the standard library and the contract.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -17,7 +18,7 @@ POOLINGS = ("mean", "weighted", "recency")  # how history_weights weighs events 
 
 def lookup_rows(index: Mapping[object, int], product_ids: Iterable[object]) -> np.ndarray:
     """Map product ids to catalogue rows; ids missing from ``index`` map to -1 (unknown, ignored later)."""
-    return np.fromiter((index.get(pid, -1) for pid in product_ids), dtype=np.int64)
+    return np.fromiter(map(index.get, product_ids, itertools.repeat(-1)), dtype=np.int64)  # C speed: no generator
 
 
 def history_weights(

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fashionrec.contract import context, layout, ops, validation
+from fashionrec.contract import context, layout, ops, validation, wire
 
 OPTIONAL = ("HISTORY_EVENT_TYPES", "HISTORY_TIMESTAMPS", "HISTORY_WEIGHTS", "REQUEST_TIME")
 CONTEXT_INPUTS = {feature: f"CONTEXT_{feature.upper()}" for feature in context.FEATURES}  # all optional, [1] per row
@@ -36,6 +36,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         """Load this version's catalogue (embeddings, id -> row) and pooling settings."""
+        wire.install(pb_utils)  # BYTES inputs decoded at numpy speed, not the stub's per-element loop
         self.refusals = validation.Refusals(pb_utils, args["model_name"], args["model_version"])
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fashionrec.contract import layout, ops, validation
+from fashionrec.contract import layout, ops, validation, wire
 from fashionrec.contract.scoring import ScoringTable
 
 
@@ -27,6 +27,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         """Load this version's catalogue, candidate sets and limits; put the table on the instance's device."""
+        wire.install(pb_utils)  # BYTES inputs decoded at numpy speed, not the stub's per-element loop
         self.refusals = validation.Refusals(pb_utils, args["model_name"], args["model_version"])
         folder = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
