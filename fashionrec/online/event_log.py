@@ -558,11 +558,15 @@ def _valid_records(kind: str, table: pa.Table) -> bool:
             elif elements.null_count:
                 return False
     seconds = table.column("timestamp")
-    if len(seconds) and not pc.all(pc.and_(pc.greater_equal(seconds, EARLIEST_SECONDS),
-                                           pc.less(seconds, LATEST_SECONDS))).as_py():
+    if not _all(pc.and_(pc.greater_equal(seconds, EARLIEST_SECONDS), pc.less(seconds, LATEST_SECONDS))):
         return False
     floats = [field.name for field in SCHEMAS[kind] if field.type == pa.float32()]
-    return all(pc.all(pc.is_finite(table.column(name))).as_py() is not False for name in floats)
+    return all(_all(pc.is_finite(table.column(name))) for name in floats)
+
+
+def _all(flags: pa.ChunkedArray) -> bool:
+    """Every flag true (nulls skipped; true for none at all)."""
+    return bool(pc.all(flags, min_count=0).as_py())
 
 
 def _rows_table(kind: str, rows: Sequence[Mapping[str, object]]) -> pa.Table:
