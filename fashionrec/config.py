@@ -586,6 +586,8 @@ class OnlineConfig(Section):
     sqlite_path: str = "fashionrec-shop/customers.sqlite3"
     # Decoded events the SQLite store keeps for its next reads of the same customers (about 250 bytes each).
     sqlite_cached_events: int = at_least(400_000, 0)
+    # The same for the Redis store, kept with the members as read (about 350 bytes an event in all).
+    redis_cached_events: int = at_least(400_000, 0)
     # Request histories the service keeps built, by the stored events' version and the served version.
     kept_histories: int = at_least(10_000, 1)
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import math
 import sqlite3
 import threading
@@ -120,7 +121,7 @@ def open_store(config: OnlineConfig) -> CustomerStore:
     """The store ``config.store`` names: ``sqlite`` (at ``sqlite_path``) or ``redis`` (at ``redis_url``)."""
     if config.store == "redis":
         return RedisStore(config.redis_url, config.max_history_events, config.redis_key_prefix,
-                          max_connections=config.redis_max_connections)
+                          max_connections=config.redis_max_connections, cached_events=config.redis_cached_events)
     return SQLiteStore(config.sqlite_path, config.max_history_events, cached_events=config.sqlite_cached_events)
 
 
@@ -147,6 +148,42 @@ def _decode_all(texts: Sequence[bytes | str]) -> list[ShopEvent]:
     joined = b",".join(text if isinstance(text, bytes) else text.encode() for text in texts)
     return [ShopEvent(record["customer_id"], record["product_id"], record["event_type"], record["timestamp"],
                       record["weight"]) for record in orjson.loads(b"[" + joined + b"]")]
+
+
+class _KeptHistories:
+    """Decoded histories kept for the next reads of the same keys, each under a tag that tells whether the
+    stored events are still the same (SQLite: the rows' version; Redis: the members as read), up to
+    ``capacity`` events in all. Events are kept as plain tuples: the collector stops tracking a tuple of
+    strings and numbers, while every ShopEvent stays tracked, and a full collection walked 400,000 of them in
+    about 0.1 s, every request in flight waiting."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._kept: dict[str, tuple[object, StoredHistory]] = {}
+        self._events = 0
+
+    def get(self, key: str, tag: object) -> StoredHistory | None:
+        """The history kept for ``key`` under ``tag``; None when none is, or under another tag."""
+        kept = self._kept.get(key)
+        return kept[1] if kept is not None and kept[0] == tag else None
+
+    def keep(self, key: str, tag: object, history: StoredHistory) -> None:
+        """Keep ``history`` for ``key`` under ``tag``, dropping the longest-kept ones while more than
+        ``capacity`` events would be kept: a history at a time, since freeing all at once took tens of
+        milliseconds, every request in flight waiting."""
+        _, replaced = self._kept.pop(key, (None, ()))
+        self._events -= len(replaced)
+        if len(history) > self.capacity:
+            return
+        while self._events + len(history) > self.capacity:
+            _, dropped = self._kept.pop(next(iter(self._kept)))  # the longest kept: dicts keep order
+            self._events -= len(dropped)
+        self._kept[key] = (tag, history)
+        self._events += len(history)
+
+
+def _stored(texts: Sequence[bytes | str], version: Hashable) -> StoredHistory:
+    return StoredHistory(tuple(map(tuple, _decode_all(texts))), version)
 
 
 # ---------------------------------------------------------------------------------------------- SQLite
@@ -192,11 +229,7 @@ class SQLiteStore:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
         self.path, self.max_events, self._clock = path, max_events, clock
-        self.cached_events = cached_events
-        # key -> (version, events as plain tuples: the collector stops tracking a tuple of strings and numbers,
-        # while every ShopEvent stays tracked, and a full collection walked 400,000 of them in about 0.1 s)
-        self._decoded: dict[str, tuple[tuple[object, ...], tuple[tuple[object, ...], ...]]] = {}
-        self._decoded_events = 0
+        self._decoded = _KeptHistories(cached_events)
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None  # the writer's, in the worker thread
         self._reader: sqlite3.Connection | None = None  # the event loop's, for reads only
@@ -291,27 +324,13 @@ class SQLiteStore:
                 return None
             version = (*reader.execute("SELECT count(*), max(seq) FROM events WHERE key = ?", (key,)).fetchone(),
                        None if expiry is None else expiry[0])
-            kept = self._decoded.get(key)
-            if kept is not None and kept[0] == version:
-                return StoredHistory(kept[1], (key, *version))
+            kept = self._decoded.get(key, version)
+            if kept is not None:
+                return kept
             rows = reader.execute("SELECT record FROM events WHERE key = ? ORDER BY timestamp, seq", (key,)).fetchall()
-        events = tuple(map(tuple, _decode_all([row[0] for row in rows])))
-        self._keep(key, version, events)
-        return StoredHistory(events, (key, *version))
-
-    def _keep(self, key: str, version: tuple[object, ...], events: tuple[tuple[object, ...], ...]) -> None:
-        """Keep a decoded history, dropping the longest-kept ones while more than ``cached_events`` events
-        would be kept: a history at a time, since freeing all at once took tens of milliseconds, every
-        request in flight waiting."""
-        _, replaced = self._decoded.pop(key, (None, []))
-        self._decoded_events -= len(replaced)
-        if len(events) > self.cached_events:
-            return
-        while self._decoded_events + len(events) > self.cached_events:
-            _, dropped = self._decoded.pop(next(iter(self._decoded)))  # the longest kept: dicts keep order
-            self._decoded_events -= len(dropped)
-        self._decoded[key] = (version, events)
-        self._decoded_events += len(events)
+        history = _stored([row[0] for row in rows], (key, *version))
+        self._decoded.keep(key, version, history)
+        return history
 
     def _expire(self, connection: sqlite3.Connection, key: str) -> None:
         with _transaction(connection, "BEGIN IMMEDIATE"):
@@ -398,13 +417,21 @@ class RedisStore:
     trip each. Several service replicas share state through it. ``client`` (a ``redis.asyncio.Redis``)
     replaces the one made from ``url``; the store does not close a client it was given. Connection
     errors and timeouts raise :class:`StoreUnavailable`.
+
+    Decoded histories are kept, up to ``cached_events`` events in all, under the members the read returned:
+    the same members, byte for byte, are the same events, whichever replica wrote them, so a read that
+    returns them again skips decoding, and its history keeps its version, under which a page keeps the
+    request it built. The comparison costs a few microseconds for 200 members; decoding them, about 0.12 ms.
     """
 
     def __init__(self, url: str, max_events: int, key_prefix: str, client: aioredis.Redis | None = None,
-                 max_connections: int = DEFAULT_REDIS_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_REDIS_CONNECTIONS,
+                 cached_events: int = OnlineConfig().redis_cached_events) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
         self.max_events, self.key_prefix, self.address = max_events, key_prefix, _address(url)
+        self._decoded = _KeptHistories(cached_events)
+        self._versions = itertools.count()  # a new version each time a key's members differ from the kept ones
         self._owns_client = client is None
         # A blocking pool: a burst beyond max_connections waits (up to the socket timeout) for a free
         # connection instead of failing with "Too many connections".
@@ -430,11 +457,18 @@ class RedisStore:
         async with self._reaching():
             await self._append_script(keys=[self.redis_key(key)], args=args)
 
-    async def history(self, key: str) -> list[ShopEvent]:
+    async def history(self, key: str) -> Sequence[ShopEvent]:
         """The key's events, oldest first (Redis has already dropped an expired key)."""
         async with self._reaching():
             members = await self._client.zrange(self.redis_key(key), 0, -1)
-        return _decode_all([member[REDIS_SEQ_DIGITS:] for member in members])
+        if not members:
+            return []
+        kept = self._decoded.get(key, members)
+        if kept is not None:
+            return kept
+        history = _stored([member[REDIS_SEQ_DIGITS:] for member in members], (key, next(self._versions)))
+        self._decoded.keep(key, members, history)
+        return history
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` when Redis does not answer PING."""

@@ -359,11 +359,10 @@ def _counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return decoded
 
 
-def test_sqlite_keeps_a_decoded_history_until_any_replica_changes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_decoded_history_is_kept_until_any_replica_changes_it(backend: Backend, monkeypatch: pytest.MonkeyPatch):
     """Replica A reads, then B appends an event to A's full history of three (the trim keeps the count at
-    three, so only the version's largest seq tells), then a session expires and comes back with one event:
-    A reads every change, and an unchanged history twice with one decode."""
-    backend = SQLiteBackend(tmp_path)
+    three), then a session expires and comes back with one event: A reads every change, and an unchanged
+    history twice with one decode, under one version (a page keeps what it builds under it)."""
     decoded = _counting_decodes(monkeypatch)
 
     async def work():
@@ -373,11 +372,11 @@ def test_sqlite_keeps_a_decoded_history_until_any_replica_changes_it(tmp_path: P
             first, again = await a.history(CUSTOMER), await a.history(CUSTOMER)
             await b.append(CUSTOMER, [event("q", T0 + 10)])
             trimmed = await a.history(CUSTOMER)
-            await a.append(SESSION, [event("s1", T0, customer=SESSION)], ttl_s=5)
+            await a.append(SESSION, [event("s1", T0, customer=SESSION)], ttl_s=0.2)
             session_before = await a.history(SESSION)
-            await backend.pass_time(10)
+            await backend.pass_time(0.4)
             expired = await a.history(SESSION)
-            await b.append(SESSION, [event("s2", T0 + 11, customer=SESSION)], ttl_s=5)
+            await b.append(SESSION, [event("s2", T0 + 11, customer=SESSION)], ttl_s=0.2)
             return first, again, trimmed, session_before, expired, await a.history(SESSION)
         finally:
             await a.close()
@@ -387,9 +386,10 @@ def test_sqlite_keeps_a_decoded_history_until_any_replica_changes_it(tmp_path: P
     assert [e.product_id for e in first] == ["p0", "p1", "p2"] and again == first
     assert all(type(e) is ShopEvent for e in again)
     assert decoded == [3, 3, 1, 1]  # first (not again), trimmed, the session before and after its expiry
+    assert again.version == first.version and trimmed.version != first.version
     assert [e.product_id for e in trimmed] == ["p1", "p2", "q"]
     assert [e.product_id for e in session_before] == ["s1"] and expired == []
-    assert [e.product_id for e in session_after] == ["s2"]
+    assert [e.product_id for e in session_after] == ["s2"] and session_after.version != session_before.version
 
 
 def test_sqlite_keeps_at_most_its_cached_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
