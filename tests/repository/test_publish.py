@@ -22,7 +22,7 @@ from fashionrec.repository.publish import (
     publish_model_repository,
     render_configs,
 )
-from fashionrec.contract import content, context, device, layout, ops, scoring, validation
+from fashionrec.contract import content, context, device, layout, ops, scoring, validation, wire
 from fashionrec.repository import versions
 
 SERVING = ServingConfig()
@@ -71,8 +71,9 @@ def _assert_contract_copied(folder: Path) -> None:
     copied = sorted(p.relative_to(folder).as_posix() for p in (folder / "fashionrec").rglob("*.py"))
     assert copied == ["fashionrec/__init__.py", "fashionrec/contract/__init__.py", "fashionrec/contract/content.py",
                       "fashionrec/contract/context.py", "fashionrec/contract/device.py", "fashionrec/contract/layout.py",
-                      "fashionrec/contract/ops.py", "fashionrec/contract/scoring.py", "fashionrec/contract/validation.py"]
-    for module in (ops, scoring, device, content, context, layout, validation):
+                      "fashionrec/contract/ops.py", "fashionrec/contract/scoring.py", "fashionrec/contract/validation.py",
+                      "fashionrec/contract/wire.py"]
+    for module in (ops, scoring, device, content, context, layout, validation, wire):
         assert (folder / "fashionrec" / "contract" / Path(module.__file__).name).read_bytes() == \
             Path(module.__file__).read_bytes()
 
