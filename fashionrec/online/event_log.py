@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import io
 import json
 import math
 import os
@@ -268,24 +269,23 @@ class EventLog:
             data = stream.read()
         table = _parsed_journal(kind, data)
         if table is None:
-            table = _rows_table(kind, self._read_journal(kind, path))
+            table = _rows_table(kind, self._read_journal(kind, data))
         return table
 
-    def _read_journal(self, kind: str, path: str) -> list[dict[str, object]]:
-        """The records of a journal, in order. A line that is not a whole batch of valid records (torn by a
-        kill mid-write, so never acknowledged) is skipped and counted: it must not block the journal."""
+    def _read_journal(self, kind: str, data: bytes) -> list[dict[str, object]]:
+        """The records of a journal's bytes, in order. A line that is not a whole batch of valid records (torn by
+        a kill mid-write, so never acknowledged) is skipped and counted: it must not block the journal."""
         rows: list[dict[str, object]] = []
-        with open(path, "rb") as stream:
-            for line in stream:
-                try:
-                    batch = json.loads(line.decode("utf-8"))
-                    if not line.endswith(b"\n") or not isinstance(batch, list):
-                        raise ValueError("not a whole batch")
-                    good = [_normalise(kind, row) for row in batch]
-                except (ValueError, TypeError):  # undecodable, torn JSON, not records of this kind
-                    self.torn_lines += 1
-                    continue
-                rows.extend(good)
+        for line in io.BytesIO(data):  # split at b"\n" only, as the journal's lines end
+            try:
+                batch = json.loads(line.decode("utf-8"))
+                if not line.endswith(b"\n") or not isinstance(batch, list):
+                    raise ValueError("not a whole batch")
+                good = [_normalise(kind, row) for row in batch]
+            except (ValueError, TypeError):  # undecodable, torn JSON, not records of this kind
+                self.torn_lines += 1
+                continue
+            rows.extend(good)
         return rows
 
     # ------------------------------------------------------------------------------------------------
