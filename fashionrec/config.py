@@ -31,6 +31,7 @@ EVENT_TYPES: tuple[str, ...] = ("click", "add_to_bag", "save_for_later", "purcha
 # Customer-vector poolings the model trains: the served ones, and "attention", which learns a query on top of
 # the recency weights and is served as recency (fashionrec.model.aggregation).
 POOLINGS: tuple[str, ...] = (*SERVED_POOLINGS, "attention")
+NEGATIVES = ("in_batch", "all_products")  # TrainConfig.negatives: what each training target competes with
 DEBIASINGS = ("off", "ips")  # how training corrects for the position a target was clicked at
 # The fewest candidates a pooled race draws per session (ShopConfig.race_candidates): enough that its few picks
 # are distinct products and its reweighting has more than a handful of draws to work with.
@@ -311,6 +312,10 @@ class TrainConfig(Section):
     temperature: float = at_least(0.2, 0.0, strictly=True)  # tune.py on ML-1M's validation period: 0.2 > 0.1, 0.3, 0.05
     normalize_embeddings: bool = True  # unit-length product embeddings (before the temperature)
     logq_correction: bool = True
+    # "in_batch": the batch's other targets (plus extra_negatives), logQ-corrected; "all_products": a full
+    # softmax over the catalogue (exact: no sampling for logQ to correct; each step embeds every product, so
+    # for small catalogues). ML-1M validation: in_batch 0.170 > all_products 0.167 NDCG@10 at their best prior.
+    negatives: str = one_of("in_batch", NEGATIVES)
     extra_negatives: int = at_least(0, 0)  # uniformly sampled products added to each batch's in-batch negatives
     pooling: str = one_of("recency", POOLINGS)  # customer vector: mean, weighted (event type), recency or attention
     # an event's weight halves every this many days (tuned: 7 > 2, 30)
@@ -336,6 +341,11 @@ class TrainConfig(Section):
         """The cap on an event's inverse examination where debiasing weighs by it (the towers' targets and the
         exported popularity prior alike); None where events count as logged."""
         return self.max_inverse_examination if self.position_debiasing == "ips" else None
+
+    def check(self) -> None:
+        if self.negatives == "all_products" and self.extra_negatives:
+            raise ConfigError("extra_negatives", "adds to in-batch negatives; with negatives=all_products every "
+                              f"product is already one: expected 0, got {self.extra_negatives}")
 
 
 @dataclass(frozen=True)

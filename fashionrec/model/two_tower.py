@@ -24,7 +24,8 @@
 * Loss: in-batch softmax with logQ popularity correction (tensorflow-recommenders' Retrieval task),
   optionally with ``extra_negatives`` uniformly sampled products appended to the in-batch candidates
   (mixed negative sampling; their sampling probability enters the logQ correction too). Each step
-  runs the item tower once, over the distinct products of the batch's histories and candidates.
+  runs the item tower once, over the distinct products of the batch's histories and candidates. Or,
+  with ``negatives="all_products"``, a full softmax over the catalogue (no sampling, so no logQ).
 """
 
 from __future__ import annotations
@@ -197,6 +198,8 @@ class TwoTowerModel(tfrs.Model):
         (So a product whose id embedding is dropped in a step is dropped wherever it appears in that step.)
         """
         history_rows = tf.reshape(self._history_rows(features["history_idx"]), [-1])
+        if self._config.negatives == "all_products":
+            return self._full_softmax_loss(features, history_rows, training)
         candidate_ids = features["target_idx"]
         if self._config.extra_negatives:
             negatives = tf.random.uniform([self._config.extra_negatives], 0, self._num_products, tf.int64)
@@ -209,6 +212,17 @@ class TwoTowerModel(tfrs.Model):
         return self.task(customers, candidates, sample_weight=self._target_weights(features),
                          candidate_sampling_probability=self._sampling_probability(
                              candidate_ids, tf.shape(features["target_idx"])[0]), candidate_ids=candidate_ids)
+
+    def _full_softmax_loss(self, features: dict[str, tf.Tensor], history_rows: tf.Tensor,
+                           training: bool) -> tf.Tensor:
+        """Softmax cross-entropy of each target against every product (summed over examples, as the
+        Retrieval task sums). One item-tower pass embeds the whole catalogue, histories included."""
+        embeddings = self.item_tower(tf.range(self._num_products, dtype=tf.int64), training=training)
+        customers = self._in_context(self._pool(tf.gather(embeddings, history_rows), features), features)
+        logits = tf.matmul(customers, embeddings, transpose_b=True)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(features["target_idx"], logits)
+        weights = self._target_weights(features)
+        return tf.reduce_sum(losses if weights is None else losses * weights)
 
     def _in_context(self, customers: tf.Tensor, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """The customer vectors moved by the target events' context (unchanged for a context-free model)."""

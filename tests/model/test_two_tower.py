@@ -233,6 +233,28 @@ def test_in_batch_softmax_loss_without_logq_and_with_an_accidental_hit():
     np.testing.assert_allclose(loss.numpy(), hits, rtol=1e-5)
 
 
+def test_full_softmax_scores_each_target_against_every_product_and_weighs_by_examination():
+    config = TrainConfig(embedding_dim=2, negatives="all_products", position_debiasing="ips")
+    model = TwoTowerModel(_catalogue(), config, np.full(5, 0.2), EVENTS)
+    table = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [-1.0, 0.0]], np.float32)  # the 4 products
+    model.item_tower = lambda rows, training=False: tf.gather(table, rows)
+    features = {
+        "history_idx": tf.constant([[0, PAD], [1, PAD]], tf.int64),  # customer vectors [1, 0] and [0, 1]
+        "history_weight": tf.constant([[1.0, 0.0], [1.0, 0.0]]),
+        "target_idx": tf.constant([0, 2], tf.int64),
+        "target_examination": tf.constant([1.0, 0.5]),
+    }
+    e = np.e
+    # logits [1, 0, 0, -1] with target 0, and [0, 1, 0, 0] with target 2 (weight 1 / 0.5)
+    expected = np.log(1 + 2 / e + 1 / e ** 2) + 2 * np.log(3 + e)
+    np.testing.assert_allclose(model.compute_loss(features).numpy(), expected, rtol=1e-5)
+
+
+def test_extra_negatives_on_top_of_a_full_softmax_are_a_config_error():
+    with pytest.raises(ConfigError, match="extra_negatives"):
+        TrainConfig(negatives="all_products", extra_negatives=8)
+
+
 def test_extra_uniform_negatives_add_to_every_candidates_sampling_probability():
     popularity = np.array([0.5, 0.25, 0.125, 0.125, 0.0])
     model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=2, extra_negatives=2), popularity, EVENTS)
