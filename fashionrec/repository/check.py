@@ -55,11 +55,13 @@ def _check_folder(folder: Path, model: str, serving: ServingConfig) -> tuple[int
             content.ContentTower.load(folder)
         return None
     embeddings, ids = layout.load_catalogue(folder)
-    if model == serving.customer_model_name:
+    pools = model == serving.customer_model_name or (  # rank_products pools since 2026-12; older ones do not
+        model == serving.ranking_model_name and (folder / layout.AGGREGATION_FILE).exists())
+    if pools:
         aggregation = layout.load_json(folder / layout.AGGREGATION_FILE)
         if aggregation.get("pooling") not in ops.POOLINGS:
             raise layout.CorruptVersion(f"{layout.AGGREGATION_FILE}: pooling must be one of {ops.POOLINGS}")
-        context.load(folder, embeddings.shape[1])  # the customer model's context tables, if any
+        context.load(folder, embeddings.shape[1])  # the version's context tables, if any
     if model == serving.ranking_model_name:
         layout.load_prior(folder, len(ids))
         sets_file = folder / layout.CANDIDATE_SETS_FILE

@@ -7,7 +7,9 @@ Layout written (names from ServingConfig; every model gets the same version numb
     <repo>/customer_vector/<v>/model.py          + product_embeddings.npy, product_ids.txt, aggregation.json
                                                    (history pooling), fashionrec/contract/ (the serving contract)
                                                    and, when the export has them, the context tables (context.json)
-    <repo>/rank_products/<v>/model.py            + the same catalogue files, candidate_sets.json
+    <repo>/rank_products/<v>/model.py            + the same catalogue files, pooling settings and context
+                                                   tables (it pools `recommend`'s and `rerank`'s histories
+                                                   itself), candidate_sets.json
     <repo>/blend_hero/<v>/model.py               + the same catalogue files (`similar`'s hero blend)
     <repo>/embed_products/<v>/model.py           + fashionrec/contract/ and, when the export has one, the
                                                    content tower (content_tower.npz, content_features.json)
@@ -297,9 +299,10 @@ def publish_model_repository(
     blessing = read_blessing(blessing_path)
     catalogue = read_exported(embeddings_path)
     tower = read_content_tower(embeddings_path, catalogue.embeddings.shape[1])
-    extras = {"customer_vector": {layout.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2),
-                                  **read_context(embeddings_path, catalogue.embeddings.shape[1])},
-              "rank_products": {layout.CANDIDATE_SETS_FILE: json.dumps(
+    pooling = {layout.AGGREGATION_FILE: json.dumps(read_aggregation(embeddings_path), indent=2),
+               **read_context(embeddings_path, catalogue.embeddings.shape[1])}  # both models pool histories
+    extras = {"customer_vector": pooling,
+              "rank_products": {**pooling, layout.CANDIDATE_SETS_FILE: json.dumps(
                   resolve_candidate_sets(catalogue, embeddings_path, candidate_sets))}}
     templates = _local_path(templates_dir) if templates_dir else default_templates_dir()
     repository = _local_path(model_repository)
@@ -340,10 +343,10 @@ def read_content_tower(embeddings_path: str, embedding_dim: int) -> content.Cont
 
 
 def read_context(embeddings_path: str, embedding_dim: int) -> dict[str, str]:
-    """The export's ``context.json`` beside the embeddings as ``{file name: text}`` for the customer_vector
-    version folder (empty without one), checked as the model loads it: tables that load (row 0 zeros, one
-    row per value, finite) and as wide as the catalogue's embeddings (ValueError otherwise, before
-    anything is written). The text is copied as it is: the model reads the export's own file."""
+    """The export's ``context.json`` beside the embeddings as ``{file name: text}`` for the version folders
+    of the models that pool histories (empty without one), checked as the model loads it: tables that
+    load (row 0 zeros, one row per value, finite) and as wide as the catalogue's embeddings (ValueError
+    otherwise, before anything is written). The text is copied as it is: the model reads the export's own file."""
     uri = storage.join(os.path.dirname(str(embeddings_path)), context.CONTEXT_FILE)
     if not storage.exists(uri):
         return {}

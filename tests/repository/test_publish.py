@@ -22,7 +22,7 @@ from fashionrec.repository.publish import (
     publish_model_repository,
     render_configs,
 )
-from fashionrec.contract import content, context, device, layout, ops, scoring, validation, wire
+from fashionrec.contract import content, context, device, layout, ops, pooling, scoring, validation, wire
 from fashionrec.repository import versions
 
 SERVING = ServingConfig()
@@ -71,9 +71,9 @@ def _assert_contract_copied(folder: Path) -> None:
     copied = sorted(p.relative_to(folder).as_posix() for p in (folder / "fashionrec").rglob("*.py"))
     assert copied == ["fashionrec/__init__.py", "fashionrec/contract/__init__.py", "fashionrec/contract/content.py",
                       "fashionrec/contract/context.py", "fashionrec/contract/device.py", "fashionrec/contract/layout.py",
-                      "fashionrec/contract/ops.py", "fashionrec/contract/scoring.py", "fashionrec/contract/validation.py",
-                      "fashionrec/contract/wire.py"]
-    for module in (ops, scoring, device, content, context, layout, validation, wire):
+                      "fashionrec/contract/ops.py", "fashionrec/contract/pooling.py", "fashionrec/contract/scoring.py",
+                      "fashionrec/contract/validation.py", "fashionrec/contract/wire.py"]
+    for module in (ops, pooling, scoring, device, content, context, layout, validation, wire):
         assert (folder / "fashionrec" / "contract" / Path(module.__file__).name).read_bytes() == \
             Path(module.__file__).read_bytes()
 
@@ -90,9 +90,10 @@ def test_layout_of_a_published_version(tmp_path: Path, inputs: tuple[str, str], 
         np.testing.assert_array_equal(np.load(folder / layout.EMBEDDINGS_FILE), embeddings)
         assert (folder / layout.PRODUCT_IDS_FILE).read_text().splitlines() == [f"P{i:06d}" for i in range(7)]
     assert all(list((repo / name / "1").iterdir()) == [] for name in ENSEMBLES)
-    aggregation = json.loads((repo / SERVING.customer_model_name / "1" / layout.AGGREGATION_FILE).read_text())
-    assert aggregation == {"pooling": "weighted", "half_life_days": 30.0, "half_life_events": 0.0,
-                           "event_weights": EventWeights().as_dict(), "window": 0}
+    for name in (SERVING.customer_model_name, SERVING.ranking_model_name):  # both pool histories
+        aggregation = json.loads((repo / name / "1" / layout.AGGREGATION_FILE).read_text())
+        assert aggregation == {"pooling": "weighted", "half_life_days": 30.0, "half_life_events": 0.0,
+                               "event_weights": EventWeights().as_dict(), "window": 0}
     sets = json.loads((repo / SERVING.ranking_model_name / "1" / layout.CANDIDATE_SETS_FILE).read_text())
     assert sets == {"new_in": ["P000000", "P000003", "P000006"]}
     assert not [p for p in repo.rglob("*") if p.name.startswith(".staging-")]
@@ -108,17 +109,19 @@ def test_rendered_configs_parse_as_triton_model_configs(tmp_path: Path, inputs: 
     assert list(customer.output[0].dims) == [4] and list(ranking.input[0].dims) == [4]
     assert all(i.allow_ragged_batch for i in customer.input if list(i.dims) == [-1])
     assert {i.name for i in customer.input if not i.optional} == {"HISTORY_PRODUCT_IDS"}
-    assert {i.name for i in ranking.input if not i.optional} == {"CUSTOMER_VECTOR"}
+    assert {i.name for i in ranking.input if not i.optional} == set()  # CUSTOMER_VECTOR, or a history to pool
+    assert {i.name for i in customer.input} < {i.name for i in ranking.input}  # rank_products takes all it pools
     assert all(c.max_batch_size == SERVING.max_batch_size for c in configs.values())
     assert ranking.dynamic_batching.max_queue_delay_microseconds == SERVING.max_queue_delay_us
     assert ranking.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert ranking.parameters["max_top_k"].string_value == str(SERVING.max_top_k)
     assert ranking.parameters["table_dtype"].string_value == SERVING.table_dtype
     assert blend.parameters["default_alpha"].string_value == str(SERVING.similar_alpha)
-    assert customer.parameters["max_history_length"].string_value == str(SERVING.max_history_length)
+    for config in (customer, ranking):
+        assert config.parameters["max_history_length"].string_value == str(SERVING.max_history_length)
     steps = {name: [s.model_name for s in configs[name].ensemble_scheduling.step] for name in ENSEMBLES}
-    assert steps == {SERVING.model_name: [SERVING.customer_model_name, SERVING.ranking_model_name],
-                     SERVING.rerank_model_name: [SERVING.customer_model_name, SERVING.ranking_model_name],
+    assert steps == {SERVING.model_name: [SERVING.ranking_model_name],  # it pools the history itself
+                     SERVING.rerank_model_name: [SERVING.ranking_model_name],
                      SERVING.similar_model_name: [SERVING.customer_model_name, SERVING.blend_model_name,
                                                   SERVING.ranking_model_name]}
     assert all(configs[name].platform == "ensemble" for name in ENSEMBLES)
@@ -178,7 +181,9 @@ def test_every_template_renders_with_custom_names(tmp_path: Path) -> None:
         assert "$" not in text
         assert text_format.Parse(text, model_config_pb2.ModelConfig()).name == name
     steps = text_format.Parse(configs["rec"], model_config_pb2.ModelConfig()).ensemble_scheduling.step
-    assert [s.model_name for s in steps] == ["cv", "rank"]
+    assert [s.model_name for s in steps] == ["rank"]
+    steps = text_format.Parse(configs["sim"], model_config_pb2.ModelConfig()).ensemble_scheduling.step
+    assert [s.model_name for s in steps] == ["cv", "mix", "rank"]
 
 
 def test_versions_increment_and_the_manifest_records_them(tmp_path: Path, inputs: tuple[str, str]) -> None:
@@ -367,32 +372,34 @@ def context_tables(dim: int) -> context.ContextTables:
     return context.ContextTables({"device": ("mobile", "desktop")}, {"device": device, "hour": hour})
 
 
-def test_the_context_tables_are_copied_to_customer_vector_only(tmp_path: Path, inputs: tuple[str, str]) -> None:
+def test_the_context_tables_are_copied_to_the_models_that_pool_only(tmp_path: Path, inputs: tuple[str, str]) -> None:
     exported = Path(inputs[0]).parent / context.CONTEXT_FILE
     exported.write_text(json.dumps(context_tables(4).to_json()))
     repo = tmp_path / "repo"
     publish_model_repository(*inputs, str(repo), SERVING)
-    assert (repo / SERVING.customer_model_name / "1" / context.CONTEXT_FILE).read_bytes() == exported.read_bytes()
-    loaded = context.load(repo / SERVING.customer_model_name / "1")
-    np.testing.assert_array_equal(loaded.tables["hour"], context_tables(4).tables["hour"])
-    assert not [p for p in repo.rglob(context.CONTEXT_FILE) if p.parent.parent.name != SERVING.customer_model_name]
+    pooling_models = {SERVING.customer_model_name, SERVING.ranking_model_name}
+    for name in pooling_models:
+        assert (repo / name / "1" / context.CONTEXT_FILE).read_bytes() == exported.read_bytes()
+        loaded = context.load(repo / name / "1")
+        np.testing.assert_array_equal(loaded.tables["hour"], context_tables(4).tables["hour"])
+    assert not [p for p in repo.rglob(context.CONTEXT_FILE) if p.parent.parent.name not in pooling_models]
     exported.unlink()
     publish_model_repository(*inputs, str(repo), SERVING)  # an export without context: none published
-    assert not (repo / SERVING.customer_model_name / "2" / context.CONTEXT_FILE).exists()
+    assert not list(repo.glob(f"*/2/{context.CONTEXT_FILE}"))
 
 
 def test_every_customer_touchpoint_takes_the_context_inputs(tmp_path: Path, inputs: tuple[str, str]) -> None:
     repo = tmp_path / "repo"
     publish_model_repository(*inputs, str(repo), SERVING)
-    for name in (SERVING.customer_model_name, *ENSEMBLES):
+    for name in (SERVING.customer_model_name, SERVING.ranking_model_name, *ENSEMBLES):
         config = parse(repo / name / "config.pbtxt")
         declared = {i.name: i for i in config.input if i.name in CONTEXT_INPUTS}
         assert {n: i.data_type for n, i in declared.items()} == CONTEXT_INPUTS
         assert all(i.optional and list(i.dims) == [1] for i in declared.values())
-        if config.platform == "ensemble":
-            customer_step = config.ensemble_scheduling.step[0]
-            assert customer_step.model_name == SERVING.customer_model_name
-            assert {key: value for key, value in customer_step.input_map.items() if key in CONTEXT_INPUTS} == \
+        if config.platform == "ensemble":  # the step that pools: customer_vector, or rank_products alone
+            pooling_step = config.ensemble_scheduling.step[0]
+            assert pooling_step.model_name in (SERVING.customer_model_name, SERVING.ranking_model_name)
+            assert {key: value for key, value in pooling_step.input_map.items() if key in CONTEXT_INPUTS} == \
                 {n: n for n in CONTEXT_INPUTS}
 
 

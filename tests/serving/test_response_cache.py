@@ -87,8 +87,8 @@ def test_statistics_break_a_window_of_requests_down_by_step(
         for n in range(3):
             client.recommend(history, 3 + n)  # distinct requests: no cache hit
         seen = statistics.window(before, _counters(server))
-    steps = [serving.model_name, serving.customer_model_name, serving.ranking_model_name]
-    assert set(seen) == set(steps)  # idle models are left out of the window
+    steps = [serving.model_name, serving.ranking_model_name]  # recommend's one python step pools and ranks
+    assert set(seen) == set(steps)  # idle models (customer_vector: `similar` only) are left out of the window
     rows = dict(statistics.breakdown_rows(seen, steps))
     for name in steps:
         requests, batch, total, *phases = rows[name]

@@ -265,6 +265,33 @@ def test_rank_products_refuses_exclude_seen_without_a_history(triton: TritonServ
     client.close()
 
 
+def _infer_raw(triton: TritonServer, model: str, tensors: list[tuple[str, np.ndarray, str]]) -> dict:
+    inputs = []
+    for name, data, datatype in tensors:
+        inputs.append(grpcclient.InferInput(name, list(data.shape), datatype))
+        inputs[-1].set_data_from_numpy(data)
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        result = client.infer(model, inputs)
+    return {name: result.as_numpy(name) for name in ("PRODUCT_IDS", "SCORES")}
+
+
+def test_rank_products_pools_a_history_as_customer_vector_does_and_needs_one_or_a_vector(
+        triton: TritonServer, catalogue: Catalogue, serving_config: ServingConfig) -> None:
+    history = History(sample(catalogue, 12, 31))
+    ids = np.array([[pid.encode() for pid in history.product_ids]], np.object_)
+    top_k = ("TOP_K", np.array([[7]], np.int32), "INT32")
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        vector_input = grpcclient.InferInput("HISTORY_PRODUCT_IDS", list(ids.shape), "BYTES")
+        vector_input.set_data_from_numpy(ids)
+        vector = client.infer(serving_config.customer_model_name, [vector_input]).as_numpy("CUSTOMER_VECTOR")
+    pooled_here = _infer_raw(triton, serving_config.ranking_model_name, [("HISTORY_PRODUCT_IDS", ids, "BYTES"), top_k])
+    given = _infer_raw(triton, serving_config.ranking_model_name, [("CUSTOMER_VECTOR", vector, "FP32"), top_k])
+    assert pooled_here["PRODUCT_IDS"].tolist() == given["PRODUCT_IDS"].tolist()
+    np.testing.assert_array_equal(pooled_here["SCORES"], given["SCORES"])  # the same vector, bit for bit
+    with pytest.raises(InferenceServerException, match="CUSTOMER_VECTOR or HISTORY_PRODUCT_IDS is required"):
+        _infer_raw(triton, serving_config.ranking_model_name, [top_k])
+
+
 def test_the_cli_excludes_the_seen_history_on_recommend_and_similar(triton: TritonServer, catalogue: Catalogue,
                                                                     serving_config: ServingConfig) -> None:
     history = History(sample(catalogue, 40, 26))  # longer than the window

@@ -1,5 +1,8 @@
 """Triton python model: customer vector [D] -> best products with scores (last step of every ensemble).
 
+The vector is the request's CUSTOMER_VECTOR (`similar`, after its hero blend) or, without one, pooled
+here from the request's history and context exactly as ``customer_vector`` pools it
+(:mod:`fashionrec.contract.pooling`): `recommend` and `rerank` are this one python step.
 Per request: optional TOP_K (absent = every candidate: `rerank`), optional candidate restriction
 (CANDIDATE_PRODUCT_IDS, or CANDIDATE_SET naming a set published in ``candidate_sets.json``), optional
 exclusions (EXCLUDE_PRODUCT_IDS; the history's purchases when EXCLUDE_PURCHASED is true; every product
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from fashionrec.contract import layout, ops, validation, wire
+from fashionrec.contract import layout, ops, pooling, validation, wire
 from fashionrec.contract.scoring import ScoringTable
 
 
@@ -26,7 +29,8 @@ class TritonPythonModel:
     """Exact top-k by dot product over the catalogue or a candidate subset."""
 
     def initialize(self, args: dict) -> None:
-        """Load this version's catalogue, candidate sets and limits; put the table on the instance's device."""
+        """Load this version's catalogue, pooling, candidate sets and limits; put the table on the instance's
+        device."""
         wire.install(pb_utils)  # BYTES inputs decoded at numpy speed, not the stub's per-element loop
         self.refusals = validation.Refusals(pb_utils, args["model_name"], args["model_version"])
         folder = Path(__file__).resolve().parent
@@ -40,6 +44,8 @@ class TritonPythonModel:
                                   prior=layout.load_prior(folder, len(ids)))
         self.product_ids = np.array(ids, dtype=np.object_)
         self.index = {pid: row for row, pid in enumerate(ids)}
+        max_history_length = int(layout.config_parameter(config, "max_history_length"))
+        self.pooling = pooling.HistoryPooling.load(folder, embeddings, self.index, max_history_length)
         sets_file = folder / layout.CANDIDATE_SETS_FILE
         named = layout.load_json(sets_file) if sets_file.exists() else {}
         self.named_sets = {name: validation.known_rows(self.index, [p.encode("utf-8") for p in members], name)
@@ -83,9 +89,7 @@ class TritonPythonModel:
 
     def _parse(self, request) -> dict:
         """{"k": k or None (= all candidates), "rows": [{vector, candidates, excluded}]}; RequestError if bad."""
-        vectors = _input(request, "CUSTOMER_VECTOR")
-        if not np.all(np.isfinite(vectors)):
-            raise validation.RequestError("CUSTOMER_VECTOR must be finite")
+        vectors = self._vectors(request)
         candidate_ids, candidate_set = _input(request, "CANDIDATE_PRODUCT_IDS"), _input(request, "CANDIDATE_SET")
         k = self._top_k(_input(request, "TOP_K"), has_candidates=candidate_ids is not None or candidate_set is not None)
         excluded = self._excluded(request, len(vectors))
@@ -96,6 +100,17 @@ class TritonPythonModel:
                 None if candidate_set is None else validation.decode(candidate_set[b])[0], self.max_candidates)
             rows.append({"vector": vector, "candidates": candidates, "excluded": excluded[b]})
         return {"k": k, "rows": rows}
+
+    def _vectors(self, request) -> np.ndarray:
+        """The request's CUSTOMER_VECTOR [b, D], or its histories pooled; RequestError if neither is usable."""
+        vectors = _input(request, "CUSTOMER_VECTOR")
+        if vectors is None:
+            if _input(request, pooling.HISTORY_INPUT) is None:
+                raise validation.RequestError(f"CUSTOMER_VECTOR or {pooling.HISTORY_INPUT} is required")
+            return self.pooling.vectors(lambda name: _input(request, name))
+        if not np.all(np.isfinite(vectors)):
+            raise validation.RequestError("CUSTOMER_VECTOR must be finite")
+        return vectors
 
     def _top_k(self, top_k: np.ndarray | None, has_candidates: bool) -> int | None:
         """The request's k; None (every candidate) only when it restricts the candidates."""
