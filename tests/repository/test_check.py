@@ -65,6 +65,10 @@ FAULTS: dict[str, tuple[str, str, Callable[[Path], None], str]] = {
         "unknown product ids in candidate set 'sale': 'NOPE'"),
     "pooling unknown": (CUSTOMER, layout.AGGREGATION_FILE, lambda p: p.write_text(json.dumps({"pooling": "max"})),
                         "pooling must be one of"),
+    "ranking's pooling unknown": (RANK, layout.AGGREGATION_FILE, lambda p: p.write_text(json.dumps({"pooling": "max"})),
+                                  "pooling must be one of"),  # rank_products pools recommend's histories
+    "ranking's context tables unreadable": (RANK, CONTEXT_FILE, lambda p: p.write_text('{"tables": {"hour": [[1]]}}'),
+                                            "context.json: not a context table file"),
     "context tables unreadable": (CUSTOMER, CONTEXT_FILE, lambda p: p.write_text('{"tables": {"hour": [[1, 2]]}}'),
                                   "context.json: not a context table file"),
     "context tables of another width": (
@@ -89,4 +93,13 @@ def test_a_sound_version_passes_and_a_missing_model_is_named(repository: Path) -
         path.unlink() if path.is_file() else path.rmdir()
     (repository / BLEND / "2").rmdir()
     with pytest.raises(InvalidVersion, match=f"version 2: {BLEND}/2 is missing"):
+        check_version(str(repository), 2, SERVING)
+
+
+def test_a_ranking_folder_without_pooling_settings_passes_as_versions_published_before_it_pooled(
+        repository: Path) -> None:
+    (repository / RANK / "2" / layout.AGGREGATION_FILE).unlink()  # its own model.py never reads one
+    check_version(str(repository), 2, SERVING)
+    (repository / CUSTOMER / "2" / layout.AGGREGATION_FILE).unlink()
+    with pytest.raises(InvalidVersion, match=f"version 2: {CUSTOMER}: .*aggregation.json"):
         check_version(str(repository), 2, SERVING)

@@ -264,18 +264,21 @@ def test_a_version_without_context_tables_takes_the_inputs_and_ignores_them(
     _answers_with_context(served, catalogue, serving_config, served.tables)
 
 
+@pytest.mark.parametrize("model", ["customer_model_name", "ranking_model_name"])  # both pool with the tables
 def test_a_corrupt_context_file_is_never_served_and_the_served_version_keeps_answering(
-        served: Served, catalogue: Catalogue, serving_config: ServingConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+        served: Served, catalogue: Catalogue, serving_config: ServingConfig, monkeypatch: pytest.MonkeyPatch,
+        model: str) -> None:
     repository, url = str(served.repository), served.server.grpc_url
-    corrupt = publish_model_repository(*served.export("corrupt", served.tables), repository, serving_config,
+    corrupt = publish_model_repository(*served.export(f"corrupt-{model}", served.tables), repository, serving_config,
                                        server_url=url).version
     versions.activate(repository, 1, serving_config, url)  # the corrupted version stays loaded beside it
-    tables_file = served.repository / serving_config.customer_model_name / str(corrupt) / CONTEXT_FILE
+    model_name = getattr(serving_config, model)
+    tables_file = served.repository / model_name / str(corrupt) / CONTEXT_FILE
     pristine = tables_file.read_text()
     tables_file.write_text(pristine[: len(pristine) // 2])  # a truncated upload
     pins = {path: path.read_text() for path in served.repository.glob("*/config.pbtxt")}
 
-    with pytest.raises(InvalidVersion, match=rf"{serving_config.customer_model_name}: .*{CONTEXT_FILE}: not a context"):
+    with pytest.raises(InvalidVersion, match=rf"{model_name}: .*{CONTEXT_FILE}: not a context"):
         versions.activate(repository, corrupt, serving_config, url)  # the check, before any config names it
     assert {path: path.read_text() for path in pins} == pins
 
