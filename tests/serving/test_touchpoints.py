@@ -251,28 +251,22 @@ def test_exclude_seen_is_per_request_within_a_dynamic_batch(triton: TritonServer
         assert_same(got, ranked(catalogue, customer_vector(catalogue, history), allowed, 12))
 
 
-def test_rank_products_refuses_exclude_seen_without_a_history(triton: TritonServer, catalogue: Catalogue,
-                                                              serving_config: ServingConfig) -> None:
-    inputs = []
-    for name, data, datatype in (("CUSTOMER_VECTOR", catalogue.embeddings[:1], "FP32"),
-                                 ("TOP_K", np.array([[5]], np.int32), "INT32"),
-                                 ("EXCLUDE_SEEN", np.array([[True]]), "BOOL")):
-        inputs.append(grpcclient.InferInput(name, list(data.shape), datatype))
-        inputs[-1].set_data_from_numpy(data)
-    client = grpcclient.InferenceServerClient(triton.grpc_url)
-    with pytest.raises(InferenceServerException, match="EXCLUDE_SEEN needs HISTORY_PRODUCT_IDS"):
-        client.infer(serving_config.ranking_model_name, inputs)
-    client.close()
-
-
-def _infer_raw(triton: TritonServer, model: str, tensors: list[tuple[str, np.ndarray, str]]) -> dict:
+def _infer_raw(triton: TritonServer, model: str, tensors: list[tuple[str, np.ndarray, str]]) -> grpcclient.InferResult:
+    """One model (a step, not a touchpoint) asked directly with ``(name, data, datatype)`` inputs."""
     inputs = []
     for name, data, datatype in tensors:
         inputs.append(grpcclient.InferInput(name, list(data.shape), datatype))
         inputs[-1].set_data_from_numpy(data)
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
-        result = client.infer(model, inputs)
-    return {name: result.as_numpy(name) for name in ("PRODUCT_IDS", "SCORES")}
+        return client.infer(model, inputs)
+
+
+def test_rank_products_refuses_exclude_seen_without_a_history(triton: TritonServer, catalogue: Catalogue,
+                                                              serving_config: ServingConfig) -> None:
+    with pytest.raises(InferenceServerException, match="EXCLUDE_SEEN needs HISTORY_PRODUCT_IDS"):
+        _infer_raw(triton, serving_config.ranking_model_name, [("CUSTOMER_VECTOR", catalogue.embeddings[:1], "FP32"),
+                                                               ("TOP_K", np.array([[5]], np.int32), "INT32"),
+                                                               ("EXCLUDE_SEEN", np.array([[True]]), "BOOL")])
 
 
 def test_rank_products_pools_a_history_as_customer_vector_does_and_needs_one_or_a_vector(
@@ -280,14 +274,12 @@ def test_rank_products_pools_a_history_as_customer_vector_does_and_needs_one_or_
     history = History(sample(catalogue, 12, 31))
     ids = np.array([[pid.encode() for pid in history.product_ids]], np.object_)
     top_k = ("TOP_K", np.array([[7]], np.int32), "INT32")
-    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
-        vector_input = grpcclient.InferInput("HISTORY_PRODUCT_IDS", list(ids.shape), "BYTES")
-        vector_input.set_data_from_numpy(ids)
-        vector = client.infer(serving_config.customer_model_name, [vector_input]).as_numpy("CUSTOMER_VECTOR")
-    pooled_here = _infer_raw(triton, serving_config.ranking_model_name, [("HISTORY_PRODUCT_IDS", ids, "BYTES"), top_k])
+    history_input = ("HISTORY_PRODUCT_IDS", ids, "BYTES")
+    vector = _infer_raw(triton, serving_config.customer_model_name, [history_input]).as_numpy("CUSTOMER_VECTOR")
+    pooled_here = _infer_raw(triton, serving_config.ranking_model_name, [history_input, top_k])
     given = _infer_raw(triton, serving_config.ranking_model_name, [("CUSTOMER_VECTOR", vector, "FP32"), top_k])
-    assert pooled_here["PRODUCT_IDS"].tolist() == given["PRODUCT_IDS"].tolist()
-    np.testing.assert_array_equal(pooled_here["SCORES"], given["SCORES"])  # the same vector, bit for bit
+    assert pooled_here.as_numpy("PRODUCT_IDS").tolist() == given.as_numpy("PRODUCT_IDS").tolist()
+    np.testing.assert_array_equal(pooled_here.as_numpy("SCORES"), given.as_numpy("SCORES"))  # same vector, bit for bit
     with pytest.raises(InferenceServerException, match="CUSTOMER_VECTOR or HISTORY_PRODUCT_IDS is required"):
         _infer_raw(triton, serving_config.ranking_model_name, [top_k])
 
