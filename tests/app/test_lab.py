@@ -66,7 +66,9 @@ def test_the_loop_finds_the_trained_model_better_then_retrains_on_the_log_and_te
         same = [report_of(experiment, first.log_dir, CONFIG, resalted(events, impressions, "control", experiment))
                 for experiment in (ab(f"aa-{salt}", 1, 1) for salt in range(AA_SALTS))]
         equal = sum(r.verdict == "equal within noise" for r in same)
-        assert equal >= AA_SALTS - 4, [r.verdict for r in same]  # P(fewer) < 5 % at a 95 % interval's 5 % error
+        # At a 95 % interval's 5 % error, more than 6 of 40 differ with probability 0.3 % (more than 4: 4.8 %, so
+        # one correct CI run in 21 failed); a report whose intervals erred 20 % of the time would fail 71 % of runs.
+        assert equal >= AA_SALTS - 6, [r.verdict for r in same]
 
         data = training_data(first.log_dir, tmp_path / "retrain", history=trained.history,
                              debias_window_s=CONFIG.experiment.attribution_window_s)
