@@ -27,6 +27,7 @@ while the config files of two operations racing there can still interleave: run 
 
 from __future__ import annotations
 
+import itertools
 import re
 import tempfile
 import time
@@ -137,12 +138,16 @@ def _arm_configs(repository: str, entries: Mapping[int, Mapping[str, Any]], targ
         if version not in entries:
             raise VersionError(f"experiment version {version} is not published in {repository}")
         arm = _configs_of(repository, entries[version], serving)
-        differing = [name for name in python_models(serving) if name in arm and arm[name] != configs.get(name)]
-        if differing:
+        if differing := _differing_python_configs(arm, configs, serving):
             raise VersionError(f"version {version} cannot serve beside version {target}: their {', '.join(differing)} "
                                "configs differ (one config per Triton model); stop the experiment first")
         arms[version] = arm
     return arms
+
+
+def _differing_python_configs(first: Mapping[str, str], second: Mapping[str, str], serving: ServingConfig) -> list[str]:
+    """The python models both versions have whose configs differ: Triton cannot load those two versions at once."""
+    return [name for name in python_models(serving) if name in first and name in second and first[name] != second[name]]
 
 
 def _configs_of(repository: str, entry: Mapping[str, Any], serving: ServingConfig) -> dict[str, str]:
@@ -256,6 +261,7 @@ def start_experiment(repository: str, experiment: Experiment, serving: ServingCo
         if version not in entries:
             raise VersionError(f"arm version {version} is not published in {repository} (published: {sorted(entries)})")
         check_version(repository, version, serving)
+    _check_servable_together(repository, entries, [served, *experiment.versions()], serving)
     _repin_python_models(repository, manifest, served, serving, experiment.versions())
     names = write_arm_ensembles(repository, experiment, {v: _configs_of(repository, entries[v], serving)
                                                          for v in experiment.versions()}, serving)
@@ -269,6 +275,18 @@ def start_experiment(repository: str, experiment: Experiment, serving: ServingCo
                                ) from None
     time.sleep(settle_s)
     write_experiment(repository, experiment)
+
+
+def _check_servable_together(repository: str, entries: Mapping[int, Mapping[str, Any]], served_versions: Sequence[int],
+                             serving: ServingConfig) -> None:
+    """VersionError naming the first two versions that cannot be loaded side by side (e.g. two serving layouts, or
+    two embedding sizes), before anything is written."""
+    configs = {v: _configs_of(repository, entries[v], serving) for v in dict.fromkeys(served_versions)}
+    for first, second in itertools.combinations(configs, 2):
+        if differing := _differing_python_configs(configs[first], configs[second], serving):
+            raise VersionError(f"versions {first} and {second} cannot be served side by side: their "
+                               f"{', '.join(differing)} configs differ (one config per Triton model), so no experiment "
+                               "can compare them (e.g. versions published by releases with different serving layouts)")
 
 
 @locked

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ import pytest
 
 from fashionrec.app.client import FashionrecClient, History, RecommendError
 from fashionrec.config import ServingConfig
+from fashionrec.repository.experiments import EXPERIMENT_FILE, Experiment
 from fashionrec.repository.manifest import MANIFEST_FILE
 from fashionrec.repository.publish import publish_model_repository
 from fashionrec.repository import versions
@@ -35,6 +38,7 @@ HISTORY = History(["P000003", "P000150", "P000042"], weights=[1.0, 3.0, 5.0])
 K = 10
 STREAM_CLIENTS = 3
 AFTER_SWITCH = 20  # answers each client must get after a switch returned, before the stream stops
+TWO_STEP_REPOSITORY = Path(__file__).parent / "data" / "two_step_repository.tar.xz"  # made as data/README.md says
 
 
 def expected_ids(product_ids: list[str], embeddings: np.ndarray, half_life_events: float) -> list[str]:
@@ -283,3 +287,49 @@ def _wait_for(server: TritonServer, serving: ServingConfig, version: int, within
         while {client.served_version(name) for name in versions.ensembles(serving)} != {version}:
             assert time.monotonic() < deadline, f"the server did not pick up version {version}"
             time.sleep(0.2)
+
+
+def _steps(repository: Path, ensemble: str) -> list[str]:
+    """The model each step of an ensemble's pinned config runs, in order."""
+    return re.findall(r'model_name: "(\w+)"', (repository / ensemble / "config.pbtxt").read_text())
+
+
+def test_a_repository_of_the_two_step_layout_upgrades_and_rolls_back_under_load(
+        tmp_path: Path, serving_config: ServingConfig, export_writer: Callable) -> None:
+    """A repository an older release published (``data/README.md``: ``recommend`` ran ``customer_vector``
+    then a ``rank_products`` that required CUSTOMER_VECTOR) gets the one-step layout as version 2 while
+    clients stream requests, then rolls back to its own two steps: every answer is one version's, and an
+    experiment refuses to serve the two layouts side by side (one config per Triton model)."""
+    repository = tmp_path / "repo"
+    with tarfile.open(TWO_STEP_REPOSITORY) as archive:
+        archive.extractall(repository, filter="data")
+    ranking = repository / serving_config.ranking_model_name / "1"
+    product_ids = (ranking / "product_ids.txt").read_text().split()
+    table = np.load(ranking / "product_embeddings.npy")
+    half_life = json.loads((repository / "customer_vector" / "1" / "aggregation.json").read_text())["half_life_events"]
+    flipped = table[np.random.default_rng(9).permutation(len(table))]
+    v1, v2 = expected_ids(product_ids, table, half_life), expected_ids(product_ids, flipped, half_life)
+    assert v1 != v2 and _steps(repository, "recommend") == ["customer_vector", "rank_products"]
+    assert not (ranking / "aggregation.json").exists()  # that release's ranking step pooled nothing
+    export = export_writer(tmp_path / "v2", product_ids, flipped, np.zeros(len(product_ids), dtype=bool))
+    with TritonServer(str(repository), serving_config, http_port=0, grpc_port=0, metrics_port=0,
+                      model_control_mode="explicit") as server:
+        upgrading = Stream(server.grpc_url, serving_config)
+        tail = upgrading.around(lambda: publish_model_repository(*export, str(repository), serving_config,
+                                                                 server_url=server.grpc_url))
+        assert upgrading.failures == []
+        assert all(answer in (v1, v2) for answer in upgrading.answers) and tail == [v2] * STREAM_CLIENTS
+        assert _steps(repository, "recommend") == ["rank_products"]
+
+        rolling_back = Stream(server.grpc_url, serving_config)
+        tail = rolling_back.around(lambda: versions.rollback(str(repository), serving_config, url=server.grpc_url))
+        assert rolling_back.failures == []
+        assert all(answer in (v1, v2) for answer in rolling_back.answers) and tail == [v1] * STREAM_CLIENTS
+        assert _steps(repository, "recommend") == ["customer_vector", "rank_products"]
+        both = Experiment.from_dict({"name": "layouts", "salt": "s", "arms": [
+            {"name": "two-step", "version": 1, "share": 0.5}, {"name": "one-step", "version": 2, "share": 0.5}]})
+        pins = _pins(repository)
+        with pytest.raises(versions.VersionError, match="versions 1 and 2 cannot be served side by side: their "
+                                                        "rank_products configs differ"):
+            versions.start_experiment(str(repository), both, serving_config, server.grpc_url)
+        assert _pins(repository) == pins and not (repository / EXPERIMENT_FILE).exists() and _ready(server)
