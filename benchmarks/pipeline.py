@@ -170,7 +170,8 @@ def _run_stages(args: argparse.Namespace, config: PipelineConfig, work: Path) ->
                                  lambda _: (summary.event_rows, "events"))
     _timed(rows, "train", lambda: train(transformed, model, config.train, config.transform),
            lambda s: (s.examples * s.epochs, "examples"))
-    _timed(rows, "export", lambda: export_embeddings(ingested, transformed, model, export),
+    _timed(rows, "export", lambda: export_embeddings(ingested, transformed, model, export, config.ingest.event_weights,
+                                                     config.export),
            lambda s: (s.products, "products"))
     evaluation = _timed(rows, "evaluate", lambda: evaluate(ingested, transformed, export, evaluation_dir, config.evaluate),
                         lambda e: (int(e.metrics["model"]["customers"]), "customers"))

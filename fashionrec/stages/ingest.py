@@ -49,6 +49,10 @@ OFFSET_STEP_MIN = 15  # every time zone's offset is a whole number of quarter-ho
 LOCAL_TIME_TOLERANCE_S = 300  # ... give or take this much: the client's clock, or a timestamp stamped on arrival
 TOLERANCE_H = LOCAL_TIME_TOLERANCE_S / 3600
 MAX_WEIGHT = float(np.finfo(np.float32).max)  # weights are kept as float32: a larger one would become infinite
+# A local time as ISO 8601 date and time, then an optional offset (Z, +hh, +hhmm or +hh:mm, a valid one) whose
+# removal leaves the wall clock: the group.
+ISO_WALL_CLOCK = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)"
+                            r"(?:Z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$")
 # The timestamp text :func:`plain_event` reads itself (datetime.fromisoformat); any other form goes to pandas.
 PLAIN_ISO_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 
@@ -136,6 +140,7 @@ def validate_events(
     timestamp = parse_timestamps(frame["timestamp"], config.earliest_timestamp, config.latest_timestamp)
     default_weight = frame["event_type"].map(config.event_weights.as_dict())
     weight = _weights(frame["weight"], default_weight) if "weight" in frame else default_weight
+    local_times = _local_times(frame[LOCAL_TIME]) if LOCAL_TIME in frame else None
     checks = [
         ("missing_field", _missing(frame, EVENTS_REQUIRED)),
         ("bad_encoding", _badly_encoded(frame)),
@@ -143,7 +148,7 @@ def validate_events(
         ("bad_timestamp", timestamp.isna()),
         ("bad_weight", ~(weight > 0) | ~(weight <= MAX_WEIGHT)),  # NaN fails both; inf and beyond float32 the second
         ("unknown_product", ~frame["product_id"].isin(product_ids)),
-        *_context_checks(frame, timestamp, config),
+        *_context_checks(frame, timestamp, local_times, config),
         *_examination_checks(frame),
         ("duplicate_event", frame.duplicated(keep="first")),
     ]
@@ -160,7 +165,7 @@ def validate_events(
     )
     for column in EVENT_CONTEXT:
         if column in frame:
-            values = _local_times(frame[column]) if column == "local_time" else _context_text(frame[column])
+            values = local_times if column == LOCAL_TIME else _context_text(frame[column])
             events[column] = values[good]
     if EXAMINATION in frame:
         events[EXAMINATION] = _examinations(frame[EXAMINATION])[good].astype("float32")
@@ -181,8 +186,10 @@ def _examinations(values: pd.Series) -> pd.Series:
     return pd.to_numeric(_context_text(values), errors="coerce").astype("float64")
 
 
-def _context_checks(frame: pd.DataFrame, timestamp: pd.Series, config: IngestConfig) -> list[tuple[str, pd.Series]]:
-    """The reason codes of context values that are given but wrong (blank is unknown, not wrong)."""
+def _context_checks(frame: pd.DataFrame, timestamp: pd.Series, local_times: pd.Series | None,
+                    config: IngestConfig) -> list[tuple[str, pd.Series]]:
+    """The reason codes of context values that are given but wrong (blank is unknown, not wrong);
+    ``local_times``: the local_time column's wall clocks (:func:`_local_times`), None without that column."""
     checks = []
     for column, allowed in (("device", config.devices), ("channel", config.channels)):
         if column in frame:
@@ -192,9 +199,9 @@ def _context_checks(frame: pd.DataFrame, timestamp: pd.Series, config: IngestCon
         region = _context_text(frame["region"])
         valid = region.map(lambda text: region_valid(text, config) if isinstance(text, str) else True)
         checks.append(("bad_region", region.notna() & ~valid.astype(bool)))
-    if "local_time" in frame:
-        given = _context_text(frame["local_time"]).notna()
-        offset_s = (_local_times(frame["local_time"]) - timestamp.dt.tz_localize(None)).dt.total_seconds()
+    if local_times is not None:
+        given = _context_text(frame[LOCAL_TIME]).notna()
+        offset_s = (local_times - timestamp.dt.tz_localize(None)).dt.total_seconds()
         plausible = pd.Series(plausible_offsets(offset_s.to_numpy(np.float64)), index=frame.index)
         checks.append(("bad_local_time", given & timestamp.notna() & ~plausible))
     return checks
@@ -340,9 +347,22 @@ def _context_text(values: pd.Series) -> pd.Series:
 
 
 def _local_times(values: pd.Series) -> pd.Series:
-    """Wall-clock times (naive): a value with an offset is read at that offset; unparseable ones are NaT."""
-    parsed = [local_wall_clock(text) for text in _context_text(values)]
-    return pd.Series(pd.to_datetime(parsed), index=values.index)
+    """Wall-clock times (naive): a value with an offset is read at that offset; unparseable ones are NaT.
+
+    Exactly :func:`local_wall_clock` of each value, at numpy speed for the usual form (an ISO 8601 date and time
+    with or without an offset, whose wall clock is the text before the offset: 10 s for ML-1M's 1M events one
+    by one); any other text is read one by one."""
+    text = _context_text(values)
+    wall_clock = text.str.extract(ISO_WALL_CLOCK, expand=False)
+    parsed = pd.to_datetime(wall_clock, format="ISO8601", errors="coerce")
+    other = text.notna() & wall_clock.isna()
+    if not other.any():
+        return parsed
+    one_by_one = pd.to_datetime([local_wall_clock(value) for value in text[other]])
+    finer = np.promote_types(parsed.dtype, one_by_one.dtype)  # pandas infers each one's unit from its values
+    parsed = parsed.astype(finer)
+    parsed[other] = one_by_one.astype(finer)
+    return parsed
 
 
 def local_wall_clock(text: object) -> pd.Timestamp | None:

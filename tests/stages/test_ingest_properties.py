@@ -140,3 +140,26 @@ def test_the_cheap_per_event_check_never_accepts_what_ingest_refuses_nor_changes
     row = accepted.iloc[0]
     assert fast == (row["customer_id"], row["product_id"], row["event_type"], float(row["weight"]),
                     row["timestamp"].timestamp())
+
+
+local_time_texts = st.tuples(
+    instants,
+    st.sampled_from(["T", " ", "t"]),
+    st.sampled_from(["%H:%M", "%H:%M:%S", "%H:%M:%S.%f"]),
+    st.sampled_from([0, 1, 3, 4]),  # digits cut off a microsecond fraction (a 6-digit one, or none)
+    st.sampled_from(["", "123", "1234567891"]),  # digits added: nanoseconds, then beyond
+    st.sampled_from(["", "Z", "z", "+05:30", "-10:00", "+0930", "+09", "+23:59", "+24:00", "+09:60", " +01:00"]),
+).map(lambda t: t[0].strftime(f"%Y-%m-%d{t[1]}{t[2]}")[:len(t[0].strftime(f"%Y-%m-%d{t[1]}{t[2]}")) - t[3]]
+      + (t[4] if t[2].endswith("%f") else "") + t[5])
+odd_local_times = st.sampled_from(["2026-02-30T10:00", "2026-12-05T24:00:00", "2026-12-05T22", "2026-12-05",
+                                   " 2026-12-05T19:30:00+01:00 ", "", "  "])
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(local_time_texts, odd_local_times, any_text, st.none()), max_size=12))
+def test_local_times_are_each_values_wall_clock_read_one_by_one(values):
+    """The vectorised reading of a local_time column equals local_wall_clock of each (stripped) value, NaT where
+    that gives None: ISO forms with every kind of offset, valid or not, and any other text."""
+    one_by_one = [ingest.local_wall_clock(v.strip() if isinstance(v, str) and v.strip() else None) for v in values]
+    read = ingest._local_times(pd.Series(values, dtype=object))
+    assert [None if pd.isna(t) else t for t in read] == one_by_one
