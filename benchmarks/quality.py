@@ -56,7 +56,7 @@ from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
 from fashionrec.config import EvaluateConfig, ExportConfig, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import bootstrap, metrics, protocols
-from fashionrec.evaluation.evaluate import Evaluation, evaluate
+from fashionrec.evaluation.evaluate import Evaluation, evaluate, in_context
 from fashionrec.evaluation.holdout import sample_customers
 from fashionrec.evaluation.holdout_ranking import read_ranked
 from fashionrec.evaluation.systems import BASELINES, baseline_systems, embedding_system
@@ -114,6 +114,14 @@ class Trained:
         aggregation = Aggregation.read(str(Path(self.export) / AGGREGATION_FILE))
         return [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days,
                                                           strict=True)]
+
+    def ranking(self, examples: EvalExamples, prior: np.ndarray, k: int = 20) -> np.ndarray:
+        """The ``examples``' top ``k`` rows as the pipeline's evaluation ranks them with ``prior``: pooled as
+        exported, and, for a context model, moved by each customer's request context (``in_context``), so that
+        a setting chosen on the validation period is chosen for the system the test period scores."""
+        _, table = self.table()
+        system = embedding_system(table, prior, in_context=in_context(self.export, examples))
+        return system.rank(examples.history_idx, self.pooling_weights(examples), k)
 
     def customer_vectors(self, examples: EvalExamples, table: np.ndarray) -> np.ndarray:
         """The holdout customers' vectors over ``table`` (from :meth:`table`), pooled as exported."""
@@ -515,14 +523,13 @@ def choose_prior(folder: Path, config: PipelineConfig) -> ExportConfig:
     baselines' settings: one model trained there, ranked with each weight of ``PRIOR_WEIGHTS`` (the
     prior is recomputed from the split's training events, exactly as export would)."""
     trained = train_split(folder, config)
-    ids, table = trained.table()
+    ids, _ = trained.table()
     examples = validation_customers(trained.transformed, config)
     train = pd.read_parquet(str(Path(trained.ingested) / TRAIN_EVENTS_FILE))
-    weights = trained.pooling_weights(examples)
     rows = {}
     for weight in PRIOR_WEIGHTS:
         export = dataclasses.replace(config.export, popularity_prior_weight=weight)
-        ranked = embedding_system(table, prior_from_events(train, ids, export)).rank(examples.history_idx, weights, 20)
+        ranked = trained.ranking(examples, prior_from_events(train, ids, export))
         rows[f"popularity_prior_weight={weight}"] = ranking_metrics(ranked, examples, len(ids))
     best = max(PRIOR_WEIGHTS, key=lambda w: rows[f"popularity_prior_weight={w}"]["ndcg@10"])
     print_table("validation period, standard protocol: the model's popularity prior weight", TUNING_COLUMNS, rows)

@@ -22,7 +22,6 @@ from pathlib import Path
 from fashionrec.config import PipelineConfig, parse_assignments
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import protocols
-from fashionrec.evaluation.systems import embedding_system
 from fashionrec.evaluation.tuning import ranking_metrics
 from fashionrec.stages.ingest import ingest
 from quality import (  # the sibling benchmark script
@@ -94,12 +93,10 @@ def validation_split(dataset: str, data_dir: str | None, config: PipelineConfig,
 
 
 def score(trained: Trained, config: PipelineConfig) -> dict[str, float]:
-    """The trained model's metrics on the validation customers with a history, ranked as served."""
-    ids, table = trained.table()
-    prior = trained.prior()
+    """The trained model's metrics on the validation customers with a history, ranked as served (and as the
+    evaluation ranks them: context models moved by each request's context)."""
     examples = validation_customers(trained.transformed, config)
-    rows = embedding_system(table, prior).rank(examples.history_idx, trained.pooling_weights(examples), 20)
-    return ranking_metrics(rows, examples, len(ids))
+    return ranking_metrics(trained.ranking(examples, trained.prior()), examples, len(trained.table()[0]))
 
 
 if __name__ == "__main__":
