@@ -115,13 +115,14 @@ class Trained:
         return [aggregation.weights(w, a) for w, a in zip(examples.history_weight, examples.history_age_days,
                                                           strict=True)]
 
-    def ranking(self, examples: EvalExamples, prior: np.ndarray, k: int = 20) -> np.ndarray:
-        """The ``examples``' top ``k`` rows as the pipeline's evaluation ranks them with ``prior``: pooled as
-        exported, and, for a context model, moved by each customer's request context (``in_context``), so that
-        a setting chosen on the validation period is chosen for the system the test period scores."""
+    def ranker(self, examples: EvalExamples, k: int = 20) -> Callable[[np.ndarray], np.ndarray]:
+        """prior -> the ``examples``' top ``k`` rows as the pipeline's evaluation ranks them with that prior:
+        pooled as exported, and, for a context model, moved by each customer's request context
+        (``in_context``), so that a setting chosen on the validation period is chosen for the system the test
+        period scores. The table, pooling weights and context are read once, whatever the priors tried."""
         _, table = self.table()
-        system = embedding_system(table, prior, in_context=in_context(self.export, examples))
-        return system.rank(examples.history_idx, self.pooling_weights(examples), k)
+        weights, moved = self.pooling_weights(examples), in_context(self.export, examples)
+        return lambda prior: embedding_system(table, prior, in_context=moved).rank(examples.history_idx, weights, k)
 
     def customer_vectors(self, examples: EvalExamples, table: np.ndarray) -> np.ndarray:
         """The holdout customers' vectors over ``table`` (from :meth:`table`), pooled as exported."""
@@ -526,10 +527,10 @@ def choose_prior(folder: Path, config: PipelineConfig) -> ExportConfig:
     ids, _ = trained.table()
     examples = validation_customers(trained.transformed, config)
     train = pd.read_parquet(str(Path(trained.ingested) / TRAIN_EVENTS_FILE))
-    rows = {}
+    rank, rows = trained.ranker(examples), {}
     for weight in PRIOR_WEIGHTS:
         export = dataclasses.replace(config.export, popularity_prior_weight=weight)
-        ranked = trained.ranking(examples, prior_from_events(train, ids, export))
+        ranked = rank(prior_from_events(train, ids, export))
         rows[f"popularity_prior_weight={weight}"] = ranking_metrics(ranked, examples, len(ids))
     best = max(PRIOR_WEIGHTS, key=lambda w: rows[f"popularity_prior_weight={w}"]["ndcg@10"])
     print_table("validation period, standard protocol: the model's popularity prior weight", TUNING_COLUMNS, rows)

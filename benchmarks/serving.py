@@ -28,10 +28,10 @@ its python stubs (psutil). With --pin (auto: on machines of 4+ CPUs) the load ge
 quarter of the CPUs and Triton on the rest. Every request is unique (its own REQUEST_TIME), so the
 response cache answers none of them, except in the `cached` case: anonymous visitors' similar items for
 the same 64 heroes again and again, beside a new hero each time. `recommend`, those two and the `context`
-case's pair are measured twice: from the Python gRPC clients, and from ``wrk`` (C, one thread, over Triton's HTTP/JSON endpoint;
-``make wrk``; skipped when it is absent), whose CPU per request is a tenth of the Python client's, so
-that on a small box its rows show Triton's speed rather than the client's. The verdict takes wrk's rows
-when it ran.
+case's pair are measured twice: from the Python gRPC clients, and from ``wrk`` (C, one thread, over
+Triton's HTTP/JSON endpoint; ``make wrk``; skipped when it is absent), whose CPU per request is a tenth of
+the Python client's, so that on a small box its rows show Triton's speed rather than the client's. The
+verdict takes wrk's rows when it ran.
 
 With --add-products N the catalogue is published with a content tower (random weights in the export's
 format, its vocabularies from the synthetic shop's words), and after the touchpoints, N products of

@@ -96,7 +96,7 @@ def score(trained: Trained, config: PipelineConfig) -> dict[str, float]:
     """The trained model's metrics on the validation customers with a history, ranked as served (and as the
     evaluation ranks them: context models moved by each request's context)."""
     examples = validation_customers(trained.transformed, config)
-    return ranking_metrics(trained.ranking(examples, trained.prior()), examples, len(trained.table()[0]))
+    return ranking_metrics(trained.ranker(examples)(trained.prior()), examples, len(trained.table()[0]))
 
 
 if __name__ == "__main__":
