@@ -13,10 +13,20 @@ import numpy as np
 
 
 def hit_matrix(ranked: np.ndarray, targets: Sequence[np.ndarray]) -> np.ndarray:
-    """Boolean [customers, K]: is the product at each rank one of the customer's targets?"""
-    return np.array([np.isin(row, target) for row, target in zip(ranked, targets, strict=True)], dtype=bool).reshape(
-        ranked.shape
-    )
+    """Boolean [customers, K]: is the product at each rank one of the customer's targets?
+
+    One ``np.isin`` over (customer, product) keys for the whole matrix, not one call per customer."""
+    ranked = np.asarray(ranked, np.int64)
+    if len(targets) != len(ranked):
+        raise ValueError(f"{len(ranked)} ranked rows but {len(targets)} target lists")
+    flat = np.concatenate([np.asarray(t, np.int64).ravel() for t in targets] + [np.zeros(0, np.int64)])
+    if ranked.size == 0 or flat.size == 0:
+        return np.zeros(ranked.shape, bool)
+    low = min(ranked.min(), flat.min())
+    span = max(ranked.max(), flat.max()) - low + 1
+    owners = np.repeat(np.arange(len(targets), dtype=np.int64), [np.size(t) for t in targets])
+    keys = np.arange(len(ranked), dtype=np.int64)[:, None] * span + (ranked - low)
+    return np.isin(keys, owners * span + (flat - low))
 
 
 def recall_at_k(hits: np.ndarray, num_targets: np.ndarray, k: int) -> np.ndarray:

@@ -227,8 +227,14 @@ def _factor_system(customer_factors: Callable[[Histories, Histories], np.ndarray
         return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
 
     def score(history: Histories, weights: Histories, rows: Histories) -> Histories:
-        users = customer_factors(history, weights)
-        return [item_factors[r] @ u for u, r in zip(users, rows, strict=True)]
+        """Every product scored by one matrix product per batch, then each customer's ``rows`` picked: EASE's
+        item factors are a transposed view, whose rows gathered one customer at a time cost a strided read
+        of the whole matrix each."""
+        scored: list[np.ndarray] = []
+        for s in range(0, len(history), BATCH):
+            every = customer_factors(history[s : s + BATCH], weights[s : s + BATCH]) @ item_factors.T
+            scored += [products[r] for products, r in zip(every, rows[s : s + BATCH], strict=True)]
+        return scored
 
     return System(rank, score)
 

@@ -36,6 +36,7 @@ from fashionrec.config import LOCAL_BEAM_RUNNERS, TransformConfig
 from fashionrec.contract import ops  # the ages-in-days contract shared with serving
 from fashionrec.contract.context import FEATURES as CONTEXT_FEATURES, value_rows
 from fashionrec.stages import context
+from fashionrec.stages.tfrecords import WriteBatchesToTFRecord
 from fashionrec.stages.ingest import EXAMINATION  # P(looked at) where the event's product was shown
 
 TEXT_COLUMNS = ("product_id", "title", "description", "category", "colour", "brand")
@@ -176,8 +177,8 @@ def _write_raw_catalogue(ingested_dir: str, output_dir: str, config: TransformCo
         _ = (
             pipeline
             | "ReadCatalogue" >> beam.io.ReadFromParquetBatched(source, columns=[*TEXT_COLUMNS, "price"])
-            | "ToExamples" >> beam.FlatMap(lambda table: RecordBatchToExamplesEncoder().encode(_as_lists(table)))
-            | "Write" >> beam.io.WriteToTFRecord(storage.join(output_dir, artifacts.RAW_CATALOGUE_DIR, "part"))
+            | "ToExamples" >> beam.Map(lambda table: RecordBatchToExamplesEncoder().encode(_as_lists(table)))
+            | "Write" >> WriteBatchesToTFRecord(storage.join(output_dir, artifacts.RAW_CATALOGUE_DIR, "part"))
         )
 
 
@@ -213,8 +214,8 @@ def _transform_catalogue(output_dir: str, config: TransformConfig, temp_dir: str
             )
             _ = (
                 transformed
-                | "ToExamples" >> beam.FlatMapTuple(_encode_record_batch)
-                | "Write" >> beam.io.WriteToTFRecord(storage.join(output_dir, artifacts.TRANSFORMED_CATALOGUE_DIR, "part"))
+                | "ToExamples" >> beam.MapTuple(_encode_record_batch)
+                | "Write" >> WriteBatchesToTFRecord(storage.join(output_dir, artifacts.TRANSFORMED_CATALOGUE_DIR, "part"))
             )
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                 storage.join(output_dir, artifacts.TRANSFORM_FN_DIR)
@@ -271,8 +272,8 @@ def _build_examples(
             _ = (
                 examples
                 | f"Select{kind}" >> beam.Filter(lambda item, k=kind: item[0] == k)
-                | f"Encode{kind}" >> beam.FlatMap(lambda item, k=kind: _encode_batch(item[1], k))
-                | f"Write{kind}" >> beam.io.WriteToTFRecord(storage.join(output_dir, directory, "part"))
+                | f"Encode{kind}" >> beam.Map(lambda item, k=kind: _encode_batch(item[1], k))
+                | f"Write{kind}" >> WriteBatchesToTFRecord(storage.join(output_dir, directory, "part"))
             )
     counters = pipeline.result.metrics().query(beam.metrics.MetricsFilter().with_namespace(__name__))["counters"]
     return {counter.key.metric.name: counter.committed for counter in counters}

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from fashionrec.evaluation import metrics
 
@@ -68,3 +69,17 @@ def test_sampled_auc_counts_wins_and_half_ties():
 def test_metric_names_are_the_keys_of_the_per_customer_metrics():
     values = metrics.per_customer(np.array([[1, 2]]), [np.array([2])], (1, 2))
     assert metrics.metric_names((1, 2)) == tuple(values)
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(-3, 40), min_size=4, max_size=4),
+                          st.lists(st.integers(-3, 40), max_size=6)), max_size=8))
+def test_the_hit_matrix_is_each_rows_membership_in_its_own_targets(customers):
+    ranked = np.array([row for row, _ in customers], np.int64).reshape(len(customers), 4)
+    targets = [np.array(t, np.int64) for _, t in customers]
+    expected = np.array([np.isin(row, t) for row, t in zip(ranked, targets)], bool).reshape(ranked.shape)
+    np.testing.assert_array_equal(metrics.hit_matrix(ranked, targets), expected)
+
+
+def test_the_hit_matrix_needs_one_target_list_per_ranked_row():
+    with pytest.raises(ValueError, match="2 ranked rows but 1 target lists"):
+        metrics.hit_matrix(RANKED, TARGETS[:1])

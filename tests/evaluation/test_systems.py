@@ -97,6 +97,21 @@ def test_ease_recommends_what_co_occurs_with_the_history_and_never_the_history()
     assert scores[0] > 0 and scores[1] == 0.0  # nothing links P0 with P2
 
 
+def test_ease_scores_each_customer_by_their_binary_history_times_the_item_weights():
+    from fashionrec.evaluation.systems import ease_system, ease_weights, interaction_matrix
+
+    train = _events([("a", "P0"), ("a", "P1"), ("b", "P0"), ("b", "P2"), ("c", "P1"), ("c", "P2"), ("c", "P3")])
+    system = ease_system(train, PRODUCTS[:4], EvaluateConfig(ease_l2=0.5))
+    matrix = interaction_matrix(train, PRODUCTS[:4], lambda w: np.ones(len(w), np.float32))
+    weights = ease_weights(matrix, 0.5)
+    histories, rows = [np.array([0]), np.array([1, 3]), np.array([2, 2])], [np.array([1, 2]), np.array([0]),
+                                                                         np.array([3, 0, 1])]
+    profiles = np.array([[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 1, 0]], np.float32)  # x_u: repeats count once
+    scores = system.score(histories, [np.ones(len(h)) for h in histories], rows)
+    for profile, wanted, got in zip(profiles, rows, scores, strict=True):
+        np.testing.assert_allclose(got, (profile @ weights)[wanted], rtol=1e-6, atol=1e-7)
+
+
 def test_ease_on_a_large_catalogue_is_fitted_on_its_most_popular_products_only():
     from fashionrec.evaluation.systems import ease_system, most_popular_rows
 
