@@ -215,7 +215,8 @@ def _transform_catalogue(output_dir: str, config: TransformConfig, temp_dir: str
             _ = (
                 transformed
                 | "ToExamples" >> beam.MapTuple(_encode_record_batch)
-                | "Write" >> WriteBatchesToTFRecord(storage.join(output_dir, artifacts.TRANSFORMED_CATALOGUE_DIR, "part"))
+                | "Write" >> WriteBatchesToTFRecord(
+                    storage.join(output_dir, artifacts.TRANSFORMED_CATALOGUE_DIR, "part"))
             )
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                 storage.join(output_dir, artifacts.TRANSFORM_FN_DIR)
