@@ -61,12 +61,12 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     model = TwoTowerModel(catalogue, config, probability, counts,
                           {f: CLOCK_SIZES.get(f) or len(vocabulary.values[f]) for f in features})
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
-    dataset = train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed)
+    examples = int(counts.sum())
     started = time.perf_counter()
     timer = _EpochTimer()
-    history = model.fit(dataset, epochs=config.epochs, verbose=2, callbacks=[timer])
+    history = model.fit(_epochs(transformed_dir, config, transform_config), epochs=config.epochs,
+                        steps_per_epoch=steps_per_epoch(examples, config.batch_size), verbose=2, callbacks=[timer])
     seconds = time.perf_counter() - started
-    examples = int(counts.sum())
     tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, artifacts.CHECKPOINT_PREFIX))
     if model.context is not None:
         storage.write_json(storage.join(model_dir, CONTEXT_FILE), model.context.tables_for_serving(vocabulary.values).to_json())
@@ -80,6 +80,22 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
         examples_per_second=trained / seconds if seconds else 0.0,
         epoch_seconds=tuple(timer.seconds),
     )
+
+
+def _epochs(transformed_dir: str, config: TrainConfig, transform_config: TransformConfig) -> tf.data.Dataset:
+    """The shuffled batches, repeated, so that ``fit`` keeps one iterator for every epoch.
+
+    Each repetition is one whole epoch (its last, partial batch included): the repeat comes after the
+    batching. Given a finite dataset, Keras makes a new iterator at each epoch and drops the old one, and
+    on this 2-core machine that drop stalled ``fit`` for about 30 s at every epoch boundary of MovieLens-1M
+    (the old iterator's destructor waiting on its tf.data threads), a quarter of the training time.
+    """
+    return train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed).repeat()
+
+
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    """Batches in one pass over ``examples`` (the last one partial), at least 1."""
+    return max(1, -(-examples // batch_size))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 import dataclasses
 
+import numpy as np
+import tensorflow as tf
+
 from fashionrec import storage
-from fashionrec.config import TrainConfig
-from fashionrec.stages.train import load_saved_configs
-from fashionrec.artifacts import TRAIN_CONFIG_FILE
+from fashionrec.config import TrainConfig, TransformConfig
+from fashionrec.stages.train import load_saved_configs, steps_per_epoch
+from fashionrec.artifacts import TRAIN_CONFIG_FILE, TRAIN_EXAMPLES_DIR
 
 
 def test_a_model_saved_before_the_id_fade_in_loads_with_it_off(tmp_path):
@@ -12,3 +15,27 @@ def test_a_model_saved_before_the_id_fade_in_loads_with_it_off(tmp_path):
     storage.write_json(str(tmp_path / TRAIN_CONFIG_FILE), {"train": saved, "transform": {}})
     assert load_saved_configs(str(tmp_path)).train.id_fade_in_events == 0.0
     assert TrainConfig().id_fade_in_events > 0  # what a new model gets
+
+
+def test_steps_per_epoch_count_the_last_partial_batch():
+    assert [steps_per_epoch(n, 2) for n in (4, 5, 1)] == [2, 3, 1]
+    assert steps_per_epoch(0, 2) == 1  # Keras needs a step; an empty dataset then stops it at once
+
+
+def test_each_epoch_of_the_repeated_dataset_is_one_whole_pass_over_the_examples(tmp_path):
+    from fashionrec.stages.train import _epochs
+
+    examples = tmp_path / TRAIN_EXAMPLES_DIR
+    examples.mkdir()
+    with tf.io.TFRecordWriter(str(examples / "part-00000-of-00001")) as writer:
+        for target in range(5):
+            features = {"history_idx": tf.train.Feature(int64_list=tf.train.Int64List(value=[target + 10])),
+                        "history_weight": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0])),
+                        "history_age_days": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0])),
+                        "target_idx": tf.train.Feature(int64_list=tf.train.Int64List(value=[target]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+    config = TrainConfig(batch_size=2)
+    batches = list(_epochs(str(tmp_path), config, TransformConfig()).take(2 * steps_per_epoch(5, 2)))
+    epochs = [np.concatenate([b["target_idx"].numpy() for b in batches[i:i + 3]]) for i in (0, 3)]
+    assert [len(b["target_idx"]) for b in batches] == [2, 2, 1, 2, 2, 1]
+    assert [sorted(e.tolist()) for e in epochs] == [[0, 1, 2, 3, 4]] * 2  # every example once an epoch
