@@ -28,6 +28,8 @@ CONTEXT_VOCABULARY_FILE = "context_vocabulary.json"  # the context features' kno
 # train → the model folder
 CHECKPOINT_PREFIX = "item_tower"
 TRAIN_CONFIG_FILE = "train_config.json"
+# each product row's training events (for the id fade-in), saved so that export need not count them again
+TARGET_COUNTS_FILE = "target_counts.npy"
 
 # export → the embeddings folder (beside it: aggregation.json, fashionrec.model.aggregation, and the content tower)
 EMBEDDINGS_FILE = "embeddings.parquet"

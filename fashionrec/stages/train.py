@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import asdict, dataclass
 
@@ -68,6 +69,7 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
                         steps_per_epoch=steps_per_epoch(examples, config.batch_size), verbose=2, callbacks=[timer])
     seconds = time.perf_counter() - started
     tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, artifacts.CHECKPOINT_PREFIX))
+    write_target_counts(model_dir, counts)
     if model.context is not None:
         storage.write_json(storage.join(model_dir, CONTEXT_FILE), model.context.tables_for_serving(vocabulary.values).to_json())
     storage.write_json(storage.join(model_dir, artifacts.TRAIN_CONFIG_FILE), {"train": asdict(config), "transform": asdict(transform_config)})
@@ -119,7 +121,7 @@ def load_item_tower(transformed_dir: str, model_dir: str, configs: SavedConfigs 
     (``configs``: the model's, when the caller has parsed them already)."""
     configs = configs or load_saved_configs(model_dir)
     catalogue = _catalogue(transformed_dir, configs.transform)
-    tower = ItemTower(catalogue, configs.train, target_counts(transformed_dir, catalogue.num_rows))  # as in training
+    tower = ItemTower(catalogue, configs.train, saved_target_counts(transformed_dir, model_dir, catalogue.num_rows))
     tower(tf.constant([0], tf.int64))  # create the variables before restoring
     tf.train.Checkpoint(item_tower=tower).read(storage.join(model_dir, artifacts.CHECKPOINT_PREFIX)).expect_partial()
     return tower
@@ -133,6 +135,31 @@ def item_embeddings(tower: ItemTower, batch_size: int = 8192) -> np.ndarray:
         for start in range(0, rows, batch_size)
     ]
     return np.concatenate(parts).astype(np.float32)
+
+
+def write_target_counts(model_dir: str, counts: np.ndarray) -> None:
+    """Save the training's :func:`target_counts` beside its checkpoint (``TARGET_COUNTS_FILE``)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(counts, np.float64), allow_pickle=False)
+    with storage.open_output(storage.join(model_dir, artifacts.TARGET_COUNTS_FILE)) as stream:
+        stream.write(buffer.getvalue())
+
+
+def saved_target_counts(transformed_dir: str, model_dir: str, num_rows: int) -> np.ndarray:
+    """The target counts the model was trained with: read from beside its checkpoint, or, for a model saved
+    before they were, counted again from the training examples (the same numbers, read from every example).
+
+    Counts for another number of product rows mean the model was trained on other transform outputs:
+    ValueError."""
+    uri = storage.join(model_dir, artifacts.TARGET_COUNTS_FILE)
+    if not storage.exists(uri):
+        return target_counts(transformed_dir, num_rows)
+    with storage.open_input(uri) as stream:
+        counts = np.load(io.BytesIO(stream.read()), allow_pickle=False)
+    if counts.shape != (num_rows,):
+        raise ValueError(f"{uri} holds {counts.shape[0] if counts.ndim == 1 else counts.shape} product rows' counts, "
+                         f"the transformed catalogue {num_rows}: the model was trained on other transform outputs")
+    return counts
 
 
 def target_counts(transformed_dir: str, num_rows: int) -> np.ndarray:

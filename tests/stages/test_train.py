@@ -1,11 +1,12 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from fashionrec import storage
 from fashionrec.config import TrainConfig, TransformConfig
-from fashionrec.stages.train import load_saved_configs, steps_per_epoch
+from fashionrec.stages.train import load_saved_configs, saved_target_counts, steps_per_epoch, write_target_counts
 from fashionrec.artifacts import TRAIN_CONFIG_FILE, TRAIN_EXAMPLES_DIR
 
 
@@ -22,20 +23,37 @@ def test_steps_per_epoch_count_the_last_partial_batch():
     assert steps_per_epoch(0, 2) == 1  # Keras needs a step; an empty dataset then stops it at once
 
 
-def test_each_epoch_of_the_repeated_dataset_is_one_whole_pass_over_the_examples(tmp_path):
-    from fashionrec.stages.train import _epochs
-
-    examples = tmp_path / TRAIN_EXAMPLES_DIR
+def _write_train_examples(transformed_dir, targets: list[int]) -> None:
+    """One training example per target, each with a one-product history."""
+    examples = transformed_dir / TRAIN_EXAMPLES_DIR
     examples.mkdir()
     with tf.io.TFRecordWriter(str(examples / "part-00000-of-00001")) as writer:
-        for target in range(5):
+        for target in targets:
             features = {"history_idx": tf.train.Feature(int64_list=tf.train.Int64List(value=[target + 10])),
                         "history_weight": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0])),
                         "history_age_days": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0])),
                         "target_idx": tf.train.Feature(int64_list=tf.train.Int64List(value=[target]))}
             writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+
+
+def test_each_epoch_of_the_repeated_dataset_is_one_whole_pass_over_the_examples(tmp_path):
+    from fashionrec.stages.train import _epochs
+
+    _write_train_examples(tmp_path, list(range(5)))
     config = TrainConfig(batch_size=2)
     batches = list(_epochs(str(tmp_path), config, TransformConfig()).take(2 * steps_per_epoch(5, 2)))
     epochs = [np.concatenate([b["target_idx"].numpy() for b in batches[i:i + 3]]) for i in (0, 3)]
     assert [len(b["target_idx"]) for b in batches] == [2, 2, 1, 2, 2, 1]
     assert [sorted(e.tolist()) for e in epochs] == [[0, 1, 2, 3, 4]] * 2  # every example once an epoch
+
+
+def test_export_reads_the_target_counts_training_saved_and_recounts_for_an_older_model(tmp_path):
+    transformed, model = tmp_path / "transformed", tmp_path / "model"
+    transformed.mkdir()
+    model.mkdir()
+    _write_train_examples(transformed, [0, 2, 2, 3])
+    assert saved_target_counts(str(transformed), str(model), 5).tolist() == [1, 0, 2, 1, 0]  # none saved: counted
+    write_target_counts(str(model), np.array([7.0, 0.0, 1.0, 0.0, 2.0]))
+    assert saved_target_counts(str(transformed), str(model), 5).tolist() == [7, 0, 1, 0, 2]  # saved: read, not counted
+    with pytest.raises(ValueError, match="holds 5 product rows' counts, the transformed catalogue 6"):
+        saved_target_counts(str(transformed), str(model), 6)
