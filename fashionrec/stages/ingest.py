@@ -355,6 +355,7 @@ def _local_times(values: pd.Series) -> pd.Series:
     text = _context_text(values)
     wall_clock = text.str.extract(ISO_WALL_CLOCK, expand=False)
     parsed = pd.to_datetime(wall_clock, format="ISO8601", errors="coerce")
+    parsed = parsed.where((parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max))  # as local_wall_clock
     other = text.notna() & wall_clock.isna()
     if not other.any():
         return parsed
@@ -366,14 +367,16 @@ def _local_times(values: pd.Series) -> pd.Series:
 
 
 def local_wall_clock(text: object) -> pd.Timestamp | None:
-    """A local time as its naive wall clock (read at its offset, if it has one); None when unparseable."""
+    """A local time as its naive wall clock (read at its offset, if it has one); None when unparseable, or
+    outside the years a nanosecond timestamp holds (1677-2262: "01" reads as year 1, no shop's local time)."""
     if not isinstance(text, str):
         return None
     try:
         moment = pd.Timestamp(text)
     except (ValueError, TypeError):
         return None
-    return moment.tz_localize(None) if moment.tzinfo is not None else moment
+    wall_clock = moment.tz_localize(None) if moment.tzinfo is not None else moment
+    return wall_clock if pd.Timestamp.min <= wall_clock <= pd.Timestamp.max else None
 
 
 def _weights(given: pd.Series, default: pd.Series) -> pd.Series:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fashionrec import artifacts
@@ -157,6 +157,9 @@ odd_local_times = st.sampled_from(["2026-02-30T10:00", "2026-12-05T24:00:00", "2
 
 @settings(max_examples=200, deadline=None)
 @given(values=st.lists(st.one_of(local_time_texts, odd_local_times, any_text, st.none()), max_size=12))
+@example(values=["2000-01-01T00:00", "2000-01-01T00:00:00.000000123z", "01"])  # year 1, beside nanoseconds
+@example(values=["2000-01-01T00:00", "01"])  # year 1 beside an ISO form read at numpy speed
+@example(values=["0001-01-01T00:00", "9999-12-31 23:59", "2000-01-01T00:00"])  # ISO forms out of range
 def test_local_times_are_each_values_wall_clock_read_one_by_one(values):
     """The vectorised reading of a local_time column equals local_wall_clock of each (stripped) value, NaT where
     that gives None: ISO forms with every kind of offset, valid or not, and any other text."""
