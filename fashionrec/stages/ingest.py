@@ -355,7 +355,7 @@ def _local_times(values: pd.Series) -> pd.Series:
     text = _context_text(values)
     wall_clock = text.str.extract(ISO_WALL_CLOCK, expand=False)
     parsed = pd.to_datetime(wall_clock, format="ISO8601", errors="coerce")
-    parsed = parsed.where((parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max))  # as local_wall_clock
+    parsed = parsed.where(_holds_nanoseconds(parsed))  # as local_wall_clock
     other = text.notna() & wall_clock.isna()
     if not other.any():
         return parsed
@@ -376,7 +376,12 @@ def local_wall_clock(text: object) -> pd.Timestamp | None:
     except (ValueError, TypeError):
         return None
     wall_clock = moment.tz_localize(None) if moment.tzinfo is not None else moment
-    return wall_clock if pd.Timestamp.min <= wall_clock <= pd.Timestamp.max else None
+    return wall_clock if _holds_nanoseconds(wall_clock) else None
+
+
+def _holds_nanoseconds(times: pd.Timestamp | pd.Series) -> bool | pd.Series:
+    """Whether each time lies within the years a nanosecond timestamp holds (1677-2262)."""
+    return (times >= pd.Timestamp.min) & (times <= pd.Timestamp.max)
 
 
 def _weights(given: pd.Series, default: pd.Series) -> pd.Series:
