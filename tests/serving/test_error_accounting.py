@@ -10,13 +10,13 @@ server's own counters.
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 
 import pytest
 
 from fashionrec.app.client import FashionrecClient, RequestRejected
 from fashionrec.contract.validation import REFUSED_METRIC
+from tests.serving.counters import read_until
 
 MALFORMED = 100
 ENSEMBLES = ("recommend", "rerank", "similar")
@@ -36,17 +36,12 @@ def _counters(metrics_url: str) -> dict[str, float]:
     return totals
 
 
-def _settled_delta(metrics_url: str, before: dict[str, float], requests: int, within_s: float = 10.0) -> dict[str, float]:
-    """The counters' change since ``before``, read again until all ``requests`` are counted or
-    ``within_s`` passes: Triton counts an ensemble request just after answering it, so a loaded machine
-    can scrape before the last one is in."""
-    deadline = time.monotonic() + within_s
-    while True:
+def _settled_delta(metrics_url: str, before: dict[str, float], requests: int) -> dict[str, float]:
+    """The counters' change since ``before``, once all ``requests`` are counted (see tests/serving/counters.py)."""
+    def delta() -> dict[str, float]:
         after = _counters(metrics_url)
-        delta = {key: after[key] - before[key] for key in after}
-        if delta["success"] + delta["failure"] / 2 >= requests or time.monotonic() > deadline:
-            return delta
-        time.sleep(0.1)
+        return {key: after[key] - before[key] for key in after}
+    return read_until(delta, lambda d: d["success"] + d["failure"] / 2 >= requests)
 
 
 def test_malformed_requests_are_refused_and_never_count_as_server_failures(triton, serving_config, catalogue):

@@ -16,6 +16,7 @@ from fashionrec.app.cli import main
 from fashionrec.app.client import FashionrecClient, History, Recommendation, RecommendError, RequestRejected
 from fashionrec.config import ServingConfig
 from fashionrec.serving.server import TritonServer
+from tests.serving.counters import read_until
 
 if TYPE_CHECKING:
     from conftest import Catalogue
@@ -407,4 +408,6 @@ def test_refused_requests_are_counted_apart_from_failures(triton: TritonServer, 
             with pytest.raises(RequestRejected):
                 client.recommend(History(["P000001"]), 5, candidate_set="black-friday")
     assert _metric_total(triton.metrics_url, refused_metric, ranking) == refused_before + 3
-    assert _metric_total(triton.metrics_url, failures_metric, ensemble) > failed_before  # Triton's own view
+    failed = read_until(lambda: _metric_total(triton.metrics_url, failures_metric, ensemble),
+                        lambda total: total > failed_before)  # counted just after the answer
+    assert failed > failed_before  # Triton's own view
