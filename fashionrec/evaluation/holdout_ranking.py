@@ -112,14 +112,23 @@ def score_batch(batch: EvalExamples, systems: HoldoutSystems, config: EvaluateCo
         ranked = system.rank(batch.history_idx, weights, depth)
         top = ranked[:, : max(config.top_k)]
         values = metrics.per_customer(top, batch.target_idxs, config.top_k)
-        values["auc"] = metrics.sampled_auc(system.score(batch.history_idx, weights, batch.target_idxs),
-                                            system.score(batch.history_idx, weights, negatives))
+        values["auc"] = metrics.sampled_auc(*_target_and_negative_scores(system, batch, weights, negatives))
         columns[f"{name}/top"] = list(top.astype(np.int64))
         columns.update({f"{name}/{metric}": v.astype(np.float64) for metric, v in values.items()})
         curves = metrics.per_customer(ranked, batch.target_idxs, config.report_k)
         columns.update({f"{name}/curve/{metric}": v.astype(np.float64) for metric, v in curves.items()})
     schema = ranked_schema(systems.names, config)
     return pa.table({field.name: pa.array(columns[field.name], field.type) for field in schema}, schema=schema)
+
+
+def _target_and_negative_scores(system: System, batch: EvalExamples, weights: Histories,
+                                negatives: Histories) -> tuple[Histories, Histories]:
+    """Each customer's target scores and negative scores, from one ``score`` call: a system like EASE
+    computes every product's score per batch, so two calls would pay for it twice."""
+    scores = system.score(batch.history_idx, weights,
+                          [np.concatenate([t, n]) for t, n in zip(batch.target_idxs, negatives, strict=True)])
+    targets = [s[: len(t)] for s, t in zip(scores, batch.target_idxs, strict=True)]
+    return targets, [s[len(t):] for s, t in zip(scores, batch.target_idxs, strict=True)]
 
 
 def _auc_negatives(batch: EvalExamples, num_products: int, config: EvaluateConfig) -> Histories:
