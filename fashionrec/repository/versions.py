@@ -137,17 +137,25 @@ def _arm_configs(repository: str, entries: Mapping[int, Mapping[str, Any]], targ
     for version in sorted({int(v) for v in wanted} - {target}):
         if version not in entries:
             raise VersionError(f"experiment version {version} is not published in {repository}")
-        arm = _configs_of(repository, entries[version], serving)
-        if differing := _differing_python_configs(arm, configs, serving):
-            raise VersionError(f"version {version} cannot serve beside version {target}: their {', '.join(differing)} "
-                               "configs differ (one config per Triton model); stop the experiment first")
-        arms[version] = arm
+        arms[version] = _configs_of(repository, entries[version], serving)
+    if clash := _unservable_pair({target: configs, **arms}, serving):
+        first, second, differing = clash
+        raise VersionError(f"version {second} cannot serve beside version {first}: their {', '.join(differing)} "
+                           "configs differ (one config per Triton model); stop the experiment first")
     return arms
 
 
-def _differing_python_configs(first: Mapping[str, str], second: Mapping[str, str], serving: ServingConfig) -> list[str]:
-    """The python models both versions have whose configs differ: Triton cannot load those two versions at once."""
-    return [name for name in python_models(serving) if name in first and name in second and first[name] != second[name]]
+def _unservable_pair(configs: Mapping[int, Mapping[str, str]],
+                     serving: ServingConfig) -> tuple[int, int, list[str]] | None:
+    """The first two versions of ``configs`` (in its order) that Triton cannot load side by side, with the
+    python models both have whose configs differ (Triton keeps one config per model); None when all can."""
+    for first, second in itertools.combinations(configs, 2):
+        one, other = configs[first], configs[second]
+        both = [name for name in python_models(serving) if name in one and name in other]
+        differing = [name for name in both if one[name] != other[name]]
+        if differing:
+            return first, second, differing
+    return None
 
 
 def _configs_of(repository: str, entry: Mapping[str, Any], serving: ServingConfig) -> dict[str, str]:
@@ -282,11 +290,11 @@ def _check_servable_together(repository: str, entries: Mapping[int, Mapping[str,
     """VersionError naming the first two versions that cannot be loaded side by side (e.g. two serving layouts, or
     two embedding sizes), before anything is written."""
     configs = {v: _configs_of(repository, entries[v], serving) for v in dict.fromkeys(served_versions)}
-    for first, second in itertools.combinations(configs, 2):
-        if differing := _differing_python_configs(configs[first], configs[second], serving):
-            raise VersionError(f"versions {first} and {second} cannot be served side by side: their "
-                               f"{', '.join(differing)} configs differ (one config per Triton model), so no experiment "
-                               "can compare them (e.g. versions published by releases with different serving layouts)")
+    if clash := _unservable_pair(configs, serving):
+        first, second, differing = clash
+        raise VersionError(f"versions {first} and {second} cannot be served side by side: their "
+                           f"{', '.join(differing)} configs differ (one config per Triton model), so no experiment "
+                           "can compare them (e.g. versions published by releases with different serving layouts)")
 
 
 @locked

@@ -157,8 +157,8 @@ def saved_target_counts(transformed_dir: str, model_dir: str, num_rows: int) -> 
     with storage.open_input(uri) as stream:
         counts = np.load(io.BytesIO(stream.read()), allow_pickle=False)
     if counts.shape != (num_rows,):
-        raise ValueError(f"{uri} holds {counts.shape[0] if counts.ndim == 1 else counts.shape} product rows' counts, "
-                         f"the transformed catalogue {num_rows}: the model was trained on other transform outputs")
+        raise ValueError(f"{uri} holds target counts of shape {counts.shape}, the transformed catalogue has "
+                         f"{num_rows} product rows: the model was trained on other transform outputs")
     return counts
 
 

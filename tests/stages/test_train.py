@@ -55,5 +55,5 @@ def test_export_reads_the_target_counts_training_saved_and_recounts_for_an_older
     assert saved_target_counts(str(transformed), str(model), 5).tolist() == [1, 0, 2, 1, 0]  # none saved: counted
     write_target_counts(str(model), np.array([7.0, 0.0, 1.0, 0.0, 2.0]))
     assert saved_target_counts(str(transformed), str(model), 5).tolist() == [7, 0, 1, 0, 2]  # saved: read, not counted
-    with pytest.raises(ValueError, match="holds 5 product rows' counts, the transformed catalogue 6"):
+    with pytest.raises(ValueError, match=r"of shape \(5,\), the transformed catalogue has 6 product rows"):
         saved_target_counts(str(transformed), str(model), 6)
