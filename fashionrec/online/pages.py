@@ -35,6 +35,7 @@ from fashionrec.online.catalogue import ShopCatalogue
 from fashionrec.online.context import page_context
 from fashionrec.online.event_log import EventLog
 from fashionrec.online.experiments import ExperimentRouter, Route
+from fashionrec.online.impressions import ImpressionBuffer
 from fashionrec.online.exploration import ExplorationPolicy, Shown
 from fashionrec.online.events import ShopEvent, check_events, context_of
 from fashionrec.online.metrics import ShopMetrics
@@ -86,7 +87,7 @@ class ShopService:
         self.catalogue, self.touchpoints, self.store, self.log = catalogue, touchpoints, store, log
         self.served, self.config, self.metrics, self.router = served, config, metrics, router
         self._online, self._examples, self._clock = config.online, list(examples), clock
-        self._impressions: list[dict[str, object]] = []  # shown, not yet in the log (flush_impressions)
+        self._impressions = ImpressionBuffer(log)  # shown, not yet in the log (flush_impressions)
         self._histories: dict[tuple[object, ...], History | None] = {}  # (stored version, view version) -> built
         self._rng = rng or random.Random()  # exploration's draws
 
@@ -213,15 +214,12 @@ class ShopService:
 
     async def flush_impressions(self) -> int:
         """Write the impressions shown since the last flush to the log, in one append (the service flushes
-        every second and at shutdown: impressions are not acknowledged to anyone, so one fsync serves many
-        pages instead of one each). Returns how many were written."""
-        pending, self._impressions = self._impressions, []
-        if pending:
-            await asyncio.to_thread(self.log.append, "impressions", pending)
-        return len(pending)
+        every second and at shutdown). Returns how many were written."""
+        return await self._impressions.flush()
 
     async def close(self) -> None:
-        await self.flush_impressions()
+        """The last impressions into the log, after any flush still appending (:class:`ImpressionBuffer`)."""
+        await self._impressions.close()
 
     # -- plumbing -------------------------------------------------------------------------------------
     def route(self, unit: str) -> Route:
@@ -389,7 +387,7 @@ class ShopService:
                     "explored_slot": show.explored_slot if show else None,
                     "shuffled_slots": show.shuffled_slots if show else None, **context.logged}
                    for carousel, answer, show in zip(carousels, answers, shows, strict=True) if carousel.products]
-        self._impressions.extend(records)
+        self._impressions.add(records)
 
 
 def _scores_of(ranked: Ranked, product_ids: Sequence[str]) -> list[float]:
