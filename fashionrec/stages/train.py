@@ -85,14 +85,21 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
 
 
 def _epochs(transformed_dir: str, config: TrainConfig, transform_config: TransformConfig) -> tf.data.Dataset:
-    """The shuffled batches, repeated, so that ``fit`` keeps one iterator for every epoch.
+    """The shuffled batches, repeated, so that ``fit`` keeps one iterator for every epoch, with tf.data's
+    autotuning off.
 
     Each repetition is one whole epoch (its last, partial batch included): the repeat comes after the
-    batching. Given a finite dataset, Keras makes a new iterator at each epoch and drops the old one, and
-    on this 2-core machine that drop stalled ``fit`` for about 30 s at every epoch boundary of MovieLens-1M
-    (the old iterator's destructor waiting on its tf.data threads), a quarter of the training time.
+    batching. Why both: dropping a tf.data iterator waits for its autotuning thread to wake from its
+    current sleep, which grows to 60 s, and nothing wakes it early. Given a finite dataset Keras drops an
+    iterator at every epoch boundary, and ``fit`` drops its last one on return: on MovieLens-1M these
+    drops stalled training for 0 to 60 s each (a stack taken in one showed the destructor waiting on
+    ``Model::OptimizeLoop``). Without autotuning there is no such thread. What it tuned here was one
+    prefetch buffer: the epochs take as long without it.
     """
-    return train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed).repeat()
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    batches = train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed)
+    return batches.repeat().with_options(options)
 
 
 def steps_per_epoch(examples: int, batch_size: int) -> int:

@@ -47,6 +47,14 @@ def test_each_epoch_of_the_repeated_dataset_is_one_whole_pass_over_the_examples(
     assert [sorted(e.tolist()) for e in epochs] == [[0, 1, 2, 3, 4]] * 2  # every example once an epoch
 
 
+def test_the_training_batches_run_without_tf_data_autotuning(tmp_path):
+    """Its thread makes dropping an iterator wait up to 60 s (see ``_epochs``)."""
+    from fashionrec.stages.train import _epochs
+
+    _write_train_examples(tmp_path, [0, 1])
+    assert _epochs(str(tmp_path), TrainConfig(batch_size=2), TransformConfig()).options().autotune.enabled is False
+
+
 def test_export_reads_the_target_counts_training_saved_and_recounts_for_an_older_model(tmp_path):
     transformed, model = tmp_path / "transformed", tmp_path / "model"
     transformed.mkdir()
