@@ -6,6 +6,7 @@ serving venv (about a minute; reused afterwards, see fashionrec.serving.environm
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +71,13 @@ def _make_catalogue() -> Catalogue:
 def serving_config() -> ServingConfig:
     """The ServingConfig the test repository is published and served with."""
     return TEST_SERVING
+
+
+@pytest.fixture(scope="session")
+def drill_serving_config(serving_config: ServingConfig) -> ServingConfig:
+    """``serving_config`` with a 3 s shutdown timeout, for a server a drill makes fail a load: Triton 2.51 then
+    keeps a live model it waits for at exit, its whole exit timeout (30 s by default)."""
+    return dataclasses.replace(serving_config, shutdown_timeout_s=3.0)
 
 
 @pytest.fixture(scope="session")

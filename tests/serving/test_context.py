@@ -5,7 +5,6 @@ error; a version without context tables ignores the inputs and a corrupt table f
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +41,6 @@ SMALL_MOVE = 0.2  # the other rows: small random moves
 FULL = RequestContext("mobile", "SE", 20, 4)  # a Friday evening on a phone in Sweden
 CLOCK_ONLY = RequestContext(hour=9, weekday=0)
 UNKNOWN = RequestContext("fridge", "Atlantis", -1, -5)  # never seen, or negative: all unknown
-# After a failed load Triton keeps a live model it waits for at exit, the whole exit timeout (30 s by default)
-SHUTDOWN_TIMEOUT_S = 3
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ def context_tables(catalogue: Catalogue) -> ContextTables:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue, serving_config: ServingConfig,
-           export_writer: Callable) -> Iterator[Served]:
+           drill_serving_config: ServingConfig, export_writer: Callable) -> Iterator[Served]:
     """Version 1 with context tables, served with explicit model control (the last tests publish more)."""
     folder = tmp_path_factory.mktemp("context")
 
@@ -87,8 +84,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue, servi
 
     tables = context_tables(catalogue)
     published = publish_model_repository(*export("v1", tables), str(folder / "repo"), serving_config)
-    stopping_soon = dataclasses.replace(serving_config, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S)
-    with TritonServer(published.path, stopping_soon, http_port=0, grpc_port=0, metrics_port=0,
+    with TritonServer(published.path, drill_serving_config, http_port=0, grpc_port=0, metrics_port=0,
                       model_control_mode="explicit") as server:
         yield Served(Path(published.path), server, tables, export)
 

@@ -28,14 +28,13 @@ if TYPE_CHECKING:
 
 HISTORY = History(["P000003", "P000150", "P000042"], weights=[1.0, 3.0, 5.0])
 K = 10
-SHUTDOWN_TIMEOUT_S = 3  # seconds: see two_versions
 AB = {"name": "shuffle-test", "salt": "t1", "arms": [{"name": "control", "version": 1, "share": 0.5},
                                                    {"name": "shuffled", "version": 2, "share": 0.5}]}
 
 
 @pytest.fixture(scope="module")
 def two_versions(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue, serving_config: ServingConfig,
-                 export_writer: Callable) -> Iterator[tuple[Path, TritonServer]]:
+                 drill_serving_config: ServingConfig, export_writer: Callable) -> Iterator[tuple[Path, TritonServer]]:
     """v1 (the catalogue's table) and v2 (its rows shuffled) published, v2 served; explicit model control."""
     folder = tmp_path_factory.mktemp("experiments")
     repository = str(folder / "repo")
@@ -44,9 +43,7 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue,
     shuffled = catalogue.embeddings[np.random.default_rng(9).permutation(len(catalogue.embeddings))]
     publish_model_repository(*export_writer(folder / "v2", catalogue.product_ids, shuffled, catalogue.is_new),
                              repository, serving_config)
-    # a drill below makes Triton fail a load, after which it waits its whole exit timeout for a live model
-    stopping_soon = dataclasses.replace(serving_config, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S)
-    with TritonServer(repository, stopping_soon, http_port=0, grpc_port=0, metrics_port=0,
+    with TritonServer(repository, drill_serving_config, http_port=0, grpc_port=0, metrics_port=0,
                       model_control_mode="explicit") as server:
         yield Path(repository), server
 
