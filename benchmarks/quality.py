@@ -53,7 +53,7 @@ import pandas as pd
 import tensorflow as tf
 
 from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
-from fashionrec.config import EvaluateConfig, ExportConfig, PipelineConfig
+from fashionrec.config import FUTURE_SET_SETTINGS, EvaluateConfig, ExportConfig, PipelineConfig
 from fashionrec.datasets import DATASET_NAMES, prepare_dataset
 from fashionrec.evaluation import bootstrap, metrics, protocols
 from fashionrec.evaluation.evaluate import Evaluation, evaluate, in_context
@@ -77,11 +77,27 @@ PAIRED_METRICS = ("recall@20", "ndcg@10", "mrr")
 PRIOR_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # the model's prior weights tried on the validation period
 TUNING_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10")
 TIME_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "mrr", "coverage@10", "popularity_percentile@10")
-ABLATIONS = {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"train.pooling": "weighted"},
-             "pooling=attention": {"train.pooling": "attention"},
-             "no decay by newer events": {"train.recency_half_life_events": 0.0},
-             "no logQ": {"train.logq_correction": False},
-             "no popularity prior": {"export.popularity_prior_weight": 0.0}}
+def _default(key: str) -> object:
+    """The package default of a dotted setting, e.g. ``train.epochs``."""
+    section, name = key.split(".")
+    return getattr(getattr(PipelineConfig(), section), name)
+
+
+# The objectives the validation period chooses between, each at its best prior weight (choose_model).
+OBJECTIVES = {"next_event": {"train.objective": "next_event"}, "future_set": FUTURE_SET_SETTINGS}
+# Each objective's ablations: one change from the chosen model each (and the other objective, at the defaults).
+ABLATIONS = {
+    "next_event": {"pooling=mean": {"train.pooling": "mean"}, "pooling=weighted": {"train.pooling": "weighted"},
+                   "pooling=attention": {"train.pooling": "attention"},
+                   "no decay by newer events": {"train.recency_half_life_events": 0.0},
+                   "no logQ": {"train.logq_correction": False},
+                   "no popularity prior": {"export.popularity_prior_weight": 0.0}},
+    "future_set": {"next-event objective (the defaults)": {key: _default(key) for key in FUTURE_SET_SETTINGS},
+                   "pooling=recency": {"train.pooling": "recency"},
+                   "normalised embeddings": {"train.normalize_embeddings": True},
+                   "20 epochs": {"train.epochs": 20},
+                   "no popularity prior": {"export.popularity_prior_weight": 0.0}},
+}
 NCF_NEGATIVES, NCF_K, COLD_FRACTION, COLD_K, COLD_DRAWS = 99, 10, 0.1, 20, 3
 EVENT_BUCKETS = (0, 1, 5, 20, 100, 500)
 # A diagnostic of the test period, nothing chosen on it: only the test events within this many days of the
@@ -164,7 +180,7 @@ def run(dataset: str, data_dir: str | None, sections: list[str], config: Pipelin
         protocols.validation_split(str(work / "time" / "ingested"), str(work / "validation" / "ingested"),
                                    config.ingest)
         _, tuned = baselines(work / "validation", config, tune=True)
-        config = dataclasses.replace(config, evaluate=tuned, export=choose_prior(work / "validation", config))
+        config = dataclasses.replace(choose_model(work / "validation", config), evaluate=tuned)
     if "time" in sections or "ablations" in sections:
         trained = time_split(work / "time", config, "ablations" in sections, "time" in sections)
     if "ncf" in sections:
@@ -212,7 +228,7 @@ def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines:
     result = evaluate(trained.ingested, trained.transformed, trained.export, str(folder / "eval"), config.evaluate)
     names = (*BASELINES, "model") if baselines else ()
     rows = {name: result.metrics[name] for name in names if name in result.metrics}
-    for name, overrides in (ABLATIONS.items() if ablations else ()):
+    for name, overrides in (ABLATIONS[config.train.objective].items() if ablations else ()):
         folder_name, variant_config = name.replace(" ", "_").replace("=", "_"), config.with_overrides(overrides)
         if all(key.startswith("export.") for key in overrides):  # same training: export it again
             variant = reexport(trained, folder / folder_name / "export", variant_config)
@@ -519,11 +535,25 @@ def baselines(folder: Path, config: PipelineConfig, tune: bool) -> tuple[dict[st
              for name, s in systems.items()}, evaluate_config)
 
 
-def choose_prior(folder: Path, config: PipelineConfig) -> ExportConfig:
+def choose_model(folder: Path, config: PipelineConfig) -> PipelineConfig:
+    """The training objective and prior weight chosen on an ingested validation split by NDCG@10: each of
+    ``OBJECTIVES`` (its settings on top of ``config``) trained there at its best prior weight; the best wins."""
+    tried = {name: config.with_overrides(overrides) for name, overrides in OBJECTIVES.items()}
+    chosen = {name: choose_prior(folder, variant, name) for name, variant in tried.items()}
+    best = max(chosen, key=lambda name: chosen[name][1]["ndcg@10"])
+    print_table("validation period, standard protocol: each training objective at its best prior weight",
+                TUNING_COLUMNS, {f"{name}, prior weight {export.popularity_prior_weight}": row
+                                 for name, (export, row) in chosen.items()})
+    print(f"model setting chosen on the validation period (by ndcg@10): {OBJECTIVES[best]}", flush=True)
+    return dataclasses.replace(tried[best], export=chosen[best][0])
+
+
+def choose_prior(folder: Path, config: PipelineConfig, name: str = "model") -> tuple[ExportConfig, dict[str, float]]:
     """The model's popularity-prior weight chosen on an ingested validation split by NDCG@10, like the
-    baselines' settings: one model trained there, ranked with each weight of ``PRIOR_WEIGHTS`` (the
-    prior is recomputed from the split's training events, exactly as export would)."""
-    trained = train_split(folder, config)
+    baselines' settings: one model trained there (``name``: its folder), ranked with each weight of
+    ``PRIOR_WEIGHTS`` (the prior is recomputed from the split's training events, exactly as export would).
+    Returns the chosen export settings and that weight's row."""
+    trained = train_split(folder, config, name)
     ids, _ = trained.table()
     examples = validation_customers(trained.transformed, config)
     train = pd.read_parquet(str(Path(trained.ingested) / TRAIN_EVENTS_FILE))
@@ -533,9 +563,10 @@ def choose_prior(folder: Path, config: PipelineConfig) -> ExportConfig:
         ranked = rank(prior_from_events(train, ids, export))
         rows[f"popularity_prior_weight={weight}"] = ranking_metrics(ranked, examples, len(ids))
     best = max(PRIOR_WEIGHTS, key=lambda w: rows[f"popularity_prior_weight={w}"]["ndcg@10"])
-    print_table("validation period, standard protocol: the model's popularity prior weight", TUNING_COLUMNS, rows)
-    print(f"model setting chosen on the validation period (by ndcg@10): popularity_prior_weight={best}", flush=True)
-    return dataclasses.replace(config.export, popularity_prior_weight=best)
+    print_table(f"validation period, standard protocol: the {name} model's popularity prior weight", TUNING_COLUMNS,
+                rows)
+    print(f"{name} setting chosen on the validation period (by ndcg@10): popularity_prior_weight={best}", flush=True)
+    return dataclasses.replace(config.export, popularity_prior_weight=best), rows[f"popularity_prior_weight={best}"]
 
 
 def print_tuning(tuned: TunedBaselines) -> None:

@@ -22,6 +22,7 @@ TRANSFORMED_CATALOGUE_DIR = "transformed_catalogue"
 TRANSFORM_FN_DIR = "transform_fn"
 TRAIN_EXAMPLES_DIR = "train_examples"
 EVAL_EXAMPLES_DIR = "eval_examples"
+CUSTOMER_SEQUENCES_DIR = "customer_sequences"  # each customer's training events (train.objective=future_set)
 PRODUCT_VOCAB = "product_id"  # the product-id vocabulary's name inside transform_fn
 CONTEXT_VOCABULARY_FILE = "context_vocabulary.json"  # the context features' known values (fashionrec.stages.context)
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionrec.config import PipelineConfig, dataset_config
+from fashionrec.config import FUTURE_SET_SETTINGS, PipelineConfig, dataset_config
+from fashionrec.model.aggregation import AGGREGATION_FILE
 from fashionrec.app.customers import load_events, recent_history
 from fashionrec.evaluation.evaluate import evaluate
 from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
@@ -183,7 +184,9 @@ def test_better_candidate_is_published_over_a_weaker_one(run, catalogue, tmp_pat
 
 
 def test_whole_pipeline_runs_on_real_movielens_100k(tmp_path):
-    config = PipelineConfig().with_overrides({"train.epochs": 2, "evaluate.min_lift_over_baseline": -1.0})
+    """With the future-set objective MovieLens-1M's settings choose (the embedded shop's run covers next-event)."""
+    config = PipelineConfig().with_overrides({**FUTURE_SET_SETTINGS, "train.epochs": 10,
+                                              "evaluate.min_lift_over_baseline": -1.0})
     ml = run_local(str(tmp_path), config, dataset="movielens-100k")
     summary = json.loads((ml.artifact("ingest-data", "ingested") / "summary.json").read_text())
     assert summary["event_rows"] == 100_000 and summary["quarantined"] == {}
@@ -198,4 +201,6 @@ def test_whole_pipeline_runs_on_real_movielens_100k(tmp_path):
     assert 0 < metrics["model"]["recall@20"] < 1 and metrics["model"]["customers"] == evaluated > 50
     product_ids, embeddings, is_new = read_embeddings(str(ml.artifact("export-embeddings", "embeddings") / EMBEDDINGS_FILE))
     assert len(product_ids) == 1_682 and np.isfinite(embeddings).all()
+    aggregation = json.loads((ml.artifact("export-embeddings", "embeddings") / AGGREGATION_FILE).read_text())
+    assert (aggregation["pooling"], aggregation["window"]) == ("mean", config.transform.sequence_length - 1)
     assert json.loads((ml.model_repository / MANIFEST_FILE).read_text())["latest_version"] == 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fashionrec import storage
-from fashionrec.config import EventWeights, TrainConfig
+from fashionrec.config import EventWeights, TrainConfig, TransformConfig
 from fashionrec.contract import layout, ops
 
 AGGREGATION_FILE = layout.AGGREGATION_FILE
@@ -33,7 +33,7 @@ class Aggregation:
     @classmethod
     def from_training(cls, train: TrainConfig, event_weights: EventWeights, window: int) -> Aggregation:
         """The aggregation a model was trained with (attention is served as its recency prior); ``window``
-        is the history length of its training examples."""
+        is the longest history its training pooled (:func:`training_window`)."""
         pooling = "recency" if train.pooling == "attention" else train.pooling
         return cls(pooling, train.recency_half_life_days, train.recency_half_life_events, event_weights.as_dict(),
                    window)
@@ -50,3 +50,9 @@ class Aggregation:
     def read(cls, uri: str) -> Aggregation:
         """The aggregation stored at ``uri``; the default (event-type weighted mean) when there is none."""
         return cls(**storage.read_json(uri)) if storage.exists(uri) else cls()
+
+
+def training_window(train: TrainConfig, transform: TransformConfig) -> int:
+    """The longest history a model's training pools: a next-event example's ``history_length``, or, with the
+    future-set objective, the events before a cut in a customer's sequence (at most ``sequence_length - 1``)."""
+    return transform.sequence_length - 1 if train.objective == "future_set" else transform.history_length

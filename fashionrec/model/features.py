@@ -152,6 +152,40 @@ def train_dataset(transformed_dir: str, history_length: int, batch_size: int, se
     )
 
 
+def sequence_dataset(transformed_dir: str, features: tuple[str, ...], batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled batches of customer sequences (the transform's ``customer_sequences``), for the future-set
+    objective: ``{"sequence_idx", "sequence_weight", "sequence_seconds", "sequence_<feature>"}``, each
+    [batch, longest sequence in the batch], oldest event first, padded with PAD (weight, seconds and context
+    row 0). ``features``: the context features the model learns (each sequence carries their rows)."""
+    pattern = storage.join(transformed_dir, artifacts.CUSTOMER_SEQUENCES_DIR, "part*")
+    files = tf.io.gfile.glob(pattern)
+    if not files:
+        raise FileNotFoundError(f"no customer sequences at {pattern}: transform with this version of fashionrec "
+                                "before training with train.objective=future_set")
+    spec = {"sequence_idx": tf.io.VarLenFeature(tf.int64), "sequence_weight": tf.io.VarLenFeature(tf.float32),
+            "sequence_seconds": tf.io.VarLenFeature(tf.int64),
+            **{f"sequence_{f}": tf.io.VarLenFeature(tf.int64) for f in features}}
+
+    def dense(records: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(records, spec)
+        return {name: tf.sparse.to_dense(value, default_value=PAD if name == "sequence_idx" else 0)
+                for name, value in parsed.items()}
+
+    return (
+        tf.data.TFRecordDataset(files)
+        .shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(dense)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def count_records(transformed_dir: str, directory: str) -> int:
+    """How many examples the transform wrote under ``directory`` (one pass over its TFRecords)."""
+    files = tf.io.gfile.glob(storage.join(transformed_dir, directory, "part*"))
+    return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda count, _: count + 1)) if files else 0
+
+
 def _dense_history(batch: dict[str, tf.Tensor], history_length: int) -> dict[str, tf.Tensor]:
     shape = [tf.shape(batch["target_idx"])[0], history_length]
     return {

@@ -21,6 +21,13 @@
 * Position bias: with ``position_debiasing="ips"`` each example's loss is weighted by the inverse of its
   target event's examination probability (clipped), so clicks on products shown where few look count
   for more: :func:`inverse_examination`.
+* Objective (``objective``): ``next_event`` predicts each training event from the ``history_length``
+  events before it (the loss below). ``future_set`` cuts each customer's sequence at a random event in
+  every epoch: the events before the cut are pooled (their ages and the context taken at the first event
+  after it), and every product after it is a target of a full softmax over the catalogue in which the
+  pooled products are masked out (:func:`future_set_loss`). That is what the standard protocol scores:
+  the whole next period, everything seen excluded. It mirrors Liang et al.'s multinomial denoising
+  autoencoder (2018), with a time cut in place of random dropout and the towers in place of its encoder.
 * Loss: in-batch softmax with logQ popularity correction (tensorflow-recommenders' Retrieval task),
   optionally with ``extra_negatives`` uniformly sampled products appended to the in-batch candidates
   (mixed negative sampling; their sampling probability enters the logQ correction too). Each step
@@ -38,6 +45,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras
 
 from fashionrec.config import POOLINGS, TrainConfig
+from fashionrec.contract.ops import SECONDS_PER_DAY
 from fashionrec.model.context import ContextAdjustment
 from fashionrec.model.features import PAD, CatalogueFeatures
 
@@ -111,10 +119,11 @@ def pooling_weights(
     """The TensorFlow twin of ``ops.history_weights`` (attention starts from the recency weights).
 
     Histories are [batch, history], oldest first and left-aligned: ``valid`` marks the real events
-    (default: all), and an event's count of newer events is counted among those.
+    (default: all), and an event's count of newer events is counted among those. Slots outside ``valid``
+    weigh 0 whatever the pooling (the caller zeroes their ``history_weight`` too).
     """
     if pooling == "mean":
-        return tf.ones_like(history_weight)
+        return tf.ones_like(history_weight) if valid is None else tf.cast(valid, history_weight.dtype)
     if pooling == "weighted":
         return history_weight
     if pooling not in ("recency", "attention"):
@@ -142,6 +151,37 @@ def customer_vectors(item_embeddings: tf.Tensor, history_weight: tf.Tensor) -> t
     """
     weights = history_weight[..., None]
     return tf.reduce_sum(item_embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1e-9)
+
+
+def future_set_cuts(valid: tf.Tensor, seed: int) -> tf.Tensor:
+    """Each sequence's cut, drawn uniformly from events 1 to length - 1 (``valid``: [batch, slots], the real
+    events left-aligned), so that at least one event lies on each side of it."""
+    length = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+    draw = tf.random.uniform(tf.shape(length), seed=seed)
+    return 1 + tf.cast(draw * tf.cast(tf.maximum(length - 1, 0), tf.float32), tf.int32)
+
+
+def product_marks(sequence: tf.Tensor, mask: tf.Tensor, num_products: int) -> tf.Tensor:
+    """[batch, num_products] bool: which catalogue products the ``mask``ed slots of each sequence hold (OOV
+    rows, at ``num_products`` and above, are no candidates and are left out)."""
+    marked = tf.logical_and(mask, tf.logical_and(sequence >= 0, sequence < num_products))
+    where = tf.where(marked)
+    pairs = tf.stack([where[:, 0], tf.gather_nd(sequence, where)], axis=1)
+    counts = tf.scatter_nd(pairs, tf.ones([tf.shape(pairs)[0]], tf.int32),
+                           tf.cast(tf.stack([tf.shape(sequence)[0], num_products]), tf.int64))
+    return counts > 0
+
+
+def future_set_loss(customers: tf.Tensor, candidates: tf.Tensor, seen: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """Sum over customers of the mean ``-log softmax`` of their ``targets`` among every candidate they have not
+    ``seen`` (customers [B, D], candidates [N, D], seen and targets [B, N] bool, disjoint). A customer with no
+    target adds 0; each other customer weighs the same, however many targets they have, as the protocol's
+    per-customer metrics do."""
+    logits = tf.where(seen, tf.constant(-1e9, customers.dtype), tf.matmul(customers, candidates, transpose_b=True))
+    log_p = tf.nn.log_softmax(logits, axis=-1)
+    count = tf.reduce_sum(tf.cast(targets, customers.dtype), axis=1)
+    total = tf.reduce_sum(tf.where(targets, log_p, tf.zeros_like(log_p)), axis=1)
+    return -tf.reduce_sum(total / tf.maximum(count, 1.0))
 
 
 class AttentionPooling(tf_keras.layers.Layer):
@@ -176,7 +216,7 @@ class TwoTowerModel(tfrs.Model):
         self.context = ContextAdjustment(context_sizes, config.embedding_dim, name="context") if context_sizes else None
         self.attention = AttentionPooling(config.embedding_dim, name="attention_pooling") if config.pooling == "attention" else None
         self._log_q_source = tf.constant(candidate_probability.astype(np.float32))
-        self._num_products = catalogue.num_products
+        self._num_products, self._num_rows = catalogue.num_products, catalogue.num_rows
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
         self.loss_per_example = tf_keras.metrics.Mean(name="loss")
 
@@ -197,6 +237,8 @@ class TwoTowerModel(tfrs.Model):
 
         (So a product whose id embedding is dropped in a step is dropped wherever it appears in that step.)
         """
+        if self._config.objective == "future_set":
+            return self._future_set_loss(features, training)
         history_rows = tf.reshape(self._history_rows(features["history_idx"]), [-1])
         if self._config.negatives == "all_products":
             return self._full_softmax_loss(features, history_rows, training)
@@ -224,6 +266,29 @@ class TwoTowerModel(tfrs.Model):
         weights = self._target_weights(features)
         return tf.reduce_sum(losses if weights is None else losses * weights)
 
+    def _future_set_loss(self, features: dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        """The future-set objective on a batch of customer sequences (``features.sequence_dataset``): one
+        item-tower pass embeds every product row, OOV buckets included."""
+        sequence = features["sequence_idx"]
+        valid = sequence != PAD
+        cut = future_set_cuts(valid, self._config.seed)
+        slot = tf.range(tf.shape(sequence)[1])[None, :]
+        before = tf.logical_and(valid, slot < cut[:, None])
+        after = tf.logical_and(valid, slot >= cut[:, None])
+        seconds = features["sequence_seconds"]
+        ages = tf.cast(tf.maximum(tf.gather(seconds, cut, batch_dims=1)[:, None] - seconds, 0), tf.float32)
+        config = self._config
+        weights = pooling_weights(tf.where(before, features["sequence_weight"], 0.0), ages / SECONDS_PER_DAY,
+                                  config.pooling, config.recency_half_life_days, config.recency_half_life_events,
+                                  before)
+        embeddings = self.item_tower(tf.range(self._num_rows, dtype=tf.int64), training=training)
+        customers = customer_vectors(tf.gather(embeddings, self._history_rows(sequence)), weights)
+        context = {} if self.context is None else {
+            f"target_{f}": tf.gather(features[f"sequence_{f}"], cut, batch_dims=1) for f in self.context.features}
+        seen = product_marks(sequence, before, self._num_products)
+        targets = tf.logical_and(product_marks(sequence, after, self._num_products), tf.logical_not(seen))
+        return future_set_loss(self._in_context(customers, context), embeddings[: self._num_products], seen, targets)
+
     def _in_context(self, customers: tf.Tensor, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """The customer vectors moved by the target events' context (unchanged for a context-free model)."""
         return customers if self.context is None else self.context(customers, features)
@@ -237,7 +302,8 @@ class TwoTowerModel(tfrs.Model):
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """tensorflow-recommenders' step, with dense gradients for the content vocabularies' tables; the
-        reported loss is the mean per training example so far in the epoch (a last, partial batch counts
+        reported loss is the mean per training example (future set: per customer sequence) so far in the epoch
+        (a last, partial batch counts
         by its size).
 
         Every product in a step looks up its tokens, category, colour, brand and price bucket, so their
@@ -253,7 +319,8 @@ class TwoTowerModel(tfrs.Model):
         gradients = [tf.convert_to_tensor(g) if v.ref() in dense and isinstance(g, tf.IndexedSlices) else g
                      for v, g in zip(variables, tape.gradient(total_loss, variables), strict=True)]
         self.optimizer.apply_gradients(zip(gradients, variables))
-        examples = tf.cast(tf.shape(inputs["target_idx"])[0], tf.float32)
+        examples = tf.cast(tf.shape(inputs["sequence_idx" if "sequence_idx" in inputs else "target_idx"])[0],
+                           tf.float32)
         self.loss_per_example.update_state(loss / examples, sample_weight=examples)  # the task sums over examples
         return {"loss": self.loss_per_example.result()}
 

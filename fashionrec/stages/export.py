@@ -14,7 +14,7 @@ import pandas as pd
 
 from fashionrec import artifacts
 from fashionrec import storage
-from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation
+from fashionrec.model.aggregation import AGGREGATION_FILE, Aggregation, training_window
 from fashionrec.contract.context import CONTEXT_FILE
 from fashionrec.config import EventWeights, ExportConfig
 from fashionrec.model.features import load_price_scaling
@@ -63,7 +63,7 @@ def export_embeddings(ingested_dir: str, transformed_dir: str, model_dir: str, o
     write_embeddings(storage.join(output_dir, artifacts.EMBEDDINGS_FILE), product_ids, embeddings, is_new, prior)
     storage.write_json(storage.join(output_dir, layout.CANDIDATE_SETS_FILE), category_candidate_sets(catalogue,
                                                                                                     product_ids))
-    Aggregation.from_training(configs.train, event_weights, configs.transform.history_length).write(
+    Aggregation.from_training(configs.train, event_weights, training_window(configs.train, configs.transform)).write(
         storage.join(output_dir, AGGREGATION_FILE))
     context_tables = storage.join(model_dir, CONTEXT_FILE)
     if storage.exists(context_tables):  # a context model: its tables go beside the embeddings, to serving

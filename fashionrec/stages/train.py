@@ -13,7 +13,8 @@ import tf_keras
 from fashionrec import artifacts
 from fashionrec import storage
 from fashionrec.config import TrainConfig, TransformConfig
-from fashionrec.model.features import CatalogueFeatures, load_catalogue_features, train_dataset
+from fashionrec.model.features import (CatalogueFeatures, count_records, load_catalogue_features,
+                                       sequence_dataset, train_dataset)
 from fashionrec.model.two_tower import ItemTower, TwoTowerModel
 from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE
 from fashionrec.stages.context import ContextVocabulary, chosen
@@ -62,11 +63,10 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     model = TwoTowerModel(catalogue, config, probability, counts,
                           {f: CLOCK_SIZES.get(f) or len(vocabulary.values[f]) for f in features})
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
-    examples = int(counts.sum())
+    examples, batches, steps = _training_data(transformed_dir, config, transform_config, counts, features)
     started = time.perf_counter()
     timer = _EpochTimer()
-    history = model.fit(_epochs(transformed_dir, config, transform_config), epochs=config.epochs,
-                        steps_per_epoch=steps_per_epoch(examples, config.batch_size), verbose=2, callbacks=[timer])
+    history = model.fit(batches, epochs=config.epochs, steps_per_epoch=steps, verbose=2, callbacks=[timer])
     seconds = time.perf_counter() - started
     tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, artifacts.CHECKPOINT_PREFIX))
     write_target_counts(model_dir, counts)
@@ -84,7 +84,20 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     )
 
 
-def _epochs(transformed_dir: str, config: TrainConfig, transform_config: TransformConfig) -> tf.data.Dataset:
+def _training_data(transformed_dir: str, config: TrainConfig, transform_config: TransformConfig, counts: np.ndarray,
+                   features: tuple[str, ...]) -> tuple[int, tf.data.Dataset, int]:
+    """(examples per epoch, the batches of every epoch, steps per epoch) for the configured objective: one
+    example per training event (next event) or per customer sequence (future set)."""
+    if config.objective == "future_set":
+        examples = count_records(transformed_dir, artifacts.CUSTOMER_SEQUENCES_DIR)
+        batches = sequence_dataset(transformed_dir, features, config.customers_per_batch, config.seed)
+        return examples, _epochs(batches), steps_per_epoch(examples, config.customers_per_batch)
+    examples = int(counts.sum())
+    batches = train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed)
+    return examples, _epochs(batches), steps_per_epoch(examples, config.batch_size)
+
+
+def _epochs(batches: tf.data.Dataset) -> tf.data.Dataset:
     """The shuffled batches, repeated, so that ``fit`` keeps one iterator for every epoch, with tf.data's
     autotuning off.
 
@@ -98,7 +111,6 @@ def _epochs(transformed_dir: str, config: TrainConfig, transform_config: Transfo
     """
     options = tf.data.Options()
     options.autotune.enabled = False
-    batches = train_dataset(transformed_dir, transform_config.history_length, config.batch_size, config.seed)
     return batches.repeat().with_options(options)
 
 

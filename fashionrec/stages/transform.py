@@ -10,8 +10,9 @@ the DirectRunner family; Dataflow, Flink or Spark by ``TransformConfig.beam_runn
    (``price_boundaries``, ``price_mean``, ``price_var``) for the numpy content tower.
 2. **Interaction examples**: events mapped to product indices with that vocabulary, grouped by
    customer (sharded, so each element is a table, not a row) and turned into next-item training
-   examples (recent history → target) and holdout evaluation examples (history before the split →
-   the products interacted with after it).
+   examples (recent history → target), one sequence example per customer (their newest training events,
+   for the future-set objective) and holdout evaluation examples (history before the split → the
+   products interacted with after it).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class TransformSummary:
     product_vocabulary_size: int
     train_examples: int
     eval_customers: int
+    customer_sequences: int = 0  # customers with at least two training events (train.objective=future_set)
 
 
 def transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> TransformSummary:
@@ -72,13 +74,14 @@ def _transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> T
         with progress.step("Beam + tensorflow-transform: analyse and transform the catalogue"):
             _transform_catalogue(output_dir, config, temp_dir)
     vocabulary = load_product_vocabulary(output_dir)
-    with progress.step("Beam: customer histories to training and holdout examples"):
+    with progress.step("Beam: customer histories to training examples, sequences and holdout examples"):
         counts = _build_examples(ingested_dir, output_dir, vocabulary, config)
     return TransformSummary(
         products=len(vocabulary),
         product_vocabulary_size=len(vocabulary) + config.product_oov_buckets,
         train_examples=counts.get("train", 0),
         eval_customers=counts.get("eval", 0),
+        customer_sequences=counts.get("sequences", 0),
     )
 
 
@@ -267,9 +270,9 @@ def _build_examples(
         )
         grouped = (train, holdout) | beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
         examples = grouped | "MakeExamples" >> beam.FlatMap(
-            _shard_examples, config.history_length, config.target_horizon_events, _split_seconds(ingested_dir),
-            vocabulary)
-        for kind, directory in (("train", artifacts.TRAIN_EXAMPLES_DIR), ("eval", artifacts.EVAL_EXAMPLES_DIR)):
+            _shard_examples, config, _split_seconds(ingested_dir), vocabulary)
+        for kind, directory in (("train", artifacts.TRAIN_EXAMPLES_DIR), ("eval", artifacts.EVAL_EXAMPLES_DIR),
+                                ("sequences", artifacts.CUSTOMER_SEQUENCES_DIR)):
             _ = (
                 examples
                 | f"Select{kind}" >> beam.Filter(lambda item, k=kind: item[0] == k)
@@ -312,17 +315,18 @@ def epoch_seconds(timestamps: pd.Series) -> pd.Series:
 
 
 def _shard_examples(
-    element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], history_length: int, target_horizon: int,
-    split_seconds: int, vocabulary: context.ContextVocabulary,
+    element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], config: TransformConfig, split_seconds: int,
+    vocabulary: context.ContextVocabulary,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """All events of a shard's customers → train examples and eval examples."""
+    """All events of a shard's customers → train examples, customer sequences and eval examples."""
     _, parts = element
     parts = list(parts)
     train = _concat([p for s, p in parts if s == "train"])
     holdout = _concat([p for s, p in parts if s == "holdout"])
     train = train.sort_values(["customer_id", "seconds"], kind="stable")
     holdout = holdout.sort_values(["customer_id", "seconds"], kind="stable")
-    yield "train", next_item_examples(train, history_length, target_horizon, vocabulary)
+    yield "train", next_item_examples(train, config.history_length, config.target_horizon_events, vocabulary)
+    yield "sequences", customer_sequences(train, config.sequence_length, vocabulary)
     yield "eval", holdout_examples(train, holdout, split_seconds)
 
 
@@ -374,6 +378,31 @@ def next_item_examples(train: pd.DataFrame, history_length: int, target_horizon:
             "target_examination": _one_element_lists(pa.array(_examinations(train)[targets])),
         }
     )
+
+
+def customer_sequences(train: pd.DataFrame, sequence_length: int,
+                       vocabulary: context.ContextVocabulary | None = None) -> pa.RecordBatch:
+    """For each customer with at least two training events: their newest ``sequence_length`` events, oldest
+    first: ``sequence_idx`` (product rows), ``sequence_weight``, ``sequence_seconds`` (epoch seconds) and, with
+    a ``vocabulary``, each event's context table rows (``sequence_device``, ..., 0: unknown).
+
+    The future-set objective cuts each sequence at a random event in every epoch, so the examples carry
+    whole sequences and the cut is made in training. ``train`` must be sorted by customer then time.
+    """
+    customers = train["customer_id"].to_numpy()
+    first_of_customer = np.r_[True, customers[1:] != customers[:-1]] if len(customers) else np.array([], bool)
+    starts = np.flatnonzero(first_of_customer)
+    stops = np.r_[starts[1:], len(customers)].astype(np.int64)
+    kept = stops - starts >= 2
+    starts, stops = np.maximum(starts[kept], stops[kept] - sequence_length), stops[kept]
+    gather, offsets = _ranges(starts, stops)
+    columns = {"idx": train["product_idx"].to_numpy(np.int64), "weight": train["weight"].to_numpy(np.float32),
+               "seconds": train["seconds"].to_numpy(np.int64)}
+    columns |= {f: rows.astype(np.int64) for f, rows in _context_rows(train, np.arange(len(train)), vocabulary).items()}
+    return pa.RecordBatch.from_pydict(
+        {"customer_id": _one_element_lists(pa.array(customers[starts].astype(str), type=pa.binary())),
+         **{f"sequence_{name}": pa.ListArray.from_arrays(offsets, pa.array(values[gather]))
+            for name, values in columns.items()}})
 
 
 def _context_rows(train: pd.DataFrame, targets: np.ndarray, vocabulary: context.ContextVocabulary | None,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fashionrec.model.aggregation import Aggregation
-from fashionrec.config import EventWeights, TrainConfig
+from fashionrec.model.aggregation import Aggregation, training_window
+from fashionrec.config import EventWeights, TrainConfig, TransformConfig
 
 
 def test_the_aggregation_follows_the_training_config_and_event_weights():
@@ -14,6 +14,12 @@ def test_the_aggregation_follows_the_training_config_and_event_weights():
     assert aggregation.event_weights["purchase"] == 9.0
     # attention is served as the recency weights it starts from
     assert Aggregation.from_training(TrainConfig(pooling="attention"), EventWeights(), 50).pooling == "recency"
+
+
+def test_the_window_is_what_training_pooled_a_next_event_history_or_all_before_a_cut():
+    transform = TransformConfig(history_length=50, sequence_length=1_000)
+    assert training_window(TrainConfig(), transform) == 50
+    assert training_window(TrainConfig(objective="future_set"), transform) == 999
 
 
 def test_weights_decay_with_age_by_the_half_life():

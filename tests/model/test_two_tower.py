@@ -5,7 +5,8 @@ import tensorflow as tf
 from fashionrec.config import ConfigError, TrainConfig
 from fashionrec.model.features import PAD, CatalogueFeatures
 from fashionrec.model.two_tower import (AttentionPooling, ItemTower, TwoTowerModel, customer_vectors,
-                                        inverse_examination, pooling_weights)
+                                        future_set_cuts, future_set_loss, inverse_examination, pooling_weights,
+                                        product_marks)
 from fashionrec.contract import ops
 
 
@@ -178,6 +179,17 @@ def test_recency_by_position_halves_per_half_life_of_newer_events_and_skips_padd
     np.testing.assert_allclose(trained[0], hand + [0.0], rtol=1e-6)
 
 
+def test_mean_pooling_skips_padding_as_serving_never_sees_it():
+    """Padding is product row 0 in training: with weight 1 it would pool product 0 into every short history."""
+    weights = pooling_weights(tf.constant([[1.0, 5.0, 0.0]]), tf.zeros([1, 3]), "mean", 30.0,
+                              valid=tf.constant([[True, True, False]])).numpy()
+    np.testing.assert_allclose(weights, [[1.0, 1.0, 0.0]])
+    model = TwoTowerModel(_catalogue(), TrainConfig(embedding_dim=4, pooling="mean"), np.full(5, 0.2), EVENTS)
+    features = {"history_idx": tf.constant([[1, PAD]], tf.int64), "history_weight": tf.constant([[1.0, 0.0]])}
+    product_1 = model.item_tower(tf.constant([1], tf.int64)).numpy()
+    np.testing.assert_allclose(model.embed_history(features).numpy(), product_1, rtol=1e-6)
+
+
 def test_recency_ignores_negative_and_unknown_ages_in_serving():
     weights = ops.history_weights(np.array([2.0, 2.0]), np.array([-5.0, np.nan]), "recency", 10.0)
     np.testing.assert_allclose(weights, [2.0, 2.0])
@@ -301,3 +313,82 @@ def test_the_id_part_fades_in_with_the_products_training_events():
     expected = tf.math.l2_normalize(tower.content(rows) + gate, axis=-1) / np.sqrt(tower._config.temperature)
     np.testing.assert_allclose(tower(rows).numpy(), expected.numpy(), rtol=1e-5)
 
+
+
+def test_future_set_loss_is_each_customers_mean_target_log_loss_among_products_not_seen():
+    table = tf.constant([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [-1.0, 0.0]])
+    customers = tf.constant([[1.0, 0.0], [0.0, 1.0]])  # logits [1, 0, 0, -1] and [0, 1, 0, 0]
+    seen = tf.constant([[True, False, False, False], [False, True, False, False]])
+    targets = tf.constant([[False, True, False, True], [False, False, False, False]])  # the second has none
+    # product 0 masked out: -log p(1) = log(2 + 1/e), -log p(3) = 1 + log(2 + 1/e); their mean; the second adds 0
+    expected = np.log(2 + 1 / np.e) + 0.5
+    np.testing.assert_allclose(future_set_loss(customers, table, seen, targets).numpy(), expected, rtol=1e-6)
+
+
+def test_product_marks_flag_the_masked_slots_catalogue_products_only():
+    sequence = tf.constant([[0, 3, 4, PAD], [2, 2, 1, PAD]], tf.int64)  # row 4: an OOV bucket of 4 products
+    mask = tf.constant([[True, True, True, False], [True, True, False, False]])
+    assert product_marks(sequence, mask, 4).numpy().tolist() == [[True, False, False, True],
+                                                                  [False, False, True, False]]
+
+
+def test_future_set_cuts_leave_an_event_on_each_side_and_reach_every_such_place():
+    valid = tf.constant([[True, True, False, False, False], [True] * 5])
+    cuts = np.stack([future_set_cuts(valid, 11).numpy() for _ in range(200)])
+    assert set(cuts[:, 0]) == {1}
+    assert set(cuts[:, 1]) == {1, 2, 3, 4}
+
+
+def _future_set_model(context_sizes=None, pooling="recency"):
+    config = TrainConfig(embedding_dim=2, objective="future_set", pooling=pooling)
+    model = TwoTowerModel(_catalogue(), config, np.full(5, 0.2), EVENTS, context_sizes)
+    table = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [-1.0, 0.0], [9.0, 9.0]], np.float32)  # + the OOV row
+    model.item_tower = lambda rows, training=False: tf.gather(table, rows)
+    return model
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted", "recency"])
+def test_the_future_set_objective_pools_before_the_cut_and_scores_every_product_after_it(pooling):
+    model = _future_set_model(pooling=pooling)
+    features = {  # two events each, so the cut is after the first: pooled [1, 0] and [0, 1]
+        "sequence_idx": tf.constant([[0, 1, PAD], [1, 0, PAD]], tf.int64),
+        "sequence_weight": tf.constant([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]),
+        "sequence_seconds": tf.constant([[0, 86_400, 0], [0, 60, 0]], tf.int64),
+    }
+    # masked logits [-, 0, 0, -1] with target 1, and [0, -, 0, 0] with target 0
+    expected = np.log(2 + 1 / np.e) + np.log(3)
+    np.testing.assert_allclose(model.compute_loss(features).numpy(), expected, rtol=1e-5)
+
+
+def test_the_future_set_objective_moves_the_customer_by_the_context_of_the_first_event_after_the_cut():
+    model = _future_set_model({"hour": 24})
+    model.context.tables["hour"].assign(tf.tensor_scatter_nd_update(
+        tf.zeros([25, 2]), [[10]], [[0.0, 5.0]]))  # hour row 10 favours product 1
+    features = {"sequence_idx": tf.constant([[0, 1]], tf.int64), "sequence_weight": tf.constant([[1.0, 1.0]]),
+                "sequence_seconds": tf.constant([[0, 60]], tf.int64), "sequence_hour": tf.constant([[3, 10]], tf.int64)}
+    # [1, 0] + [0, 5]: masked logits [-, 5, 0, -1], target 1
+    expected = np.log(np.exp(5) + 1 + 1 / np.e) - 5
+    np.testing.assert_allclose(model.compute_loss(features).numpy(), expected, rtol=1e-5)
+
+
+def test_future_set_training_learns_what_follows_what():
+    import tf_keras
+
+    catalogue = _catalogue()
+    config = TrainConfig(embedding_dim=8, learning_rate=0.05, id_dropout=0.0, objective="future_set",
+                         normalize_embeddings=False)
+    model = TwoTowerModel(catalogue, config, np.full(catalogue.num_rows, 0.2), EVENTS)
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    features = {"sequence_idx": tf.constant([[0, 1], [2, 3]], tf.int64),  # 0 then 1, and 2 then 3
+                "sequence_weight": tf.ones([2, 2]), "sequence_seconds": tf.constant([[0, 60], [0, 60]], tf.int64)}
+    before = float(model.compute_loss(features).numpy())
+    model.fit(tf.data.Dataset.from_tensors(features).repeat(100), epochs=1, verbose=0)
+    after = float(model.compute_loss(features).numpy())
+    assert after < 0.2 * before
+
+
+def test_the_future_set_objective_refuses_what_it_does_not_train():
+    with pytest.raises(ConfigError, match="pooling"):
+        TrainConfig(objective="future_set", pooling="attention")
+    with pytest.raises(ConfigError, match="position_debiasing"):
+        TrainConfig(objective="future_set", position_debiasing="ips")

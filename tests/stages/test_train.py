@@ -5,9 +5,11 @@ import pytest
 import tensorflow as tf
 
 from fashionrec import storage
-from fashionrec.config import TrainConfig, TransformConfig
-from fashionrec.stages.train import load_saved_configs, saved_target_counts, steps_per_epoch, write_target_counts
-from fashionrec.artifacts import TRAIN_CONFIG_FILE, TRAIN_EXAMPLES_DIR
+from fashionrec.config import OBJECTIVES, TrainConfig, TransformConfig
+from fashionrec.model.features import sequence_dataset, train_dataset
+from fashionrec.stages.train import (_epochs, load_saved_configs, saved_target_counts, steps_per_epoch,
+                                     write_target_counts)
+from fashionrec.artifacts import CUSTOMER_SEQUENCES_DIR, TRAIN_CONFIG_FILE, TRAIN_EXAMPLES_DIR
 
 
 def test_a_model_saved_before_the_id_fade_in_loads_with_it_off(tmp_path):
@@ -36,12 +38,45 @@ def _write_train_examples(transformed_dir, targets: list[int]) -> None:
             writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
 
 
-def test_each_epoch_of_the_repeated_dataset_is_one_whole_pass_over_the_examples(tmp_path):
-    from fashionrec.stages.train import _epochs
+def _write_sequences(transformed_dir, sequences: list[list[int]]) -> None:
+    """One customer sequence per list, its events a day apart."""
+    folder = transformed_dir / CUSTOMER_SEQUENCES_DIR
+    folder.mkdir()
+    with tf.io.TFRecordWriter(str(folder / "part-00000-of-00001")) as writer:
+        for sequence in sequences:
+            features = {"sequence_idx": tf.train.Feature(int64_list=tf.train.Int64List(value=sequence)),
+                        "sequence_weight": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0] * len(sequence))),
+                        "sequence_seconds": tf.train.Feature(int64_list=tf.train.Int64List(
+                            value=[86_400 * i for i in range(len(sequence))]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
 
+
+def test_the_future_set_objective_trains_on_customer_sequences_a_batch_of_customers_a_step(tmp_path):
+    from fashionrec.stages.train import _training_data
+
+    _write_train_examples(tmp_path, [0, 1, 2, 3, 4])
+    _write_sequences(tmp_path, [[0, 1], [2, 3, 1], [4, 0, 2, 1]])
+    config = TrainConfig(objective="future_set", customers_per_batch=2)
+    examples, batches, steps = _training_data(str(tmp_path), config, TransformConfig(), np.ones(5), ())
+    assert (examples, steps) == (3, 2)  # customers, not events
+    first, second = list(batches.take(2))
+    assert sorted(len(b["sequence_idx"]) for b in (first, second)) == [1, 2]
+    padded = first["sequence_idx"].numpy()
+    assert padded.shape[1] == max((padded >= 0).sum(axis=1))  # padded to the batch's longest sequence
+    firsts = [b["sequence_idx"].numpy()[:, 0].tolist() for b in (first, second)]
+    assert sorted(firsts[0] + firsts[1]) == [0, 2, 4]  # every customer once
+
+
+def test_an_older_transform_without_sequences_says_to_transform_again(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no customer sequences at .*transform with this version"):
+        sequence_dataset(str(tmp_path), (), 2, 11)
+
+
+def test_each_epoch_of_the_repeated_dataset_is_one_whole_pass_over_the_examples(tmp_path):
     _write_train_examples(tmp_path, list(range(5)))
     config = TrainConfig(batch_size=2)
-    batches = list(_epochs(str(tmp_path), config, TransformConfig()).take(2 * steps_per_epoch(5, 2)))
+    batches = list(_epochs(train_dataset(str(tmp_path), TransformConfig().history_length, config.batch_size,
+                                         config.seed)).take(2 * steps_per_epoch(5, 2)))
     epochs = [np.concatenate([b["target_idx"].numpy() for b in batches[i:i + 3]]) for i in (0, 3)]
     assert [len(b["target_idx"]) for b in batches] == [2, 2, 1, 2, 2, 1]
     assert [sorted(e.tolist()) for e in epochs] == [[0, 1, 2, 3, 4]] * 2  # every example once an epoch
@@ -49,10 +84,14 @@ def test_each_epoch_of_the_repeated_dataset_is_one_whole_pass_over_the_examples(
 
 def test_the_training_batches_run_without_tf_data_autotuning(tmp_path):
     """Its thread makes dropping an iterator wait up to 60 s (see ``_epochs``)."""
-    from fashionrec.stages.train import _epochs
+    from fashionrec.stages.train import _training_data
 
     _write_train_examples(tmp_path, [0, 1])
-    assert _epochs(str(tmp_path), TrainConfig(batch_size=2), TransformConfig()).options().autotune.enabled is False
+    _write_sequences(tmp_path, [[0, 1], [2, 3, 1]])
+    for objective in OBJECTIVES:
+        config = TrainConfig(batch_size=2, customers_per_batch=2, objective=objective)
+        _, batches, _ = _training_data(str(tmp_path), config, TransformConfig(), np.ones(2), ())
+        assert batches.options().autotune.enabled is False
 
 
 def test_export_reads_the_target_counts_training_saved_and_recounts_for_an_older_model(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from fashionrec.stages.transform import holdout_examples, next_item_examples
+from fashionrec.stages.transform import customer_sequences, holdout_examples, next_item_examples
 
 TRAIN = pd.DataFrame(
     {  # sorted by customer, then time
@@ -20,6 +20,15 @@ def test_next_item_examples_use_the_previous_events_up_to_the_history_length():
     assert batch["history_weight"] == [[1.0], [1.0, 2.0], [2.0, 3.0], [6.0]]
     assert batch["target_idx"] == [[11], [12], [13], [31]]
     assert batch["history_age_days"] == [[1.0], [2.0, 1.0], [3.0, 2.0], [1.0]]  # days before the target
+
+
+def test_customer_sequences_keep_each_customers_newest_events_and_skip_a_single_event():
+    batch = customer_sequences(TRAIN, sequence_length=3).to_pydict()
+    assert batch["customer_id"] == [[b"A"], [b"C"]]  # B has one event: nothing before or after a cut
+    assert batch["sequence_idx"] == [[11, 12, 13], [30, 31]]  # A's newest 3 of 4, oldest first
+    assert batch["sequence_weight"] == [[2.0, 3.0, 4.0], [6.0, 7.0]]
+    assert batch["sequence_seconds"] == [[86_400 * 2, 86_400 * 3, 86_400 * 5], [86_400, 86_400 * 2]]
+    assert "sequence_hour" not in batch  # no vocabulary: no context rows
 
 
 def test_each_example_carries_its_target_events_examination_one_where_unknown():
@@ -84,6 +93,9 @@ def test_targets_carry_their_context_rows_and_holdouts_their_first_events_contex
     assert batch["target_region"] == [[1], [0], [1], [1]]  # GB, SE (unknown), GB, GB
     assert batch["target_hour"] == [[22], [0], [10], [24]]
     assert batch["target_weekday"] == [[2], [3], [7], [5]]
+    sequences = customer_sequences(shown, sequence_length=10, vocabulary=vocabulary).to_pydict()
+    assert sequences["sequence_device"] == [[1, 2, 0, 0], [1, 2]]  # every event's row: A's four, C's two
+    assert sequences["sequence_hour"] == [[21, 22, 0, 10], [2, 24]]
     holdout = pd.DataFrame({"customer_id": ["A", "A"], "product_idx": [14, 15], "weight": np.ones(2, np.float32),
                             "seconds": [86_400 * 6, 86_400 * 7], "device": ["tablet", "mobile"], "region": ["", "GB"],
                             "hour": [8, 9], "weekday": [5, 6]})
