@@ -13,8 +13,10 @@
    Also: how popular the recommended products are (mean popularity percentile of the top 10). The
    model's score adds the popularity prior (``fashionrec.model.popularity``); "recent_popularity" ranks by
    that prior alone.
-2. **ablations**: the model again with each other history pooling, without the logQ correction, and
-   without the popularity prior (the same trained model, exported again).
+2. **ablations**: the chosen model again with one change each (``ABLATIONS`` of its objective): for the
+   next-event objective each other history pooling, no logQ correction; for the future-set objective the
+   next-event defaults, recency pooling, normalised embeddings, half the epochs; and for both no popularity
+   prior (the same trained model, exported again).
 3. **ncf**: leave-last-one-out, the target among 99 sampled unseen products, HR@10 / NDCG@10, to set
    beside the NCF paper's table (NeuMF 0.726 / 0.445 on ML-1M). The held-out events lie at different
    times, so the model is scored with the popularity prior a daily refresh would have served at each
@@ -31,9 +33,10 @@
 Then training throughput and each epoch's time.
 
 Before the test period is touched, the period before it is split again by the same rule (the
-validation period): each baseline's setting is chosen there from ``tuning.BaselineGrid`` and the
-model's popularity-prior weight from ``PRIOR_WEIGHTS``, all by NDCG@10 (``--no-tune-baselines`` skips
-this and uses the configured settings). The model's other hyper-parameters are the pipeline's defaults
+validation period): each baseline's setting is chosen there from ``tuning.BaselineGrid``, and the
+model's training objective (``OBJECTIVES``: the defaults' next-event training, or ``FUTURE_SET_SETTINGS``)
+and popularity-prior weight from ``PRIOR_WEIGHTS``, all by NDCG@10 (``--no-tune-baselines`` skips this
+and uses the configured settings). The model's other hyper-parameters are the pipeline's defaults
 (``fashionrec/config.py``), chosen on the same validation period by ``benchmarks/tune.py``; nothing
 here is tuned on the test period.
 """

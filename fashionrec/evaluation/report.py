@@ -95,6 +95,9 @@ def _slices_figure(inputs: ReportInputs) -> str:
         rows = [inputs.slices[name].get(system, {}) for name in names]
         means = np.array([r.get(metric, np.nan) for r in rows])
         errors = np.array([[m - r.get(f"{metric}_low", m), r.get(f"{metric}_high", m) - m] for r, m in zip(rows, means)])
+        # A percentile interval of a few resamples (ablations use 10) can lie wholly on one side of the mean;
+        # matplotlib refuses a negative bar, so that side is drawn as none.
+        errors = np.maximum(errors, 0.0)
         axis.barh(np.arange(len(names)) + offset * height, means, height, xerr=errors.T, label=system,
                   color=SYSTEM_COLOURS.get(system), capsize=2)
     axis.set_yticks(np.arange(len(names)) + height * (len(systems) - 1) / 2)

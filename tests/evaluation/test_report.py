@@ -41,6 +41,13 @@ def test_report_embeds_every_plot_as_a_png():
     assert "BLESSED" in page and "recall@20 beats popularity" in page
 
 
+def test_a_slice_interval_that_misses_its_mean_still_renders():
+    """A percentile interval of a few bootstrap resamples can lie wholly above (or below) the point estimate."""
+    inputs = _inputs()
+    inputs.slices["new_customers"]["model"].update({"recall@20_low": 0.25, "recall@20_high": 0.3})
+    assert len(re.findall(r"src='data:image/png;base64,", render_report(inputs))) == 4
+
+
 def test_report_screenshot_in_headless_chromium_shows_the_plots(tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
