@@ -253,8 +253,9 @@ def time_split(folder: Path, config: PipelineConfig, ablations: bool, baselines:
                     by_horizon(trained, folder / "eval", tuple(result.per_customer), config))
         window = evaluate(trained.ingested, trained.transformed, trained.export, str(folder / "eval-window"),
                           dataclasses.replace(config.evaluate, exclude="window"))
-        print_table(f"time split, window protocol (before 2026-12): only the last {config.transform.history_length} "
-                    f"events excluded and given to the baselines, {int(window.metrics['model']['customers'])} "
+        pooled = Aggregation.read(str(Path(trained.export) / AGGREGATION_FILE)).window
+        print_table(f"time split, window protocol (before 2026-12): only the model's pooling window, the last {pooled} "
+                    f"events, excluded and given to the baselines, {int(window.metrics['model']['customers'])} "
                     "holdout customers", TIME_COLUMNS,
                     {name: window.metrics[name] for name in names if name in window.metrics})
     id_part_by_events(trained)
