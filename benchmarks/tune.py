@@ -39,6 +39,8 @@ DEFAULT_TRIES = (  # each one change from the defaults; the levers tried under t
     "train.recency_half_life_events=0", "train.recency_half_life_events=0,transform.history_length=200",
     "transform.target_horizon_events=10", "transform.target_horizon_events=30",
     "train.embedding_dim=128", "train.epochs=4", "train.temperature=0.1", "train.temperature=0.3",
+    # the future-set objective with the settings ML-1M's validation period chose for it (config.FUTURE_SET_SETTINGS)
+    "train.objective=future_set,train.pooling=mean,train.normalize_embeddings=false,train.id_dropout=0,train.epochs=40",
     # the popularity prior: export settings, so the defaults' model is re-exported
     "export.popularity_prior_weight=0", "export.popularity_prior_weight=1", "export.popularity_prior_weight=1.5",
     "export.popularity_prior_weight=2", "export.popularity_prior_weight=3", "export.popularity_half_life_days=2",
