@@ -6,6 +6,7 @@ the model keeps them as constants, so a training example only carries product in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ from fashionrec import storage
 from fashionrec.contract.context import CLOCK_SIZES, FEATURES as CONTEXT_FEATURES
 
 PAD = -1  # history padding; never a valid product index
+SHUFFLE_BUFFER = 200_000  # training examples shuffled together (all of them on ML-1M's 6k customer sequences)
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,8 @@ def train_dataset(transformed_dir: str, history_length: int, batch_size: int, se
         "target_examination": tf.io.FixedLenFeature([], tf.float32, default_value=1.0),  # older transforms: 1
         **{f"target_{f}": tf.io.FixedLenFeature([], tf.int64, default_value=0) for f in CONTEXT_FEATURES},
     }
-    return (
-        tf.data.TFRecordDataset(tf.io.gfile.glob(pattern))
-        .shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(lambda records: _dense_history(tf.io.parse_example(records, spec), history_length))
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    return _shuffled_batches(tf.io.gfile.glob(pattern), batch_size, seed,
+                             lambda records: _dense_history(tf.io.parse_example(records, spec), history_length))
 
 
 def sequence_dataset(transformed_dir: str, features: tuple[str, ...], batch_size: int, seed: int) -> tf.data.Dataset:
@@ -171,11 +168,17 @@ def sequence_dataset(transformed_dir: str, features: tuple[str, ...], batch_size
         return {name: tf.sparse.to_dense(value, default_value=PAD if name == "sequence_idx" else 0)
                 for name, value in parsed.items()}
 
+    return _shuffled_batches(files, batch_size, seed, dense)
+
+
+def _shuffled_batches(files: list[str], batch_size: int, seed: int,
+                      parse: Callable[[tf.Tensor], dict[str, tf.Tensor]]) -> tf.data.Dataset:
+    """The TFRecords of ``files`` shuffled (reshuffled each pass), batched, and each batch ``parse``d."""
     return (
         tf.data.TFRecordDataset(files)
-        .shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
+        .shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
-        .map(dense)
+        .map(parse)
         .prefetch(tf.data.AUTOTUNE)
     )
 

@@ -303,8 +303,7 @@ class TwoTowerModel(tfrs.Model):
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """tensorflow-recommenders' step, with dense gradients for the content vocabularies' tables; the
         reported loss is the mean per training example (future set: per customer sequence) so far in the epoch
-        (a last, partial batch counts
-        by its size).
+        (a last, partial batch counts by its size).
 
         Every product in a step looks up its tokens, category, colour, brand and price bucket, so their
         sparse gradients repeat the few rows of these small tables thousands of times; one dense update

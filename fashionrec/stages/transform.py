@@ -358,7 +358,7 @@ def next_item_examples(train: pd.DataFrame, history_length: int, target_horizon:
     products = train["product_idx"].to_numpy(dtype=np.int64)
     weights = train["weight"].to_numpy(dtype=np.float32)
     seconds = train["seconds"].to_numpy(dtype=np.int64)
-    first_of_customer = np.r_[True, customers[1:] != customers[:-1]] if len(customers) else np.array([], bool)
+    first_of_customer = _first_of_customer(customers)
     customer_start = np.maximum.accumulate(np.where(first_of_customer, np.arange(len(customers)), 0))
     targets = np.flatnonzero(~first_of_customer)
     stops = _history_stops(targets, customer_start[targets], target_horizon, seconds)
@@ -390,8 +390,7 @@ def customer_sequences(train: pd.DataFrame, sequence_length: int,
     whole sequences and the cut is made in training. ``train`` must be sorted by customer then time.
     """
     customers = train["customer_id"].to_numpy()
-    first_of_customer = np.r_[True, customers[1:] != customers[:-1]] if len(customers) else np.array([], bool)
-    starts = np.flatnonzero(first_of_customer)
+    starts = np.flatnonzero(_first_of_customer(customers))
     stops = np.r_[starts[1:], len(customers)].astype(np.int64)
     kept = stops - starts >= 2
     starts, stops = np.maximum(starts[kept], stops[kept] - sequence_length), stops[kept]
@@ -403,6 +402,11 @@ def customer_sequences(train: pd.DataFrame, sequence_length: int,
         {"customer_id": _one_element_lists(pa.array(customers[starts].astype(str), type=pa.binary())),
          **{f"sequence_{name}": pa.ListArray.from_arrays(offsets, pa.array(values[gather]))
             for name, values in columns.items()}})
+
+
+def _first_of_customer(customers: np.ndarray) -> np.ndarray:
+    """Which events (sorted by customer) are their customer's first."""
+    return np.r_[True, customers[1:] != customers[:-1]] if len(customers) else np.array([], bool)
 
 
 def _context_rows(train: pd.DataFrame, targets: np.ndarray, vocabulary: context.ContextVocabulary | None,
