@@ -153,6 +153,20 @@ def customer_vectors(item_embeddings: tf.Tensor, history_weight: tf.Tensor) -> t
     return tf.reduce_sum(item_embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1e-9)
 
 
+def pooled_rows(rows: tf.Tensor, weights: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
+    """``customer_vectors`` of histories given as ``rows`` of ``table`` ([batch, slots] each; [rows, dim]).
+
+    The weights are first summed per row into a [batch, rows] matrix, then multiplied by the table: for
+    long histories over a small table (the future-set objective's sequences, a whole catalogue embedded
+    each step) this is one dense matmul forward and back, instead of a [batch, slots, dim] gather whose
+    gradient scatters every slot."""
+    shape = tf.shape(rows, out_type=tf.int64)
+    batch = tf.broadcast_to(tf.range(shape[0])[:, None], shape)
+    matrix = tf.scatter_nd(tf.reshape(tf.stack([batch, rows], axis=-1), [-1, 2]), tf.reshape(weights, [-1]),
+                           tf.stack([shape[0], tf.shape(table, out_type=tf.int64)[0]]))
+    return tf.matmul(matrix, table) / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-9)
+
+
 def future_set_cuts(valid: tf.Tensor, seed: int) -> tf.Tensor:
     """Each sequence's cut, drawn uniformly from events 1 to length - 1 (``valid``: [batch, slots], the real
     events left-aligned), so that at least one event lies on each side of it."""
@@ -282,7 +296,7 @@ class TwoTowerModel(tfrs.Model):
                                   config.pooling, config.recency_half_life_days, config.recency_half_life_events,
                                   before)
         embeddings = self.item_tower(tf.range(self._num_rows, dtype=tf.int64), training=training)
-        customers = customer_vectors(tf.gather(embeddings, self._history_rows(sequence)), weights)
+        customers = pooled_rows(self._history_rows(sequence), weights, embeddings)
         context = {} if self.context is None else {
             f"target_{f}": tf.gather(features[f"sequence_{f}"], cut, batch_dims=1) for f in self.context.features}
         seen = product_marks(sequence, before, self._num_products)

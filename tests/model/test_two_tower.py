@@ -5,8 +5,8 @@ import tensorflow as tf
 from fashionrec.config import ConfigError, TrainConfig
 from fashionrec.model.features import PAD, CatalogueFeatures
 from fashionrec.model.two_tower import (AttentionPooling, ItemTower, TwoTowerModel, customer_vectors,
-                                        future_set_cuts, future_set_loss, inverse_examination, pooling_weights,
-                                        product_marks)
+                                        future_set_cuts, future_set_loss, inverse_examination, pooled_rows,
+                                        pooling_weights, product_marks)
 from fashionrec.contract import ops
 
 
@@ -323,6 +323,17 @@ def test_future_set_loss_is_each_customers_mean_target_log_loss_among_products_n
     # product 0 masked out: -log p(1) = log(2 + 1/e), -log p(3) = 1 + log(2 + 1/e); their mean; the second adds 0
     expected = np.log(2 + 1 / np.e) + 0.5
     np.testing.assert_allclose(future_set_loss(customers, table, seen, targets).numpy(), expected, rtol=1e-6)
+
+
+def test_pooled_rows_is_the_weighted_mean_of_the_rows_a_history_repeats_or_pads():
+    table = tf.constant([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]])
+    rows = tf.constant([[1, 1, 0], [2, 0, 0], [0, 0, 0]], tf.int64)  # the last: all padding
+    weights = tf.constant([[1.0, 1.0, 2.0], [3.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    # (2 * [0, 2] + 2 * [1, 0]) / 4; (3 * [4, 4] + [1, 0]) / 4; no weight: zero
+    expected = [[0.5, 1.0], [3.25, 3.0], [0.0, 0.0]]
+    np.testing.assert_allclose(pooled_rows(rows, weights, table).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(pooled_rows(rows, weights, table).numpy(),
+                               customer_vectors(tf.gather(table, rows), weights).numpy(), rtol=1e-6)
 
 
 def test_product_marks_flag_the_masked_slots_catalogue_products_only():
