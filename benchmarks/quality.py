@@ -20,7 +20,8 @@
 3. **ncf**: leave-last-one-out, the target among 99 sampled unseen products, HR@10 / NDCG@10, to set
    beside the NCF paper's table (NeuMF 0.726 / 0.445 on ML-1M). The held-out events lie at different
    times, so the model is scored with the popularity prior a daily refresh would have served at each
-   one (``protocols.daily_priors``), beside the prior at the end of training and no prior. This protocol
+   one (``protocols.daily_priors``), beside the prior at the end of training and no prior; a context model's
+   customers are moved by their held-out event's context, as in the time split. This protocol
    asks for the single next product, so it chooses its own objective and prior weight on its own
    validation split (each customer's last training event held out), by HR@10.
 4. **cold**: 10 % of the products lose every training event; their holdout interactions are ranked
@@ -348,12 +349,13 @@ def ncf_protocol(work: Path, config: PipelineConfig) -> None:
     events = protocols.all_events(str(work / "time" / "ingested"))
     config = choose_ncf_model(work, config, protocols.leave_last_out(events)[0])
     split = NcfSplit.of(work / "ncf", work, events, config)
-    vectors = split.trained.customer_vectors(split.examples, split.table)
+    vectors = split.vectors()
     end_of_training, none = split.trained.prior(), np.zeros(len(split.table), np.float32)
     rows = {f"model (prior weight {config.export.popularity_prior_weight}, refreshed daily)":
             split.scored(vectors, split.daily_priors(config.export)),
             "model, prior as of the end of training": split.scored(vectors, end_of_training),
-            "model without the popularity prior": split.scored(vectors, none)}
+            "model without the popularity prior": split.scored(vectors, none),
+            "model without the prior or the context move": split.scored(split.vectors(moved=False), none)}
     systems = baseline_systems(split.train_events, split.ids, config.evaluate)
     examples = split.examples
     rows.update({name: _sampled(lambda rows_, s=system: np.stack(s.score(examples.history_idx,
@@ -373,7 +375,7 @@ def choose_ncf_model(work: Path, config: PipelineConfig, train_events: pd.DataFr
     for name, overrides in OBJECTIVES.items():
         variant = config.with_overrides(overrides)
         split = NcfSplit.of(work / "ncf-validation", work, train_events, variant, name)
-        vectors = split.trained.customer_vectors(split.examples, split.table)
+        vectors = split.vectors()
         for weight in PRIOR_WEIGHTS:
             export = dataclasses.replace(variant.export, popularity_prior_weight=weight)
             rows[f"{name}, prior weight {weight}"] = split.scored(vectors, split.daily_priors(export))
@@ -418,6 +420,14 @@ class NcfSplit:
         return cls(trained, ids, table, examples, candidates,
                    pd.read_parquet(str(Path(trained.ingested) / TRAIN_EVENTS_FILE)),
                    held_out["timestamp"].reindex(examples.customer_ids).reset_index(drop=True))
+
+    def vectors(self, moved: bool = True) -> np.ndarray:
+        """The holdout customers' vectors, pooled as exported and, for a context model, moved by the context of
+        their held-out event, as a request at that moment would carry it (``in_context``; ``moved=False``:
+        not moved)."""
+        vectors = self.trained.customer_vectors(self.examples, self.table)
+        move = in_context(self.trained.export, self.examples) if moved else None
+        return vectors if move is None else move(vectors)
 
     def daily_priors(self, export: ExportConfig) -> np.ndarray:
         """The prior a daily refresh at ``export``'s settings would have served at each target's time."""
