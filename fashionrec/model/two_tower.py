@@ -153,17 +153,25 @@ def customer_vectors(item_embeddings: tf.Tensor, history_weight: tf.Tensor) -> t
     return tf.reduce_sum(item_embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1e-9)
 
 
+def row_totals(rows: tf.Tensor, values: tf.Tensor, width: tf.Tensor | int) -> tf.Tensor:
+    """[batch, width]: for each sequence, the sum of its slots' ``values`` by the row each slot holds (``rows``
+    and ``values``: [batch, slots]). Slots holding a row outside [0, width), padding included, add nothing."""
+    batch = tf.shape(rows, out_type=tf.int64)[0]
+    width = tf.cast(width, tf.int64)
+    inside = tf.logical_and(rows >= 0, rows < width)
+    cells = tf.where(inside, tf.range(batch)[:, None] * width + rows, -1)  # negative ids are dropped
+    totals = tf.math.unsorted_segment_sum(tf.reshape(values, [-1]), tf.reshape(cells, [-1]), batch * width)
+    return tf.reshape(totals, tf.stack([batch, width]))
+
+
 def pooled_rows(rows: tf.Tensor, weights: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
     """``customer_vectors`` of histories given as ``rows`` of ``table`` ([batch, slots] each; [rows, dim]).
 
-    The weights are first summed per row into a [batch, rows] matrix, then multiplied by the table: for
-    long histories over a small table (the future-set objective's sequences, a whole catalogue embedded
-    each step) this is one dense matmul forward and back, instead of a [batch, slots, dim] gather whose
-    gradient scatters every slot."""
-    shape = tf.shape(rows, out_type=tf.int64)
-    batch = tf.broadcast_to(tf.range(shape[0])[:, None], shape)
-    matrix = tf.scatter_nd(tf.reshape(tf.stack([batch, rows], axis=-1), [-1, 2]), tf.reshape(weights, [-1]),
-                           tf.stack([shape[0], tf.shape(table, out_type=tf.int64)[0]]))
+    The weights are first summed per row into a [batch, rows] matrix (``row_totals``), then multiplied by
+    the table: for long histories over a small table (the future-set objective's sequences, a whole
+    catalogue embedded each step) this is one dense matmul forward and back, instead of a [batch, slots,
+    dim] gather whose gradient scatters every slot."""
+    matrix = row_totals(rows, weights, tf.shape(table)[0])
     return tf.matmul(matrix, table) / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-9)
 
 
@@ -178,12 +186,7 @@ def future_set_cuts(valid: tf.Tensor, seed: int) -> tf.Tensor:
 def product_marks(sequence: tf.Tensor, mask: tf.Tensor, num_products: int) -> tf.Tensor:
     """[batch, num_products] bool: which catalogue products the ``mask``ed slots of each sequence hold (OOV
     rows, at ``num_products`` and above, are no candidates and are left out)."""
-    marked = tf.logical_and(mask, tf.logical_and(sequence >= 0, sequence < num_products))
-    where = tf.where(marked)
-    pairs = tf.stack([where[:, 0], tf.gather_nd(sequence, where)], axis=1)
-    counts = tf.scatter_nd(pairs, tf.ones([tf.shape(pairs)[0]], tf.int32),
-                           tf.cast(tf.stack([tf.shape(sequence)[0], num_products]), tf.int64))
-    return counts > 0
+    return row_totals(sequence, tf.cast(mask, tf.float32), num_products) > 0
 
 
 def future_set_loss(customers: tf.Tensor, candidates: tf.Tensor, seen: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -296,7 +299,7 @@ class TwoTowerModel(tfrs.Model):
                                   config.pooling, config.recency_half_life_days, config.recency_half_life_events,
                                   before)
         embeddings = self.item_tower(tf.range(self._num_rows, dtype=tf.int64), training=training)
-        customers = pooled_rows(self._history_rows(sequence), weights, embeddings)
+        customers = pooled_rows(sequence, weights, embeddings)
         context = {} if self.context is None else {
             f"target_{f}": tf.gather(features[f"sequence_{f}"], cut, batch_dims=1) for f in self.context.features}
         seen = product_marks(sequence, before, self._num_products)

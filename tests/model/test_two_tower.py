@@ -6,7 +6,7 @@ from fashionrec.config import ConfigError, TrainConfig
 from fashionrec.model.features import PAD, CatalogueFeatures
 from fashionrec.model.two_tower import (AttentionPooling, ItemTower, TwoTowerModel, customer_vectors,
                                         future_set_cuts, future_set_loss, inverse_examination, pooled_rows,
-                                        pooling_weights, product_marks)
+                                        pooling_weights, product_marks, row_totals)
 from fashionrec.contract import ops
 
 
@@ -323,6 +323,12 @@ def test_future_set_loss_is_each_customers_mean_target_log_loss_among_products_n
     # product 0 masked out: -log p(1) = log(2 + 1/e), -log p(3) = 1 + log(2 + 1/e); their mean; the second adds 0
     expected = np.log(2 + 1 / np.e) + 0.5
     np.testing.assert_allclose(future_set_loss(customers, table, seen, targets).numpy(), expected, rtol=1e-6)
+
+
+def test_row_totals_sum_each_sequences_values_by_row_and_drop_rows_outside_the_width():
+    rows = tf.constant([[2, 0, 2, PAD], [1, 3, 5, 1]], tf.int64)  # 3 and 5 lie outside a width of 3
+    values = tf.constant([[1.0, 2.0, 4.0, 8.0], [1.0, 2.0, 4.0, 8.0]])
+    np.testing.assert_allclose(row_totals(rows, values, 3).numpy(), [[2.0, 0.0, 5.0], [0.0, 9.0, 0.0]])
 
 
 def test_pooled_rows_is_the_weighted_mean_of_the_rows_a_history_repeats_or_pads():
