@@ -17,7 +17,6 @@ INGEST_SUMMARY_FILE = "summary.json"
 EXAMINATION_COLUMN = "examination"  # the events' optional P(the product was looked at where it was shown)
 
 # transform (Beam + tensorflow-transform) → the transformed folder
-RAW_CATALOGUE_DIR = "raw_catalogue"
 TRANSFORMED_CATALOGUE_DIR = "transformed_catalogue"
 TRANSFORM_FN_DIR = "transform_fn"
 TRAIN_EXAMPLES_DIR = "train_examples"
@@ -29,7 +28,8 @@ CONTEXT_VOCABULARY_FILE = "context_vocabulary.json"  # the context features' kno
 # train → the model folder
 CHECKPOINT_PREFIX = "item_tower"
 TRAIN_CONFIG_FILE = "train_config.json"
-# each product row's training events (for the id fade-in), saved so that export need not count them again
+# each product row's training targets (every training event but each customer's first; for logQ and the id
+# fade-in): the transform counts them beside its examples, and train saves those it used beside its checkpoint
 TARGET_COUNTS_FILE = "target_counts.npy"
 
 # export → the embeddings folder (beside it: aggregation.json, fashionrec.model.aggregation, and the content tower)

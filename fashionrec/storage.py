@@ -51,6 +51,7 @@ GCS semantics callers must know (there are no folders, only object names contain
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import posixpath
@@ -60,6 +61,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -234,6 +236,20 @@ def read_json(uri: str) -> Any:
 def write_json(uri: str, payload: Any) -> None:
     with open_output(uri) as stream:
         stream.write(json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def read_array(uri: str) -> np.ndarray:
+    """A numpy array from a ``.npy`` file (no pickles)."""
+    with open_input(uri) as stream:
+        return np.load(io.BytesIO(stream.read()), allow_pickle=False)
+
+
+def write_array(uri: str, array: np.ndarray) -> None:
+    """``array`` as a ``.npy`` file."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    with open_output(uri) as stream:
+        stream.write(buffer.getvalue())
 
 
 def read_table(uri: str) -> pd.DataFrame:

@@ -5,6 +5,7 @@ import pytest
 
 from fashionrec.config import (
     POOLINGS,
+    FUTURE_SET_SETTINGS,
     ConfigError,
     EvaluateConfig,
     PipelineConfig,
@@ -60,11 +61,17 @@ def test_unknown_json_field_is_rejected_with_its_section():
     ({"serving.table_dtype": "int8"}, "serving.table_dtype: 'int8' is not one of float32, float16"),
     ({"serving.http_port": 70_000}, "serving.http_port: must be at most 65535, got 70000"),
     ({"serving.default_top_k": 5_000}, "serving.default_top_k: must be at most max_top_k (1000), got 5000"),
+    ({"transform.next_event_examples": False}, "transform.next_event_examples: train.objective=next_event trains on"),
 ])
 def test_a_bad_value_names_the_field_and_what_it_accepts(overrides, message):
     with pytest.raises(ConfigError) as raised:
         PipelineConfig().with_overrides(overrides)
     assert str(raised.value).startswith(message)
+
+
+def test_the_future_set_objective_needs_no_next_event_examples():
+    assert not PipelineConfig().with_overrides(FUTURE_SET_SETTINGS).transform.next_event_examples
+    assert PipelineConfig().with_overrides({"train.objective": "future_set"}).transform.next_event_examples  # allowed
 
 
 def test_sections_check_themselves_when_built_directly():

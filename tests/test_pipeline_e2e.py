@@ -14,7 +14,8 @@ from fashionrec.config import FUTURE_SET_SETTINGS, PipelineConfig, dataset_confi
 from fashionrec.model.aggregation import AGGREGATION_FILE
 from fashionrec.app.customers import load_events, recent_history
 from fashionrec.evaluation.evaluate import evaluate
-from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TRAIN_EVENTS_FILE
+from fashionrec.artifacts import HOLDOUT_EVENTS_FILE, TARGET_COUNTS_FILE, TRAIN_EVENTS_FILE, TRAIN_EXAMPLES_DIR
+from fashionrec.stages.train import count_example_targets
 from fashionrec.artifacts import EMBEDDINGS_FILE
 from fashionrec.embeddings_file import read_embeddings, read_popularity_prior, write_embeddings
 from fashionrec.repository.manifest import MANIFEST_FILE
@@ -81,6 +82,14 @@ def test_model_beats_popularity_and_is_published(run):
         "repository_uri": str(run.model_repository), "version": 1, "blessed": True, "gate_metric": "recall@20",
         "metrics": {"recall@20": metrics["model"]["recall@20"], "ndcg@10": metrics["model"]["ndcg@10"]},
         "embedding_dim": CONFIG.train.embedding_dim, "num_products": manifest["versions"][0]["num_products"]}
+
+
+def test_the_transform_counts_each_products_training_targets_as_its_examples_hold_them(run):
+    transformed = run.artifact("transform-data", "transformed")
+    counts = np.load(transformed / TARGET_COUNTS_FILE)
+    np.testing.assert_array_equal(counts, count_example_targets(str(transformed), len(counts)))
+    train = pd.read_parquet(run.artifact("ingest-data", "ingested") / TRAIN_EVENTS_FILE)
+    assert counts.sum() == len(train) - train["customer_id"].nunique() > 0
 
 
 def test_every_catalogue_product_has_an_embedding_including_new_ones(run, catalogue):
@@ -204,3 +213,6 @@ def test_whole_pipeline_runs_on_real_movielens_100k(tmp_path):
     aggregation = json.loads((ml.artifact("export-embeddings", "embeddings") / AGGREGATION_FILE).read_text())
     assert (aggregation["pooling"], aggregation["window"]) == ("mean", config.transform.sequence_length - 1)
     assert json.loads((ml.model_repository / MANIFEST_FILE).read_text())["latest_version"] == 1
+    transformed = ml.artifact("transform-data", "transformed")  # the future-set objective reads no next-event examples
+    assert not list((transformed / TRAIN_EXAMPLES_DIR).glob("part*"))
+    assert np.load(transformed / TARGET_COUNTS_FILE).sum() == len(train) - train["customer_id"].nunique()

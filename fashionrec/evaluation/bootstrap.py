@@ -38,6 +38,25 @@ def paired_difference(
     return Interval(float(difference.mean()), float(interval.low), float(interval.high), confidence)
 
 
+def mean_intervals(samples: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0,
+                   ) -> list[Interval]:
+    """Percentile-bootstrap intervals of each row's mean (``samples``: [rows, customers]), the customers
+    resampled together for every row: one draw for many metrics of the same customers. Each row's interval
+    is the one :func:`paired_difference` gives that row against zeros, with the same seed."""
+    values = np.asarray(samples, np.float64)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError("need a [rows, customers] array with at least one customer")
+    if len(values) == 0:
+        return []
+    if values.shape[1] == 1:  # one customer: every resample is that customer
+        return [Interval(float(v), float(v), float(v), confidence) for v in values[:, 0]]
+    result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=resamples, axis=-1,
+                             method="percentile", vectorized=True, random_state=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return [Interval(float(mean), float(low), float(high), confidence)
+            for mean, low, high in zip(values.mean(axis=1), interval.low, interval.high, strict=True)]
+
+
 def ratio_of_means(
     numerator: np.ndarray, denominator: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0
 ) -> Interval:

@@ -18,7 +18,7 @@ from fashionrec.config import EvaluateConfig, ServingConfig
 from fashionrec.contract.context import CONTEXT_FILE, ContextTables
 from fashionrec.embeddings_file import ExportedEmbeddings, read_exported
 from fashionrec.evaluation import gate, metrics
-from fashionrec.evaluation.bootstrap import paired_difference
+from fashionrec.evaluation.bootstrap import mean_intervals
 from fashionrec.evaluation.holdout_ranking import (
     HoldoutSystems,
     PooledSystem,
@@ -155,9 +155,9 @@ def _slice_summary(slice_values: dict[str, dict[str, dict[str, np.ndarray]]],
         summary[name] = {}
         for system, values in systems.items():
             entry = {"customers": float(len(next(iter(values.values()))))}
-            for metric, per_customer in values.items():
-                interval = paired_difference(per_customer, np.zeros_like(per_customer), config.confidence,
-                                             config.bootstrap_resamples, config.seed)
+            intervals = mean_intervals(np.stack(list(values.values())), config.confidence, config.bootstrap_resamples,
+                                       config.seed)
+            for metric, interval in zip(values, intervals, strict=True):
                 entry.update({metric: interval.mean, f"{metric}_low": interval.low, f"{metric}_high": interval.high})
             summary[name][system] = entry
     return summary

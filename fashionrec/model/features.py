@@ -149,11 +149,17 @@ def train_dataset(transformed_dir: str, history_length: int, batch_size: int, se
                              lambda records: _dense_history(tf.io.parse_example(records, spec), history_length))
 
 
-def sequence_dataset(transformed_dir: str, features: tuple[str, ...], batch_size: int, seed: int) -> tf.data.Dataset:
+def sequence_dataset(transformed_dir: str, features: tuple[str, ...], batch_size: int, seed: int,
+                     length: int) -> tf.data.Dataset:
     """Shuffled batches of customer sequences (the transform's ``customer_sequences``), for the future-set
     objective: ``{"sequence_idx", "sequence_weight", "sequence_seconds", "sequence_<feature>"}``, each
-    [batch, longest sequence in the batch], oldest event first, padded with PAD (weight, seconds and context
-    row 0). ``features``: the context features the model learns (each sequence carries their rows)."""
+    [batch_size, length], oldest event first, padded with PAD (weight, seconds and context row 0).
+    ``features``: the context features the model learns (each sequence carries their rows); ``length``: the
+    transform's ``sequence_length``, which no sequence exceeds. An epoch's last batch is filled up with
+    empty sequences (no event, so no target: they add nothing to the loss).
+
+    One shape for every batch lets XLA compile the training step once. The padding costs the step little:
+    its work grows with the catalogue, not with the slots (:func:`fashionrec.model.two_tower.pooled_rows`)."""
     pattern = storage.join(transformed_dir, artifacts.CUSTOMER_SEQUENCES_DIR, "part*")
     files = tf.io.gfile.glob(pattern)
     if not files:
@@ -165,7 +171,8 @@ def sequence_dataset(transformed_dir: str, features: tuple[str, ...], batch_size
 
     def dense(records: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = tf.io.parse_example(records, spec)
-        return {name: tf.sparse.to_dense(value, default_value=PAD if name == "sequence_idx" else 0)
+        return {name: tf.sparse.to_dense(tf.sparse.reset_shape(value, [batch_size, length]),
+                                         default_value=PAD if name == "sequence_idx" else 0)
                 for name, value in parsed.items()}
 
     return _shuffled_batches(files, batch_size, seed, dense)

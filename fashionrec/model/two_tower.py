@@ -175,11 +175,15 @@ def pooled_rows(rows: tf.Tensor, weights: tf.Tensor, table: tf.Tensor) -> tf.Ten
     return tf.matmul(matrix, table) / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-9)
 
 
-def future_set_cuts(valid: tf.Tensor, seed: int) -> tf.Tensor:
+def future_set_cuts(valid: tf.Tensor, seed: int, step: tf.Tensor | int) -> tf.Tensor:
     """Each sequence's cut, drawn uniformly from events 1 to length - 1 (``valid``: [batch, slots], the real
-    events left-aligned), so that at least one event lies on each side of it."""
+    events left-aligned), so that at least one event lies on each side of it.
+
+    The draw is a function of ``(seed, step)`` alone (a stateless generator), so training is reproducible
+    however the step runs and whatever else draws random numbers. (XLA's generator is another
+    implementation: a compiled step cuts other places than the same step run eagerly, as reproducibly.)"""
     length = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
-    draw = tf.random.uniform(tf.shape(length), seed=seed)
+    draw = tf.random.stateless_uniform(tf.shape(length), seed=tf.cast(tf.stack([seed, step]), tf.int64))
     return 1 + tf.cast(draw * tf.cast(tf.maximum(length - 1, 0), tf.float32), tf.int32)
 
 
@@ -288,7 +292,7 @@ class TwoTowerModel(tfrs.Model):
         item-tower pass embeds every product row, OOV buckets included."""
         sequence = features["sequence_idx"]
         valid = sequence != PAD
-        cut = future_set_cuts(valid, self._config.seed)
+        cut = future_set_cuts(valid, self._config.seed, self._steps_taken())
         slot = tf.range(tf.shape(sequence)[1])[None, :]
         before = tf.logical_and(valid, slot < cut[:, None])
         after = tf.logical_and(valid, slot >= cut[:, None])
@@ -305,6 +309,11 @@ class TwoTowerModel(tfrs.Model):
         seen = product_marks(sequence, before, self._num_products)
         targets = tf.logical_and(product_marks(sequence, after, self._num_products), tf.logical_not(seen))
         return future_set_loss(self._in_context(customers, context), embeddings[: self._num_products], seen, targets)
+
+    def _steps_taken(self) -> tf.Tensor | int:
+        """The optimiser's step count (0 before the model is compiled): what seeds a step's random cuts."""
+        optimizer = getattr(self, "optimizer", None)
+        return 0 if optimizer is None else optimizer.iterations
 
     def _in_context(self, customers: tf.Tensor, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """The customer vectors moved by the target events' context (unchanged for a context-free model)."""
@@ -335,10 +344,17 @@ class TwoTowerModel(tfrs.Model):
         gradients = [tf.convert_to_tensor(g) if v.ref() in dense and isinstance(g, tf.IndexedSlices) else g
                      for v, g in zip(variables, tape.gradient(total_loss, variables), strict=True)]
         self.optimizer.apply_gradients(zip(gradients, variables))
-        examples = tf.cast(tf.shape(inputs["sequence_idx" if "sequence_idx" in inputs else "target_idx"])[0],
-                           tf.float32)
+        examples = self._examples(inputs)
         self.loss_per_example.update_state(loss / examples, sample_weight=examples)  # the task sums over examples
         return {"loss": self.loss_per_example.result()}
+
+    @staticmethod
+    def _examples(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """A batch's training examples: its rows, or, for customer sequences, those with an event (a batch of
+        sequences is filled up with empty ones to a fixed size)."""
+        if "sequence_idx" in inputs:
+            return tf.reduce_sum(tf.cast(tf.reduce_any(inputs["sequence_idx"] != PAD, axis=1), tf.float32))
+        return tf.cast(tf.shape(inputs["target_idx"])[0], tf.float32)
 
     @staticmethod
     def _history_rows(history_idx: tf.Tensor) -> tf.Tensor:

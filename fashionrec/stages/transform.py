@@ -3,16 +3,18 @@
 Two Beam pipelines, both runnable on any Beam runner chosen by pipeline options (the local default is
 the DirectRunner family; Dataflow, Flink or Spark by ``TransformConfig.beam_runner``/``beam_options``):
 
-1. **Catalogue features** with tensorflow-transform on the TFXIO path (tf.Example TFRecords): product
+1. **Catalogue features** with tensorflow-transform, fed Arrow record batches read from the catalogue
+   Parquet (TFXIO's tensor adapter, so no tf.Example round trip before the analysers): product
    id vocabulary with OOV buckets, title+description tokens, category/colour/brand vocabularies, price
    quantile buckets and z-score. Writes the transform graph (reusable for new products at serving
    time) and the transformed catalogue, whose rows also carry the price analysers' results
    (``price_boundaries``, ``price_mean``, ``price_var``) for the numpy content tower.
 2. **Interaction examples**: events mapped to product indices with that vocabulary, grouped by
    customer (sharded, so each element is a table, not a row) and turned into next-item training
-   examples (recent history → target), one sequence example per customer (their newest training events,
-   for the future-set objective) and holdout evaluation examples (history before the split → the
-   products interacted with after it).
+   examples (recent history → target; ``TransformConfig.next_event_examples``), one sequence example per
+   customer (their newest training events, for the future-set objective), holdout evaluation examples
+   (history before the split → the products interacted with after it) and each product's count of
+   training targets.
 """
 
 from __future__ import annotations
@@ -69,10 +71,8 @@ def transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> Tr
 
 def _transform(ingested_dir: str, output_dir: str, config: TransformConfig) -> TransformSummary:
     with _tft_temp_dir(config) as temp_dir:
-        with progress.step(f"Beam ({config.beam_runner}): catalogue to tf.Example"):
-            _write_raw_catalogue(ingested_dir, output_dir, config)
         with progress.step("Beam + tensorflow-transform: analyse and transform the catalogue"):
-            _transform_catalogue(output_dir, config, temp_dir)
+            transform_catalogue(ingested_dir, output_dir, config, temp_dir)
     vocabulary = load_product_vocabulary(output_dir)
     with progress.step("Beam: customer histories to training examples, sequences and holdout examples"):
         counts = _build_examples(ingested_dir, output_dir, vocabulary, config)
@@ -171,22 +171,9 @@ def price_features(price, log_price, num_buckets: int) -> dict:
     }
 
 
-def _write_raw_catalogue(ingested_dir: str, output_dir: str, config: TransformConfig) -> None:
-    """Canonical catalogue Parquet → tf.Example TFRecords, the input TFXIO reads."""
-    from tfx_bsl.public.tfxio import RecordBatchToExamplesEncoder
-
-    source = storage.join(ingested_dir, artifacts.CATALOGUE_FILE)
-    with beam.Pipeline(options=pipeline_options(config)) as pipeline:
-        _ = (
-            pipeline
-            | "ReadCatalogue" >> beam.io.ReadFromParquetBatched(source, columns=[*TEXT_COLUMNS, "price"])
-            | "ToExamples" >> beam.Map(lambda table: RecordBatchToExamplesEncoder().encode(_as_lists(table)))
-            | "Write" >> WriteBatchesToTFRecord(storage.join(output_dir, artifacts.RAW_CATALOGUE_DIR, "part"))
-        )
-
-
 def _as_lists(table: pa.Table) -> pa.RecordBatch:
-    """tf.Example features are lists: wrap each scalar column in a one-element list column."""
+    """The tensor adapter reads a dense feature from a list column (as from tf.Examples): wrap each scalar
+    column in a one-element list column (text as binary, price as float32)."""
     columns = {name: table.column(name).combine_chunks() for name in [*TEXT_COLUMNS, "price"]}
     columns = {name: array.cast(pa.binary()) for name, array in columns.items() if name != "price"}
     columns["price"] = table.column("price").combine_chunks().cast(pa.float32())
@@ -199,19 +186,22 @@ def _one_element_lists(array: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, array)
 
 
-def _transform_catalogue(output_dir: str, config: TransformConfig, temp_dir: str) -> None:
+def transform_catalogue(ingested_dir: str, output_dir: str, config: TransformConfig, temp_dir: str) -> None:
+    """The catalogue Parquet through tensorflow-transform: the transformed catalogue and the transform graph
+    under ``output_dir`` (``temp_dir``: TFT's scratch space)."""
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import schema_utils
-    from tfx_bsl.public import tfxio
 
-    schema = schema_utils.schema_from_feature_spec(catalogue_feature_spec())
-    raw = tfxio.TFExampleRecord(file_pattern=storage.join(output_dir, artifacts.RAW_CATALOGUE_DIR, "part*"), schema=schema)
+    source = storage.join(ingested_dir, artifacts.CATALOGUE_FILE)
     with beam.Pipeline(options=pipeline_options(config)) as pipeline:
         with tft_beam.Context(temp_dir=temp_dir):
-            records = pipeline | "ReadRaw" >> raw.BeamSource()
+            batches = (
+                pipeline
+                | "ReadCatalogue" >> beam.io.ReadFromParquetBatched(source, columns=[*TEXT_COLUMNS, "price"])
+                | "AsLists" >> beam.Map(_as_lists)
+            )
             (transformed, _), transform_fn = (
-                records,
-                raw.TensorAdapterConfig(),
+                batches,
+                _catalogue_adapter_config(),
             ) | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
                 make_preprocessing_fn(config), output_record_batches=True
             )
@@ -224,6 +214,18 @@ def _transform_catalogue(output_dir: str, config: TransformConfig, temp_dir: str
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                 storage.join(output_dir, artifacts.TRANSFORM_FN_DIR)
             )
+
+
+def _catalogue_adapter_config():
+    """How TFT reads the :func:`_as_lists` batches as the tensors of :func:`catalogue_feature_spec`."""
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    arrow_schema = pa.schema([*((name, pa.list_(pa.binary())) for name in TEXT_COLUMNS),
+                              ("price", pa.list_(pa.float32()))])
+    schema = schema_utils.schema_from_feature_spec(catalogue_feature_spec())
+    return tensor_adapter.TensorAdapterConfig(
+        arrow_schema, tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
 
 
 def _encode_record_batch(batch: pa.RecordBatch, _: object) -> list[bytes]:
@@ -270,8 +272,17 @@ def _build_examples(
         )
         grouped = (train, holdout) | beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
         examples = grouped | "MakeExamples" >> beam.FlatMap(
-            _shard_examples, config, _split_seconds(ingested_dir), vocabulary)
-        for kind, directory in (("train", artifacts.TRAIN_EXAMPLES_DIR), ("eval", artifacts.EVAL_EXAMPLES_DIR),
+            _shard_examples, config, _split_seconds(ingested_dir), vocabulary, len(index) + config.product_oov_buckets)
+        _ = (
+            examples
+            | "SelectCounts" >> beam.Filter(lambda item: item[0] == "counts")
+            | "Counts" >> beam.Map(lambda item: item[1])
+            | "SumCounts" >> beam.CombineGlobally(_sum_counts, len(index) + config.product_oov_buckets)
+            | "WriteCounts" >> beam.Map(
+                lambda counts: storage.write_array(storage.join(output_dir, artifacts.TARGET_COUNTS_FILE), counts))
+        )
+        kinds = (("train", artifacts.TRAIN_EXAMPLES_DIR),) if config.next_event_examples else ()
+        for kind, directory in (*kinds, ("eval", artifacts.EVAL_EXAMPLES_DIR),
                                 ("sequences", artifacts.CUSTOMER_SEQUENCES_DIR)):
             _ = (
                 examples
@@ -316,16 +327,19 @@ def epoch_seconds(timestamps: pd.Series) -> pd.Series:
 
 def _shard_examples(
     element: tuple[int, Iterable[tuple[str, pd.DataFrame]]], config: TransformConfig, split_seconds: int,
-    vocabulary: context.ContextVocabulary,
-) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """All events of a shard's customers → train examples, customer sequences and eval examples."""
+    vocabulary: context.ContextVocabulary, num_rows: int,
+) -> Iterator[tuple[str, pa.RecordBatch | np.ndarray]]:
+    """All events of a shard's customers → train examples (with ``config.next_event_examples``), customer
+    sequences, eval examples and the shard's target counts over ``num_rows`` product rows."""
     _, parts = element
     parts = list(parts)
     train = _concat([p for s, p in parts if s == "train"])
     holdout = _concat([p for s, p in parts if s == "holdout"])
     train = train.sort_values(["customer_id", "seconds"], kind="stable")
     holdout = holdout.sort_values(["customer_id", "seconds"], kind="stable")
-    yield "train", next_item_examples(train, config.history_length, config.target_horizon_events, vocabulary)
+    if config.next_event_examples:
+        yield "train", next_item_examples(train, config.history_length, config.target_horizon_events, vocabulary)
+    yield "counts", target_counts(train, num_rows)
     yield "sequences", customer_sequences(train, config.sequence_length, vocabulary)
     yield "eval", holdout_examples(train, holdout, split_seconds)
 
@@ -402,6 +416,18 @@ def customer_sequences(train: pd.DataFrame, sequence_length: int,
         {"customer_id": _one_element_lists(pa.array(customers[starts].astype(str), type=pa.binary())),
          **{f"sequence_{name}": pa.ListArray.from_arrays(offsets, pa.array(values[gather]))
             for name, values in columns.items()}})
+
+
+def target_counts(train: pd.DataFrame, num_rows: int) -> np.ndarray:
+    """How often each of ``num_rows`` product rows is a training target: every event of ``train`` (sorted by
+    customer) but each customer's first, as :func:`next_item_examples` makes examples of them."""
+    targets = train["product_idx"].to_numpy(np.int64)[~_first_of_customer(train["customer_id"].to_numpy())]
+    return np.bincount(targets, minlength=num_rows).astype(np.float64)
+
+
+def _sum_counts(counts: Iterable[np.ndarray], num_rows: int) -> np.ndarray:
+    """The shards' target counts summed (zeros when there are none): Beam combines partial sums with it too."""
+    return sum(counts, np.zeros(num_rows, np.float64))
 
 
 def _first_of_customer(customers: np.ndarray) -> np.ndarray:

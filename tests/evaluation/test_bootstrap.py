@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fashionrec.evaluation.bootstrap import paired_difference, paired_ratio_of_means, ratio_of_means
+from fashionrec.evaluation.bootstrap import mean_intervals, paired_difference, paired_ratio_of_means, ratio_of_means
 
 
 def test_identical_systems_give_a_zero_width_interval_at_zero():
@@ -32,6 +32,22 @@ def test_interval_width_matches_the_normal_approximation():
     interval = paired_difference(difference, np.zeros(4000), confidence=0.95, resamples=2000, seed=6)
     expected_half_width = 1.96 * difference.std() / np.sqrt(4000)
     assert (interval.high - interval.low) / 2 == pytest.approx(expected_half_width, rel=0.1)
+
+
+def test_many_means_in_one_draw_give_each_rows_own_interval():
+    rng = np.random.default_rng(7)
+    rows = np.stack([rng.random(500), rng.normal(0.2, 1.0, 500), np.full(500, 0.25), (rng.random(500) < 0.1) * 1.0])
+    intervals = mean_intervals(rows, confidence=0.9, resamples=500, seed=3)
+    for row, interval in zip(rows, intervals, strict=True):
+        single = paired_difference(row, np.zeros_like(row), confidence=0.9, resamples=500, seed=3)
+        assert (interval.mean, interval.low, interval.high) == pytest.approx((single.mean, single.low, single.high),
+                                                                             rel=1e-12)
+    assert (intervals[2].low, intervals[2].high) == pytest.approx((0.25, 0.25))  # no spread, no width
+    assert mean_intervals(np.zeros((0, 3))) == []
+    one = mean_intervals(np.array([[0.5], [2.0]]))  # a slice of one customer
+    assert [(i.mean, i.low, i.high) for i in one] == [(0.5, 0.5, 0.5), (2.0, 2.0, 2.0)]
+    with pytest.raises(ValueError):
+        mean_intervals(np.zeros((2, 0)))
 
 
 def test_mismatched_inputs_are_rejected():

@@ -83,6 +83,29 @@ def test_ease_weights_match_the_closed_form_on_a_hand_computed_gram_matrix():
     np.testing.assert_allclose(weights, [[0, 0.4, 0.4], [0.5, 0, -0.2], [0.5, -0.2, 0]], atol=1e-6)
 
 
+def test_the_dense_gram_sums_its_blocks_of_customers_exactly():
+    from scipy.sparse import csr_matrix
+
+    from fashionrec.evaluation.systems import dense_gram
+
+    x = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]], np.float32)
+    # X^T X by hand: column sums on the diagonal, co-occurrences off it
+    expected = [[3, 2, 2], [2, 3, 2], [2, 2, 4]]
+    for rows_per_block in (1, 2, 5, 8):  # one customer a block, a partial last block, one block, a larger block
+        gram = dense_gram(csr_matrix(x), rows_per_block)
+        assert gram.dtype == np.float64 and gram.tolist() == expected
+
+
+def test_a_lower_triangle_is_mirrored_in_place_band_by_band():
+    from fashionrec.evaluation.systems import _lower_mirrored
+
+    square = np.array([[1.0, 9, 9], [2, 3, 9], [4, 5, 6]])  # 9: whatever the upper triangle held
+    for band in (1, 2, 3, 4):
+        mirrored = _lower_mirrored(square.copy(), band)
+        assert mirrored.tolist() == [[1, 2, 4], [2, 3, 5], [4, 5, 6]]
+    assert _lower_mirrored(square, 2) is square
+
+
 def test_ease_recommends_what_co_occurs_with_the_history_and_never_the_history():
     from fashionrec.evaluation.systems import ease_system
 

@@ -351,9 +351,20 @@ def test_product_marks_flag_the_masked_slots_catalogue_products_only():
 
 def test_future_set_cuts_leave_an_event_on_each_side_and_reach_every_such_place():
     valid = tf.constant([[True, True, False, False, False], [True] * 5])
-    cuts = np.stack([future_set_cuts(valid, 11).numpy() for _ in range(200)])
+    cuts = np.stack([future_set_cuts(valid, 11, step).numpy() for step in range(200)])
     assert set(cuts[:, 0]) == {1}
     assert set(cuts[:, 1]) == {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_future_set_cuts_are_a_function_of_the_seed_and_step_alone(jit_compile):
+    valid = tf.constant([[True] * 50] * 64)
+    cuts = tf.function(future_set_cuts, jit_compile=jit_compile)
+    first = cuts(valid, 11, tf.constant(0, tf.int64)).numpy()
+    tf.random.uniform([3])  # other random draws in between change nothing
+    np.testing.assert_array_equal(cuts(valid, 11, tf.constant(0, tf.int64)).numpy(), first)
+    assert not np.array_equal(cuts(valid, 11, tf.constant(1, tf.int64)).numpy(), first)
+    assert not np.array_equal(cuts(valid, 12, tf.constant(0, tf.int64)).numpy(), first)
 
 
 def _future_set_model(context_sizes=None, pooling="recency"):
@@ -375,6 +386,24 @@ def test_the_future_set_objective_pools_before_the_cut_and_scores_every_product_
     # masked logits [-, 0, 0, -1] with target 1, and [0, -, 0, 0] with target 0
     expected = np.log(2 + 1 / np.e) + np.log(3)
     np.testing.assert_allclose(model.compute_loss(features).numpy(), expected, rtol=1e-5)
+    filled = {name: tf.concat([value, tf.zeros_like(value[:1]) + (PAD if name == "sequence_idx" else 0)], axis=0)
+              for name, value in features.items()}  # an empty sequence, as fills an epoch's last batch
+    np.testing.assert_allclose(model.compute_loss(filled).numpy(), expected, rtol=1e-5)
+
+
+def test_a_compiled_future_set_step_reports_the_loss_per_sequence_not_counting_the_empty_ones():
+    import tf_keras
+
+    catalogue = _catalogue()
+    config = TrainConfig(embedding_dim=8, learning_rate=0.0, id_dropout=0.0, objective="future_set")
+    model = TwoTowerModel(catalogue, config, np.full(catalogue.num_rows, 0.2), EVENTS)
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate), jit_compile=True)
+    features = {"sequence_idx": tf.constant([[0, 1], [2, 3], [PAD, PAD]], tf.int64),
+                "sequence_weight": tf.constant([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]),
+                "sequence_seconds": tf.constant([[0, 60], [0, 60], [0, 0]], tf.int64)}
+    total = float(model.compute_loss(features).numpy())  # two events each: the same cut whatever the draw
+    history = model.fit(tf.data.Dataset.from_tensors(features), epochs=1, verbose=0)
+    np.testing.assert_allclose(history.history["loss"], [total / 2], rtol=1e-5)
 
 
 def test_the_future_set_objective_moves_the_customer_by_the_context_of_the_first_event_after_the_cut():

@@ -83,8 +83,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                            "timestamp": pd.to_datetime(["2026-06-01", "2026-06-02", "2026-06-03"], utc=True)})
     events.to_parquet(Path(ingested) / artifacts.TRAIN_EVENTS_FILE)  # export derives a popularity prior from them
     with transform_files._tft_temp_dir(TRANSFORM) as temp_dir:
-        transform_files._write_raw_catalogue(ingested, transformed, TRANSFORM)
-        transform_files._transform_catalogue(transformed, TRANSFORM, temp_dir)
+        transform_files.transform_catalogue(ingested, transformed, TRANSFORM, temp_dir)
     features = load_catalogue_features(transformed, TRANSFORM.max_title_tokens, TRANSFORM.product_oov_buckets)
     tower = ItemTower(features, TRAIN, np.zeros(features.num_rows))
     tower(tf.constant([0], tf.int64))

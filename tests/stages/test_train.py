@@ -6,10 +6,10 @@ import tensorflow as tf
 
 from fashionrec import storage
 from fashionrec.config import OBJECTIVES, TrainConfig, TransformConfig
-from fashionrec.model.features import sequence_dataset, train_dataset
+from fashionrec.model.features import PAD, sequence_dataset, train_dataset
 from fashionrec.stages.train import (_epochs, load_saved_configs, saved_target_counts, steps_per_epoch,
-                                     write_target_counts)
-from fashionrec.artifacts import CUSTOMER_SEQUENCES_DIR, TRAIN_CONFIG_FILE, TRAIN_EXAMPLES_DIR
+                                     target_counts, write_target_counts)
+from fashionrec.artifacts import CUSTOMER_SEQUENCES_DIR, TARGET_COUNTS_FILE, TRAIN_CONFIG_FILE, TRAIN_EXAMPLES_DIR
 
 
 def test_a_model_saved_before_the_id_fade_in_loads_with_it_off(tmp_path):
@@ -57,19 +57,23 @@ def test_the_future_set_objective_trains_on_customer_sequences_a_batch_of_custom
     _write_train_examples(tmp_path, [0, 1, 2, 3, 4])
     _write_sequences(tmp_path, [[0, 1], [2, 3, 1], [4, 0, 2, 1]])
     config = TrainConfig(objective="future_set", customers_per_batch=2)
-    examples, batches, steps = _training_data(str(tmp_path), config, TransformConfig(), np.ones(5), ())
+    examples, batches, steps = _training_data(str(tmp_path), config, TransformConfig(sequence_length=6),
+                                              np.ones(5), ())
     assert (examples, steps) == (3, 2)  # customers, not events
     first, second = list(batches.take(2))
-    assert sorted(len(b["sequence_idx"]) for b in (first, second)) == [1, 2]
-    padded = first["sequence_idx"].numpy()
-    assert padded.shape[1] == max((padded >= 0).sum(axis=1))  # padded to the batch's longest sequence
+    for batch in (first, second):  # one shape: customers_per_batch × the transform's sequence length
+        assert {name: tuple(value.shape) for name, value in batch.items()} == {
+            "sequence_idx": (2, 6), "sequence_weight": (2, 6), "sequence_seconds": (2, 6)}
+        assert batch["sequence_idx"].numpy()[:, 4:].tolist() == [[PAD] * 2] * 2
     firsts = [b["sequence_idx"].numpy()[:, 0].tolist() for b in (first, second)]
-    assert sorted(firsts[0] + firsts[1]) == [0, 2, 4]  # every customer once
+    assert sorted(firsts[0] + firsts[1]) == [PAD, 0, 2, 4]  # every customer once; the last batch filled up
+    empty = [row for b in (first, second) for row in b["sequence_idx"].numpy().tolist() if row[0] == PAD]
+    assert empty == [[PAD] * 6]
 
 
 def test_an_older_transform_without_sequences_says_to_transform_again(tmp_path):
     with pytest.raises(FileNotFoundError, match="no customer sequences at .*transform with this version"):
-        sequence_dataset(str(tmp_path), (), 2, 11)
+        sequence_dataset(str(tmp_path), (), 2, 11, 1_000)
 
 
 def test_each_epoch_of_the_repeated_dataset_is_one_whole_pass_over_the_examples(tmp_path):
@@ -104,3 +108,13 @@ def test_export_reads_the_target_counts_training_saved_and_recounts_for_an_older
     assert saved_target_counts(str(transformed), str(model), 5).tolist() == [7, 0, 1, 0, 2]  # saved: read, not counted
     with pytest.raises(ValueError, match=r"of shape \(5,\), the transformed catalogue has 6 product rows"):
         saved_target_counts(str(transformed), str(model), 6)
+
+
+def test_training_reads_the_transforms_target_counts_and_counts_an_older_transforms_examples(tmp_path):
+    _write_train_examples(tmp_path, [0, 2, 2, 3])
+    assert target_counts(str(tmp_path), 5).tolist() == [1, 0, 2, 1, 0]  # an older transform: counted
+    storage.write_array(str(tmp_path / TARGET_COUNTS_FILE), np.array([4.0, 0.0, 3.0, 1.0, 0.0]))
+    assert target_counts(str(tmp_path), 5).tolist() == [4, 0, 3, 1, 0]  # as the transform counted them
+    with pytest.raises(ValueError, match=r"of shape \(5,\), the transformed catalogue has 4 product rows: the "
+                                         "transform's outputs do not belong together"):
+        target_counts(str(tmp_path), 4)

@@ -1,7 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from fashionrec.stages.transform import customer_sequences, holdout_examples, next_item_examples
+from fashionrec.stages.transform import (_sum_counts, customer_sequences, holdout_examples, next_item_examples,
+                                         target_counts)
 
 TRAIN = pd.DataFrame(
     {  # sorted by customer, then time
@@ -20,6 +21,15 @@ def test_next_item_examples_use_the_previous_events_up_to_the_history_length():
     assert batch["history_weight"] == [[1.0], [1.0, 2.0], [2.0, 3.0], [6.0]]
     assert batch["target_idx"] == [[11], [12], [13], [31]]
     assert batch["history_age_days"] == [[1.0], [2.0, 1.0], [3.0, 2.0], [1.0]]  # days before the target
+
+
+def test_target_counts_count_every_event_but_each_customers_first_as_the_examples_do():
+    shifted = TRAIN.assign(product_idx=[0, 1, 1, 3, 2, 3, 4])  # A: 0 1 1 3, B: 2, C: 3 4
+    assert target_counts(shifted, 6).tolist() == [0, 2, 0, 1, 1, 0]  # A: 1, 1, 3; C: 4
+    targets = np.concatenate(next_item_examples(shifted, history_length=2).to_pydict()["target_idx"])
+    assert target_counts(shifted, 6).tolist() == np.bincount(targets, minlength=6).tolist()
+    assert _sum_counts([np.array([1.0, 0.0]), np.array([2.0, 5.0])], 2).tolist() == [3.0, 5.0]
+    assert _sum_counts([], 2).tolist() == [0.0, 0.0]  # no shard: zeros
 
 
 def test_customer_sequences_keep_each_customers_newest_events_and_skip_a_single_event():
