@@ -6,6 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -88,6 +89,22 @@ def test_parquet_round_trip(root: str) -> None:
     storage.makedirs(storage.join(root, "ingested"))
     storage.write_parquet(frame, uri)
     pd.testing.assert_frame_equal(storage.read_table(uri), frame)
+
+
+def test_array_round_trip_keeps_values_dtype_and_shape(root: str) -> None:
+    array = np.array([[1.5, 0.0], [2.0, 7.25]], np.float64)
+    uri = storage.join(root, "transformed", "target_counts.npy")
+    storage.makedirs(storage.join(root, "transformed"))
+    storage.write_array(uri, array)
+    read = storage.read_array(uri)
+    assert read.dtype == np.float64 and read.tolist() == [[1.5, 0.0], [2.0, 7.25]]
+
+
+def test_an_array_file_never_unpickles(tmp_path: Path) -> None:
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="pickle"):
+        storage.read_array(str(path))
 
 
 def test_csv_is_read_as_text(root: str) -> None:
