@@ -67,8 +67,8 @@ def test_a_bundled_dataset_brings_its_own_validated_settings_under_the_users_ove
     assert shop.train.recency_half_life_days == 60.0
     assert build_config("default", (), "canonical") == PipelineConfig()  # a retailer's own data: the defaults
     movielens = build_config("default", (), "movielens-1m")
-    assert movielens.export.popularity_prior_weight == 2.0
-    assert (movielens.train.objective, movielens.train.epochs) == ("future_set", 40)
+    assert movielens.export.popularity_prior_weight == 6.0
+    assert (movielens.train.objective, movielens.train.epochs) == ("next_event", 2)
     mine = build_config("default", ("train.recency_half_life_days=3",), "synthetic")
     assert mine.train.recency_half_life_days == 3.0 and mine.train.recency_half_life_events == 0  # --set wins
 
