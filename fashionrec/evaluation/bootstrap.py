@@ -32,10 +32,7 @@ def paired_difference(
         raise ValueError("need one value per customer for both systems, and at least one customer")
     if np.all(difference == difference[0]):  # no spread: every resample has the same mean
         return Interval(float(difference[0]), float(difference[0]), float(difference[0]), confidence)
-    result = stats.bootstrap((difference,), np.mean, confidence_level=confidence, n_resamples=resamples,
-                             method="percentile", vectorized=True, random_state=np.random.default_rng(seed))
-    interval = result.confidence_interval
-    return Interval(float(difference.mean()), float(interval.low), float(interval.high), confidence)
+    return mean_intervals(difference[None, :], confidence, resamples, seed)[0]
 
 
 def mean_intervals(samples: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0,

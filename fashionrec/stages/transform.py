@@ -250,6 +250,7 @@ def _build_examples(
     ingested_dir: str, output_dir: str, vocabulary: list[str], config: TransformConfig
 ) -> dict[str, int]:
     index = {product: i for i, product in enumerate(vocabulary)}
+    num_rows = len(index) + config.product_oov_buckets  # product rows, the OOV buckets included
     train_source = storage.join(ingested_dir, artifacts.TRAIN_EVENTS_FILE)
     holdout_source = storage.join(ingested_dir, artifacts.HOLDOUT_EVENTS_FILE)
     columns = ["customer_id", "product_id", "weight", "timestamp"]
@@ -272,12 +273,12 @@ def _build_examples(
         )
         grouped = (train, holdout) | beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
         examples = grouped | "MakeExamples" >> beam.FlatMap(
-            _shard_examples, config, _split_seconds(ingested_dir), vocabulary, len(index) + config.product_oov_buckets)
+            _shard_examples, config, _split_seconds(ingested_dir), vocabulary, num_rows)
         _ = (
             examples
             | "SelectCounts" >> beam.Filter(lambda item: item[0] == "counts")
             | "Counts" >> beam.Map(lambda item: item[1])
-            | "SumCounts" >> beam.CombineGlobally(_sum_counts, len(index) + config.product_oov_buckets)
+            | "SumCounts" >> beam.CombineGlobally(_sum_counts, num_rows)
             | "WriteCounts" >> beam.Map(
                 lambda counts: storage.write_array(storage.join(output_dir, artifacts.TARGET_COUNTS_FILE), counts))
         )
