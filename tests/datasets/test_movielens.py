@@ -6,7 +6,7 @@ import pytest
 from fashionrec.stages import ingest
 from fashionrec.config import IngestConfig
 from fashionrec.datasets import prepare_dataset
-from fashionrec.datasets.movielens import RATING_TO_EVENT
+from fashionrec.datasets.movielens import RATING_TO_EVENT, utc_wall_clock
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,16 @@ def test_ratings_map_to_event_types_on_real_rows(ml100k):
     assert (toy_story["title"], toy_story["category"], toy_story["brand"]) == ("Toy Story", "Animation", "1990s")
     assert "Comedy" in toy_story["description"]
     assert set(RATING_TO_EVENT.values()) == set(events["event_type"])
+
+
+def test_utc_wall_clock_formats_epoch_seconds_and_keeps_missing_ones_missing():
+    # 0 is the epoch; 86,399 s its day's last second; 951,782,400 s = 11,016 days = 2000-02-29 (a leap day)
+    seconds = pd.Series([0, 86_399, None, 951_782_400], dtype="Int64", index=[7, 8, 9, 10])
+    wall = utc_wall_clock(seconds)
+    assert wall.dtype == "string" and wall.index.tolist() == [7, 8, 9, 10]
+    assert wall.tolist()[:2] == ["1970-01-01T00:00:00+00:00", "1970-01-01T23:59:59+00:00"]
+    assert wall.isna().tolist() == [False, False, True, False]
+    assert wall[10] == "2000-02-29T00:00:00+00:00"
 
 
 def test_ingest_accepts_every_ml100k_row(ml100k):
