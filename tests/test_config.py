@@ -62,6 +62,8 @@ def test_unknown_json_field_is_rejected_with_its_section():
     ({"serving.http_port": 70_000}, "serving.http_port: must be at most 65535, got 70000"),
     ({"serving.default_top_k": 5_000}, "serving.default_top_k: must be at most max_top_k (1000), got 5000"),
     ({"transform.next_event_examples": False}, "transform.next_event_examples: train.objective=next_event trains on"),
+    ({"train.weight_averaging": 1.0}, "train.weight_averaging: a momentum of 1 never moves the average"),
+    ({"train.weight_averaging": 1.5}, "train.weight_averaging: must be at most 1.0, got 1.5"),
 ])
 def test_a_bad_value_names_the_field_and_what_it_accepts(overrides, message):
     with pytest.raises(ConfigError) as raised:

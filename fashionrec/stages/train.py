@@ -14,6 +14,7 @@ from fashionrec import storage
 from fashionrec.config import TrainConfig, TransformConfig
 from fashionrec.model.features import (CatalogueFeatures, count_records, load_catalogue_features,
                                        sequence_dataset, train_dataset)
+from fashionrec.model.averaging import WeightAveraging
 from fashionrec.model.two_tower import ItemTower, TwoTowerModel
 from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE
 from fashionrec.stages.context import ContextVocabulary, chosen
@@ -65,7 +66,8 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     examples, batches, steps = _training_data(transformed_dir, config, transform_config, counts, features)
     started = time.perf_counter()
     timer = _EpochTimer()
-    history = model.fit(batches, epochs=config.epochs, steps_per_epoch=steps, verbose=2, callbacks=[timer])
+    averaging = [WeightAveraging(config.weight_averaging)] if config.weight_averaging else []
+    history = model.fit(batches, epochs=config.epochs, steps_per_epoch=steps, verbose=2, callbacks=[timer, *averaging])
     seconds = time.perf_counter() - started
     tf.train.Checkpoint(item_tower=model.item_tower).write(storage.join(model_dir, artifacts.CHECKPOINT_PREFIX))
     write_target_counts(model_dir, counts)
