@@ -49,6 +49,9 @@ from fashionrec.contract.ops import SECONDS_PER_DAY
 from fashionrec.model.context import ContextAdjustment
 from fashionrec.model.features import PAD, CatalogueFeatures
 
+# How much faster XLA runs a next-event step of fixed shapes (every product row embedded) than the eager
+# step over a batch's distinct products, per product embedded (measured on two CPU cores; embeds_every_row).
+XLA_STEP_SPEEDUP = 2.0
 
 class ItemTower(tf_keras.Model):
     """Product index → embedding, from content features and a learned id embedding."""
@@ -175,6 +178,20 @@ def pooled_rows(rows: tf.Tensor, weights: tf.Tensor, table: tf.Tensor) -> tf.Ten
     return tf.matmul(matrix, table) / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-9)
 
 
+def embeds_every_row(target_counts: np.ndarray, batch_slots: int) -> bool:
+    """Whether a next-event step should embed every product row rather than its batch's distinct products.
+
+    A batch of ``batch_slots`` product slots (examples × (history + target)) holds about
+    ``sum_i 1 - (1 - p_i) ** batch_slots`` distinct products, p_i a product's share of the training targets.
+    Embedding every row does more work than that, but has fixed shapes, so XLA compiles the step, which
+    then runs about twice as fast (MovieLens-1M on two CPU cores: 51-77 ms against 105-155 ms a step of
+    1,024 examples, 3,884 rows). So every row wins while the catalogue is under ``XLA_STEP_SPEEDUP`` times
+    the expected distinct products: on ML-1M and the embedded shop, not on a 100k-product catalogue."""
+    shares = np.asarray(target_counts, np.float64) / max(float(np.sum(target_counts)), 1.0)
+    expected_distinct = float(np.sum(-np.expm1(batch_slots * np.log1p(-np.minimum(shares, 1.0 - 1e-12)))))
+    return len(shares) <= XLA_STEP_SPEEDUP * expected_distinct
+
+
 def future_set_cuts(valid: tf.Tensor, seed: int, step: tf.Tensor | int) -> tf.Tensor:
     """Each sequence's cut, drawn uniformly from events 1 to length - 1 (``valid``: [batch, slots], the real
     events left-aligned), so that at least one event lies on each side of it.
@@ -228,11 +245,14 @@ class TwoTowerModel(tfrs.Model):
     """Next-product retrieval: customer history → the product interacted with next."""
 
     def __init__(self, catalogue: CatalogueFeatures, config: TrainConfig, candidate_probability: np.ndarray,
-                 interaction_counts: np.ndarray, context_sizes: Mapping[str, int] | None = None) -> None:
+                 interaction_counts: np.ndarray, context_sizes: Mapping[str, int] | None = None,
+                 embeds_every_row: bool = False) -> None:
         """``context_sizes``: each context feature the model learns -> its number of known values (none:
-        context-free)."""
+        context-free). ``embeds_every_row``: a next-event step embeds every product row instead of its batch's
+        distinct products (:func:`embeds_every_row`), which gives the step the fixed shapes XLA compiles."""
         super().__init__()
         self._config = config
+        self.embeds_every_row = embeds_every_row
         self.item_tower = ItemTower(catalogue, config, interaction_counts)
         self.context = ContextAdjustment(context_sizes, config.embedding_dim, name="context") if context_sizes else None
         self.attention = AttentionPooling(config.embedding_dim, name="attention_pooling") if config.pooling == "attention" else None
@@ -267,8 +287,11 @@ class TwoTowerModel(tfrs.Model):
         if self._config.extra_negatives:
             negatives = tf.random.uniform([self._config.extra_negatives], 0, self._num_products, tf.int64)
             candidate_ids = tf.concat([candidate_ids, negatives], axis=0)
-        unique, position = tf.unique(tf.concat([history_rows, candidate_ids], axis=0))
-        embeddings = self.item_tower(unique, training=training)
+        if self.embeds_every_row:
+            rows, position = tf.range(self._num_rows, dtype=tf.int64), tf.concat([history_rows, candidate_ids], 0)
+        else:
+            rows, position = tf.unique(tf.concat([history_rows, candidate_ids], axis=0))
+        embeddings = self.item_tower(rows, training=training)
         customers = self._in_context(self._pool(tf.gather(embeddings, position[: tf.size(history_rows)]), features),
                                      features)
         candidates = tf.gather(embeddings, position[tf.size(history_rows):])

@@ -15,7 +15,7 @@ from fashionrec.config import TrainConfig, TransformConfig
 from fashionrec.model.features import (CatalogueFeatures, count_records, load_catalogue_features,
                                        sequence_dataset, train_dataset)
 from fashionrec.model.averaging import WeightAveraging
-from fashionrec.model.two_tower import ItemTower, TwoTowerModel
+from fashionrec.model.two_tower import ItemTower, TwoTowerModel, embeds_every_row
 from fashionrec.contract.context import CLOCK_SIZES, CONTEXT_FILE
 from fashionrec.stages.context import ContextVocabulary, chosen
 
@@ -60,9 +60,11 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     probability = (counts + 1.0) / (counts.sum() + len(counts))  # in-batch sampling probability, for logQ
     vocabulary = ContextVocabulary.read(transformed_dir)
     features = chosen(vocabulary, config.context_features)
+    every_row = config.objective == "next_event" and config.negatives == "in_batch" and embeds_every_row(
+        counts, config.batch_size * (transform_config.history_length + 1))
     model = TwoTowerModel(catalogue, config, probability, counts,
-                          {f: CLOCK_SIZES.get(f) or len(vocabulary.values[f]) for f in features})
-    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate), jit_compile=_compiles(config))
+                          {f: CLOCK_SIZES.get(f) or len(vocabulary.values[f]) for f in features}, every_row)
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate), jit_compile=_compiles(config, every_row))
     examples, batches, steps = _training_data(transformed_dir, config, transform_config, counts, features)
     started = time.perf_counter()
     timer = _EpochTimer()
@@ -85,11 +87,12 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
     )
 
 
-def _compiles(config: TrainConfig) -> bool:
-    """Whether XLA compiles the training step: for the future-set objective, whose step has static shapes
-    (``sequence_dataset``) and about halves under XLA (MovieLens-1M on two CPU cores: 36 against 19-24 ms).
-    A next-event step embeds its batch's distinct products (``tf.unique``), a shape XLA cannot fix."""
-    return config.objective == "future_set"
+def _compiles(config: TrainConfig, every_row: bool) -> bool:
+    """Whether XLA compiles the training step: where its shapes are fixed, which about halves it on two CPU
+    cores. A future-set step's are (``sequence_dataset``; 36 against 19-24 ms on MovieLens-1M), and a
+    next-event step's where it embeds every product row (``every_row``; 105-155 against 51-77 ms). A
+    next-event step over its batch's distinct products (``tf.unique``) has a shape XLA cannot fix."""
+    return config.objective == "future_set" or every_row
 
 
 def _training_data(transformed_dir: str, config: TrainConfig, transform_config: TransformConfig, counts: np.ndarray,

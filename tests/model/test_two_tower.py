@@ -4,9 +4,10 @@ import tensorflow as tf
 
 from fashionrec.config import ConfigError, TrainConfig
 from fashionrec.model.features import PAD, CatalogueFeatures
-from fashionrec.model.two_tower import (AttentionPooling, ItemTower, TwoTowerModel, customer_vectors,
-                                        future_set_cuts, future_set_loss, inverse_examination, pooled_rows,
-                                        pooling_weights, product_marks, row_totals)
+from fashionrec.model.two_tower import (XLA_STEP_SPEEDUP, AttentionPooling, ItemTower, TwoTowerModel,
+                                        customer_vectors, embeds_every_row, future_set_cuts, future_set_loss,
+                                        inverse_examination, pooled_rows, pooling_weights, product_marks,
+                                        row_totals)
 from fashionrec.contract import ops
 
 
@@ -72,13 +73,14 @@ def test_training_reduces_the_loss_on_a_learnable_toy_problem():
     assert after < 0.2 * before
 
 
-def test_reported_loss_is_the_epochs_mean_per_example_with_a_partial_last_batch():
+@pytest.mark.parametrize("every_row", [False, True])  # every row: compiled by XLA, as training compiles it
+def test_reported_loss_is_the_epochs_mean_per_example_with_a_partial_last_batch(every_row):
     import tf_keras
 
     catalogue = _catalogue()
     config = TrainConfig(embedding_dim=8, id_dropout=0.0, learning_rate=0.0)  # the model stays as it is
-    model = TwoTowerModel(catalogue, config, np.full(5, 0.2), EVENTS)
-    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    model = TwoTowerModel(catalogue, config, np.full(5, 0.2), EVENTS, embeds_every_row=every_row)
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate), jit_compile=every_row)
     full = {"history_idx": tf.constant([[0, PAD], [2, PAD], [1, 3]], tf.int64),
             "history_weight": tf.constant([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]]),
             "target_idx": tf.constant([1, 3, 0], tf.int64)}
@@ -134,6 +136,43 @@ def test_ips_training_weighs_each_example_by_its_targets_inverse_examination(deb
     per_example = _softmax_losses(model.embed_history(features).numpy(),
                                   model.item_tower(features["target_idx"]).numpy())
     np.testing.assert_allclose(loss, float(np.dot(expected_weights, per_example)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("extra_negatives", [0, 2])
+def test_embedding_every_row_gives_the_loss_of_embedding_the_batchs_distinct_products(extra_negatives):
+    config = TrainConfig(embedding_dim=8, id_dropout=0.0, extra_negatives=extra_negatives)
+    model = TwoTowerModel(_catalogue(), config, np.full(5, 0.2), EVENTS)
+    features = {
+        "history_idx": tf.constant([[0, 1], [2, PAD], [1, 0]], tf.int64),
+        "history_weight": tf.constant([[1.0, 2.0], [1.0, 0.0], [3.0, 1.0]]),
+        "target_idx": tf.constant([2, 3, 3], tf.int64),
+    }
+    losses = []
+    for every_row in (False, True):
+        model.embeds_every_row = every_row
+        tf.random.set_seed(5)  # the same extra negatives both times
+        losses.append(float(model.compute_loss(features, training=True).numpy()))
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("counts, slots, expected", [
+    # two products, half the targets each: one slot holds 2 * (1 - 1/2) = 1 distinct product on average,
+    # and 2 rows <= 2.0 * 1
+    ([5, 5], 1, True),
+    # ten products, a tenth each: one slot holds 10 * (1 - 9/10) = 1; 10 rows > 2.0 * 1
+    ([1] * 10, 1, False),
+    # ... and 5 slots, 10 * (1 - 0.9 ** 5) = 4.095: 10 rows > 8.19
+    ([1] * 10, 5, False),
+    # ... 7 slots, 10 * (1 - 0.9 ** 7) = 5.217: 10 rows <= 10.43
+    ([1] * 10, 7, True),
+    # a product never a target is never drawn: 2 rows against 2.0 * 1 for the one drawn
+    ([4, 0], 100, True),
+    ([4, 0, 0], 100, False),
+])
+def test_every_row_is_embedded_while_the_catalogue_is_under_twice_the_expected_distinct_products(
+        counts, slots, expected):
+    assert XLA_STEP_SPEEDUP == 2.0
+    assert embeds_every_row(np.array(counts, np.float64), slots) is expected
 
 
 @pytest.mark.parametrize("logq", [True, False])
