@@ -261,6 +261,12 @@ class TwoTowerModel(tfrs.Model):
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
         self.loss_per_example = tf_keras.metrics.Mean(name="loss")
 
+    def build_variables(self) -> None:
+        """Create the item tower's weights now rather than at the first training step, so that what follows the
+        weights (``fashionrec.model.averaging``) sets up before training. The tower is the first thing a step
+        calls, and the only part built lazily, so its random initial weights are the same either way."""
+        self.item_tower(tf.constant([0], tf.int64))
+
     @property
     def metrics(self) -> list[tf_keras.metrics.Metric]:
         """Keras resets these at each epoch's start, so the reported loss is the epoch's."""

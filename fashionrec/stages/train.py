@@ -64,6 +64,7 @@ def _train(transformed_dir: str, model_dir: str, config: TrainConfig, transform_
         counts, config.batch_size * (transform_config.history_length + 1))
     model = TwoTowerModel(catalogue, config, probability, counts,
                           {f: CLOCK_SIZES.get(f) or len(vocabulary.values[f]) for f in features}, every_row)
+    model.build_variables()
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate), jit_compile=_compiles(config, every_row))
     examples, batches, steps = _training_data(transformed_dir, config, transform_config, counts, features)
     started = time.perf_counter()
