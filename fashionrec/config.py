@@ -351,9 +351,10 @@ class TrainConfig(Section):
     learning_rate: float = at_least(0.003, 0.0)  # 0 freezes the weights (tests)
     # The saved weights are an exponential moving average of every step's weights, with this momentum (0: the
     # last step's weights; fashionrec.model.averaging). It damps the last steps' noise, which varies the model
-    # from seed to seed. ML-1M's validation period, NDCG@10 over seeds 11-13: future-set 0.1590 / 0.1628 /
-    # 0.1596 against 0.1524 / 0.1602 / 0.1641 without; next-event 0.1617 / 0.1618 / 0.1623 against 0.1607 /
-    # 0.1619 / 0.1614; the embedded shop's a tie (0.0288 / 0.0288 / 0.0284 against 0.0282 / 0.0290 / 0.0286).
+    # from seed to seed. ML-1M's validation period, NDCG@10 over seeds 11-13 (each at its best prior weight):
+    # future-set 0.1590 / 0.1628 / 0.1596 against 0.1524 / 0.1602 / 0.1641 without; next-event 0.1617 / 0.1618 /
+    # 0.1623 against 0.1607 / 0.1619 / 0.1614; the embedded shop's a tie (0.0288 / 0.0288 / 0.0284 against
+    # 0.0282 / 0.0290 / 0.0286). docs/quality.md, "Weight averaging".
     weight_averaging: float = fraction(0.99)
     seed: int = 11
 
@@ -804,7 +805,7 @@ DATASET_SETTINGS: dict[str, dict[str, Any]] = {
     "synthetic": {"train.recency_half_life_events": 0.0, "train.recency_half_life_days": 60.0},
     # benchmarks/quality.py's choice on ML-1M's validation period under the standard protocol, each objective trained
     # with three seeds and each customer moved by their context as the evaluation does: the next-event objective at
-    # prior weight 6 (mean NDCG@10 0.1611, against the future-set objective's 0.1586 at 2.5; the two are within the
+    # prior weight 6 (mean NDCG@10 0.1617, against the future-set objective's 0.1594 at 2; the two are within the
     # seeds' spread, and one seed's choice had been the future-set objective: docs/quality.md).
     "movielens-1m": {"export.popularity_prior_weight": 6.0},
 }
