@@ -53,6 +53,7 @@ from fashionrec.model.features import PAD, CatalogueFeatures
 # step over a batch's distinct products, per product embedded (measured on two CPU cores; embeds_every_row).
 XLA_STEP_SPEEDUP = 2.0
 
+
 class ItemTower(tf_keras.Model):
     """Product index → embedding, from content features and a learned id embedding."""
 
@@ -293,10 +294,11 @@ class TwoTowerModel(tfrs.Model):
         if self._config.extra_negatives:
             negatives = tf.random.uniform([self._config.extra_negatives], 0, self._num_products, tf.int64)
             candidate_ids = tf.concat([candidate_ids, negatives], axis=0)
+        slots = tf.concat([history_rows, candidate_ids], axis=0)  # every product row the step looks up
         if self.embeds_every_row:
-            rows, position = tf.range(self._num_rows, dtype=tf.int64), tf.concat([history_rows, candidate_ids], 0)
+            rows, position = tf.range(self._num_rows, dtype=tf.int64), slots
         else:
-            rows, position = tf.unique(tf.concat([history_rows, candidate_ids], axis=0))
+            rows, position = tf.unique(slots)
         embeddings = self.item_tower(rows, training=training)
         customers = self._in_context(self._pool(tf.gather(embeddings, position[: tf.size(history_rows)]), features),
                                      features)
